@@ -1,0 +1,1 @@
+"""Command-line adapters: parse input, call a service, render output."""

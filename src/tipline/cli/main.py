@@ -1,0 +1,58 @@
+"""The ``tipline`` command: one Typer app, each command group in its own module."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from tipline import __version__
+from tipline.cli.console import err_console
+from tipline.errors import TiplineError
+
+app = typer.Typer(
+    name="tipline",
+    help="Match media against known-material hash lists; review; report.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+#: Command modules; each exposes ``register(app)``. Add new groups here.
+_COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tipline {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """tipline: hash, match, review and report known material."""
+
+
+for _name in _COMMAND_MODULES:
+    importlib.import_module(f"tipline.cli.{_name}").register(app)
+
+
+def main() -> None:
+    """Console-script entry point: expected errors become one line and exit status 2."""
+    try:
+        app()
+    except TiplineError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted", markup=False)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

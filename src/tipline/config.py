@@ -1,0 +1,45 @@
+"""One typed settings object; environment variables use the ``TIPLINE_`` prefix."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting tipline reads. Secrets come from the environment only."""
+
+    model_config = SettingsConfigDict(env_prefix="TIPLINE_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("tipline-data"), description="Embedded data folder")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default is SQLite at <data_dir>/tipline.db",
+    )
+    max_image_pixels: int = Field(
+        default=200_000_000, description="Refuse images above this many pixels (bomb guard)"
+    )
+    max_file_bytes: int = Field(
+        default=2 * 1024**3, description="Refuse media files above this many bytes"
+    )
+    max_video_seconds: float = Field(default=4 * 3600.0, description="Refuse longer videos")
+    index_dir: Path | None = Field(default=None, description="Index files; default <data_dir>/index")
+
+    def resolved_database_url(self) -> str:
+        """The database URL in use (SQLite under ``data_dir`` when unset)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'tipline.db').as_posix()}"
+
+    def resolved_index_dir(self) -> Path:
+        """Folder for index files."""
+        return self.index_dir if self.index_dir is not None else self.data_dir / "index"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,131 @@
+"""Signal values, the signal-type interface and the registry shared with plugins.
+
+A *signal* is one fingerprint of one piece of media (a PDQ hash, an MD5 digest, a list
+of per-frame PDQ hashes for a video). A *signal type* knows how to parse, compare and
+brute-force match its values; fast indexes live in :mod:`tipline.index` and are tested
+against the brute-force ``match`` here.
+
+Built-in signal types are registered through the ``tipline.signals`` entry-point group,
+the same way a plugin registers its own.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import ClassVar, Protocol, runtime_checkable
+
+from tipline.errors import HashFormatError
+
+
+class MediaKind(enum.Enum):
+    """What kind of media a signal type hashes."""
+
+    PHOTO = "photo"
+    VIDEO = "video"
+    ANY = "any"
+
+
+@dataclass(frozen=True, slots=True)
+class VideoFrame:
+    """One hashed video frame: PDQ hash (32 bytes), quality 0-100, time in seconds."""
+
+    index: int
+    quality: int
+    hash: bytes
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One fingerprint of one piece of media.
+
+    ``value`` is the canonical wire form (lowercase hex for hashes and digests).
+    ``quality`` is 0-100 for perceptual hashes, ``None`` for digests.
+    ``low_quality`` flags perceptual hashes under the type's quality floor: they are
+    returned, never blanked, so the caller decides.
+    ``variant`` names a dihedral variant (``rot90``, ``flipx``...) when one was asked for.
+    ``frames`` holds the per-frame hashes of a video signal (empty otherwise).
+    """
+
+    type: str
+    value: str
+    quality: int | None = None
+    low_quality: bool = False
+    variant: str | None = None
+    frames: tuple[VideoFrame, ...] = field(default=(), repr=False)
+
+
+@runtime_checkable
+class SignalType(Protocol):
+    """What every signal type (built-in or plugin) provides."""
+
+    name: ClassVar[str]
+    media: ClassVar[MediaKind]
+    #: default match threshold in the type's distance unit (bits for PDQ; 0 for digests)
+    default_threshold: ClassVar[int]
+
+    def parse(self, text: str) -> str:
+        """Validate ``text`` and return the canonical value; raise HashFormatError."""
+        ...
+
+    def distance(self, a: str, b: str) -> int:
+        """Integer distance between two canonical values (0 = identical)."""
+        ...
+
+    def match(
+        self, query: str, candidates: Sequence[str], threshold: int
+    ) -> list[tuple[int, int]]:
+        """Brute-force oracle: ``(candidate_index, distance)`` for all within threshold."""
+        ...
+
+
+_REGISTRY: dict[str, SignalType] | None = None
+
+
+def _load_registry() -> dict[str, SignalType]:
+    registry: dict[str, SignalType] = {}
+    for ep in entry_points(group="tipline.signals"):
+        cls = ep.load()
+        instance = cls()
+        registry[instance.name] = instance
+    return registry
+
+
+def signal_types() -> dict[str, SignalType]:
+    """All registered signal types by name (loaded on first call, not at import)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = _load_registry()
+    return _REGISTRY
+
+
+def register_signal_type(signal_type: SignalType) -> None:
+    """Register a signal type at run time (tests and embedding applications)."""
+    signal_types()[signal_type.name] = signal_type
+
+
+def get_signal_type(name: str) -> SignalType:
+    """The signal type called ``name``; HashFormatError naming the known ones otherwise."""
+    types = signal_types()
+    try:
+        return types[name]
+    except KeyError:
+        known = ", ".join(sorted(types))
+        raise HashFormatError(f"unknown signal type {name!r} (known: {known})") from None
+
+
+def parse_typed_hash(text: str) -> tuple[str, str]:
+    """Parse ``type:value`` (e.g. ``pdq:<64 hex>``) into ``(type, canonical value)``."""
+    kind, sep, value = text.strip().partition(":")
+    if not sep:
+        raise HashFormatError(f"expected TYPE:VALUE, got {text!r}")
+    signal_type = get_signal_type(kind.strip().lower())
+    return signal_type.name, signal_type.parse(value)
+
+
+def names(types: Iterable[SignalType]) -> list[str]:
+    """Names of the given signal types, in order."""
+    return [t.name for t in types]

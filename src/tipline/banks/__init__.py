@@ -1,0 +1,1 @@
+"""Banks of known material: domain types, hash-list formats."""

@@ -1,0 +1,58 @@
+"""Domain values for banks, entries and matches (no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BankSignal:
+    """One signal of a bank entry: type name and canonical value."""
+
+    type: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class BankEntry:
+    """One known item in a bank."""
+
+    bank: str
+    entry_id: str  # external id (NCMEC entry id, VICS MediaID, or generated)
+    signals: tuple[BankSignal, ...]
+    labels: tuple[str, ...] = ()  # e.g. industry classification "A1", "B2"
+    source: str | None = None  # provenance: file, feed, member
+    added_at: datetime | None = None
+    disabled: bool = False
+    disabled_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Bank:
+    """A named list of known items with its own match settings."""
+
+    name: str
+    description: str = ""
+    enabled: bool = True
+    is_allow_bank: bool = False  # entries here suppress matches (known false positives)
+    thresholds: dict[str, int] = field(default_factory=dict)  # per signal type; else default
+    tenant: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One query signal matching one bank entry."""
+
+    bank: str
+    entry_id: str
+    signal_type: str
+    distance: int  # integer distance in the signal type's unit (bits for PDQ)
+    labels: tuple[str, ...] = ()
+    query_value: str | None = None
+    matched_value: str | None = None
+    suppressed_by: str | None = None  # allow-bank entry that suppressed it, "bank/entry_id"
+    suppressed_reason: str | None = None
+    # video only: share of query frames matched and of compared (bank) frames matched, 0-100
+    query_match_percent: float | None = None
+    compared_match_percent: float | None = None

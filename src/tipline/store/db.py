@@ -55,8 +55,8 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply Alembic migrations up to ``revision`` on ``engine``."""
+def upgrade(engine: Engine, revision: str = "heads") -> None:
+    """Apply Alembic migrations (every branch head by default) on ``engine``."""
     from alembic import command
     from alembic.config import Config
 

@@ -8,9 +8,23 @@ media (a path or bytes) into signals. Expected failures never raise out of
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import multiprocessing
+import os
+import tempfile
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
 
-from tipline.errors import TiplineError
+from tipline.config import Settings, get_settings
+from tipline.errors import (
+    InputError,
+    MediaError,
+    MediaTooLargeError,
+    MissingExtraError,
+    TiplineError,
+    UnsupportedMediaError,
+)
 from tipline.signals.base import Signal
 
 #: Signals computed when the caller does not choose.
@@ -49,3 +63,204 @@ class HashResult:
     def ok(self) -> bool:
         """True when the item was hashed."""
         return self.error is None
+
+
+#: Signal names a photo can have, and a video can have.
+PHOTO_SIGNALS: frozenset[str] = frozenset({"pdq", "md5", "sha1", "sha256"})
+VIDEO_SIGNALS: frozenset[str] = frozenset({"vpdq", "video_md5", "video_sha256"})
+#: A name asked for on one media kind, translated for the other (``--signals pdq,md5``
+#: on a mixed folder gives videos their vPDQ and MD5 too).
+_TO_VIDEO: dict[str, str] = {"pdq": "vpdq", "md5": "video_md5", "sha256": "video_sha256"}
+_TO_PHOTO: dict[str, str] = {v: k for k, v in _TO_VIDEO.items()}
+
+
+def check_signal_names(names: Iterable[str]) -> tuple[str, ...]:
+    """Validate requested signal names; InputError naming the known ones otherwise."""
+    known = PHOTO_SIGNALS | VIDEO_SIGNALS
+    out: list[str] = []
+    for name in names:
+        clean = name.strip().lower()
+        if clean not in known:
+            raise InputError(f"unknown signal {name!r} (known: {', '.join(sorted(known))})")
+        if clean not in out:
+            out.append(clean)
+    return tuple(out)
+
+
+def _wanted(options: HashOptions, media: str) -> tuple[str, ...]:
+    if not options.signals:
+        return DEFAULT_PHOTO_SIGNALS if media == "photo" else DEFAULT_VIDEO_SIGNALS
+    names = check_signal_names(options.signals)
+    own, alias = (PHOTO_SIGNALS, _TO_PHOTO) if media == "photo" else (VIDEO_SIGNALS, _TO_VIDEO)
+    out: list[str] = []
+    for name in names:
+        mapped = name if name in own else alias.get(name)
+        if mapped is not None and mapped not in out:
+            out.append(mapped)
+    return tuple(out)
+
+
+def _hash_photo(
+    data: bytes, fmt: str, options: HashOptions, settings: Settings
+) -> tuple[Signal, ...]:
+    from tipline.signals.decode import decode_pixels
+    from tipline.signals.digests import digest
+    from tipline.signals.pdq import pdq_signals
+
+    wanted = _wanted(options, "photo")
+    signals: list[Signal] = []
+    if "pdq" in wanted:
+        pixels = decode_pixels(
+            data, mode=options.decode, max_pixels=settings.max_image_pixels, fmt=fmt
+        )
+        signals.extend(pdq_signals(pixels, dihedral=options.dihedral))
+    signals.extend(Signal(type=name, value=digest(name, data)) for name in wanted if name != "pdq")
+    return tuple(signals)
+
+
+def _hash_video(path: str, options: HashOptions) -> tuple[Signal, ...]:
+    try:
+        from tipline.signals.video import hash_video
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"video hashing is not available ({exc}); install it with: pip install 'tipline[video]'"
+        ) from None
+    return tuple(hash_video(path, replace(options, signals=_wanted(options, "video"))))
+
+
+def _unexpected(exc: Exception) -> MediaError:
+    # Hostile input can make decoders raise anything; report it, keep the batch going.
+    return MediaError(f"cannot hash: {type(exc).__name__}: {exc}")
+
+
+def hash_bytes(
+    data: bytes, name: str, options: HashOptions, *, settings: Settings | None = None
+) -> HashResult:
+    """Hash in-memory media; ``name`` is only used to label the result.
+
+    Never raises for bad media: the reason is in ``HashResult.error``. Videos are
+    written to a private temporary file because the video decoder reads files.
+    """
+    settings = settings or get_settings()
+    from tipline.signals.sniff import SniffedKind, sniff
+
+    size = len(data)
+    try:
+        if size == 0:
+            raise MediaError("empty file (0 bytes)")
+        if size > settings.max_file_bytes:
+            raise MediaTooLargeError(
+                f"{size} bytes exceeds the limit of {settings.max_file_bytes} bytes"
+            )
+        sniffed = sniff(data[:512])
+        if sniffed.kind is SniffedKind.PHOTO:
+            signals = _hash_photo(data, sniffed.format, options, settings)
+            return HashResult(path=name, media="photo", size=size, signals=signals)
+        if sniffed.kind is SniffedKind.VIDEO:
+            with tempfile.NamedTemporaryFile(suffix=f".{sniffed.format}") as tmp:
+                tmp.write(data)
+                tmp.flush()
+                signals = _hash_video(tmp.name, options)
+            return HashResult(path=name, media="video", size=size, signals=signals)
+        raise UnsupportedMediaError("not a supported photo or video format")
+    except TiplineError as exc:
+        return HashResult(path=name, size=size, error=exc)
+    except Exception as exc:
+        return HashResult(path=name, size=size, error=_unexpected(exc))
+
+
+def hash_path(path: str, options: HashOptions, *, settings: Settings | None = None) -> HashResult:
+    """Hash the file at ``path``: photos are read once (digests and pixels from the same
+    bytes); videos go to :func:`tipline.signals.video.hash_video`.
+
+    Never raises for bad media or unreadable paths: the reason is in ``HashResult.error``.
+    """
+    settings = settings or get_settings()
+    from tipline.signals.sniff import SNIFF_BYTES, SniffedKind, sniff
+
+    size: int | None = None
+    try:
+        try:
+            with open(path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size == 0:
+                    raise MediaError("empty file (0 bytes)")
+                if size > settings.max_file_bytes:
+                    raise MediaTooLargeError(
+                        f"{size} bytes exceeds the limit of {settings.max_file_bytes} bytes"
+                    )
+                head = fh.read(SNIFF_BYTES)
+                sniffed = sniff(head)
+                if sniffed.kind is SniffedKind.PHOTO:
+                    data = head + fh.read(settings.max_file_bytes + 1 - len(head))
+                    if len(data) > settings.max_file_bytes:  # grew while we read it
+                        raise MediaTooLargeError(
+                            f"more than the limit of {settings.max_file_bytes} bytes"
+                        )
+        except FileNotFoundError:
+            raise MediaError("no such file") from None
+        except IsADirectoryError:
+            raise MediaError("is a directory") from None
+        except PermissionError:
+            raise MediaError("permission denied") from None
+        except OSError as exc:
+            raise MediaError(f"cannot read: {exc.strerror or exc}") from None
+        if sniffed.kind is SniffedKind.PHOTO:
+            size = len(data)
+            signals = _hash_photo(data, sniffed.format, options, settings)
+            return HashResult(path=path, media="photo", size=size, signals=signals)
+        if sniffed.kind is SniffedKind.VIDEO:
+            signals = _hash_video(path, options)
+            return HashResult(path=path, media="video", size=size, signals=signals)
+        raise UnsupportedMediaError("not a supported photo or video format")
+    except TiplineError as exc:
+        return HashResult(path=path, size=size, error=exc)
+    except Exception as exc:
+        return HashResult(path=path, size=size, error=_unexpected(exc))
+
+
+def _hash_chunk(paths: list[str], options: HashOptions) -> list[HashResult]:
+    return [hash_path(p, options) for p in paths]
+
+
+def _pool(jobs: int) -> ProcessPoolExecutor:
+    # forkserver: workers never inherit the parent's threads (progress bars, DB pools).
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(
+        ["tipline.signals.hashing", "tipline.signals.decode", "tipline.signals.pdq"]
+    )
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+
+
+def hash_many(
+    paths: Iterable[str], options: HashOptions, jobs: int = 1, *, chunk: int = 4
+) -> Iterator[HashResult]:
+    """Hash many files on ``jobs`` worker processes; results come in input order.
+
+    ``jobs <= 1`` hashes in this process. At most ``jobs * 4`` chunks of ``chunk`` paths
+    are in flight, so a huge folder walk is consumed lazily. Validates
+    ``options.signals`` up front (InputError).
+    """
+    if options.signals:
+        check_signal_names(options.signals)
+    if jobs <= 1:
+        for path in paths:
+            yield hash_path(path, options)
+        return
+    window: deque[Future[list[HashResult]]] = deque()
+    it = iter(paths)
+    with _pool(jobs) as pool:
+
+        def submit() -> bool:
+            batch = [p for _, p in zip(range(chunk), it, strict=False)]
+            if not batch:
+                return False
+            window.append(pool.submit(_hash_chunk, batch, options))
+            return True
+
+        while len(window) < jobs * 4 and submit():
+            pass
+        while window:
+            results = window.popleft().result()
+            submit()
+            yield from results

@@ -20,7 +20,7 @@ app = typer.Typer(
 )
 
 #: Command modules; each exposes ``register(app)``. Add new groups here.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = ("hash",)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,210 @@
+"""``tipline hash``: print the signals of files, folders (recursively) or stdin."""
+
+from __future__ import annotations
+
+import csv
+import enum
+import json
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from tipline.cli.console import err_console
+from tipline.errors import MediaError
+from tipline.signals.base import Signal
+from tipline.signals.hashing import (
+    DecodeMode,
+    HashOptions,
+    HashResult,
+    check_signal_names,
+    hash_bytes,
+    hash_many,
+)
+
+STDIN = "-"
+
+
+class OutputFormat(enum.Enum):
+    """How results are printed on stdout."""
+
+    TEXT = "text"
+    JSONL = "jsonl"
+    CSV = "csv"
+
+
+#: Items to hash in order: a path, ``-`` for stdin, or a result that failed already
+#: (an unreadable folder found while walking).
+Item = str | HashResult
+
+
+def expand(paths: list[str]) -> list[Item]:
+    """Files named directly, files under folders (sorted, recursive), ``-`` as is."""
+    items: list[Item] = []
+    for path in paths:
+        if path == STDIN or not os.path.isdir(path):
+            items.append(path)
+            continue
+        failed: list[HashResult] = []
+
+        def on_error(exc: OSError, failed: list[HashResult] = failed, top: str = path) -> None:
+            where = str(exc.filename) if exc.filename else top
+            reason = "permission denied" if isinstance(exc, PermissionError) else exc.strerror
+            failed.append(HashResult(path=where, error=MediaError(reason or str(exc))))
+
+        for root, dirs, files in os.walk(path, onerror=on_error):
+            dirs.sort()
+            items.extend(failed)
+            failed.clear()
+            items.extend(os.path.join(root, name) for name in sorted(files))
+        items.extend(failed)
+    return items
+
+
+def _results(items: list[Item], options: HashOptions, jobs: int) -> Iterator[HashResult]:
+    """Results in item order; files go through the worker pool, stdin is read here."""
+    files = [i for i in items if isinstance(i, str) and i != STDIN]
+    pooled = hash_many(files, options, jobs)
+    for item in items:
+        if isinstance(item, HashResult):
+            yield item
+        elif item == STDIN:
+            yield hash_bytes(sys.stdin.buffer.read(), STDIN, options)
+        else:
+            yield next(pooled)
+
+
+def _signal_dict(signal: Signal) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "type": signal.type,
+        "value": signal.value,
+        "quality": signal.quality,
+        "low_quality": signal.low_quality,
+        "variant": signal.variant,
+    }
+    if signal.frames:
+        out["frames"] = [
+            {"frame": f.index, "quality": f.quality, "hash": f.hash.hex(), "seconds": f.seconds}
+            for f in signal.frames
+        ]
+    return out
+
+
+class _Writer:
+    """Writes results in one output format."""
+
+    def __init__(self, fmt: OutputFormat, out: TextIO) -> None:
+        self.fmt = fmt
+        self.out = out
+        self.csv = csv.writer(out, lineterminator="\n") if fmt is OutputFormat.CSV else None
+        if self.csv is not None:
+            self.csv.writerow(
+                ["path", "media", "type", "variant", "value", "quality", "low_quality"]
+            )
+
+    def write(self, result: HashResult) -> None:
+        if self.fmt is OutputFormat.JSONL:
+            record = {
+                "path": result.path,
+                "media": result.media,
+                "size": result.size,
+                "signals": [_signal_dict(s) for s in result.signals],
+                "error": None
+                if result.error is None
+                else {"code": result.error.code, "message": result.error.message},
+            }
+            self.out.write(json.dumps(record, separators=(",", ":")) + "\n")
+            return
+        if result.error is not None:
+            return
+        for s in result.signals:
+            if self.csv is not None:
+                quality = "" if s.quality is None else s.quality
+                self.csv.writerow(
+                    [
+                        result.path,
+                        result.media,
+                        s.type,
+                        s.variant or "",
+                        s.value,
+                        quality,
+                        int(s.low_quality),
+                    ]
+                )
+                continue
+            parts = [s.type, s.value]
+            if s.quality is not None:
+                parts.append(f"q={s.quality}")
+            if s.low_quality:
+                parts.append("low_quality")
+            if s.variant is not None:
+                parts.append(f"variant={s.variant}")
+            parts.append(result.path)
+            self.out.write(" ".join(parts) + "\n")
+
+
+def hash_command(
+    paths: list[str] = typer.Argument(
+        ..., help="Files, folders (hashed recursively) or '-' for bytes on stdin."
+    ),
+    fmt: OutputFormat = typer.Option(OutputFormat.TEXT, "--format", "-f", help="Output format."),
+    signals: str = typer.Option(
+        "",
+        "--signals",
+        "-s",
+        help="Comma-separated signals (pdq,md5,sha1,sha256,vpdq,video_md5,video_sha256); "
+        "default pdq,md5,sha256 for photos and vpdq,video_md5,video_sha256 for videos.",
+    ),
+    dihedral: bool = typer.Option(False, "--dihedral", help="Also the 7 rotated/flipped PDQs."),
+    exact_decode: bool = typer.Option(
+        False, "--exact-decode", help="Full-resolution reference decode (slower)."
+    ),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes."),
+) -> None:
+    """Hash media: one line per signal (text), one object per file (jsonl) or CSV rows.
+
+    Per-file errors go to stderr as ``error: <path>: <reason>``; the exit status is 1
+    when any file failed.
+    """
+    names = check_signal_names(n for n in signals.split(",") if n.strip())
+    options = HashOptions(
+        signals=names,
+        dihedral=dihedral,
+        decode=DecodeMode.EXACT if exact_decode else DecodeMode.FAST,
+    )
+    items = expand(paths)
+    writer = _Writer(fmt, sys.stdout)
+    failed = 0
+    show_progress = err_console.is_terminal and len(items) > 1
+    progress = Progress(
+        TextColumn("hashing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=not show_progress,
+        redirect_stdout=sys.stdout.isatty(),
+    )
+    with progress:
+        task = progress.add_task("hash", total=len(items))
+        for result in _results(items, options, jobs):
+            if result.error is not None:
+                failed += 1
+                err_console.print(
+                    f"error: {result.path}: {result.error.message}", markup=False, highlight=False
+                )
+            writer.write(result)
+            progress.advance(task)
+    sys.stdout.flush()
+    if failed:
+        err_console.print(f"{failed} of {len(items)} files failed", markup=False)
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``tipline hash`` to the root app."""
+    app.command("hash")(hash_command)

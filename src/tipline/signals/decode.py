@@ -123,11 +123,7 @@ def _high_depth_to_l(im: Image.Image) -> Image.Image:
     lo = float(arr.min()) if arr.size else 0.0
     hi = float(arr.max()) if arr.size else 0.0
     if lo >= 0.0 and hi <= 255.0:
-        return (
-            im.convert("L")
-            if im.mode != "F"
-            else Image.fromarray(np.rint(arr).astype(np.uint8), "L")
-        )
+        return im.convert("L")
     if lo >= 0.0 and hi <= 65535.0 and not np.issubdtype(arr.dtype, np.floating):
         scaled = np.rint(arr.astype(np.float64) / 257.0)
     else:
@@ -178,6 +174,10 @@ def decode_pixels(
     ``fmt`` is the sniffed format (used to load HEIF/AVIF plugins lazily).
     Raises MediaError subclasses for undecodable input.
     """
+    if fmt is None:
+        from tipline.signals.sniff import sniff
+
+        fmt = sniff(data[:64]).format
     im = open_image(data, max_pixels=max_pixels, fmt=fmt)
     if hasattr(im, "n_frames") and getattr(im, "n_frames", 1) > 1:
         im.seek(0)

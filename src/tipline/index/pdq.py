@@ -1,0 +1,377 @@
+"""Exact Hamming radius search over 256-bit PDQ hashes (multi-index hashing).
+
+The 256 bits are split into ``m`` contiguous substrings and one CSR table per substring
+maps a substring value to the rows holding it. By the generalised pigeonhole principle,
+with ``radius = m*r + a`` (``0 <= a < m``) any hash within ``radius`` bits of the query
+has one of its first ``a+1`` substrings within ``r`` bits of the query's, or one of the
+others within ``r-1`` bits. Probing exactly those buckets and verifying every candidate
+with a full 256-bit popcount therefore returns every hash within ``radius`` (recall 1.0)
+for any radius 0..256; when probing would touch more rows than a scan, the index scans.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tipline.errors import IndexCorruptError, InputError
+from tipline.index import _kernels as K
+from tipline.index.files import Segment, read_segment, write_segment
+
+#: Bits in a PDQ hash.
+PDQ_BITS = 256
+#: Bytes in a PDQ hash.
+PDQ_BYTES = 32
+#: Largest radius accepted by :meth:`PdqIndex.search`, in bits.
+MAX_RADIUS = PDQ_BITS
+_KIND = "pdq"
+
+IdArray = npt.NDArray[np.int64]
+DistArray = npt.NDArray[np.int64]
+Query = bytes | str | npt.NDArray[np.uint8]
+
+
+def hashes_to_words(hashes: npt.ArrayLike) -> npt.NDArray[np.uint64]:
+    """(n, 32) uint8 hashes -> (n, 4) native uint64 words (big-endian per word)."""
+    arr = np.asarray(hashes)
+    if arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != PDQ_BYTES:
+        raise InputError(
+            f"PDQ hashes must be a (n, {PDQ_BYTES}) uint8 array, got {arr.dtype} {arr.shape}"
+        )
+    words = np.ascontiguousarray(arr).view(">u8").astype(np.uint64)
+    return np.ascontiguousarray(words)
+
+
+def query_words(query: Query) -> npt.NDArray[np.uint64]:
+    """One query (32 bytes, 64 hex chars or a (32,) uint8 array) as a (1, 4) word array."""
+    if isinstance(query, str):
+        try:
+            raw = bytes.fromhex(query.strip())
+        except ValueError:
+            raise InputError(f"PDQ query is not hex: {query[:80]!r}") from None
+    elif isinstance(query, bytes | bytearray | memoryview):
+        raw = bytes(query)
+    else:
+        arr = np.asarray(query)
+        if arr.dtype != np.uint8 or arr.shape != (PDQ_BYTES,):
+            raise InputError(
+                f"PDQ query array must be ({PDQ_BYTES},) uint8, got {arr.dtype} {arr.shape}"
+            )
+        raw = arr.tobytes()
+    if len(raw) != PDQ_BYTES:
+        raise InputError(f"PDQ query must be {PDQ_BYTES} bytes, got {len(raw)}")
+    return np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(1, 4)
+
+
+def check_radius(radius: int) -> int:
+    """Validate a radius in bits (0..256) and return it as int."""
+    if isinstance(radius, bool) or not isinstance(radius, int | np.integer):
+        raise InputError(f"radius must be an integer number of bits, got {radius!r}")
+    if not 0 <= int(radius) <= MAX_RADIUS:
+        raise InputError(f"radius must be between 0 and {MAX_RADIUS} bits, got {radius}")
+    return int(radius)
+
+
+def _readonly(a: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    a.setflags(write=False)
+    return a
+
+
+@lru_cache(maxsize=256)
+def _flip_masks(width: int, radius: int) -> npt.NDArray[np.uint64]:
+    """All ``width``-bit masks with at most ``radius`` bits set, by popcount level."""
+    cur = np.zeros(1, np.uint64)
+    lowest = np.zeros(1, np.int64)  # lowest bit a mask may still add (keeps masks unique)
+    levels = [cur]
+    for _ in range(min(radius, width)):
+        parts, lows = [], []
+        for b in range(width):
+            sel = lowest <= b
+            parts.append(cur[sel] | np.uint64(1 << b))
+            lows.append(np.full(int(sel.sum()), b + 1, np.int64))
+        cur, lowest = np.concatenate(parts), np.concatenate(lows)
+        levels.append(cur)
+    return _readonly(np.concatenate(levels))
+
+
+def _ball(width: int, radius: int) -> int:
+    return sum(math.comb(width, k) for k in range(min(radius, width) + 1))
+
+
+def default_layout(n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Substring (starts, widths) in bits for ``n`` hashes: width ≈ log2(n), 8..24 bits."""
+    target = min(24, max(8, round(math.log2(max(n, 2)))))
+    m = math.ceil(PDQ_BITS / target)
+    return layout_for(m)
+
+
+def layout_for(m: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Split 256 bits into ``m`` contiguous substrings of near-equal width (≤ 32 bits)."""
+    if not 8 <= m <= PDQ_BITS:
+        raise InputError(f"substring count must be 8..{PDQ_BITS}, got {m}")
+    base, extra = divmod(PDQ_BITS, m)
+    widths = np.array([base + 1] * extra + [base] * (m - extra), np.int64)
+    starts = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
+    return starts, widths
+
+
+def finalize(ids: IdArray, dist: DistArray) -> tuple[IdArray, DistArray]:
+    """One result per id (its smallest distance), sorted by (distance, id)."""
+    if len(ids) > 1:
+        order = np.lexsort((dist, ids))
+        ids, dist = ids[order], dist[order]
+        keep = np.ones(len(ids), bool)
+        keep[1:] = ids[1:] != ids[:-1]
+        ids, dist = ids[keep], dist[keep]
+        order = np.lexsort((ids, dist))
+        ids, dist = ids[order], dist[order]
+    return ids, dist
+
+
+def brute_force_rows(
+    q: npt.NDArray[np.uint64], radius: int, words: npt.NDArray[np.uint64]
+) -> tuple[npt.NDArray[np.int64], DistArray]:
+    """(rows, distances) of every word row within ``radius`` of ``q`` (linear scan)."""
+    cap = 256
+    while True:
+        rows = np.empty(cap, np.int64)
+        dist = np.empty(cap, np.int64)
+        count = K.brute_search(q, radius, words, rows, dist)
+        if count <= cap:
+            return rows[:count], dist[:count]
+        cap = count
+
+
+class PdqIndex:
+    """Immutable exact radius index over PDQ hashes; thread-safe for searching.
+
+    Ids are caller-chosen int64 values (e.g. bank entry ids); one id may carry several
+    hashes, and a search reports each id once with its smallest distance.
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray[Any, Any]], path: Path | None = None) -> None:
+        """Use :meth:`build` or :meth:`open`; this wraps already validated arrays."""
+        self._a = arrays
+        self.ids: IdArray = arrays["ids"]
+        self.words: npt.NDArray[np.uint64] = arrays["words"]
+        self.starts: npt.NDArray[np.int64] = arrays["starts"]
+        self.widths: npt.NDArray[np.int64] = arrays["widths"]
+        self.path = path
+        self._plans: dict[int, tuple[Any, ...] | None] = {}
+        self._plan_lock = threading.Lock()
+
+    # -- construction -------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls, ids: npt.ArrayLike, hashes: npt.ArrayLike, *, substrings: int | None = None
+    ) -> PdqIndex:
+        """Index ``hashes`` ((n, 32) uint8) under ``ids`` ((n,) int64).
+
+        ``substrings`` overrides the number of multi-index substrings (default: about
+        256 / log2(n)). Building 10M hashes takes a few seconds and ~1 GB.
+        """
+        words = hashes_to_words(hashes)
+        id_arr = np.ascontiguousarray(np.asarray(ids, dtype=np.int64))
+        if id_arr.shape != (words.shape[0],):
+            raise InputError(f"got {id_arr.shape} ids for {words.shape[0]} hashes")
+        return cls.from_words(id_arr, words, substrings=substrings)
+
+    @classmethod
+    def from_words(
+        cls, ids: IdArray, words: npt.NDArray[np.uint64], *, substrings: int | None = None
+    ) -> PdqIndex:
+        """Like :meth:`build` but from (n, 4) uint64 words (see :func:`hashes_to_words`)."""
+        n = words.shape[0]
+        if n >= 2**32 - 1:
+            raise InputError("a PDQ index holds fewer than 2**32 - 1 hashes")
+        starts, widths = default_layout(n) if substrings is None else layout_for(substrings)
+        words = np.ascontiguousarray(words, dtype=np.uint64)
+        words.setflags(write=False)
+        sizes = (1 << widths) + 1
+        offset_base = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        offsets = np.zeros(int(sizes.sum()), np.uint32)
+        rows = np.empty(len(widths) * n, np.uint32)
+        for j in range(len(widths)):
+            K.build_table(
+                words,
+                int(starts[j]),
+                int(widths[j]),
+                offsets[offset_base[j] : offset_base[j] + sizes[j]],
+                rows[j * n : (j + 1) * n],
+            )
+        arrays = {
+            "ids": ids,
+            "words": words,
+            "starts": starts,
+            "widths": widths,
+            "offsets": offsets,
+            "offset_base": offset_base,
+            "rows": rows,
+        }
+        return cls({k: _readonly(np.ascontiguousarray(v)) for k, v in arrays.items()})
+
+    # -- persistence ------------------------------------------------------------------
+
+    def sections(self) -> dict[str, np.ndarray[Any, Any]]:
+        """The arrays a segment file stores for this index."""
+        return dict(self._a)
+
+    def save(
+        self,
+        path: str | Path,
+        *,
+        extra: dict[str, np.ndarray[Any, Any]] | None = None,
+        params: dict[str, Any] | None = None,
+        kind: str = _KIND,
+    ) -> None:
+        """Atomically write the index to ``path`` (temp file, fsync, rename)."""
+        arrays = self.sections()
+        arrays.update(extra or {})
+        write_segment(Path(path), kind, {"count": len(self), **(params or {})}, arrays)
+
+    @classmethod
+    def open(cls, path: str | Path, *, verify: bool = True) -> PdqIndex:
+        """Memory-map a saved index; IndexCorruptError when the file fails its checks."""
+        return cls.from_segment(read_segment(Path(path), _KIND, verify=verify))
+
+    @classmethod
+    def from_segment(cls, seg: Segment) -> PdqIndex:
+        """Wrap the PDQ sections of an opened segment, checking their shapes agree."""
+        a = seg.arrays
+        try:
+            n = a["ids"].shape[0]
+            m = a["starts"].shape[0]
+            ok = (
+                a["words"].shape == (n, 4)
+                and a["widths"].shape == (m,)
+                and a["rows"].shape == (m * n,)
+                and a["offset_base"].shape == (m,)
+                and int(a["widths"].sum()) == PDQ_BITS
+                and bool(np.all((a["widths"] >= 1) & (a["widths"] <= 32)))
+                and a["offsets"].shape == (int(((1 << a["widths"]) + 1).sum()),)
+                and seg.params.get("count") == n
+            )
+        except KeyError as exc:
+            raise IndexCorruptError(f"missing section {exc}", path=str(seg.path)) from None
+        if not ok:
+            raise IndexCorruptError("PDQ sections have inconsistent shapes", path=str(seg.path))
+        return cls(
+            {
+                k: a[k]
+                for k in ("ids", "words", "starts", "widths", "offsets", "offset_base", "rows")
+            },
+            path=seg.path,
+        )
+
+    # -- search ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def _plan(self, radius: int) -> tuple[Any, ...] | None:
+        """Per-radius probe plan (substring radii, flip masks), or None to scan."""
+        with self._plan_lock:
+            if radius in self._plans:
+                return self._plans[radius]
+        m = len(self.widths)
+        r, a = divmod(radius, m)
+        radii = np.array([r if j <= a else r - 1 for j in range(m)], np.int64)
+        n = len(self)
+        # Expected candidates for uniform data; scan when probing costs more than that.
+        cost = sum(
+            _ball(int(w), int(rj)) * (1 + n / 2.0 ** int(w))
+            for w, rj in zip(self.widths, radii, strict=True)
+            if rj >= 0
+        )
+        plan: tuple[Any, ...] | None = None
+        if cost < n / 2:
+            masks, base, count = [], [], []
+            pos = 0
+            for w, rj in zip(self.widths, radii, strict=True):
+                mk = _flip_masks(int(w), int(rj)) if rj >= 0 else np.zeros(0, np.uint64)
+                masks.append(mk)
+                base.append(pos)
+                count.append(len(mk))
+                pos += len(mk)
+            plan = (
+                radii,
+                _readonly(np.concatenate(masks)),
+                np.array(base, np.int64),
+                np.array(count, np.int64),
+            )
+        with self._plan_lock:
+            self._plans[radius] = plan
+        return plan
+
+    def search_rows(
+        self, q: npt.NDArray[np.uint64], radius: int
+    ) -> tuple[npt.NDArray[np.int64], DistArray]:
+        """(rows, distances) within ``radius`` for one (1, 4) word query; rows unordered."""
+        plan = self._plan(radius)
+        if plan is None:
+            return brute_force_rows(q, radius, self.words)
+        radii, masks, mbase, mcount = plan
+        cap = 256
+        a = self._a
+        while True:
+            rows = np.empty(cap, np.int64)
+            dist = np.empty(cap, np.int64)
+            count = K.mih_search(
+                q,
+                radius,
+                self.words,
+                self.starts,
+                self.widths,
+                radii,
+                a["offsets"],
+                a["offset_base"],
+                a["rows"],
+                masks,
+                mbase,
+                mcount,
+                rows,
+                dist,
+            )
+            if count <= cap:
+                return rows[:count], dist[:count]
+            cap = count
+
+    def search(self, query: Query, radius: int) -> tuple[IdArray, DistArray]:
+        """Every id with a hash within ``radius`` bits (inclusive) of ``query``.
+
+        Returns ``(ids, distances)`` as int64 arrays, one entry per id (its smallest
+        distance in bits), sorted by distance then id. Exact: recall 1.0.
+        """
+        radius = check_radius(radius)
+        rows, dist = self.search_rows(query_words(query), radius)
+        return finalize(self.ids[rows], dist)
+
+    def search_batch(
+        self, queries: npt.ArrayLike | Sequence[Query], radius: int
+    ) -> list[tuple[IdArray, DistArray]]:
+        """:meth:`search` for each query ((q, 32) uint8 array or a sequence of queries)."""
+        radius = check_radius(radius)
+        if isinstance(queries, np.ndarray) and queries.ndim == 2:
+            words = hashes_to_words(queries)
+            qs = [words[i : i + 1] for i in range(words.shape[0])]
+        else:
+            qs = [query_words(q) for q in queries]  # type: ignore[arg-type,union-attr]
+        out = []
+        for q in qs:
+            rows, dist = self.search_rows(np.ascontiguousarray(q), radius)
+            out.append(finalize(self.ids[rows], dist))
+        return out
+
+    def warm_up(self) -> None:
+        """Compile/load the numba kernels now so the first lookup is not slow."""
+        q = np.zeros((1, 4), np.uint64)
+        self.search_rows(q, 0)
+        brute_force_rows(q, 0, self.words)

@@ -26,7 +26,9 @@ class Settings(BaseSettings):
         default=2 * 1024**3, description="Refuse media files above this many bytes"
     )
     max_video_seconds: float = Field(default=4 * 3600.0, description="Refuse longer videos")
-    index_dir: Path | None = Field(default=None, description="Index files; default <data_dir>/index")
+    index_dir: Path | None = Field(
+        default=None, description="Index files; default <data_dir>/index"
+    )
 
     def resolved_database_url(self) -> str:
         """The database URL in use (SQLite under ``data_dir`` when unset)."""

@@ -223,8 +223,11 @@ def _hash_chunk(paths: list[str], options: HashOptions) -> list[HashResult]:
     return [hash_path(p, options) for p in paths]
 
 
-def _pool(jobs: int) -> ProcessPoolExecutor:
-    # forkserver: workers never inherit the parent's threads (progress bars, DB pools).
+def process_pool(jobs: int) -> ProcessPoolExecutor:
+    """A pool of ``jobs`` hashing worker processes, reusable across :func:`hash_many` calls.
+
+    Uses forkserver: workers never inherit the parent's threads (progress bars, DB pools).
+    """
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(
         ["tipline.signals.hashing", "tipline.signals.decode", "tipline.signals.pdq"]
@@ -233,34 +236,50 @@ def _pool(jobs: int) -> ProcessPoolExecutor:
 
 
 def hash_many(
-    paths: Iterable[str], options: HashOptions, jobs: int = 1, *, chunk: int = 4
+    paths: Iterable[str],
+    options: HashOptions,
+    jobs: int = 1,
+    *,
+    chunk: int = 4,
+    executor: ProcessPoolExecutor | None = None,
 ) -> Iterator[HashResult]:
     """Hash many files on ``jobs`` worker processes; results come in input order.
 
-    ``jobs <= 1`` hashes in this process. At most ``jobs * 4`` chunks of ``chunk`` paths
-    are in flight, so a huge folder walk is consumed lazily. Validates
-    ``options.signals`` up front (InputError).
+    ``jobs <= 1`` (and no ``executor``) hashes in this process. Otherwise a pool is
+    started for this call, or ``executor`` (from :func:`process_pool`) is reused and
+    left running. At most ``jobs * 4`` chunks of ``chunk`` paths are in flight, so a
+    huge folder walk is consumed lazily. Validates ``options.signals`` up front
+    (InputError).
     """
     if options.signals:
         check_signal_names(options.signals)
-    if jobs <= 1:
+    if executor is None and jobs <= 1:
         for path in paths:
             yield hash_path(path, options)
         return
+    if executor is not None:
+        yield from _pooled(executor, paths, options, max(jobs, 1), chunk)
+        return
+    with process_pool(jobs) as pool:
+        yield from _pooled(pool, paths, options, jobs, chunk)
+
+
+def _pooled(
+    pool: ProcessPoolExecutor, paths: Iterable[str], options: HashOptions, jobs: int, chunk: int
+) -> Iterator[HashResult]:
     window: deque[Future[list[HashResult]]] = deque()
     it = iter(paths)
-    with _pool(jobs) as pool:
 
-        def submit() -> bool:
-            batch = [p for _, p in zip(range(chunk), it, strict=False)]
-            if not batch:
-                return False
-            window.append(pool.submit(_hash_chunk, batch, options))
-            return True
+    def submit() -> bool:
+        batch = [p for _, p in zip(range(chunk), it, strict=False)]
+        if not batch:
+            return False
+        window.append(pool.submit(_hash_chunk, batch, options))
+        return True
 
-        while len(window) < jobs * 4 and submit():
-            pass
-        while window:
-            results = window.popleft().result()
-            submit()
-            yield from results
+    while len(window) < jobs * 4 and submit():
+        pass
+    while window:
+        results = window.popleft().result()
+        submit()
+        yield from results

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from tipline.errors import DecompressionBombError, MediaError, UnsupportedMediaError
@@ -231,3 +233,46 @@ def test_every_exif_orientation(orientation: int) -> None:
 def test_sniff(head: bytes, kind: SniffedKind, fmt: str) -> None:
     got = sniff(head)
     assert (got.kind, got.format) == (kind, fmt)
+
+
+def _small_files() -> list[bytes]:
+    im = scene(96, 64)
+    return [
+        encode(im, "JPEG", quality=80),
+        encode(im, "PNG"),
+        encode(im, "GIF"),
+        encode(im, "WEBP", quality=80),
+        encode(im, "BMP"),
+        encode(im, "TIFF"),
+    ]
+
+
+SMALL_FILES = _small_files()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    index=st.integers(0, len(SMALL_FILES) - 1),
+    edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=6),
+    cut=st.integers(0, 10**6),
+)
+def test_corrupted_files_fail_only_with_tipline_errors(
+    index: int, edits: list[tuple[int, int]], cut: int
+) -> None:
+    """Hostile bytes: decoding either works or raises a MediaError subclass, never a
+    stray Pillow/numpy exception (the pipeline reports those as bugs)."""
+    data = bytearray(SMALL_FILES[index])
+    for pos, value in edits:
+        data[pos % len(data)] = value
+    blob = bytes(data[: max(1, cut % (len(data) + 1))])
+    for mode in (DecodeMode.FAST, DecodeMode.EXACT):
+        try:
+            pixels = decode_pixels(blob, mode=mode, max_pixels=10**7)
+        except MediaError:
+            continue
+        assert pixels.ndim == 3 and pixels.shape[2] == 3
+
+
+@given(st.binary(max_size=600))
+def test_sniff_never_raises(head: bytes) -> None:
+    assert sniff(head).kind in SniffedKind

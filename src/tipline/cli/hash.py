@@ -14,6 +14,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tipline.cli.console import err_console
+from tipline.config import get_settings
 from tipline.errors import MediaError
 from tipline.signals.base import Signal
 from tipline.signals.hashing import (
@@ -72,7 +73,9 @@ def _results(items: list[Item], options: HashOptions, jobs: int) -> Iterator[Has
         if isinstance(item, HashResult):
             yield item
         elif item == STDIN:
-            yield hash_bytes(sys.stdin.buffer.read(), STDIN, options)
+            # One byte over the limit is enough for hash_bytes to refuse it.
+            limit = get_settings().max_file_bytes + 1
+            yield hash_bytes(sys.stdin.buffer.read(limit), STDIN, options)
         else:
             yield next(pooled)
 

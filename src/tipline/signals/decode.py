@@ -172,8 +172,15 @@ def decode_pixels(
     """Decode ``data`` to ``H x W x 3`` uint8 pixels for PDQ.
 
     ``fmt`` is the sniffed format (used to load HEIF/AVIF plugins lazily).
-    Raises MediaError subclasses for undecodable input.
+    Raises MediaError subclasses for undecodable input. Pillow's warnings about
+    corrupt metadata in hostile files are silenced: the pixels either decode or fail.
     """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _decode_pixels(data, mode=mode, max_pixels=max_pixels, fmt=fmt)
+
+
+def _decode_pixels(data: bytes, *, mode: DecodeMode, max_pixels: int, fmt: str | None) -> RGBArray:
     if fmt is None:
         from tipline.signals.sniff import sniff
 

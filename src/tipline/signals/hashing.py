@@ -192,11 +192,9 @@ def hash_path(path: str, options: HashOptions, *, settings: Settings | None = No
                 head = fh.read(SNIFF_BYTES)
                 sniffed = sniff(head)
                 if sniffed.kind is SniffedKind.PHOTO:
-                    data = head + fh.read(settings.max_file_bytes + 1 - len(head))
-                    if len(data) > settings.max_file_bytes:  # grew while we read it
-                        raise MediaTooLargeError(
-                            f"more than the limit of {settings.max_file_bytes} bytes"
-                        )
+                    # Exactly the bytes fstat saw: a file growing meanwhile cannot push
+                    # the read past the size limit.
+                    data = head + fh.read(max(0, size - len(head)))
         except FileNotFoundError:
             raise MediaError("no such file") from None
         except IsADirectoryError:

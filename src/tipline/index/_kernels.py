@@ -119,9 +119,8 @@ def mih_search(
     starts: Any,
     widths: Any,
     radii: Any,
-    offsets: Any,
-    offset_base: Any,
-    rows: Any,
+    tables: Any,
+    table_base: Any,
     masks: Any,
     mask_base: Any,
     mask_count: Any,
@@ -131,13 +130,13 @@ def mih_search(
     """Multi-index-hashing radius search; same contract as :func:`brute_search`.
 
     For substring ``j`` every bucket within ``radii[j]`` bits of the query's substring
-    is probed (``masks[mask_base[j]:mask_base[j]+mask_count[j]]`` are the flip masks);
+    is probed (``masks[mask_base[j]:mask_base[j]+mask_count[j]]`` are the flip masks).
+    Table ``j`` is ``tables[table_base[j]:]``: 2^width+1 CSR offsets, then n rows;
     ``radii[j] < 0`` skips the substring. A candidate found through substring ``j`` is
     reported only when no earlier substring ``k`` is within ``radii[k]``, so every row
     is reported at most once without a per-query "seen" array.
     """
     m = starts.shape[0]
-    n = words.shape[0]
     qkeys = np.empty(m, np.uint64)
     for j in range(m):
         qkeys[j] = _extract(q, 0, starts[j], widths[j])
@@ -147,15 +146,15 @@ def mih_search(
     for j in range(m):
         if radii[j] < 0:
             continue
-        ob = np.int64(offset_base[j])
-        rb = np.int64(j) * n
+        ob = np.int64(table_base[j])
+        rb = ob + (np.int64(1) << widths[j]) + 1
         mb = np.int64(mask_base[j])
         for t in range(mb, mb + np.int64(mask_count[j])):
             key = np.int64(qkeys[j] ^ masks[t])
-            lo = np.int64(offsets[ob + key])
-            hi = np.int64(offsets[ob + key + 1])
+            lo = np.int64(tables[ob + key])
+            hi = np.int64(tables[ob + key + 1])
             for p in range(lo, hi):
-                row = np.int64(rows[rb + p])
+                row = np.int64(tables[rb + p])
                 d = _distance(words, row, q0, q1, q2, q3)
                 if d > radius:
                     continue

@@ -26,8 +26,9 @@ import json
 import mmap
 import os
 import struct
+import threading
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,12 +59,26 @@ class Segment:
     path: Path
 
 
+@dataclass(frozen=True, slots=True)
+class LazySection:
+    """A section produced chunk by chunk while writing (keeps peak memory low).
+
+    ``chunks()`` must yield C-contiguous arrays of ``dtype`` whose sizes add up to
+    ``prod(shape)`` elements.
+    """
+
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    chunks: Callable[[], Iterator[np.ndarray[Any, Any]]]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the section occupies."""
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
 def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
-
-
-def _chunk_crcs(buf: memoryview) -> list[int]:
-    return [zlib.crc32(buf[i : i + _CRC_CHUNK]) for i in range(0, max(len(buf), 1), _CRC_CHUNK)]
 
 
 def _bytes_view(a: np.ndarray[Any, Any]) -> memoryview:
@@ -80,24 +95,29 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_segment(
-    path: Path, kind: str, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray[Any, Any]]
+    path: Path,
+    kind: str,
+    params: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray[Any, Any] | LazySection],
 ) -> None:
-    """Atomically write ``arrays`` (C-contiguous, little-endian) as a segment file."""
+    """Atomically write ``arrays`` (little-endian) as a segment file of ``kind``.
+
+    Sections are written first and the header last, so a :class:`LazySection` can be
+    computed while it is written; the file only appears under ``path`` once complete.
+    """
     path = Path(path)
-    prepared: list[tuple[str, np.ndarray[Any, Any]]] = []
+    prepared: list[tuple[str, np.ndarray[Any, Any] | LazySection]] = []
     for name, arr in arrays.items():
-        a = np.ascontiguousarray(arr)
-        if a.dtype.byteorder == ">":
-            a = a.astype(a.dtype.newbyteorder("<"))
-        if a.dtype.str not in _ALLOWED_DTYPES:
-            raise ValueError(f"section {name!r}: unsupported dtype {a.dtype.str}")
-        prepared.append((name, a))
-    sections: list[dict[str, Any]] = []
-    # Two passes: the header size fixes where the first section starts.
-    crcs = {name: _chunk_crcs(_bytes_view(a)) for name, a in prepared}
-    header_room = ALIGN
-    while True:
-        offset = _align(_PREFIX.size + header_room)
+        if isinstance(arr, np.ndarray):
+            arr = np.ascontiguousarray(arr)
+            if arr.dtype.byteorder == ">":
+                arr = arr.astype(arr.dtype.newbyteorder("<"))
+        if arr.dtype.str not in _ALLOWED_DTYPES:
+            raise ValueError(f"section {name!r}: unsupported dtype {arr.dtype.str}")
+        prepared.append((name, arr))
+
+    def layout(crcs: Mapping[str, list[int]], start: int) -> dict[str, Any]:
+        offset = start
         sections = []
         for name, a in prepared:
             sections.append(
@@ -111,20 +131,45 @@ def write_segment(
                 }
             )
             offset = _align(offset + a.nbytes)
-        header = {"kind": kind, "params": dict(params), "file_size": offset, "sections": sections}
-        blob = json.dumps(header, sort_keys=True).encode()
-        if _PREFIX.size + len(blob) <= _align(_PREFIX.size + header_room):
-            break
-        header_room = len(blob) + ALIGN
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        return {"kind": kind, "params": dict(params), "file_size": offset, "sections": sections}
+
+    # Reserve header room for the largest possible checksum values, then fill it in.
+    worst = {n: [0xFFFFFFFF] * max(1, -(-a.nbytes // _CRC_CHUNK)) for n, a in prepared}
+    room = len(json.dumps(layout(worst, 1 << 62), sort_keys=True).encode())
+    start = _align(_PREFIX.size + room)
+    crcs: dict[str, list[int]] = {}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as f:
+            for section, (name, a) in zip(layout(worst, start)["sections"], prepared, strict=True):
+                f.seek(section["offset"])
+                crc, filled, written, got = 0, 0, 0, []
+                chunks = a.chunks() if isinstance(a, LazySection) else iter([a])
+                for chunk in chunks:
+                    view = _bytes_view(np.ascontiguousarray(chunk, dtype=a.dtype))
+                    f.write(view)
+                    # crc32 per _CRC_CHUNK bytes of the section, continued across chunks
+                    pos = 0
+                    while pos < len(view):
+                        take = min(len(view) - pos, _CRC_CHUNK - filled)
+                        crc = zlib.crc32(view[pos : pos + take], crc)
+                        filled += take
+                        pos += take
+                        if filled == _CRC_CHUNK:
+                            got.append(crc)
+                            crc, filled = 0, 0
+                    written += len(view)
+                if filled or not got:
+                    got.append(crc)
+                if written != a.nbytes:
+                    raise ValueError(f"section {name!r} wrote {written} of {a.nbytes} bytes")
+                crcs[name] = got
+            header = layout(crcs, start)
+            blob = json.dumps(header, sort_keys=True).encode()
+            f.truncate(header["file_size"])
+            f.seek(0)
             f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(blob), zlib.crc32(blob), 0))
             f.write(blob)
-            for section, (_, a) in zip(sections, prepared, strict=True):
-                f.seek(section["offset"])
-                f.write(_bytes_view(a))
-            f.truncate(offset)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -250,10 +250,13 @@ class LiveIndex:
             k = int(snap.delta_ids.shape[0])
             ids = np.concatenate([snap.base.ids, snap.delta_ids])
             words = np.concatenate([snap.base.words, snap.delta_words])
-            base = PdqIndex.from_words(ids, words)
             dis = _sorted_ids(snap.disabled)
             generation = max(snap.generation, read_generation(self.directory) or 0) + 1
-            _write_generation(self.directory, generation, base, dis)
+            PdqIndex.build_file(
+                self.directory / _segment_name(generation), ids, words, extra={"disabled": dis}
+            )
+            del ids, words
+            _publish(self.directory, generation)
             new_base, new_dis = _load(self.directory, generation, verify=False)
             with self._lock:
                 s = self._state
@@ -287,6 +290,11 @@ def read_generation(directory: Path) -> int | None:
 
 def _write_generation(d: Path, generation: int, base: PdqIndex, disabled: IdArray) -> None:
     base.save(d / _segment_name(generation), extra={"disabled": disabled})
+    _publish(d, generation)
+
+
+def _publish(d: Path, generation: int) -> None:
+    """Point CURRENT at ``generation`` atomically."""
     tmp = d / f".{_CURRENT}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         f.write(f"{generation}\n")

@@ -13,7 +13,7 @@ Every contender gets the same files and a warm page cache; 1 process runs in-pro
 2 processes use a started and warmed forkserver pool (steady-state throughput: pool
 start-up, about a second, is not counted for anyone).
 
-Usage: ``python bench/hashing.py [--quick]``
+Usage: ``python bench/hashing.py [--quick] [--rounds N]``
 """
 
 from __future__ import annotations
@@ -113,29 +113,36 @@ class Row:
     rates: dict[str, float]
 
 
-def run(quick: bool) -> list[Row]:
-    """Measure every contender at 3 and 12 MP on 1 and 2 processes."""
+def run(quick: bool, rounds: int) -> list[Row]:
+    """Measure every contender at 3 and 12 MP on 1 and 2 processes.
+
+    Each measurement is repeated ``rounds`` times, interleaved, and the best rate kept:
+    on a shared machine the best round is the one least disturbed by other work.
+    """
     limit = 6 if quick else None
     rows: list[Row] = []
     for mp in (3.0, 12.0):
         files = [str(p) for p in build_corpus(mp, limit=limit)]
-        fast_repeat = 1 if quick else 3
-        fast_paths = files * fast_repeat
-        te_paths = files[: 6 if quick else 24]
+        paths = {
+            "tipline": files * (1 if quick else 2),
+            "threatexchange": files[: 6 if quick else (24 if mp < 10 else 12)],
+            "floor": files * (1 if quick else 2),
+        }
         for p in files:  # warm the page cache
             Path(p).read_bytes()
         floor_one(files[0])
         threatexchange_one(files[0])
+        best: dict[int, dict[str, float]] = {1: {}, 2: {}}
+        for _ in range(rounds):
+            for procs in (1, 2):
+                for name, todo in paths.items():
+                    rate = measure(name, todo, procs)
+                    best[procs][name] = max(rate, best[procs].get(name, 0.0))
         for procs in (1, 2):
-            rates = {
-                "tipline": measure("tipline", fast_paths, procs),
-                "threatexchange": measure("threatexchange", te_paths, procs),
-                "floor": measure("floor", fast_paths, procs),
-            }
-            rows.append(Row(f"{mp:g} MP", procs, rates))
+            rows.append(Row(f"{mp:g} MP", procs, best[procs]))
             print(
-                f"  measured {mp:g} MP x{procs}: "
-                + ", ".join(f"{k} {v:.1f}/s" for k, v in rates.items()),
+                f"  measured {mp:g} MP x{procs} (best of {rounds}): "
+                + ", ".join(f"{k} {v:.1f}/s" for k, v in best[procs].items()),
                 file=sys.stderr,
                 flush=True,
             )
@@ -185,9 +192,13 @@ def report(rows: list[Row]) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="6 images per size, 1 pass")
+    parser.add_argument("--quick", action="store_true", help="6 images per size, 1 round")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3; 1 quick)")
     args = parser.parse_args(argv)
-    report(run(args.quick))
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    ok = report(run(args.quick, rounds))
+    print()
+    print("all targets met" if ok else "some targets missed (see above)")
 
 
 if __name__ == "__main__":

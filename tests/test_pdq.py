@@ -4,6 +4,7 @@ fast-vs-exact decode tolerance, dihedral variants, and hypothesis properties."""
 from __future__ import annotations
 
 import io
+import os
 import statistics
 from dataclasses import replace
 from pathlib import Path
@@ -72,7 +73,12 @@ def test_exact_decode_is_bit_identical_to_pdqhash(reference_dir: Path) -> None:
 
 
 def test_hex_matches_python_threatexchange(reference_dir: Path) -> None:
-    from threatexchange.signal_type.pdq.signal import PdqSignal
+    try:
+        from threatexchange.signal_type.pdq.signal import PdqSignal
+    except ImportError:
+        if os.environ.get("CI", "").lower() == "true":
+            raise
+        pytest.skip("python-threatexchange not installed (pip install 'tipline[bench]')")
 
     for path in sorted((reference_dir / "pdq" / "bridge-mods").glob("*.jpg")):
         assert pdq_of(path, EXACT)[0] == PdqSignal.hash_from_file(path), path

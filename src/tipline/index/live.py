@@ -96,9 +96,9 @@ class LiveIndex:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         generation = (read_generation(d) or 0) + 1
-        base = PdqIndex.build(ids, hashes)
         dis = _ro(np.unique(np.asarray(disabled, dtype=np.int64)))
-        _write_generation(d, generation, base, dis)
+        PdqIndex.build_file(d / _segment_name(generation), ids, hashes, extra={"disabled": dis})
+        _publish(d, generation)
         return cls.open(d)
 
     @classmethod

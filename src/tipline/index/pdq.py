@@ -32,6 +32,8 @@ PDQ_BYTES = 32
 #: Largest radius accepted by :meth:`PdqIndex.search`, in bits.
 MAX_RADIUS = PDQ_BITS
 _KIND = "pdq"
+#: Fewest substrings allowed: 256 / 11 rounds up to 24-bit substrings.
+MIN_SUBSTRINGS = 11
 
 IdArray = npt.NDArray[np.int64]
 DistArray = npt.NDArray[np.int64]
@@ -117,9 +119,13 @@ def default_layout(n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]
 
 
 def layout_for(m: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Split 256 bits into ``m`` contiguous substrings of near-equal width (≤ 32 bits)."""
-    if not 8 <= m <= PDQ_BITS:
-        raise InputError(f"substring count must be 8..{PDQ_BITS}, got {m}")
+    """Split 256 bits into ``m`` contiguous substrings of near-equal width (≤ 24 bits).
+
+    Each substring table holds 2^width + 1 offsets, so widths are capped at 24 bits
+    (64 MiB of offsets per table).
+    """
+    if not MIN_SUBSTRINGS <= m <= PDQ_BITS:
+        raise InputError(f"substring count must be {MIN_SUBSTRINGS}..{PDQ_BITS}, got {m}")
     base, extra = divmod(PDQ_BITS, m)
     widths = np.array([base + 1] * extra + [base] * (m - extra), np.int64)
     starts = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -28,6 +29,7 @@ from tipline.signals.hashing import (
     hash_many,
     hash_path,
 )
+from tipline.signals.hexbits import hamming_hex
 from tipline.signals.pdq import pdq_hash
 
 
@@ -185,3 +187,19 @@ def test_hash_many_in_processes_matches_sequential(media: dict[str, Path]) -> No
 def test_hash_many_rejects_unknown_signal(media: dict[str, Path]) -> None:
     with pytest.raises(InputError, match="unknown signal"):
         list(hash_many([str(media["good0"])], HashOptions(signals=("nope",))))
+
+
+def test_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    result = hash_path(str(fifo), HashOptions())
+    assert isinstance(result.error, MediaError) and "regular file" in str(result.error)
+
+
+def test_large_cmyk_jpeg_fast_path(tmp_path: Path) -> None:
+    path = tmp_path / "cmyk.jpg"
+    scene(2400, 1600).convert("CMYK").save(path, "JPEG", quality=92)
+    fast = hash_path(str(path), HashOptions(signals=("pdq",)))
+    exact = hash_path(str(path), HashOptions(signals=("pdq",), decode=DecodeMode.EXACT))
+    assert fast.ok and exact.ok
+    assert hamming_hex(fast.signals[0].value, exact.signals[0].value) <= 16

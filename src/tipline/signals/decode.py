@@ -201,6 +201,9 @@ def _decode_pixels(data: bytes, *, mode: DecodeMode, max_pixels: int, fmt: str |
         _load(im)
         im = _orient(im)
         return _repeat_plane(np.asarray(im))
+    if mode is DecodeMode.FAST and im.format == "JPEG" and min(im.size) >= 2 * FAST_MIN_SIDE:
+        # CMYK and other JPEGs still get the DCT-domain reduction, in their own mode.
+        im.draft(im.mode, _draft_request(*im.size))
     _load(im)
     im = _orient(im)
     rgb = to_rgb(im)

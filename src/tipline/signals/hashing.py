@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import multiprocessing
 import os
+import stat
 import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -181,6 +182,12 @@ def hash_path(path: str, options: HashOptions, *, settings: Settings | None = No
     size: int | None = None
     try:
         try:
+            st_mode = os.stat(path).st_mode
+            if stat.S_ISDIR(st_mode):
+                raise MediaError("is a directory")
+            if not stat.S_ISREG(st_mode):
+                # FIFOs and devices could block or never end.
+                raise MediaError("not a regular file")
             with open(path, "rb") as fh:
                 size = os.fstat(fh.fileno()).st_size
                 if size == 0:

@@ -169,8 +169,7 @@ def hash_command(
 ) -> None:
     """Hash media: one line per signal (text), one object per file (jsonl) or CSV rows.
 
-    Per-file errors go to stderr as ``error: <path>: <reason>``; the exit status is 1
-    when any file failed.
+    Per-file errors go to stderr as "error: PATH: REASON"; exit status 1 if any failed.
     """
     names = check_signal_names(n for n in signals.split(",") if n.strip())
     options = HashOptions(

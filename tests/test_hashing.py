@@ -203,3 +203,11 @@ def test_large_cmyk_jpeg_fast_path(tmp_path: Path) -> None:
     exact = hash_path(str(path), HashOptions(signals=("pdq",), decode=DecodeMode.EXACT))
     assert fast.ok and exact.ok
     assert hamming_hex(fast.signals[0].value, exact.signals[0].value) <= 16
+
+
+def test_hash_many_can_stop_early(media: dict[str, Path]) -> None:
+    paths = [str(media["good0"])] * 200
+    results = hash_many(paths, HashOptions(signals=("md5",)), jobs=2, chunk=1)
+    first = next(results)
+    assert first.ok
+    results.close()  # cancels queued chunks and shuts the pool down

@@ -282,9 +282,14 @@ def _pooled(
         window.append(pool.submit(_hash_chunk, batch, options))
         return True
 
-    while len(window) < jobs * 4 and submit():
-        pass
-    while window:
-        results = window.popleft().result()
-        submit()
-        yield from results
+    try:
+        while len(window) < jobs * 4 and submit():
+            pass
+        while window:
+            results = window.popleft().result()
+            submit()
+            yield from results
+    finally:
+        # A consumer that stops early (error, Ctrl-C) must not wait for queued work.
+        for future in window:
+            future.cancel()

@@ -211,3 +211,8 @@ def test_hash_many_can_stop_early(media: dict[str, Path]) -> None:
     first = next(results)
     assert first.ok
     results.close()  # cancels queued chunks and shuts the pool down
+
+
+def test_signals_that_do_not_apply_give_none(media: dict[str, Path]) -> None:
+    result = hash_path(str(media["video"]), HashOptions(signals=("sha1",)))
+    assert result.ok and result.media == "video" and result.signals == ()

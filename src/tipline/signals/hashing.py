@@ -120,13 +120,16 @@ def _hash_photo(
 
 
 def _hash_video(path: str, options: HashOptions) -> tuple[Signal, ...]:
+    wanted = _wanted(options, "video")
+    if not wanted:  # e.g. only sha1 asked for: nothing applies to a video
+        return ()
     try:
         from tipline.signals.video import hash_video
     except ImportError as exc:
         raise MissingExtraError(
             f"video hashing is not available ({exc}); install it with: pip install 'tipline[video]'"
         ) from None
-    return tuple(hash_video(path, replace(options, signals=_wanted(options, "video"))))
+    return tuple(hash_video(path, replace(options, signals=wanted)))
 
 
 def _unexpected(exc: Exception) -> MediaError:

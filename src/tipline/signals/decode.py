@@ -186,8 +186,8 @@ def _decode_pixels(data: bytes, *, mode: DecodeMode, max_pixels: int, fmt: str |
 
         fmt = sniff(data[:64]).format
     im = open_image(data, max_pixels=max_pixels, fmt=fmt)
-    if hasattr(im, "n_frames") and getattr(im, "n_frames", 1) > 1:
-        im.seek(0)
+    # Multi-frame formats (GIF, TIFF, WebP) open on their first frame; asking for
+    # n_frames would scan the whole file, so it is never touched.
     if (
         mode is DecodeMode.FAST
         and im.format == "JPEG"

@@ -1,0 +1,469 @@
+"""PDQ matching benchmark: tipline vs python-threatexchange PDQIndex vs faiss, same run.
+
+For each size (``--sizes``) and data set (uniform random bits; a clustered set made of
+PDQ hashes of benign photo variants with bit noise) every engine runs in its own
+subprocesses, so peak RSS is per engine:
+
+* build time and peak RSS of building;
+* open time (tipline: memory-map + checksums of the saved file; faiss: read_index_binary;
+  python-threatexchange keeps its index only as a pickle, which tipline does not use, so
+  its open time is reported as n/a);
+* single-hash lookups/s in 1 process and in 2 processes (forked after warm-up), p99
+  latency, batch lookups/s (one call for all queries, one thread);
+* recall against an independent NumPy brute force on a sample of the queries.
+
+Numba compilation happens in a warm-up before any timing. Threshold 31 (PDQ default).
+
+Usage::
+
+    python bench/matching.py --quick                    # 20k and 200k, a minute or two
+    python bench/matching.py --sizes 1000000 10000000   # the full comparison
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing as mp
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH_DIR = Path(__file__).resolve().parent
+CACHE_DIR = BENCH_DIR / ".cache"
+RADIUS = 31
+ENGINES = ("tipline", "pte", "faiss")
+#: Targets from issue 3 at 10M hashes on 2 cores.
+TARGET_QPS_2PROC = 4000
+TARGET_RSS_MB = 1536
+TARGET_OPEN_S = 2.0
+TARGET_BUILD_S = 30.0
+_IMAGE_DIRS = (Path("/usr/share/backgrounds"), Path("/usr/share/wallpapers"))
+
+
+# -- data -------------------------------------------------------------------------------
+
+
+def _reference_dir() -> Path:
+    shared = Path(os.environ.get("TIPLINE_SHARED", BENCH_DIR.parent.parent / "shared"))
+    return shared / "reference" / "pdq"
+
+
+def variant_hashes() -> np.ndarray:
+    """PDQ hashes (k, 32) of crops/rotations/re-encodes of benign photos (cached)."""
+    cache = CACHE_DIR / "pdq-variants.hex"
+    if cache.exists():
+        lines = cache.read_text().split()
+        return np.frombuffer(bytes.fromhex("".join(lines)), np.uint8).reshape(-1, 32)
+    from PIL import Image
+
+    from tipline.signals.pdq import pdq_hash
+
+    paths = []
+    for folder in (*_IMAGE_DIRS, _reference_dir()):
+        if folder.is_dir():
+            paths += sorted(
+                p for p in folder.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"}
+            )
+    if not paths:
+        raise SystemExit("no benign photos found (install mate-backgrounds or ../shared)")
+    out: list[str] = []
+    for path in paths:
+        with Image.open(path) as im:
+            img = im.convert("RGB")
+        img.thumbnail((512, 512))
+        w, h = img.size
+        variants = [
+            img,
+            img.rotate(90, expand=True),
+            img.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+            img.crop((w // 10, h // 10, w - w // 10, h - h // 10)),
+            img.crop((0, 0, w * 2 // 3, h)),
+            img.resize((max(1, w // 4), max(1, h // 4))),
+            img.rotate(5),
+        ]
+        for quality in (85, 30):
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=quality)
+            variants.append(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+        out += [pdq_hash(np.asarray(v))[0] for v in variants]
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    cache.write_text("\n".join(out) + "\n")
+    return np.frombuffer(bytes.fromhex("".join(out)), np.uint8).reshape(-1, 32)
+
+
+def _flip(base: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each row of ``base`` with ``counts[i]`` random bits flipped (with replacement)."""
+    bits = np.unpackbits(base, axis=1)
+    for k in np.unique(counts):
+        rows = np.nonzero(counts == k)[0]
+        cols = rng.integers(0, 256, (len(rows), int(k)))
+        bits[rows[:, None], cols] ^= 1
+    return np.packbits(bits, axis=1)
+
+
+def make_dataset(kind: str, n: int, n_queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bank (n, 32), queries (q, 32)) uint8 for ``uniform`` or ``clustered`` data.
+
+    Half of the queries are bank hashes with 0-40 bits of noise (so they match), half
+    are fresh: random for uniform data, other photo variants for clustered data.
+
+    Clustered data: real PDQ hashes of photo variants seed n/8 "images" (seed + 40-100
+    bits of noise: distinct pictures that keep PDQ's non-uniform bit statistics), and
+    every bank hash is one of those images with 0-40 bits of noise, so near-duplicate
+    clusters of ~8 hashes sit close to each other.
+    """
+    rng = np.random.default_rng(seed)
+    if kind == "uniform":
+        bank = rng.integers(0, 256, (n, 32), dtype=np.uint8)
+        fresh = rng.integers(0, 256, (n_queries - n_queries // 2, 32), dtype=np.uint8)
+    else:
+        real = variant_hashes()
+        held_out = real[rng.permutation(len(real))[: max(1, len(real) // 10)]]
+        n_images = max(1, n // 8)
+        images = np.empty((n_images, 32), np.uint8)
+        bank = np.empty((n, 32), np.uint8)
+        step = 1 << 20
+        for lo in range(0, n_images, step):
+            hi = min(n_images, lo + step)
+            seeds = real[rng.integers(0, len(real), hi - lo)]
+            images[lo:hi] = _flip(seeds, rng.integers(40, 101, hi - lo), rng)
+        for lo in range(0, n, step):
+            hi = min(n, lo + step)
+            base = images[rng.integers(0, n_images, hi - lo)]
+            bank[lo:hi] = _flip(base, rng.integers(0, 41, hi - lo), rng)
+        idx = rng.integers(0, len(held_out), n_queries - n_queries // 2)
+        fresh = _flip(held_out[idx], rng.integers(0, 24, len(idx)), rng)
+    near = bank[rng.integers(0, n, n_queries // 2)]
+    near = _flip(near, rng.integers(0, 41, len(near)), rng)
+    queries = np.concatenate([near, fresh])
+    return bank, queries[rng.permutation(len(queries))]
+
+
+def brute_force(bank: np.ndarray, queries: np.ndarray, radius: int) -> list[list[int]]:
+    """Row numbers within ``radius`` for each query (NumPy popcount, no tipline code)."""
+    words = bank.view(np.uint64)
+    out = []
+    for q in queries:
+        dist = np.bitwise_count(words ^ q.view(np.uint64)).sum(axis=1, dtype=np.int32)
+        out.append(np.nonzero(dist <= radius)[0].tolist())
+    return out
+
+
+# -- engines (run inside worker subprocesses) -------------------------------------------
+
+
+class Engine:
+    """A loaded index answering ``lookup(query_row) -> row numbers``."""
+
+    def lookup(self, q: np.ndarray) -> list[int]:
+        raise NotImplementedError
+
+    def batch(self, qs: np.ndarray) -> int:
+        return sum(len(self.lookup(q)) for q in qs)
+
+
+class TiplineEngine(Engine):
+    def __init__(self, path: Path) -> None:
+        from tipline.index import PdqIndex
+
+        self.index = PdqIndex.open(path)
+        self.index.warm_up()
+
+    def lookup(self, q: np.ndarray) -> list[int]:
+        return self.index.search(q, RADIUS)[0].tolist()
+
+    def batch(self, qs: np.ndarray) -> int:
+        return sum(len(ids) for ids, _ in self.index.search_batch(qs, RADIUS))
+
+
+class PteEngine(Engine):
+    def __init__(self, bank: np.ndarray) -> None:
+        from threatexchange.signal_type.pdq.pdq_index import PDQIndex
+
+        hexes = [row.tobytes().hex() for row in bank]
+        self.index = PDQIndex(zip(hexes, range(len(hexes)), strict=True))
+
+    def lookup(self, q: np.ndarray) -> list[int]:
+        return [m.metadata for m in self.index.query(q.tobytes().hex())]
+
+
+class FaissEngine(Engine):
+    def __init__(self, index: Any) -> None:
+        self.index = index
+
+    def lookup(self, q: np.ndarray) -> list[int]:
+        lims, _, ids = self.index.range_search(q.reshape(1, 32), RADIUS + 1)  # strict <
+        return ids[lims[0] : lims[1]].tolist()
+
+    def batch(self, qs: np.ndarray) -> int:
+        lims, _, _ = self.index.range_search(np.ascontiguousarray(qs), RADIUS + 1)
+        return int(lims[-1])
+
+
+def _rss_mb() -> float:
+    """Peak RSS of this process in MiB (VmHWM: unlike ru_maxrss it is reset by exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _time_lookups(engine: Engine, qs: np.ndarray) -> tuple[float, float]:
+    lat = np.empty(len(qs))
+    start = time.perf_counter()
+    for i, q in enumerate(qs):
+        t0 = time.perf_counter()
+        engine.lookup(q)
+        lat[i] = time.perf_counter() - t0
+    wall = time.perf_counter() - start
+    return len(qs) / wall, float(np.percentile(lat, 99) * 1000)
+
+
+def _child(engine: Engine, qs: np.ndarray, barrier: Any, out: Any) -> None:
+    barrier.wait()
+    start = time.perf_counter()
+    for q in qs:
+        engine.lookup(q)
+    out.put(time.perf_counter() - start)
+
+
+def _two_processes(engine: Engine, qs: np.ndarray) -> float:
+    """Lookups/s of 2 forked processes sharing the loaded index, each doing all ``qs``."""
+    ctx = mp.get_context("fork")
+    barrier, out = ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=_child, args=(engine, qs, barrier, out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for p in procs:
+        p.join()
+    wall = time.perf_counter() - start
+    return 2 * len(qs) / wall
+
+
+def worker(args: argparse.Namespace) -> dict[str, Any]:
+    """Run one engine phase in this (fresh) process and return its measurements."""
+    data = Path(args.data)
+    bank = np.memmap(data / "bank.u8", dtype=np.uint8, mode="r").reshape(-1, 32)
+    queries = np.fromfile(data / "queries.u8", dtype=np.uint8).reshape(-1, 32)
+    n_single = min(len(queries), args.single)
+    result: dict[str, Any] = {}
+    if args.worker == "tipline-build":
+        from tipline.index import PdqIndex
+
+        t0 = time.perf_counter()
+        PdqIndex.build_file(data / "tipline.tpi", np.arange(len(bank)), bank)
+        result["build_s"] = time.perf_counter() - t0
+        result["build_rss_mb"] = _rss_mb()
+        return result
+    engine: Engine
+    if args.worker == "tipline":
+        t0 = time.perf_counter()
+        engine = TiplineEngine(data / "tipline.tpi")
+        result["open_s"] = time.perf_counter() - t0
+    elif args.worker == "pte":
+        t0 = time.perf_counter()
+        engine = PteEngine(bank)
+        result["build_s"] = time.perf_counter() - t0
+    else:
+        import faiss
+
+        faiss.omp_set_num_threads(1)
+        t0 = time.perf_counter()
+        index = faiss.IndexBinaryFlat(256)
+        index.add(np.ascontiguousarray(bank))
+        result["build_s"] = time.perf_counter() - t0
+        faiss.write_index_binary(index, str(data / "faiss.idx"))
+        del index
+        t0 = time.perf_counter()
+        engine = FaissEngine(faiss.read_index_binary(str(data / "faiss.idx")))
+        result["open_s"] = time.perf_counter() - t0
+        (data / "faiss.idx").unlink()
+    del bank
+    engine.lookup(queries[0])  # warm-up (numba load, faiss/pte first call)
+    recall_qs = queries[: args.recall]
+    result["recall_rows"] = [sorted(engine.lookup(q)) for q in recall_qs]
+    qs = queries[:n_single]
+    result["qps_1"], result["p99_ms"] = _time_lookups(engine, qs)
+    result["qps_2"] = _two_processes(engine, qs)
+    t0 = time.perf_counter()
+    result["batch_hits"] = engine.batch(qs)
+    result["batch_qps"] = n_single / (time.perf_counter() - t0)
+    result["rss_mb"] = _rss_mb()
+    result["queries_timed"] = n_single
+    return result
+
+
+# -- driver ------------------------------------------------------------------------------
+
+
+def run_worker(phase: str, data: Path, single: int, recall: int) -> dict[str, Any]:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        phase,
+        "--data",
+        str(data),
+        "--single",
+        str(single),
+        "--recall",
+        str(recall),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{phase} worker failed:\n{proc.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def bench_one(
+    kind: str, n: int, engines: Sequence[str], args: argparse.Namespace, rows: list[dict[str, Any]]
+) -> None:
+    bank, queries = make_dataset(kind, n, args.queries, seed=n + len(kind))
+    tmp = Path(tempfile.mkdtemp(prefix="tipline-bench-"))
+    try:
+        bank.tofile(tmp / "bank.u8")
+        queries.tofile(tmp / "queries.u8")
+        truth = brute_force(bank, queries[: args.recall], RADIUS)
+        hits = sum(len(t) for t in truth) / max(1, len(truth))
+        del bank
+        for engine in engines:
+            single = (
+                args.queries
+                if engine == "tipline"
+                else min(args.queries, args.slow_queries if n >= 1_000_000 else args.queries)
+            )
+            if engine == "tipline":
+                r = run_worker("tipline-build", tmp, single, args.recall)
+                r.update(run_worker("tipline", tmp, single, args.recall))
+            else:
+                r = run_worker(engine, tmp, single, args.recall)
+            got = r.pop("recall_rows")
+            found = sum(len(set(g) & set(t)) for g, t in zip(got, truth, strict=True))
+            total = sum(len(t) for t in truth)
+            extra = sum(len(set(g) - set(t)) for g, t in zip(got, truth, strict=True))
+            r.update(
+                engine=engine,
+                kind=kind,
+                n=n,
+                hits_per_query=hits,
+                recall=found / total if total else 1.0,
+                false_hits=extra,
+            )
+            rows.append(r)
+            print(json.dumps(r), file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    head = (
+        f"{'size':>10} {'data':<9} {'engine':<8} {'build s':>8} {'open s':>7} "
+        f"{'1p q/s':>8} {'2p q/s':>8} {'batch q/s':>9} {'p99 ms':>7} {'RSS MB':>7} "
+        f"{'bld RSS':>7} {'recall':>7} {'hits/q':>7} {'vs pte 2p':>9}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        pte = next(
+            (
+                x
+                for x in rows
+                if x["engine"] == "pte" and x["n"] == r["n"] and x["kind"] == r["kind"]
+            ),
+            None,
+        )
+        ratio = r["qps_2"] / pte["qps_2"] if pte else None
+        print(
+            f"{r['n']:>10} {r['kind']:<9} {r['engine']:<8} {_fmt(r.get('build_s'), '8.1f')} "
+            f"{_fmt(r.get('open_s'), '7.2f')} {r['qps_1']:>8.0f} {r['qps_2']:>8.0f} "
+            f"{r['batch_qps']:>9.0f} {r['p99_ms']:>7.2f} {r['rss_mb']:>7.0f} "
+            f"{_fmt(r.get('build_rss_mb'), '7.0f')} {r['recall']:>7.4f} "
+            f"{r['hits_per_query']:>7.1f} {_fmt(ratio, '9.1f')}"
+        )
+    print()
+    for r in rows:
+        if r["engine"] != "tipline":
+            continue
+        pte = next(
+            (
+                x
+                for x in rows
+                if x["engine"] == "pte" and x["n"] == r["n"] and x["kind"] == r["kind"]
+            ),
+            None,
+        )
+        if pte:
+            print(
+                f"{r['n']:>10} {r['kind']:<9} tipline / python-threatexchange: "
+                f"lookups 1p x{r['qps_1'] / pte['qps_1']:.1f}, 2p x{r['qps_2'] / pte['qps_2']:.1f}, "
+                f"build x{pte['build_s'] / r['build_s']:.1f} faster, "
+                f"peak RSS x{pte['rss_mb'] / max(r['rss_mb'], r['build_rss_mb']):.1f} smaller"
+            )
+        if r["n"] >= 10_000_000:
+            rss = max(r["rss_mb"], r["build_rss_mb"])
+            print(
+                f"{r['n']:>10} {r['kind']:<9} targets: 2p {r['qps_2']:.0f}/{TARGET_QPS_2PROC} "
+                f"q/s {'OK' if r['qps_2'] >= TARGET_QPS_2PROC else 'MISSED'}; RSS {rss:.0f}/"
+                f"{TARGET_RSS_MB} MB {'OK' if rss <= TARGET_RSS_MB else 'MISSED'}; open "
+                f"{r['open_s']:.2f}/{TARGET_OPEN_S} s "
+                f"{'OK' if r['open_s'] <= TARGET_OPEN_S else 'MISSED'}; build "
+                f"{r['build_s']:.1f}/{TARGET_BUILD_S} s "
+                f"{'OK' if r['build_s'] <= TARGET_BUILD_S else 'MISSED'}; recall "
+                f"{r['recall']:.4f} {'OK' if r['recall'] == 1.0 else 'MISSED'}"
+            )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line entry point."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    p.add_argument(
+        "--kinds", nargs="+", default=["uniform", "clustered"], choices=["uniform", "clustered"]
+    )
+    p.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
+    p.add_argument("--queries", type=int, default=4000, help="queries timed for tipline")
+    p.add_argument(
+        "--slow-queries",
+        type=int,
+        default=300,
+        help="queries timed for the slower engines at >= 1M hashes",
+    )
+    p.add_argument("--recall", type=int, default=40, help="queries checked vs brute force")
+    p.add_argument("--quick", action="store_true", help="small sizes for development")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--data", help=argparse.SUPPRESS)
+    p.add_argument("--single", type=int, default=1000, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    if args.quick:
+        args.sizes, args.queries = [20_000, 200_000], 1000
+    rows: list[dict[str, Any]] = []
+    for n in args.sizes:
+        for kind in args.kinds:
+            bench_one(kind, n, args.engines, args, rows)
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -151,7 +151,8 @@ def run(quick: bool, rounds: int) -> list[Row]:
 
 def report(rows: list[Row]) -> bool:
     """Print the table and the ratios against the targets; True when all are met."""
-    print(f"photo hashing, images/second (cpu count {os.cpu_count()})")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"photo hashing, images/second (cpu count {os.cpu_count()}, load average {load})")
     header = (
         f"{'size':<6} {'procs':>5} {'tipline':>9} {'threatexch':>10} {'floor':>8}"
         f" {'tl/te':>7} {'tl/floor':>8}"
@@ -196,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3; 1 quick)")
     args = parser.parse_args(argv)
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average before: {load} (other work on the machine skews 2-process rates)")
     ok = report(run(args.quick, rounds))
     print()
     print("all targets met" if ok else "some targets missed (see above)")

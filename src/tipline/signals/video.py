@@ -30,6 +30,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -74,6 +75,7 @@ class VideoInfo:
     frame_rate: float  # frames per second (avg_frame_rate, else r_frame_rate)
     duration: float | None  # seconds, None when unknown
     codec: str
+    frames: int | None = None  # frame count from the container, None when unknown
 
 
 def _tool(name: str) -> str:
@@ -121,7 +123,8 @@ def probe_video(path: str, *, settings: Settings | None = None) -> VideoInfo:
         "-v", "error",
         "-protocol_whitelist", "file",
         "-show_entries",
-        "stream=index,codec_type,codec_name,width,height,avg_frame_rate,r_frame_rate,duration"
+        "stream=index,codec_type,codec_name,width,height,avg_frame_rate,r_frame_rate,duration,"
+        "nb_frames"
         ":stream_disposition=attached_pic:format=duration",
         "-of", "json",
         _input_url(path),
@@ -133,7 +136,8 @@ def probe_video(path: str, *, settings: Settings | None = None) -> VideoInfo:
     except subprocess.TimeoutExpired:
         raise MediaError(f"ffprobe took longer than {PROBE_TIMEOUT:.0f} s") from None
     if done.returncode != 0:
-        raise MediaError(f"cannot read video: {_last_line(done.stderr) or 'ffprobe failed'}")
+        detail = _clean(_last_line(done.stderr), path) or "ffprobe failed"
+        raise MediaError(f"cannot read video: {detail}")
     try:
         info = json.loads(done.stdout or b"{}")
     except json.JSONDecodeError:
@@ -173,6 +177,7 @@ def probe_video(path: str, *, settings: Settings | None = None) -> VideoInfo:
         frame_rate=rate,
         duration=duration,
         codec=str(s.get("codec_name") or "?"),
+        frames=int(s["nb_frames"]) if str(s.get("nb_frames", "")).isdigit() else None,
     )
 
 
@@ -180,6 +185,15 @@ def _last_line(data: bytes | str | None) -> str:
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else (data or "")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return lines[-1] if lines else ""
+
+
+_FFMPEG_PREFIX: Final = re.compile(r"^(\[[^\]]* @ 0x[0-9a-f]+\] )?(\[(\w+)\] )?")
+
+
+def _clean(line: str, path: str) -> str:
+    """An ffmpeg log line without its ``[h264 @ 0x..] [error]`` prefix or our file URL."""
+    line = _FFMPEG_PREFIX.sub("", line, count=1)
+    return line.replace(_input_url(path) + ": ", "").replace(_input_url(path), "<file>")
 
 
 def frame_step(frame_rate: float, fps: float) -> int:
@@ -353,7 +367,7 @@ class _Ffmpeg:
         filters.append(f"scale={info.width}:{info.height}:flags=area,format=gray")
         cmd = [
             _tool("ffmpeg"),
-            "-nostdin", "-hide_banner", "-v", "error",
+            "-nostdin", "-hide_banner", "-loglevel", "level+warning",
             "-protocol_whitelist", "file",
             "-noautorotate",
             "-threads", str(threads),
@@ -368,7 +382,9 @@ class _Ffmpeg:
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
+        self.path = path
         self.errors: collections.deque[str] = collections.deque(maxlen=20)
+        self.problem: str | None = None  # first sign of corrupt or truncated input
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self.stdout = cast(io.BufferedReader, self.proc.stdout)
         with contextlib.suppress(OSError, AttributeError):
@@ -383,8 +399,14 @@ class _Ffmpeg:
         assert self.proc.stderr is not None
         for raw in self.proc.stderr:
             line = raw.decode("utf-8", "replace").strip()
-            if line:
-                self.errors.append(line)
+            if not line:
+                continue
+            level = _FFMPEG_PREFIX.match(line)
+            tag = level.group(3) if level else None
+            if tag in ("error", "fatal", "panic") or "partial file" in line:
+                self.errors.append(_clean(line, self.path))
+                if self.problem is None:
+                    self.problem = self.errors[-1]
 
     def kill_after(self, seconds: float) -> threading.Timer:
         def _kill() -> None:
@@ -493,6 +515,14 @@ def iter_video_frames(
             raise MediaError(_decode_failure(dec, f"ffmpeg exited with status {code}"))
         if selected == 0:
             raise MediaError(_decode_failure(dec, "no decodable video frames"))
+        # A damaged packet the decoder conceals must not make a video unhashable (an
+        # evasion), so logged errors only fail the video when frames went missing.
+        expected = -(-info.frames // step) if info.frames else None
+        if dec.problem is not None and (expected is None or selected < expected):
+            count = f"{selected} of {expected}" if expected else f"{selected}"
+            raise MediaError(
+                f"corrupt or truncated video ({count} frames decoded): {dec.problem}"
+            )
         yield from flush()
     finally:
         timer.cancel()
@@ -502,7 +532,7 @@ def iter_video_frames(
 def _decode_failure(dec: _Ffmpeg, default: str) -> str:
     if dec.timed_out:
         return "decoding timed out"
-    detail = dec.errors[-1] if dec.errors else default
+    detail = dec.problem or default
     return f"corrupt or truncated video: {detail}"
 
 

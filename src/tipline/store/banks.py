@@ -1,0 +1,94 @@
+"""SQLAlchemy models for banks, bank entries and entry signals.
+
+``bank_state`` holds one row: the change-sequence counter (``seq``) and a random
+``instance`` id identifying this database (so an index built from another database is
+never reused). Every write to an entry takes the next sequence numbers from that row;
+the row lock serialises writers until commit, so sequence order is commit order and
+"rows with seq > X" never skips a row on PostgreSQL either.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tipline.store.base import Base, UTCDateTime, utcnow
+
+#: BIGINT on PostgreSQL, INTEGER (the rowid alias, so autoincrement works) on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class BankStateRow(Base):
+    """The single row holding the change-sequence counter and the database instance id."""
+
+    __tablename__ = "bank_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    instance: Mapped[str] = mapped_column(String(36), nullable=False)
+
+
+class BankRow(Base):
+    """A named list of known items with its own match settings."""
+
+    __tablename__ = "banks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    is_allow_bank: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    #: signal type name -> match threshold in that type's distance unit
+    thresholds: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    tenant: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class BankEntryRow(Base):
+    """One known item of a bank; ``seq`` is the change sequence of its last write."""
+
+    __tablename__ = "bank_entries"
+    __table_args__ = (
+        UniqueConstraint("bank_id", "entry_id", name="uq_bank_entries_bank_id_entry_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    bank_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("banks.id", ondelete="CASCADE"), nullable=False
+    )
+    entry_id: Mapped[str] = mapped_column(String(200), nullable=False)
+    labels: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    source: Mapped[str | None] = mapped_column(Text, nullable=True)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    disabled_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+
+
+class BankSignalRow(Base):
+    """One signal (type + canonical value) of an entry; ``seq`` is when it was added."""
+
+    __tablename__ = "bank_signals"
+    __table_args__ = (Index("ix_bank_signals_seq", "seq"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    entry_pk: Mapped[int] = mapped_column(
+        BigId, ForeignKey("bank_entries.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    type: Mapped[str] = mapped_column(String(40), nullable=False)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)

@@ -216,3 +216,12 @@ def test_hash_many_can_stop_early(media: dict[str, Path]) -> None:
 def test_signals_that_do_not_apply_give_none(media: dict[str, Path]) -> None:
     result = hash_path(str(media["video"]), HashOptions(signals=("sha1",)))
     assert result.ok and result.media == "video" and result.signals == ()
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 1000), (3, 700), (5000, 1)])
+def test_tiny_and_thin_images_hash_as_low_quality(size: tuple[int, int]) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (10, 200, 30)).save(buf, "PNG")
+    result = hash_bytes(buf.getvalue(), "thin.png", HashOptions(dihedral=True))
+    assert result.ok
+    assert all(s.low_quality and len(s.value) == 64 for s in result.signals if s.type == "pdq")

@@ -251,3 +251,23 @@ def test_dihedral_of_dihedral(
         assert min(hamming_hex(value, b) for b in base_values) <= 16
     # The named variant of the original is the plain hash of the transformed image.
     assert hamming_hex(dict(base)[transform], dict(moved)["orig"]) <= 16
+
+
+GOLDEN = Path(__file__).parent / "golden" / "pdq_reference.txt"
+
+
+def test_golden_reference_hashes(reference_dir: Path) -> None:
+    """Exact and fast PDQ of every reference image, compared byte-for-byte with a stored
+    file so that a Pillow/libjpeg/pdqhash upgrade that changes a hash is caught.
+    Regenerate with TIPLINE_REGEN_GOLDEN=1 after checking the change is expected."""
+    root = reference_dir / "pdq"
+    lines = ["# path exact_pdq exact_quality fast_pdq fast_quality"]
+    for path in reference_images(reference_dir):
+        exact, q_exact = pdq_of(path, EXACT)
+        fast, q_fast = pdq_of(path, FAST)
+        lines.append(f"{path.relative_to(root).as_posix()} {exact} {q_exact} {fast} {q_fast}")
+    text = "\n".join(lines) + "\n"
+    if os.environ.get("TIPLINE_REGEN_GOLDEN") == "1":
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(text)
+    assert GOLDEN.read_text() == text

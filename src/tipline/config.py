@@ -29,6 +29,20 @@ class Settings(BaseSettings):
     index_dir: Path | None = Field(
         default=None, description="Index files; default <data_dir>/index"
     )
+    max_body_bytes: int = Field(
+        default=64 * 1024**2, description="HTTP API: refuse request bodies above this many bytes"
+    )
+    fetch_max_bytes: int = Field(
+        default=64 * 1024**2, description="URL fetching: refuse media above this many bytes"
+    )
+    fetch_timeout_seconds: float = Field(
+        default=30.0, description="URL fetching: total time limit per URL, seconds"
+    )
+    fetch_max_redirects: int = Field(default=5, description="URL fetching: redirects followed")
+    fetch_allow_private: list[str] = Field(
+        default_factory=list,
+        description="URL fetching: CIDRs allowed despite being private/loopback (tests only)",
+    )
 
     def resolved_database_url(self) -> str:
         """The database URL in use (SQLite under ``data_dir`` when unset)."""

@@ -1,0 +1,93 @@
+"""``tipline worker``: run the database-leased job runner (webhook deliveries, ...)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+import typer
+from sqlalchemy import Engine, text
+
+from tipline.cli.console import err_console
+from tipline.store.db import make_engine, upgrade
+
+# an arbitrary constant: serializes `upgrade` across processes on PostgreSQL
+_MIGRATION_LOCK = 7_302_145_001
+
+
+def open_engine(*, migrate: bool = True) -> Engine:
+    """The configured database, migrated to the newest revision of every branch.
+
+    On PostgreSQL an advisory lock keeps several starting processes from migrating at
+    the same time.
+    """
+    engine = make_engine()
+    if not migrate:
+        return engine
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
+            try:
+                upgrade(engine)
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
+                connection.commit()
+    else:
+        upgrade(engine)
+    return engine
+
+
+def worker_command(
+    once: bool = typer.Option(False, "--once", help="Run one batch of due jobs and exit."),
+    exit_when_idle: bool = typer.Option(
+        False, "--exit-when-idle", help="Exit when no job is pending or running."
+    ),
+    lease_seconds: float = typer.Option(
+        60.0, min=1.0, help="Lease length in seconds; must exceed the webhook timeout."
+    ),
+    batch_size: int = typer.Option(10, min=1, help="Jobs claimed per database round trip."),
+    poll_interval: float = typer.Option(1.0, min=0.0, help="Seconds between idle polls."),
+    backoff_base: float = typer.Option(2.0, min=0.0, help="First retry delay, seconds."),
+    backoff_max: float = typer.Option(3600.0, min=0.0, help="Longest retry delay, seconds."),
+    webhook_timeout: float = typer.Option(
+        10.0, min=0.1, help="Per-request webhook time limit, seconds."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each failed attempt."),
+) -> None:
+    """Run background jobs until SIGTERM/SIGINT; safe to run on many hosts at once."""
+    from tipline.services.jobs import Backoff, JobRunner
+    from tipline.services.webhooks import WEBHOOK_JOB_KIND, WebhookDeliverer
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    if webhook_timeout >= lease_seconds:
+        raise typer.BadParameter("--webhook-timeout must be shorter than --lease-seconds")
+    engine = open_engine()
+    deliverer = WebhookDeliverer(engine, timeout=webhook_timeout)
+    runner = JobRunner(
+        engine,
+        {WEBHOOK_JOB_KIND: deliverer},
+        lease_seconds=lease_seconds,
+        batch_size=batch_size,
+        poll_interval=poll_interval,
+        backoff=Backoff(base=backoff_base, maximum=backoff_max),
+    )
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        total = runner.run_once() if once else runner.run(stop, exit_when_idle=exit_when_idle)
+    finally:
+        deliverer.close()
+        engine.dispose()
+    err_console.print(f"worker {runner.owner}: {total} jobs run", markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``tipline worker`` to the root app."""
+    app.command("worker")(worker_command)

@@ -1,0 +1,284 @@
+"""The audit log: append-only records, each hash-chained to the one before.
+
+Every record's ``hash`` is the SHA-256 (hex) of a canonical JSON document holding all
+its fields and ``prev_hash``. Appenders serialize on the single ``audit_head`` row (a row
+lock on PostgreSQL, the write lock on SQLite), so concurrent processes never fork the
+chain. :func:`verify` walks the chain and names the first record that does not fit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from tipline.errors import InputError
+from tipline.store.audit import GENESIS_HASH, AuditHead, AuditRecord
+from tipline.store.base import utcnow
+
+#: actor name for changes made through the command line
+CLI_ACTOR = "cli"
+
+#: detail keys whose values are replaced by :data:`REDACTED` (matched case-insensitively
+#: as substrings), so secrets never land in the permanent log
+SENSITIVE_KEYS = ("secret", "password", "token", "api_key", "apikey", "authorization")
+REDACTED = "[redacted]"
+
+
+class ActorLike(Protocol):
+    """Anything with an API key id and a tenant (e.g. :class:`tipline.services.auth.Principal`)."""
+
+    @property
+    def key_id(self) -> str: ...
+
+    @property
+    def tenant(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What an audited action touched: a type (``bank``, ``entry``, ``media``) and an id."""
+
+    type: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """Result of :func:`verify`."""
+
+    ok: bool
+    #: records checked
+    records: int
+    #: seq of the first bad record (or of the missing one), None when ok
+    first_bad_seq: int | None = None
+    reason: str | None = None
+    #: hash of the last good record (anchor it elsewhere to detect a rewritten tail)
+    head_hash: str = GENESIS_HASH
+
+    def describe(self) -> str:
+        """One line for humans."""
+        if self.ok:
+            return f"audit log OK: {self.records} records, head {self.head_hash}"
+        return f"audit log broken at seq {self.first_bad_seq}: {self.reason}"
+
+
+def redact(details: Any) -> Any:
+    """A copy of ``details`` with the values of secret-looking keys replaced."""
+    if isinstance(details, Mapping):
+        out: dict[str, Any] = {}
+        for key, value in details.items():
+            name = str(key)
+            lowered = name.lower()
+            if any(word in lowered for word in SENSITIVE_KEYS):
+                out[name] = REDACTED
+            else:
+                out[name] = redact(value)
+        return out
+    if isinstance(details, list | tuple):
+        return [redact(value) for value in details]
+    return details
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no whitespace, UTF-8 text: the same bytes for the same value."""
+    try:
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"audit details are not plain JSON: {exc}") from exc
+
+
+def _format_at(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def record_hash(
+    *,
+    seq: int,
+    at: datetime,
+    actor: str,
+    tenant: str | None,
+    action: str,
+    target_type: str | None,
+    target_id: str | None,
+    details: str,
+    prev_hash: str,
+) -> str:
+    """SHA-256 (64 hex digits) of the canonical JSON of one record plus ``prev_hash``."""
+    document = {
+        "seq": seq,
+        "at": _format_at(at),
+        "actor": actor,
+        "tenant": tenant,
+        "action": action,
+        "target_type": target_type,
+        "target_id": target_id,
+        "details": json.loads(details),
+        "prev_hash": prev_hash,
+    }
+    return hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
+
+
+def _hash_of(record: Any) -> str:
+    return record_hash(
+        seq=record.seq,
+        at=record.at,
+        actor=record.actor,
+        tenant=record.tenant,
+        action=record.action,
+        target_type=record.target_type,
+        target_id=record.target_id,
+        details=record.details,
+        prev_hash=record.prev_hash,
+    )
+
+
+def append(
+    session: Session,
+    *,
+    actor: str | ActorLike,
+    action: str,
+    target: Target | tuple[str, str] | None = None,
+    details: Mapping[str, Any] | None = None,
+    tenant: str | None = None,
+) -> AuditRecord:
+    """Append one record inside the caller's transaction and return it.
+
+    ``actor`` is an API key id, :data:`CLI_ACTOR`, or a principal (whose tenant is used
+    when ``tenant`` is not given). Secret-looking detail keys are redacted. The chain head
+    stays locked until the caller's transaction ends, so keep such transactions short.
+    """
+    if not isinstance(actor, str):
+        tenant = tenant if tenant is not None else actor.tenant
+        actor = actor.key_id
+    if not action:
+        raise InputError("audit action must not be empty")
+    if isinstance(target, tuple):
+        target = Target(*target)
+    details_json = canonical_json(redact(dict(details or {})))
+    # UPDATE first: it takes the row lock (PostgreSQL) or the database write lock (SQLite)
+    # before anything is read, so two appenders can never read the same head.
+    bumped = session.execute(
+        update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq + 1)
+    )
+    if getattr(bumped, "rowcount", 1) == 0:
+        session.add(AuditHead(id=1, seq=1, hash=GENESIS_HASH))
+        session.flush()
+    head = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)).one()
+    seq, prev_hash = int(head.seq), str(head.hash)
+    at = utcnow()
+    record = AuditRecord(
+        seq=seq,
+        at=at,
+        actor=actor,
+        tenant=tenant,
+        action=action,
+        target_type=target.type if target else None,
+        target_id=target.id if target else None,
+        details=details_json,
+        prev_hash=prev_hash,
+    )
+    record.hash = _hash_of(record)
+    session.add(record)
+    session.execute(update(AuditHead).where(AuditHead.id == 1).values(hash=record.hash))
+    session.flush()
+    return record
+
+
+def verify(session: Session, *, batch: int = 5_000) -> AuditReport:
+    """Walk the whole chain; report the first edited, deleted or reordered record.
+
+    Detects: a changed field (hash mismatch), a deleted or moved record (seq gap or
+    ``prev_hash`` mismatch), a deleted tail (head row ahead of the last record). Reads
+    ``batch`` records per query.
+    """
+    head = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)).first()
+    expected_seq = 1
+    prev_hash = GENESIS_HASH
+    count = 0
+    last_seq = 0
+    while True:
+        rows = session.execute(
+            select(*AuditRecord.__table__.columns)
+            .where(AuditRecord.seq > last_seq)
+            .order_by(AuditRecord.seq)
+            .limit(batch)
+        ).all()
+        if not rows:
+            break
+        for record in rows:
+            if record.seq != expected_seq:
+                if record.seq > expected_seq:
+                    missing = (
+                        f"record {expected_seq} is missing"
+                        if record.seq == expected_seq + 1
+                        else f"records {expected_seq}..{record.seq - 1} are missing"
+                    )
+                    return AuditReport(False, count, expected_seq, missing, prev_hash)
+                return AuditReport(False, count, record.seq, "sequence out of order", prev_hash)
+            if record.prev_hash != prev_hash:
+                return AuditReport(
+                    False,
+                    count,
+                    record.seq,
+                    "prev_hash does not match the previous record",
+                    prev_hash,
+                )
+            if _hash_of(record) != record.hash:
+                return AuditReport(
+                    False, count, record.seq, "record content does not match its hash", prev_hash
+                )
+            prev_hash = record.hash
+            expected_seq += 1
+            count += 1
+            last_seq = record.seq
+    if head is not None and (int(head.seq) != count or str(head.hash) != prev_hash):
+        if int(head.seq) > count:
+            return AuditReport(
+                False,
+                count,
+                count + 1,
+                f"records {count + 1}..{int(head.seq)} are missing (chain head is at "
+                f"seq {int(head.seq)})",
+                prev_hash,
+            )
+        return AuditReport(
+            False, count, count, "chain head does not match the last record", prev_hash
+        )
+    return AuditReport(True, count, None, None, prev_hash)
+
+
+def recent(session: Session, *, limit: int = 20) -> list[AuditRecord]:
+    """The newest ``limit`` records, oldest first."""
+    if limit < 1:
+        raise InputError("limit must be at least 1")
+    rows = (
+        session.execute(select(AuditRecord).order_by(AuditRecord.seq.desc()).limit(limit))
+        .scalars()
+        .all()
+    )
+    return list(reversed(rows))
+
+
+def record_as_dict(record: AuditRecord) -> dict[str, Any]:
+    """A JSON-ready view of one record."""
+    return {
+        "seq": record.seq,
+        "at": _format_at(record.at),
+        "actor": record.actor,
+        "tenant": record.tenant,
+        "action": record.action,
+        "target_type": record.target_type,
+        "target_id": record.target_id,
+        "details": json.loads(record.details),
+        "prev_hash": record.prev_hash,
+        "hash": record.hash,
+    }

@@ -1,0 +1,320 @@
+"""A job queue in the database, leased by any number of runner processes on any hosts.
+
+A runner claims due jobs by writing a lease (owner + expiry) on them: with
+``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL and one atomic
+``UPDATE ... WHERE id IN (SELECT ...) RETURNING`` on SQLite (whose writes are serialized).
+A job whose lease expired (its runner died) is claimed again. Failures are retried with
+exponential backoff and jitter; after ``max_attempts`` the job is dead-lettered.
+Completion is fenced by (owner, attempt), so a runner that lost its lease cannot
+overwrite the newer attempt's outcome.
+
+Delivery is at-least-once: a handler whose runner dies mid-way runs again, so handlers
+pass an idempotency key to whatever they call (webhooks send ``Idempotency-Key``).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, insert, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+from ulid import ULID
+
+from tipline.errors import InputError
+from tipline.store.base import utcnow
+from tipline.store.jobs import Job
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_ATTEMPTS = 8
+_MAX_ERROR_CHARS = 2_000
+
+
+class JobStatus(enum.Enum):
+    """Life cycle: pending -> running -> done, or back to pending, or dead."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    """What a handler gets: the job's identity, payload and attempt number (1-based)."""
+
+    id: str
+    kind: str
+    payload: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    idempotency_key: str | None
+
+
+#: A handler returns normally on success and raises on failure (the job is retried).
+Handler = Callable[[JobContext], None]
+
+
+class JobFailedError(Exception):
+    """Raised by a handler for an expected failure; the message is stored as last_error."""
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Retry delay: ``base * 2**(attempt-1)`` seconds capped at ``maximum``, times jitter.
+
+    The jitter multiplies by a uniform factor in [1 - jitter, 1], so runners that failed
+    together do not retry together.
+    """
+
+    base: float = 2.0
+    maximum: float = 3600.0
+    jitter: float = 0.5
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        raw = min(self.maximum, self.base * (2.0 ** max(0, attempt - 1)))
+        factor = 1.0 - self.jitter * (rng or random).random()
+        return raw * factor
+
+
+def enqueue(
+    session: Session,
+    kind: str,
+    payload: Mapping[str, Any],
+    *,
+    idempotency_key: str | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    run_at: datetime | None = None,
+    tenant: str | None = None,
+) -> str:
+    """Add a job inside the caller's transaction; returns its id.
+
+    With an ``idempotency_key`` already used, nothing is added and the existing job's id
+    is returned (safe to call again after a retry of the caller's request).
+    """
+    if not kind:
+        raise InputError("job kind must not be empty")
+    if max_attempts < 1:
+        raise InputError("max_attempts must be at least 1")
+    now = utcnow()
+    job_id = str(ULID())
+    values = {
+        "id": job_id,
+        "kind": kind,
+        "payload": json.dumps(dict(payload), separators=(",", ":"), sort_keys=True),
+        "idempotency_key": idempotency_key,
+        "tenant": tenant,
+        "status": JobStatus.PENDING.value,
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "run_at": run_at or now,
+        "created_at": now,
+    }
+    if idempotency_key is None:
+        session.execute(insert(Job).values(**values))
+        return job_id
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+    statement = (
+        dialect_insert(Job)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+    )
+    session.execute(statement)
+    existing = session.execute(
+        select(Job.id).where(Job.idempotency_key == idempotency_key)
+    ).scalar_one()
+    return str(existing)
+
+
+def _due(now: datetime) -> Any:
+    return or_(
+        and_(Job.status == JobStatus.PENDING.value, Job.run_at <= now),
+        and_(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now),
+    )
+
+
+def counts(session: Session) -> dict[str, int]:
+    """Number of jobs in each status (every :class:`JobStatus` present as a key)."""
+    result = {status.value: 0 for status in JobStatus}
+    for status, n in session.execute(select(Job.status, func.count()).group_by(Job.status)):
+        result[str(status)] = int(n)
+    return result
+
+
+def default_owner() -> str:
+    """``host:pid:random``: unique per runner, readable in the jobs table."""
+    return f"{socket.gethostname()[:80]}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+@dataclass
+class JobRunner:
+    """Claims and runs due jobs; run one per process (several processes are safe).
+
+    ``lease_seconds`` must exceed the longest handler run (webhook timeout included);
+    a job still running when its lease expires may run twice.
+    """
+
+    engine: Engine
+    handlers: Mapping[str, Handler]
+    owner: str = field(default_factory=default_owner)
+    lease_seconds: float = 60.0
+    batch_size: int = 10
+    poll_interval: float = 1.0
+    backoff: Backoff = field(default_factory=Backoff)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        if self.lease_seconds <= 0 or self.batch_size < 1 or self.poll_interval < 0:
+            raise InputError("lease_seconds and batch_size must be positive")
+        self._factory: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
+        self._kinds = sorted(self.handlers)
+
+    def claim(self) -> list[JobContext]:
+        """Lease up to ``batch_size`` due jobs of known kinds; commits before returning."""
+        now = utcnow()
+        lease_until = now + timedelta(seconds=self.lease_seconds)
+        due = select(Job.id).where(_due(now), Job.kind.in_(self._kinds))
+        due = due.order_by(Job.run_at).limit(self.batch_size)
+        changes = {
+            "status": JobStatus.RUNNING.value,
+            "lease_owner": self.owner,
+            "lease_expires_at": lease_until,
+            "attempts": Job.attempts + 1,
+        }
+        columns = (
+            Job.id,
+            Job.kind,
+            Job.payload,
+            Job.attempts,
+            Job.max_attempts,
+            Job.idempotency_key,
+        )
+        with self._factory() as session, session.begin():
+            if session.get_bind().dialect.name == "postgresql":
+                ids = list(session.execute(due.with_for_update(skip_locked=True)).scalars())
+                if not ids:
+                    return []
+                statement = update(Job).where(Job.id.in_(ids))
+            else:
+                # one statement: SQLite runs it under its single write lock
+                statement = update(Job).where(Job.id.in_(due), _due(now))
+            rows = session.execute(
+                statement.values(**changes).returning(*columns),
+                execution_options={"synchronize_session": False},
+            ).all()
+        return [
+            JobContext(
+                id=row.id,
+                kind=row.kind,
+                payload=json.loads(row.payload),
+                attempt=int(row.attempts),
+                max_attempts=int(row.max_attempts),
+                idempotency_key=row.idempotency_key,
+            )
+            for row in rows
+        ]
+
+    def _finish(self, job: JobContext, error: str | None) -> JobStatus:
+        now = utcnow()
+        fence = and_(
+            Job.id == job.id,
+            Job.lease_owner == self.owner,
+            Job.attempts == job.attempt,
+            Job.status == JobStatus.RUNNING.value,
+        )
+        if error is None:
+            status = JobStatus.DONE
+            values: dict[str, Any] = {"status": status.value, "finished_at": now}
+        elif job.attempt >= job.max_attempts:
+            status = JobStatus.DEAD
+            values = {"status": status.value, "finished_at": now, "dead_lettered_at": now}
+        else:
+            status = JobStatus.PENDING
+            delay = self.backoff.delay(job.attempt, self.rng)
+            values = {"status": status.value, "run_at": now + timedelta(seconds=delay)}
+        values |= {"lease_owner": None, "lease_expires_at": None}
+        if error is not None:
+            values["last_error"] = error[:_MAX_ERROR_CHARS]
+        with self._factory() as session, session.begin():
+            result = session.execute(
+                update(Job).where(fence).values(**values),
+                execution_options={"synchronize_session": False},
+            )
+        if getattr(result, "rowcount", 1) == 0:
+            log.warning("job %s: lease lost before completion (another runner owns it)", job.id)
+        return status
+
+    def run_job(self, job: JobContext) -> JobStatus:
+        """Run one claimed job and record the outcome."""
+        handler = self.handlers[job.kind]
+        try:
+            handler(job)
+        except Exception as exc:  # a handler failure must never stop the runner
+            message = f"{type(exc).__name__}: {exc}"
+            log.info("job %s (%s) attempt %d failed: %s", job.id, job.kind, job.attempt, message)
+            return self._finish(job, message)
+        return self._finish(job, None)
+
+    def run_once(self) -> int:
+        """Claim one batch and run it; returns the number of jobs run."""
+        jobs = self.claim()
+        for job in jobs:
+            self.run_job(job)
+        return len(jobs)
+
+    def run(self, stop: threading.Event, *, exit_when_idle: bool = False) -> int:
+        """Loop until ``stop`` is set (or, with ``exit_when_idle``, nothing is left to do).
+
+        Returns the number of jobs run. Idle polls sleep ``poll_interval`` seconds.
+        """
+        total = 0
+        while not stop.is_set():
+            ran = self.run_once()
+            total += ran
+            if ran:
+                continue
+            if exit_when_idle and self._nothing_left():
+                break
+            stop.wait(self.poll_interval)
+        return total
+
+    def _nothing_left(self) -> bool:
+        with self._factory() as session:
+            pending = session.execute(
+                select(func.count())
+                .select_from(Job)
+                .where(
+                    Job.kind.in_(self._kinds),
+                    Job.status.in_([JobStatus.PENDING.value, JobStatus.RUNNING.value]),
+                )
+            ).scalar_one()
+        return int(pending) == 0
+
+
+def wait_until_settled(engine: Engine, *, timeout: float, interval: float = 0.2) -> dict[str, int]:
+    """Poll until no job is pending or running (or ``timeout`` seconds pass); the counts."""
+    deadline = time.monotonic() + timeout
+    factory = sessionmaker(engine)
+    while True:
+        with factory() as session:
+            now_counts = counts(session)
+        busy = now_counts[JobStatus.PENDING.value] + now_counts[JobStatus.RUNNING.value]
+        if busy == 0 or time.monotonic() > deadline:
+            return now_counts
+        time.sleep(interval)

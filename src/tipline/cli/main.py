@@ -20,7 +20,7 @@ app = typer.Typer(
 )
 
 #: Command modules; each exposes ``register(app)``. Add new groups here.
-_COMMAND_MODULES: tuple[str, ...] = ("hash", "apikey", "audit", "worker")
+_COMMAND_MODULES: tuple[str, ...] = ("hash", "apikey", "audit", "worker", "scan", "serve")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,703 @@
+"""Resumable batch scans: media in, signals and matches out, everything recorded.
+
+The unit of work is a *batch*: a worker hashes the batch's files, matches their
+signals, and commits the item rows together with the batch's checkpoint row in one
+transaction (matched items fire the bank's action hook in that same transaction).
+The coordinator only enumerates sources, hands out batches and shows progress. So:
+
+* killing the coordinator (``kill -9``) loses nothing: a worker that is busy finishes
+  and commits its batch, then sees its pipe closed and exits; a resume waits for those
+  workers and skips every recorded item - no file is hashed twice;
+* a worker killed itself loses at most its one uncommitted batch, re-hashed on resume.
+
+Workers are local processes (:func:`run_scan` with ``jobs``) or Ray tasks
+(:mod:`tipline.services.scan_ray`); both call :func:`scan_batch`, so results and
+checkpoints are the same. Messages between processes are JSON, never pickle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import json
+import multiprocessing
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+from ulid import ULID
+
+from tipline.banks.model import Match
+from tipline.config import get_settings
+from tipline.errors import ConflictError, InputError, MediaError, TiplineError
+from tipline.services.scan_sources import ScanItem, expand_sources
+from tipline.signals.base import Signal
+from tipline.signals.hashing import DecodeMode, HashOptions, HashResult, hash_path
+from tipline.store import scans as store
+from tipline.store.db import make_engine, session_factory, transaction, upgrade
+
+#: When set, every worker appends one line (the path) per hashing call to this file;
+#: tests use it to prove that no file is hashed twice across a crash and a resume.
+HASH_COUNTER_ENV = "TIPLINE_SCAN_HASH_COUNTER"
+#: Items per batch (one transaction, one checkpoint) unless the caller chooses.
+DEFAULT_BATCH_SIZE = 32
+#: Seconds a resume waits for the previous run's workers to finish their batch.
+RESUME_WAIT_SECONDS = 120.0
+
+
+class SignalMatcher(Protocol):
+    """What scanning needs from the match engine."""
+
+    def match_signals(self, signals: Sequence[Signal]) -> list[Match]:
+        """Matches (including suppressed ones, flagged) for one item's signals."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class MatcherLoader:
+    """How a worker process builds its matcher: ``target`` is ``module:function``,
+    called once per process with ``params`` (JSON values only).
+
+    Indexes are memory-mapped files, so every process on a node shares one copy
+    through the page cache; nothing is re-serialized per batch.
+    """
+
+    target: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-data form sent to workers."""
+        return {"target": self.target, "params": self.params}
+
+    def load(self) -> SignalMatcher:
+        """Import ``target`` and call it with ``params``."""
+        module, _, name = self.target.partition(":")
+        if not module or not name:
+            raise InputError(f"matcher loader must be 'module:function', got {self.target!r}")
+        factory: Callable[..., SignalMatcher] = getattr(importlib.import_module(module), name)
+        return factory(**self.params)
+
+
+def default_matcher_loader(database_url: str | None = None) -> MatcherLoader | None:
+    """The loader for the enabled banks of the store, or None when the match engine is
+    not installed (then items are hashed and recorded only)."""
+    if importlib.util.find_spec("tipline.services.matching") is None:
+        return None
+    return MatcherLoader("tipline.services.scan:store_matcher", {"database_url": database_url})
+
+
+def store_matcher(database_url: str | None = None) -> SignalMatcher:
+    """Build the enabled banks' matcher from the store (runs once per worker process)."""
+    raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class ScanOptions:
+    """How items are hashed and walked; stored with the scan so a resume reuses them."""
+
+    signals: tuple[str, ...] = ()
+    dihedral: bool = False
+    decode: DecodeMode = DecodeMode.FAST
+    follow_symlinks: bool = False
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form stored in ``scans.options``."""
+        return {
+            "signals": list(self.signals),
+            "dihedral": self.dihedral,
+            "decode": self.decode.value,
+            "follow_symlinks": self.follow_symlinks,
+            "batch_size": self.batch_size,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ScanOptions:
+        """Inverse of :meth:`to_json`."""
+        return cls(
+            signals=tuple(data.get("signals", ())),
+            dihedral=bool(data.get("dihedral", False)),
+            decode=DecodeMode(data.get("decode", DecodeMode.FAST.value)),
+            follow_symlinks=bool(data.get("follow_symlinks", False)),
+            batch_size=int(data.get("batch_size", DEFAULT_BATCH_SIZE)),
+        )
+
+    def hash_options(self) -> HashOptions:
+        """The hashing part."""
+        return HashOptions(signals=self.signals, dihedral=self.dihedral, decode=self.decode)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """What a worker reports after committing a batch."""
+
+    batch_no: int
+    items: int
+    matched: int
+    failed: int
+    hash_seconds: float  # time spent hashing in the worker, seconds
+    duplicates: int = 0  # items found already recorded (by an earlier run's worker)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-data form."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ScanSummary:
+    """The end of a run: this run's counts and the scan's totals."""
+
+    scan_id: str
+    total: int  # items the sources hold
+    scanned: int  # items recorded by this run
+    matched: int  # of those, with at least one (unsuppressed) match
+    failed: int  # of those, with an error
+    skipped: int  # items already recorded before this run (resume)
+    seconds: float  # wall time of this run, seconds
+    status: str
+
+    @property
+    def rate(self) -> float:
+        """Items recorded per second in this run."""
+        return self.scanned / self.seconds if self.seconds > 0 else 0.0
+
+
+#: progress callback: (items done in this run, items to do in this run)
+ProgressFn = Callable[[int, int], None]
+
+
+# -- the unit of work --------------------------------------------------------------------
+
+_ENGINES: dict[str, Engine] = {}
+_MATCHERS: dict[str, SignalMatcher | None] = {}
+
+
+def _engine(url: str) -> Engine:
+    engine = _ENGINES.get(url)
+    if engine is None:
+        engine = _ENGINES[url] = make_engine(url)
+    return engine
+
+
+def _matcher(loader: dict[str, Any] | None) -> SignalMatcher | None:
+    if loader is None:
+        return None
+    key = json.dumps(loader, sort_keys=True)
+    if key not in _MATCHERS:
+        _MATCHERS[key] = MatcherLoader(loader["target"], dict(loader.get("params", {}))).load()
+    return _MATCHERS[key]
+
+
+def signal_json(signal: Signal) -> dict[str, Any]:
+    """A signal as a JSON object (frames as hex hashes)."""
+    out: dict[str, Any] = {"type": signal.type, "value": signal.value}
+    if signal.quality is not None:
+        out["quality"] = signal.quality
+    if signal.low_quality:
+        out["low_quality"] = True
+    if signal.variant is not None:
+        out["variant"] = signal.variant
+    if signal.frames:
+        out["frames"] = [
+            {"frame": f.index, "quality": f.quality, "hash": f.hash.hex(), "seconds": f.seconds}
+            for f in signal.frames
+        ]
+    return out
+
+
+def match_json(match: Match) -> dict[str, Any]:
+    """A match as a JSON object (``None`` fields left out)."""
+    return {
+        k: (list(v) if isinstance(v, tuple) else v)
+        for k, v in dataclasses.asdict(match).items()
+        if v is not None
+    }
+
+
+def _stat_key(path: str) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _count_hash(path: str) -> None:
+    counter = os.environ.get(HASH_COUNTER_ENV)
+    if counter:
+        # One short O_APPEND write per line: safe across concurrent worker processes.
+        fd = os.open(counter, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (json.dumps(path) + "\n").encode())
+        finally:
+            os.close(fd)
+
+
+def hash_item(path: str, options: HashOptions) -> HashResult:
+    """Hash one file and refuse the result if the file changed while it was read
+    (device, inode, size or mtime differ before and after)."""
+    before = _stat_key(path)
+    result = hash_path(path, options)
+    _count_hash(path)
+    if before is not None and result.ok and _stat_key(path) != before:
+        return HashResult(
+            path=path,
+            size=result.size,
+            error=MediaError("file changed while being read (size or mtime differ)"),
+        )
+    return result
+
+
+def _item_row(
+    position: int, item: ScanItem, result: HashResult | None, matches: list[Match]
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "content_id": item.content_id,
+        "path": item.path,
+        "position": position,
+        "media": None,
+        "size": None,
+        "signals": [],
+        "matches": [],
+        "error_code": item.error_code,
+        "error_message": item.error,
+    }
+    if result is not None:
+        row["media"] = result.media
+        row["size"] = result.size
+        row["signals"] = [signal_json(s) for s in result.signals]
+        if result.error is not None:
+            row["error_code"] = result.error.code
+            row["error_message"] = result.error.message
+    row["matches"] = [match_json(m) for m in matches]
+    if row["error_message"] is not None:
+        row["status"] = "failed"
+    elif any(m.suppressed_by is None for m in matches):
+        row["status"] = "matched"
+    else:
+        row["status"] = "ok"
+    return row
+
+
+def fire_actions(session: Any, scan_id: str, row: dict[str, Any], matches: list[Match]) -> None:
+    """Run the banks' action rules (record + enqueue for review, webhooks) for one matched
+    item inside the batch's transaction. The event id is derived from the scan and the
+    item, so a retried batch adds nothing twice."""
+    from tipline.services.actions import MatchEvent, MatchHit, on_match
+
+    hits = [
+        MatchHit(bank=m.bank, signal_type=m.signal_type, distance=m.distance, entry_id=m.entry_id)
+        for m in matches
+        if m.suppressed_by is None
+    ]
+    event = MatchEvent(
+        event_id=f"scan:{scan_id}:{store.content_key(row['content_id'])}",
+        hits=hits,
+        content_id=row["content_id"],
+        extra={"scan_id": scan_id, "path": row["path"]},
+    )
+    on_match(session, event)
+
+
+def scan_batch(job: dict[str, Any]) -> BatchOutcome:
+    """Hash, match and record one batch (the function every worker runs).
+
+    ``job`` is plain data: ``scan_id``, ``batch_no``, ``database_url``, ``options``
+    (:meth:`ScanOptions.to_json`), ``matcher`` (:meth:`MatcherLoader.to_json` or None)
+    and ``items``: ``[position, content_id, path, error, error_code]`` lists.
+    Item rows and the checkpoint are committed in one transaction.
+    """
+    options = ScanOptions.from_json(job["options"]).hash_options()
+    matcher = _matcher(job.get("matcher"))
+    entries = [(int(p), ScanItem(c, path, err, code)) for p, c, path, err, code in job["items"]]
+    rows: list[dict[str, Any]] = []
+    matched: list[tuple[int, list[Match]]] = []
+    hash_seconds = 0.0
+    for position, item in entries:
+        result: HashResult | None = None
+        matches: list[Match] = []
+        if item.error is None:
+            t0 = time.perf_counter()
+            result = hash_item(item.path, options)
+            hash_seconds += time.perf_counter() - t0
+            if result.ok and matcher is not None and result.signals:
+                try:
+                    matches = matcher.match_signals(result.signals)
+                except TiplineError as exc:
+                    result = dataclasses.replace(result, error=exc)
+        row = _item_row(position, item, result, matches)
+        if row["status"] == "matched":
+            matched.append((len(rows), matches))
+        rows.append(row)
+    return _commit_batch(job, rows, matched, hash_seconds)
+
+
+def _commit_batch(
+    job: dict[str, Any],
+    rows: list[dict[str, Any]],
+    matched: list[tuple[int, list[Match]]],
+    hash_seconds: float,
+) -> BatchOutcome:
+    factory = session_factory(_engine(job["database_url"]))
+    scan_id, batch_no = str(job["scan_id"]), int(job["batch_no"])
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    duplicates = 0
+    for attempt in range(2):
+        try:
+            with transaction(factory) as session:
+                store.record_batch(
+                    session, scan_id, batch_no, rows, worker=worker, hash_seconds=hash_seconds
+                )
+                for index, matches in matched:
+                    fire_actions(session, scan_id, rows[index], matches)
+            break
+        except IntegrityError:
+            if attempt:
+                raise
+            # An earlier run's worker recorded some of these items meanwhile: keep theirs.
+            with factory() as session:
+                keys = {store.content_key(r["content_id"]): i for i, r in enumerate(rows)}
+                stmt = select(store.ScanItemRow.content_key).where(
+                    store.ScanItemRow.scan_id == scan_id,
+                    store.ScanItemRow.content_key.in_(list(keys)),
+                )
+                taken = {keys[k] for k in session.scalars(stmt)}
+            duplicates = len(taken)
+            remap = [i for i in range(len(rows)) if i not in taken]
+            new_index = {old: new for new, old in enumerate(remap)}
+            rows = [rows[i] for i in remap]
+            matched = [(new_index[i], m) for i, m in matched if i in new_index]
+    return BatchOutcome(
+        batch_no=batch_no,
+        items=len(rows),
+        matched=sum(1 for r in rows if r["status"] == "matched"),
+        failed=sum(1 for r in rows if r["status"] == "failed"),
+        hash_seconds=hash_seconds,
+        duplicates=duplicates,
+    )
+
+
+# -- local worker processes --------------------------------------------------------------
+
+
+def _worker_main(conn: Connection) -> None:
+    """Worker loop: JSON batch in, JSON outcome out; exits when the coordinator is gone."""
+    while True:
+        try:
+            job = json.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        try:
+            reply: dict[str, Any] = {"ok": scan_batch(job).to_json()}
+        except Exception as exc:  # report, let the coordinator decide
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        try:
+            conn.send_bytes(json.dumps(reply).encode())
+        except (BrokenPipeError, OSError):
+            return
+
+
+class LocalPool:
+    """``jobs`` worker processes (forkserver: no inherited threads or DB connections)."""
+
+    def __init__(self, jobs: int) -> None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["tipline.services.scan", "tipline.signals.decode"])
+        self.conns: list[Connection] = []
+        self.procs: list[multiprocessing.process.BaseProcess] = []
+        for _ in range(max(1, jobs)):
+            parent, child = ctx.Pipe(duplex=True)
+            proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+            proc.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(proc)
+
+    @property
+    def pids(self) -> list[int]:
+        """Worker process ids."""
+        return [p.pid for p in self.procs if p.pid is not None]
+
+    def run(self, jobs: Iterator[dict[str, Any]], on_done: Callable[[BatchOutcome], None]) -> None:
+        """Hand ``jobs`` to idle workers until all are done; TiplineError if a worker fails."""
+        idle = deque(self.conns)
+        busy: set[Connection] = set()
+        exhausted = False
+        while True:
+            while idle and not exhausted:
+                job = next(jobs, None)
+                if job is None:
+                    exhausted = True
+                    break
+                conn = idle.popleft()
+                conn.send_bytes(json.dumps(job).encode())
+                busy.add(conn)
+            if not busy:
+                return
+            for ready in wait(list(busy)):
+                assert isinstance(ready, Connection)
+                busy.discard(ready)
+                try:
+                    reply = json.loads(ready.recv_bytes())
+                except (EOFError, OSError):
+                    raise TiplineError("a scan worker process died; resume the scan") from None
+                if "error" in reply:
+                    raise TiplineError(f"scan worker failed: {reply['error']}")
+                on_done(BatchOutcome(**reply["ok"]))
+                idle.append(ready)
+
+    def close(self) -> None:
+        """Stop the workers (closing their pipes ends their loops)."""
+        for conn in self.conns:
+            conn.close()
+        for proc in self.procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+
+# -- the coordinator ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScanRequest:
+    """A new scan (``sources``) or a resume (``resume_id``)."""
+
+    sources: tuple[str, ...] = ()
+    resume_id: str | None = None
+    options: ScanOptions = ScanOptions()
+    jobs: int = 1
+    ray_address: str | None = None
+    database_url: str | None = None
+    matcher: MatcherLoader | None = None
+    out: Path | None = None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_for_previous_run(host: str | None, pids: Sequence[int]) -> None:
+    """A killed coordinator's workers finish and commit their batch; wait for them."""
+    if host != socket.gethostname() or not pids:
+        return
+    deadline = time.monotonic() + RESUME_WAIT_SECONDS
+    while any(_pid_alive(p) and p != os.getpid() for p in pids):
+        if time.monotonic() > deadline:
+            raise ConflictError(
+                f"processes {list(pids)} of the previous run are still alive; "
+                "stop them or wait, then resume again"
+            )
+        time.sleep(0.05)
+
+
+def _batches(
+    scan_id: str,
+    items: Sequence[tuple[int, ScanItem]],
+    first_batch: int,
+    request: ScanRequest,
+    options: ScanOptions,
+    database_url: str,
+) -> Iterator[dict[str, Any]]:
+    size = max(1, options.batch_size)
+    for n, start in enumerate(range(0, len(items), size)):
+        chunk = items[start : start + size]
+        yield {
+            "scan_id": scan_id,
+            "batch_no": first_batch + n,
+            "database_url": database_url,
+            "options": options.to_json(),
+            "matcher": None if request.matcher is None else request.matcher.to_json(),
+            "items": [[p, i.content_id, i.path, i.error, i.error_code] for p, i in chunk],
+        }
+
+
+def run_scan(
+    request: ScanRequest,
+    *,
+    progress: ProgressFn | None = None,
+    stdin: Any = None,
+) -> ScanSummary:
+    """Run (or resume) a scan to the end and return its summary.
+
+    Raises NotFoundError for an unknown ``resume_id``, InputError for bad sources.
+    """
+    started = time.monotonic()
+    database_url = request.database_url or get_settings().resolved_database_url()
+    engine = make_engine(database_url)
+    upgrade(engine)
+    factory = session_factory(engine)
+    runner = "ray" if request.ray_address else "local"
+    if request.resume_id is not None:
+        with transaction(factory) as session:
+            row = store.get_scan(session, request.resume_id)
+            scan_id, sources = row.id, list(row.sources)
+            options = ScanOptions.from_json(row.options)
+            previous_host, previous_pids = row.host, list(row.pids)
+        _wait_for_previous_run(previous_host, previous_pids)
+    else:
+        if not request.sources:
+            raise InputError("nothing to scan: give at least one source")
+        scan_id, sources, options = str(ULID()), list(request.sources), request.options
+        with transaction(factory) as session:
+            store.create_scan(
+                session, scan_id, sources=sources, options=options.to_json(), runner=runner
+            )
+    items = expand_sources(sources, follow_symlinks=options.follow_symlinks, stdin=stdin)
+    with factory() as session:
+        done = store.done_keys(session, scan_id)
+        first_batch = store.next_batch_no(session, scan_id)
+    todo = [
+        (pos, item)
+        for pos, item in enumerate(items)
+        if store.content_key(item.content_id) not in done
+    ]
+    skipped = len(items) - len(todo)
+    counts = {"items": 0, "matched": 0, "failed": 0}
+
+    def on_done(outcome: BatchOutcome) -> None:
+        counts["items"] += outcome.items
+        counts["matched"] += outcome.matched
+        counts["failed"] += outcome.failed
+        if progress is not None:
+            progress(counts["items"], len(todo))
+
+    if progress is not None:
+        progress(0, len(todo))
+    jobs = _batches(scan_id, todo, first_batch, request, options, database_url)
+    status = "finished"
+    try:
+        if request.ray_address:
+            from tipline.services.scan_ray import run_on_ray
+
+            with transaction(factory) as session:
+                store.set_run_state(
+                    session, scan_id, status="running", host=None, total_items=len(items)
+                )
+            run_on_ray(request.ray_address, jobs, on_done)
+        elif todo:
+            pool = LocalPool(min(request.jobs, max(1, -(-len(todo) // options.batch_size))))
+            try:
+                with transaction(factory) as session:
+                    store.set_run_state(
+                        session,
+                        scan_id,
+                        status="running",
+                        host=socket.gethostname(),
+                        pids=pool.pids,
+                        total_items=len(items),
+                    )
+                pool.run(jobs, on_done)
+            finally:
+                pool.close()
+    except BaseException:
+        status = "interrupted"
+        raise
+    finally:
+        with transaction(factory) as session:
+            store.set_run_state(
+                session,
+                scan_id,
+                status=status,
+                total_items=len(items),
+                finished=status == "finished",
+            )
+    if request.out is not None:
+        with factory() as session:
+            write_results(session, scan_id, request.out)
+    engine.dispose()
+    return ScanSummary(
+        scan_id=scan_id,
+        total=len(items),
+        scanned=counts["items"],
+        matched=counts["matched"],
+        failed=counts["failed"],
+        skipped=skipped,
+        seconds=time.monotonic() - started,
+        status=status,
+    )
+
+
+# -- export ------------------------------------------------------------------------------
+
+
+def item_json(row: store.ScanItemRow) -> dict[str, Any]:
+    """One recorded item as the JSON object written to ``--out *.jsonl``."""
+    return {
+        "content_id": row.content_id,
+        "path": row.path,
+        "status": row.status,
+        "media": row.media,
+        "size": row.size,
+        "signals": row.signals,
+        "matches": row.matches,
+        "error": None
+        if row.error_message is None
+        else {"code": row.error_code, "message": row.error_message},
+    }
+
+
+CSV_COLUMNS = ("content_id", "path", "status", "media", "size", "signals", "matches", "error")
+
+
+def write_results(session: Any, scan_id: str, out: Path) -> int:
+    """Write every recorded item of ``scan_id`` to ``out`` (``.jsonl`` or ``.csv``),
+    in enumeration order, atomically (temp file + rename). Returns the item count.
+
+    In CSV, ``signals`` is ``type:value`` joined by spaces and ``matches`` is
+    ``bank/entry_id:signal_type:distance`` joined by spaces.
+    """
+    import csv
+
+    suffix = out.suffix.lower()
+    if suffix not in (".jsonl", ".csv"):
+        raise InputError(f"--out must end in .jsonl or .csv, got {out.name!r}")
+    tmp = out.with_name(out.name + ".tmp")
+    count = 0
+    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n") if suffix == ".csv" else None
+        if writer is not None:
+            writer.writerow(CSV_COLUMNS)
+        for row in store.iter_items(session, scan_id):
+            count += 1
+            if writer is None:
+                fh.write(json.dumps(item_json(row), separators=(",", ":")) + "\n")
+                continue
+            signals = " ".join(
+                f"{s['type']}:{s['value']}" for s in row.signals if not s.get("variant")
+            )
+            matches = " ".join(
+                f"{m['bank']}/{m['entry_id']}:{m['signal_type']}:{m['distance']}"
+                for m in row.matches
+                if m.get("suppressed_by") is None
+            )
+            writer.writerow(
+                [
+                    row.content_id,
+                    row.path,
+                    row.status,
+                    row.media or "",
+                    "" if row.size is None else row.size,
+                    signals,
+                    matches,
+                    row.error_message or "",
+                ]
+            )
+    tmp.replace(out)
+    return count

@@ -1,0 +1,79 @@
+"""Run scan batches as Ray tasks (``tipline scan --ray auto|ADDRESS``).
+
+Each task runs :func:`tipline.services.scan.scan_batch` - the same unit of work as a
+local worker - so results and checkpoints are identical to a local run. Task inputs
+and outputs are JSON strings. The match index is never part of a task: each Ray worker
+process builds its matcher once from the loader (memory-mapped index files on shared
+storage, one page-cache copy per node) and keeps it for every later batch.
+
+Ray is optional and loaded only through :func:`tipline._optional.require`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from tipline._optional import require
+from tipline.errors import TiplineError
+from tipline.services.scan import BatchOutcome, scan_batch
+
+#: ``--ray local`` starts a private single-machine cluster instead of joining one.
+LOCAL = "local"
+
+
+def _ray_batch(job_json: str) -> str:
+    """The Ray task body: one batch, JSON in and out."""
+    return json.dumps(scan_batch(json.loads(job_json)).to_json())
+
+
+def connect(address: str) -> Any:
+    """The ``ray`` module, connected to ``address`` (``auto``, ``ray://...``, ``local``).
+
+    An already initialized Ray (tests, notebooks) is used as is.
+    """
+    ray = require("ray")
+    if not ray.is_initialized():
+        ray.init(
+            address=None if address == LOCAL else address,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    return ray
+
+
+def run_on_ray(
+    address: str,
+    jobs: Iterator[dict[str, Any]],
+    on_done: Callable[[BatchOutcome], None],
+    *,
+    in_flight_per_cpu: int = 2,
+) -> None:
+    """Submit ``jobs`` as Ray tasks, at most ``in_flight_per_cpu`` per cluster CPU at
+    once, calling ``on_done`` as each batch is committed. TiplineError when a task fails
+    (the scan stays resumable)."""
+    ray = connect(address)
+    task = ray.remote(num_cpus=1, max_retries=2)(_ray_batch)
+    limit = max(1, int(ray.cluster_resources().get("CPU", 1)) * in_flight_per_cpu)
+    pending: list[Any] = []
+    exhausted = False
+    while True:
+        while not exhausted and len(pending) < limit:
+            job = next(jobs, None)
+            if job is None:
+                exhausted = True
+                break
+            pending.append(task.remote(json.dumps(job)))
+        if not pending:
+            return
+        ready, pending = ray.wait(pending, num_returns=1)
+        for ref in ready:
+            try:
+                reply = ray.get(ref)
+            except Exception as exc:
+                for other in pending:
+                    ray.cancel(other)
+                raise TiplineError(f"Ray scan task failed: {type(exc).__name__}: {exc}") from None
+            on_done(BatchOutcome(**json.loads(reply)))

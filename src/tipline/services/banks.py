@@ -1,0 +1,497 @@
+"""Bank use cases: create, list, show, import, export, add, disable, enable.
+
+Each function opens its own transaction(s) through a :class:`Database`; every write is
+recorded in the audit log (:func:`tipline.services.audit.append`) in the same
+transaction. Imports are streamed and written in batches (10,000 entries per
+transaction by default); with ``atomic=True`` the whole import is one transaction that
+is rolled back when any line is bad.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from tipline.banks.formats import (
+    ImportFormat,
+    ParsedEntry,
+    WriteReport,
+    read_entries,
+    write_entries,
+)
+from tipline.banks.model import Bank, BankEntry, BankSignal
+from tipline.config import Settings, get_settings
+from tipline.errors import ConflictError, ImportFormatError, InputError
+from tipline.signals.base import get_signal_type, parse_typed_hash
+from tipline.store import bank_repo as repo
+from tipline.store.db import make_engine, session_factory, transaction, upgrade
+
+#: Entries written per transaction during an import.
+DEFAULT_BATCH = 10_000
+#: Errors kept in an :class:`ImportSummary` (all are counted, and passed to ``on_error``).
+MAX_KEPT_ERRORS = 1_000
+#: Actor recorded in the audit log when none is given.
+DEFAULT_ACTOR = "cli"
+
+_MIGRATED: set[str] = set()
+_MIGRATE_LOCK = threading.Lock()
+
+
+@dataclass
+class Database:
+    """An engine and session factory on the configured database (migrated)."""
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+    url: str
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self.engine.dispose()
+
+
+def open_database(
+    url: str | None = None, *, settings: Settings | None = None, migrate: bool = True
+) -> Database:
+    """Open the database (``url`` or the settings' URL), applying migrations once per
+    process on first use."""
+    from tipline.store.models import import_all_models
+
+    settings = settings or get_settings()
+    url = url or settings.resolved_database_url()
+    import_all_models()
+    engine = make_engine(url, settings=settings)
+    if migrate:
+        with _MIGRATE_LOCK:
+            if url not in _MIGRATED:
+                upgrade(engine)
+                _MIGRATED.add(url)
+    return Database(engine, session_factory(engine), url)
+
+
+def _audit(
+    session: Session,
+    actor: str,
+    action: str,
+    target: tuple[str, str],
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """Audit hook for every bank/entry write (same transaction as the write)."""
+    from tipline.services import audit
+
+    audit.append(session, actor=actor, action=action, target=target, details=details)
+
+
+# -- banks --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BankInfo:
+    """A bank with its counts."""
+
+    bank: Bank
+    entries: int
+    disabled_entries: int
+    signals: dict[str, int]
+
+
+def check_thresholds(thresholds: Mapping[str, int]) -> dict[str, int]:
+    """Validate ``{signal type: threshold}`` (known types, non-negative integers)."""
+    out: dict[str, int] = {}
+    for name, value in thresholds.items():
+        signal_type = get_signal_type(name.strip().lower())
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InputError(f"threshold for {name} must be a non-negative integer")
+        if signal_type.name == "pdq" and value > 256:
+            raise InputError("pdq threshold must be at most 256 bits")
+        out[signal_type.name] = value
+    return out
+
+
+def check_bank_name(name: str) -> str:
+    """A bank name: 1-200 printable characters without slashes."""
+    clean = name.strip()
+    if not clean or len(clean) > 200 or "/" in clean or not clean.isprintable():
+        raise InputError(f"invalid bank name {name!r} (1-200 printable characters, no '/')")
+    return clean
+
+
+def create_bank(
+    db: Database,
+    name: str,
+    *,
+    description: str = "",
+    thresholds: Mapping[str, int] | None = None,
+    allow: bool = False,
+    enabled: bool = True,
+    tenant: str | None = None,
+    actor: str = DEFAULT_ACTOR,
+) -> Bank:
+    """Create a bank; ConflictError when the name is taken."""
+    bank = Bank(
+        name=check_bank_name(name),
+        description=description,
+        enabled=enabled,
+        is_allow_bank=allow,
+        thresholds=check_thresholds(thresholds or {}),
+        tenant=tenant,
+    )
+    with transaction(db.sessions) as s:
+        repo.create_bank(s, bank)
+        _audit(
+            s,
+            actor,
+            "bank.create",
+            ("bank", bank.name),
+            {"allow": allow, "enabled": enabled, "thresholds": dict(bank.thresholds)},
+        )
+    return bank
+
+
+def list_banks(db: Database, *, tenant: str | None = None) -> list[BankInfo]:
+    """Every bank with its counts."""
+    with db.sessions() as s:
+        out = []
+        for row in repo.list_banks(s, tenant=tenant):
+            total, disabled = repo.count_entries(s, row.id)
+            out.append(BankInfo(repo.to_bank(row), total, disabled, repo.signal_counts(s, row.id)))
+        return out
+
+
+def show_bank(db: Database, name: str) -> BankInfo:
+    """One bank with its counts; NotFoundError when missing."""
+    with db.sessions() as s:
+        row = repo.get_bank(s, name)
+        total, disabled = repo.count_entries(s, row.id)
+        return BankInfo(repo.to_bank(row), total, disabled, repo.signal_counts(s, row.id))
+
+
+def update_bank(
+    db: Database,
+    name: str,
+    *,
+    enabled: bool | None = None,
+    thresholds: Mapping[str, int] | None = None,
+    description: str | None = None,
+    actor: str = DEFAULT_ACTOR,
+) -> Bank:
+    """Switch a bank on/off or change its thresholds/description."""
+    clean = check_thresholds(thresholds) if thresholds is not None else None
+    with transaction(db.sessions) as s:
+        row = repo.update_bank(s, name, enabled=enabled, thresholds=clean, description=description)
+        action = {True: "bank.enable", False: "bank.disable", None: "bank.update"}[enabled]
+        _audit(s, actor, action, ("bank", name), {"thresholds": clean, "description": description})
+        return repo.to_bank(row)
+
+
+# -- entries ------------------------------------------------------------------------------
+
+
+def parse_signals(texts: Sequence[str]) -> tuple[BankSignal, ...]:
+    """``type:value`` strings -> validated signals (HashFormatError on a bad one)."""
+    out: list[BankSignal] = []
+    for text in texts:
+        kind, value = parse_typed_hash(text)
+        signal = BankSignal(kind, value)
+        if signal not in out:
+            out.append(signal)
+    if not out:
+        raise InputError("an entry needs at least one signal (TYPE:VALUE)")
+    return tuple(out)
+
+
+def add_entry(
+    db: Database,
+    bank: str,
+    signals: Sequence[str] | Sequence[BankSignal],
+    *,
+    entry_id: str | None = None,
+    labels: Sequence[str] = (),
+    source: str | None = None,
+    actor: str = DEFAULT_ACTOR,
+) -> BankEntry:
+    """Add one entry; its hashes are matchable by every matcher within a second.
+
+    ``signals`` are ``type:value`` strings or :class:`BankSignal` values (validated
+    again). Without ``entry_id`` one is derived from the first signal.
+    """
+    from tipline.banks.formats import check_entry_id, derived_entry_id
+
+    texts = [s if isinstance(s, str) else f"{s.type}:{s.value}" for s in signals]
+    parsed = parse_signals(texts)
+    eid = derived_entry_id(parsed[0]) if entry_id is None else entry_id
+    try:
+        eid = check_entry_id(eid, line=0, path=None)
+    except ImportFormatError as exc:
+        raise InputError(exc.message) from None
+    clean_labels = tuple(lbl.strip() for lbl in labels if lbl.strip())
+    with transaction(db.sessions) as s:
+        row = repo.get_bank(s, bank)
+        if repo.existing_entry_ids(s, row.id, [eid]):
+            raise ConflictError(f"bank {bank!r} already has an entry {eid!r}")
+        repo.insert_entries(s, row.id, [repo.NewEntry(eid, parsed, clean_labels, source)])
+        _audit(
+            s,
+            actor,
+            "entry.add",
+            ("entry", f"{bank}/{eid}"),
+            {"signals": [x.type for x in parsed], "labels": list(clean_labels)},
+        )
+        entry = repo.get_entry(s, row, eid)
+        return repo.to_entry(entry, bank, parsed)
+
+
+def set_entries_disabled(
+    db: Database,
+    bank: str,
+    entry_ids: Sequence[str],
+    *,
+    disabled: bool,
+    reason: str | None = None,
+    actor: str = DEFAULT_ACTOR,
+) -> list[BankEntry]:
+    """Disable (with ``reason``) or re-enable entries; takes effect on the next match
+    in every process (matchers read the flag at match time)."""
+    if disabled and not (reason or "").strip():
+        raise InputError("disabling an entry needs a reason")
+    out = []
+    with transaction(db.sessions) as s:
+        row = repo.get_bank(s, bank)
+        for eid in entry_ids:
+            entry = repo.set_disabled(s, row, eid, disabled, reason)
+            _audit(
+                s,
+                actor,
+                "entry.disable" if disabled else "entry.enable",
+                ("entry", f"{bank}/{eid}"),
+                {"reason": reason} if disabled else None,
+            )
+            out.append(repo.to_entry(entry, bank, repo.signals_of(s, [entry.id])[entry.id]))
+    return out
+
+
+def get_entry(db: Database, bank: str, entry_id: str) -> BankEntry:
+    """One entry with its signals; NotFoundError when missing."""
+    with db.sessions() as s:
+        row = repo.get_bank(s, bank)
+        entry = repo.get_entry(s, row, entry_id)
+        return repo.to_entry(entry, bank, repo.signals_of(s, [entry.id])[entry.id])
+
+
+def iter_bank_entries(db: Database, bank: str) -> Iterator[BankEntry]:
+    """Every entry of ``bank`` (streamed in pages)."""
+    with db.sessions() as s:
+        row = repo.get_bank(s, bank)
+        yield from repo.iter_entries(s, row)
+
+
+# -- import / export ----------------------------------------------------------------------
+
+
+@dataclass
+class ImportSummary:
+    """What an import did. ``errors`` counts bad lines (duplicates are counted apart);
+    ``unsupported`` counts fingerprints of types tipline cannot match on;
+    ``ignored_fields`` counts input fields that were not understood."""
+
+    imported: int = 0
+    duplicates: int = 0
+    errors: int = 0
+    deleted: int = 0
+    skipped_no_signal: int = 0
+    unsupported: dict[str, int] = field(default_factory=dict)
+    ignored_fields: dict[str, int] = field(default_factory=dict)
+    rolled_back: bool = False
+    first_errors: list[ImportFormatError] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-data form (for JSON output and the audit log)."""
+        return {
+            "imported": self.imported,
+            "duplicates": self.duplicates,
+            "errors": self.errors,
+            "deleted": self.deleted,
+            "skipped_no_signal": self.skipped_no_signal,
+            "unsupported": dict(sorted(self.unsupported.items())),
+            "ignored_fields": dict(sorted(self.ignored_fields.items())),
+            "rolled_back": self.rolled_back,
+        }
+
+
+class _Importer:
+    def __init__(
+        self,
+        db: Database,
+        bank: str,
+        *,
+        atomic: bool,
+        batch_size: int,
+        on_error: Callable[[ImportFormatError], None] | None,
+        path: str | None,
+    ) -> None:
+        self.db = db
+        self.bank = bank
+        self.atomic = atomic
+        self.batch_size = max(1, batch_size)
+        self.on_error = on_error
+        self.path = path
+        self.summary = ImportSummary()
+        self.pending: list[ParsedEntry] = []
+        self.deleted: list[ParsedEntry] = []
+        self.failed = False
+
+    def error(self, exc: ImportFormatError, *, duplicate: bool = False) -> None:
+        if duplicate:
+            self.summary.duplicates += 1
+        else:
+            self.summary.errors += 1
+        self.failed = True
+        if len(self.summary.first_errors) < MAX_KEPT_ERRORS:
+            self.summary.first_errors.append(exc)
+        if self.on_error is not None:
+            self.on_error(exc)
+
+    def feed(self, item: ParsedEntry | ImportFormatError) -> None:
+        s = self.summary
+        if isinstance(item, ImportFormatError):
+            self.error(item)
+            return
+        for name in item.unsupported:
+            s.unsupported[name] = s.unsupported.get(name, 0) + 1
+        for name in item.ignored_fields:
+            s.ignored_fields[name] = s.ignored_fields.get(name, 0) + 1
+        if item.deleted:
+            self.deleted.append(item)
+            return
+        if not item.signals:
+            s.skipped_no_signal += 1
+            return
+        self.pending.append(item)
+
+    def flush(self, session: Session, bank_id: int) -> None:
+        batch, self.pending = self.pending, []
+        unique: dict[str, ParsedEntry] = {}
+        for item in batch:
+            eid = item.entry_id or ""
+            if eid in unique:
+                self.error(
+                    ImportFormatError(
+                        f"duplicate entry {eid!r} (first at line {unique[eid].line})",
+                        path=self.path,
+                        line=item.line,
+                    ),
+                    duplicate=True,
+                )
+                continue
+            unique[eid] = item
+        existing = repo.existing_entry_ids(session, bank_id, list(unique))
+        fresh: list[ParsedEntry] = []
+        for eid, item in unique.items():
+            if eid in existing:
+                self.error(
+                    ImportFormatError(
+                        f"duplicate entry {eid!r} (already in bank {self.bank!r})",
+                        path=self.path,
+                        line=item.line,
+                    ),
+                    duplicate=True,
+                )
+            else:
+                fresh.append(item)
+        if self.atomic and self.failed:
+            return  # everything will be rolled back; keep reading to report errors
+        repo.insert_entries(
+            session,
+            bank_id,
+            [repo.NewEntry(i.entry_id or "", i.signals, i.labels, i.source) for i in fresh],
+        )
+        self.summary.imported += len(fresh)
+        deleted, self.deleted = self.deleted, []
+        if deleted:
+            row = repo.get_bank(session, self.bank)
+            ids = [d.entry_id or "" for d in deleted]
+            present = repo.existing_entry_ids(session, bank_id, ids)
+            for d in deleted:
+                if d.entry_id in present:
+                    repo.set_disabled(session, row, d.entry_id or "", True, "deleted upstream")
+                self.summary.deleted += 1
+
+
+def import_entries(
+    db: Database,
+    bank: str,
+    stream: IO[bytes],
+    fmt: ImportFormat,
+    *,
+    path: str | None = None,
+    atomic: bool = False,
+    batch_size: int = DEFAULT_BATCH,
+    on_error: Callable[[ImportFormatError], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+    actor: str = DEFAULT_ACTOR,
+) -> ImportSummary:
+    """Stream ``stream`` (format ``fmt``) into ``bank``.
+
+    Good entries are written ``batch_size`` per transaction while bad lines are
+    reported (``on_error`` gets each as it is found, with its line number). With
+    ``atomic`` everything is one transaction, rolled back if any line was bad or a
+    duplicate. ``progress`` is called with the bytes read so far after each batch.
+    """
+    importer = _Importer(
+        db, bank, atomic=atomic, batch_size=batch_size, on_error=on_error, path=path
+    )
+    with db.sessions() as s:
+        bank_id = repo.get_bank(s, bank).id
+
+    def tell() -> None:
+        if progress is not None:
+            with contextlib.suppress(OSError, ValueError):
+                progress(stream.tell())
+
+    items = read_entries(fmt, stream, path=path)
+    if atomic:
+        session = db.sessions()
+        try:
+            with session.begin():
+                for item in items:
+                    importer.feed(item)
+                    if len(importer.pending) >= importer.batch_size:
+                        importer.flush(session, bank_id)
+                        tell()
+                importer.flush(session, bank_id)
+                if importer.failed:
+                    raise _Rollback
+                _audit(session, actor, "bank.import", ("bank", bank), importer.summary.to_json())
+        except _Rollback:
+            importer.summary.rolled_back = True
+            importer.summary.imported = 0
+            importer.summary.deleted = 0
+        finally:
+            session.close()
+    else:
+        for item in items:
+            importer.feed(item)
+            if len(importer.pending) >= importer.batch_size:
+                with transaction(db.sessions) as s:
+                    importer.flush(s, bank_id)
+                tell()
+        with transaction(db.sessions) as s:
+            importer.flush(s, bank_id)
+            _audit(s, actor, "bank.import", ("bank", bank), importer.summary.to_json())
+    tell()
+    return importer.summary
+
+
+class _Rollback(Exception):
+    """Raised inside an atomic import to roll its transaction back."""
+
+
+def export_entries(db: Database, bank: str, fmt: ImportFormat, out: IO[bytes]) -> WriteReport:
+    """Write every entry of ``bank`` to ``out`` in ``fmt`` (disabled entries included)."""
+    return write_entries(fmt, iter_bank_entries(db, bank), out)

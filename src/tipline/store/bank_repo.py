@@ -1,0 +1,351 @@
+"""Repository functions for banks, entries and signals (inside the caller's session).
+
+Every function takes an open :class:`~sqlalchemy.orm.Session` and leaves transaction
+control to the caller (see :func:`tipline.store.db.transaction`). Each write to an
+entry takes fresh numbers from the change sequence (:func:`next_seq`), so
+:func:`changes_since` / :func:`signals_since` answer "what changed after X".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from tipline.banks.model import Bank, BankEntry, BankSignal
+from tipline.errors import ConflictError, NotFoundError
+from tipline.store.banks import BankEntryRow, BankRow, BankSignalRow, BankStateRow
+from tipline.store.base import utcnow
+
+#: Largest number of bound parameters put in one ``IN (...)`` list.
+IN_CHUNK = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """An entry to insert (already validated)."""
+
+    entry_id: str
+    signals: tuple[BankSignal, ...]
+    labels: tuple[str, ...] = ()
+    source: str | None = None
+    added_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignalChange:
+    """One signal row added after a given sequence number."""
+
+    entry_pk: int
+    type: str
+    value: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class EntryHit:
+    """An entry with its bank, as needed to turn an index hit into a match."""
+
+    entry_pk: int
+    bank: Bank
+    entry: BankEntry
+
+
+def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+# -- change sequence ----------------------------------------------------------------------
+
+
+def next_seq(session: Session, count: int = 1) -> int:
+    """Reserve ``count`` sequence numbers; returns the first. Locks the counter row
+    until the transaction ends, so sequence order equals commit order."""
+    session.execute(
+        update(BankStateRow).where(BankStateRow.id == 1).values(seq=BankStateRow.seq + count)
+    )
+    last = int(session.execute(select(BankStateRow.seq).where(BankStateRow.id == 1)).scalar_one())
+    return last - count + 1
+
+
+def current_seq(session: Session) -> int:
+    """The last sequence number handed out (0 on a new database)."""
+    return int(session.execute(select(BankStateRow.seq).where(BankStateRow.id == 1)).scalar_one())
+
+
+def instance_id(session: Session) -> str:
+    """A random id created with the database (identifies it to index files)."""
+    return str(
+        session.execute(select(BankStateRow.instance).where(BankStateRow.id == 1)).scalar_one()
+    )
+
+
+# -- banks --------------------------------------------------------------------------------
+
+
+def to_bank(row: BankRow) -> Bank:
+    """Domain value of a bank row."""
+    return Bank(
+        name=row.name,
+        description=row.description,
+        enabled=row.enabled,
+        is_allow_bank=row.is_allow_bank,
+        thresholds={str(k): int(v) for k, v in (row.thresholds or {}).items()},
+        tenant=row.tenant,
+    )
+
+
+def create_bank(session: Session, bank: Bank) -> BankRow:
+    """Insert ``bank``; ConflictError when the name is taken."""
+    if session.execute(select(BankRow.id).where(BankRow.name == bank.name)).first():
+        raise ConflictError(f"bank {bank.name!r} already exists")
+    now = utcnow()
+    row = BankRow(
+        name=bank.name,
+        description=bank.description,
+        enabled=bank.enabled,
+        is_allow_bank=bank.is_allow_bank,
+        thresholds=dict(bank.thresholds),
+        tenant=bank.tenant,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get_bank(session: Session, name: str, *, for_update: bool = False) -> BankRow:
+    """The bank called ``name``; NotFoundError otherwise."""
+    stmt = select(BankRow).where(BankRow.name == name)
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = session.execute(stmt).scalar_one_or_none()
+    if row is None:
+        raise NotFoundError(f"no bank named {name!r}")
+    return row
+
+
+def list_banks(session: Session, *, tenant: str | None = None) -> list[BankRow]:
+    """Every bank (of ``tenant`` when given), by name."""
+    stmt = select(BankRow).order_by(BankRow.name)
+    if tenant is not None:
+        stmt = stmt.where(BankRow.tenant == tenant)
+    return list(session.execute(stmt).scalars())
+
+
+def update_bank(
+    session: Session,
+    name: str,
+    *,
+    description: str | None = None,
+    enabled: bool | None = None,
+    thresholds: dict[str, int] | None = None,
+) -> BankRow:
+    """Change a bank's settings (``None`` leaves a field as it is)."""
+    row = get_bank(session, name, for_update=True)
+    if description is not None:
+        row.description = description
+    if enabled is not None:
+        row.enabled = enabled
+    if thresholds is not None:
+        row.thresholds = {**(row.thresholds or {}), **thresholds}
+    row.updated_at = utcnow()
+    session.flush()
+    return row
+
+
+def count_entries(session: Session, bank_id: int) -> tuple[int, int]:
+    """(entries, disabled entries) of a bank."""
+    total = session.execute(
+        select(func.count()).select_from(BankEntryRow).where(BankEntryRow.bank_id == bank_id)
+    ).scalar_one()
+    disabled = session.execute(
+        select(func.count())
+        .select_from(BankEntryRow)
+        .where(BankEntryRow.bank_id == bank_id, BankEntryRow.disabled.is_(True))
+    ).scalar_one()
+    return int(total), int(disabled)
+
+
+def signal_counts(session: Session, bank_id: int) -> dict[str, int]:
+    """Signals per type in a bank."""
+    rows = session.execute(
+        select(BankSignalRow.type, func.count())
+        .join(BankEntryRow, BankEntryRow.id == BankSignalRow.entry_pk)
+        .where(BankEntryRow.bank_id == bank_id)
+        .group_by(BankSignalRow.type)
+    )
+    return {str(t): int(n) for t, n in rows}
+
+
+# -- entries ------------------------------------------------------------------------------
+
+
+def existing_entry_ids(session: Session, bank_id: int, entry_ids: Sequence[str]) -> set[str]:
+    """Those of ``entry_ids`` already present in the bank."""
+    found: set[str] = set()
+    for chunk in _chunks(list(entry_ids)):
+        found.update(
+            session.execute(
+                select(BankEntryRow.entry_id).where(
+                    BankEntryRow.bank_id == bank_id, BankEntryRow.entry_id.in_(chunk)
+                )
+            ).scalars()
+        )
+    return found
+
+
+def insert_entries(session: Session, bank_id: int, entries: Sequence[NewEntry]) -> list[int]:
+    """Insert entries (ids must be new in the bank) and their signals; returns the
+    entry primary keys in input order. One sequence number per entry."""
+    if not entries:
+        return []
+    first = next_seq(session, len(entries))
+    now = utcnow()
+    rows = [
+        {
+            "bank_id": bank_id,
+            "entry_id": e.entry_id,
+            "labels": list(e.labels),
+            "source": e.source,
+            "added_at": e.added_at or now,
+            "disabled": False,
+            "disabled_reason": None,
+            "seq": first + i,
+        }
+        for i, e in enumerate(entries)
+    ]
+    result = session.execute(
+        insert(BankEntryRow).returning(BankEntryRow.id, sort_by_parameter_order=True), rows
+    )
+    pks = [int(pk) for pk in result.scalars()]
+    signal_rows = [
+        {"entry_pk": pk, "type": s.type, "value": s.value, "seq": first + i}
+        for i, (pk, e) in enumerate(zip(pks, entries, strict=True))
+        for s in e.signals
+    ]
+    if signal_rows:
+        session.execute(insert(BankSignalRow), signal_rows)
+    return pks
+
+
+def get_entry(session: Session, bank: BankRow, entry_id: str) -> BankEntryRow:
+    """The entry ``entry_id`` of ``bank``; NotFoundError otherwise."""
+    row = session.execute(
+        select(BankEntryRow).where(
+            BankEntryRow.bank_id == bank.id, BankEntryRow.entry_id == entry_id
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFoundError(f"bank {bank.name!r} has no entry {entry_id!r}")
+    return row
+
+
+def set_disabled(
+    session: Session, bank: BankRow, entry_id: str, disabled: bool, reason: str | None
+) -> BankEntryRow:
+    """Disable (with ``reason``) or enable an entry; bumps its change sequence."""
+    row = get_entry(session, bank, entry_id)
+    seq = next_seq(session)
+    row.disabled = disabled
+    row.disabled_reason = reason if disabled else None
+    row.seq = seq
+    session.flush()
+    return row
+
+
+def signals_of(session: Session, entry_pks: Sequence[int]) -> dict[int, list[BankSignal]]:
+    """Signals of each entry, in insertion order."""
+    out: dict[int, list[BankSignal]] = {pk: [] for pk in entry_pks}
+    for chunk in _chunks(list(entry_pks)):
+        rows = session.execute(
+            select(BankSignalRow.entry_pk, BankSignalRow.type, BankSignalRow.value)
+            .where(BankSignalRow.entry_pk.in_(chunk))
+            .order_by(BankSignalRow.id)
+        )
+        for pk, kind, value in rows:
+            out[int(pk)].append(BankSignal(str(kind), str(value)))
+    return out
+
+
+def to_entry(row: BankEntryRow, bank_name: str, signals: Iterable[BankSignal]) -> BankEntry:
+    """Domain value of an entry row."""
+    return BankEntry(
+        bank=bank_name,
+        entry_id=row.entry_id,
+        signals=tuple(signals),
+        labels=tuple(row.labels or ()),
+        source=row.source,
+        added_at=row.added_at,
+        disabled=row.disabled,
+        disabled_reason=row.disabled_reason,
+    )
+
+
+def iter_entries(session: Session, bank: BankRow, *, page: int = 5_000) -> Iterator[BankEntry]:
+    """Every entry of ``bank`` in insertion order, ``page`` rows per query."""
+    last = 0
+    while True:
+        rows = list(
+            session.execute(
+                select(BankEntryRow)
+                .where(BankEntryRow.bank_id == bank.id, BankEntryRow.id > last)
+                .order_by(BankEntryRow.id)
+                .limit(page)
+            ).scalars()
+        )
+        if not rows:
+            return
+        sigs = signals_of(session, [r.id for r in rows])
+        for r in rows:
+            yield to_entry(r, bank.name, sigs[r.id])
+        last = rows[-1].id
+        session.expunge_all()
+
+
+def signals_since(session: Session, seq: int, *, limit: int = 100_000) -> list[SignalChange]:
+    """Signal rows with a sequence number above ``seq``, oldest first, at most ``limit``."""
+    rows = session.execute(
+        select(BankSignalRow.entry_pk, BankSignalRow.type, BankSignalRow.value, BankSignalRow.seq)
+        .where(BankSignalRow.seq > seq)
+        .order_by(BankSignalRow.seq, BankSignalRow.id)
+        .limit(limit)
+    )
+    return [SignalChange(int(p), str(t), str(v), int(s)) for p, t, v, s in rows]
+
+
+def changes_since(session: Session, seq: int, *, limit: int = 10_000) -> list[tuple[int, str, str]]:
+    """(seq, bank name, entry id) of entries written after ``seq``, oldest first."""
+    rows = session.execute(
+        select(BankEntryRow.seq, BankRow.name, BankEntryRow.entry_id)
+        .join(BankRow, BankRow.id == BankEntryRow.bank_id)
+        .where(BankEntryRow.seq > seq)
+        .order_by(BankEntryRow.seq)
+        .limit(limit)
+    )
+    return [(int(s), str(b), str(e)) for s, b, e in rows]
+
+
+def hits(session: Session, entry_pks: Sequence[int]) -> dict[int, EntryHit]:
+    """Entries (with their current disabled state) and banks for index hits."""
+    out: dict[int, EntryHit] = {}
+    if not entry_pks:
+        return out
+    for chunk in _chunks(list(entry_pks)):
+        rows = session.execute(
+            select(BankEntryRow, BankRow)
+            .join(BankRow, BankRow.id == BankEntryRow.bank_id)
+            .where(BankEntryRow.id.in_(chunk))
+        ).all()
+        sigs = signals_of(session, [e.id for e, _ in rows])
+        for entry, bank in rows:
+            out[entry.id] = EntryHit(
+                entry.id, to_bank(bank), to_entry(entry, bank.name, sigs[entry.id])
+            )
+    return out

@@ -414,7 +414,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         if pte:
             print(
                 f"{r['n']:>10} {r['kind']:<9} tipline / python-threatexchange: "
-                f"lookups 1p x{r['qps_1'] / pte['qps_1']:.1f}, 2p x{r['qps_2'] / pte['qps_2']:.1f}, "
+                f"lookups 1p x{r['qps_1'] / pte['qps_1']:.1f}, "
+                f"2p x{r['qps_2'] / pte['qps_2']:.1f}, "
                 f"build x{pte['build_s'] / r['build_s']:.1f} faster, "
                 f"peak RSS x{pte['rss_mb'] / max(r['rss_mb'], r['build_rss_mb']):.1f} smaller"
             )

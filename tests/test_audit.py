@@ -1,0 +1,255 @@
+"""Audit log: hash chain, tamper detection (edit, delete, reorder), concurrency, CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, select, text
+
+from tipline.services import audit
+from tipline.store.audit import GENESIS_HASH, AuditRecord
+from tipline.store.db import make_engine, session_factory, transaction, upgrade
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+def _append_n(engine: Engine, n: int, *, start: int = 0) -> None:
+    with transaction(session_factory(engine)) as session:
+        for i in range(start, start + n):
+            audit.append(
+                session,
+                actor="cli",
+                action="bank.create",
+                target=("bank", f"bank-{i}"),
+                details={"i": i, "note": "ünïcode ✓"},
+            )
+
+
+def _verify(engine: Engine) -> audit.AuditReport:
+    with transaction(session_factory(engine)) as session:
+        return audit.verify(session)
+
+
+def _allow_tampering(engine: Engine) -> None:
+    """Drop the append-only guard the way an attacker with DDL rights would."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only"))
+        else:
+            conn.execute(text("DROP TRIGGER audit_log_no_update"))
+            conn.execute(text("DROP TRIGGER audit_log_no_delete"))
+
+
+def _raw(engine: Engine, sql: str, **params: Any) -> None:
+    with engine.begin() as conn:
+        conn.execute(text(sql), params)
+
+
+def test_chain_links_and_verifies(engine: Engine) -> None:
+    _append_n(engine, 10)
+    report = _verify(engine)
+    assert report.ok and report.records == 10 and report.first_bad_seq is None
+    with transaction(session_factory(engine)) as session:
+        rows = session.execute(select(AuditRecord).order_by(AuditRecord.seq)).scalars().all()
+    assert [r.seq for r in rows] == list(range(1, 11))
+    assert rows[0].prev_hash == GENESIS_HASH
+    for before, after in itertools.pairwise(rows):
+        assert after.prev_hash == before.hash
+    assert report.head_hash == rows[-1].hash
+    assert "OK: 10 records" in report.describe()
+
+
+def test_empty_log_verifies(engine: Engine) -> None:
+    report = _verify(engine)
+    assert report.ok and report.records == 0 and report.head_hash == GENESIS_HASH
+
+
+def test_secrets_are_redacted(engine: Engine) -> None:
+    with transaction(session_factory(engine)) as session:
+        record = audit.append(
+            session,
+            actor="cli",
+            action="webhook.create",
+            details={"url_host": "h", "secret": "s3cr3t", "nested": [{"api_key": "k"}]},
+        )
+    stored = json.loads(record.details)
+    assert stored == {
+        "url_host": "h",
+        "secret": "[redacted]",
+        "nested": [{"api_key": "[redacted]"}],
+    }
+    assert "s3cr3t" not in record.details
+
+
+def test_database_refuses_update_and_delete(engine: Engine) -> None:
+    _append_n(engine, 2)
+    for sql in ("UPDATE audit_log SET actor = 'x' WHERE seq = 1", "DELETE FROM audit_log"):
+        with pytest.raises(Exception, match="append-only"):
+            _raw(engine, sql)
+    assert _verify(engine).ok
+
+
+def test_edited_record_is_named(engine: Engine) -> None:
+    _append_n(engine, 8)
+    _allow_tampering(engine)
+    _raw(engine, "UPDATE audit_log SET details = :d WHERE seq = 5", d='{"i":999}')
+    report = _verify(engine)
+    assert not report.ok and report.first_bad_seq == 5 and report.records == 4
+    assert "does not match its hash" in (report.reason or "")
+
+
+@pytest.mark.parametrize("column", ["actor", "action", "target_id", "tenant"])
+def test_any_field_edit_is_detected(engine: Engine, column: str) -> None:
+    _append_n(engine, 4)
+    _allow_tampering(engine)
+    _raw(engine, f"UPDATE audit_log SET {column} = 'forged' WHERE seq = 2")
+    assert _verify(engine).first_bad_seq == 2
+
+
+def test_edit_with_recomputed_hash_breaks_the_next_link(engine: Engine) -> None:
+    _append_n(engine, 6)
+    _allow_tampering(engine)
+    with transaction(session_factory(engine)) as session:
+        rec = session.get(AuditRecord, 3)
+        assert rec is not None
+        forged = audit.record_hash(
+            seq=rec.seq, at=rec.at, actor="forger", tenant=rec.tenant, action=rec.action,
+            target_type=rec.target_type, target_id=rec.target_id, details=rec.details,
+            prev_hash=rec.prev_hash,
+        )  # fmt: skip
+    _raw(engine, "UPDATE audit_log SET actor = 'forger', hash = :h WHERE seq = 3", h=forged)
+    report = _verify(engine)
+    assert report.first_bad_seq == 4 and "prev_hash" in (report.reason or "")
+
+
+def test_deleted_middle_record_is_named(engine: Engine) -> None:
+    _append_n(engine, 8)
+    _allow_tampering(engine)
+    _raw(engine, "DELETE FROM audit_log WHERE seq = 4")
+    report = _verify(engine)
+    assert not report.ok and report.first_bad_seq == 4
+    assert "record 4 is missing" in (report.reason or "")
+
+
+def test_deleted_tail_is_detected(engine: Engine) -> None:
+    _append_n(engine, 8)
+    _allow_tampering(engine)
+    _raw(engine, "DELETE FROM audit_log WHERE seq >= 7")
+    report = _verify(engine)
+    assert not report.ok and report.first_bad_seq == 7 and report.records == 6
+
+
+def test_reordered_records_are_detected(engine: Engine) -> None:
+    _append_n(engine, 6)
+    _allow_tampering(engine)
+    _raw(engine, "UPDATE audit_log SET seq = 100 WHERE seq = 3")
+    _raw(engine, "UPDATE audit_log SET seq = 3 WHERE seq = 4")
+    _raw(engine, "UPDATE audit_log SET seq = 4 WHERE seq = 100")
+    report = _verify(engine)
+    assert not report.ok and report.first_bad_seq == 3
+
+
+def test_verify_pages_through_batches(engine: Engine) -> None:
+    _append_n(engine, 25)
+    with transaction(session_factory(engine)) as session:
+        assert audit.verify(session, batch=4).records == 25
+    _allow_tampering(engine)
+    _raw(engine, "DELETE FROM audit_log WHERE seq = 13")
+    with transaction(session_factory(engine)) as session:
+        assert audit.verify(session, batch=4).first_bad_seq == 13
+
+
+def test_append_rolls_back_with_the_callers_transaction(engine: Engine) -> None:
+    _append_n(engine, 2)
+    with pytest.raises(RuntimeError), transaction(session_factory(engine)) as session:
+        audit.append(session, actor="cli", action="bank.delete")
+        raise RuntimeError("caller failed")
+    _append_n(engine, 1, start=2)
+    report = _verify(engine)
+    assert report.ok and report.records == 3
+
+
+def test_concurrent_appenders_never_fork_the_chain(engine: Engine) -> None:
+    threads, per_thread = 4, 15
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            factory = session_factory(engine)
+            for i in range(per_thread):
+                with transaction(factory) as session:
+                    audit.append(session, actor=f"t{n}", action="match", details={"i": i})
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    pool = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert not errors
+    report = _verify(engine)
+    assert report.ok and report.records == threads * per_thread
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)  # fmt: skip
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(details=st.dictionaries(st.text(max_size=10), json_values, max_size=5))
+def test_any_json_details_round_trip_through_the_database(
+    engine: Engine, details: dict[str, Any]
+) -> None:
+    with transaction(session_factory(engine)) as session:
+        audit.append(session, actor="cli", action="prop", details=details)
+    assert _verify(engine).ok
+
+
+def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, TIPLINE_DATABASE_URL=url)
+    return subprocess.run(
+        [sys.executable, "-m", "tipline.cli.main", *args],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_cli_verify_and_show(engine: Engine, db_url: str) -> None:
+    _append_n(engine, 5)
+    ok = _cli(db_url, "audit", "verify")
+    assert ok.returncode == 0, ok.stderr
+    assert "audit log OK: 5 records" in ok.stdout
+    shown = _cli(db_url, "audit", "show", "--limit", "2", "--json")
+    assert shown.returncode == 0, shown.stderr
+    lines = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert [r["seq"] for r in lines] == [4, 5]
+    _allow_tampering(engine)
+    _raw(engine, "DELETE FROM audit_log WHERE seq = 2")
+    bad = _cli(db_url, "audit", "verify")
+    assert bad.returncode != 0
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and "broken at seq 2" in lines[0]

@@ -23,6 +23,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import json
 import multiprocessing as mp
@@ -241,6 +242,10 @@ def _child(engine: Engine, qs: np.ndarray, barrier: Any, out: Any) -> None:
 def _two_processes(engine: Engine, qs: np.ndarray) -> float:
     """Lookups/s of 2 forked processes sharing the loaded index, each doing all ``qs``."""
     ctx = mp.get_context("fork")
+    # Keep the garbage collector from touching (and so copying) every object of a big
+    # Python-side index in the forked children.
+    gc.collect()
+    gc.freeze()
     barrier, out = ctx.Barrier(3), ctx.Queue()
     procs = [ctx.Process(target=_child, args=(engine, qs, barrier, out)) for _ in range(2)]
     for p in procs:

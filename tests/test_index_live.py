@@ -161,3 +161,11 @@ def test_missing_or_damaged_directory(tmp_path: Path):
     (tmp_path / "CURRENT").write_text("garbage")
     with pytest.raises(IndexCorruptError, match="generation"):
         LiveIndex.open(tmp_path)
+
+
+def test_empty_base_then_add_and_merge(tmp_path: Path):
+    live = LiveIndex.create(tmp_path, [], np.zeros((0, 32), np.uint8))
+    assert len(live) == 0 and live.search(bytes(32), 31)[0].size == 0
+    live.add([42], np.full((1, 32), 0xAB, np.uint8))
+    live.merge()
+    assert LiveIndex.open(tmp_path).search(bytes([0xAB]) * 32, 0)[0].tolist() == [42]

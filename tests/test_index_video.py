@@ -79,3 +79,10 @@ def test_duplicate_frames_low_quality_first_and_save_round_trip(tmp_path: Path):
     index.save(path)
     assert VideoIndex.open(path).search(query) == index.search(query)
     assert index.search([VideoFrame(0, 10, b, 0.0)]) == []
+
+
+def test_empty_bank_and_empty_query():
+    index = VideoIndex.build([])
+    assert len(index) == 0
+    assert index.search([VideoFrame(0, 100, bytes(32), 0.0)]) == []
+    assert VideoIndex.build([(1, [VideoFrame(0, 100, bytes(32), 0.0)])]).search([]) == []

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from tipline.banks.model import Bank, BankEntry, BankSignal
@@ -316,6 +316,42 @@ def signals_since(session: Session, seq: int, *, limit: int = 100_000) -> list[S
         .where(BankSignalRow.seq > seq)
         .order_by(BankSignalRow.seq, BankSignalRow.id)
         .limit(limit)
+    )
+    return [SignalChange(int(p), str(t), str(v), int(s)) for p, t, v, s in rows]
+
+
+def signals_page(
+    session: Session, after: tuple[int, int], *, limit: int = 100_000, upto: int | None = None
+) -> list[tuple[SignalChange, int]]:
+    """Signal rows after ``(seq, row id)`` in (seq, id) order, at most ``limit``, each
+    with its row id (the keyset for the next page); only ``seq <= upto`` when given."""
+    seq, row_id = after
+    stmt = select(
+        BankSignalRow.entry_pk,
+        BankSignalRow.type,
+        BankSignalRow.value,
+        BankSignalRow.seq,
+        BankSignalRow.id,
+    ).where(
+        or_(
+            BankSignalRow.seq > seq,
+            and_(BankSignalRow.seq == seq, BankSignalRow.id > row_id),
+        )
+    )
+    if upto is not None:
+        stmt = stmt.where(BankSignalRow.seq <= upto)
+    rows = session.execute(stmt.order_by(BankSignalRow.seq, BankSignalRow.id).limit(limit))
+    return [(SignalChange(int(p), str(t), str(v), int(s)), int(i)) for p, t, v, s, i in rows]
+
+
+def signals_not_of_types(
+    session: Session, types: Sequence[str], *, upto: int
+) -> list[SignalChange]:
+    """Signal rows (``seq <= upto``) whose type is none of ``types``."""
+    rows = session.execute(
+        select(BankSignalRow.entry_pk, BankSignalRow.type, BankSignalRow.value, BankSignalRow.seq)
+        .where(BankSignalRow.type.not_in(list(types)), BankSignalRow.seq <= upto)
+        .order_by(BankSignalRow.seq, BankSignalRow.id)
     )
     return [SignalChange(int(p), str(t), str(v), int(s)) for p, t, v, s in rows]
 

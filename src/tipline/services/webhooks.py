@@ -169,7 +169,8 @@ def get_webhook(session: Session, webhook_id: str, *, actor: Principal | None = 
     webhook = session.get(Webhook, webhook_id)
     if webhook is None:
         raise NotFoundError(f"no webhook {webhook_id!r}")
-    require_tenant(actor, webhook.tenant, what=f"webhook {webhook_id!r}")
+    # webhook configs are never shared across tenants, not even read-only
+    require_tenant(actor, webhook.tenant, write=True, what=f"webhook {webhook_id!r}")
     return webhook
 
 

@@ -2,8 +2,9 @@
 
 A *submission* is one piece of uploaded content as the platform knows it: its content
 id, uploader account, upload IP and time, free metadata, the signals computed for it.
-Reports later need exactly these facts. Every row carries the tenant; every query
-here filters on it, so a tenant never reads another tenant's rows.
+Reports later need exactly these facts. Every row carries the tenant; every read here
+takes a ``scope`` (the caller's tenant, None for a key bound to no tenant) and filters
+on it, so a tenant never reads another tenant's rows.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     select,
+    true,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
@@ -108,8 +110,10 @@ class MatchFact:
     labels: tuple[str, ...] = ()
 
 
-def _tenant_is(column: Any, tenant: str | None) -> ColumnElement[bool]:
-    result: ColumnElement[bool] = column.is_(None) if tenant is None else column == tenant
+def _tenant_is(column: Any, scope: str | None) -> ColumnElement[bool]:
+    """Rows of tenant ``scope``; every row when ``scope`` is None (a key bound to no
+    tenant sees all tenants, as :func:`tipline.services.auth.can_see_tenant` rules)."""
+    result: ColumnElement[bool] = true() if scope is None else column == scope
     return result
 
 
@@ -148,12 +152,12 @@ def create_submission(
     return row
 
 
-def get_submission(session: Session, tenant: str | None, submission_id: str) -> SubmissionRow:
+def get_submission(session: Session, scope: str | None, submission_id: str) -> SubmissionRow:
     """The tenant's submission ``submission_id``; NotFoundError otherwise (also for
     another tenant's id, so ids do not leak across tenants)."""
     row = session.scalars(
         select(SubmissionRow).where(
-            SubmissionRow.id == submission_id, _tenant_is(SubmissionRow.tenant, tenant)
+            SubmissionRow.id == submission_id, _tenant_is(SubmissionRow.tenant, scope)
         )
     ).first()
     if row is None:
@@ -163,7 +167,7 @@ def get_submission(session: Session, tenant: str | None, submission_id: str) -> 
 
 def list_submissions(
     session: Session,
-    tenant: str | None,
+    scope: str | None,
     *,
     content_id: str | None = None,
     uploader_account: str | None = None,
@@ -171,7 +175,7 @@ def list_submissions(
     before: str | None = None,
 ) -> list[SubmissionRow]:
     """The tenant's submissions, newest first; ``before`` is an id cursor (exclusive)."""
-    query = select(SubmissionRow).where(_tenant_is(SubmissionRow.tenant, tenant))
+    query = select(SubmissionRow).where(_tenant_is(SubmissionRow.tenant, scope))
     if content_id is not None:
         query = query.where(SubmissionRow.content_id == content_id)
     if uploader_account is not None:
@@ -210,7 +214,7 @@ def record_matches(
 
 def list_matches(
     session: Session,
-    tenant: str | None,
+    scope: str | None,
     *,
     submission_id: str | None = None,
     bank: str | None = None,
@@ -218,7 +222,7 @@ def list_matches(
     before: int | None = None,
 ) -> list[MatchRecordRow]:
     """The tenant's match history, newest first; ``before`` is an id cursor (exclusive)."""
-    query = select(MatchRecordRow).where(_tenant_is(MatchRecordRow.tenant, tenant))
+    query = select(MatchRecordRow).where(_tenant_is(MatchRecordRow.tenant, scope))
     if submission_id is not None:
         query = query.where(MatchRecordRow.submission_id == submission_id)
     if bank is not None:
@@ -230,7 +234,7 @@ def list_matches(
 
 def add_decision(
     session: Session,
-    tenant: str | None,
+    scope: str | None,
     submission_id: str,
     decision: DecisionKind,
     *,
@@ -238,10 +242,10 @@ def add_decision(
     reason: str = "",
 ) -> DecisionRow:
     """Record a decision on the tenant's submission (NotFoundError if not theirs)."""
-    get_submission(session, tenant, submission_id)
+    submission = get_submission(session, scope, submission_id)
     row = DecisionRow(
         id=new_id(),
-        tenant=tenant,
+        tenant=submission.tenant,
         submission_id=submission_id,
         decision=decision.value,
         reason=reason,
@@ -254,10 +258,10 @@ def add_decision(
 
 
 def list_decisions(
-    session: Session, tenant: str | None, submission_id: str | None = None, limit: int = 100
+    session: Session, scope: str | None, submission_id: str | None = None, limit: int = 100
 ) -> list[DecisionRow]:
     """The tenant's decisions, newest first, optionally for one submission."""
-    query = select(DecisionRow).where(_tenant_is(DecisionRow.tenant, tenant))
+    query = select(DecisionRow).where(_tenant_is(DecisionRow.tenant, scope))
     if submission_id is not None:
         query = query.where(DecisionRow.submission_id == submission_id)
     return list(session.scalars(query.order_by(DecisionRow.id.desc()).limit(limit)))

@@ -1,0 +1,90 @@
+"""The application factory: one FastAPI app per process, built from one Settings object.
+
+Nothing happens at import time. :func:`create_app` opens the database engine, applies
+migrations when asked, and mounts the native ``/v1`` API, the HMA-compatible routes,
+health, readiness and ``/metrics``. ``tipline serve`` runs uvicorn with
+:func:`serve_app` (settings from the environment, migrations already applied by the
+parent process so several workers never race on them).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from tipline import __version__
+from tipline.api import problems
+from tipline.api.context import ServiceContext
+from tipline.api.limits import BodyLimitMiddleware
+from tipline.api.metrics import Metrics, MetricsMiddleware
+from tipline.config import Settings, get_settings
+
+_log = logging.getLogger("tipline.api")
+
+#: Route modules mounted by the factory, in order; each exposes ``router``.
+ROUTE_MODULES: tuple[str, ...] = (
+    "routes_system",
+    "routes_v1_hash",
+    "routes_v1_banks",
+    "routes_v1_match",
+    "routes_v1_submissions",
+    "routes_v1_webhooks",
+    "routes_hma",
+)
+
+_DESCRIPTION = """\
+Perceptual-hash matching of known material for trust and safety teams.
+
+* `/v1/...`: the native API (integer distances, problem+json errors, tenants).
+* `/h`, `/m`, `/c`, `/status`: HMA 2.x-compatible endpoints (same request and response
+  shapes as OpenMediaMatch), so an HMA integration switches by changing its base URL.
+
+Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+"""
+
+
+def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
+    """Build the app for ``settings`` (the environment's when None).
+
+    ``migrate`` applies database migrations now (tests, single process); ``tipline
+    serve`` migrates once in the parent and builds workers with ``migrate=False``.
+    """
+    import importlib
+
+    settings = settings or get_settings()
+    metrics = Metrics()
+    ctx = ServiceContext.open(settings, metrics=metrics, migrate=migrate)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            ctx.close()
+
+    app = FastAPI(
+        title="tipline",
+        version=__version__,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.ctx = ctx
+    problems.install(app)
+    for name in ROUTE_MODULES:
+        module = importlib.import_module(f"tipline.api.{name}")
+        app.include_router(module.router)
+    # Outermost first: metrics see every response, including 413s from the body limit.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def serve_app() -> FastAPI:
+    """Factory for uvicorn workers: settings from the environment, no migrations."""
+    return create_app(get_settings(), migrate=False)

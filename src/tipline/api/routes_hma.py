@@ -1,0 +1,7 @@
+"""HMA-compatible routes (placeholder)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["hma"])

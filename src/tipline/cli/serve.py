@@ -1,0 +1,65 @@
+"""``tipline serve``: run the HTTP API with uvicorn (migrations applied first)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import typer
+
+from tipline.cli.console import err_console
+from tipline.config import get_settings
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port (0 = any free port)."),
+    workers: int = typer.Option(1, min=1, max=64, help="uvicorn worker processes."),
+    demo: bool = typer.Option(
+        False, "--demo", help="Seed a 'demo' bank from bundled benign sample images."
+    ),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+) -> None:
+    """Serve the native /v1 API and the HMA-compatible endpoints.
+
+    Data lives under ./tipline-data (SQLite) unless TIPLINE_DATABASE_URL points at
+    PostgreSQL. Migrations are applied before the workers start.
+    """
+    import uvicorn
+
+    from tipline.store.db import make_engine, upgrade
+    from tipline.store.models import import_all_models
+
+    settings = get_settings()
+    import_all_models()
+    engine = make_engine(settings=settings)
+    try:
+        upgrade(engine)
+        if demo:
+            from tipline.demo import seed_demo
+
+            info = seed_demo(settings, engine)
+            err_console.print(info, markup=False, highlight=False)
+    finally:
+        engine.dispose()
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Workers share metric files so that any worker's /metrics shows the sum.
+        metrics_dir = settings.data_dir / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
+    uvicorn.run(
+        "tipline.api.app:serve_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` to the root command."""
+    app.command("serve")(serve)

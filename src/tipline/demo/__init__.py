@@ -1,0 +1,59 @@
+"""Benign sample pictures (generated gradients, shapes and text) and the demo seeder.
+
+``tipline serve --demo`` puts these pictures' hashes into a bank called ``demo`` and
+creates an API key, so a newcomer can upload one of them and see a match at once.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from tipline.config import Settings
+
+DEMO_BANK = "demo"
+_SUFFIXES = (".jpg", ".png")
+
+
+def sample_images() -> list[Path]:
+    """Paths of the bundled sample pictures, sorted by name."""
+    folder = Path(str(resources.files("tipline.demo")))
+    return sorted(p for p in folder.iterdir() if p.suffix in _SUFFIXES)
+
+
+def seed_demo(settings: Settings, engine: Engine) -> str:
+    """Create the ``demo`` bank (once) and a demo API key; return instructions to print."""
+    from tipline.errors import NotFoundError
+    from tipline.services import banks
+    from tipline.services.auth import Role, create_key
+    from tipline.signals.hashing import HashOptions, hash_path
+    from tipline.store.db import session_factory, transaction
+
+    db = banks.Database(engine, session_factory(engine), settings.resolved_database_url())
+    try:
+        banks.show_bank(db, DEMO_BANK)
+    except NotFoundError:
+        banks.create_bank(db, DEMO_BANK, description="Benign sample pictures for the demo")
+        options = HashOptions(signals=("pdq", "md5"))
+        for path in sample_images():
+            result = hash_path(str(path), options, settings=settings)
+            if result.ok:
+                banks.add_entry(
+                    db,
+                    DEMO_BANK,
+                    [f"{s.type}:{s.value}" for s in result.signals],
+                    entry_id=path.stem,
+                    source="tipline demo",
+                )
+    with transaction(session_factory(engine)) as session:
+        key = create_key(session, name="demo", role=Role.ADMIN)
+    example = sample_images()[0]
+    return (
+        f"demo: bank {DEMO_BANK!r} holds {len(sample_images())} sample pictures.\n"
+        f"demo: admin API key (shown once): {key.secret}\n"
+        "demo: try\n"
+        f"  curl -s -H 'Authorization: Bearer {key.secret}' "
+        f"--data-binary @{example} http://127.0.0.1:8000/v1/match"
+    )

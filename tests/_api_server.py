@@ -1,0 +1,177 @@
+"""A real ``tipline serve`` process on a free 127.0.0.1 port, for the API tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+
+from tipline.config import Settings
+from tipline.services.auth import create_key
+from tipline.store.db import make_engine, session_factory, transaction, upgrade
+from tipline.store.models import import_all_models
+
+#: (name, role, tenant) of the keys every test server gets
+KEYS: tuple[tuple[str, str, str | None], ...] = (
+    ("admin", "admin", None),
+    ("hasher", "hasher", None),
+    ("matcher", "matcher", None),
+    ("curator", "curator", None),
+    ("reviewer", "reviewer", None),
+    ("a_admin", "admin", "tenant-a"),
+    ("a_curator", "curator", "tenant-a"),
+    ("a_matcher", "matcher", "tenant-a"),
+    ("a_reviewer", "reviewer", "tenant-a"),
+    ("b_admin", "admin", "tenant-b"),
+    ("b_curator", "curator", "tenant-b"),
+    ("b_matcher", "matcher", "tenant-b"),
+    ("b_reviewer", "reviewer", "tenant-b"),
+)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A running server: base URL, API keys by name, database URL, data folder."""
+
+    base_url: str
+    keys: dict[str, str]
+    db_url: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+    clients: dict[str, httpx.Client] = field(default_factory=dict)
+
+    def client(self, key: str | None = "admin") -> httpx.Client:
+        """An HTTP client authenticated with the named key (None: no key)."""
+        name = key or "-"
+        if name not in self.clients:
+            headers = {"Authorization": f"Bearer {self.keys[key]}"} if key else {}
+            self.clients[name] = httpx.Client(
+                base_url=self.base_url, headers=headers, timeout=30.0, trust_env=False
+            )
+        return self.clients[name]
+
+    def stop(self) -> None:
+        """Stop the process and close the clients."""
+        for c in self.clients.values():
+            c.close()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def make_keys(db_url: str, data_dir: Path) -> dict[str, str]:
+    """Migrate ``db_url`` and create the :data:`KEYS`; returns name -> secret."""
+    import_all_models()
+    settings = Settings(data_dir=data_dir, database_url=db_url)
+    engine = make_engine(db_url, settings=settings)
+    try:
+        upgrade(engine)
+        keys: dict[str, str] = {}
+        with transaction(session_factory(engine)) as session:
+            for name, role, tenant in KEYS:
+                keys[name] = create_key(session, name=name, role=role, tenant=tenant).secret
+        return keys
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def running_server(
+    db_url: str,
+    data_dir: Path,
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+) -> Iterator[Server]:
+    """Start ``tipline serve`` on ``db_url`` and wait until ``/v1/health`` answers."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    keys = make_keys(db_url, data_dir)
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "TIPLINE_DATA_DIR": str(data_dir),
+        "TIPLINE_DATABASE_URL": db_url,
+        "TIPLINE_MAX_BODY_BYTES": str(8 * 1024 * 1024),
+        "TIPLINE_FETCH_ALLOW_PRIVATE": json.dumps(["127.0.0.0/8"]),
+        **(env or {}),
+    }
+    full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log = data_dir / f"server-{port}.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tipline.cli.main",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--log-level",
+                "warning",
+                *args,
+            ],
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=data_dir,
+        )
+    server = Server(f"http://127.0.0.1:{port}", keys, db_url, data_dir, process, log)
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{log.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{server.base_url}/v1/health", timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start:\n{log.read_text()[-4000:]}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def postgres_schema(admin_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL schema (URL with search_path), dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in admin_url else "?"
+    try:
+        yield f"{admin_url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +170,18 @@ def test_empty_base_then_add_and_merge(tmp_path: Path):
     live.add([42], np.full((1, 32), 0xAB, np.uint8))
     live.merge()
     assert LiveIndex.open(tmp_path).search(bytes([0xAB]) * 32, 0)[0].tolist() == [42]
+
+
+def test_add_past_threshold_merges_in_background(tmp_path: Path):
+    rng = np.random.default_rng(8)
+    live = LiveIndex.create(tmp_path, np.arange(100), _hashes(rng, 100), auto_merge_at=50)
+    extra = _hashes(rng, 60)
+    live.add(np.arange(1000, 1060), extra)
+    assert live.search(extra[59].tobytes(), 0)[0].tolist() == [1059]  # immediately
+    deadline = time.monotonic() + 30
+    while live.generation == 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert live.generation == 2 and live.last_merge_error is None
+    assert live.search(extra[59].tobytes(), 0)[0].tolist() == [1059]
+    live.merge()  # nothing changed: no new generation
+    assert live.generation == 2

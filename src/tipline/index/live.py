@@ -19,6 +19,7 @@ Searches read an immutable snapshot, so they never block on a merge.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -43,8 +44,12 @@ from tipline.index.pdq import (
     query_words,
 )
 
+log = logging.getLogger(__name__)
 _KIND = "pdq"
 _CURRENT = "CURRENT"
+#: Delta size (hashes) at which :meth:`LiveIndex.add` starts a background merge. The
+#: delta is scanned linearly (~0.1 ms per 30,000 hashes per lookup), so it is kept small.
+AUTO_MERGE_AT = 30_000
 
 
 def _segment_name(generation: int) -> str:
@@ -75,9 +80,14 @@ def _empty_words() -> npt.NDArray[np.uint64]:
 class LiveIndex:
     """Exact PDQ radius search over a base segment plus live additions and disables."""
 
-    def __init__(self, directory: Path, state: _State) -> None:
+    def __init__(
+        self, directory: Path, state: _State, auto_merge_at: int | None = AUTO_MERGE_AT
+    ) -> None:
         """Use :meth:`create` or :meth:`open`."""
         self.directory = directory
+        self.auto_merge_at = auto_merge_at
+        #: The exception of the last failed background merge, if any.
+        self.last_merge_error: Exception | None = None
         self._state = state
         self._lock = threading.Lock()  # guards _state replacement
         self._merge_lock = threading.Lock()  # one merge at a time
@@ -91,6 +101,8 @@ class LiveIndex:
         ids: npt.ArrayLike,
         hashes: npt.ArrayLike,
         disabled: Sequence[int] | npt.ArrayLike = (),
+        *,
+        auto_merge_at: int | None = AUTO_MERGE_AT,
     ) -> LiveIndex:
         """Build generation 1 (or the next one if the directory has an index) and open it."""
         d = Path(directory)
@@ -99,11 +111,20 @@ class LiveIndex:
         dis = _ro(np.unique(np.asarray(disabled, dtype=np.int64)))
         PdqIndex.build_file(d / _segment_name(generation), ids, hashes, extra={"disabled": dis})
         _publish(d, generation)
-        return cls.open(d)
+        return cls.open(d, auto_merge_at=auto_merge_at)
 
     @classmethod
-    def open(cls, directory: str | Path, *, verify: bool = True) -> LiveIndex:
-        """Open the current generation; IndexCorruptError if it is missing or damaged."""
+    def open(
+        cls,
+        directory: str | Path,
+        *,
+        verify: bool = True,
+        auto_merge_at: int | None = AUTO_MERGE_AT,
+    ) -> LiveIndex:
+        """Open the current generation; IndexCorruptError if it is missing or damaged.
+
+        ``auto_merge_at``: delta size that triggers a background merge (None: never).
+        """
         d = Path(directory)
         generation = read_generation(d)
         if generation is None:
@@ -118,7 +139,7 @@ class LiveIndex:
             frozenset(int(x) for x in dis),
             dis,
         )
-        return cls(d, state)
+        return cls(d, state, auto_merge_at)
 
     @property
     def generation(self) -> int:
@@ -163,6 +184,9 @@ class LiveIndex:
                 delta_ids=_ro(np.concatenate([s.delta_ids, id_arr])),
                 delta_words=_ro(np.concatenate([s.delta_words, words])),
             )
+            big = self.auto_merge_at is not None and self.delta_size >= self.auto_merge_at
+        if big and not self._merge_lock.locked():
+            self.merge(background=True)
 
     def disable(self, ids: Sequence[int] | npt.ArrayLike) -> None:
         """Stop reporting ``ids`` from the next search on."""
@@ -238,16 +262,25 @@ class LiveIndex:
         during the merge stay in the delta.
         """
         if background:
-            t = threading.Thread(target=self._merge, name="tipline-index-merge", daemon=True)
+            t = threading.Thread(target=self._merge_logged, name="tipline-index-merge", daemon=True)
             t.start()
             return t
         self._merge()
         return None
 
+    def _merge_logged(self) -> None:
+        try:
+            self._merge()
+        except Exception as exc:  # a background thread has nobody to raise to
+            self.last_merge_error = exc
+            log.exception("background merge of %s failed", self.directory)
+
     def _merge(self) -> None:
         with self._merge_lock:
             snap = self._state
             k = int(snap.delta_ids.shape[0])
+            if k == 0 and snap.disabled == frozenset(snap.disabled_base.tolist()):
+                return  # nothing to fold in
             ids = np.concatenate([snap.base.ids, snap.delta_ids])
             words = np.concatenate([snap.base.words, snap.delta_words])
             dis = _sorted_ids(snap.disabled)

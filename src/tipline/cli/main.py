@@ -20,7 +20,17 @@ app = typer.Typer(
 )
 
 #: Command modules; each exposes ``register(app)``. Add new groups here.
-_COMMAND_MODULES: tuple[str, ...] = ("hash", "apikey", "audit", "worker", "scan", "serve")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "hash",
+    "apikey",
+    "audit",
+    "worker",
+    "scan",
+    "serve",
+    "bank",
+    "match",
+    "db",
+)
 
 
 def _version(value: bool) -> None:

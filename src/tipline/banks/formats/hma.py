@@ -5,7 +5,8 @@ The text form is what ``threatexchange hash`` prints and HMA bank files hold::
     pdq 9c151c3af838278e3ef57c180c7d031c07aefd12f2ccc1e18f2a1e1c7d0ff163
     video_md5 d41d8cd98f00b204e9800998ecf8427e
 
-Blank lines and lines starting with ``#`` are skipped. The entry id of each line is
+Blank lines and lines starting with ``#`` are skipped; fields after the value (such as
+the ``q=100 PATH`` that ``tipline hash`` adds) are ignored. The entry id of each line is
 derived from its signal (``pdq:<hex>``), so importing the same list twice reports
 duplicates instead of doubling the bank. Values spanning lines (vPDQ sample text)
 cannot be written in this form; writers count them as skipped.
@@ -37,8 +38,10 @@ def read(stream: IO[bytes], *, path: str | None = None) -> Iterator[ReadItem]:
         stripped = text.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        kind, _, value = stripped.partition(" ")
-        if not value.strip():
+        # `tipline hash` prints "TYPE VALUE q=QUALITY PATH": extra fields are ignored
+        parts = stripped.split(None, 2)
+        kind, value = parts[0], parts[1] if len(parts) > 1 else ""
+        if not value:
             yield ImportFormatError(
                 f"expected '<signal type> <value>', got {stripped[:80]!r}",
                 path=path,

@@ -1,0 +1,351 @@
+"""``tipline bank``: create, list, show, import, export, add, disable, enable, set."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import IO, Any
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from tipline.banks.formats import ImportFormat, guess_format
+from tipline.banks.model import BankEntry
+from tipline.cli.console import err_console, out_console
+from tipline.errors import ImportFormatError, InputError
+from tipline.services import banks as svc
+
+bank_app = typer.Typer(
+    name="bank",
+    help="Manage banks: named hash lists with thresholds, allow-banks and entries.",
+    no_args_is_help=True,
+)
+
+STDIO = "-"
+
+
+def _thresholds(values: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in values:
+        kind, sep, number = item.partition("=")
+        if not sep or not number.strip().isdigit():
+            raise InputError(f"--threshold must be TYPE=BITS (e.g. pdq=31), got {item!r}")
+        out[kind.strip().lower()] = int(number)
+    return out
+
+
+def _print(text: str) -> None:
+    out_console.print(text, markup=False, highlight=False)
+
+
+def _info_json(info: svc.BankInfo) -> dict[str, Any]:
+    b = info.bank
+    return {
+        "name": b.name,
+        "description": b.description,
+        "enabled": b.enabled,
+        "allow_bank": b.is_allow_bank,
+        "thresholds": b.thresholds,
+        "tenant": b.tenant,
+        "entries": info.entries,
+        "disabled_entries": info.disabled_entries,
+        "signals": info.signals,
+    }
+
+
+def _entry_json(e: BankEntry) -> dict[str, Any]:
+    return {
+        "bank": e.bank,
+        "entry_id": e.entry_id,
+        "signals": [{"type": s.type, "value": s.value} for s in e.signals],
+        "labels": list(e.labels),
+        "source": e.source,
+        "added_at": e.added_at.isoformat() if e.added_at else None,
+        "disabled": e.disabled,
+        "disabled_reason": e.disabled_reason,
+    }
+
+
+@bank_app.command("create")
+def create_command(
+    name: str = typer.Argument(..., help="Bank name."),
+    description: str = typer.Option("", "--description", "-d", help="What the bank holds."),
+    threshold: list[str] = typer.Option(
+        [], "--threshold", "-t", help="TYPE=N match threshold (pdq in bits); repeatable."
+    ),
+    allow: bool = typer.Option(
+        False, "--allow", help="An allow-bank: its entries suppress matches (false positives)."
+    ),
+    disabled: bool = typer.Option(False, "--disabled", help="Create the bank switched off."),
+) -> None:
+    """Create a bank."""
+    db = svc.open_database()
+    try:
+        bank = svc.create_bank(
+            db,
+            name,
+            description=description,
+            thresholds=_thresholds(threshold),
+            allow=allow,
+            enabled=not disabled,
+        )
+    finally:
+        db.close()
+    kind = "allow-bank" if bank.is_allow_bank else "bank"
+    _print(f"created {kind} {bank.name}")
+
+
+@bank_app.command("list")
+def list_command(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List banks with their entry counts."""
+    db = svc.open_database()
+    try:
+        infos = svc.list_banks(db)
+    finally:
+        db.close()
+    if as_json:
+        _print(json.dumps([_info_json(i) for i in infos], indent=2))
+        return
+    for i in infos:
+        flags = [
+            "enabled" if i.bank.enabled else "DISABLED",
+            *(["allow-bank"] if i.bank.is_allow_bank else []),
+        ]
+        thresholds = ",".join(f"{k}={v}" for k, v in sorted(i.bank.thresholds.items()))
+        _print(
+            f"{i.bank.name}\t{i.entries} entries ({i.disabled_entries} disabled)\t"
+            f"{' '.join(flags)}" + (f"\tthresholds {thresholds}" if thresholds else "")
+        )
+
+
+@bank_app.command("show")
+def show_command(
+    name: str = typer.Argument(..., help="Bank name."),
+    entry: list[str] = typer.Option([], "--entry", "-e", help="Also show this entry id."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show a bank's settings and counts (and entries with --entry)."""
+    db = svc.open_database()
+    try:
+        info = svc.show_bank(db, name)
+        entries = [svc.get_entry(db, name, e) for e in entry]
+    finally:
+        db.close()
+    if as_json:
+        doc = _info_json(info)
+        if entries:
+            doc["entries_shown"] = [_entry_json(e) for e in entries]
+        _print(json.dumps(doc, indent=2))
+        return
+    b = info.bank
+    _print(f"bank         {b.name}")
+    _print(f"description  {b.description}")
+    _print(f"enabled      {'yes' if b.enabled else 'no'}")
+    _print(f"allow-bank   {'yes' if b.is_allow_bank else 'no'}")
+    thresholds = ", ".join(f"{k}={v}" for k, v in sorted(b.thresholds.items())) or "defaults"
+    _print(f"thresholds   {thresholds}")
+    _print(f"entries      {info.entries} ({info.disabled_entries} disabled)")
+    for kind, count in sorted(info.signals.items()):
+        _print(f"  {kind:<10} {count}")
+    for e in entries:
+        state = f"disabled: {e.disabled_reason}" if e.disabled else "enabled"
+        _print(f"entry {e.entry_id} [{state}] labels={','.join(e.labels)} source={e.source or ''}")
+        for s in e.signals:
+            _print(f"  {s.type} {s.value}")
+
+
+@bank_app.command("import")
+def import_command(
+    name: str = typer.Argument(..., help="Bank name."),
+    path: str = typer.Argument(..., help="Hash-list file, or '-' for stdin."),
+    fmt: ImportFormat | None = typer.Option(
+        None, "--format", "-f", help="File format (default from the extension; text is hma)."
+    ),
+    atomic: bool = typer.Option(
+        False, "--atomic", help="All or nothing: roll back if any line is bad or a duplicate."
+    ),
+    batch_size: int = typer.Option(
+        svc.DEFAULT_BATCH, "--batch-size", min=1, help="Entries per transaction."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not list bad lines."),
+) -> None:
+    """Import a hash list (streamed). Bad lines go to stderr with their line numbers;
+    exit status 1 when any line was bad or a duplicate."""
+    chosen = fmt or guess_format(path)
+    stream: IO[bytes]
+    size: int | None = None
+    if path == STDIO:
+        stream = sys.stdin.buffer
+        label = "<stdin>"
+    else:
+        try:
+            stream = open(path, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise InputError(f"cannot open {path}: {exc.strerror}") from None
+        size = os.fstat(stream.fileno()).st_size
+        label = path
+
+    def on_error(exc: ImportFormatError) -> None:
+        if not quiet:
+            err_console.print(f"error: {exc}", markup=False, highlight=False)
+
+    progress = Progress(
+        TextColumn("importing"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=not (err_console.is_terminal and size),
+    )
+    db = svc.open_database()
+    try:
+        with progress:
+            task = progress.add_task("import", total=size)
+            summary = svc.import_entries(
+                db,
+                name,
+                stream,
+                chosen,
+                path=label,
+                atomic=atomic,
+                batch_size=batch_size,
+                on_error=on_error,
+                progress=lambda done: progress.update(task, completed=done),
+            )
+    finally:
+        db.close()
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    if as_json:
+        _print(json.dumps(summary.to_json(), indent=2))
+    else:
+        line = (
+            f"imported {summary.imported} entries into {name}; "
+            f"{summary.duplicates} duplicates, {summary.errors} bad lines"
+        )
+        if summary.deleted:
+            line += f", {summary.deleted} upstream deletions"
+        if summary.skipped_no_signal:
+            line += f", {summary.skipped_no_signal} entries without a supported fingerprint"
+        _print(line)
+        if summary.rolled_back:
+            _print("--atomic: nothing was imported (the import was rolled back)")
+        for kind, count in sorted(summary.unsupported.items()):
+            _print(f"unsupported fingerprint type {kind}: {count} (not matchable, not stored)")
+        for field, count in sorted(summary.ignored_fields.items()):
+            _print(f"ignored field {field}: {count}")
+    if summary.errors or summary.duplicates:
+        raise typer.Exit(1)
+
+
+@bank_app.command("export")
+def export_command(
+    name: str = typer.Argument(..., help="Bank name."),
+    fmt: ImportFormat = typer.Option(ImportFormat.CSV, "--format", "-f", help="File format."),
+    output: str = typer.Option(STDIO, "--output", "-o", help="File to write, '-' for stdout."),
+) -> None:
+    """Export every entry of a bank (disabled ones included)."""
+    db = svc.open_database()
+    try:
+        if output == STDIO:
+            report = svc.export_entries(db, name, fmt, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        else:
+            tmp = f"{output}.tmp{os.getpid()}"
+            with open(tmp, "wb") as fh:
+                report = svc.export_entries(db, name, fmt, fh)
+            os.replace(tmp, output)
+    finally:
+        db.close()
+    for kind, count in sorted(report.skipped_signals.items()):
+        err_console.print(
+            f"warning: {count} {kind} signal(s) cannot be written as {fmt.value}", markup=False
+        )
+    if output != STDIO:
+        _print(f"exported {report.entries} entries to {output}")
+
+
+@bank_app.command("add")
+def add_command(
+    name: str = typer.Argument(..., help="Bank name."),
+    hashes: list[str] = typer.Argument(..., help="Signals as TYPE:VALUE (e.g. pdq:<64 hex>)."),
+    entry_id: str | None = typer.Option(None, "--entry-id", help="External entry id."),
+    label: list[str] = typer.Option([], "--label", "-l", help="Label (e.g. A1); repeatable."),
+    source: str | None = typer.Option(
+        None, "--source", help="Provenance (for allow-banks: the reason shown)."
+    ),
+) -> None:
+    """Add one entry; it is matchable everywhere within a second."""
+    db = svc.open_database()
+    try:
+        entry = svc.add_entry(db, name, hashes, entry_id=entry_id, labels=label, source=source)
+    finally:
+        db.close()
+    _print(f"added {entry.entry_id} to {name}")
+
+
+@bank_app.command("disable")
+def disable_command(
+    name: str = typer.Argument(..., help="Bank name."),
+    entry_ids: list[str] = typer.Argument(None, help="Entry ids; none = the whole bank."),
+    reason: str = typer.Option("", "--reason", "-r", help="Why (required for entries)."),
+) -> None:
+    """Disable entries (they stop matching at once) or, without ids, the whole bank."""
+    db = svc.open_database()
+    try:
+        if entry_ids:
+            svc.set_entries_disabled(db, name, entry_ids, disabled=True, reason=reason)
+            _print(f"disabled {len(entry_ids)} entries in {name}")
+        else:
+            svc.update_bank(db, name, enabled=False)
+            _print(f"disabled bank {name}")
+    finally:
+        db.close()
+
+
+@bank_app.command("enable")
+def enable_command(
+    name: str = typer.Argument(..., help="Bank name."),
+    entry_ids: list[str] = typer.Argument(None, help="Entry ids; none = the whole bank."),
+) -> None:
+    """Enable entries again or, without ids, the whole bank."""
+    db = svc.open_database()
+    try:
+        if entry_ids:
+            svc.set_entries_disabled(db, name, entry_ids, disabled=False)
+            _print(f"enabled {len(entry_ids)} entries in {name}")
+        else:
+            svc.update_bank(db, name, enabled=True)
+            _print(f"enabled bank {name}")
+    finally:
+        db.close()
+
+
+@bank_app.command("set")
+def set_command(
+    name: str = typer.Argument(..., help="Bank name."),
+    threshold: list[str] = typer.Option(
+        [], "--threshold", "-t", help="TYPE=N match threshold; repeatable."
+    ),
+    description: str | None = typer.Option(None, "--description", "-d", help="New description."),
+) -> None:
+    """Change a bank's thresholds or description."""
+    db = svc.open_database()
+    try:
+        bank = svc.update_bank(
+            db, name, thresholds=_thresholds(threshold) or None, description=description
+        )
+    finally:
+        db.close()
+    thresholds = ", ".join(f"{k}={v}" for k, v in sorted(bank.thresholds.items())) or "defaults"
+    _print(f"bank {bank.name}: thresholds {thresholds}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``tipline bank`` to the root app."""
+    app.add_typer(bank_app, name="bank")

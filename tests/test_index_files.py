@@ -88,6 +88,15 @@ def test_any_flipped_bit_is_detected(saved: Path, fraction: float, bit: int):
         PdqIndex.open(bad)
 
 
+@pytest.mark.parametrize("pos", [0, 7, 8, 12, 16, 20, 23, 24])
+def test_flips_in_the_fixed_prefix_are_detected(saved: Path, pos: int):
+    raw = bytearray(saved.read_bytes())
+    raw[pos] ^= 0x10
+    saved.write_bytes(bytes(raw))
+    with pytest.raises(IndexCorruptError):
+        PdqIndex.open(saved)
+
+
 def test_wrong_kind_and_version(saved: Path, tmp_path: Path):
     with pytest.raises(IndexCorruptError, match="expected 'exact'"):
         read_segment(saved, "exact")

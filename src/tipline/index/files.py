@@ -199,9 +199,11 @@ def read_segment(path: Path, kind: str, *, verify: bool = True) -> Segment:
         raise
     except OSError as exc:
         raise _corrupt(path, f"cannot map file ({exc})") from exc
-    magic, version, hlen, hcrc, _ = _PREFIX.unpack_from(mm, 0)
+    magic, version, hlen, hcrc, reserved = _PREFIX.unpack_from(mm, 0)
     if magic != MAGIC:
         raise _corrupt(path, "bad magic (not a tipline index file)")
+    if reserved != 0:
+        raise _corrupt(path, "reserved header field is not zero")
     if version != FORMAT_VERSION:
         raise IndexCorruptError(
             f"index format version {version} is not supported (expected {FORMAT_VERSION})",

@@ -199,3 +199,51 @@ def test_backoff_bounds(
 def test_backoff_grows_exponentially_without_jitter() -> None:
     backoff = Backoff(base=1.0, maximum=10.0, jitter=0.0)
     assert [backoff.delay(a) for a in range(1, 7)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+
+
+def test_slow_batch_renews_its_leases(engine: Engine) -> None:
+    """A batch that runs longer than one lease keeps its jobs: no second runner gets them."""
+    _enqueue(engine, 3)
+    runs: Counter[str] = Counter()
+
+    def slow(ctx: JobContext) -> None:
+        runs[ctx.id] += 1
+        time.sleep(0.25)
+
+    owner = JobRunner(engine, {"t": slow}, owner="a", lease_seconds=0.4, batch_size=3)
+    thread = threading.Thread(target=owner.run_once)
+    thread.start()
+    thieves = 0
+    deadline = time.monotonic() + 0.9
+    while time.monotonic() < deadline:
+        thieves += JobRunner(engine, {"t": slow}, owner="b").run_once()
+        time.sleep(0.05)
+    thread.join(timeout=10)
+    assert thieves == 0 and sorted(runs.values()) == [1, 1, 1]
+    with transaction(session_factory(engine)) as session:
+        assert jobs.counts(session)["done"] == 3
+
+
+def test_worker_cli_exits_cleanly_on_sigterm(db_url: str, engine: Engine) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TIPLINE_DATABASE_URL=db_url)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tipline.cli.main", "worker", "--poll-interval", "0.05"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline().decode()  # signal handlers are installed by now
+        assert "started" in first, first
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert "0 jobs run" in err.decode()

@@ -80,6 +80,7 @@ def worker_command(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    err_console.print(f"worker {runner.owner}: started", markup=False)
     try:
         total = runner.run_once() if once else runner.run(stop, exit_when_idle=exit_when_idle)
     finally:

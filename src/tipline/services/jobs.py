@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, func, insert, or_, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from ulid import ULID
 
@@ -271,12 +272,47 @@ class JobRunner:
             return self._finish(job, message)
         return self._finish(job, None)
 
+    def renew(self, batch: list[JobContext]) -> list[JobContext]:
+        """Extend the leases of ``batch``; returns the jobs this runner still owns."""
+        if not batch:
+            return []
+        by_id = {job.id: job for job in batch}
+        with self._factory() as session, session.begin():
+            kept = session.execute(
+                update(Job)
+                .where(
+                    Job.id.in_(list(by_id)),
+                    Job.lease_owner == self.owner,
+                    Job.status == JobStatus.RUNNING.value,
+                )
+                .values(lease_expires_at=utcnow() + timedelta(seconds=self.lease_seconds))
+                .returning(Job.id, Job.attempts),
+                execution_options={"synchronize_session": False},
+            ).all()
+        owned = {row.id for row in kept if int(row.attempts) == by_id[row.id].attempt}
+        lost = len(batch) - len(owned)
+        if lost:
+            log.warning("%d leased jobs were taken over by another runner; skipped", lost)
+        return [job for job in batch if job.id in owned]
+
     def run_once(self) -> int:
-        """Claim one batch and run it; returns the number of jobs run."""
-        jobs = self.claim()
-        for job in jobs:
-            self.run_job(job)
-        return len(jobs)
+        """Claim one batch and run it; returns the number of jobs run.
+
+        Jobs of a batch run one after another; once a quarter of the lease has passed
+        the remaining jobs' leases are renewed, so a slow batch never outlives its lease.
+        """
+        pending = self.claim()
+        leased_at = time.monotonic()
+        ran = 0
+        while pending:
+            if time.monotonic() - leased_at > self.lease_seconds / 4:
+                pending = self.renew(pending)
+                leased_at = time.monotonic()
+                if not pending:
+                    break
+            self.run_job(pending.pop(0))
+            ran += 1
+        return ran
 
     def run(self, stop: threading.Event, *, exit_when_idle: bool = False) -> int:
         """Loop until ``stop`` is set (or, with ``exit_when_idle``, nothing is left to do).
@@ -284,8 +320,21 @@ class JobRunner:
         Returns the number of jobs run. Idle polls sleep ``poll_interval`` seconds.
         """
         total = 0
+        failures = 0
         while not stop.is_set():
-            ran = self.run_once()
+            try:
+                ran = self.run_once()
+            except OperationalError as exc:  # database restarting or unreachable: wait
+                failures += 1
+                delay = min(30.0, self.poll_interval * 2.0**failures + 0.1)
+                log.warning(
+                    "job runner: database error (%s); retrying in %.1f s",
+                    type(exc.orig).__name__,
+                    delay,
+                )
+                stop.wait(delay)
+                continue
+            failures = 0
             total += ran
             if ran:
                 continue

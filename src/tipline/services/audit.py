@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from tipline.errors import InputError
+from tipline.errors import AuditChainError, InputError
 from tipline.store.audit import GENESIS_HASH, AuditHead, AuditRecord
 from tipline.store.base import utcnow
 
@@ -165,14 +165,17 @@ def append(
         target = Target(*target)
     details_json = canonical_json(redact(dict(details or {})))
     # UPDATE first: it takes the row lock (PostgreSQL) or the database write lock (SQLite)
-    # before anything is read, so two appenders can never read the same head.
-    bumped = session.execute(
-        update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq + 1)
-    )
-    if getattr(bumped, "rowcount", 1) == 0:
-        session.add(AuditHead(id=1, seq=1, hash=GENESIS_HASH))
-        session.flush()
-    head = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)).one()
+    # before anything is read, so two appenders can never read the same head. RETURNING
+    # gives the new seq and the previous record's hash in the same round trip.
+    head = session.execute(
+        update(AuditHead)
+        .where(AuditHead.id == 1)
+        .values(seq=AuditHead.seq + 1)
+        .returning(AuditHead.seq, AuditHead.hash),
+        execution_options={"synchronize_session": False},
+    ).first()
+    if head is None:
+        raise AuditChainError("audit chain head is missing; run `tipline audit verify`")
     seq, prev_hash = int(head.seq), str(head.hash)
     at = utcnow()
     record = AuditRecord(

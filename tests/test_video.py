@@ -8,6 +8,7 @@ import math
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pdqhash
@@ -126,12 +127,12 @@ def test_every_frame_matches_reference_lists(
         )
         q, c = match_percentages(ours, ref)
         assert q >= MATCH_PERCENT and c >= MATCH_PERCENT, (name, q, c)
-        # Bounds measured with Debian's FFmpeg 5.1 (grey pipe): all frames mean <= 1.4,
-        # max 6 bits; doorknob is a low-contrast clip (mean quality 45) where the vpdq
-        # package itself drifts by up to 76 bits, so only its usable frames are bounded
-        # (mean 5.1, max 16 bits measured).
+        # Bounds measured with Debian's FFmpeg 5.1: all frames mean <= 1.4, max 6 bits
+        # (the vpdq package's own drift from these lists); doorknob is a low-contrast
+        # clip (mean quality 45) drifting up to 76 bits, so only its usable frames are
+        # bounded (mean 5.4, max 22 bits measured).
         if _subject(name) == "doorknob":
-            assert d[usable].mean() <= 8.0 and d[usable].max() <= 24, name
+            assert d[usable].mean() <= 8.0 and d[usable].max() <= 28, name
         else:
             assert d.mean() <= 2.0 and d.max() <= 8, name
 
@@ -220,14 +221,18 @@ def test_kernel_equals_pdqhash_on_photos() -> None:
     st.integers(64, 400),
     st.integers(64, 400),
     st.integers(2, 16),
-    st.floats(0, 30),
+    st.floats(1, 30),
     st.integers(0, 2**32 - 1),
 )
 def test_kernel_matches_pdqhash_on_grey(
     height: int, width: int, block: int, noise: float, seed: int
 ) -> None:
-    """Grey frames (what ffmpeg pipes): within float rounding of pdqhash on the same
-    pixels. (Frames under 64 pixels repeat samples, so near-ties can flip more bits.)"""
+    """Grey frames: within float rounding of pdqhash on the same pixels.
+
+    Noise is at least 1 grey level: noiseless block images whose block size divides 64
+    have many DCT coefficients that are exactly 0 in exact arithmetic, so their bits are
+    decided by rounding noise in any implementation (PDQ's own instability, not ours).
+    Frames under 64 pixels repeat samples and hit the same ties."""
     rng = np.random.default_rng(seed)
     coarse = rng.integers(0, 256, (height // block + 1, width // block + 1)).astype(float)
     img = np.kron(coarse, np.ones((block, block)))[:height, :width]
@@ -297,20 +302,26 @@ def test_synthetic_video_signals_and_digests(media: dict[str, Path]) -> None:
     assert [s.type for s in result.signals] == ["vpdq", "video_md5"]
 
 
-def test_synthetic_video_equals_pdqhash_on_decoded_frames(media: dict[str, Path]) -> None:
-    """Brute-force twin end to end: pdqhash on every grey frame ffmpeg decodes."""
+@pytest.mark.parametrize(("pixels", "pix_fmt"), [("rgb", "rgb24"), ("grey", "gray")])
+def test_synthetic_video_equals_pdqhash_on_decoded_frames(
+    media: dict[str, Path], pixels: Literal["rgb", "grey"], pix_fmt: str
+) -> None:
+    """Brute-force twin end to end: pdqhash on every frame ffmpeg decodes."""
     raw = subprocess.run(
         ["ffmpeg", "-nostdin", "-v", "error", "-i", str(media["video"]),
-         "-f", "rawvideo", "-pix_fmt", "gray", "pipe:1"],
+         "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1"],
         capture_output=True, check=True,
     ).stdout  # fmt: skip
-    greys = np.frombuffer(raw, np.uint8).reshape(-1, 240, 320)
-    fast = hash_video_frames(str(media["video"]), fps=0)
-    assert len(fast) == len(greys) == 60
-    for frame, grey in zip(fast, greys, strict=True):
-        bits, quality = pdqhash.compute(np.ascontiguousarray(np.stack([grey] * 3, axis=2)))
-        assert frame.quality == quality
-        assert _ham(frame.hash, bytes.fromhex(bits_to_hex(bits))) <= 2
+    decoded = np.frombuffer(raw, np.uint8).reshape(60, 240, 320, -1)
+    fast = hash_video_frames(str(media["video"]), fps=0, pixels=pixels)
+    assert len(fast) == 60
+    drift = []
+    for frame, pix in zip(fast, decoded, strict=True):
+        rgb = np.ascontiguousarray(np.broadcast_to(pix, (240, 320, 3)))
+        bits, quality = pdqhash.compute(rgb)
+        assert abs(frame.quality - quality) <= 1
+        drift.append(_ham(frame.hash, bytes.fromhex(bits_to_hex(bits))))
+    assert max(drift) <= 2 and np.mean(drift) <= 0.2, drift
 
 
 def test_vpdq_package_gives_the_same_verdict(media: dict[str, Path]) -> None:
@@ -322,7 +333,10 @@ def test_vpdq_package_gives_the_same_verdict(media: dict[str, Path]) -> None:
     ours = hash_video_frames(str(media["video"]), fps=0)
     assert [f.index for f in ours] == [f.index for f in theirs]
     assert _verdict(ours, theirs) and _verdict(theirs, ours)
-    assert max(_ham(a.hash, b.hash) for a, b in zip(ours, theirs, strict=True)) <= 8
+    drift = [_ham(a.hash, b.hash) for a, b in zip(ours, theirs, strict=True)]
+    # RGB24 pipe + float32 luma: the vpdq package's own pixels, so (nearly) its hashes.
+    assert np.mean([d == 0 for d in drift]) >= 0.95 and max(drift) <= 4, drift
+    assert [f.quality for f in ours] == [f.quality for f in theirs]
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,8 @@ hashed (every frame when ``fps`` is 0); a frame's time is ``frame / frame_rate``
 Why this is faster than the ``vpdq`` package while giving (nearly) the same hashes:
 
 * ffmpeg decodes in its own process with frame threading (vpdq uses slice threads,
-  which H.264 files from x264 rarely allow), skips non-selected frames before any pixel
-  conversion, and pipes one byte per pixel (full-range grey = PDQ's luma) instead of
-  RGB.
+  which H.264 files from x264 rarely allow) and drops non-selected frames before any
+  pixel conversion; the hasher overlaps with decoding.
 * PDQ's blur-and-decimate (two box-filter passes per axis, then 64x64 point samples) is
   linear, so it is computed directly at the 64x64 sample points as
   ``rows (64 x H) @ luma (H x W) @ cols (W x 64)`` with banded weights, in a numba
@@ -17,8 +16,9 @@ Why this is faster than the ``vpdq`` package while giving (nearly) the same hash
   median and quality metric then run batched in numpy.
 
 The result equals ``pdqhash.compute`` on the same pixels up to float rounding (a tested
-brute-force twin); grey instead of RGB moves a hash by about one bit on average, the same
-size of drift as between FFmpeg builds.
+brute-force twin). By default ffmpeg pipes RGB24 converted exactly as vpdq converts it,
+so hashes are bit-identical to the ``vpdq`` package on >99% of frames; ``pixels="grey"``
+pipes a third of the bytes at the cost of a few bits of drift on saturated colours.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from typing import Final, cast
+from typing import Final, Literal, cast
 
 import numba
 import numpy as np
@@ -61,6 +61,10 @@ MIN_HASHABLE_DIM: Final = 5
 _BATCH: Final = 256
 #: Bytes per read from the file when computing digests.
 _DIGEST_CHUNK: Final = 1 << 20
+#: What ffmpeg pipes to the hasher (see :func:`iter_video_frames`).
+PixelFormat = Literal["rgb", "grey"]
+DEFAULT_PIXELS: Final[PixelFormat] = "rgb"
+_FFMPEG_FORMAT: Final[dict[str, str]] = {"rgb": "rgb24", "grey": "gray"}
 #: Seconds allowed for ffprobe.
 PROBE_TIMEOUT: Final = 60.0
 
@@ -238,6 +242,44 @@ def _axis_weights(n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32
     return start, weights.astype(np.float32)
 
 
+_R: Final = np.float32(0.299)
+_G: Final = np.float32(0.587)
+_B: Final = np.float32(0.114)
+
+
+@numba.njit(cache=True, nogil=True)
+def _cols_pass(
+    row: npt.NDArray[np.generic],
+    col_start: npt.NDArray[np.int64],
+    col_w: npt.NDArray[np.float32],
+    dst: npt.NDArray[np.float32],
+) -> None:  # pragma: no cover - compiled
+    """The 64 column samples of one pixel row (banded weights)."""
+    for j in range(64):
+        c0 = col_start[j]
+        acc = 0.0
+        for k in range(col_w.shape[1]):
+            acc += col_w[j, k] * row[c0 + k]
+        dst[j] = acc
+
+
+@numba.njit(cache=True, nogil=True)
+def _rows_pass(
+    tmp: npt.NDArray[np.float32],
+    row_start: npt.NDArray[np.int64],
+    row_w: npt.NDArray[np.float32],
+    out: npt.NDArray[np.float32],
+) -> None:  # pragma: no cover - compiled
+    """The 64 x 64 samples from the ``H x 64`` column samples."""
+    for i in range(64):
+        r0 = row_start[i]
+        for j in range(64):
+            acc = 0.0
+            for k in range(row_w.shape[1]):
+                acc += row_w[i, k] * tmp[r0 + k, j]
+            out[i, j] = acc
+
+
 @numba.njit(cache=True, nogil=True)
 def _sample64(
     luma: npt.NDArray[np.generic],
@@ -248,23 +290,33 @@ def _sample64(
     tmp: npt.NDArray[np.float32],
     out: npt.NDArray[np.float32],
 ) -> None:  # pragma: no cover - compiled
-    n_rows = luma.shape[0]
-    sc = col_w.shape[1]
-    sr = row_w.shape[1]
-    for r in range(n_rows):
-        for j in range(64):
-            c0 = col_start[j]
-            acc = 0.0
-            for k in range(sc):
-                acc += col_w[j, k] * luma[r, c0 + k]
-            tmp[r, j] = acc
-    for i in range(64):
-        r0 = row_start[i]
-        for j in range(64):
-            acc = 0.0
-            for k in range(sr):
-                acc += row_w[i, k] * tmp[r0 + k, j]
-            out[i, j] = acc
+    """PDQ's blurred 64 x 64 samples of an ``H x W`` grey/luma frame."""
+    for r in range(luma.shape[0]):
+        _cols_pass(luma[r], col_start, col_w, tmp[r])
+    _rows_pass(tmp, row_start, row_w, out)
+
+
+@numba.njit(cache=True, nogil=True)
+def _sample64_rgb(
+    rgb: npt.NDArray[np.uint8],
+    row_start: npt.NDArray[np.int64],
+    row_w: npt.NDArray[np.float32],
+    col_start: npt.NDArray[np.int64],
+    col_w: npt.NDArray[np.float32],
+    tmp: npt.NDArray[np.float32],
+    out: npt.NDArray[np.float32],
+) -> None:  # pragma: no cover - compiled
+    """As :func:`_sample64` for ``H x W x 3`` RGB, with PDQ's float32 luma."""
+    luma = np.empty(rgb.shape[1], dtype=np.float32)
+    for r in range(rgb.shape[0]):
+        for c in range(rgb.shape[1]):
+            luma[c] = (
+                _R * np.float32(rgb[r, c, 0])
+                + _G * np.float32(rgb[r, c, 1])
+                + _B * np.float32(rgb[r, c, 2])
+            )
+        _cols_pass(luma, col_start, col_w, tmp[r])
+    _rows_pass(tmp, row_start, row_w, out)
 
 
 def _dct_matrix() -> npt.NDArray[np.float32]:
@@ -301,11 +353,16 @@ class LumaHasher:
         """True when the batch must be :meth:`finish`-ed before the next :meth:`add`."""
         return self._n == self._out.shape[0]
 
-    def add(self, luma: npt.NDArray[np.generic]) -> None:
-        """Blur and decimate one ``H x W`` frame into the batch."""
-        if luma.shape != (self.height, self.width):
-            raise MediaError(f"frame is {luma.shape}, expected {(self.height, self.width)}")
-        _sample64(luma, *self._rows, *self._cols, self._tmp, self._out[self._n])
+    def add(self, pixels: npt.NDArray[np.generic]) -> None:
+        """Blur and decimate one frame into the batch: ``H x W`` grey/luma or
+        ``H x W x 3`` uint8 RGB."""
+        if pixels.shape[:2] != (self.height, self.width):
+            raise MediaError(f"frame is {pixels.shape}, expected {(self.height, self.width)}")
+        if pixels.ndim == 3:
+            rgb = cast(npt.NDArray[np.uint8], pixels)
+            _sample64_rgb(rgb, *self._rows, *self._cols, self._tmp, self._out[self._n])
+        else:
+            _sample64(pixels, *self._rows, *self._cols, self._tmp, self._out[self._n])
         self._n += 1
 
     def finish(self) -> tuple[list[bytes], list[int]]:
@@ -336,10 +393,11 @@ def pdq_from_64x64(a: npt.NDArray[np.float32]) -> tuple[list[bytes], list[int]]:
     return [row.tobytes() for row in packed], [int(q) for q in quality]
 
 
-def pdq_hash_luma(luma: npt.NDArray[np.generic]) -> tuple[bytes, int]:
-    """``(32-byte hash, quality)`` of one ``H x W`` luma/grey frame (fast path)."""
-    hasher = LumaHasher(luma.shape[0], luma.shape[1], batch=1)
-    hasher.add(luma)
+def pdq_hash_luma(pixels: npt.NDArray[np.generic]) -> tuple[bytes, int]:
+    """``(32-byte hash, quality)`` of one frame (fast path): ``H x W`` luma/grey or
+    ``H x W x 3`` uint8 RGB."""
+    hasher = LumaHasher(pixels.shape[0], pixels.shape[1], batch=1)
+    hasher.add(pixels)
     hashes, qualities = hasher.finish()
     return hashes[0], qualities[0]
 
@@ -360,11 +418,14 @@ def rgb_to_luma(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
 class _Ffmpeg:
     """One ffmpeg process piping selected frames as grey bytes; always reaped."""
 
-    def __init__(self, path: str, info: VideoInfo, step: int, threads: int) -> None:
+    def __init__(
+        self, path: str, info: VideoInfo, step: int, threads: int, pixels: PixelFormat
+    ) -> None:
         filters = [] if step == 1 else [f"select=not(mod(n\\,{step}))"]
         # A fixed size keeps the raw stream aligned even if the resolution changes
         # mid-stream; at the same size this is only the pixel-format conversion.
-        filters.append(f"scale={info.width}:{info.height}:flags=area,format=gray")
+        fmt = _FFMPEG_FORMAT[pixels]
+        filters.append(f"scale={info.width}:{info.height}:flags=area,format={fmt}")
         cmd = [
             _tool("ffmpeg"),
             "-nostdin", "-hide_banner", "-loglevel", "level+warning",
@@ -376,7 +437,7 @@ class _Ffmpeg:
             "-an", "-sn", "-dn",
             "-vf", ",".join(filters),
             "-fps_mode", "passthrough",
-            "-f", "rawvideo", "-pix_fmt", "gray",
+            "-f", "rawvideo", "-pix_fmt", fmt,
             "pipe:1",
         ]  # fmt: skip
         self.proc = subprocess.Popen(
@@ -457,13 +518,17 @@ def iter_video_frames(
     info: VideoInfo | None = None,
     threads: int = 0,
     timeout: float | None = None,
+    pixels: PixelFormat = DEFAULT_PIXELS,
 ) -> Iterator[VideoFrame]:
     """Hash ``path`` frame by frame (``fps`` hashes per second, 0 = every frame).
 
     Frames come in order, in batches. ``threads`` is ffmpeg's decoding thread count
-    (0 = automatic). ``timeout`` (seconds, default ``60 + 2 * duration``) kills the
-    decoder. Raises MediaError for undecodable, truncated or corrupt input and
-    DecompressionBombError when the decoded length exceeds ``max_video_seconds``.
+    (0 = automatic). ``pixels`` is what ffmpeg pipes: ``"rgb"`` (RGB24, PDQ's luma
+    computed here as vpdq does) or ``"grey"`` (one byte per pixel, faster, about a bit of
+    drift from vpdq on average, more on saturated colours). ``timeout`` (seconds,
+    default ``60 + 2 * duration``) kills the decoder. Raises MediaError for undecodable,
+    truncated or corrupt input and DecompressionBombError when the decoded length
+    exceeds ``max_video_seconds``.
     The ffmpeg process is killed and reaped however the iteration ends.
     """
     settings = settings or get_settings()
@@ -472,10 +537,11 @@ def iter_video_frames(
     if timeout is None:
         timeout = 60.0 + 2.0 * (info.duration or settings.max_video_seconds)
     max_frames = math.floor(settings.max_video_seconds * info.frame_rate * 1.01) + 2
-    frame_bytes = info.width * info.height
+    shape = (info.height, info.width) + ((3,) if pixels == "rgb" else ())
+    frame_bytes = math.prod(shape)
     buf = bytearray(frame_bytes)
     view = memoryview(buf)
-    luma = np.frombuffer(buf, dtype=np.uint8).reshape(info.height, info.width)
+    luma = np.frombuffer(buf, dtype=np.uint8).reshape(shape)
     hasher = LumaHasher(info.height, info.width)
     rate32 = np.float32(info.frame_rate)
     numbers: list[int] = []
@@ -487,7 +553,7 @@ def iter_video_frames(
             yield VideoFrame(index=number, quality=q, hash=h, seconds=seconds)
         numbers.clear()
 
-    dec = _Ffmpeg(path, info, step, threads)
+    dec = _Ffmpeg(path, info, step, threads, pixels)
     timer = dec.kill_after(timeout)
     try:
         selected = 0
@@ -543,9 +609,14 @@ def hash_video_frames(
     settings: Settings | None = None,
     threads: int = 0,
     timeout: float | None = None,
+    pixels: PixelFormat = DEFAULT_PIXELS,
 ) -> list[VideoFrame]:
     """All hashed frames of ``path`` (see :func:`iter_video_frames`)."""
-    return list(iter_video_frames(path, fps, settings=settings, threads=threads, timeout=timeout))
+    return list(
+        iter_video_frames(
+            path, fps, settings=settings, threads=threads, timeout=timeout, pixels=pixels
+        )
+    )
 
 
 class _FileDigests(threading.Thread):

@@ -87,17 +87,38 @@ class MatcherLoader:
         return factory(**self.params)
 
 
-def default_matcher_loader(database_url: str | None = None) -> MatcherLoader | None:
-    """The loader for the enabled banks of the store, or None when the match engine is
-    not installed (then items are hashed and recorded only)."""
-    if importlib.util.find_spec("tipline.services.matching") is None:
-        return None
-    return MatcherLoader("tipline.services.scan:store_matcher", {"database_url": database_url})
+#: Seconds a worker's matcher may rely on its last look for new bank signals.
+MATCH_POLL_SECONDS = 2.0
 
 
-def store_matcher(database_url: str | None = None) -> SignalMatcher:
-    """Build the enabled banks' matcher from the store (runs once per worker process)."""
-    raise NotImplementedError
+def default_matcher_loader(
+    database_url: str | None = None,
+    *,
+    index_dir: str | Path | None = None,
+    poll_interval: float = MATCH_POLL_SECONDS,
+) -> MatcherLoader:
+    """The loader for the enabled banks of the store: each worker process opens the
+    memory-mapped index files in ``index_dir`` (default: the configured index folder,
+    which must be shared storage for a multi-node Ray cluster)."""
+    return MatcherLoader(
+        "tipline.services.scan:store_matcher",
+        {
+            "database_url": database_url,
+            "index_dir": None if index_dir is None else str(index_dir),
+            "poll_interval": poll_interval,
+        },
+    )
+
+
+def store_matcher(
+    database_url: str | None = None,
+    index_dir: str | None = None,
+    poll_interval: float = MATCH_POLL_SECONDS,
+) -> SignalMatcher:
+    """Open the Matcher of :mod:`tipline.services.matching` (runs once per worker)."""
+    from tipline.services.matching import Matcher
+
+    return Matcher.open(database_url, index_dir=index_dir, poll_interval=poll_interval)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +321,8 @@ def fire_actions(session: Any, scan_id: str, row: dict[str, Any], matches: list[
         if m.suppressed_by is None
     ]
     event = MatchEvent(
-        event_id=f"scan:{scan_id}:{store.content_key(row['content_id'])}",
+        # 64 characters: "scan:" + ULID + ":" + 128 bits of the item's content key
+        event_id=f"scan:{scan_id}:{store.content_key(row['content_id'])[:32]}",
         hits=hits,
         content_id=row["content_id"],
         extra={"scan_id": scan_id, "path": row["path"]},
@@ -538,9 +560,22 @@ def run_scan(
 
     Raises NotFoundError for an unknown ``resume_id``, InputError for bad sources.
     """
-    started = time.monotonic()
     database_url = request.database_url or get_settings().resolved_database_url()
     engine = make_engine(database_url)
+    try:
+        return _run_scan(request, engine, database_url, progress, stdin)
+    finally:
+        engine.dispose()
+
+
+def _run_scan(
+    request: ScanRequest,
+    engine: Engine,
+    database_url: str,
+    progress: ProgressFn | None,
+    stdin: Any,
+) -> ScanSummary:
+    started = time.monotonic()
     upgrade(engine)
     factory = session_factory(engine)
     runner = "ray" if request.ray_address else "local"
@@ -560,6 +595,12 @@ def run_scan(
                 session, scan_id, sources=sources, options=options.to_json(), runner=runner
             )
     items = expand_sources(sources, follow_symlinks=options.follow_symlinks, stdin=stdin)
+    if request.matcher is not None:
+        # Build or catch up the index files once here, so that workers only open them.
+        prepared = request.matcher.load()
+        close = getattr(prepared, "close", None)
+        if callable(close):
+            close()
     with factory() as session:
         done = store.done_keys(session, scan_id)
         first_batch = store.next_batch_no(session, scan_id)
@@ -621,7 +662,6 @@ def run_scan(
     if request.out is not None:
         with factory() as session:
             write_results(session, scan_id, request.out)
-    engine.dispose()
     return ScanSummary(
         scan_id=scan_id,
         total=len(items),

@@ -137,6 +137,8 @@ def _list_items(stream: TextIO, origin: str) -> Iterator[ScanItem]:
             path = content_id
         if path.startswith("file://"):
             path = _file_url_path(path)
+            if not tab:
+                content_id = path
         if not path:
             raise InputError(f"{origin}: empty path in line {text!r}")
         yield ScanItem(content_id=content_id, path=path)

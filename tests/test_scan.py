@@ -1,0 +1,356 @@
+"""Scans on SQLite and PostgreSQL: sources, per-item errors, resume bookkeeping, outputs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import func, select
+
+from tipline.services.scan import (
+    ScanOptions,
+    ScanRequest,
+    hash_item,
+    run_scan,
+    write_results,
+)
+from tipline.services.scan_sources import ScanItem, expand_sources
+from tipline.signals.hashing import HashOptions, hash_path
+from tipline.store import scans as store
+from tipline.store.db import make_engine, session_factory
+
+
+def scene(seed: int, width: int = 480, height: int = 360) -> Image.Image:
+    """A benign smooth random picture; distinct seeds give distinct PDQ hashes."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(12, 16, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("media")
+    (root / "sub").mkdir()
+    for i in range(5):
+        scene(i).save(root / f"img{i}.jpg", "JPEG", quality=90)
+    scene(9).save(root / "sub" / "deep.png", "PNG")
+    (root / "notes.txt").write_text("not media")
+    return root
+
+
+def items_of(url: str, scan_id: str) -> dict[str, dict[str, Any]]:
+    engine = make_engine(url)
+    try:
+        with session_factory(engine)() as session:
+            return {
+                r.content_id: {
+                    "status": r.status,
+                    "signals": r.signals,
+                    "error": r.error_message,
+                    "matches": r.matches,
+                }
+                for r in store.iter_items(session, scan_id, chunk=3)
+            }
+    finally:
+        engine.dispose()
+
+
+# -- enumeration (no database) -----------------------------------------------------------
+
+
+def test_folder_walk_is_sorted_and_recursive(media: Path) -> None:
+    items = expand_sources([str(media)])
+    paths = [Path(i.path).relative_to(media).as_posix() for i in items]
+    assert paths == [
+        "img0.jpg",
+        "img1.jpg",
+        "img2.jpg",
+        "img3.jpg",
+        "img4.jpg",
+        "notes.txt",
+        "sub/deep.png",
+    ]
+    assert all(i.error is None and i.content_id == i.path for i in items)
+
+
+def test_file_lists_urls_and_stdin(media: Path, tmp_path: Path) -> None:
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# comment\n\nid-1\t{media / 'img0.jpg'}\n{media / 'img1.jpg'}\n")
+    stdin = io.StringIO(f"file://{media / 'img2.jpg'}\n")
+    url = f"file://{(media / 'sub').as_posix()}"
+    items = expand_sources([f"@{listing}", "-", url], stdin=stdin)
+    assert [(i.content_id, Path(i.path).name) for i in items] == [
+        ("id-1", "img0.jpg"),
+        (str(media / "img1.jpg"), "img1.jpg"),
+        (str(media / "img2.jpg"), "img2.jpg"),
+        (str(media / "sub" / "deep.png"), "deep.png"),
+    ]
+
+
+def test_symlink_policy(tmp_path: Path, media: Path) -> None:
+    root = tmp_path / "root"
+    (root / "inner").mkdir(parents=True)
+    shutil.copy(media / "img0.jpg", root / "inner" / "a.jpg")
+    (root / "loop").symlink_to(root)  # back to an enclosing folder
+    (root / "self").symlink_to(root / "self")  # a link to itself
+    (root / "away").symlink_to(media / "img1.jpg")  # outside the root
+    (root / "near").symlink_to(root / "inner" / "a.jpg")
+    (root / "gone").symlink_to(root / "missing")
+    default = {Path(i.path).name: i.error for i in expand_sources([str(root)])}
+    assert default["a.jpg"] is None
+    assert default["away"] == "symlink to a path outside the scanned roots: not followed"
+    assert default["near"] == "symlink not followed (use --follow-symlinks)"
+    assert default["self"] == "symlink loop"
+    assert default["gone"] == "dangling symlink: target does not exist"
+    followed = {
+        Path(i.path).relative_to(root).as_posix(): i.error
+        for i in expand_sources([str(root)], follow_symlinks=True)
+    }
+    assert followed["loop"] == "symlink loop: links back to an enclosing folder"
+    assert followed["self"] == "symlink loop"
+    assert followed["away"] is None and followed["near"] is None
+    assert "loop/inner/a.jpg" not in followed
+
+
+def test_file_changed_while_read_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "growing.jpg"
+    scene(1, 2400, 1800).save(path, "JPEG", quality=95)
+    stop = threading.Event()
+
+    def grow() -> None:
+        # JPEG decoders ignore bytes after the end marker: the image stays valid.
+        with open(path, "ab") as fh:
+            while not stop.is_set():
+                fh.write(b"\0" * 64)
+                fh.flush()
+                time.sleep(0.0002)
+
+    writer = threading.Thread(target=grow)
+    writer.start()
+    try:
+        result = hash_item(str(path), HashOptions())
+    finally:
+        stop.set()
+        writer.join()
+    assert result.error is not None
+    assert result.error.message == "file changed while being read (size or mtime differ)"
+    assert hash_item(str(path), HashOptions()).ok  # quiet again: fine
+
+
+# -- scans on both databases -------------------------------------------------------------
+
+
+def test_scan_records_every_item_and_resume_skips_all(
+    db_url: str, media: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(media / "img0.jpg", bad / "copy.jpg")
+    os.truncate(bad / "copy.jpg", 300)  # truncated JPEG
+    with open(bad / "huge.jpg", "wb") as fh:  # 100 GB sparse: refused by size, never read
+        fh.truncate(100 * 1024**3)
+    (bad / "loop").symlink_to(bad / "loop")
+    shutil.copy(media / "img1.jpg", tmp_path / "elsewhere.jpg")
+    (bad / "out").symlink_to(tmp_path / "elsewhere.jpg")
+    os.mkfifo(bad / "pipe.jpg")
+    jsonl = tmp_path / "r.jsonl"
+    request = ScanRequest(
+        sources=(str(media), str(bad), str(tmp_path / "nope.jpg")),
+        options=ScanOptions(batch_size=3),
+        jobs=2,
+        database_url=db_url,
+        out=jsonl,
+    )
+    seen: list[tuple[int, int]] = []
+    started = time.monotonic()
+    summary = run_scan(request, progress=lambda d, t: seen.append((d, t)))
+    assert time.monotonic() - started < 60  # the sparse file was not read
+    assert (summary.total, summary.scanned, summary.skipped) == (13, 13, 0)
+    assert (summary.matched, summary.failed) == (0, 7)
+    assert seen[0] == (0, 13) and seen[-1] == (13, 13)
+
+    items = items_of(db_url, summary.scan_id)
+    assert len(items) == 13
+    for i in range(5):
+        path = str(media / f"img{i}.jpg")
+        direct = hash_path(path, HashOptions())
+        assert items[path]["status"] == "ok"
+        assert [(s["type"], s["value"]) for s in items[path]["signals"]] == [
+            (s.type, s.value) for s in direct.signals
+        ]
+    errors = {Path(k).name: v["error"] for k, v in items.items() if v["status"] == "failed"}
+    assert errors["huge.jpg"] == f"{100 * 1024**3} bytes exceeds the limit of {2 * 1024**3} bytes"
+    assert errors["loop"] == "symlink loop"
+    assert errors["out"] == "symlink to a path outside the scanned roots: not followed"
+    assert errors["pipe.jpg"] == "not a regular file"
+    assert errors["nope.jpg"] == "no such file"
+    assert errors["notes.txt"] == "not a supported photo or video format"
+    assert errors["copy.jpg"] is not None
+    assert len(errors) == 7
+
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [ln["content_id"] for ln in lines] == list(items)  # enumeration order
+    assert lines[0]["signals"] == items[lines[0]["content_id"]]["signals"]
+
+    again = run_scan(ScanRequest(resume_id=summary.scan_id, database_url=db_url, jobs=2))
+    assert (again.scan_id, again.scanned, again.skipped, again.total) == (
+        summary.scan_id,
+        0,
+        13,
+        13,
+    )
+    engine = make_engine(db_url)
+    with session_factory(engine)() as session:
+        row = store.get_scan(session, summary.scan_id)
+        assert row.status == "finished" and row.finished_at is not None
+        assert row.options["batch_size"] == 3
+        totals = store.scan_totals(session, summary.scan_id)
+        assert (totals.items, totals.failed, totals.batches) == (13, 7, 5)
+        n = session.scalar(select(func.count()).select_from(store.ScanItemRow))
+        assert n == 13
+    engine.dispose()
+
+
+def test_resume_picks_up_only_missing_items(db_url: str, media: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for i in range(3):
+        shutil.copy(media / f"img{i}.jpg", folder / f"{i}.jpg")
+    first = run_scan(ScanRequest(sources=(str(folder),), database_url=db_url))
+    assert first.scanned == 3
+    for i in range(3, 5):  # new files since: a resume scans exactly these
+        shutil.copy(media / f"img{i}.jpg", folder / f"{i}.jpg")
+    out = tmp_path / "all.csv"
+    second = run_scan(ScanRequest(resume_id=first.scan_id, database_url=db_url, out=out))
+    assert (second.scanned, second.skipped, second.total) == (2, 3, 5)
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [Path(r["path"]).name for r in rows] == [f"{i}.jpg" for i in range(5)]
+    assert all(r["status"] == "ok" and r["signals"].startswith("pdq:") for r in rows)
+    with pytest.raises(Exception, match="no scan with id"):
+        run_scan(ScanRequest(resume_id="01ARZ3NDEKTSV4RRFFQ69G5FAV", database_url=db_url))
+
+
+def test_cli_scan_prints_summary_and_writes_out(media: Path, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    env = {**os.environ, "TIPLINE_DATA_DIR": str(tmp_path / "data")}
+    listing = "\n".join(str(media / f"img{i}.jpg") for i in range(3)) + "\n"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tipline.cli.main",
+            "scan",
+            "-",
+            "--database-url",
+            url,
+            "--out",
+            str(tmp_path / "o.jsonl"),
+            "--progress-interval",
+            "0",
+        ],
+        input=listing,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "scanned 3, matched 0, skipped 0 (already done), failed 0" in proc.stdout
+    assert "scan: 3/3 items" in proc.stderr
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 3
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tipline.cli.main",
+            "scan",
+            "--resume",
+            "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "--database-url",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert (tmp_path / "data" / "index").is_dir()
+    assert bad.returncode == 2 and "no scan with id" in bad.stderr
+
+
+def test_write_results_refuses_unknown_suffix(sqlite_url: str, tmp_path: Path) -> None:
+    engine = make_engine(sqlite_url)
+    with session_factory(engine)() as session, pytest.raises(Exception, match=r"\.jsonl or \.csv"):
+        write_results(session, "x", tmp_path / "r.txt")
+    engine.dispose()
+
+
+def test_scan_item_is_plain_data() -> None:
+    item = ScanItem("id", "/p")
+    assert (item.error, item.error_code) == (None, None)
+
+
+def test_matches_fire_the_banks_actions(db_url: str, media: Path, tmp_path: Path) -> None:
+    from tipline.services import actions
+    from tipline.services.banks import add_entry, create_bank, open_database
+    from tipline.services.scan import default_matcher_loader
+    from tipline.store.db import transaction
+
+    db = open_database(db_url)
+    create_bank(db, "known")
+    img0 = hash_path(str(media / "img0.jpg"), HashOptions())
+    img1 = hash_path(str(media / "img1.jpg"), HashOptions())
+    pdq0 = next(s.value for s in img0.signals if s.type == "pdq")
+    md5_1 = next(s.value for s in img1.signals if s.type == "md5")
+    # 4 bits away from img0's PDQ: a perceptual match at distance 4
+    near = f"{int(pdq0, 16) ^ 0xF:064x}"
+    add_entry(db, "known", [f"pdq:{near}"], entry_id="e-pdq")
+    add_entry(db, "known", [f"md5:{md5_1}"], entry_id="e-md5")
+    with transaction(db.sessions) as s:
+        actions.add_rule(s, action="enqueue_review", bank="known")
+    db.close()
+
+    request = ScanRequest(
+        sources=(str(media),),
+        jobs=2,
+        options=ScanOptions(batch_size=2),
+        database_url=db_url,
+        matcher=default_matcher_loader(db_url, index_dir=tmp_path / "index"),
+    )
+    summary = run_scan(request)
+    assert (summary.scanned, summary.matched, summary.failed) == (7, 2, 1)
+    items = items_of(db_url, summary.scan_id)
+    m0 = items[str(media / "img0.jpg")]
+    assert m0["status"] == "matched"
+    assert [(m["bank"], m["entry_id"], m["signal_type"], m["distance"]) for m in m0["matches"]] == [
+        ("known", "e-pdq", "pdq", 4)
+    ]
+    m1 = items[str(media / "img1.jpg")]
+    assert [(m["entry_id"], m["signal_type"], m["distance"]) for m in m1["matches"]] == [
+        ("e-md5", "md5", 0)
+    ]
+    assert items[str(media / "img2.jpg")]["status"] == "ok"
+
+    db = open_database(db_url)
+    with db.sessions() as s:
+        queue = actions.review_queue(s)
+    db.close()
+    assert sorted(q["content_id"] for q in queue) == sorted(
+        [str(media / "img0.jpg"), str(media / "img1.jpg")]
+    )
+    assert {q["bank"] for q in queue} == {"known"}

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select, text
 
+from tipline.errors import AuditChainError
 from tipline.services import audit
 from tipline.store.audit import GENESIS_HASH, AuditRecord
 from tipline.store.db import make_engine, session_factory, transaction, upgrade
@@ -253,3 +254,37 @@ def test_cli_verify_and_show(engine: Engine, db_url: str) -> None:
     assert bad.returncode != 0
     lines = bad.stderr.strip().splitlines()
     assert len(lines) == 1 and "broken at seq 2" in lines[0]
+
+
+def test_verify_while_others_append(engine: Engine) -> None:
+    """Concurrent appends (committed between verify's queries) never read as damage."""
+    _append_n(engine, 3)
+    stop = threading.Event()
+
+    def writer() -> None:
+        factory = session_factory(engine)
+        while not stop.is_set():
+            with transaction(factory) as session:
+                audit.append(session, actor="w", action="match")
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        reports = []
+        for _ in range(15):
+            with session_factory(engine)() as session:
+                reports.append(audit.verify(session, batch=2))
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert all(r.ok for r in reports), [r.describe() for r in reports if not r.ok]
+    assert reports[-1].records >= reports[0].records >= 3
+
+
+def test_missing_head_row_is_reported(engine: Engine) -> None:
+    _append_n(engine, 2)
+    _raw(engine, "DELETE FROM audit_head")
+    report = _verify(engine)
+    assert not report.ok and "head row is missing" in (report.reason or "")
+    with pytest.raises(AuditChainError), transaction(session_factory(engine)) as session:
+        audit.append(session, actor="cli", action="x")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import select, true, update
 from sqlalchemy.orm import Session
 
 from tipline.errors import AuditChainError, InputError
@@ -152,9 +152,11 @@ def append(
 ) -> AuditRecord:
     """Append one record inside the caller's transaction and return it.
 
+    The chain head stays locked from here until the caller commits, and appends from all
+    processes serialize on it: call this as the last statement before the commit.
+
     ``actor`` is an API key id, :data:`CLI_ACTOR`, or a principal (whose tenant is used
-    when ``tenant`` is not given). Secret-looking detail keys are redacted. The chain head
-    stays locked until the caller's transaction ends, so keep such transactions short.
+    when ``tenant`` is not given). Secret-looking detail keys are redacted.
     """
     if not isinstance(actor, str):
         tenant = tenant if tenant is not None else actor.tenant
@@ -201,9 +203,11 @@ def verify(session: Session, *, batch: int = 5_000) -> AuditReport:
 
     Detects: a changed field (hash mismatch), a deleted or moved record (seq gap or
     ``prev_hash`` mismatch), a deleted tail (head row ahead of the last record). Reads
-    ``batch`` records per query.
+    ``batch`` records per query. The head is read first and only records up to it are
+    checked, so appends running concurrently (other processes) never look like damage.
     """
     head = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)).first()
+    head_seq = int(head.seq) if head is not None else None
     expected_seq = 1
     prev_hash = GENESIS_HASH
     count = 0
@@ -211,7 +215,10 @@ def verify(session: Session, *, batch: int = 5_000) -> AuditReport:
     while True:
         rows = session.execute(
             select(*AuditRecord.__table__.columns)
-            .where(AuditRecord.seq > last_seq)
+            .where(
+                AuditRecord.seq > last_seq,
+                AuditRecord.seq <= head_seq if head_seq is not None else true(),
+            )
             .order_by(AuditRecord.seq)
             .limit(batch)
         ).all()
@@ -243,16 +250,12 @@ def verify(session: Session, *, batch: int = 5_000) -> AuditReport:
             expected_seq += 1
             count += 1
             last_seq = record.seq
-    if head is not None and (int(head.seq) != count or str(head.hash) != prev_hash):
-        if int(head.seq) > count:
-            return AuditReport(
-                False,
-                count,
-                count + 1,
-                f"records {count + 1}..{int(head.seq)} are missing (chain head is at "
-                f"seq {int(head.seq)})",
-                prev_hash,
-            )
+    if head is None or head_seq is None:
+        return AuditReport(False, count, count, "the chain head row is missing", prev_hash)
+    if head_seq > count:
+        missing = f"records {count + 1}..{head_seq} are missing (chain head is at seq {head_seq})"
+        return AuditReport(False, count, count + 1, missing, prev_hash)
+    if str(head.hash) != prev_hash:
         return AuditReport(
             False, count, count, "chain head does not match the last record", prev_hash
         )

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
         default=30.0, description="URL fetching: total time limit per URL, seconds"
     )
     fetch_max_redirects: int = Field(default=5, description="URL fetching: redirects followed")
+    match_poll_seconds: float = Field(
+        default=0.0,
+        description="HTTP API: longest a match may rely on the last look for new bank "
+        "signals, seconds (0 = look on every request)",
+    )
     fetch_allow_private: list[str] = Field(
         default_factory=list,
         description="URL fetching: CIDRs allowed despite being private/loopback (tests only)",

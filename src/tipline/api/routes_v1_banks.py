@@ -313,3 +313,26 @@ def patch_entry(
         actor=who.key_id,
     )
     return EntryOut.of(entry)
+
+
+def delete_bank(ctx: ServiceContext, who: Principal, name: str) -> None:
+    """Delete a bank with its entries (audited); matchers drop its hits at once because
+    they read entries from the database for every hit."""
+    from tipline.api.audit_log import record
+    from tipline.store import bank_repo
+    from tipline.store.db import transaction
+
+    with transaction(ctx.sessions) as session:
+        row = bank_repo.get_bank(session, name, for_update=True)
+        require_tenant(who, row.tenant, write=True, what=f"bank {name!r}")
+        session.delete(row)
+        session.flush()
+        record(session, who, "bank.delete", target=("bank", name))
+
+
+@router.delete("/banks/{name}", status_code=204, responses=problems(404))
+def delete_bank_route(
+    name: str = BANK_NAME, ctx: ServiceContext = Depends(get_ctx), who: Principal = Depends(_write)
+) -> None:
+    """Delete a bank and all its entries (audited)."""
+    delete_bank(ctx, who, name)

@@ -6,9 +6,10 @@ import os
 import shutil
 
 import typer
+from sqlalchemy import Engine
 
 from tipline.cli.console import err_console
-from tipline.config import get_settings
+from tipline.config import Settings, get_settings
 
 
 def serve(
@@ -40,6 +41,7 @@ def serve(
 
             info = seed_demo(settings, engine)
             err_console.print(info, markup=False, highlight=False)
+        _build_index(settings, engine)
     finally:
         engine.dispose()
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -58,6 +60,16 @@ def serve(
         proxy_headers=False,
         server_header=False,
     )
+
+
+def _build_index(settings: Settings, engine: Engine) -> None:
+    """Build (or catch up) the index files once here, so workers only open them."""
+    from tipline.services.banks import Database
+    from tipline.services.matching import Matcher
+    from tipline.store.db import session_factory
+
+    db = Database(engine, session_factory(engine), settings.resolved_database_url())
+    Matcher(db, settings.resolved_index_dir()).close()
 
 
 def register(app: typer.Typer) -> None:

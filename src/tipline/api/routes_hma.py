@@ -151,13 +151,15 @@ async def _hash_form(
 
 @router.get("/h/hash", responses=problems(400, 415))
 async def hma_hash_url(
-    url: str = Query(..., max_length=4096),
+    url: str | None = Query(None, max_length=4096),
     content_type: str | None = Query(None, max_length=20),
     types: str | None = Query(None, max_length=200),
     ctx: ServiceContext = Depends(get_ctx),
     who: Principal = Depends(require(Permission.HASH)),
 ) -> dict[str, str]:
     """Fetch ``url`` and return ``{signal type: hash}``."""
+    if not url:
+        raise InputError("url is required")
     return await _hash_url(ctx, who, url, content_type, types)
 
 
@@ -192,14 +194,18 @@ def _raw(ctx: ServiceContext, who: Principal, signal: str, signal_type: str) -> 
 
 @router.get("/m/raw_lookup", responses=problems(400))
 def hma_raw_lookup(
-    signal_type: str = Query(..., max_length=40),
-    signal: str = Query(..., max_length=100_000),
+    signal_type: str | None = Query(None, max_length=40),
+    signal: str | None = Query(None, max_length=100_000),
     include_distance: str = Query("false", max_length=10),
     ctx: ServiceContext = Depends(get_ctx),
     who: Principal = Depends(require(Permission.MATCH)),
 ) -> dict[str, list[Any]]:
     """``{"matches": [content ids]}`` or, with ``include_distance=true``,
     ``{"matches": [{"content_id": id, "distance": "<n>"}]}``."""
+    if not signal:
+        raise InputError("signal is required")
+    if not signal_type:
+        raise InputError("signal_type is required")
     matches = [m for m in _raw(ctx, who, signal, signal_type) if m.suppressed_by is None]
     ids = lookup.entry_pks(ctx, [(m.bank, m.entry_id) for m in matches])
     if include_distance.lower() in ("true", "1", "yes", "t"):

@@ -175,15 +175,8 @@ def on_match(
     match itself is audited (action ``match``).
     """
     banks = sorted({hit.bank for hit in event.hits})
-    audit.append(
-        session,
-        actor=actor,
-        action="match",
-        target=("content", event.content_id) if event.content_id else None,
-        details={"event_id": event.event_id, "banks": banks, "hits": len(event.hits)},
-        tenant=event.tenant,
-    )
     if not banks:
+        _audit_match(session, event, banks, actor)
         return ActionOutcome([], [])
     rules = (
         session.execute(
@@ -237,7 +230,22 @@ def on_match(
                     session, hook, event.event_id, payload, max_attempts=max_attempts
                 )
             )
+    # last: the audit chain head stays locked until the caller commits
+    _audit_match(session, event, banks, actor)
     return ActionOutcome(review_ids, deliveries)
+
+
+def _audit_match(
+    session: Session, event: MatchEvent, banks: list[str], actor: str | Principal
+) -> None:
+    audit.append(
+        session,
+        actor=actor,
+        action="match",
+        target=("content", event.content_id) if event.content_id else None,
+        details={"event_id": event.event_id, "banks": banks, "hits": len(event.hits)},
+        tenant=event.tenant,
+    )
 
 
 def _enqueue_reviews(session: Session, event: MatchEvent, banks: list[str]) -> list[str]:

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, func, insert, or_, select, update
@@ -158,6 +158,19 @@ def counts(session: Session) -> dict[str, int]:
     return result
 
 
+def db_now(session: Session) -> datetime:
+    """The database server's clock on PostgreSQL (one clock for every host), else ours.
+
+    Leases compare times written by different hosts; taking them from one clock keeps a
+    host whose clock runs ahead from stealing leases that have not expired.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        value = session.execute(select(func.now())).scalar_one()
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            return value.astimezone(UTC)
+    return utcnow()
+
+
 def default_owner() -> str:
     """``host:pid:random``: unique per runner, readable in the jobs table."""
     return f"{socket.gethostname()[:80]}:{os.getpid()}:{os.urandom(3).hex()}"
@@ -188,16 +201,6 @@ class JobRunner:
 
     def claim(self) -> list[JobContext]:
         """Lease up to ``batch_size`` due jobs of known kinds; commits before returning."""
-        now = utcnow()
-        lease_until = now + timedelta(seconds=self.lease_seconds)
-        due = select(Job.id).where(_due(now), Job.kind.in_(self._kinds))
-        due = due.order_by(Job.run_at).limit(self.batch_size)
-        changes = {
-            "status": JobStatus.RUNNING.value,
-            "lease_owner": self.owner,
-            "lease_expires_at": lease_until,
-            "attempts": Job.attempts + 1,
-        }
         columns = (
             Job.id,
             Job.kind,
@@ -207,6 +210,15 @@ class JobRunner:
             Job.idempotency_key,
         )
         with self._factory() as session, session.begin():
+            now = db_now(session)
+            due = select(Job.id).where(_due(now), Job.kind.in_(self._kinds))
+            due = due.order_by(Job.run_at).limit(self.batch_size)
+            changes = {
+                "status": JobStatus.RUNNING.value,
+                "lease_owner": self.owner,
+                "lease_expires_at": now + timedelta(seconds=self.lease_seconds),
+                "attempts": Job.attempts + 1,
+            }
             if session.get_bind().dialect.name == "postgresql":
                 ids = list(session.execute(due.with_for_update(skip_locked=True)).scalars())
                 if not ids:
@@ -232,27 +244,27 @@ class JobRunner:
         ]
 
     def _finish(self, job: JobContext, error: str | None) -> JobStatus:
-        now = utcnow()
         fence = and_(
             Job.id == job.id,
             Job.lease_owner == self.owner,
             Job.attempts == job.attempt,
             Job.status == JobStatus.RUNNING.value,
         )
-        if error is None:
-            status = JobStatus.DONE
-            values: dict[str, Any] = {"status": status.value, "finished_at": now}
-        elif job.attempt >= job.max_attempts:
-            status = JobStatus.DEAD
-            values = {"status": status.value, "finished_at": now, "dead_lettered_at": now}
-        else:
-            status = JobStatus.PENDING
-            delay = self.backoff.delay(job.attempt, self.rng)
-            values = {"status": status.value, "run_at": now + timedelta(seconds=delay)}
-        values |= {"lease_owner": None, "lease_expires_at": None}
-        if error is not None:
-            values["last_error"] = error[:_MAX_ERROR_CHARS]
         with self._factory() as session, session.begin():
+            now = db_now(session)
+            if error is None:
+                status = JobStatus.DONE
+                values: dict[str, Any] = {"status": status.value, "finished_at": now}
+            elif job.attempt >= job.max_attempts:
+                status = JobStatus.DEAD
+                values = {"status": status.value, "finished_at": now, "dead_lettered_at": now}
+            else:
+                status = JobStatus.PENDING
+                delay = self.backoff.delay(job.attempt, self.rng)
+                values = {"status": status.value, "run_at": now + timedelta(seconds=delay)}
+            values |= {"lease_owner": None, "lease_expires_at": None}
+            if error is not None:
+                values["last_error"] = error[:_MAX_ERROR_CHARS]
             result = session.execute(
                 update(Job).where(fence).values(**values),
                 execution_options={"synchronize_session": False},
@@ -278,6 +290,7 @@ class JobRunner:
             return []
         by_id = {job.id: job for job in batch}
         with self._factory() as session, session.begin():
+            lease_until = db_now(session) + timedelta(seconds=self.lease_seconds)
             kept = session.execute(
                 update(Job)
                 .where(
@@ -285,7 +298,7 @@ class JobRunner:
                     Job.lease_owner == self.owner,
                     Job.status == JobStatus.RUNNING.value,
                 )
-                .values(lease_expires_at=utcnow() + timedelta(seconds=self.lease_seconds))
+                .values(lease_expires_at=lease_until)
                 .returning(Job.id, Job.attempts),
                 execution_options={"synchronize_session": False},
             ).all()

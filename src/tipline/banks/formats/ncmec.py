@@ -214,11 +214,13 @@ def write(entries: Iterable[BankEntry], out: IO[bytes]) -> WriteReport:
 
 
 def _write_entry(out: IO[bytes], entry: BankEntry, tag: str, report: WriteReport) -> None:
-    member_id, member_name = "0", entry.source or ""
-    m = _SOURCE.match(entry.source or "")
-    if m:
-        member_id, member_name = m.group(1), m.group(2) or ""
-    parts = [f"<{tag}>", f"<member id={quoteattr(member_id)}>{escape(member_name)}</member>"]
+    parts = [f"<{tag}>"]
+    if entry.source is not None:
+        member_id, member_name = "0", entry.source
+        m = _SOURCE.match(entry.source)
+        if m:
+            member_id, member_name = m.group(1), m.group(2) or ""
+        parts.append(f"<member id={quoteattr(member_id)}>{escape(member_name)}</member>")
     parts.append(f"<id>{escape(entry.entry_id)}</id>")
     if entry.labels:
         parts.append(f"<classification>{escape(entry.labels[0])}</classification>")

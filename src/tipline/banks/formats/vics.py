@@ -206,7 +206,9 @@ def write(entries: Iterable[BankEntry], out: IO[bytes]) -> WriteReport:
     for entry in entries:
         item: dict[str, Any] = {
             "MediaID": int(entry.entry_id)
-            if entry.entry_id.isdigit() and str(int(entry.entry_id)) == entry.entry_id
+            if entry.entry_id.isascii()
+            and entry.entry_id.isdigit()
+            and str(int(entry.entry_id)) == entry.entry_id
             else entry.entry_id
         }
         tags: list[str] = []

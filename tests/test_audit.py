@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select, text
 
-from tipline.errors import AuditChainError
+from tipline.errors import AuditChainError, InputError
 from tipline.services import audit
 from tipline.store.audit import GENESIS_HASH, AuditRecord
 from tipline.store.db import make_engine, session_factory, transaction, upgrade
@@ -288,3 +288,35 @@ def test_missing_head_row_is_reported(engine: Engine) -> None:
     assert not report.ok and "head row is missing" in (report.reason or "")
     with pytest.raises(AuditChainError), transaction(session_factory(engine)) as session:
         audit.append(session, actor="cli", action="x")
+
+
+def test_recent_filters_by_tenant(engine: Engine) -> None:
+    with transaction(session_factory(engine)) as session:
+        for i, tenant in enumerate(["a", "b", None, "a"]):
+            audit.append(session, actor="k", action="match", tenant=tenant, details={"i": i})
+    with transaction(session_factory(engine)) as session:
+        assert [r.seq for r in audit.recent(session, limit=10)] == [1, 2, 3, 4]
+        assert [r.seq for r in audit.recent(session, limit=10, tenant="a")] == [1, 4]
+        assert [r.seq for r in audit.recent(session, limit=1, tenant="a")] == [4]
+        with pytest.raises(InputError):
+            audit.recent(session, limit=0)
+
+
+def test_service_migration_downgrades_and_upgrades_again(engine: Engine) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import inspect
+
+    from tipline.store.db import _MIGRATIONS
+
+    _append_n(engine, 2)
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "service@base")
+    assert "audit_log" not in inspect(engine).get_table_names()
+    upgrade(engine)
+    assert _verify(engine).ok and _verify(engine).records == 0
+    _append_n(engine, 1)
+    assert _verify(engine).records == 1

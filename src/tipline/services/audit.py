@@ -262,15 +262,14 @@ def verify(session: Session, *, batch: int = 5_000) -> AuditReport:
     return AuditReport(True, count, None, None, prev_hash)
 
 
-def recent(session: Session, *, limit: int = 20) -> list[AuditRecord]:
-    """The newest ``limit`` records, oldest first."""
+def recent(session: Session, *, limit: int = 20, tenant: str | None = None) -> list[AuditRecord]:
+    """The newest ``limit`` records, oldest first; only ``tenant``'s when given."""
     if limit < 1:
         raise InputError("limit must be at least 1")
-    rows = (
-        session.execute(select(AuditRecord).order_by(AuditRecord.seq.desc()).limit(limit))
-        .scalars()
-        .all()
-    )
+    query = select(AuditRecord)
+    if tenant is not None:
+        query = query.where(AuditRecord.tenant == tenant)
+    rows = session.execute(query.order_by(AuditRecord.seq.desc()).limit(limit)).scalars().all()
     return list(reversed(rows))
 
 

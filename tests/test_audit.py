@@ -320,3 +320,32 @@ def test_service_migration_downgrades_and_upgrades_again(engine: Engine) -> None
     assert _verify(engine).ok and _verify(engine).records == 0
     _append_n(engine, 1)
     assert _verify(engine).records == 1
+
+
+def test_appends_from_several_processes(engine: Engine, db_url: str) -> None:
+    """Real processes (``tipline apikey create``) append at the same time; one chain."""
+    env = dict(os.environ, TIPLINE_DATABASE_URL=db_url)
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tipline.cli.main",
+                "apikey",
+                "create",
+                "--name",
+                f"p{i}",
+                "--role",
+                "hasher",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(3)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    report = _verify(engine)
+    assert report.ok and report.records == 3

@@ -247,3 +247,22 @@ def test_worker_cli_exits_cleanly_on_sigterm(db_url: str, engine: Engine) -> Non
             proc.wait()
     assert proc.returncode == 0, err.decode()
     assert "0 jobs run" in err.decode()
+
+
+def test_job_whose_runner_died_on_the_last_attempt_is_dead_lettered(engine: Engine) -> None:
+    (job_id,) = _enqueue(engine, 1, max_attempts=1)
+    JobRunner(engine, {"t": lambda c: None}, owner="dies", lease_seconds=0.2).claim()
+    time.sleep(0.3)
+    seen: list[int] = []
+    assert JobRunner(engine, {"t": lambda c: seen.append(c.attempt)}).run_once() == 0
+    job = _job(engine, job_id)
+    assert seen == [] and job.status == "dead" and "lease expired" in str(job.last_error)
+
+
+def test_naive_run_at_is_refused(engine: Engine) -> None:
+    from datetime import datetime
+
+    from tipline.errors import InputError
+
+    with transaction(session_factory(engine)) as session, pytest.raises(InputError):
+        jobs.enqueue(session, "t", {}, run_at=datetime(2030, 1, 1))

@@ -107,6 +107,8 @@ def enqueue(
     """
     if not kind:
         raise InputError("job kind must not be empty")
+    if run_at is not None and run_at.tzinfo is None:
+        raise InputError("run_at must be an aware datetime")
     if max_attempts < 1:
         raise InputError("max_attempts must be at least 1")
     now = utcnow()
@@ -146,7 +148,11 @@ def enqueue(
 def _due(now: datetime) -> Any:
     return or_(
         and_(Job.status == JobStatus.PENDING.value, Job.run_at <= now),
-        and_(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now),
+        and_(
+            Job.status == JobStatus.RUNNING.value,
+            Job.lease_expires_at < now,
+            Job.attempts < Job.max_attempts,
+        ),
     )
 
 
@@ -308,6 +314,34 @@ class JobRunner:
             log.warning("%d leased jobs were taken over by another runner; skipped", lost)
         return [job for job in batch if job.id in owned]
 
+    def reap(self) -> int:
+        """Dead-letter jobs whose lease expired on their last attempt; returns how many.
+
+        Such a job's runner died mid-way (crash, OOM, kill) as many times as the job may
+        be tried: running it again could crash-loop every runner.
+        """
+        with self._factory() as session, session.begin():
+            now = db_now(session)
+            result = session.execute(
+                update(Job)
+                .where(
+                    Job.status == JobStatus.RUNNING.value,
+                    Job.lease_expires_at < now,
+                    Job.attempts >= Job.max_attempts,
+                    Job.kind.in_(self._kinds),
+                )
+                .values(
+                    status=JobStatus.DEAD.value,
+                    finished_at=now,
+                    dead_lettered_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    last_error="lease expired during the last attempt (runner died?)",
+                ),
+                execution_options={"synchronize_session": False},
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
+
     def run_once(self) -> int:
         """Claim one batch and run it; returns the number of jobs run.
 
@@ -315,6 +349,9 @@ class JobRunner:
         the remaining jobs' leases are renewed, so a slow batch never outlives its lease.
         """
         pending = self.claim()
+        if not pending:
+            self.reap()
+            return 0
         leased_at = time.monotonic()
         ran = 0
         while pending:

@@ -291,11 +291,15 @@ class WebhookDeliverer:
         }
         host = urlsplit(webhook.url).hostname
         try:
-            response = self._client.post(webhook.url, content=body, headers=headers)
+            # streamed and never read: a hostile receiver cannot make us buffer its body
+            with self._client.stream(
+                "POST", webhook.url, content=body, headers=headers
+            ) as response:
+                status = response.status_code
         except self._httpx.TimeoutException:
             raise DeliveryError(f"receiver {host} timed out") from None
         except self._httpx.HTTPError as exc:
             # the exception text may quote the URL (which can carry a token): name the type
             raise DeliveryError(f"receiver {host} unreachable ({type(exc).__name__})") from None
-        if not 200 <= response.status_code < 300:
-            raise DeliveryError(f"receiver {host} answered HTTP {response.status_code}")
+        if not 200 <= status < 300:
+            raise DeliveryError(f"receiver {host} answered HTTP {status}")

@@ -61,6 +61,9 @@ def worker_command(
     from tipline.services.webhooks import WEBHOOK_JOB_KIND, WebhookDeliverer
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    # httpx logs every request URL at INFO; webhook URLs may carry tokens
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
     if webhook_timeout >= lease_seconds:
         raise typer.BadParameter("--webhook-timeout must be shorter than --lease-seconds")
     engine = open_engine()

@@ -407,3 +407,22 @@ def test_two_worker_processes_deliver_each_exactly_once(postgres_url: str) -> No
     ran = [int(err.decode().rsplit(": ", 1)[1].split()[0]) for _, err in outputs]
     assert all(n > 0 for n in ran) and sum(ran) == len(receiver.requests)
     print(f"\n{total} deliveries, {len(receiver.requests)} requests, {elapsed:.1f} s, runs {ran}")
+
+
+def test_worker_logs_never_show_secrets_or_url_tokens(
+    engine: Engine, db_url: str, receiver: Receiver
+) -> None:
+    receiver.status = 500
+    with transaction(session_factory(engine)) as session:
+        hook, secret = webhooks.create_webhook(session, url=receiver.url, secret=SECRET)
+        webhooks.enqueue_delivery(session, hook, "e1", {"x": 1})
+    env = dict(os.environ, TIPLINE_DATABASE_URL=db_url)
+    done = subprocess.run(
+        [sys.executable, "-m", "tipline.cli.main", "worker", "--once", "--verbose"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert len(receiver.requests) == 1
+    output = done.stdout + done.stderr
+    assert "HTTP 500" in output  # the failure is logged ...
+    assert "url-token" not in output and secret not in output  # ... without secrets

@@ -411,6 +411,20 @@ def _commit_batch(
 # -- local worker processes --------------------------------------------------------------
 
 
+def _warm_up(matcher: dict[str, Any] | None, database_url: str) -> None:
+    """Open the index and the database and run one search, so that lazy imports and
+    compiled-kernel loading happen before the first batch, not inside it."""
+    importlib.import_module("tipline.signals.pdq")
+    importlib.import_module("tipline.signals.digests")
+    with _engine(database_url).connect():
+        pass
+    loaded = _matcher(matcher)
+    if loaded is not None:
+        loaded.match_signals(
+            [Signal(type="pdq", value="0" * 64, quality=100), Signal(type="md5", value="0" * 32)]
+        )
+
+
 def _worker_main(conn: Connection) -> None:
     """Worker loop: JSON batch in, JSON outcome out; exits when the coordinator is gone."""
     while True:
@@ -419,7 +433,12 @@ def _worker_main(conn: Connection) -> None:
         except (EOFError, OSError):
             return
         try:
-            reply: dict[str, Any] = {"ok": scan_batch(job).to_json()}
+            reply: dict[str, Any]
+            if "warm" in job:
+                _warm_up(job["warm"], job["database_url"])
+                reply = {"ready": os.getpid()}
+            else:
+                reply = {"ok": scan_batch(job).to_json()}
         except Exception as exc:  # report, let the coordinator decide
             reply = {"error": f"{type(exc).__name__}: {exc}"}
         try:
@@ -448,6 +467,21 @@ class LocalPool:
     def pids(self) -> list[int]:
         """Worker process ids."""
         return [p.pid for p in self.procs if p.pid is not None]
+
+    def warm(self, matcher: MatcherLoader | None, database_url: str) -> None:
+        """Have every worker open its matcher and database connection (in parallel)."""
+        message = json.dumps(
+            {"warm": None if matcher is None else matcher.to_json(), "database_url": database_url}
+        ).encode()
+        for conn in self.conns:
+            conn.send_bytes(message)
+        for conn in self.conns:
+            try:
+                reply = json.loads(conn.recv_bytes())
+            except (EOFError, OSError):
+                raise TiplineError("a scan worker process died while starting") from None
+            if "error" in reply:
+                raise TiplineError(f"scan worker failed to start: {reply['error']}")
 
     def run(self, jobs: Iterator[dict[str, Any]], on_done: Callable[[BatchOutcome], None]) -> None:
         """Hand ``jobs`` to idle workers until all are done; TiplineError if a worker fails."""
@@ -619,8 +653,6 @@ def _run_scan(
         if progress is not None:
             progress(counts["items"], len(todo))
 
-    if progress is not None:
-        progress(0, len(todo))
     jobs = _batches(scan_id, todo, first_batch, request, options, database_url)
     status = "finished"
     try:
@@ -631,8 +663,13 @@ def _run_scan(
                 store.set_run_state(
                     session, scan_id, status="running", host=None, total_items=len(items)
                 )
+            if progress is not None:
+                progress(0, len(todo))
             run_on_ray(request.ray_address, jobs, on_done)
-        elif todo:
+        elif not todo:
+            if progress is not None:
+                progress(0, 0)
+        else:
             pool = LocalPool(min(request.jobs, max(1, -(-len(todo) // options.batch_size))))
             try:
                 with transaction(factory) as session:
@@ -644,6 +681,9 @@ def _run_scan(
                         pids=pool.pids,
                         total_items=len(items),
                     )
+                pool.warm(request.matcher, database_url)
+                if progress is not None:
+                    progress(0, len(todo))
                 pool.run(jobs, on_done)
             finally:
                 pool.close()

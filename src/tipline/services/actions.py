@@ -289,6 +289,8 @@ def review_queue(
     """Review items visible to ``actor`` in ``status``, oldest first."""
     actor = actor or Principal.cli()
     actor.require(Permission.REVIEW)
+    if not 1 <= limit <= 1000:
+        raise InputError("limit must be between 1 and 1000")
     query = (
         select(ReviewItem)
         .where(

@@ -678,12 +678,15 @@ def hash_video(
     digests = _FileDigests(path, digest_names) if digest_names else None
     if digests is not None:
         digests.start()
+    frames: list[VideoFrame] = []
     try:
-        frames = []
         if "vpdq" in wanted:
             frames = hash_video_frames(path, options.video_fps, settings=settings)
-    finally:
-        values = digests.result() if digests is not None else {}
+    except BaseException:
+        if digests is not None:
+            digests.join()  # the decoding error is the one to report
+        raise
+    values = digests.result() if digests is not None else {}
     out: list[Signal] = []
     for name in wanted:
         if name == "vpdq":

@@ -266,3 +266,29 @@ def test_naive_run_at_is_refused(engine: Engine) -> None:
 
     with transaction(session_factory(engine)) as session, pytest.raises(InputError):
         jobs.enqueue(session, "t", {}, run_at=datetime(2030, 1, 1))
+
+
+def test_dead_letters_can_be_listed_and_retried(engine: Engine) -> None:
+    from tipline.errors import NotFoundError
+
+    (job_id,) = _enqueue(engine, 1, max_attempts=1)
+    calls: list[int] = []
+
+    def fail_once(ctx: JobContext) -> None:
+        calls.append(ctx.attempt)
+        if ctx.attempt == 1:
+            raise RuntimeError("receiver down")
+
+    runner = JobRunner(engine, {"t": fail_once})
+    runner.run_once()
+    with transaction(session_factory(engine)) as session:
+        (dead,) = jobs.dead_letters(session)
+        assert dead["id"] == job_id and dead["last_error"] == "RuntimeError: receiver down"
+        jobs.retry_dead(session, job_id, extra_attempts=2)
+        with pytest.raises(NotFoundError):
+            jobs.retry_dead(session, job_id)  # pending now, not dead
+    assert runner.run_once() == 1 and calls == [1, 2]
+    job = _job(engine, job_id)
+    assert job.status == "done" and job.attempts == 2 and job.max_attempts == 3
+    with transaction(session_factory(engine)) as session:
+        assert jobs.dead_letters(session) == []

@@ -32,7 +32,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from ulid import ULID
 
-from tipline.errors import InputError
+from tipline.errors import InputError, NotFoundError
 from tipline.store.base import utcnow
 from tipline.store.jobs import Job
 
@@ -162,6 +162,48 @@ def counts(session: Session) -> dict[str, int]:
     for status, n in session.execute(select(Job.status, func.count()).group_by(Job.status)):
         result[str(status)] = int(n)
     return result
+
+
+def dead_letters(session: Session, *, limit: int = 100) -> list[dict[str, Any]]:
+    """Dead-lettered jobs, newest first (id, kind, attempts, last error, times)."""
+    if not 1 <= limit <= 1000:
+        raise InputError("limit must be between 1 and 1000")
+    rows = session.execute(
+        select(Job)
+        .where(Job.status == JobStatus.DEAD.value)
+        .order_by(Job.dead_lettered_at.desc(), Job.id)
+        .limit(limit)
+    ).scalars()
+    return [
+        {
+            "id": job.id,
+            "kind": job.kind,
+            "tenant": job.tenant,
+            "idempotency_key": job.idempotency_key,
+            "attempts": job.attempts,
+            "last_error": job.last_error,
+            "created_at": job.created_at.isoformat(),
+            "dead_lettered_at": job.dead_lettered_at.isoformat() if job.dead_lettered_at else None,
+        }
+        for job in rows
+    ]
+
+
+def retry_dead(session: Session, job_id: str, *, extra_attempts: int | None = None) -> None:
+    """Put a dead-lettered job back in the queue, due now, with ``extra_attempts`` more
+    tries (default: as many as it had). :class:`NotFoundError` when no such dead job."""
+    job = session.get(Job, job_id)
+    if job is None or job.status != JobStatus.DEAD.value:
+        raise NotFoundError(f"no dead-lettered job {job_id!r}")
+    more = job.max_attempts if extra_attempts is None else extra_attempts
+    if more < 1:
+        raise InputError("extra_attempts must be at least 1")
+    job.status = JobStatus.PENDING.value
+    job.max_attempts = job.attempts + more
+    job.run_at = utcnow()
+    job.dead_lettered_at = None
+    job.finished_at = None
+    session.flush()
 
 
 def db_now(session: Session) -> datetime:

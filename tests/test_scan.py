@@ -354,3 +354,70 @@ def test_matches_fire_the_banks_actions(db_url: str, media: Path, tmp_path: Path
         [str(media / "img0.jpg"), str(media / "img1.jpg")]
     )
     assert {q["bank"] for q in queue} == {"known"}
+
+
+def test_cli_progress_bar_on_a_terminal(media: Path, tmp_path: Path) -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    env = {
+        **os.environ,
+        "TIPLINE_DATA_DIR": str(tmp_path / "data"),
+        "TERM": "xterm",
+        "COLUMNS": "120",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tipline.cli.main",
+            "scan",
+            str(media),
+            "--no-match",
+            "--batch-size",
+            "1",
+            "--database-url",
+            f"sqlite:///{tmp_path / 'p.db'}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out, _ = proc.communicate(timeout=120)
+    os.close(master)
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 0, screen
+    assert "scanning" in screen and "items/s" in screen and "7/7" in screen
+    assert "scanned 7" in out.decode()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file_and_folder_are_per_item_errors(media: Path, tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    (root / "closed").mkdir(parents=True)
+    shutil.copy(media / "img0.jpg", root / "secret.jpg")
+    shutil.copy(media / "img1.jpg", root / "open.jpg")
+    os.chmod(root / "secret.jpg", 0)
+    os.chmod(root / "closed", 0)
+    try:
+        summary = run_scan(
+            ScanRequest(sources=(str(root),), database_url=f"sqlite:///{tmp_path / 'u.db'}")
+        )
+        items = items_of(f"sqlite:///{tmp_path / 'u.db'}", summary.scan_id)
+    finally:
+        os.chmod(root / "secret.jpg", 0o600)
+        os.chmod(root / "closed", 0o700)
+    assert items[str(root / "secret.jpg")]["error"] == "permission denied"
+    assert items[str(root / "closed")]["error"] == "cannot list folder: permission denied"
+    assert items[str(root / "open.jpg")]["status"] == "ok"

@@ -195,7 +195,7 @@ def _raw(ctx: ServiceContext, who: Principal, signal: str, signal_type: str) -> 
 @router.get("/m/raw_lookup", responses=problems(400))
 def hma_raw_lookup(
     signal_type: str | None = Query(None, max_length=40),
-    signal: str | None = Query(None, max_length=100_000),
+    signal: str | None = Query(None, max_length=4096),
     include_distance: str = Query("false", max_length=10),
     ctx: ServiceContext = Depends(get_ctx),
     who: Principal = Depends(require(Permission.MATCH)),
@@ -228,7 +228,7 @@ async def hma_lookup_get(
     url: str | None = Query(None, max_length=4096),
     content_type: str | None = Query(None, max_length=20),
     signal_type: str | None = Query(None, max_length=40),
-    signal: str | None = Query(None, max_length=100_000),
+    signal: str | None = Query(None, max_length=4096),
     seed: str | None = Query(None, max_length=200),
     ctx: ServiceContext = Depends(get_ctx),
     who: Principal = Depends(require(Permission.MATCH)),

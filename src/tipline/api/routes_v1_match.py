@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from tipline.api import lookup
@@ -101,12 +101,17 @@ def _submission(
         if uploader_account or upload_ip or uploaded_at:
             raise InputError("submission facts need a content_id")
         return None
-    meta = SubmissionMeta(
-        content_id=content_id,
-        uploader_account=uploader_account,
-        upload_ip=upload_ip,
-        uploaded_at=uploaded_at,
-    )
+    try:
+        meta = SubmissionMeta(
+            content_id=content_id,
+            uploader_account=uploader_account,
+            upload_ip=upload_ip,
+            uploaded_at=uploaded_at,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise InputError(f"{where}: {first.get('msg', 'invalid value')}") from None
     return meta.model_dump()
 
 
@@ -182,7 +187,7 @@ async def match_signals(
 @router.get("/lookup", response_model=list[MatchOut], responses=problems(400))
 def lookup_hash(
     signal_type: str = Query(..., min_length=1, max_length=40, examples=["pdq"]),
-    signal: str = Query(..., min_length=1, max_length=100_000, description="hash value"),
+    signal: str = Query(..., min_length=1, max_length=4096, description="hash value"),
     ctx: ServiceContext = Depends(get_ctx),
     who: Principal = Depends(_match),
 ) -> list[MatchOut]:

@@ -44,8 +44,9 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The ``responses`` mapping for ``statuses`` (always with 401/403/413/422)."""
-    wanted = {401, 403, 413, 422, *statuses}
+    """The ``responses`` mapping for ``statuses`` (always with 400/401/403/413/422:
+    an undecodable body is a 400 on every endpoint)."""
+    wanted = {400, 401, 403, 413, 422, *statuses}
     return {s: PROBLEM_RESPONSES[s] for s in sorted(wanted)}
 
 

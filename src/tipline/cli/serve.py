@@ -39,7 +39,7 @@ def serve(
         if demo:
             from tipline.demo import seed_demo
 
-            info = seed_demo(settings, engine)
+            info = seed_demo(settings, engine, f"http://{host}:{port}")
             err_console.print(info, markup=False, highlight=False)
         _build_index(settings, engine)
     finally:

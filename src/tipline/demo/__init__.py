@@ -23,7 +23,7 @@ def sample_images() -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix in _SUFFIXES)
 
 
-def seed_demo(settings: Settings, engine: Engine) -> str:
+def seed_demo(settings: Settings, engine: Engine, base_url: str = "http://127.0.0.1:8000") -> str:
     """Create the ``demo`` bank (once) and a demo API key; return instructions to print."""
     from tipline.errors import NotFoundError
     from tipline.services import banks
@@ -55,5 +55,5 @@ def seed_demo(settings: Settings, engine: Engine) -> str:
         f"demo: admin API key (shown once): {key.secret}\n"
         "demo: try\n"
         f"  curl -s -H 'Authorization: Bearer {key.secret}' "
-        f"--data-binary @{example} http://127.0.0.1:8000/v1/match"
+        f"--data-binary @{example} {base_url}/v1/match"
     )

@@ -1,0 +1,106 @@
+"""``tipline serve`` as a real process: the embedded default (./tipline-data, SQLite),
+``--demo`` (a match within the first minute), and two workers sharing metrics."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from _api_server import free_port, running_server
+from tipline.demo import sample_images
+
+
+def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"server exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{base}/v1/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"server did not start:\n{log.read_text()[-3000:]}")
+
+
+def test_demo_gives_a_match_out_of_the_box(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIPLINE_")}
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tipline.cli.main", "serve", "--demo", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        started = time.monotonic()
+        _wait_healthy(base, process, log)
+        key = re.search(r"admin API key \(shown once\): (\S+)", log.read_text())
+        assert key, log.read_text()
+        assert (tmp_path / "tipline-data" / "tipline.db").is_file()
+        headers = {"Authorization": f"Bearer {key.group(1)}"}
+        picture = sample_images()[0]
+        resp = httpx.post(
+            f"{base}/v1/match", content=picture.read_bytes(), headers=headers, timeout=30
+        )
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert body["matched"] is True
+        assert {m["bank"] for m in body["matches"]} == {"demo"}
+        assert picture.stem in {m["entry_id"] for m in body["matches"]}
+        assert time.monotonic() - started < 60
+        assert f"{base}/v1/match" in log.read_text()
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+    # A second start reuses the data folder and does not duplicate the bank.
+    log2 = tmp_path / "serve2.log"
+    port2 = free_port()
+    with open(log2, "wb") as out:
+        again = subprocess.Popen(
+            [sys.executable, "-m", "tipline.cli.main", "serve", "--demo", "--port", str(port2)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port2}", again, log2)
+        key2 = re.search(r"admin API key \(shown once\): (\S+)", log2.read_text())
+        assert key2
+        banks = httpx.get(
+            f"http://127.0.0.1:{port2}/v1/banks",
+            headers={"Authorization": f"Bearer {key2.group(1)}"},
+        ).json()
+        assert [(b["name"], b["entries"]) for b in banks] == [("demo", len(sample_images()))]
+    finally:
+        again.terminate()
+        again.wait(timeout=15)
+
+
+@pytest.mark.slow
+def test_two_workers_share_metrics(tmp_path: Path) -> None:
+    with running_server(f"sqlite:///{tmp_path / 'tipline.db'}", tmp_path, workers=2) as srv:
+        c = srv.client("hasher")
+        picture = sample_images()[1].read_bytes()
+        for _ in range(20):
+            assert c.post("/v1/hash", content=picture).status_code == 200
+        text = srv.client(None).get("/metrics").text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith("tipline_media_hashed_total") and 'media="photo"' in line:
+                total += float(line.rsplit(" ", 1)[1])
+        assert total == 20.0, text
+        assert (tmp_path / "prometheus").is_dir()

@@ -53,6 +53,14 @@ class _LineProgress:
         )
 
 
+def _announce(scan_id: str) -> None:
+    err_console.print(
+        f"scan {scan_id} (resume with: tipline scan --resume {scan_id})",
+        markup=False,
+        highlight=False,
+    )
+
+
 def _print_summary(summary: ScanSummary) -> None:
     out_console.print(
         f"scan {summary.scan_id} {summary.status}: scanned {summary.scanned}, "
@@ -141,10 +149,10 @@ def scan_command(
             bar.update(task, completed=done, total=total, rate=done / elapsed if elapsed else 0)
 
         with bar:
-            summary = run_scan(request, progress=on_progress, stdin=sys.stdin)
+            summary = run_scan(request, progress=on_progress, stdin=sys.stdin, on_start=_announce)
     else:
         line: ProgressFn = _LineProgress(progress_interval)
-        summary = run_scan(request, progress=line, stdin=sys.stdin)
+        summary = run_scan(request, progress=line, stdin=sys.stdin, on_start=_announce)
     _print_summary(summary)
 
 

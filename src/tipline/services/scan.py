@@ -23,6 +23,7 @@ import importlib.util
 import json
 import multiprocessing
 import os
+import signal
 import socket
 import time
 from collections import deque
@@ -427,6 +428,9 @@ def _warm_up(matcher: dict[str, Any] | None, database_url: str) -> None:
 
 def _worker_main(conn: Connection) -> None:
     """Worker loop: JSON batch in, JSON outcome out; exits when the coordinator is gone."""
+    # Ctrl-C goes to the whole process group: the coordinator decides, a worker always
+    # finishes and commits the batch it holds.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         try:
             job = json.loads(conn.recv_bytes())
@@ -589,15 +593,18 @@ def run_scan(
     *,
     progress: ProgressFn | None = None,
     stdin: Any = None,
+    on_start: Callable[[str], None] | None = None,
 ) -> ScanSummary:
     """Run (or resume) a scan to the end and return its summary.
 
-    Raises NotFoundError for an unknown ``resume_id``, InputError for bad sources.
+    ``on_start`` gets the scan id as soon as the scan is recorded (show it: it is what
+    ``--resume`` needs). Raises NotFoundError for an unknown ``resume_id``, InputError
+    for bad sources.
     """
     database_url = request.database_url or get_settings().resolved_database_url()
     engine = make_engine(database_url)
     try:
-        return _run_scan(request, engine, database_url, progress, stdin)
+        return _run_scan(request, engine, database_url, progress, stdin, on_start)
     finally:
         engine.dispose()
 
@@ -608,6 +615,7 @@ def _run_scan(
     database_url: str,
     progress: ProgressFn | None,
     stdin: Any,
+    on_start: Callable[[str], None] | None,
 ) -> ScanSummary:
     started = time.monotonic()
     upgrade(engine)
@@ -628,6 +636,8 @@ def _run_scan(
             store.create_scan(
                 session, scan_id, sources=sources, options=options.to_json(), runner=runner
             )
+    if on_start is not None:
+        on_start(scan_id)
     items = expand_sources(sources, follow_symlinks=options.follow_symlinks, stdin=stdin)
     if request.matcher is not None:
         # Build or catch up the index files once here, so that workers only open them.

@@ -35,12 +35,15 @@ def connect(address: str) -> Any:
     """
     ray = require("ray")
     if not ray.is_initialized():
-        ray.init(
-            address=None if address == LOCAL else address,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        try:
+            ray.init(
+                address=None if address == LOCAL else address,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise TiplineError(f"cannot connect to Ray at {address!r}: {exc}") from None
     return ray
 
 

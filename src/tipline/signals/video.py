@@ -1,7 +1,7 @@
 """Decode videos with ffmpeg and hash their frames with PDQ (vPDQ), fast.
 
 Frame selection and timestamps follow Meta's vpdq: frames are numbered in decode output
-order from 0; at ``fps`` hashes per second every ``int(frame_rate / fps)``-th frame is
+order from 0; at ``fps`` hashes per second every ``int((1 / fps) * frame_rate)``-th frame is
 hashed (every frame when ``fps`` is 0); a frame's time is ``frame / frame_rate`` seconds.
 
 Why this is faster than the ``vpdq`` package while giving (nearly) the same hashes:

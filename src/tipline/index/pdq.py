@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -159,13 +161,27 @@ def _prepare(
 def _table_chunks(
     arrays: dict[str, np.ndarray[Any, Any]], plan: npt.NDArray[np.int64]
 ) -> Iterator[npt.NDArray[np.uint32]]:
-    """Each substring's table: 2^width+1 CSR offsets then the n rows sorted by key."""
+    """Each substring's table: 2^width+1 CSR offsets then the n rows sorted by key.
+
+    Tables are built two at a time on threads (the kernel releases the GIL), so at most
+    two tables beyond the one being consumed are held in memory.
+    """
     words, starts, widths = arrays["words"], arrays["starts"], arrays["widths"]
-    for j in range(len(widths)):
+
+    def one(j: int) -> npt.NDArray[np.uint32]:
         size = (1 << int(widths[j])) + 1
         table = np.zeros(int(plan[j + 1] - plan[j]), np.uint32)
         K.build_table(words, int(starts[j]), int(widths[j]), table[:size], table[size:])
-        yield table
+        return table
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="tipline-index-build") as pool:
+        pending: deque[Future[npt.NDArray[np.uint32]]] = deque()
+        for j in range(len(widths)):
+            pending.append(pool.submit(one, j))
+            if len(pending) == 2:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def finalize(ids: IdArray, dist: DistArray) -> tuple[IdArray, DistArray]:

@@ -223,3 +223,21 @@ def test_progress_bar_only_on_a_terminal(folder: Path) -> None:
     assert len(proc.stdout.splitlines()) == 9 and b"hashing" not in proc.stdout
     quiet = run(str(folder))  # stderr is a pipe: no bar
     assert quiet.stderr == ""
+
+
+def test_video_one_line_per_frame(reference_dir: Path, folder: Path, tmp_path: Path) -> None:
+    video = reference_dir / "video" / "chair-19-sd-bar.mp4"
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\0\0\0\x18ftypisom\0\0\x02\0isomiso2" + b"\0" * 100)
+    proc = run(str(video), str(folder / "a.jpg"), str(broken))
+    assert proc.returncode == 1
+    lines = text_lines(proc.stdout)
+    frames = [line for line in lines if line[0] == "vpdq"]
+    assert len(frames) >= 10
+    assert all(len(f[1]) == 64 and f[2].startswith("q=") and f[-1] == str(video) for f in frames)
+    assert [f[-2] for f in frames[:2]] == ["t=0.000", "t=1.000"]
+    types = [line[0] for line in lines if line[0] != "vpdq"]
+    assert types == ["video_md5", "video_sha256", "pdq", "md5", "sha256"]
+    errors = proc.stderr.splitlines()
+    assert errors[0].startswith(f"error: {broken}: ")
+    assert errors[-1] == "1 of 3 files failed"

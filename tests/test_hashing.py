@@ -225,3 +225,13 @@ def test_tiny_and_thin_images_hash_as_low_quality(size: tuple[int, int]) -> None
     result = hash_bytes(buf.getvalue(), "thin.png", HashOptions(dihedral=True))
     assert result.ok
     assert all(s.low_quality and len(s.value) == 64 for s in result.signals if s.type == "pdq")
+
+
+def test_reference_video_through_hash_path(reference_dir: Path) -> None:
+    video = reference_dir / "video" / "chair-19-sd-bar.mp4"
+    result = hash_path(str(video), HashOptions(signals=("pdq", "md5")))
+    assert result.ok, result.error
+    assert result.media == "video"
+    assert [s.type for s in result.signals] == ["vpdq", "video_md5"]
+    assert result.signals[1].value == hashlib.md5(video.read_bytes()).hexdigest()
+    assert len(result.signals[0].frames) >= 10

@@ -25,6 +25,7 @@ from tipline.signals.hashing import (
     hash_bytes,
     hash_many,
 )
+from tipline.signals.pdq import LOW_QUALITY_THRESHOLD
 
 STDIN = "-"
 
@@ -105,7 +106,17 @@ class _Writer:
         self.csv = csv.writer(out, lineterminator="\n") if fmt is OutputFormat.CSV else None
         if self.csv is not None:
             self.csv.writerow(
-                ["path", "media", "type", "variant", "value", "quality", "low_quality"]
+                [
+                    "path",
+                    "media",
+                    "type",
+                    "variant",
+                    "value",
+                    "quality",
+                    "low_quality",
+                    "frame",
+                    "seconds",
+                ]
             )
 
     def write(self, result: HashResult) -> None:
@@ -124,6 +135,9 @@ class _Writer:
         if result.error is not None:
             return
         for s in result.signals:
+            if s.frames:
+                self._write_frames(result, s)
+                continue
             if self.csv is not None:
                 quality = "" if s.quality is None else s.quality
                 self.csv.writerow(
@@ -135,6 +149,8 @@ class _Writer:
                         s.value,
                         quality,
                         int(s.low_quality),
+                        "",
+                        "",
                     ]
                 )
                 continue
@@ -146,6 +162,31 @@ class _Writer:
             if s.variant is not None:
                 parts.append(f"variant={s.variant}")
             parts.append(result.path)
+            self.out.write(" ".join(parts) + "\n")
+
+    def _write_frames(self, result: HashResult, signal: Signal) -> None:
+        """A video signal: one line (or CSV row) per hashed frame."""
+        for f in signal.frames:
+            low = f.quality < LOW_QUALITY_THRESHOLD
+            if self.csv is not None:
+                self.csv.writerow(
+                    [
+                        result.path,
+                        result.media,
+                        signal.type,
+                        "",
+                        f.hash.hex(),
+                        f.quality,
+                        int(low),
+                        f.index,
+                        f"{f.seconds:.3f}",
+                    ]
+                )
+                continue
+            parts = [signal.type, f.hash.hex(), f"q={f.quality}"]
+            if low:
+                parts.append("low_quality")
+            parts += [f"frame={f.index}", f"t={f.seconds:.3f}", result.path]
             self.out.write(" ".join(parts) + "\n")
 
 

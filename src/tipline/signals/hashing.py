@@ -119,7 +119,7 @@ def _hash_photo(
     return tuple(signals)
 
 
-def _hash_video(path: str, options: HashOptions) -> tuple[Signal, ...]:
+def _hash_video(path: str, options: HashOptions, settings: Settings) -> tuple[Signal, ...]:
     wanted = _wanted(options, "video")
     if not wanted:  # e.g. only sha1 asked for: nothing applies to a video
         return ()
@@ -129,7 +129,7 @@ def _hash_video(path: str, options: HashOptions) -> tuple[Signal, ...]:
         raise MissingExtraError(
             f"video hashing is not available ({exc}); install it with: pip install 'tipline[video]'"
         ) from None
-    return tuple(hash_video(path, replace(options, signals=wanted)))
+    return tuple(hash_video(path, replace(options, signals=wanted), settings=settings))
 
 
 def _unexpected(exc: Exception) -> MediaError:
@@ -164,7 +164,7 @@ def hash_bytes(
             with tempfile.NamedTemporaryFile(suffix=f".{sniffed.format}") as tmp:
                 tmp.write(data)
                 tmp.flush()
-                signals = _hash_video(tmp.name, options)
+                signals = _hash_video(tmp.name, options, settings)
             return HashResult(path=name, media="video", size=size, signals=signals)
         raise UnsupportedMediaError("not a supported photo or video format")
     except TiplineError as exc:
@@ -218,7 +218,7 @@ def hash_path(path: str, options: HashOptions, *, settings: Settings | None = No
             signals = _hash_photo(data, sniffed.format, options, settings)
             return HashResult(path=path, media="photo", size=size, signals=signals)
         if sniffed.kind is SniffedKind.VIDEO:
-            signals = _hash_video(path, options)
+            signals = _hash_video(path, options, settings)
             return HashResult(path=path, media="video", size=size, signals=signals)
         raise UnsupportedMediaError("not a supported photo or video format")
     except TiplineError as exc:

@@ -241,3 +241,24 @@ def test_video_one_line_per_frame(reference_dir: Path, folder: Path, tmp_path: P
     errors = proc.stderr.splitlines()
     assert errors[0].startswith(f"error: {broken}: ")
     assert errors[-1] == "1 of 3 files failed"
+
+
+def test_video_without_a_video_stream(tmp_path: Path, folder: Path) -> None:
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("ffmpeg missing in CI")
+        pytest.skip("ffmpeg not installed")
+    audio = tmp_path / "audio-only.mp4"
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", "sine=d=1", "-c:a", "aac", str(audio)],
+        check=True,
+        timeout=60,
+    )
+    proc = run(str(audio), str(folder / "a.jpg"))
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"error: {audio}: no video stream",
+        "1 of 2 files failed",
+    ]
+    assert len(text_lines(proc.stdout)) == 3

@@ -6,6 +6,8 @@ The key comes from ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; chec
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Callable
 
 from fastapi import Depends, Request
@@ -30,12 +32,37 @@ def _key(
     raise AuthError("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'")
 
 
+#: Seconds a successful key check is reused (a revoked key stops working within this).
+AUTH_CACHE_SECONDS = 2.0
+_AUTH_CACHE_MAX = 4096
+
+
+def _cached(ctx: ServiceContext, key: str) -> Principal:
+    # Keyed by the SHA-256 of the presented key: the cache never holds secrets.
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+    cache: dict[bytes, tuple[float, Principal]] = ctx.services.setdefault("auth_cache", {})
+    now = time.monotonic()
+    hit = cache.get(digest)
+    if hit is not None and now - hit[0] < AUTH_CACHE_SECONDS:
+        return hit[1]
+    with ctx.sessions() as session:
+        who = authenticate(session, key)
+    if len(cache) >= _AUTH_CACHE_MAX:
+        cache.clear()
+    cache[digest] = (now, who)
+    return who
+
+
 def principal(
     request: Request, key: str = Depends(_key), ctx: ServiceContext = Depends(get_ctx)
 ) -> Principal:
-    """The authenticated principal of the request (AuthError when the key is bad)."""
-    with ctx.sessions() as session:
-        who = authenticate(session, key)
+    """The authenticated principal of the request (AuthError when the key is bad).
+
+    A valid key's principal is reused for :data:`AUTH_CACHE_SECONDS` (one database
+    lookup per key per worker every two seconds instead of one per request); bad keys
+    are never cached.
+    """
+    who = _cached(ctx, key)
     request.state.principal = who
     return who
 

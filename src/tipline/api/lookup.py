@@ -29,6 +29,10 @@ from tipline.store.db import transaction
 #: Seconds a cached bank -> tenant map is trusted.
 _TENANTS_TTL = 1.0
 _LOCK = threading.Lock()
+#: (bank, entry id) -> entry id number is cached this many seconds (ids never change;
+#: a deleted entry's number is at worst reported this long after the delete).
+_PK_TTL = 60.0
+_PK_CACHE_MAX = 200_000
 
 
 def matcher(ctx: ServiceContext) -> Matcher:
@@ -101,17 +105,36 @@ def match_hash(ctx: ServiceContext, who: Principal, kind: str, value: str) -> li
 
 
 def entry_pks(ctx: ServiceContext, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
-    """(bank, entry id) -> the entry's integer id (HMA's ``content_id``)."""
+    """(bank, entry id) -> the entry's integer id (HMA's ``content_id``), cached."""
     keys = set(pairs)
     if not keys:
         return {}
+    cache: dict[tuple[str, str], tuple[float, int]] = ctx.services.setdefault("entry_pks", {})
+    now = time.monotonic()
+    out: dict[tuple[str, str], int] = {}
+    by_bank: dict[str, set[str]] = {}
+    for bank, entry_id in keys:
+        hit = cache.get((bank, entry_id))
+        if hit is not None and now - hit[0] < _PK_TTL:
+            out[(bank, entry_id)] = hit[1]
+        else:
+            by_bank.setdefault(bank, set()).add(entry_id)
+    if not by_bank:
+        return out
+    if len(cache) > _PK_CACHE_MAX:
+        cache.clear()
     with ctx.sessions() as session:
-        rows = session.execute(
-            select(BankRow.name, BankEntryRow.entry_id, BankEntryRow.id)
-            .join(BankRow, BankRow.id == BankEntryRow.bank_id)
-            .where(BankEntryRow.entry_id.in_(sorted({k[1] for k in keys})))
-        ).all()
-    return {(b, e): int(pk) for b, e, pk in rows if (b, e) in keys}
+        for bank, ids in by_bank.items():
+            # (bank_id, entry_id) is the unique index: look up by both, never entry_id alone.
+            rows = session.execute(
+                select(BankEntryRow.entry_id, BankEntryRow.id)
+                .join(BankRow, BankRow.id == BankEntryRow.bank_id)
+                .where(BankRow.name == bank, BankEntryRow.entry_id.in_(sorted(ids)))
+            ).all()
+            for e, pk in rows:
+                out[(bank, str(e))] = int(pk)
+                cache[(bank, str(e))] = (now, int(pk))
+    return out
 
 
 def record_outcome(

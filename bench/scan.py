@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import build_corpus
@@ -56,8 +57,9 @@ JOBS = 2
 
 @dataclass
 class Rates:
-    steady: float  # items per second after the first committed batch
+    steady: float  # items per second once the workers are ready
     total: float  # items per second including start-up
+    per_cpu: float  # items per worker CPU-second (hardly moved by other load)
 
 
 def _bank(n: int, matched: Sequence[str]) -> tuple[str, Path]:
@@ -115,10 +117,15 @@ def hash_only(paths: list[str]) -> Rates:
     with process_pool(JOBS) as pool:
         for r in hash_many(paths[: 4 * JOBS], HashOptions(), jobs=JOBS, executor=pool):
             assert r.ok, r.error
-        start = time.perf_counter()
+        workers = [psutil.Process(pid) for pid in pool._processes]
+
+        def cpu() -> float:
+            return sum(sum(w.cpu_times()[:2]) for w in workers)
+
+        cpu0, start = cpu(), time.perf_counter()
         n = sum(1 for _ in hash_many(paths, HashOptions(), jobs=JOBS, executor=pool))
-        end = time.perf_counter()
-    return Rates(steady=n / (end - start), total=n / (end - t0))
+        end, cpu1 = time.perf_counter(), cpu()
+    return Rates(steady=n / (end - start), total=n / (end - t0), per_cpu=n / (cpu1 - cpu0))
 
 
 def scan(
@@ -149,7 +156,11 @@ def scan(
     # progress(0, n) comes when the workers are ready (index and database open)
     ready, last = marks[0][0], marks[-1][0]
     steady = len(paths) / (last - ready) if last > ready else 0.0
-    return Rates(steady=steady, total=len(paths) / (end - started))
+    return Rates(
+        steady=steady,
+        total=len(paths) / (end - started),
+        per_cpu=len(paths) / summary.worker_cpu_seconds,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -183,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         scan(paths[:8], url, loader, "auto", listing, batch)  # start Ray workers, open the index
         best: dict[str, Rates] = {}
+        cpu_best: dict[str, float] = {}
         for r in range(rounds):
             for name in ("hash only", "scan local", "scan ray"):
                 if name == "hash only":
@@ -193,10 +205,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                     )
                 print(
                     f"  round {r + 1} {name:10s} {rate.steady:7.2f} items/s steady, "
-                    f"{rate.total:7.2f} end-to-end"
+                    f"{rate.total:7.2f} end-to-end, {rate.per_cpu:6.2f} per CPU-second"
                 )
                 if name not in best or rate.steady > best[name].steady:
                     best[name] = rate
+                cpu_best[name] = max(cpu_best.get(name, 0.0), rate.per_cpu)
     finally:
         ray.shutdown()
     print()
@@ -204,24 +217,40 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{len(paths)} images at 3 MP, bank of {n_bank + len(matched):,} PDQ entries, "
         f"{JOBS} processes, batch {batch}"
     )
-    print(f"{'contender':12s} {'steady/s':>9s} {'end-to-end/s':>13s}")
+    print(f"{'contender':12s} {'steady/s':>9s} {'end-to-end/s':>13s} {'per CPU-s':>10s}")
     for name, rate in best.items():
-        print(f"{name:12s} {rate.steady:9.2f} {rate.total:13.2f}")
-    r1 = best["scan local"].steady / best["hash only"].steady
-    r2 = best["scan ray"].steady / best["scan local"].steady
-    ok1, ok2 = r1 >= TARGET_SCAN_VS_HASH, r2 >= TARGET_RAY_VS_LOCAL
+        print(f"{name:12s} {rate.steady:9.2f} {rate.total:13.2f} {cpu_best[name]:10.2f}")
+    checks = [
+        (
+            "scan local / hash only, wall",
+            best["scan local"].steady / best["hash only"].steady,
+            TARGET_SCAN_VS_HASH,
+        ),
+        (
+            "scan local / hash only, CPU",
+            cpu_best["scan local"] / cpu_best["hash only"],
+            TARGET_SCAN_VS_HASH,
+        ),
+        (
+            "scan ray / scan local, wall",
+            best["scan ray"].steady / best["scan local"].steady,
+            TARGET_RAY_VS_LOCAL,
+        ),
+        (
+            "scan ray / scan local, CPU",
+            cpu_best["scan ray"] / cpu_best["scan local"],
+            TARGET_RAY_VS_LOCAL,
+        ),
+    ]
     print()
-    print(
-        f"scan local / hash only: {r1:.2f} (target >= {TARGET_SCAN_VS_HASH}) "
-        f"{'ok' if ok1 else 'MISSED'}"
-    )
-    print(
-        f"scan ray / scan local:  {r2:.2f} (target >= {TARGET_RAY_VS_LOCAL}) "
-        f"{'ok' if ok2 else 'MISSED'}"
-    )
-    cores = JOBS
-    per_core = best["scan local"].steady / cores
-    print(f"per-core scan rate: {per_core:.2f} images/s at 3 MP")
+    for label, ratio, target in checks:
+        verdict = "ok" if ratio >= target else "MISSED"
+        print(f"{label:30s} {ratio:5.2f} (target >= {target}) {verdict}")
+    per_core = cpu_best["scan local"]
+    needed = 1_000_000_000 / 86_400 / per_core
+    print()
+    print(f"scan rate per core (CPU-second): {per_core:.2f} images/s at 3 MP")
+    print(f"1 billion images in 24 h: {1e9 / 86_400:,.0f} images/s -> {needed:,.0f} cores")
 
 
 if __name__ == "__main__":

@@ -168,6 +168,7 @@ class BatchOutcome:
     failed: int
     hash_seconds: float  # time spent hashing in the worker, seconds
     duplicates: int = 0  # items found already recorded (by an earlier run's worker)
+    cpu_seconds: float = 0.0  # worker CPU time for the whole batch (hash, match, commit)
 
     def to_json(self) -> dict[str, Any]:
         """Plain-data form."""
@@ -186,6 +187,7 @@ class ScanSummary:
     skipped: int  # items already recorded before this run (resume)
     seconds: float  # wall time of this run, seconds
     status: str
+    worker_cpu_seconds: float = 0.0  # CPU time the workers spent on this run's batches
 
     @property
     def rate(self) -> float:
@@ -339,6 +341,7 @@ def scan_batch(job: dict[str, Any]) -> BatchOutcome:
     and ``items``: ``[position, content_id, path, error, error_code]`` lists.
     Item rows and the checkpoint are committed in one transaction.
     """
+    cpu_start = time.process_time()
     options = ScanOptions.from_json(job["options"]).hash_options()
     matcher = _matcher(job.get("matcher"))
     entries = [(int(p), ScanItem(c, path, err, code)) for p, c, path, err, code in job["items"]]
@@ -361,7 +364,8 @@ def scan_batch(job: dict[str, Any]) -> BatchOutcome:
         if row["status"] == "matched":
             matched.append((len(rows), matches))
         rows.append(row)
-    return _commit_batch(job, rows, matched, hash_seconds)
+    outcome = _commit_batch(job, rows, matched, hash_seconds)
+    return dataclasses.replace(outcome, cpu_seconds=time.process_time() - cpu_start)
 
 
 def _commit_batch(
@@ -655,8 +659,10 @@ def _run_scan(
     ]
     skipped = len(items) - len(todo)
     counts = {"items": 0, "matched": 0, "failed": 0}
+    cpu = [0.0]
 
     def on_done(outcome: BatchOutcome) -> None:
+        cpu[0] += outcome.cpu_seconds
         counts["items"] += outcome.items
         counts["matched"] += outcome.matched
         counts["failed"] += outcome.failed
@@ -721,6 +727,7 @@ def _run_scan(
         skipped=skipped,
         seconds=time.monotonic() - started,
         status=status,
+        worker_cpu_seconds=cpu[0],
     )
 
 

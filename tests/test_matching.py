@@ -84,7 +84,7 @@ def test_matches_equal_brute_force_with_live_changes(db, tmp_path, seed):
     for bank, r in rows.items():
         _import_csv(db, bank, r)
     svc.set_entries_disabled(db, "loose", ["q0-d4", "q1-d31"], disabled=True, reason="fp")
-    with Matcher(db, tmp_path / "index", merge_after=40) as m:
+    with Matcher(db, tmp_path / "index", merge_after=40, poll_interval=0) as m:
         for q in queries:
             got = {(x.bank, x.entry_id, x.distance) for x in m.match_hash("pdq", q)}
             assert got == _oracle(db, q)
@@ -110,7 +110,7 @@ def test_matches_equal_brute_force_with_live_changes(db, tmp_path, seed):
 def test_exact_digests_before_and_after_open_and_merge(db, tmp_path):
     svc.create_bank(db, "b")
     svc.add_entry(db, "b", ["md5:" + "1" * 32, "sha1:" + "2" * 40], entry_id="old")
-    with Matcher(db, tmp_path / "ix") as m:
+    with Matcher(db, tmp_path / "ix", poll_interval=0) as m:
         svc.add_entry(db, "b", ["sha256:" + "3" * 64, "md5:" + "1" * 32], entry_id="new")
         assert [x.entry_id for x in m.match_hash("md5", "1" * 32)] == ["new", "old"]
         assert [x.entry_id for x in m.match_hash("sha256", "3" * 64)] == ["new"]
@@ -131,7 +131,7 @@ def test_allow_bank_suppresses_with_reason_and_bank_filter(db, tmp_path):
     svc.create_bank(db, "fp", allow=True, description="false positives")
     svc.add_entry(db, "known", [f"pdq:{q}"], entry_id="K", labels=["A1"])
     svc.add_entry(db, "other", [f"pdq:{near}"], entry_id="O")
-    with Matcher(db, tmp_path / "ix") as m:
+    with Matcher(db, tmp_path / "ix", poll_interval=0) as m:
         found = m.match_hash("pdq", q)
         assert [(x.bank, x.entry_id, x.distance, x.labels) for x in found] == [
             ("known", "K", 0, ("A1",)),
@@ -168,7 +168,7 @@ def test_per_bank_threshold_applies_at_match_time(db, tmp_path):
     q = "0" * 64
     svc.create_bank(db, "b", thresholds={"pdq": 10})
     svc.add_entry(db, "b", ["pdq:" + "0" * 60 + "ffff"], entry_id="d16")
-    with Matcher(db, tmp_path / "ix") as m:
+    with Matcher(db, tmp_path / "ix", poll_interval=0) as m:
         assert m.match_hash("pdq", q) == []
         svc.update_bank(db, "b", thresholds={"pdq": 16})
         m._banks_at = 0.0  # thresholds are re-read at most every second; skip the wait
@@ -294,7 +294,7 @@ def test_vpdq_video_matches_with_percentages(db, tmp_path, reference_dir):
     vpdq = get_signal_type("vpdq")
     svc.create_bank(db, "videos")
     svc.add_entry(db, "videos", [vpdq_text_signal(vpdq, a)], entry_id="chair19")
-    with Matcher(db, tmp_path / "ix") as m:
+    with Matcher(db, tmp_path / "ix", poll_interval=0) as m:
         svc.add_entry(db, "videos", [vpdq_text_signal(vpdq, other)], entry_id="pattern")
         frames = tuple(parse_vpdq_text(b))
         found = m.match_signals([Signal("vpdq", vpdq.parse(b), frames=frames)])

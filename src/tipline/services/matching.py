@@ -11,8 +11,9 @@ The index is derived data: the database is the source of truth.
 
 * **Freshness.** Before answering, the Matcher asks the database for signal rows with a
   change sequence above the last one it has seen (one indexed query, at most every
-  ``poll_interval`` seconds, 0 by default) and feeds them to the index's delta. A hash
-  committed by any process is therefore matchable on the next call.
+  ``poll_interval`` seconds, 0.2 by default) and feeds them to the index's delta. A hash
+  committed by any process is therefore matchable within ``poll_interval`` seconds
+  (at once with ``poll_interval=0``, or after :meth:`Matcher.refresh`).
 * **Disables, thresholds, bank switches** are read from the database for every hit
   when turning index hits into matches, so a disable takes effect on the very next call.
 * **Merge.** When the delta grows past ``merge_after`` signals a background thread folds
@@ -63,6 +64,9 @@ PAGE = 100_000
 DEFAULT_MERGE_AFTER = 50_000
 #: Seconds between re-reads of the banks table (thresholds -> search radius).
 BANKS_REFRESH_SECONDS = 1.0
+#: Default longest time (seconds) a match may rely on the last look at the database for
+#: new signals; keeps a database round trip off most lookups, well inside the 1 s promise.
+DEFAULT_POLL_SECONDS = 0.2
 #: Frame distance (bits) used by vPDQ frame matching.
 VPDQ_FRAME_DISTANCE = 31
 
@@ -163,7 +167,7 @@ class Matcher:
         db: Database,
         index_dir: str | Path,
         *,
-        poll_interval: float = 0.0,
+        poll_interval: float = DEFAULT_POLL_SECONDS,
         merge_after: int = DEFAULT_MERGE_AFTER,
         banks: Iterable[str] | None = None,
         owns_db: bool = False,

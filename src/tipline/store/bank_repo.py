@@ -333,10 +333,11 @@ def signals_page(
         BankSignalRow.seq,
         BankSignalRow.id,
     ).where(
+        BankSignalRow.seq >= seq,  # an index range; the OR alone defeats the index
         or_(
             BankSignalRow.seq > seq,
             and_(BankSignalRow.seq == seq, BankSignalRow.id > row_id),
-        )
+        ),
     )
     if upto is not None:
         stmt = stmt.where(BankSignalRow.seq <= upto)

@@ -2,8 +2,9 @@
 
 Every failure leaves the API as ``application/problem+json``: a :class:`TiplineError`
 keeps its own ``status`` and ``code``; FastAPI validation errors become 422; Starlette
-HTTP errors (404 route, 405 method) keep their status; anything unexpected becomes a
-500 with no internals in the body (and is logged).
+HTTP errors (404 route, 405 method) keep their status; a write losing a race at commit
+(integrity error) is a 409 and an unreachable database a 503; anything unexpected
+becomes a 500 with no internals in the body (and is logged).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tipline.errors import TiplineError
@@ -84,14 +86,16 @@ def error_response(exc: TiplineError, instance: str | None = None) -> ProblemRes
 
 
 async def _tipline_error(request: Request, exc: Exception) -> ProblemResponse:
-    assert isinstance(exc, TiplineError)  # registered for TiplineError only
+    if not isinstance(exc, TiplineError):  # registered for TiplineError only
+        return await _unexpected(request, exc)
     if exc.status >= 500:
         _log.error("request failed: %s %s: %s", request.method, request.url.path, exc)
     return error_response(exc, instance=request.url.path)
 
 
 async def _validation_error(request: Request, exc: Exception) -> ProblemResponse:
-    assert isinstance(exc, RequestValidationError)
+    if not isinstance(exc, RequestValidationError):
+        return await _unexpected(request, exc)
     errors = [{k: v for k, v in err.items() if k in ("loc", "msg", "type")} for err in exc.errors()]
     first = errors[0] if errors else {}
     where = ".".join(str(p) for p in first.get("loc", ()))
@@ -106,9 +110,28 @@ async def _validation_error(request: Request, exc: Exception) -> ProblemResponse
 
 
 async def _http_error(request: Request, exc: Exception) -> ProblemResponse:
-    assert isinstance(exc, StarletteHTTPException)
+    if not isinstance(exc, StarletteHTTPException):
+        return await _unexpected(request, exc)
     headers = dict(exc.headers) if exc.headers else None
     return problem(exc.status_code, str(exc.detail), instance=request.url.path, headers=headers)
+
+
+async def _integrity(request: Request, exc: Exception) -> ProblemResponse:
+    # A race between two writers (same bank name, same entry id) lost at commit time.
+    return problem(
+        409, "conflicts with a concurrent change; retry", code="conflict", instance=request.url.path
+    )
+
+
+async def _database_down(request: Request, exc: Exception) -> ProblemResponse:
+    _log.error("database unavailable: %s %s: %s", request.method, request.url.path, exc)
+    return problem(
+        503,
+        "database unavailable",
+        code="unavailable",
+        instance=request.url.path,
+        headers={"Retry-After": "1"},
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> ProblemResponse:
@@ -121,4 +144,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(TiplineError, _tipline_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(IntegrityError, _integrity)
+    app.add_exception_handler(OperationalError, _database_down)
     app.add_exception_handler(Exception, _unexpected)

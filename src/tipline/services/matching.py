@@ -47,7 +47,7 @@ import numpy.typing as npt
 
 from tipline.banks.model import Bank, Match
 from tipline.config import Settings, get_settings
-from tipline.errors import HashFormatError, ImportFormatError, IndexCorruptError, InputError
+from tipline.errors import HashFormatError, ImportFormatError, IndexCorruptError
 from tipline.index import ExactIndex, LiveIndex, VideoIndex
 from tipline.index.exact import WIDTHS
 from tipline.services.banks import Database, open_database
@@ -661,15 +661,3 @@ def open_matcher(database_url: str | None = None, *, banks: Sequence[str] | None
     """Factory for worker processes (``module:function`` loaders): a Matcher on the
     configured database and index folder."""
     return Matcher.open(database_url, banks=banks)
-
-
-def check_hash_text(text: str) -> tuple[str, str]:
-    """``type:value`` -> (type, canonical value); InputError on a bad one."""
-    from tipline.signals.base import parse_typed_hash
-
-    try:
-        return parse_typed_hash(text)
-    except HashFormatError:
-        raise
-    except ValueError as exc:  # defensive: plugin parsers
-        raise InputError(str(exc)) from None

@@ -245,7 +245,8 @@ class PdqIndex:
         """Index ``hashes`` ((n, 32) uint8) under ``ids`` ((n,) int64).
 
         ``substrings`` overrides the number of multi-index substrings (default: about
-        256 / log2(n)). Building 10M hashes takes a few seconds and ~1 GB.
+        256 / (log2(n) + 1)). At 10M hashes the index holds ~1.3 GB; :meth:`build_file`
+        builds into a file with less memory.
         """
         words = hashes_to_words(hashes)
         id_arr = np.ascontiguousarray(np.asarray(ids, dtype=np.int64))
@@ -275,14 +276,19 @@ class PdqIndex:
         substrings: int | None = None,
         extra: dict[str, np.ndarray[Any, Any]] | None = None,
     ) -> None:
-        """Build straight into a segment file, one substring table in memory at a time.
+        """Build straight into a segment file, two substring tables in memory at a time.
 
-        Peak memory is the words plus one table (~0.5 GB at 10M hashes) instead of the
-        whole index; open the result with :meth:`open`. ``hashes`` may also be (n, 4)
-        uint64 words.
+        Peak memory is about the words plus three tables (~0.9 GB at 10M hashes) rather
+        than the whole index; open the result with :meth:`open`. ``hashes`` may also be
+        (n, 4) uint64 words (see :func:`hashes_to_words`).
         """
         h = np.asarray(hashes)
-        words = h if h.dtype == np.uint64 else hashes_to_words(h)
+        if h.dtype == np.uint64:
+            if h.ndim != 2 or h.shape[1] != 4:
+                raise InputError(f"PDQ words must be a (n, 4) uint64 array, got {h.shape}")
+            words = h
+        else:
+            words = hashes_to_words(h)
         id_arr = np.ascontiguousarray(np.asarray(ids, dtype=np.int64))
         if id_arr.shape != (words.shape[0],):
             raise InputError(f"got {id_arr.shape} ids for {words.shape[0]} hashes")

@@ -68,7 +68,7 @@ class ServiceContext:
         self.engine.dispose()
 
 
-def get_ctx(request: Request) -> ServiceContext:
+async def get_ctx(request: Request) -> ServiceContext:
     """FastAPI dependency: the app's :class:`ServiceContext`."""
     ctx: ServiceContext = request.app.state.ctx
     return ctx

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from tipline.api.context import ServiceContext, get_ctx
 from tipline.errors import AuthError
@@ -21,7 +22,7 @@ _bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
 
 
-def _key(
+async def _key(
     bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),
     header: str | None = Depends(_header),
 ) -> str:
@@ -37,9 +38,21 @@ AUTH_CACHE_SECONDS = 2.0
 _AUTH_CACHE_MAX = 4096
 
 
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+def _cached_only(ctx: ServiceContext, key: str) -> Principal | None:
+    cache: dict[bytes, tuple[float, Principal]] = ctx.services.setdefault("auth_cache", {})
+    hit = cache.get(_digest(key))
+    if hit is not None and time.monotonic() - hit[0] < AUTH_CACHE_SECONDS:
+        return hit[1]
+    return None
+
+
 def _cached(ctx: ServiceContext, key: str) -> Principal:
     # Keyed by the SHA-256 of the presented key: the cache never holds secrets.
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+    digest = _digest(key)
     cache: dict[bytes, tuple[float, Principal]] = ctx.services.setdefault("auth_cache", {})
     now = time.monotonic()
     hit = cache.get(digest)
@@ -53,24 +66,28 @@ def _cached(ctx: ServiceContext, key: str) -> Principal:
     return who
 
 
-def principal(
+async def principal(
     request: Request, key: str = Depends(_key), ctx: ServiceContext = Depends(get_ctx)
 ) -> Principal:
     """The authenticated principal of the request (AuthError when the key is bad).
 
     A valid key's principal is reused for :data:`AUTH_CACHE_SECONDS` (one database
     lookup per key per worker every two seconds instead of one per request); bad keys
-    are never cached.
+    are never cached. The dependencies here are ``async`` so that a request does not
+    hop to the thread pool for each of them; the database lookup (a cache miss) runs
+    on a worker thread.
     """
-    who = _cached(ctx, key)
+    who = _cached_only(ctx, key)
+    if who is None:
+        who = await run_in_threadpool(_cached, ctx, key)
     request.state.principal = who
     return who
 
 
-def require(permission: Permission) -> Callable[..., Principal]:
+def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
     """Dependency: the principal, if its role grants ``permission``; else 403."""
 
-    def check(who: Principal = Depends(principal)) -> Principal:
+    async def check(who: Principal = Depends(principal)) -> Principal:
         who.require(permission)
         return who
 

@@ -30,7 +30,7 @@ class Ready(BaseModel):
 
 
 @router.get("/v1/health", response_model=Health)
-def health() -> Health:
+async def health() -> Health:
     """Liveness probe; never touches the database."""
     return Health(status="ok", version=__version__)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from tipline.banks.model import Bank, BankEntry, BankSignal
@@ -203,11 +203,17 @@ def existing_entry_ids(session: Session, bank_id: int, entry_ids: Sequence[str])
 
 def insert_entries(session: Session, bank_id: int, entries: Sequence[NewEntry]) -> list[int]:
     """Insert entries (ids must be new in the bank) and their signals; returns the
-    entry primary keys in input order. One sequence number per entry."""
+    entry primary keys in input order. One sequence number per entry.
+
+    On PostgreSQL the rows go through ``COPY`` (primary keys reserved from the table's
+    sequence first), several times faster than multi-row INSERTs for big imports.
+    """
     if not entries:
         return []
     first = next_seq(session, len(entries))
     now = utcnow()
+    if session.get_bind().dialect.name == "postgresql":
+        return _copy_entries(session, bank_id, entries, first, now)
     rows = [
         {
             "bank_id": bank_id,
@@ -232,6 +238,50 @@ def insert_entries(session: Session, bank_id: int, entries: Sequence[NewEntry]) 
     ]
     if signal_rows:
         session.execute(insert(BankSignalRow), signal_rows)
+    return pks
+
+
+def _copy_entries(
+    session: Session, bank_id: int, entries: Sequence[NewEntry], first: int, now: datetime
+) -> list[int]:
+    """PostgreSQL fast path of :func:`insert_entries` (COPY into both tables)."""
+    import json
+
+    conn = session.connection()
+    raw = conn.connection.driver_connection
+    entry_seq = conn.execute(
+        text("SELECT pg_get_serial_sequence('bank_entries', 'id')")
+    ).scalar_one()
+    pks = [
+        int(x)
+        for x in conn.execute(
+            text("SELECT nextval(:s) FROM generate_series(1, :n)"),
+            {"s": entry_seq, "n": len(entries)},
+        ).scalars()
+    ]
+    with raw.cursor() as cur:  # type: ignore[union-attr]
+        with cur.copy(
+            "COPY bank_entries (id, bank_id, entry_id, labels, source, added_at, disabled,"
+            " disabled_reason, seq) FROM STDIN"
+        ) as copy:
+            for i, (pk, e) in enumerate(zip(pks, entries, strict=True)):
+                copy.write_row(
+                    (
+                        pk,
+                        bank_id,
+                        e.entry_id,
+                        json.dumps(list(e.labels)),
+                        e.source,
+                        e.added_at or now,
+                        False,
+                        None,
+                        first + i,
+                    )
+                )
+        with cur.copy("COPY bank_signals (entry_pk, type, value, seq) FROM STDIN") as copy:
+            for i, (pk, e) in enumerate(zip(pks, entries, strict=True)):
+                for s in e.signals:
+                    copy.write_row((pk, s.type, s.value, first + i))
     return pks
 
 

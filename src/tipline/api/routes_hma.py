@@ -132,15 +132,17 @@ async def _hash_form(
         raise
     except Exception as exc:  # malformed multipart bodies
         raise InputError(f"malformed multipart/form-data body: {type(exc).__name__}") from None
-    files = [(k, v) for k, v in form.multi_items() if isinstance(v, UploadFile)]
-    if not files:
-        raise InputError("Missing multipart/form-data file upload")
-    if len(files) > 1:
-        raise InputError("Only one file allowed per request")
-    field_name, upload = files[0]
-    wanted = _types(field_name, types)
-    data = await upload.read()
-    await form.close()
+    try:
+        files = [(k, v) for k, v in form.multi_items() if isinstance(v, UploadFile)]
+        if not files:
+            raise InputError("Missing multipart/form-data file upload")
+        if len(files) > 1:
+            raise InputError("Only one file allowed per request")
+        field_name, upload = files[0]
+        wanted = _types(field_name, types)
+        data = await upload.read()
+    finally:
+        await form.close()  # spooled temporary files go at once, also on errors
     record_media_access(ctx, who, "hma.hash.upload", {"bytes": len(data)})
     result = await hash_upload(ctx, data, upload.filename or "upload", HashOptions(signals=wanted))
     return _as_map(result)

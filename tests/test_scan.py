@@ -421,3 +421,29 @@ def test_unreadable_file_and_folder_are_per_item_errors(media: Path, tmp_path: P
     assert items[str(root / "secret.jpg")]["error"] == "permission denied"
     assert items[str(root / "closed")]["error"] == "cannot list folder: permission denied"
     assert items[str(root / "open.jpg")]["status"] == "ok"
+
+
+def test_resume_refuses_a_scan_that_is_still_running(sqlite_url: str, media: Path) -> None:
+    from tipline.errors import ConflictError
+    from tipline.store.db import transaction
+
+    first = run_scan(ScanRequest(sources=(str(media / "img0.jpg"),), database_url=sqlite_url))
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    engine = make_engine(sqlite_url)
+    try:
+        with transaction(session_factory(engine)) as session:
+            store.set_run_state(
+                session,
+                first.scan_id,
+                status="running",
+                host=os.uname().nodename,
+                pids=[running.pid],
+            )
+        with pytest.raises(ConflictError, match=f"still running \\(process {running.pid}\\)"):
+            run_scan(ScanRequest(resume_id=first.scan_id, database_url=sqlite_url))
+    finally:
+        running.kill()
+        running.wait()
+        engine.dispose()
+    again = run_scan(ScanRequest(resume_id=first.scan_id, database_url=sqlite_url))
+    assert (again.scanned, again.skipped) == (0, 1)

@@ -149,6 +149,7 @@ def test_sigkill_then_resume_loses_nothing_and_hashes_each_file_once(
     )
     assert resumed.returncode == 0, resumed.stderr
     assert f"scan {scan_id} finished" in resumed.stdout
+    assert not pids or pids[0] == proc.pid  # empty when killed before the pool started
     assert not any(_alive(p) for p in pids)  # the killed run's workers are gone
 
     assert _results(tmp_path / "r.jsonl") == reference

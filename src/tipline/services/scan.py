@@ -558,11 +558,16 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _wait_for_previous_run(host: str | None, pids: Sequence[int]) -> None:
-    """A killed coordinator's workers finish and commit their batch; wait for them."""
+    """``pids`` are the previous run's coordinator then its workers. A live coordinator
+    means the scan is still running (ConflictError); a killed coordinator's workers
+    finish and commit their batch, so wait for them."""
     if host != socket.gethostname() or not pids:
         return
+    coordinator, workers = pids[0], pids[1:]
+    if coordinator != os.getpid() and _pid_alive(coordinator):
+        raise ConflictError(f"the scan is still running (process {coordinator}); stop it first")
     deadline = time.monotonic() + RESUME_WAIT_SECONDS
-    while any(_pid_alive(p) and p != os.getpid() for p in pids):
+    while any(_pid_alive(p) and p != os.getpid() for p in workers):
         if time.monotonic() > deadline:
             raise ConflictError(
                 f"processes {list(pids)} of the previous run are still alive; "
@@ -677,7 +682,12 @@ def _run_scan(
 
             with transaction(factory) as session:
                 store.set_run_state(
-                    session, scan_id, status="running", host=None, total_items=len(items)
+                    session,
+                    scan_id,
+                    status="running",
+                    host=socket.gethostname(),
+                    pids=[os.getpid()],
+                    total_items=len(items),
                 )
             if progress is not None:
                 progress(0, len(todo))
@@ -694,7 +704,7 @@ def _run_scan(
                         scan_id,
                         status="running",
                         host=socket.gethostname(),
-                        pids=pool.pids,
+                        pids=[os.getpid(), *pool.pids],
                         total_items=len(items),
                     )
                 pool.warm(request.matcher, database_url)

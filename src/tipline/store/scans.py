@@ -44,7 +44,7 @@ class ScanRow(Base):
     runner: Mapped[str] = mapped_column(String(16), default="local")
     sources: Mapped[list[str]] = mapped_column(JSON)
     options: Mapped[dict[str, Any]] = mapped_column(JSON)
-    #: host and worker process ids of the run in progress (a resume waits for them)
+    #: host and process ids (coordinator first, then workers) of the run in progress
     host: Mapped[str | None] = mapped_column(String(255), nullable=True)
     pids: Mapped[list[int]] = mapped_column(JSON, default=list)
     total_items: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -107,7 +107,9 @@ def scan_command(
     """Scan media: hash, match against the enabled banks, record every item.
 
     Interrupt it any time (even kill -9) and continue with --resume ID: no result is
-    lost and no file is hashed twice. Per-item errors are recorded, not fatal.
+    lost and recorded files are not hashed again (a resume reuses the scan's stored
+    sources and options; a '-' source reads the list from stdin again). Per-item
+    errors are recorded, not fatal.
     """
     if resume is None and not sources:
         raise InputError("give SOURCE... or --resume ID")

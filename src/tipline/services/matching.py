@@ -97,10 +97,31 @@ class _Collected:
 
     pdq_ids: list[int] = field(default_factory=list)
     pdq_values: list[str] = field(default_factory=list)
+    #: packed (ids, (n, 32) uint8 hashes) chunks; lists above are packed per page
+    pdq_chunks: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]] = field(
+        default_factory=list
+    )
     exact: dict[str, dict[bytes, list[int]]] = field(default_factory=dict)
     video: list[tuple[int, list[VideoFrame]]] = field(default_factory=list)
     other: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     count: int = 0
+
+    def pack(self) -> None:
+        """Move collected PDQ hashes into compact arrays (32 bytes each, not hex)."""
+        if self.pdq_ids:
+            ids = np.asarray(self.pdq_ids, np.int64)
+            self.pdq_chunks.append((ids, _pdq_rows(self.pdq_values).copy()))
+            self.pdq_ids, self.pdq_values = [], []
+
+    def pdq_arrays(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
+        """Every collected PDQ hash as (ids, (n, 32) uint8)."""
+        self.pack()
+        if not self.pdq_chunks:
+            return np.zeros(0, np.int64), np.zeros((0, 32), np.uint8)
+        ids = np.concatenate([c[0] for c in self.pdq_chunks])
+        hashes = np.concatenate([c[1] for c in self.pdq_chunks])
+        self.pdq_chunks = []
+        return ids, hashes
 
     def add(self, change: repo.SignalChange) -> None:
         self.count += 1
@@ -309,6 +330,7 @@ class Matcher:
                 for change, row_id in page:
                     out.add(change)
                     after = (change.seq, row_id)
+                out.pack()
                 if len(page) < PAGE:
                     return out, after
 
@@ -318,9 +340,9 @@ class Matcher:
             upto = repo.current_seq(s)
         data, after = self._collect(upto)
         tag = f"{time.time_ns():x}-{os.getpid()}"
-        pdq = LiveIndex.create(
-            self.dir / "pdq", np.asarray(data.pdq_ids, np.int64), _pdq_rows(data.pdq_values)
-        )
+        pdq_ids, pdq_hashes = data.pdq_arrays()
+        pdq = LiveIndex.create(self.dir / "pdq", pdq_ids, pdq_hashes)
+        del pdq_ids, pdq_hashes
         exact = self._write_exact(data.exact, {}, tag)
         video_name = f"vpdq-{tag}.tpi"
         VideoIndex.build(data.video).save(self.dir / video_name)

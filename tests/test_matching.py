@@ -309,3 +309,44 @@ def test_vpdq_video_matches_with_percentages(db, tmp_path, reference_dir):
 
 def vpdq_text_signal(vpdq, text: str) -> str:
     return "vpdq:" + vpdq.parse(text)
+
+
+class _TinyBits:
+    """A plugin signal type without a fast index (matched by brute force)."""
+
+    from tipline.signals.base import MediaKind
+
+    name = "tinybits"
+    media = MediaKind.ANY
+    default_threshold = 2
+
+    def parse(self, text: str) -> str:
+        from tipline.signals.hexbits import parse_hex
+
+        return parse_hex(text, 4, self.name)
+
+    def distance(self, a: str, b: str) -> int:
+        return hamming_hex(a, b)
+
+    def match(self, query, candidates, threshold):
+        return [
+            (i, d) for i, c in enumerate(candidates) if (d := self.distance(query, c)) <= threshold
+        ]
+
+
+def test_plugin_signal_type_without_index_survives_merge_and_reopen(db, tmp_path):
+    from tipline.signals.base import register_signal_type
+
+    register_signal_type(_TinyBits())
+    svc.create_bank(db, "p")
+    svc.add_entry(db, "p", ["tinybits:000000ff"], entry_id="base")
+    with Matcher(db, tmp_path / "ix", poll_interval=0) as m:
+        svc.add_entry(db, "p", ["tinybits:000000fc"], entry_id="live")
+        assert [(x.entry_id, x.distance) for x in m.match_hash("tinybits", "000000fe")] == [
+            ("base", 1),
+            ("live", 1),
+        ]
+        m.merge()
+    with Matcher(db, tmp_path / "ix") as m:
+        assert not m.rebuilt
+        assert [x.entry_id for x in m.match_hash("tinybits", "000000fd")] == ["base", "live"]

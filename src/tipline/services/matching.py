@@ -306,18 +306,20 @@ class Matcher:
                 for kind, name in dict(meta["exact"]).items()
             }
             video = VideoIndex.open(self.dir / str(meta["video"])) if meta.get("video") else None
-            self._base_other = self._load_other(seq)
+            self._base_other = self._load_other(seq, list(meta.get("other_types") or []))
         except IndexCorruptError as exc:
             return str(exc)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return f"{type(exc).__name__}: {exc}"
         return _IndexFiles(pdq, exact, video, seq, after_id)
 
-    def _load_other(self, upto: int) -> dict[str, list[tuple[int, str]]]:
-        indexed = ["pdq", "vpdq", *(n for n in signal_types() if _exact_width(n) is not None)]
+    def _load_other(self, upto: int, types: list[str]) -> dict[str, list[tuple[int, str]]]:
+        """Base signals of the index-less types meta.json lists (none, usually)."""
         out: dict[str, list[tuple[int, str]]] = {}
+        if not types:
+            return out
         with self.db.sessions() as s:
-            for change in repo.signals_not_of_types(s, indexed, upto=upto):
+            for change in repo.signals_of_types(s, [str(t) for t in types], upto=upto):
                 out.setdefault(change.type, []).append((change.entry_pk, change.value))
         return out
 
@@ -346,7 +348,7 @@ class Matcher:
         exact = self._write_exact(data.exact, {}, tag)
         video_name = f"vpdq-{tag}.tpi"
         VideoIndex.build(data.video).save(self.dir / video_name)
-        self._write_meta(after, pdq.generation, exact, video_name)
+        self._write_meta(after, pdq.generation, exact, video_name, sorted(data.other))
         opened = {k: ExactIndex.open(self.dir / v) for k, v in exact.items()}
         video = VideoIndex.open(self.dir / video_name)
         if data.other:
@@ -390,7 +392,12 @@ class Matcher:
         return names
 
     def _write_meta(
-        self, after: tuple[int, int], generation: int, exact: dict[str, str], video: str
+        self,
+        after: tuple[int, int],
+        generation: int,
+        exact: dict[str, str],
+        video: str,
+        other_types: list[str],
     ) -> None:
         meta = {
             "format": META_FORMAT,
@@ -400,6 +407,7 @@ class Matcher:
             "pdq_generation": generation,
             "exact": exact,
             "video": video,
+            "other_types": other_types,
         }
         _write_json_atomic(self._meta_path(), meta)
         keep = {*exact.values(), video}
@@ -488,7 +496,8 @@ class Matcher:
                 VideoIndex.build([*base_video, *snapshot.video]).save(self.dir / video_name)
                 exact = {k: ExactIndex.open(self.dir / v) for k, v in exact_names.items()}
                 video = VideoIndex.open(self.dir / video_name)
-                self._write_meta(after, files.pdq.generation, exact_names, video_name)
+                other_types = sorted(set(self._base_other) | set(snapshot.other))
+                self._write_meta(after, files.pdq.generation, exact_names, video_name, other_types)
             except Exception:
                 with self._lock:
                     # keep the snapshot searchable: put it back in front of the delta

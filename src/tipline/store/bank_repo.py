@@ -399,13 +399,11 @@ def signals_page(
     return [(SignalChange(int(p), str(t), str(v), int(s)), int(i)) for p, t, v, s, i in rows]
 
 
-def signals_not_of_types(
-    session: Session, types: Sequence[str], *, upto: int
-) -> list[SignalChange]:
-    """Signal rows (``seq <= upto``) whose type is none of ``types``."""
+def signals_of_types(session: Session, types: Sequence[str], *, upto: int) -> list[SignalChange]:
+    """Signal rows (``seq <= upto``) of the given types."""
     rows = session.execute(
         select(BankSignalRow.entry_pk, BankSignalRow.type, BankSignalRow.value, BankSignalRow.seq)
-        .where(BankSignalRow.type.not_in(list(types)), BankSignalRow.seq <= upto)
+        .where(BankSignalRow.type.in_(list(types)), BankSignalRow.seq <= upto)
         .order_by(BankSignalRow.seq, BankSignalRow.id)
     )
     return [SignalChange(int(p), str(t), str(v), int(s)) for p, t, v, s in rows]

@@ -470,3 +470,58 @@ def test_resume_refuses_a_scan_that_is_still_running(sqlite_url: str, media: Pat
         engine.dispose()
     again = run_scan(ScanRequest(resume_id=first.scan_id, database_url=sqlite_url))
     assert (again.scanned, again.skipped) == (0, 1)
+
+
+def test_a_file_that_kills_its_worker_is_recorded_and_the_scan_goes_on(
+    media: Path, tmp_path: Path
+) -> None:
+    from tipline.services.scan import CRASH_ON_ENV, WORKER_CRASHED
+
+    # The worker really dies (os._exit) when it reaches img2.jpg, as on a decoder crash.
+    env = {**os.environ, CRASH_ON_ENV: "img2.jpg", "TIPLINE_DATA_DIR": str(tmp_path / "d")}
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tipline.cli.main",
+            "scan",
+            str(media),
+            "-j",
+            "2",
+            "--no-match",
+            "--batch-size",
+            "3",
+            "--database-url",
+            url,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "scanned 7, matched 0, skipped 0 (already done), failed 2" in proc.stdout
+    engine = make_engine(url)
+    with session_factory(engine)() as session:
+        scan_id = session.scalars(select(store.ScanRow.id)).one()
+    engine.dispose()
+    summary_id = scan_id
+    items = items_of(url, summary_id)
+    crashed = items[str(media / "img2.jpg")]
+    assert crashed["status"] == "failed"
+    assert crashed["error"].startswith("worker process died while hashing this file")
+    assert all(
+        v["status"] == "ok" for k, v in items.items() if not k.endswith(("img2.jpg", "notes.txt"))
+    )
+    engine = make_engine(url)
+    with session_factory(engine)() as session:
+        row = session.scalars(
+            select(store.ScanItemRow).where(store.ScanItemRow.error_code == WORKER_CRASHED)
+        ).one()
+        totals = store.scan_totals(session, summary_id)
+    engine.dispose()
+    assert row.path == str(media / "img2.jpg")
+    # batch 0 (img0, img1, img2) crashed: its items were retried one per batch
+    assert (totals.items, totals.batches) == (7, 2 + 3)

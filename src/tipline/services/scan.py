@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import itertools
 import json
 import multiprocessing
 import os
@@ -35,6 +36,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 from ulid import ULID
 
 from tipline.banks.model import Match
@@ -49,6 +51,9 @@ from tipline.store.db import make_engine, session_factory, transaction, upgrade
 #: When set, every worker appends one line (the path) per hashing call to this file;
 #: tests use it to prove that no file is hashed twice across a crash and a resume.
 HASH_COUNTER_ENV = "TIPLINE_SCAN_HASH_COUNTER"
+#: Fault injection for tests: a worker exits abruptly (as a decoder crash would) when
+#: about to hash a path whose file name equals this value.
+CRASH_ON_ENV = "TIPLINE_SCAN_TEST_CRASH_ON"
 #: Items per batch (one transaction, one checkpoint) unless the caller chooses.
 DEFAULT_BATCH_SIZE = 32
 #: Seconds a resume waits for the previous run's workers to finish their batch.
@@ -342,6 +347,7 @@ def scan_batch(job: dict[str, Any]) -> BatchOutcome:
     Item rows and the checkpoint are committed in one transaction.
     """
     cpu_start = time.process_time()
+    crash_on = os.environ.get(CRASH_ON_ENV)
     options = ScanOptions.from_json(job["options"]).hash_options()
     matcher = _matcher(job.get("matcher"))
     entries = [(int(p), ScanItem(c, path, err, code)) for p, c, path, err, code in job["items"]]
@@ -352,6 +358,8 @@ def scan_batch(job: dict[str, Any]) -> BatchOutcome:
         result: HashResult | None = None
         matches: list[Match] = []
         if item.error is None:
+            if crash_on is not None and os.path.basename(item.path) == crash_on:
+                os._exit(70)
             t0 = time.perf_counter()
             result = hash_item(item.path, options)
             hash_seconds += time.perf_counter() - t0
@@ -373,8 +381,11 @@ def _commit_batch(
     rows: list[dict[str, Any]],
     matched: list[tuple[int, list[Match]]],
     hash_seconds: float,
+    *,
+    factory: sessionmaker[Session] | None = None,
 ) -> BatchOutcome:
-    factory = session_factory(_engine(job["database_url"]))
+    if factory is None:
+        factory = session_factory(_engine(job["database_url"]))
     scan_id, batch_no = str(job["scan_id"]), int(job["batch_no"])
     worker = f"{socket.gethostname()}:{os.getpid()}"
     duplicates = 0
@@ -455,21 +466,36 @@ def _worker_main(conn: Connection) -> None:
             return
 
 
+#: Error code of an item whose worker process died while hashing it (decoder crash).
+WORKER_CRASHED = "worker-crashed"
+
+
 class LocalPool:
-    """``jobs`` worker processes (forkserver: no inherited threads or DB connections)."""
+    """``jobs`` worker processes (forkserver: no inherited threads or DB connections).
+
+    A worker that dies (a decoder crashing on hostile input, the OOM killer) is
+    replaced; its batch is retried one item per batch, and an item that kills a worker
+    on its own is recorded as failed with :data:`WORKER_CRASHED`, so one poisonous file
+    cannot stop a scan or its resumes.
+    """
 
     def __init__(self, jobs: int) -> None:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["tipline.services.scan", "tipline.signals.decode"])
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload(["tipline.services.scan", "tipline.signals.decode"])
         self.conns: list[Connection] = []
         self.procs: list[multiprocessing.process.BaseProcess] = []
+        self._warm_message: bytes | None = None
         for _ in range(max(1, jobs)):
-            parent, child = ctx.Pipe(duplex=True)
-            proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
-            proc.start()
-            child.close()
-            self.conns.append(parent)
+            conn, proc = self._spawn()
+            self.conns.append(conn)
             self.procs.append(proc)
+
+    def _spawn(self) -> tuple[Connection, multiprocessing.process.BaseProcess]:
+        parent, child = self.ctx.Pipe(duplex=True)
+        proc = self.ctx.Process(target=_worker_main, args=(child,), daemon=True)
+        proc.start()
+        child.close()
+        return parent, proc
 
     @property
     def pids(self) -> list[int]:
@@ -478,12 +504,17 @@ class LocalPool:
 
     def warm(self, matcher: MatcherLoader | None, database_url: str) -> None:
         """Have every worker open its matcher and database connection (in parallel)."""
-        message = json.dumps(
+        self._warm_message = json.dumps(
             {"warm": None if matcher is None else matcher.to_json(), "database_url": database_url}
         ).encode()
-        for conn in self.conns:
-            conn.send_bytes(message)
-        for conn in self.conns:
+        self._warm(self.conns)
+
+    def _warm(self, conns: Sequence[Connection]) -> None:
+        if self._warm_message is None:
+            return
+        for conn in conns:
+            conn.send_bytes(self._warm_message)
+        for conn in conns:
             try:
                 reply = json.loads(conn.recv_bytes())
             except (EOFError, OSError):
@@ -491,29 +522,62 @@ class LocalPool:
             if "error" in reply:
                 raise TiplineError(f"scan worker failed to start: {reply['error']}")
 
-    def run(self, jobs: Iterator[dict[str, Any]], on_done: Callable[[BatchOutcome], None]) -> None:
-        """Hand ``jobs`` to idle workers until all are done; TiplineError if a worker fails."""
+    def _replace(self, conn: Connection) -> Connection:
+        slot = self.conns.index(conn)
+        conn.close()
+        self.procs[slot].join(timeout=10)
+        fresh, proc = self._spawn()
+        self.conns[slot], self.procs[slot] = fresh, proc
+        self._warm([fresh])
+        return fresh
+
+    def run(
+        self,
+        jobs: Iterator[dict[str, Any]],
+        on_done: Callable[[BatchOutcome], None],
+        *,
+        spare_batch_no: Callable[[], int],
+        record_crash: Callable[[dict[str, Any]], BatchOutcome],
+        on_respawn: Callable[[list[int]], None] | None = None,
+    ) -> None:
+        """Hand ``jobs`` to idle workers until all are done.
+
+        ``spare_batch_no`` gives an unused batch number for retried items;
+        ``record_crash`` records a one-item job's item as failed. TiplineError when a
+        worker reports an unexpected error (the scan stays resumable).
+        """
         idle = deque(self.conns)
-        busy: set[Connection] = set()
+        held: dict[Connection, dict[str, Any]] = {}
+        retry: deque[dict[str, Any]] = deque()
         exhausted = False
         while True:
-            while idle and not exhausted:
-                job = next(jobs, None)
+            while idle and (retry or not exhausted):
+                job = retry.popleft() if retry else next(jobs, None)
                 if job is None:
                     exhausted = True
                     break
                 conn = idle.popleft()
                 conn.send_bytes(json.dumps(job).encode())
-                busy.add(conn)
-            if not busy:
+                held[conn] = job
+            if not held:
                 return
-            for ready in wait(list(busy)):
+            for ready in wait(list(held)):
                 assert isinstance(ready, Connection)
-                busy.discard(ready)
+                job = held.pop(ready)
                 try:
                     reply = json.loads(ready.recv_bytes())
                 except (EOFError, OSError):
-                    raise TiplineError("a scan worker process died; resume the scan") from None
+                    idle.append(self._replace(ready))
+                    if on_respawn is not None:
+                        on_respawn(self.pids)
+                    if len(job["items"]) == 1:
+                        on_done(record_crash(job))
+                    else:
+                        retry.extend(
+                            {**job, "batch_no": spare_batch_no(), "items": [item]}
+                            for item in job["items"]
+                        )
+                    continue
                 if "error" in reply:
                     raise TiplineError(f"scan worker failed: {reply['error']}")
                 on_done(BatchOutcome(**reply["ok"]))
@@ -528,6 +592,19 @@ class LocalPool:
             if proc.is_alive():
                 proc.kill()
                 proc.join()
+
+
+def record_crashed_item(job: dict[str, Any], factory: sessionmaker[Session]) -> BatchOutcome:
+    """Record the one item of ``job`` as failed because its worker process died."""
+    position, content_id, path, _, _ = job["items"][0]
+    item = ScanItem(
+        content_id,
+        path,
+        "worker process died while hashing this file (decoder crash or out of memory)",
+        WORKER_CRASHED,
+    )
+    row = _item_row(int(position), item, None, [])
+    return _commit_batch(job, [row], [], 0.0, factory=factory)
 
 
 # -- the coordinator ---------------------------------------------------------------------
@@ -710,7 +787,26 @@ def _run_scan(
                 pool.warm(request.matcher, database_url)
                 if progress is not None:
                     progress(0, len(todo))
-                pool.run(jobs, on_done)
+                spare = itertools.count(first_batch + -(-len(todo) // options.batch_size))
+
+                def on_respawn(pids: list[int]) -> None:
+                    with transaction(factory) as session:
+                        store.set_run_state(
+                            session,
+                            scan_id,
+                            status="running",
+                            host=socket.gethostname(),
+                            pids=[os.getpid(), *pids],
+                            total_items=len(items),
+                        )
+
+                pool.run(
+                    jobs,
+                    on_done,
+                    spare_batch_no=lambda: next(spare),
+                    record_crash=lambda job: record_crashed_item(job, factory),
+                    on_respawn=on_respawn,
+                )
             finally:
                 pool.close()
     except BaseException:

@@ -350,3 +350,26 @@ def test_plugin_signal_type_without_index_survives_merge_and_reopen(db, tmp_path
     with Matcher(db, tmp_path / "ix") as m:
         assert not m.rebuilt
         assert [x.entry_id for x in m.match_hash("tinybits", "000000fd")] == ["base", "live"]
+
+
+def test_matchers_sharing_an_index_folder_merge_in_turn(db, tmp_path):
+    rng = np.random.default_rng(11)
+    svc.create_bank(db, "b")
+    first = [_rand(rng) for _ in range(50)]
+    _import_csv(db, "b", [(f"a{i}", "pdq", v) for i, v in enumerate(first)])
+    ix = tmp_path / "shared"
+    with Matcher(db, ix, poll_interval=0) as m1, Matcher(db, ix, poll_interval=0) as m2:
+        later = [_rand(rng) for _ in range(20)]
+        _import_csv(db, "b", [(f"b{i}", "pdq", v) for i, v in enumerate(later)])
+        svc.add_entry(db, "b", ["md5:" + "5" * 32], entry_id="digest")
+        m1.merge()
+        for m in (m1, m2):
+            assert [x.entry_id for x in m.match_hash("pdq", later[7])] == ["b7"]
+            assert [x.entry_id for x in m.match_hash("pdq", first[3])] == ["a3"]
+            assert [x.entry_id for x in m.match_hash("md5", "5" * 32)] == ["digest"]
+        svc.add_entry(db, "b", ["pdq:" + "6" * 64], entry_id="last")
+        m2.merge()
+    with Matcher(db, ix) as m3:
+        assert not m3.rebuilt and m3.stats()["delta"] == 0
+        for value, entry in ((first[0], "a0"), (later[19], "b19"), ("6" * 64, "last")):
+            assert [x.entry_id for x in m3.match_hash("pdq", value)] == [entry]

@@ -265,9 +265,15 @@ class Matcher:
         return self.dir / "meta.json"
 
     def _open_or_build(self) -> _IndexFiles:
-        reason = self._try_open_reason()
-        if isinstance(reason, _IndexFiles):
-            return reason
+        for _ in range(3):
+            reason = self._try_open_reason()
+            if isinstance(reason, _IndexFiles):
+                return reason
+            if not (isinstance(reason, str) and reason.startswith("FileNotFoundError")):
+                break
+            # another process may have replaced meta.json and removed the old files
+            # between our reads: read meta.json again before declaring the index broken
+            time.sleep(0.05)
         with _dir_lock(self.dir):
             again = self._try_open_reason()  # another process may have just rebuilt
             if isinstance(again, _IndexFiles):
@@ -477,7 +483,10 @@ class Matcher:
         self._merge_thread.start()
 
     def merge(self) -> None:
-        """Fold the delta into new base files now (runs on a thread when automatic)."""
+        """Fold the delta (after catching up with the database) into new base files now
+        (runs on a thread when automatic)."""
+        if threading.current_thread() is not self._merge_thread:
+            self.refresh(force=True)
         with _dir_lock(self.dir):
             with self._lock:
                 if self._merging is not None:

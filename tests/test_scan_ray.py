@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,8 @@ from PIL import Image
 from tipline._optional import require
 from tipline.services.banks import add_entry, create_bank, open_database
 from tipline.services.scan import (
+    CRASH_ON_ENV,
+    WORKER_CRASHED,
     ScanOptions,
     ScanRequest,
     default_matcher_loader,
@@ -29,10 +32,13 @@ pytestmark = pytest.mark.ray
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[Any]:
     ray = require("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # Workers inherit this: one that reaches a file named poison.jpg dies (os._exit).
+    os.environ[CRASH_ON_ENV] = "poison.jpg"
     try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         yield ray
     finally:
+        os.environ.pop(CRASH_ON_ENV, None)
         ray.shutdown()
 
 
@@ -123,3 +129,32 @@ def test_ray_scan_resumes(ray_cluster: Any, sqlite_url: str, media: Path, tmp_pa
         ScanRequest(resume_id=first.scan_id, ray_address="auto", database_url=sqlite_url)
     )
     assert (first.scanned, again.scanned, again.skipped) == (2, 1, 2)
+
+
+def test_ray_worker_death_is_contained(
+    ray_cluster: Any, sqlite_url: str, media: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for name in ("00.jpg", "01.jpg", "02.jpg"):
+        shutil.copy(media / name, folder / name)
+    shutil.copy(media / "03.jpg", folder / "poison.jpg")
+    summary = run_scan(
+        ScanRequest(
+            sources=(str(folder),),
+            options=ScanOptions(batch_size=4),
+            ray_address="auto",
+            database_url=sqlite_url,
+        )
+    )
+    assert (summary.scanned, summary.failed) == (4, 1)
+    items, batches = _recorded(sqlite_url, summary.scan_id)
+    by_name = {Path(i["content_id"]).name: i for i in items}
+    assert by_name["poison.jpg"]["error"].startswith("worker process died")
+    assert all(by_name[n]["status"] == "ok" for n in ("00.jpg", "01.jpg", "02.jpg"))
+    assert len(batches) == 4  # the crashed batch of 4 was retried one item per batch
+    engine = make_engine(sqlite_url)
+    with session_factory(engine)() as session:
+        codes = {r.error_code for r in store.iter_items(session, summary.scan_id)}
+    engine.dispose()
+    assert WORKER_CRASHED in codes

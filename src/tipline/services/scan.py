@@ -768,7 +768,14 @@ def _run_scan(
                 )
             if progress is not None:
                 progress(0, len(todo))
-            run_on_ray(request.ray_address, jobs, on_done)
+            ray_spare = itertools.count(first_batch + -(-len(todo) // options.batch_size))
+            run_on_ray(
+                request.ray_address,
+                jobs,
+                on_done,
+                spare_batch_no=lambda: next(ray_spare),
+                record_crash=lambda job: record_crashed_item(job, factory),
+            )
         elif not todo:
             if progress is not None:
                 progress(0, 0)

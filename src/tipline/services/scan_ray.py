@@ -12,6 +12,7 @@ Ray is optional and loaded only through :func:`tipline._optional.require`.
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -52,29 +53,49 @@ def run_on_ray(
     jobs: Iterator[dict[str, Any]],
     on_done: Callable[[BatchOutcome], None],
     *,
+    spare_batch_no: Callable[[], int] | None = None,
+    record_crash: Callable[[dict[str, Any]], BatchOutcome] | None = None,
     in_flight_per_cpu: int = 2,
 ) -> None:
     """Submit ``jobs`` as Ray tasks, at most ``in_flight_per_cpu`` per cluster CPU at
-    once, calling ``on_done`` as each batch is committed. TiplineError when a task fails
-    (the scan stays resumable)."""
+    once, calling ``on_done`` as each batch is committed.
+
+    A task whose worker process died (after Ray's own retries) is split into one-item
+    tasks (``spare_batch_no`` numbers them); a one-item task that still kills its worker
+    is recorded by ``record_crash``. Any other task error raises TiplineError (the scan
+    stays resumable).
+    """
     ray = connect(address)
-    task = ray.remote(num_cpus=1, max_retries=2)(_ray_batch)
+    task = ray.remote(num_cpus=1, max_retries=1)(_ray_batch)
     limit = max(1, int(ray.cluster_resources().get("CPU", 1)) * in_flight_per_cpu)
-    pending: list[Any] = []
+    pending: dict[Any, dict[str, Any]] = {}
+    retry: deque[dict[str, Any]] = deque()
     exhausted = False
     while True:
-        while not exhausted and len(pending) < limit:
-            job = next(jobs, None)
+        while (retry or not exhausted) and len(pending) < limit:
+            job = retry.popleft() if retry else next(jobs, None)
             if job is None:
                 exhausted = True
                 break
-            pending.append(task.remote(json.dumps(job)))
+            pending[task.remote(json.dumps(job))] = job
         if not pending:
             return
-        ready, pending = ray.wait(pending, num_returns=1)
+        ready, _ = ray.wait(list(pending), num_returns=1)
         for ref in ready:
+            job = pending.pop(ref)
             try:
                 reply = ray.get(ref)
+            except ray.exceptions.WorkerCrashedError:
+                if record_crash is None or spare_batch_no is None:
+                    raise TiplineError("a Ray worker died; resume the scan") from None
+                if len(job["items"]) == 1:
+                    on_done(record_crash(job))
+                else:
+                    retry.extend(
+                        {**job, "batch_no": spare_batch_no(), "items": [item]}
+                        for item in job["items"]
+                    )
+                continue
             except Exception as exc:
                 for other in pending:
                     ray.cancel(other)

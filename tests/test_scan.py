@@ -525,3 +525,16 @@ def test_a_file_that_kills_its_worker_is_recorded_and_the_scan_goes_on(
     assert row.path == str(media / "img2.jpg")
     # batch 0 (img0, img1, img2) crashed: its items were retried one per batch
     assert (totals.items, totals.batches) == (7, 2 + 3)
+
+
+def test_file_names_that_are_not_utf8(db_url: str, media: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "names"
+    folder.mkdir()
+    (folder / os.fsdecode(b"bad\xff name.jpg")).write_bytes((media / "img0.jpg").read_bytes())
+    shutil.copy(media / "img1.jpg", folder / "plain.jpg")
+    first = run_scan(ScanRequest(sources=(str(folder),), database_url=db_url))
+    assert (first.scanned, first.failed) == (2, 0)
+    items = items_of(db_url, first.scan_id)
+    assert set(items) == {f"{folder}/bad\\xff name.jpg", f"{folder}/plain.jpg"}
+    again = run_scan(ScanRequest(resume_id=first.scan_id, database_url=db_url))
+    assert (again.scanned, again.skipped) == (0, 2)  # the exact name is the key

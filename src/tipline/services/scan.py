@@ -290,8 +290,11 @@ def _item_row(
     position: int, item: ScanItem, result: HashResult | None, matches: list[Match]
 ) -> dict[str, Any]:
     row: dict[str, Any] = {
-        "content_id": item.content_id,
-        "path": item.path,
+        # file names need not be UTF-8: the key hashes the exact name, the text columns
+        # hold a readable form (undecodable bytes as \xNN)
+        "content_key": store.content_key(item.content_id),
+        "content_id": store.display_text(item.content_id),
+        "path": store.display_text(item.path),
         "position": position,
         "media": None,
         "size": None,
@@ -330,7 +333,7 @@ def fire_actions(session: Any, scan_id: str, row: dict[str, Any], matches: list[
     ]
     event = MatchEvent(
         # 64 characters: "scan:" + ULID + ":" + 128 bits of the item's content key
-        event_id=f"scan:{scan_id}:{store.content_key(row['content_id'])[:32]}",
+        event_id=f"scan:{scan_id}:{row['content_key'][:32]}",
         hits=hits,
         content_id=row["content_id"],
         extra={"scan_id": scan_id, "path": row["path"]},
@@ -403,7 +406,7 @@ def _commit_batch(
                 raise
             # An earlier run's worker recorded some of these items meanwhile: keep theirs.
             with factory() as session:
-                keys = {store.content_key(r["content_id"]): i for i, r in enumerate(rows)}
+                keys = {r["content_key"]: i for i, r in enumerate(rows)}
                 stmt = select(store.ScanItemRow.content_key).where(
                     store.ScanItemRow.scan_id == scan_id,
                     store.ScanItemRow.content_key.in_(list(keys)),

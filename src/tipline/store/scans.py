@@ -96,6 +96,12 @@ class ScanItemRow(Base):
     scanned_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+def display_text(name: str) -> str:
+    """``name`` storable as text: bytes that are not UTF-8 (file names decoded with
+    surrogateescape) become ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def content_key(content_id: str) -> str:
     """The unique key an item is recorded under: sha256 hex of its content id."""
     return hashlib.sha256(content_id.encode("utf-8", "surrogateescape")).hexdigest()
@@ -179,17 +185,16 @@ def record_batch(
 ) -> ScanBatchRow:
     """Add a batch's item rows and its checkpoint (the caller commits both at once).
 
-    Each row dict holds the :class:`ScanItemRow` columns except ``scan_id``,
-    ``batch_no`` and ``content_key``.
+    Each row dict holds the :class:`ScanItemRow` columns except ``scan_id`` and
+    ``batch_no`` (``content_key`` defaults to the key of ``content_id``).
     """
     now = utcnow()
     items = [
         ScanItemRow(
             scan_id=scan_id,
             batch_no=batch_no,
-            content_key=content_key(r["content_id"]),
             scanned_at=now,
-            **r,
+            **{"content_key": content_key(r["content_id"]), **r},
         )
         for r in rows
     ]

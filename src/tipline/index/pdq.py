@@ -293,12 +293,14 @@ class PdqIndex:
         if id_arr.shape != (words.shape[0],):
             raise InputError(f"got {id_arr.shape} ids for {words.shape[0]} hashes")
         arrays, plan = _prepare(id_arr, words, substrings)
+        n = len(id_arr)
+        del h, words, id_arr  # the hash-ordered copies in ``arrays`` replace them
         lazy = LazySection(
             np.dtype(np.uint32), (int(plan[-1]),), lambda: _table_chunks(arrays, plan)
         )
         sections: dict[str, np.ndarray[Any, Any] | LazySection] = {**arrays, "tables": lazy}
         sections.update(extra or {})
-        write_segment(Path(path), _KIND, {"count": len(id_arr)}, sections)
+        write_segment(Path(path), _KIND, {"count": n}, sections)
 
     # -- persistence ------------------------------------------------------------------
 

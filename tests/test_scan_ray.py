@@ -32,8 +32,8 @@ pytestmark = pytest.mark.ray
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[Any]:
     ray = require("ray")
-    # Workers inherit this: one that reaches a file named poison.jpg dies (os._exit).
-    os.environ[CRASH_ON_ENV] = "poison.jpg"
+    # Workers inherit this: one that reaches a file named 0-poison.jpg dies (os._exit).
+    os.environ[CRASH_ON_ENV] = "0-poison.jpg"
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         yield ray
@@ -111,7 +111,7 @@ def test_ray_scan_equals_local_scan(
     assert len(ray_items) == 11
     for a, b in zip(local_items, ray_items, strict=True):
         assert a == b
-    assert local_batches == ray_batches == [(0, 3), (1, 3), (2, 3), (3, 2)]
+    assert local_batches == ray_batches == [(0, 3), (1, 2), (2, 2), (3, 1), (4, 1), (5, 1), (6, 1)]
     matched = [i for i in ray_items if i["status"] == "matched"]
     assert [m["entry_id"] for m in matched[0]["matches"]] == ["e3"]
 
@@ -136,9 +136,10 @@ def test_ray_worker_death_is_contained(
 ) -> None:
     folder = tmp_path / "f"
     folder.mkdir()
-    for name in ("00.jpg", "01.jpg", "02.jpg"):
+    names = [f"{i:02d}.jpg" for i in range(7)]
+    for name in names:
         shutil.copy(media / name, folder / name)
-    shutil.copy(media / "03.jpg", folder / "poison.jpg")
+    shutil.copy(media / "09.jpg", folder / "0-poison.jpg")  # sorts first
     summary = run_scan(
         ScanRequest(
             sources=(str(folder),),
@@ -147,12 +148,14 @@ def test_ray_worker_death_is_contained(
             database_url=sqlite_url,
         )
     )
-    assert (summary.scanned, summary.failed) == (4, 1)
+    assert (summary.scanned, summary.failed) == (8, 1)
     items, batches = _recorded(sqlite_url, summary.scan_id)
     by_name = {Path(i["content_id"]).name: i for i in items}
-    assert by_name["poison.jpg"]["error"].startswith("worker process died")
-    assert all(by_name[n]["status"] == "ok" for n in ("00.jpg", "01.jpg", "02.jpg"))
-    assert len(batches) == 4  # the crashed batch of 4 was retried one item per batch
+    assert by_name["0-poison.jpg"]["error"].startswith("worker process died")
+    assert all(by_name[n]["status"] == "ok" for n in names)
+    # batches [poison 00] [01 02] [03] [04] [05] [06]: the first crashed and was retried
+    # one item per batch
+    assert sorted(n for _, n in batches) == [1, 1, 1, 1, 1, 1, 2]
     engine = make_engine(sqlite_url)
     with session_factory(engine)() as session:
         codes = {r.error_code for r in store.iter_items(session, summary.scan_id)}

@@ -663,13 +663,20 @@ def _batches(
     request: ScanRequest,
     options: ScanOptions,
     database_url: str,
+    parallel: int,
 ) -> Iterator[dict[str, Any]]:
+    """Batches of ``options.batch_size`` items; near the end smaller ones, so that all
+    ``parallel`` workers stay busy until the last item."""
     size = max(1, options.batch_size)
-    for n, start in enumerate(range(0, len(items), size)):
-        chunk = items[start : start + size]
+    start = n = 0
+    while start < len(items):
+        step = max(1, min(size, -(-(len(items) - start) // (2 * max(1, parallel)))))
+        chunk = items[start : start + step]
+        start += step
+        n += 1
         yield {
             "scan_id": scan_id,
-            "batch_no": first_batch + n,
+            "batch_no": first_batch + n - 1,
             "database_url": database_url,
             "options": options.to_json(),
             "matcher": None if request.matcher is None else request.matcher.to_json(),
@@ -754,11 +761,12 @@ def _run_scan(
         if progress is not None:
             progress(counts["items"], len(todo))
 
-    jobs = _batches(scan_id, todo, first_batch, request, options, database_url)
+    # every batch holds at least one item: numbers past this are free for retries
+    spare = itertools.count(first_batch + len(todo))
     status = "finished"
     try:
         if request.ray_address:
-            from tipline.services.scan_ray import run_on_ray
+            from tipline.services.scan_ray import cluster_cpus, run_on_ray
 
             with transaction(factory) as session:
                 store.set_run_state(
@@ -771,12 +779,13 @@ def _run_scan(
                 )
             if progress is not None:
                 progress(0, len(todo))
-            ray_spare = itertools.count(first_batch + -(-len(todo) // options.batch_size))
+            parallel = cluster_cpus(request.ray_address)
+            jobs = _batches(scan_id, todo, first_batch, request, options, database_url, parallel)
             run_on_ray(
                 request.ray_address,
                 jobs,
                 on_done,
-                spare_batch_no=lambda: next(ray_spare),
+                spare_batch_no=lambda: next(spare),
                 record_crash=lambda job: record_crashed_item(job, factory),
             )
         elif not todo:
@@ -797,7 +806,9 @@ def _run_scan(
                 pool.warm(request.matcher, database_url)
                 if progress is not None:
                     progress(0, len(todo))
-                spare = itertools.count(first_batch + -(-len(todo) // options.batch_size))
+                jobs = _batches(
+                    scan_id, todo, first_batch, request, options, database_url, len(pool.conns)
+                )
 
                 def on_respawn(pids: list[int]) -> None:
                     with transaction(factory) as session:

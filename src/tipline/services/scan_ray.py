@@ -48,6 +48,11 @@ def connect(address: str) -> Any:
     return ray
 
 
+def cluster_cpus(address: str) -> int:
+    """CPUs of the Ray cluster at ``address`` (connecting first)."""
+    return max(1, int(connect(address).cluster_resources().get("CPU", 1)))
+
+
 def run_on_ray(
     address: str,
     jobs: Iterator[dict[str, Any]],
@@ -67,7 +72,7 @@ def run_on_ray(
     """
     ray = connect(address)
     task = ray.remote(num_cpus=1, max_retries=1)(_ray_batch)
-    limit = max(1, int(ray.cluster_resources().get("CPU", 1)) * in_flight_per_cpu)
+    limit = cluster_cpus(address) * in_flight_per_cpu
     pending: dict[Any, dict[str, Any]] = {}
     retry: deque[dict[str, Any]] = deque()
     exhausted = False

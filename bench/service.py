@@ -159,6 +159,20 @@ def seed(db_url: str, data_dir: Path, hashes: np.ndarray, pictures: list[bytes])
         db.close()
 
 
+def hash_rate(pictures: list[bytes], seconds: float = 3.0) -> float:
+    """Pictures hashed per second in this process (one core): the ceiling anchor for
+    upload-and-match, which cannot beat hashing alone on the same cores."""
+    from tipline.signals.hashing import HashOptions, hash_bytes
+
+    hash_bytes(pictures[0], "warm-up", HashOptions())
+    done = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        hash_bytes(pictures[done % len(pictures)], "x", HashOptions())
+        done += 1
+    return done / (time.perf_counter() - started)
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1."""
     with socket.socket() as sock:
@@ -337,6 +351,7 @@ def main() -> None:
             or os.environ.get("TIPLINE_TEST_POSTGRES_URL")
         )
     )
+    cores = min(args.workers, os.cpu_count() or 1)
     tmp = Path(tempfile.mkdtemp(prefix="tipline-bench-service-"))
     try:
         with database(pg, tmp) as (db_url, kind):
@@ -344,6 +359,7 @@ def main() -> None:
             hashes = random_hashes(size, seed=1)
             pictures = photos(8, tmp)
             key = seed(db_url, tmp, hashes, pictures)
+            per_core = hash_rate(pictures)
             with serve(db_url, tmp, args.workers) as (port, process):
                 # Warm-up: every worker compiles/opens its index before timing.
                 load(port, lookup_requests(hashes, 400, key, 2, 0.5), args.concurrency)
@@ -398,6 +414,12 @@ def main() -> None:
                 f"{upload.rps / floor.rps:.3f}",
             ),
             ("match p99", f"{upload.pct(99):.0f} ms", "", ""),
+            (
+                "hashing alone",
+                f"{per_core:,.1f} img/s/core (x{cores} = {per_core * cores:,.1f})",
+                "",
+                f"match/hashing ceiling {upload.rps / (per_core * cores):.2f}",
+            ),
         ]
         for pid in sorted(growth):
             rows.append(

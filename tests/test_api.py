@@ -322,3 +322,25 @@ def test_webhooks_config(server: Server) -> None:
 
 def test_data_dir_layout(server: Server) -> None:
     assert Path(server.data_dir).is_dir()
+
+
+def test_revoked_key_stops_working_within_the_cache_time(server: Server) -> None:
+    import time
+
+    from tipline.api.deps import AUTH_CACHE_SECONDS
+    from tipline.services.auth import create_key, revoke_key
+    from tipline.store.db import transaction
+
+    engine = make_engine(server.db_url)
+    try:
+        with transaction(session_factory(engine)) as session:
+            key = create_key(session, name="short-lived", role="hasher")
+        headers = {"X-API-Key": key.secret}
+        anon = server.client(None)
+        assert anon.post("/v1/hash", content=b"x" * 10, headers=headers).status_code == 415
+        with transaction(session_factory(engine)) as session:
+            revoke_key(session, key.key_id)
+        time.sleep(AUTH_CACHE_SECONDS + 0.2)
+        _problem(anon.post("/v1/hash", content=b"x" * 10, headers=headers), 401)
+    finally:
+        engine.dispose()

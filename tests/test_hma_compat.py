@@ -178,3 +178,17 @@ def test_hma_routes_need_a_key(server: Server) -> None:
     assert resp.status_code == 401
     assert resp.json()["message"]
     assert server.client("hasher").get("/m/raw_lookup?signal_type=pdq&signal=00").status_code == 403
+
+
+def test_hma_tenants_are_isolated(server: Server) -> None:
+    a, b = server.client("a_curator"), server.client("b_curator")
+    assert a.post("/c/banks", json={"name": "A_ONLY"}).status_code == 201
+    pdq = "c" * 64
+    assert a.post("/c/bank/A_ONLY/signal", json={"pdq": pdq}).status_code == 200
+    assert "A_ONLY" not in [x["name"] for x in b.get("/c/banks").json()]
+    assert b.get("/c/bank/A_ONLY").status_code == 404
+    assert b.post("/c/bank/A_ONLY/signal", json={"pdq": pdq}).status_code == 404
+    params = {"signal_type": "pdq", "signal": pdq}
+    assert server.client("b_matcher").get("/m/lookup", params=params).json() == []
+    assert server.client("b_matcher").get("/m/raw_lookup", params=params).json() == {"matches": []}
+    assert server.client("a_matcher").get("/m/lookup", params=params).json() == ["A_ONLY"]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import create_engine, text
 
 from tipline.config import Settings
@@ -175,3 +176,15 @@ def postgres_schema(admin_url: str) -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@contextmanager
+def server_on(backend: str, request: pytest.FixtureRequest, data_dir: Path) -> Iterator[Server]:
+    """A running server on SQLite, or on a fresh PostgreSQL schema (``backend``)."""
+    if backend == "sqlite":
+        with running_server(f"sqlite:///{data_dir / 'tipline.db'}", data_dir) as srv:
+            yield srv
+        return
+    admin_url = request.getfixturevalue("postgres_admin_url")
+    with postgres_schema(admin_url) as url, running_server(url, data_dir) as srv:
+        yield srv

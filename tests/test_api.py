@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from _api_server import Server, postgres_schema, running_server
+from _api_server import Server, server_on
 from tipline.demo import sample_images
 from tipline.services import audit
 from tipline.signals.hashing import HashOptions, hash_path
@@ -26,13 +26,7 @@ PROBLEM = "application/problem+json"
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    data_dir = tmp_path_factory.mktemp("api")
-    if request.param == "sqlite":
-        with running_server(f"sqlite:///{data_dir / 'tipline.db'}", data_dir) as srv:
-            yield srv
-        return
-    admin_url = request.getfixturevalue("postgres_admin_url")
-    with postgres_schema(admin_url) as url, running_server(url, data_dir) as srv:
+    with server_on(request.param, request, tmp_path_factory.mktemp("api")) as srv:
         yield srv
 
 

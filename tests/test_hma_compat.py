@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from _api_server import Server, postgres_schema, running_server
+from _api_server import Server, server_on
 from tipline.demo import sample_images
 from tipline.signals.hashing import HashOptions, hash_path
 
@@ -23,13 +23,7 @@ BANK = "HMA_TEST_BANK"
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    data_dir = tmp_path_factory.mktemp("hma")
-    if request.param == "sqlite":
-        with running_server(f"sqlite:///{data_dir / 'tipline.db'}", data_dir) as srv:
-            yield srv
-        return
-    admin_url = request.getfixturevalue("postgres_admin_url")
-    with postgres_schema(admin_url) as url, running_server(url, data_dir) as srv:
+    with server_on(request.param, request, tmp_path_factory.mktemp("hma")) as srv:
         yield srv
 
 

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,8 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
 
+from conftest import postgres_schema
 from tipline.config import Settings
 from tipline.services.auth import create_key
 from tipline.store.db import make_engine, session_factory, transaction, upgrade
@@ -160,22 +159,6 @@ def running_server(
         yield server
     finally:
         server.stop()
-
-
-@contextmanager
-def postgres_schema(admin_url: str) -> Iterator[str]:
-    """A fresh PostgreSQL schema (URL with search_path), dropped afterwards."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in admin_url else "?"
-    try:
-        yield f"{admin_url}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @contextmanager

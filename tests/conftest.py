@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,21 +42,27 @@ def postgres_admin_url() -> str:
     return _postgres_or_skip()
 
 
-@pytest.fixture
-def postgres_url(postgres_admin_url: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL schema for one test, dropped afterwards."""
+@contextmanager
+def postgres_schema(admin_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL schema (URL with search_path), dropped afterwards."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin: Engine = create_engine(postgres_admin_url)
+    admin: Engine = create_engine(admin_url)
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in postgres_admin_url else "?"
-    url = f"{postgres_admin_url}{sep}options=-csearch_path%3D{schema}"
+    sep = "&" if "?" in admin_url else "?"
     try:
-        yield url
+        yield f"{admin_url}{sep}options=-csearch_path%3D{schema}"
     finally:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL schema for one test, dropped afterwards."""
+    with postgres_schema(postgres_admin_url) as url:
+        yield url
 
 
 @pytest.fixture

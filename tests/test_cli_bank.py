@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from _terminal import run_on_terminal
+
 TIPLINE = str(Path(sys.executable).with_name("tipline"))
 
 
@@ -150,35 +152,14 @@ def test_export_then_import_gives_the_same_entries(cli, tmp_path, fmt):
 
 
 def test_import_shows_progress_only_on_a_terminal(tmp_path):
-    import pty
-
     env = {k: v for k, v in os.environ.items() if k != "TIPLINE_DATABASE_URL"}
     env["TIPLINE_DATA_DIR"] = str(tmp_path / "data")
     subprocess.run([TIPLINE, "bank", "create", "b"], env=env, check=True, capture_output=True)
     path = tmp_path / "list.txt"
     path.write_text("".join(f"pdq {i:064x}\n" for i in range(1, 3001)))
-    main_fd, child_fd = pty.openpty()
-    try:
-        proc = subprocess.run(
-            [TIPLINE, "bank", "import", "b", str(path), "--batch-size", "500"],
-            stdout=subprocess.PIPE,
-            stderr=child_fd,
-            env=env,
-            timeout=120,
-            check=False,
-        )
-        os.close(child_fd)
-        seen = b""
-        while True:
-            try:
-                chunk = os.read(main_fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-    finally:
-        os.close(main_fd)
+    proc, seen = run_on_terminal(
+        [TIPLINE, "bank", "import", "b", str(path), "--batch-size", "500"], env=env
+    )
     assert proc.returncode == 0
     assert b"importing" in seen  # the bar, on the terminal
     assert b"imported 3000 entries" in proc.stdout and b"importing" not in proc.stdout

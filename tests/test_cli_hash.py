@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _terminal import run_on_terminal
 from tipline.signals.pdq import pdq_hash
 
 
@@ -195,29 +196,7 @@ def test_unreadable_directory(folder: Path, tmp_path: Path) -> None:
 
 
 def test_progress_bar_only_on_a_terminal(folder: Path) -> None:
-    import pty
-
-    main_fd, child_fd = pty.openpty()
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "tipline.cli.main", "hash", str(folder)],
-            stdout=subprocess.PIPE,
-            stderr=child_fd,
-            timeout=120,
-            check=False,
-        )
-        os.close(child_fd)
-        seen = b""
-        while True:
-            try:
-                chunk = os.read(main_fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-    finally:
-        os.close(main_fd)
+    proc, seen = run_on_terminal([sys.executable, "-m", "tipline.cli.main", "hash", str(folder)])
     assert proc.returncode == 0
     assert b"hashing" in seen and b"/3" in seen  # the bar, on the terminal
     assert len(proc.stdout.splitlines()) == 9 and b"hashing" not in proc.stdout

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
+from _terminal import run_on_terminal
 from tipline.services.scan import (
     ScanOptions,
     ScanRequest,
@@ -361,16 +362,13 @@ def test_matches_fire_the_banks_actions(db_url: str, media: Path, tmp_path: Path
 
 
 def test_cli_progress_bar_on_a_terminal(media: Path, tmp_path: Path) -> None:
-    import pty
-
-    master, slave = pty.openpty()
     env = {
         **os.environ,
         "TIPLINE_DATA_DIR": str(tmp_path / "data"),
         "TERM": "xterm",
         "COLUMNS": "120",
     }
-    proc = subprocess.Popen(
+    proc, seen = run_on_terminal(
         [
             sys.executable,
             "-m",
@@ -383,24 +381,10 @@ def test_cli_progress_bar_on_a_terminal(media: Path, tmp_path: Path) -> None:
             "--database-url",
             f"sqlite:///{tmp_path / 'p.db'}",
         ],
-        stdout=subprocess.PIPE,
-        stderr=slave,
-        stdin=subprocess.DEVNULL,
         env=env,
     )
-    os.close(slave)
-    chunks: list[bytes] = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    out, _ = proc.communicate(timeout=120)
-    os.close(master)
-    screen = b"".join(chunks).decode("utf-8", "replace")
+    out = proc.stdout
+    screen = seen.decode("utf-8", "replace")
     assert proc.returncode == 0, screen
     assert "scanning" in screen and "items/s" in screen and "7/7" in screen
     assert "scanned 7" in out.decode()

@@ -15,9 +15,6 @@ import numpy as np
 import pdqhash
 import psutil
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from PIL import Image
 
 from tipline.config import Settings
 from tipline.errors import DecompressionBombError, MediaError, UnsupportedMediaError
@@ -28,9 +25,7 @@ from tipline.signals.video import (
     hash_video,
     hash_video_frames,
     iter_video_frames,
-    pdq_hash_luma,
     probe_video,
-    rgb_to_luma,
 )
 from tipline.signals.vpdq import MATCH_PERCENT, match_percentages, parse_vpdq_text
 
@@ -203,49 +198,6 @@ def test_one_fps_matches_on_the_query_side(
         assert q >= MATCH_PERCENT, (copy, q)
     q, _ = match_percentages(one[PATTERN_PAIR[0]], reference_lists[PATTERN_PAIR[1]])
     assert q >= MATCH_PERCENT
-
-
-# ---------------------------------------------------------------------------------------
-# The fast PDQ kernel against pdqhash (its brute-force twin).
-
-
-def test_kernel_equals_pdqhash_on_photos() -> None:
-    photos = sorted(Path("/usr/share/backgrounds").glob("*.jpg"))[:4]
-    if not photos:
-        pytest.skip("no wallpapers under /usr/share/backgrounds")
-    for path in photos:
-        with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB").resize((480, 270)))
-        bits, quality = pdqhash.compute(rgb)
-        h, q = pdq_hash_luma(rgb_to_luma(rgb))
-        assert (h.hex(), q) == (bits_to_hex(bits), quality), path.name
-
-
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.integers(64, 400),
-    st.integers(64, 400),
-    st.integers(2, 16),
-    st.floats(1, 30),
-    st.integers(0, 2**32 - 1),
-)
-def test_kernel_matches_pdqhash_on_grey(
-    height: int, width: int, block: int, noise: float, seed: int
-) -> None:
-    """Grey frames: within float rounding of pdqhash on the same pixels.
-
-    Noise is at least 1 grey level: noiseless block images whose block size divides 64
-    have many DCT coefficients that are exactly 0 in exact arithmetic, so their bits are
-    decided by rounding noise in any implementation (PDQ's own instability, not ours).
-    Frames under 64 pixels repeat samples and hit the same ties."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, (height // block + 1, width // block + 1)).astype(float)
-    img = np.kron(coarse, np.ones((block, block)))[:height, :width]
-    grey = np.clip(img + rng.normal(0, noise, img.shape), 0, 255).astype(np.uint8)
-    bits, quality = pdqhash.compute(np.ascontiguousarray(np.stack([grey] * 3, axis=2)))
-    h, q = pdq_hash_luma(grey)
-    assert abs(q - quality) <= 1
-    assert _ham(h, bytes.fromhex(bits_to_hex(bits))) <= 4
 
 
 # ---------------------------------------------------------------------------------------

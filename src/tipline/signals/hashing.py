@@ -114,7 +114,8 @@ def _hash_photo(
         pixels = decode_pixels(
             data, mode=options.decode, max_pixels=settings.max_image_pixels, fmt=fmt
         )
-        signals.extend(pdq_signals(pixels, dihedral=options.dihedral))
+        fast = options.decode is DecodeMode.FAST
+        signals.extend(pdq_signals(pixels, dihedral=options.dihedral, fast=fast))
     signals.extend(Signal(type=name, value=digest(name, data)) for name in wanted if name != "pdq")
     return tuple(signals)
 
@@ -238,7 +239,12 @@ def process_pool(jobs: int) -> ProcessPoolExecutor:
     """
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(
-        ["tipline.signals.hashing", "tipline.signals.decode", "tipline.signals.pdq"]
+        [
+            "tipline.signals.hashing",
+            "tipline.signals.decode",
+            "tipline.signals.pdq",
+            "tipline.signals.pdq_fast",
+        ]
     )
     return ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
 

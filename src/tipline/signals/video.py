@@ -9,11 +9,8 @@ Why this is faster than the ``vpdq`` package while giving (nearly) the same hash
 * ffmpeg decodes in its own process with frame threading (vpdq uses slice threads,
   which H.264 files from x264 rarely allow) and drops non-selected frames before any
   pixel conversion; the hasher overlaps with decoding.
-* PDQ's blur-and-decimate (two box-filter passes per axis, then 64x64 point samples) is
-  linear, so it is computed directly at the 64x64 sample points as
-  ``rows (64 x H) @ luma (H x W) @ cols (W x 64)`` with banded weights, in a numba
-  kernel (about one multiply-add per pixel instead of PDQ's full-image passes). The DCT,
-  median and quality metric then run batched in numpy.
+* PDQ's blur-and-decimate runs at the 64x64 sample points only, in a numba kernel,
+  and the DCT, median and quality metric run batched (:mod:`tipline.signals.pdq_fast`).
 
 The result equals ``pdqhash.compute`` on the same pixels up to float rounding (a tested
 brute-force twin). By default ffmpeg pipes RGB24 converted exactly as vpdq converts it,
@@ -37,12 +34,9 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
 from typing import Final, Literal, cast
 
-import numba
 import numpy as np
-import numpy.typing as npt
 
 from tipline.config import Settings, get_settings
 from tipline.errors import (
@@ -53,12 +47,9 @@ from tipline.errors import (
 )
 from tipline.signals.base import Signal, VideoFrame
 from tipline.signals.hashing import DEFAULT_VIDEO_SIGNALS, HashOptions
+from tipline.signals.pdq_fast import MIN_HASHABLE_DIM, LumaHasher
 from tipline.signals.vpdq import QUALITY_THRESHOLD, format_vpdq_text
 
-#: PDQ's smallest hashable width/height in pixels.
-MIN_HASHABLE_DIM: Final = 5
-#: Frames downsampled before one batched DCT/median/quality step.
-_BATCH: Final = 256
 #: Bytes per read from the file when computing digests.
 _DIGEST_CHUNK: Final = 1 << 20
 #: What ffmpeg pipes to the hasher (see :func:`iter_video_frames`).
@@ -208,207 +199,6 @@ def frame_step(frame_rate: float, fps: float) -> int:
     if fps == 0:
         return 1
     return max(1, int((1.0 / fps) * frame_rate))
-
-
-# ---------------------------------------------------------------------------------------
-# PDQ from luma, computed at the 64x64 sample points only.
-
-
-def _box_matrix(n: int, window: int) -> npt.NDArray[np.float64]:
-    """PDQ's 1-D box filter (window truncated and re-normalised at the edges) as n x n."""
-    half = (window + 2) // 2
-    m = np.zeros((n, n))
-    for o in range(n):
-        lo, hi = max(0, o - (window - half)), min(n - 1, o + half - 1)
-        m[o, lo : hi + 1] = 1.0 / (hi - lo + 1)
-    return m
-
-
-@lru_cache(maxsize=64)
-def _axis_weights(n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-    """Banded weights mapping ``n`` pixels to PDQ's 64 samples along one axis.
-
-    Two box passes of window ``ceil(n / 128)`` then the sample at ``int((i + .5) n / 64)``.
-    Returns ``(start, weights)``: sample ``i`` is ``sum(weights[i] * x[start[i]:][:S])``.
-    """
-    window = (n + 2 * 64 - 1) // (2 * 64)
-    box = _box_matrix(n, window)
-    picks = [int(((i + 0.5) * n) / 64) for i in range(64)]
-    full = (box @ box)[picks]  # 64 x n
-    support = [np.flatnonzero(row) for row in full]
-    width = min(n, max(int(s[-1] - s[0] + 1) for s in support))
-    start = np.array([min(int(s[0]), n - width) for s in support], dtype=np.int64)
-    weights = np.stack([full[i, start[i] : start[i] + width] for i in range(64)])
-    return start, weights.astype(np.float32)
-
-
-_R: Final = np.float32(0.299)
-_G: Final = np.float32(0.587)
-_B: Final = np.float32(0.114)
-
-
-@numba.njit(cache=True, nogil=True)
-def _cols_pass(
-    row: npt.NDArray[np.generic],
-    col_start: npt.NDArray[np.int64],
-    col_w: npt.NDArray[np.float32],
-    dst: npt.NDArray[np.float32],
-) -> None:  # pragma: no cover - compiled
-    """The 64 column samples of one pixel row (banded weights)."""
-    for j in range(64):
-        c0 = col_start[j]
-        acc = 0.0
-        for k in range(col_w.shape[1]):
-            acc += col_w[j, k] * row[c0 + k]
-        dst[j] = acc
-
-
-@numba.njit(cache=True, nogil=True)
-def _rows_pass(
-    tmp: npt.NDArray[np.float32],
-    row_start: npt.NDArray[np.int64],
-    row_w: npt.NDArray[np.float32],
-    out: npt.NDArray[np.float32],
-) -> None:  # pragma: no cover - compiled
-    """The 64 x 64 samples from the ``H x 64`` column samples."""
-    for i in range(64):
-        r0 = row_start[i]
-        for j in range(64):
-            acc = 0.0
-            for k in range(row_w.shape[1]):
-                acc += row_w[i, k] * tmp[r0 + k, j]
-            out[i, j] = acc
-
-
-@numba.njit(cache=True, nogil=True)
-def _sample64(
-    luma: npt.NDArray[np.generic],
-    row_start: npt.NDArray[np.int64],
-    row_w: npt.NDArray[np.float32],
-    col_start: npt.NDArray[np.int64],
-    col_w: npt.NDArray[np.float32],
-    tmp: npt.NDArray[np.float32],
-    out: npt.NDArray[np.float32],
-) -> None:  # pragma: no cover - compiled
-    """PDQ's blurred 64 x 64 samples of an ``H x W`` grey/luma frame."""
-    for r in range(luma.shape[0]):
-        _cols_pass(luma[r], col_start, col_w, tmp[r])
-    _rows_pass(tmp, row_start, row_w, out)
-
-
-@numba.njit(cache=True, nogil=True)
-def _sample64_rgb(
-    rgb: npt.NDArray[np.uint8],
-    row_start: npt.NDArray[np.int64],
-    row_w: npt.NDArray[np.float32],
-    col_start: npt.NDArray[np.int64],
-    col_w: npt.NDArray[np.float32],
-    tmp: npt.NDArray[np.float32],
-    out: npt.NDArray[np.float32],
-) -> None:  # pragma: no cover - compiled
-    """As :func:`_sample64` for ``H x W x 3`` RGB, with PDQ's float32 luma."""
-    luma = np.empty(rgb.shape[1], dtype=np.float32)
-    for r in range(rgb.shape[0]):
-        for c in range(rgb.shape[1]):
-            luma[c] = (
-                _R * np.float32(rgb[r, c, 0])
-                + _G * np.float32(rgb[r, c, 1])
-                + _B * np.float32(rgb[r, c, 2])
-            )
-        _cols_pass(luma, col_start, col_w, tmp[r])
-    _rows_pass(tmp, row_start, row_w, out)
-
-
-def _dct_matrix() -> npt.NDArray[np.float32]:
-    i = np.arange(1, 17)[:, None]
-    j = np.arange(64)[None, :]
-    scale = math.sqrt(2.0 / 64)
-    matrix: npt.NDArray[np.float32] = (
-        scale * np.cos((math.pi / 2 / 64) * i * (2 * j + 1))
-    ).astype(np.float32)
-    return matrix
-
-
-_DCT: Final = _dct_matrix()
-
-
-class LumaHasher:
-    """PDQ of many same-size luma frames: :meth:`add` one ``H x W`` frame at a time
-    (uint8 grey or float32 luma), :meth:`finish` gives ``(hashes, qualities)`` for a
-    batch. Not thread-safe; one per decoding stream."""
-
-    def __init__(self, height: int, width: int, batch: int = _BATCH) -> None:
-        """Weights for ``height x width`` frames; at most ``batch`` frames per finish."""
-        if height < MIN_HASHABLE_DIM or width < MIN_HASHABLE_DIM:
-            raise MediaError(f"{width}x{height} frames are too small for PDQ")
-        self.height, self.width = height, width
-        self._rows = _axis_weights(height)
-        self._cols = _axis_weights(width)
-        self._tmp = np.empty((height, 64), dtype=np.float32)
-        self._out = np.empty((batch, 64, 64), dtype=np.float32)
-        self._n = 0
-
-    @property
-    def full(self) -> bool:
-        """True when the batch must be :meth:`finish`-ed before the next :meth:`add`."""
-        return self._n == self._out.shape[0]
-
-    def add(self, pixels: npt.NDArray[np.generic]) -> None:
-        """Blur and decimate one frame into the batch: ``H x W`` grey/luma or
-        ``H x W x 3`` uint8 RGB."""
-        if pixels.shape[:2] != (self.height, self.width):
-            raise MediaError(f"frame is {pixels.shape}, expected {(self.height, self.width)}")
-        if pixels.ndim == 3:
-            rgb = cast(npt.NDArray[np.uint8], pixels)
-            _sample64_rgb(rgb, *self._rows, *self._cols, self._tmp, self._out[self._n])
-        else:
-            _sample64(pixels, *self._rows, *self._cols, self._tmp, self._out[self._n])
-        self._n += 1
-
-    def finish(self) -> tuple[list[bytes], list[int]]:
-        """``(32-byte hashes, qualities 0-100)`` of the frames added since the last call."""
-        a = self._out[: self._n]
-        self._n = 0
-        return pdq_from_64x64(a)
-
-
-def pdq_from_64x64(a: npt.NDArray[np.float32]) -> tuple[list[bytes], list[int]]:
-    """PDQ hashes and qualities of ``N x 64 x 64`` blurred-and-decimated luma buffers."""
-    if len(a) == 0:
-        return [], []
-    # Quality: PDQ's sum of truncated vertical and horizontal gradients, /90, capped.
-    dv = np.trunc((a[:, :-1, :] - a[:, 1:, :]) * np.float32(100) / np.float32(255))
-    dh = np.trunc((a[:, :, :-1] - a[:, :, 1:]) * np.float32(100) / np.float32(255))
-    grad = np.abs(dv).sum(axis=(1, 2), dtype=np.int64) + np.abs(dh).sum(
-        axis=(1, 2), dtype=np.int64
-    )
-    quality = np.minimum(grad // 90, 100)
-    # 2-D DCT keeping frequencies 1..16 on each axis, then bits above the median
-    # (the 128th smallest of 256, as PDQ's Torben median).
-    coeffs = (_DCT @ a @ _DCT.T).reshape(len(a), 256)
-    median = np.partition(coeffs, 127, axis=1)[:, 127:128]
-    bits = coeffs > median
-    # Bit k = 16 i + j; hex is bit 255 first, so pack the bits in reverse order.
-    packed = np.packbits(bits[:, ::-1], axis=1)
-    return [row.tobytes() for row in packed], [int(q) for q in quality]
-
-
-def pdq_hash_luma(pixels: npt.NDArray[np.generic]) -> tuple[bytes, int]:
-    """``(32-byte hash, quality)`` of one frame (fast path): ``H x W`` luma/grey or
-    ``H x W x 3`` uint8 RGB."""
-    hasher = LumaHasher(pixels.shape[0], pixels.shape[1], batch=1)
-    hasher.add(pixels)
-    hashes, qualities = hasher.finish()
-    return hashes[0], qualities[0]
-
-
-def rgb_to_luma(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-    """PDQ's luma (0.299 R + 0.587 G + 0.114 B) of ``H x W x 3`` pixels, float32."""
-    r, g, b = (rgb[..., c].astype(np.float32) for c in range(3))
-    luma: npt.NDArray[np.float32] = (
-        np.float32(0.299) * r + np.float32(0.587) * g + np.float32(0.114) * b
-    )
-    return luma
 
 
 # ---------------------------------------------------------------------------------------

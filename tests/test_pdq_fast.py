@@ -1,0 +1,197 @@
+"""The numba PDQ kernel (photos' fast path and every video frame) against its
+brute-force twin, ``pdqhash``: same pixels, same hashes up to float rounding."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pdqhash
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from tipline.signals import pdq_fast
+from tipline.signals.decode import decode_pixels
+from tipline.signals.hashing import DecodeMode, HashOptions, hash_bytes
+from tipline.signals.pdq import (
+    LOW_QUALITY_THRESHOLD,
+    bits_to_hex,
+    pdq_dihedral,
+    pdq_dihedral_fast,
+    pdq_hash,
+    pdq_hash_fast,
+)
+
+BIG = 10**9
+
+
+def _ham(a: bytes, b: bytes) -> int:
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).bit_count()
+
+
+def _ham_hex(a: str, b: str) -> int:
+    return _ham(bytes.fromhex(a), bytes.fromhex(b))
+
+
+def _dense_axis_weights(n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """The kernel's weights the slow way: PDQ's box filter as an n x n matrix, applied
+    twice, rows picked at the 64 sample points."""
+    window = (n + 127) // 128
+    half = (window + 2) // 2
+    box = np.zeros((n, n))
+    for o in range(n):
+        lo, hi = max(0, o - (window - half)), min(n - 1, o + half - 1)
+        box[o, lo : hi + 1] = 1.0 / (hi - lo + 1)
+    full = (box @ box)[[int(((i + 0.5) * n) / 64) for i in range(64)]]
+    support = [np.flatnonzero(row) for row in full]
+    width = min(n, max(int(s[-1] - s[0] + 1) for s in support))
+    start = np.array([min(int(s[0]), n - width) for s in support], dtype=np.int64)
+    return start, np.stack([full[i, start[i] : start[i] + width] for i in range(64)]).astype(
+        np.float32
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(5, 1500))
+def test_axis_weights_equal_the_dense_box_filter(n: int) -> None:
+    start, weights = pdq_fast._axis_weights(n)
+    want_start, want_weights = _dense_axis_weights(n)
+    assert np.array_equal(start, want_start)
+    np.testing.assert_allclose(weights, want_weights, rtol=1e-6, atol=1e-9)
+
+
+def _reference_photos(reference_dir: Path) -> list[Path]:
+    root = reference_dir / "pdq"
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in {".jpg", ".png", ".webp"})
+
+
+def test_photo_kernel_equals_pdqhash_on_reference_images(reference_dir: Path) -> None:
+    """Meta's reference images at full resolution: every hash, quality and dihedral
+    variant of a hashable image (quality >= 50) is bit-identical to pdqhash's."""
+    photos = _reference_photos(reference_dir)
+    assert len(photos) >= 40
+    for path in photos:
+        with Image.open(path) as im:
+            rgb = np.asarray(im.convert("RGB"))
+        want, want_q = pdq_hash(rgb)
+        got, got_q = pdq_hash_fast(rgb)
+        want_dih, _ = pdq_dihedral(rgb)
+        got_dih, dih_q = pdq_dihedral_fast(rgb)
+        assert got_q == want_q == dih_q, path.name
+        assert [name for name, _ in got_dih] == [name for name, _ in want_dih]
+        # Flat images (quality < 50) have near-zero DCT coefficients whose signs are
+        # decided by float rounding in any implementation.
+        tolerance = 0 if want_q >= LOW_QUALITY_THRESHOLD else 4
+        assert _ham_hex(got, want) <= tolerance, path.name
+        for (name, g), (_, w) in zip(got_dih, want_dih, strict=True):
+            assert _ham_hex(g, w) <= tolerance, (path.name, name)
+
+
+def test_photo_kernel_equals_pdqhash_on_wallpapers() -> None:
+    photos = sorted(Path("/usr/share/backgrounds").rglob("*.jpg"))[:4]
+    if not photos:
+        pytest.skip("no wallpapers under /usr/share/backgrounds")
+    for path in photos:
+        with Image.open(path) as im:
+            rgb = np.asarray(im.convert("RGB").resize((480, 270)))
+        bits, quality = pdqhash.compute(rgb)
+        h, q = pdq_fast.pdq_hash_luma(pdq_fast.rgb_to_luma(rgb))
+        assert (h.hex(), q) == (bits_to_hex(bits), quality), path.name
+        assert pdq_hash_fast(rgb) == (bits_to_hex(bits), quality), path.name
+
+
+def test_luma_plane_view_is_hashed_as_its_plane() -> None:
+    """The fast decoder returns large JPEGs as one luma plane repeated three times
+    (stride 0); the kernel reads the plane once and gets what the RGB stack gets."""
+    pic = Image.radial_gradient("L").resize((1400, 1100)).rotate(17)
+    buf = io.BytesIO()
+    pic.save(buf, "JPEG", quality=90)
+    pixels = decode_pixels(buf.getvalue(), mode=DecodeMode.FAST, max_pixels=BIG)
+    assert pixels.strides[2] == 0
+    stacked = np.ascontiguousarray(pixels)
+    assert pdq_hash_fast(pixels) == pdq_hash_fast(stacked)
+    assert _ham_hex(pdq_hash_fast(pixels)[0], pdq_hash(stacked)[0]) <= 2
+
+
+def test_fast_decode_uses_the_kernel_and_exact_decode_uses_pdqhash() -> None:
+    rng = np.random.default_rng(3)
+    coarse = rng.integers(0, 256, (20, 30, 3)).astype(np.uint8)
+    pic = Image.fromarray(coarse).resize((600, 400), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    pic.save(buf, "PNG")
+    data = buf.getvalue()
+    rgb = np.asarray(Image.open(buf).convert("RGB"))
+    fast = hash_bytes(data, "x", HashOptions(signals=("pdq",)))
+    exact = hash_bytes(data, "x", HashOptions(signals=("pdq",), decode=DecodeMode.EXACT))
+    assert fast.signals[0].value == pdq_hash_fast(rgb)[0]
+    assert exact.signals[0].value == pdq_hash(rgb)[0]
+    assert _ham_hex(fast.signals[0].value, exact.signals[0].value) <= 2
+
+
+def test_tiny_images_fall_back_to_pdqhash() -> None:
+    rgb = np.random.default_rng(5).integers(0, 256, (40, 90, 3), dtype=np.uint8)
+    assert pdq_hash_fast(rgb) == pdq_hash(rgb)
+    assert pdq_dihedral_fast(rgb) == pdq_dihedral(rgb)
+
+
+def _blocky(height: int, width: int, block: int, noise: float, seed: int, channels: int) -> Any:
+    rng = np.random.default_rng(seed)
+    shape = (height // block + 1, width // block + 1) + ((channels,) if channels > 1 else ())
+    coarse = rng.integers(0, 256, shape).astype(float)
+    kron = np.ones((block, block, 1)) if channels > 1 else np.ones((block, block))
+    img = np.kron(coarse, kron)[:height, :width]
+    return np.clip(img + rng.normal(0, noise, img.shape), 0, 255).astype(np.uint8)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(64, 400),
+    st.integers(64, 400),
+    st.integers(2, 16),
+    st.floats(1, 30),
+    st.integers(0, 2**32 - 1),
+)
+def test_kernel_matches_pdqhash_on_grey(
+    height: int, width: int, block: int, noise: float, seed: int
+) -> None:
+    """Grey frames: within float rounding of pdqhash on the same pixels.
+
+    Noise is at least 1 grey level: noiseless block images whose block size divides 64
+    have many DCT coefficients that are exactly 0 in exact arithmetic, so their bits are
+    decided by rounding noise in any implementation (PDQ's own instability, not ours).
+    Frames under 64 pixels repeat samples and hit the same ties."""
+    grey = _blocky(height, width, block, noise, seed, 1)
+    bits, quality = pdqhash.compute(np.ascontiguousarray(np.stack([grey] * 3, axis=2)))
+    h, q = pdq_fast.pdq_hash_luma(grey)
+    assert abs(q - quality) <= 1
+    assert _ham(h, bytes.fromhex(bits_to_hex(bits))) <= 4
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(64, 300),
+    st.integers(64, 300),
+    st.integers(2, 16),
+    st.floats(1, 30),
+    st.integers(0, 2**32 - 1),
+)
+def test_photo_kernel_matches_pdqhash_on_colour(
+    height: int, width: int, block: int, noise: float, seed: int
+) -> None:
+    """Colour images: the hash, the quality and all eight dihedral variants stay within
+    float rounding of pdqhash's."""
+    rgb = _blocky(height, width, block, noise, seed, 3)
+    want, want_q = pdq_hash(rgb)
+    got, got_q = pdq_hash_fast(rgb)
+    assert abs(got_q - want_q) <= 1
+    assert _ham_hex(got, want) <= 4
+    want_dih, _ = pdq_dihedral(rgb)
+    got_dih, _ = pdq_dihedral_fast(rgb)
+    for (name, g), (want_name, w) in zip(got_dih, want_dih, strict=True):
+        assert name == want_name
+        assert _ham_hex(g, w) <= 4, name

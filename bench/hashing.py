@@ -139,6 +139,7 @@ def run(quick: bool, rounds: int) -> list[Row]:
             Path(p).read_bytes()
         floor_one(files[0])
         threatexchange_one(files[0])
+        _check(hash_many(files[:1], HashOptions(), jobs=1))  # numba kernels loaded
         best: dict[int, dict[str, float]] = {1: {}, 2: {}}
         CPU_RATES.clear()
         for _ in range(rounds):

@@ -349,3 +349,72 @@ def test_appends_from_several_processes(engine: Engine, db_url: str) -> None:
         assert proc.returncode == 0, err.decode()
     report = _verify(engine)
     assert report.ok and report.records == 3
+
+
+def test_append_many_links_like_single_appends(engine: Engine) -> None:
+    items = [audit.pending(actor="cli", action="many", details={"i": i}) for i in range(5)]
+    with transaction(session_factory(engine)) as session:
+        first = audit.append_many(session, items[:2])
+        audit.append(session, actor="cli", action="one")
+        rest = audit.append_many(session, items[2:])
+        assert audit.append_many(session, []) == []
+    assert [r.seq for r in first + rest] == [1, 2, 4, 5, 6]
+    report = _verify(engine)
+    assert report.ok and report.records == 6 and report.head_hash == rest[-1].hash
+    with transaction(session_factory(engine)) as session:
+        rows = session.execute(select(AuditRecord).order_by(AuditRecord.seq)).scalars().all()
+    assert [json.loads(r.details).get("i") for r in rows] == [0, 1, None, 2, 3, 4]
+    assert [r.hash for r in rows] == [r.hash for r in (*first, rows[2], *rest)]
+
+
+def test_batcher_commits_every_acknowledged_record(engine: Engine) -> None:
+    batcher = audit.Batcher(session_factory(engine))
+    threads, per_thread = 6, 30
+    futures: dict[tuple[int, int], Any] = {}
+    lock = threading.Lock()
+
+    def work(n: int) -> None:
+        for i in range(per_thread):
+            f = batcher.submit(actor=f"t{n}", action="media", details={"n": n, "i": i})
+            with lock:
+                futures[(n, i)] = f
+
+    pool = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    seqs = {key: f.result(timeout=60) for key, f in futures.items()}
+    batcher.close()
+    assert sorted(seqs.values()) == list(range(1, threads * per_thread + 1))
+    report = _verify(engine)
+    assert report.ok and report.records == threads * per_thread
+    with transaction(session_factory(engine)) as session:
+        rows = session.execute(select(AuditRecord)).scalars().all()
+    stored = {(r.seq): (r.actor, json.loads(r.details)) for r in rows}
+    for (n, i), seq in seqs.items():
+        assert stored[seq] == (f"t{n}", {"n": n, "i": i})
+    with pytest.raises(RuntimeError):
+        batcher.submit(actor="cli", action="late")
+
+
+def test_batcher_close_writes_what_is_queued(engine: Engine) -> None:
+    batcher = audit.Batcher(session_factory(engine))
+    futures = [batcher.submit(actor="cli", action="q", details={"i": i}) for i in range(50)]
+    batcher.close()
+    assert all(f.done() for f in futures)
+    assert [f.result() for f in futures] == list(range(1, 51))
+    assert _verify(engine).records == 50
+
+
+def test_batcher_failure_reaches_every_waiter(engine: Engine) -> None:
+    _append_n(engine, 1)
+    _raw(engine, "DELETE FROM audit_head")
+    batcher = audit.Batcher(session_factory(engine))
+    futures = [batcher.submit(actor="cli", action="x") for _ in range(3)]
+    for f in futures:
+        with pytest.raises(AuditChainError):
+            f.result(timeout=60)
+    batcher.close()
+    with pytest.raises(InputError):
+        audit.Batcher(session_factory(engine)).submit(actor="cli", action="")

@@ -10,6 +10,7 @@ parent process so several workers never race on them).
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -85,6 +86,16 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     return app
 
 
+#: GIL switch interval of a ``tipline serve`` worker (Python's default is 5 ms). A worker
+#: runs the event loop, database calls and media hashing on threads; hashing runs
+#: without the GIL, and a thread coming back from the database (often holding the audit
+#: chain's row lock) otherwise waits up to the full interval for the GIL at each round
+#: trip. Measured with ``bench/service.py``: upload-and-match +40% at 0.5 ms.
+WORKER_SWITCH_INTERVAL = 0.0005
+
+
 def serve_app() -> FastAPI:
-    """Factory for uvicorn workers: settings from the environment, no migrations."""
+    """Factory for uvicorn workers: settings from the environment, no migrations; a
+    short GIL switch interval (:data:`WORKER_SWITCH_INTERVAL`)."""
+    sys.setswitchinterval(WORKER_SWITCH_INTERVAL)
     return create_app(get_settings(), migrate=False)

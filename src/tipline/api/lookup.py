@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from ulid import ULID
 
 from tipline.api.context import ServiceContext
@@ -86,9 +87,16 @@ def visible(ctx: ServiceContext, who: Principal, matches: Sequence[Match]) -> li
     return out
 
 
-def match_signals(ctx: ServiceContext, who: Principal, signals: Sequence[Signal]) -> list[Match]:
-    """Matches of one item's signals visible to ``who``, best first."""
-    found = matcher(ctx).match_signals(signals)
+def match_signals(
+    ctx: ServiceContext,
+    who: Principal,
+    signals: Sequence[Signal],
+    *,
+    session: Session | None = None,
+) -> list[Match]:
+    """Matches of one item's signals visible to ``who``, best first (hits read in
+    ``session`` when given)."""
+    found = matcher(ctx).match_signals(signals, session=session)
     for s in signals:
         ctx.metrics.lookups.labels(s.type).inc()
     out = visible(ctx, who, found)
@@ -144,52 +152,68 @@ def record_outcome(
     *,
     submission: dict[str, object] | None,
     signals: Sequence[Signal],
+    session: Session | None = None,
 ) -> str | None:
     """Store the submission (when given), the match history and run the action rules.
 
     Returns the submission id (None without one). Suppressed matches are kept in the
-    history but do not trigger actions.
+    history but do not trigger actions. Written in ``session`` (the caller commits) when
+    given, else in a transaction of its own.
     """
-    active = [m for m in matches if m.suppressed_by is None]
     if submission is None and not matches:
         return None
-    with transaction(ctx.sessions) as session:
-        submission_id: str | None = None
-        if submission is not None:
-            row = sub_store.create_submission(
-                session,
-                tenant=who.tenant,
-                created_by=who.key_id,
-                signals=[{"type": s.type, "value": s.value} for s in signals if s.type != "vpdq"],
-                **submission,  # type: ignore[arg-type]
-            )
-            submission_id = row.id
-        sub_store.record_matches(
+    if session is None:
+        with transaction(ctx.sessions) as own:
+            return _record(ctx, who, matches, submission, signals, own)
+    return _record(ctx, who, matches, submission, signals, session)
+
+
+def _record(
+    ctx: ServiceContext,
+    who: Principal,
+    matches: Sequence[Match],
+    submission: dict[str, object] | None,
+    signals: Sequence[Signal],
+    session: Session,
+) -> str | None:
+    """:func:`record_outcome`'s writes in ``session``."""
+    active = [m for m in matches if m.suppressed_by is None]
+    submission_id: str | None = None
+    if submission is not None:
+        row = sub_store.create_submission(
             session,
-            who.tenant,
-            submission_id,
-            [
-                sub_store.MatchFact(
-                    bank=m.bank,
-                    entry_id=m.entry_id,
-                    signal_type=m.signal_type,
-                    distance=m.distance,
-                    query_value=m.query_value,
-                    labels=m.labels,
-                )
-                for m in matches
-            ],
-        )
-        event = actions.MatchEvent(
-            event_id=submission_id or str(ULID()),
-            hits=[
-                actions.MatchHit(
-                    bank=m.bank, signal_type=m.signal_type, distance=m.distance, entry_id=m.entry_id
-                )
-                for m in active
-            ],
-            content_id=str(submission["content_id"]) if submission else None,
             tenant=who.tenant,
+            created_by=who.key_id,
+            signals=[{"type": s.type, "value": s.value} for s in signals if s.type != "vpdq"],
+            **submission,  # type: ignore[arg-type]
         )
-        actions.on_match(session, event, actor=who)
+        submission_id = row.id
+    sub_store.record_matches(
+        session,
+        who.tenant,
+        submission_id,
+        [
+            sub_store.MatchFact(
+                bank=m.bank,
+                entry_id=m.entry_id,
+                signal_type=m.signal_type,
+                distance=m.distance,
+                query_value=m.query_value,
+                labels=m.labels,
+            )
+            for m in matches
+        ],
+    )
+    event = actions.MatchEvent(
+        event_id=submission_id or str(ULID()),
+        hits=[
+            actions.MatchHit(
+                bank=m.bank, signal_type=m.signal_type, distance=m.distance, entry_id=m.entry_id
+            )
+            for m in active
+        ],
+        content_id=str(submission["content_id"]) if submission else None,
+        tenant=who.tenant,
+    )
+    actions.on_match(session, event, actor=who)
     return submission_id

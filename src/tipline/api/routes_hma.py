@@ -104,7 +104,7 @@ def _as_map(result: HashResult) -> dict[str, str]:
 async def _hash_url(
     ctx: ServiceContext, who: Principal, url: str, content_type: str | None, types: str | None
 ) -> dict[str, str]:
-    record_media_access(ctx, who, "hma.hash.url", {"url": url})
+    await record_media_access(ctx, who, "hma.hash.url", {"url": url})
     fetched = await fetch_media(ctx, url)
     kind = content_type or ""
     if not kind:
@@ -143,7 +143,7 @@ async def _hash_form(
         data = await upload.read()
     finally:
         await form.close()  # spooled temporary files go at once, also on errors
-    record_media_access(ctx, who, "hma.hash.upload", {"bytes": len(data)})
+    await record_media_access(ctx, who, "hma.hash.upload", {"bytes": len(data)})
     result = await hash_upload(ctx, data, upload.filename or "upload", HashOptions(signals=wanted))
     return _as_map(result)
 

@@ -263,7 +263,7 @@ async def add_media(
     """Hash the uploaded media and add its signals as a new entry (audited)."""
     visible_bank(ctx, who, name, write=True)
     data = await read_media(request)
-    record_media_access(ctx, who, "bank.media.upload", {"bank": name, "bytes": len(data)})
+    await record_media_access(ctx, who, "bank.media.upload", {"bank": name, "bytes": len(data)})
     result = await hash_upload(ctx, data, "upload", hash_options(None))
     signals = [f"{s.type}:{s.value}" for s in result.signals if s.variant is None]
     if not signals:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from tipline.api.audit_log import record_media_access
+from tipline.api.audit_log import media_access, record_media_access
 from tipline.api.context import ServiceContext, get_ctx
 from tipline.api.deps import require
 from tipline.api.media import RAW_MEDIA_BODY, fetch_media, hash_options, hash_upload, read_media
@@ -38,8 +38,11 @@ async def hash_upload_route(
     """Hash the uploaded media; the bytes are not stored."""
     options = hash_options(signals, dihedral)
     data = await read_media(request)
-    record_media_access(ctx, who, "hash.upload", {"bytes": len(data)})
-    result = await hash_upload(ctx, data, "upload", options)
+    access = media_access(ctx, who, "hash.upload", {"bytes": len(data)})
+    try:
+        result = await hash_upload(ctx, data, "upload", options)
+    finally:
+        await access
     return HashOut.of(result)
 
 
@@ -53,7 +56,7 @@ async def hash_url_route(
 ) -> HashOut:
     """Fetch ``url`` (SSRF-guarded: public addresses only, size and time limits), hash it."""
     options = hash_options(signals, dihedral)
-    record_media_access(ctx, who, "hash.url", {"url": url})
+    await record_media_access(ctx, who, "hash.url", {"url": url})
     fetched = await fetch_media(ctx, url)
     result = await hash_upload(ctx, fetched.data, url, options)
     return HashOut.of(result)

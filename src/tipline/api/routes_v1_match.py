@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from tipline.api import lookup
-from tipline.api.audit_log import record_media_access
+from tipline.api.audit_log import media_access, record_media_access
 from tipline.api.context import ServiceContext, get_ctx
 from tipline.api.deps import require
 from tipline.api.media import RAW_MEDIA_BODY, fetch_media, hash_options, hash_upload, read_media
@@ -25,6 +25,7 @@ from tipline.banks.model import Match
 from tipline.errors import InputError
 from tipline.services.auth import Permission, Principal
 from tipline.signals.base import Signal
+from tipline.store.db import transaction
 
 router = APIRouter(prefix="/v1", tags=["matching"])
 _match = require(Permission.MATCH)
@@ -121,10 +122,16 @@ async def _match_and_record(
     signals: list[Signal],
     submission: dict[str, Any] | None,
 ) -> MatchResult:
-    matches = await run_in_threadpool(lookup.match_signals, ctx, who, signals)
-    submission_id = await run_in_threadpool(
-        lookup.record_outcome, ctx, who, matches, submission=submission, signals=signals
-    )
+    def work() -> tuple[list[Match], str | None]:
+        # One session (one pooled connection) reads the hits and records the outcome.
+        with transaction(ctx.sessions) as session:
+            matches = lookup.match_signals(ctx, who, signals, session=session)
+            submission_id = lookup.record_outcome(
+                ctx, who, matches, submission=submission, signals=signals, session=session
+            )
+        return matches, submission_id
+
+    matches, submission_id = await run_in_threadpool(work)
     return _result(matches, signals, submission_id)
 
 
@@ -149,9 +156,15 @@ async def match_upload(
     """Hash the uploaded media and match it against the banks."""
     submission = _submission(content_id, uploader_account, upload_ip, uploaded_at)
     data = await read_media(request)
-    record_media_access(ctx, who, "match.upload", {"bytes": len(data), "content_id": content_id})
-    result = await hash_upload(ctx, data, content_id or "upload", hash_options(None))
-    return await _match_and_record(ctx, who, list(result.signals), submission)
+    # The access record is group-committed while the media is hashed and matched; the
+    # answer waits for its commit.
+    access = media_access(ctx, who, "match.upload", {"bytes": len(data), "content_id": content_id})
+    try:
+        result = await hash_upload(ctx, data, content_id or "upload", hash_options(None))
+        out = await _match_and_record(ctx, who, list(result.signals), submission)
+    finally:
+        await access
+    return out
 
 
 @router.get("/match", response_model=MatchResult, responses=problems(400, 415))
@@ -166,7 +179,7 @@ async def match_url(
 ) -> MatchResult:
     """Fetch ``url`` (SSRF-guarded), hash and match it."""
     submission = _submission(content_id, uploader_account, upload_ip, uploaded_at)
-    record_media_access(ctx, who, "match.url", {"url": url, "content_id": content_id})
+    await record_media_access(ctx, who, "match.url", {"url": url, "content_id": content_id})
     fetched = await fetch_media(ctx, url)
     result = await hash_upload(ctx, fetched.data, url, hash_options(None))
     return await _match_and_record(ctx, who, list(result.signals), submission)

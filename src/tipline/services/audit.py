@@ -3,20 +3,25 @@
 Every record's ``hash`` is the SHA-256 (hex) of a canonical JSON document holding all
 its fields and ``prev_hash``. Appenders serialize on the single ``audit_head`` row (a row
 lock on PostgreSQL, the write lock on SQLite), so concurrent processes never fork the
-chain. :func:`verify` walks the chain and names the first record that does not fit.
+chain. :func:`append` writes one record in the caller's transaction; :class:`Batcher`
+group-commits records that need no other write (many per head lock and commit).
+:func:`verify` walks the chain and names the first record that does not fit.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import queue
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import select, true, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, insert, select, true, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.errors import AuditChainError, InputError
 from tipline.store.audit import GENESIS_HASH, AuditHead, AuditRecord
@@ -141,6 +146,91 @@ def _hash_of(record: Any) -> str:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A record waiting for its place in the chain (:func:`append_many`, :class:`Batcher`)."""
+
+    actor: str
+    tenant: str | None
+    action: str
+    target: Target | None
+    #: canonical JSON of the redacted details
+    details: str
+
+
+def pending(
+    *,
+    actor: str | ActorLike,
+    action: str,
+    target: Target | tuple[str, str] | None = None,
+    details: Mapping[str, Any] | None = None,
+    tenant: str | None = None,
+) -> Pending:
+    """Check and normalize one record to append (InputError on an empty action or details
+    that are not plain JSON); secret-looking detail keys are redacted.
+
+    ``actor`` is an API key id, :data:`CLI_ACTOR`, or a principal (whose tenant is used
+    when ``tenant`` is not given).
+    """
+    if not isinstance(actor, str):
+        tenant = tenant if tenant is not None else actor.tenant
+        actor = actor.key_id
+    if not action:
+        raise InputError("audit action must not be empty")
+    if isinstance(target, tuple):
+        target = Target(*target)
+    details_json = canonical_json(redact(dict(details or {})))
+    return Pending(actor, tenant, action, target, details_json)
+
+
+def append_many(session: Session, items: Sequence[Pending]) -> list[AuditRecord]:
+    """Append ``items`` in order inside the caller's transaction; one head lock for all.
+
+    Each record links to the one before it exactly as single appends do (a chain built
+    by one call verifies like any other). The chain head stays locked from here until
+    the caller commits: call this as the last statement before the commit.
+    """
+    if not items:
+        return []
+    # UPDATE first: it takes the row lock (PostgreSQL) or the database write lock (SQLite)
+    # before anything is read, so two appenders can never read the same head. RETURNING
+    # gives the new last seq and the previous record's hash in the same round trip.
+    head = session.execute(
+        update(AuditHead)
+        .where(AuditHead.id == 1)
+        .values(seq=AuditHead.seq + len(items))
+        .returning(AuditHead.seq, AuditHead.hash),
+        execution_options={"synchronize_session": False},
+    ).first()
+    if head is None:
+        raise AuditChainError("audit chain head is missing; run `tipline audit verify`")
+    seq, prev_hash = int(head.seq) - len(items), str(head.hash)
+    at = utcnow()
+    rows: list[dict[str, Any]] = []
+    for item in items:
+        seq += 1
+        row: dict[str, Any] = {
+            "seq": seq,
+            "at": at,
+            "actor": item.actor,
+            "tenant": item.tenant,
+            "action": item.action,
+            "target_type": item.target.type if item.target else None,
+            "target_id": item.target.id if item.target else None,
+            "details": item.details,
+            "prev_hash": prev_hash,
+        }
+        row["hash"] = prev_hash = record_hash(**row)
+        rows.append(row)
+    # Core statements (no unit of work): the head stays locked for as short as possible.
+    session.execute(insert(cast(Table, AuditRecord.__table__)), rows)
+    session.execute(
+        update(AuditHead).where(AuditHead.id == 1).values(hash=prev_hash),
+        execution_options={"synchronize_session": False},
+    )
+    return [AuditRecord(**row) for row in rows]
+
+
 def append(
     session: Session,
     *,
@@ -158,44 +248,96 @@ def append(
     ``actor`` is an API key id, :data:`CLI_ACTOR`, or a principal (whose tenant is used
     when ``tenant`` is not given). Secret-looking detail keys are redacted.
     """
-    if not isinstance(actor, str):
-        tenant = tenant if tenant is not None else actor.tenant
-        actor = actor.key_id
-    if not action:
-        raise InputError("audit action must not be empty")
-    if isinstance(target, tuple):
-        target = Target(*target)
-    details_json = canonical_json(redact(dict(details or {})))
-    # UPDATE first: it takes the row lock (PostgreSQL) or the database write lock (SQLite)
-    # before anything is read, so two appenders can never read the same head. RETURNING
-    # gives the new seq and the previous record's hash in the same round trip.
-    head = session.execute(
-        update(AuditHead)
-        .where(AuditHead.id == 1)
-        .values(seq=AuditHead.seq + 1)
-        .returning(AuditHead.seq, AuditHead.hash),
-        execution_options={"synchronize_session": False},
-    ).first()
-    if head is None:
-        raise AuditChainError("audit chain head is missing; run `tipline audit verify`")
-    seq, prev_hash = int(head.seq), str(head.hash)
-    at = utcnow()
-    record = AuditRecord(
-        seq=seq,
-        at=at,
-        actor=actor,
-        tenant=tenant,
-        action=action,
-        target_type=target.type if target else None,
-        target_id=target.id if target else None,
-        details=details_json,
-        prev_hash=prev_hash,
-    )
-    record.hash = _hash_of(record)
-    session.add(record)
-    session.execute(update(AuditHead).where(AuditHead.id == 1).values(hash=record.hash))
-    session.flush()
-    return record
+    item = pending(actor=actor, action=action, target=target, details=details, tenant=tenant)
+    return append_many(session, [item])[0]
+
+
+class Batcher:
+    """Group commit for records that need no other write in their transaction (e.g.
+    media access): callers :meth:`submit` a record and wait on the returned future,
+    which resolves to the record's ``seq`` only once the record is committed.
+
+    One background thread takes everything queued while the previous transaction was
+    in flight and appends it with :func:`append_many` in a single transaction, so N
+    waiting requests cost one head lock and one commit instead of N. Nothing is
+    acknowledged before its commit; a failed transaction fails every future in it (the
+    records are not written, and the callers see the error).
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], *, max_batch: int = 500) -> None:
+        self._sessions = sessions
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[tuple[Pending, Future[int]] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def submit(
+        self,
+        *,
+        actor: str | ActorLike,
+        action: str,
+        target: Target | tuple[str, str] | None = None,
+        details: Mapping[str, Any] | None = None,
+        tenant: str | None = None,
+    ) -> Future[int]:
+        """Queue one record (checked now: InputError); the future gives its seq."""
+        item = pending(actor=actor, action=action, target=target, details=details, tenant=tenant)
+        future: Future[int] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("audit batcher is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="tipline-audit-batcher", daemon=True
+                )
+                self._thread.start()
+            self._queue.put((item, future))
+        return future
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            self._write(batch)
+
+    def _write(self, batch: list[tuple[Pending, Future[int]]]) -> None:
+        live = [(item, f) for item, f in batch if f.set_running_or_notify_cancel()]
+        if not live:
+            return
+        try:
+            with self._sessions() as session, session.begin():
+                records = append_many(session, [item for item, _ in live])
+                seqs = [r.seq for r in records]
+        except BaseException as exc:  # every waiter learns its record was not written
+            for _, f in live:
+                f.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, f), seq in zip(live, seqs, strict=True):
+            f.set_result(seq)
+
+    def close(self) -> None:
+        """Write what is queued, then stop the thread (later submits raise)."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+            self._queue.put(None)
+        if thread is not None:
+            thread.join()
 
 
 def verify(session: Session, *, batch: int = 5_000) -> AuditReport:

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from sqlalchemy.orm import Session
 
 from tipline.banks.model import Bank, Match
 from tipline.config import Settings, get_settings
@@ -607,12 +608,16 @@ class Matcher:
             out.append((items[row][0], distance, None, None))
         return out
 
-    def match_signals(self, signals: Sequence[Signal]) -> list[Match]:
+    def match_signals(
+        self, signals: Sequence[Signal], *, session: Session | None = None
+    ) -> list[Match]:
         """Matches of one media item's signals, best first.
 
         Each bank entry appears once per signal type (its smallest distance). When an
         allow-bank entry matches, every other match is returned with ``suppressed_by``
         and ``suppressed_reason`` set (callers act only on unsuppressed matches).
+        Index hits are read from the database in ``session`` when given (e.g. the
+        caller's transaction that then records the outcome), else in a new session.
         """
         self.refresh()
         with self._lock:
@@ -622,8 +627,11 @@ class Matcher:
                     hits.append((signal, pk, dist, q, c))
         if not hits:
             return []
-        with self.db.sessions() as s:
-            entries = repo.hits(s, sorted({h[1] for h in hits}))
+        if session is not None:
+            entries = repo.hits(session, sorted({h[1] for h in hits}))
+        else:
+            with self.db.sessions() as s:
+                entries = repo.hits(s, sorted({h[1] for h in hits}))
         best: dict[tuple[str, str, str], Match] = {}
         allow: Match | None = None
         allow_reason = ""

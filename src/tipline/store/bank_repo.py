@@ -422,19 +422,58 @@ def changes_since(session: Session, seq: int, *, limit: int = 10_000) -> list[tu
 
 
 def hits(session: Session, entry_pks: Sequence[int]) -> dict[int, EntryHit]:
-    """Entries (with their current disabled state) and banks for index hits."""
+    """Entries (with their current disabled state, signals in insertion order) and banks
+    for index hits: one query per :data:`IN_CHUNK` hits (entries joined to their bank and
+    their signals), plain columns rather than ORM objects."""
     out: dict[int, EntryHit] = {}
     if not entry_pks:
         return out
-    for chunk in _chunks(list(entry_pks)):
+    e, b, g = BankEntryRow, BankRow, BankSignalRow
+    # fmt: off
+    columns = (
+        e.id, e.entry_id, e.labels, e.source, e.added_at, e.disabled, e.disabled_reason,
+        b.id, b.name, b.description, b.enabled, b.is_allow_bank, b.thresholds, b.tenant,
+        g.type, g.value,
+    )
+    # fmt: on
+    banks: dict[int, Bank] = {}
+    for chunk in _chunks(sorted(set(entry_pks))):
         rows = session.execute(
-            select(BankEntryRow, BankRow)
-            .join(BankRow, BankRow.id == BankEntryRow.bank_id)
-            .where(BankEntryRow.id.in_(chunk))
+            select(*columns)
+            .join(b, b.id == e.bank_id)
+            .outerjoin(g, g.entry_pk == e.id)
+            .where(e.id.in_(chunk))
+            .order_by(e.id, g.id)
         ).all()
-        sigs = signals_of(session, [e.id for e, _ in rows])
-        for entry, bank in rows:
-            out[entry.id] = EntryHit(
-                entry.id, to_bank(bank), to_entry(entry, bank.name, sigs[entry.id])
+        signals: dict[int, list[BankSignal]] = {}
+        first: dict[int, Any] = {}
+        for row in rows:
+            pk = int(row[0])
+            if pk not in first:
+                first[pk] = row
+                signals[pk] = []
+            if row[14] is not None:
+                signals[pk].append(BankSignal(str(row[14]), str(row[15])))
+        for pk, row in first.items():
+            bank = banks.get(int(row[7]))
+            if bank is None:
+                bank = banks[int(row[7])] = Bank(
+                    name=row[8],
+                    description=row[9],
+                    enabled=row[10],
+                    is_allow_bank=row[11],
+                    thresholds={str(k): int(v) for k, v in (row[12] or {}).items()},
+                    tenant=row[13],
+                )
+            entry = BankEntry(
+                bank=bank.name,
+                entry_id=row[1],
+                signals=tuple(signals[pk]),
+                labels=tuple(row[2] or ()),
+                source=row[3],
+                added_at=row[4],
+                disabled=row[5],
+                disabled_reason=row[6],
             )
+            out[pk] = EntryHit(pk, bank, entry)
     return out

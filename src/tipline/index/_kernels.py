@@ -44,6 +44,36 @@ def _ctpop_typer(typingctx: Any, x: Any) -> Any:
 _ctpop: Any = intrinsic(_ctpop_typer)
 
 
+def _prefetch_typer(locality: int) -> Callable[[Any, Any], Any]:
+    """LLVM ``prefetch`` (read) of the byte at an address; never faults."""
+
+    def typer(typingctx: Any, addr: Any) -> Any:
+        sig = types.void(types.uint64)
+
+        def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
+            ptr_t = ir.PointerType()
+            i32 = ir.IntType(32)
+            fnty = ir.FunctionType(ir.VoidType(), [ptr_t, i32, i32, i32])
+            fn = builder.module.declare_intrinsic("llvm.prefetch", [ptr_t], fnty)
+            ptr = builder.inttoptr(args[0], ptr_t)
+            builder.call(fn, [ptr, i32(0), i32(locality), i32(1)])
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return typer
+
+
+#: Prefetch into every cache level (for data used within a few iterations).
+_prefetch_l1: Any = intrinsic(_prefetch_typer(3))
+#: Prefetch into L2 and below (for data used a whole loop later).
+_prefetch_l2: Any = intrinsic(_prefetch_typer(2))
+#: Probes / bucket runs / candidates a loop runs ahead when prefetching.
+_AHEAD_PROBES = 16
+_AHEAD_RUNS = 8
+_AHEAD_ROWS = 24
+
+
 @_jit_inline
 def _extract(words: Any, row: Any, start: Any, width: Any) -> Any:
     """Bits ``[start, start+width)`` of hash ``row`` as an unsigned integer (width ≤ 32)."""
@@ -118,81 +148,126 @@ def mih_search(
     words: Any,
     starts: Any,
     widths: Any,
-    radii: Any,
+    r_hi: Any,
+    n_hi: Any,
     tables: Any,
     table_base: Any,
     masks: Any,
     mask_base: Any,
-    mask_count: Any,
+    count_lo: Any,
+    count_hi: Any,
+    probe_key: Any,
+    probe_lo: Any,
+    probe_hi: Any,
+    cand: Any,
+    cand_sub: Any,
+    out_radii: Any,
     out_rows: Any,
     out_dist: Any,
 ) -> Any:
-    """Multi-index-hashing radius search; same contract as :func:`brute_search`.
+    """Multi-index-hashing radius search with a per-query radius split.
 
-    For substring ``j`` every bucket within ``radii[j]`` bits of the query's substring
-    is probed (``masks[mask_base[j]:mask_base[j]+mask_count[j]]`` are the flip masks);
-    ``radii[j] < 0`` skips the substring. Table ``j`` is ``tables[table_base[j]:]``:
-    2^width+1 CSR offsets, then n rows. A candidate found through substring ``j`` is
-    reported only when no earlier substring ``k`` is within ``radii[k]``, so every row
-    is reported at most once without a per-query "seen" array.
+    ``n_hi`` substrings are probed at radius ``r_hi`` and the others at ``r_hi - 1``
+    (``-1``: skipped), which is exact for ``radius <= m*r_hi + n_hi - 1`` by the
+    generalised pigeonhole principle *whichever* substrings get ``r_hi``. This query's
+    choice: every substring's buckets at radius ``r_hi`` are looked up (cheap: one
+    offset pair each) and the ``m - n_hi`` substrings whose outer shell (exactly
+    ``r_hi`` bits away) holds the most rows drop to ``r_hi - 1``, so dense regions
+    of a clustered bank cost fewer candidates.
 
-    Bucket bounds, candidate rows and candidate distances are each gathered in a
-    separate loop whose loads do not depend on each other, so the CPU keeps many cache
-    misses in flight (at 10M hashes the search is memory-latency bound; this layout
-    measured ~1.4x the lookups/s of one nested loop).
+    ``masks[mask_base[j]:][:count_hi[j]]`` are substring ``j``'s flip masks ordered by
+    popcount; the first ``count_lo[j]`` of them are the ball of radius ``r_hi - 1``.
+    Table ``j`` is ``tables[table_base[j]:]``: 2^width+1 CSR offsets, then n rows.
+    ``probe_key``/``probe_lo``/``probe_hi`` (``sum(count_hi)`` int64 each), ``cand`` and
+    ``cand_sub`` (int64, equal lengths) are scratch; ``out_radii`` (m) receives the
+    radii chosen for this query. Returns the number of results (one
+    per row), written to ``out_rows``/``out_dist`` when they fit (else the caller
+    retries with bigger buffers), or ``-k`` when ``cand`` is shorter than the ``k``
+    candidates.
+
+    Each phase (bucket offsets, bucket rows, candidate distances) is one loop of
+    independent loads with software prefetches a fixed distance ahead, and candidate
+    hashes are prefetched while their rows are gathered: at 10M hashes the search is
+    memory-latency bound, and this keeps many cache misses in flight.
     """
     m = starts.shape[0]
+    tbase = np.uint64(tables.ctypes.data)
+    wbase = np.uint64(words.ctypes.data)
     qkeys = np.empty(m, np.uint64)
-    n_probes = 0
-    for j in range(m):
-        qkeys[j] = _extract(q, 0, starts[j], widths[j])
-        if radii[j] >= 0:
-            n_probes += mask_count[j]
-    plo = np.empty(n_probes, np.int64)
-    phi = np.empty(n_probes, np.int64)
-    pj = np.empty(n_probes, np.int64)
+    first = np.empty(m + 1, np.int64)
     t = 0
     for j in range(m):
-        if radii[j] < 0:
-            continue
+        qkeys[j] = _extract(q, 0, starts[j], widths[j])
+        first[j] = t
         ob = np.int64(table_base[j])
-        rb = ob + (np.int64(1) << widths[j]) + 1
         mb = np.int64(mask_base[j])
-        for s in range(mb, mb + np.int64(mask_count[j])):
-            key = np.int64(qkeys[j] ^ masks[s])
-            plo[t] = np.int64(tables[ob + key]) + rb
-            phi[t] = np.int64(tables[ob + key + 1]) + rb
-            pj[t] = j
+        for s in range(mb, mb + np.int64(count_hi[j])):
+            probe_key[t] = ob + np.int64(qkeys[j] ^ masks[s])
             t += 1
+    first[m] = t
+    n_probes = t
+    for t in range(n_probes):
+        if t + _AHEAD_PROBES < n_probes:
+            _prefetch_l1(tbase + np.uint64(probe_key[t + _AHEAD_PROBES] * 4))
+        key = probe_key[t]
+        probe_lo[t] = np.int64(tables[key])
+        probe_hi[t] = np.int64(tables[key + 1])
+    # Radius of each substring for this query: drop the densest outer shells.
+    qradii = np.full(m, r_hi, np.int64)
+    n_lo = m - n_hi
+    if n_lo > 0:
+        shell = np.empty(m, np.int64)
+        for j in range(m):
+            size = np.int64(0)
+            for t in range(first[j] + count_lo[j], first[j + 1]):
+                size += probe_hi[t] - probe_lo[t]
+            shell[j] = size
+        order = np.argsort(-shell, kind="mergesort")  # stable: ties keep index order
+        for k in range(n_lo):
+            qradii[order[k]] = r_hi - 1
+    out_radii[:] = qradii
+    # Keep the probes of the chosen balls, as absolute positions in ``tables``.
+    n_act = 0
     n_cand = 0
-    for t in range(n_probes):
-        n_cand += phi[t] - plo[t]
-    cand = np.empty(n_cand, np.int64)
-    cj = np.empty(n_cand, np.int64)
+    for j in range(m):
+        rb = np.int64(table_base[j]) + (np.int64(1) << widths[j]) + 1
+        stop = first[j] + (count_hi[j] if qradii[j] == r_hi else count_lo[j])
+        for t in range(first[j], stop):
+            probe_lo[n_act] = probe_lo[t] + rb
+            probe_hi[n_act] = probe_hi[t] + rb
+            probe_key[n_act] = j  # now: the substring of each kept probe
+            n_cand += probe_hi[t] - probe_lo[t]
+            n_act += 1
+    if n_cand > cand.shape[0]:
+        return -n_cand
     c = 0
-    for t in range(n_probes):
-        for p in range(plo[t], phi[t]):
-            cand[c] = np.int64(tables[p])
-            cj[c] = pj[t]
+    for t in range(n_act):
+        if t + _AHEAD_RUNS < n_act:
+            _prefetch_l1(tbase + np.uint64(probe_lo[t + _AHEAD_RUNS] * 4))
+        for p in range(probe_lo[t], probe_hi[t]):
+            row = np.int64(tables[p])
+            _prefetch_l2(wbase + np.uint64(row * 32))
+            cand[c] = row
+            cand_sub[c] = probe_key[t]
             c += 1
-    dist = np.empty(n_cand, np.int64)
     q0, q1, q2, q3 = q[0, 0], q[0, 1], q[0, 2], q[0, 3]
-    for c in range(n_cand):
-        dist[c] = _distance(words, cand[c], q0, q1, q2, q3)
     cap = out_rows.shape[0]
     count = 0
     for c in range(n_cand):
-        d = dist[c]
+        if c + _AHEAD_ROWS < n_cand:
+            _prefetch_l1(wbase + np.uint64(cand[c + _AHEAD_ROWS] * 32))
+        row = cand[c]
+        d = _distance(words, row, q0, q1, q2, q3)
         if d > radius:
             continue
-        row = cand[c]
+        # A row within the radius sits in several probed buckets: report it only from
+        # the first substring whose chosen ball holds it (no per-query "seen" array).
         seen = False
-        for k in range(cj[c]):
-            if radii[k] >= 0:
-                sub = _extract(words, row, starts[k], widths[k]) ^ qkeys[k]
-                if np.int64(_ctpop(sub)) <= radii[k]:
-                    seen = True
-                    break
+        for k in range(cand_sub[c]):
+            sub = _extract(words, row, starts[k], widths[k]) ^ qkeys[k]
+            if np.int64(_ctpop(sub)) <= qradii[k]:
+                seen = True
+                break
         if seen:
             continue
         if count < cap:

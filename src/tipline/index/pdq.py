@@ -16,6 +16,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -218,6 +219,41 @@ def brute_force_rows(
         cap = count
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """How one radius is searched: see :func:`tipline.index._kernels.mih_search`."""
+
+    r_hi: int
+    n_hi: int
+    masks: npt.NDArray[np.uint64]
+    mask_base: npt.NDArray[np.int64]
+    count_lo: npt.NDArray[np.int64]
+    count_hi: npt.NDArray[np.int64]
+
+
+class _Scratch:
+    """One thread's search buffers, reused across queries (no allocation per lookup)."""
+
+    def __init__(self, n_probes: int, m: int, n_cand: int) -> None:
+        self.radii = np.empty(m, np.int64)
+        self.probe_key = np.empty(n_probes, np.int64)
+        self.probe_lo = np.empty(n_probes, np.int64)
+        self.probe_hi = np.empty(n_probes, np.int64)
+        self.cand = np.empty(n_cand, np.int64)
+        self.cand_sub = np.empty(n_cand, np.int64)
+        self.out_rows = np.empty(256, np.int64)
+        self.out_dist = np.empty(256, np.int64)
+
+    def grow_candidates(self, n: int) -> None:
+        size = max(n, self.cand.shape[0] * 2)
+        self.cand = np.empty(size, np.int64)
+        self.cand_sub = np.empty(size, np.int64)
+
+    def grow_results(self, n: int) -> None:
+        self.out_rows = np.empty(n, np.int64)
+        self.out_dist = np.empty(n, np.int64)
+
+
 class PdqIndex:
     """Immutable exact radius index over PDQ hashes; thread-safe for searching.
 
@@ -233,8 +269,9 @@ class PdqIndex:
         self.starts: npt.NDArray[np.int64] = arrays["starts"]
         self.widths: npt.NDArray[np.int64] = arrays["widths"]
         self.path = path
-        self._plans: dict[int, tuple[Any, ...] | None] = {}
+        self._plans: dict[int, _Plan | None] = {}
         self._plan_lock = threading.Lock()
+        self._local = threading.local()
 
     # -- construction -------------------------------------------------------------------
 
@@ -357,40 +394,64 @@ class PdqIndex:
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
-    def _plan(self, radius: int) -> tuple[Any, ...] | None:
+    def _plan(self, radius: int) -> _Plan | None:
         """Per-radius probe plan (substring radii, flip masks), or None to scan."""
         with self._plan_lock:
             if radius in self._plans:
                 return self._plans[radius]
         m = len(self.widths)
         r, a = divmod(radius, m)
-        radii = np.array([r if j <= a else r - 1 for j in range(m)], np.int64)
         n = len(self)
-        # Expected candidates for uniform data; scan when probing costs more than that.
-        cost = sum(
-            _ball(int(w), int(rj)) * (1 + n / 2.0 ** int(w))
-            for w, rj in zip(self.widths, radii, strict=True)
-            if rj >= 0
-        )
-        plan: tuple[Any, ...] | None = None
+        # Every substring's ball of radius r is looked up (offsets only); a+1 of them are
+        # searched at r and the rest at r-1. Expected cost for uniform data; scan when
+        # probing costs more than that.
+        cost = 0.0
+        for j, w in enumerate(self.widths):
+            rj = r if j <= a else r - 1
+            cost += _ball(int(w), r) + (_ball(int(w), rj) * n / 2.0 ** int(w) if rj >= 0 else 0)
+        plan: _Plan | None = None
         if cost < n / 2:
-            masks, base, count = [], [], []
+            masks, base, lo, hi = [], [], [], []
             pos = 0
-            for w, rj in zip(self.widths, radii, strict=True):
-                mk = _flip_masks(int(w), int(rj)) if rj >= 0 else np.zeros(0, np.uint64)
+            for w in self.widths:
+                mk = _flip_masks(int(w), r)  # ordered by popcount: the r-1 ball first
                 masks.append(mk)
                 base.append(pos)
-                count.append(len(mk))
+                hi.append(len(mk))
+                lo.append(_ball(int(w), r - 1) if r >= 1 else 0)
                 pos += len(mk)
-            plan = (
-                radii,
-                _readonly(np.concatenate(masks)),
-                np.array(base, np.int64),
-                np.array(count, np.int64),
+            plan = _Plan(
+                r_hi=r,
+                n_hi=a + 1,
+                masks=_readonly(np.concatenate(masks)),
+                mask_base=_readonly(np.array(base, np.int64)),
+                count_lo=_readonly(np.array(lo, np.int64)),
+                count_hi=_readonly(np.array(hi, np.int64)),
             )
         with self._plan_lock:
             self._plans[radius] = plan
         return plan
+
+    def _scratch(self, n_probes: int, m: int) -> _Scratch:
+        """This thread's reusable search buffers, with room for ``n_probes`` probes."""
+        sc: _Scratch | None = getattr(self._local, "scratch", None)
+        if sc is None or sc.probe_key.shape[0] < n_probes:
+            sc = _Scratch(n_probes, m, 1 << 14 if sc is None else sc.cand.shape[0])
+            self._local.scratch = sc
+        return sc
+
+    def query_radii(self, query: Query, radius: int) -> npt.NDArray[np.int64] | None:
+        """The per-substring radii one search of ``query`` uses (-1: substring skipped).
+
+        ``None`` when the radius is searched by a linear scan. For diagnostics and tests:
+        the split adapts to bucket sizes around each query (see :meth:`search_rows`).
+        """
+        radius = check_radius(radius)
+        if self._plan(radius) is None:
+            return None
+        self.search_rows(query_words(query), radius)
+        sc: _Scratch = self._local.scratch
+        return sc.radii.copy()
 
     def search_rows(
         self, q: npt.NDArray[np.uint64], radius: int
@@ -399,30 +460,38 @@ class PdqIndex:
         plan = self._plan(radius)
         if plan is None:
             return brute_force_rows(q, radius, self.words)
-        radii, masks, mbase, mcount = plan
-        cap = 256
         a = self._a
+        sc = self._scratch(int(plan.count_hi.sum()), len(self.widths))
         while True:
-            rows = np.empty(cap, np.int64)
-            dist = np.empty(cap, np.int64)
             count = K.mih_search(
                 q,
                 radius,
                 self.words,
                 self.starts,
                 self.widths,
-                radii,
+                plan.r_hi,
+                plan.n_hi,
                 a["tables"],
                 a["table_base"],
-                masks,
-                mbase,
-                mcount,
-                rows,
-                dist,
+                plan.masks,
+                plan.mask_base,
+                plan.count_lo,
+                plan.count_hi,
+                sc.probe_key,
+                sc.probe_lo,
+                sc.probe_hi,
+                sc.cand,
+                sc.cand_sub,
+                sc.radii,
+                sc.out_rows,
+                sc.out_dist,
             )
-            if count <= cap:
-                return rows[:count], dist[:count]
-            cap = count
+            if count < 0:  # more candidates than the buffer holds: grow it and retry
+                sc.grow_candidates(-count)
+            elif count > sc.out_rows.shape[0]:
+                sc.grow_results(count)
+            else:
+                return sc.out_rows[:count].copy(), sc.out_dist[:count].copy()
 
     def search(self, query: Query, radius: int) -> tuple[IdArray, DistArray]:
         """Every id with a hash within ``radius`` bits (inclusive) of ``query``.

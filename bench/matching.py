@@ -10,7 +10,8 @@ subprocesses, so peak RSS is per engine:
   its open time is reported as n/a);
 * single-hash lookups/s in 1 process and in 2 processes (forked after warm-up), p99
   latency, batch lookups/s (one call for all queries, one thread);
-* recall against an independent NumPy brute force on a sample of the queries.
+* recall against an independent NumPy brute force on a sample of the queries;
+* for tipline, the mean bucket entries (candidates) each lookup verifies (cand/q).
 
 Numba compilation happens in a warm-up before any timing. Threshold 31 (PDQ default).
 
@@ -187,6 +188,13 @@ class TiplineEngine(Engine):
     def batch(self, qs: np.ndarray) -> int:
         return sum(len(ids) for ids, _ in self.index.search_batch(qs, RADIUS))
 
+    def candidates_per_query(self, qs: np.ndarray) -> float | None:
+        """Mean bucket entries verified per lookup (after the timings; None: scanned)."""
+        stats = [self.index.probe_stats(q, RADIUS) for q in qs]
+        if any(s is None for s in stats):
+            return None
+        return float(np.mean([s[1] for s in stats if s is not None]))
+
 
 class PteEngine(Engine):
     def __init__(self, bank: np.ndarray) -> None:
@@ -314,6 +322,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     result["batch_hits"] = engine.batch(qs)
     result["batch_qps"] = n_single / (time.perf_counter() - t0)
     result["rss_mb"] = _rss_mb()
+    if isinstance(engine, TiplineEngine):
+        result["cands_per_query"] = engine.candidates_per_query(qs)
     result["queries_timed"] = n_single
     return result
 
@@ -390,7 +400,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     head = (
         f"{'size':>10} {'data':<9} {'engine':<8} {'build s':>8} {'open s':>7} "
         f"{'1p q/s':>8} {'2p q/s':>8} {'2p q/cpu':>8} {'batch q/s':>9} {'p99 ms':>7} {'RSS MB':>7} "
-        f"{'bld RSS':>7} {'recall':>7} {'hits/q':>7} {'vs pte 2p':>9}"
+        f"{'bld RSS':>7} {'recall':>7} {'hits/q':>7} {'vs pte 2p':>9} {'cand/q':>7}"
     )
     print(head)
     print("-" * len(head))
@@ -410,7 +420,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{_fmt(r.get('cpu_qps_2'), '8.0f')} "
             f"{r['batch_qps']:>9.0f} {r['p99_ms']:>7.2f} {r['rss_mb']:>7.0f} "
             f"{_fmt(r.get('build_rss_mb'), '7.0f')} {r['recall']:>7.4f} "
-            f"{r['hits_per_query']:>7.1f} {_fmt(ratio, '9.1f')}"
+            f"{r['hits_per_query']:>7.1f} {_fmt(ratio, '9.1f')} "
+            f"{_fmt(r.get('cands_per_query'), '7.0f')}"
         )
     print()
     for r in rows:

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _index_oracle import brute_pdq, flip_bits
-from tipline.index import PdqIndex
+from tipline.index import PdqIndex, pdq
 
 
 def _flip_outside(centre: bytes, frozen: np.ndarray, n_bits: int, rng: np.random.Generator):
@@ -49,6 +49,11 @@ def _skewed_bank(seed: int, n_cluster: int, n_random: int, frozen_bytes: list[in
     ids = np.arange(len(rows), dtype=np.int64) * 3
     ids[1::7] = ids[0::7][: len(ids[1::7])]  # some ids carry two hashes
     return ids, hashes, query, centre, rng
+
+
+def _radii(index: PdqIndex, query: bytes, radius: int) -> np.ndarray | None:
+    stats = index.probe_stats(query, radius)
+    return None if stats is None else stats[0]
 
 
 def _substring_keys(hashes: np.ndarray, starts: np.ndarray, widths: np.ndarray) -> np.ndarray:
@@ -109,7 +114,7 @@ def test_chosen_split_matches_shell_sizes(seed, frozen_bytes, radius):
     ids, hashes, query, centre, rng = _skewed_bank(seed, 1200, 200, frozen_bytes, 1)
     index = PdqIndex.build(ids, hashes, substrings=16)
     for q in (query, centre, hashes[int(rng.integers(len(hashes)))].tobytes()):
-        got = index.query_radii(q, radius)
+        got = _radii(index, q, radius)
         assert got is not None
         want = _expected_radii(index, hashes, q, radius)
         assert got.tolist() == want
@@ -124,7 +129,7 @@ def test_every_radius_searches_by_split_and_equals_brute_force():
     queries = [query, centre, hashes[int(rng.integers(len(hashes)))].tobytes()]
     for radius in range(49):
         for q in queries:
-            assert index.query_radii(q, radius) is not None
+            assert _radii(index, q, radius) is not None
             got_ids, got_dist = index.search(q, radius)
             assert (got_ids.tolist(), got_dist.tolist()) == brute_pdq(ids, hashes, q, radius)
 
@@ -139,20 +144,20 @@ def test_split_varies_with_the_query():
     off_by_one = np.packbits(bits).tobytes()
     splits = set()
     for q in [off_by_one, *(rng.integers(0, 256, 32, dtype=np.uint8).tobytes() for _ in range(20))]:
-        got = index.query_radii(q, radius)
+        got = _radii(index, q, radius)
         assert got is not None
         assert got.tolist() == _expected_radii(index, hashes, q, radius)
         splits.add(tuple(got.tolist()))
     assert len(splits) > 1
-    near = index.query_radii(off_by_one, radius)
+    near = _radii(index, off_by_one, radius)
     assert near is not None
     assert near[:3].tolist() == [0, 0, 0] and int((near == 0).sum()) == 4
     got = index.search(off_by_one, radius)
     assert (got[0].tolist(), got[1].tolist()) == brute_pdq(ids, hashes, off_by_one, radius)
 
 
-def test_big_cluster_grows_scratch_and_stays_exact():
-    """More candidates than the initial scratch holds, and more results than 256."""
+def test_dense_cluster_falls_back_to_a_scan_and_stays_exact():
+    """More candidates than a quarter of the bank: answered by a linear scan, exactly."""
     rng = np.random.default_rng(9)
     centre = rng.integers(0, 256, 32, dtype=np.uint8).tobytes()
     frozen = np.zeros(256, bool)
@@ -161,10 +166,29 @@ def test_big_cluster_grows_scratch_and_stays_exact():
     hashes = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(-1, 32)
     ids = np.arange(len(rows), dtype=np.int64)
     index = PdqIndex.build(ids, hashes)
+    stats = index.probe_stats(centre, 31)
+    assert stats is not None and stats[1] * pdq.SCAN_FRACTION > len(index)
     for radius in (3, 20, 31, 40):
         got = index.search(centre, radius)
         assert (got[0].tolist(), got[1].tolist()) == brute_pdq(ids, hashes, centre, radius)
     assert len(index.search(centre, 31)[0]) > 256
+
+
+def test_scratch_grows_for_big_candidate_lists(monkeypatch):
+    """Candidate lists longer than the scratch: the buffer grows and results stay exact."""
+    monkeypatch.setattr(pdq, "_INITIAL_CANDIDATES", 8)
+    monkeypatch.setattr(pdq, "_KEPT_CANDIDATES", 64)
+    ids, hashes, query, centre, rng = _skewed_bank(4, 2500, 2000, [7, 8, 9], 2)
+    index = PdqIndex.build(ids, hashes)
+    qs = [query, centre, *(hashes[int(i)].tobytes() for i in rng.integers(len(hashes), size=30))]
+    sizes = []
+    for q in qs:
+        stats = index.probe_stats(q, 31)
+        assert stats is not None
+        sizes.append(stats[1])
+        got = index.search(q, 31)
+        assert (got[0].tolist(), got[1].tolist()) == brute_pdq(ids, hashes, q, 31)
+    assert any(k > 64 and k * pdq.SCAN_FRACTION < len(index) for k in sizes)
 
 
 def test_threads_share_an_index():
@@ -221,7 +245,7 @@ def test_pigeonhole_boundary_rows_through_every_substring(substrings, n_cluster,
     base = int(ids.max()) + 1
     all_ids = np.concatenate([ids, np.arange(base, base + len(extra), dtype=np.int64)])
     index = PdqIndex.build(all_ids, all_hashes, substrings=substrings)
-    got_split = index.query_radii(query, radius)
+    got_split = _radii(index, query, radius)
     assert got_split is not None and got_split.tolist() == split
     got_ids, got_dist = index.search(query, radius)
     found = dict(zip(got_ids.tolist(), got_dist.tolist(), strict=True))

@@ -37,6 +37,12 @@ MAX_RADIUS = PDQ_BITS
 _KIND = "pdq"
 #: Fewest substrings allowed: 256 / 11 rounds up to 24-bit substrings.
 MIN_SUBSTRINGS = 11
+#: A query whose buckets hold more candidates than len(index) / this is answered by a
+#: linear scan instead: reading every hash in order costs less than that many random reads.
+SCAN_FRACTION = 4
+#: Candidate slots each thread's scratch starts with, and keeps after a bigger query.
+_INITIAL_CANDIDATES = 1 << 14
+_KEPT_CANDIDATES = 1 << 20
 
 IdArray = npt.NDArray[np.int64]
 DistArray = npt.NDArray[np.int64]
@@ -244,10 +250,9 @@ class _Scratch:
         self.out_rows = np.empty(256, np.int64)
         self.out_dist = np.empty(256, np.int64)
 
-    def grow_candidates(self, n: int) -> None:
-        size = max(n, self.cand.shape[0] * 2)
-        self.cand = np.empty(size, np.int64)
-        self.cand_sub = np.empty(size, np.int64)
+    def resize_candidates(self, n: int) -> None:
+        self.cand = np.empty(n, np.int64)
+        self.cand_sub = np.empty(n, np.int64)
 
     def grow_results(self, n: int) -> None:
         self.out_rows = np.empty(n, np.int64)
@@ -436,62 +441,85 @@ class PdqIndex:
         """This thread's reusable search buffers, with room for ``n_probes`` probes."""
         sc: _Scratch | None = getattr(self._local, "scratch", None)
         if sc is None or sc.probe_key.shape[0] < n_probes:
-            sc = _Scratch(n_probes, m, 1 << 14 if sc is None else sc.cand.shape[0])
+            sc = _Scratch(n_probes, m, _INITIAL_CANDIDATES if sc is None else sc.cand.shape[0])
             self._local.scratch = sc
         return sc
-
-    def query_radii(self, query: Query, radius: int) -> npt.NDArray[np.int64] | None:
-        """The per-substring radii one search of ``query`` uses (-1: substring skipped).
-
-        ``None`` when the radius is searched by a linear scan. For diagnostics and tests:
-        the split adapts to bucket sizes around each query (see :meth:`search_rows`).
-        """
-        radius = check_radius(radius)
-        if self._plan(radius) is None:
-            return None
-        self.search_rows(query_words(query), radius)
-        sc: _Scratch = self._local.scratch
-        return sc.radii.copy()
 
     def search_rows(
         self, q: npt.NDArray[np.uint64], radius: int
     ) -> tuple[npt.NDArray[np.int64], DistArray]:
-        """(rows, distances) within ``radius`` for one (1, 4) word query; rows unordered."""
+        """(rows, distances) within ``radius`` for one (1, 4) word query; rows unordered.
+
+        Multi-index search with the substring split chosen for this query (see
+        :func:`tipline.index._kernels.mih_search`); a linear scan when the radius is too
+        wide for substring probes, or when this query's buckets hold more than
+        ``len(self) / SCAN_FRACTION`` candidates (a dense cluster at a wide radius).
+        """
         plan = self._plan(radius)
         if plan is None:
             return brute_force_rows(q, radius, self.words)
-        a = self._a
         sc = self._scratch(int(plan.count_hi.sum()), len(self.widths))
         while True:
-            count = K.mih_search(
-                q,
-                radius,
-                self.words,
-                self.starts,
-                self.widths,
-                plan.r_hi,
-                plan.n_hi,
-                a["tables"],
-                a["table_base"],
-                plan.masks,
-                plan.mask_base,
-                plan.count_lo,
-                plan.count_hi,
-                sc.probe_key,
-                sc.probe_lo,
-                sc.probe_hi,
-                sc.cand,
-                sc.cand_sub,
-                sc.radii,
-                sc.out_rows,
-                sc.out_dist,
-            )
-            if count < 0:  # more candidates than the buffer holds: grow it and retry
-                sc.grow_candidates(-count)
+            count = self._run(plan, q, radius, sc)
+            if count < 0:  # more candidates than the buffer holds
+                if -count * SCAN_FRACTION > len(self):
+                    return brute_force_rows(q, radius, self.words)
+                sc.resize_candidates(max(-count, 2 * sc.cand.shape[0]))
             elif count > sc.out_rows.shape[0]:
                 sc.grow_results(count)
             else:
-                return sc.out_rows[:count].copy(), sc.out_dist[:count].copy()
+                rows, dist = sc.out_rows[:count].copy(), sc.out_dist[:count].copy()
+                if sc.cand.shape[0] > _KEPT_CANDIDATES:
+                    sc.resize_candidates(_KEPT_CANDIDATES)
+                return rows, dist
+
+    def _run(self, plan: _Plan, q: npt.NDArray[np.uint64], radius: int, sc: _Scratch) -> int:
+        a = self._a
+        count: int = K.mih_search(
+            q,
+            radius,
+            self.words,
+            self.starts,
+            self.widths,
+            plan.r_hi,
+            plan.n_hi,
+            a["tables"],
+            a["table_base"],
+            plan.masks,
+            plan.mask_base,
+            plan.count_lo,
+            plan.count_hi,
+            sc.probe_key,
+            sc.probe_lo,
+            sc.probe_hi,
+            sc.cand,
+            sc.cand_sub,
+            sc.radii,
+            sc.out_rows,
+            sc.out_dist,
+        )
+        return count
+
+    def probe_stats(self, query: Query, radius: int) -> tuple[npt.NDArray[np.int64], int] | None:
+        """(per-substring radii, candidate rows) of one search of ``query``, or None.
+
+        For diagnostics, tests and benchmarks: the radii (-1: substring skipped) are the
+        split chosen for this query from the bucket sizes around it, and the candidates
+        are the bucket entries the search verifies. ``None`` when the radius is searched
+        by a linear scan.
+        """
+        radius = check_radius(radius)
+        plan = self._plan(radius)
+        if plan is None:
+            return None
+        sc = self._scratch(int(plan.count_hi.sum()), len(self.widths))
+        saved = sc.cand, sc.cand_sub
+        sc.resize_candidates(0)  # the kernel then stops after counting the candidates
+        try:
+            count = self._run(plan, query_words(query), radius, sc)
+        finally:
+            sc.cand, sc.cand_sub = saved
+        return sc.radii.copy(), max(0, -count)
 
     def search(self, query: Query, radius: int) -> tuple[IdArray, DistArray]:
         """Every id with a hash within ``radius`` bits (inclusive) of ``query``.

@@ -160,7 +160,6 @@ def mih_search(
     probe_lo: Any,
     probe_hi: Any,
     cand: Any,
-    cand_sub: Any,
     out_radii: Any,
     out_rows: Any,
     out_dist: Any,
@@ -178,12 +177,11 @@ def mih_search(
     ``masks[mask_base[j]:][:count_hi[j]]`` are substring ``j``'s flip masks ordered by
     popcount; the first ``count_lo[j]`` of them are the ball of radius ``r_hi - 1``.
     Table ``j`` is ``tables[table_base[j]:]``: 2^width+1 CSR offsets, then n rows.
-    ``probe_key``/``probe_lo``/``probe_hi`` (``sum(count_hi)`` int64 each), ``cand`` and
-    ``cand_sub`` (int64, equal lengths) are scratch; ``out_radii`` (m) receives the
-    radii chosen for this query. Returns the number of results (one
-    per row), written to ``out_rows``/``out_dist`` when they fit (else the caller
-    retries with bigger buffers), or ``-k`` when ``cand`` is shorter than the ``k``
-    candidates.
+    ``probe_key``/``probe_lo``/``probe_hi`` (``sum(count_hi)`` int64 each) and ``cand``
+    (int64, ``row | substring << 32``) are scratch; ``out_radii`` (m) receives the radii
+    chosen for this query. Returns the number of results (one per row), written to
+    ``out_rows``/``out_dist`` when they fit (else the caller retries with bigger
+    buffers), or ``-k`` when ``cand`` is shorter than the ``k`` candidates.
 
     Each phase (bucket offsets, bucket rows, candidate distances) is one loop of
     independent loads with software prefetches a fixed distance ahead, and candidate
@@ -247,23 +245,22 @@ def mih_search(
         for p in range(probe_lo[t], probe_hi[t]):
             row = np.int64(tables[p])
             _prefetch_l2(wbase + np.uint64(row * 32))
-            cand[c] = row
-            cand_sub[c] = probe_key[t]
+            cand[c] = row | (probe_key[t] << 32)
             c += 1
     q0, q1, q2, q3 = q[0, 0], q[0, 1], q[0, 2], q[0, 3]
     cap = out_rows.shape[0]
     count = 0
     for c in range(n_cand):
         if c + _AHEAD_ROWS < n_cand:
-            _prefetch_l1(wbase + np.uint64(cand[c + _AHEAD_ROWS] * 32))
-        row = cand[c]
+            _prefetch_l1(wbase + np.uint64((cand[c + _AHEAD_ROWS] & 0xFFFFFFFF) * 32))
+        row = cand[c] & 0xFFFFFFFF
         d = _distance(words, row, q0, q1, q2, q3)
         if d > radius:
             continue
         # A row within the radius sits in several probed buckets: report it only from
         # the first substring whose chosen ball holds it (no per-query "seen" array).
         seen = False
-        for k in range(cand_sub[c]):
+        for k in range(cand[c] >> 32):
             sub = _extract(words, row, starts[k], widths[k]) ^ qkeys[k]
             if np.int64(_ctpop(sub)) <= qradii[k]:
                 seen = True

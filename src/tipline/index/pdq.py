@@ -246,13 +246,11 @@ class _Scratch:
         self.probe_lo = np.empty(n_probes, np.int64)
         self.probe_hi = np.empty(n_probes, np.int64)
         self.cand = np.empty(n_cand, np.int64)
-        self.cand_sub = np.empty(n_cand, np.int64)
         self.out_rows = np.empty(256, np.int64)
         self.out_dist = np.empty(256, np.int64)
 
     def resize_candidates(self, n: int) -> None:
         self.cand = np.empty(n, np.int64)
-        self.cand_sub = np.empty(n, np.int64)
 
     def grow_results(self, n: int) -> None:
         self.out_rows = np.empty(n, np.int64)
@@ -493,7 +491,6 @@ class PdqIndex:
             sc.probe_lo,
             sc.probe_hi,
             sc.cand,
-            sc.cand_sub,
             sc.radii,
             sc.out_rows,
             sc.out_dist,
@@ -513,12 +510,12 @@ class PdqIndex:
         if plan is None:
             return None
         sc = self._scratch(int(plan.count_hi.sum()), len(self.widths))
-        saved = sc.cand, sc.cand_sub
+        saved = sc.cand
         sc.resize_candidates(0)  # the kernel then stops after counting the candidates
         try:
             count = self._run(plan, query_words(query), radius, sc)
         finally:
-            sc.cand, sc.cand_sub = saved
+            sc.cand = saved
         return sc.radii.copy(), max(0, -count)
 
     def search(self, query: Query, radius: int) -> tuple[IdArray, DistArray]:

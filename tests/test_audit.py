@@ -368,7 +368,7 @@ def test_append_many_links_like_single_appends(engine: Engine) -> None:
 
 
 def test_batcher_commits_every_acknowledged_record(engine: Engine) -> None:
-    batcher = audit.Batcher(session_factory(engine))
+    batcher = audit.Batcher(engine)
     threads, per_thread = 6, 30
     futures: dict[tuple[int, int], Any] = {}
     lock = threading.Lock()
@@ -399,7 +399,7 @@ def test_batcher_commits_every_acknowledged_record(engine: Engine) -> None:
 
 
 def test_batcher_close_writes_what_is_queued(engine: Engine) -> None:
-    batcher = audit.Batcher(session_factory(engine))
+    batcher = audit.Batcher(engine)
     futures = [batcher.submit(actor="cli", action="q", details={"i": i}) for i in range(50)]
     batcher.close()
     assert all(f.done() for f in futures)
@@ -410,11 +410,11 @@ def test_batcher_close_writes_what_is_queued(engine: Engine) -> None:
 def test_batcher_failure_reaches_every_waiter(engine: Engine) -> None:
     _append_n(engine, 1)
     _raw(engine, "DELETE FROM audit_head")
-    batcher = audit.Batcher(session_factory(engine))
+    batcher = audit.Batcher(engine)
     futures = [batcher.submit(actor="cli", action="x") for _ in range(3)]
     for f in futures:
         with pytest.raises(AuditChainError):
             f.result(timeout=60)
     batcher.close()
     with pytest.raises(InputError):
-        audit.Batcher(session_factory(engine)).submit(actor="cli", action="")
+        audit.Batcher(engine).submit(actor="cli", action="")

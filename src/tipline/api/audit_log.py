@@ -37,7 +37,7 @@ def batcher(ctx: ServiceContext) -> audit.Batcher:
     found = ctx.services.get(_BATCHER)
     if isinstance(found, audit.Batcher):
         return found
-    made = audit.Batcher(ctx.sessions)
+    made = audit.Batcher(ctx.engine)
     found = ctx.services.setdefault(_BATCHER, made)
     if found is not made:  # another request made one first
         made.close()

@@ -18,7 +18,14 @@ from tipline.api import lookup
 from tipline.api.audit_log import media_access, record_media_access
 from tipline.api.context import ServiceContext, get_ctx
 from tipline.api.deps import require
-from tipline.api.media import RAW_MEDIA_BODY, fetch_media, hash_options, hash_upload, read_media
+from tipline.api.media import (
+    RAW_MEDIA_BODY,
+    fetch_media,
+    hash_options,
+    hash_or_raise,
+    hash_upload,
+    read_media,
+)
 from tipline.api.routes_v1_submissions import SignalIn, SubmissionMeta, canonical_signals
 from tipline.api.schemas import SignalOut, problems
 from tipline.banks.model import Match
@@ -116,23 +123,40 @@ def _submission(
     return meta.model_dump()
 
 
+def _match_and_record_sync(
+    ctx: ServiceContext,
+    who: Principal,
+    signals: list[Signal],
+    submission: dict[str, Any] | None,
+) -> MatchResult:
+    # One session (one pooled connection) reads the hits and records the outcome.
+    with transaction(ctx.sessions) as session:
+        matches = lookup.match_signals(ctx, who, signals, session=session)
+        submission_id = lookup.record_outcome(
+            ctx, who, matches, submission=submission, signals=signals, session=session
+        )
+    return _result(matches, signals, submission_id)
+
+
 async def _match_and_record(
     ctx: ServiceContext,
     who: Principal,
     signals: list[Signal],
     submission: dict[str, Any] | None,
 ) -> MatchResult:
-    def work() -> tuple[list[Match], str | None]:
-        # One session (one pooled connection) reads the hits and records the outcome.
-        with transaction(ctx.sessions) as session:
-            matches = lookup.match_signals(ctx, who, signals, session=session)
-            submission_id = lookup.record_outcome(
-                ctx, who, matches, submission=submission, signals=signals, session=session
-            )
-        return matches, submission_id
+    return await run_in_threadpool(_match_and_record_sync, ctx, who, signals, submission)
 
-    matches, submission_id = await run_in_threadpool(work)
-    return _result(matches, signals, submission_id)
+
+def _hash_match_and_record(
+    ctx: ServiceContext,
+    who: Principal,
+    data: bytes,
+    name: str,
+    submission: dict[str, Any] | None,
+) -> MatchResult:
+    """Hash, match and record on one worker thread (one hop off the event loop)."""
+    result = hash_or_raise(ctx, data, name, hash_options(None))
+    return _match_and_record_sync(ctx, who, list(result.signals), submission)
 
 
 _CONTENT_ID = Query(None, min_length=1, max_length=256, description="platform's content id")
@@ -160,8 +184,9 @@ async def match_upload(
     # answer waits for its commit.
     access = media_access(ctx, who, "match.upload", {"bytes": len(data), "content_id": content_id})
     try:
-        result = await hash_upload(ctx, data, content_id or "upload", hash_options(None))
-        out = await _match_and_record(ctx, who, list(result.signals), submission)
+        out = await run_in_threadpool(
+            _hash_match_and_record, ctx, who, data, content_id or "upload", submission
+        )
     finally:
         await access
     return out

@@ -10,6 +10,7 @@ group-commits records that need no other write (many per head lock and commit).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import queue
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, insert, select, true, update
+from sqlalchemy import Engine, Table, insert, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.errors import AuditChainError, InputError
@@ -204,28 +205,11 @@ def append_many(session: Session, items: Sequence[Pending]) -> list[AuditRecord]
     ).first()
     if head is None:
         raise AuditChainError("audit chain head is missing; run `tipline audit verify`")
-    seq, prev_hash = int(head.seq) - len(items), str(head.hash)
-    at = utcnow()
-    rows: list[dict[str, Any]] = []
-    for item in items:
-        seq += 1
-        row: dict[str, Any] = {
-            "seq": seq,
-            "at": at,
-            "actor": item.actor,
-            "tenant": item.tenant,
-            "action": item.action,
-            "target_type": item.target.type if item.target else None,
-            "target_id": item.target.id if item.target else None,
-            "details": item.details,
-            "prev_hash": prev_hash,
-        }
-        row["hash"] = prev_hash = record_hash(**row)
-        rows.append(row)
+    rows = _chain(items, int(head.seq) - len(items), str(head.hash))
     # Core statements (no unit of work): the head stays locked for as short as possible.
     session.execute(insert(cast(Table, AuditRecord.__table__)), rows)
     session.execute(
-        update(AuditHead).where(AuditHead.id == 1).values(hash=prev_hash),
+        update(AuditHead).where(AuditHead.id == 1).values(hash=rows[-1]["hash"]),
         execution_options={"synchronize_session": False},
     )
     return [AuditRecord(**row) for row in rows]
@@ -252,6 +236,63 @@ def append(
     return append_many(session, [item])[0]
 
 
+_PG_HEAD = "UPDATE audit_head SET seq = seq + %s WHERE id = 1 RETURNING seq, hash"
+_PG_INSERT = (
+    "INSERT INTO audit_log (seq, at, actor, tenant, action, target_type, target_id, details,"
+    " prev_hash, hash) VALUES (%(seq)s, %(at)s, %(actor)s, %(tenant)s, %(action)s,"
+    " %(target_type)s, %(target_id)s, %(details)s, %(prev_hash)s, %(hash)s)"
+)
+_PG_HEAD_HASH = "UPDATE audit_head SET hash = %s WHERE id = 1"
+
+
+def _chain(items: Sequence[Pending], last_seq: int, prev_hash: str) -> list[dict[str, Any]]:
+    """Rows for ``items`` linked after the record (``last_seq``, ``prev_hash``)."""
+    seq = last_seq
+    at = utcnow()
+    rows: list[dict[str, Any]] = []
+    for item in items:
+        seq += 1
+        row: dict[str, Any] = {
+            "seq": seq,
+            "at": at,
+            "actor": item.actor,
+            "tenant": item.tenant,
+            "action": item.action,
+            "target_type": item.target.type if item.target else None,
+            "target_id": item.target.id if item.target else None,
+            "details": item.details,
+            "prev_hash": prev_hash,
+        }
+        row["hash"] = prev_hash = record_hash(**row)
+        rows.append(row)
+    return rows
+
+
+def _append_many_pipelined(engine: Engine, items: Sequence[Pending]) -> list[int]:
+    """:func:`append_many` in a transaction of its own on PostgreSQL, in two round trips
+    (psycopg pipeline: BEGIN + lock the head; then the rows, the new head and COMMIT),
+    so the chain head is locked for as short a time as possible. Returns the seqs."""
+    pooled = engine.raw_connection()
+    try:
+        conn: Any = pooled.driver_connection  # psycopg.Connection
+        with conn.pipeline(), conn.cursor() as cur:
+            cur.execute(_PG_HEAD, (len(items),))
+            head = cur.fetchone()
+            if head is None:
+                raise AuditChainError("audit chain head is missing; run `tipline audit verify`")
+            rows = _chain(items, int(head[0]) - len(items), str(head[1]))
+            cur.executemany(_PG_INSERT, rows)
+            cur.execute(_PG_HEAD_HASH, (rows[-1]["hash"],))
+            conn.commit()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            pooled.rollback()
+        raise
+    finally:
+        pooled.close()
+    return [int(row["seq"]) for row in rows]
+
+
 class Batcher:
     """Group commit for records that need no other write in their transaction (e.g.
     media access): callers :meth:`submit` a record and wait on the returned future,
@@ -264,8 +305,9 @@ class Batcher:
     records are not written, and the callers see the error).
     """
 
-    def __init__(self, sessions: sessionmaker[Session], *, max_batch: int = 500) -> None:
-        self._sessions = sessions
+    def __init__(self, engine: Engine, *, max_batch: int = 500) -> None:
+        self._engine = engine
+        self._sessions = sessionmaker(engine)
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[tuple[Pending, Future[int]] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -318,9 +360,12 @@ class Batcher:
         if not live:
             return
         try:
-            with self._sessions() as session, session.begin():
-                records = append_many(session, [item for item, _ in live])
-                seqs = [r.seq for r in records]
+            items = [item for item, _ in live]
+            if self._engine.dialect.name == "postgresql":
+                seqs = _append_many_pipelined(self._engine, items)
+            else:
+                with self._sessions() as session, session.begin():
+                    seqs = [r.seq for r in append_many(session, items)]
         except BaseException as exc:  # every waiter learns its record was not written
             for _, f in live:
                 f.set_exception(exc)

@@ -211,7 +211,9 @@ def mih_search(
         probe_lo[t] = np.int64(tables[key])
         probe_hi[t] = np.int64(tables[key + 1])
     # Radius of each substring for this query: drop the densest outer shells.
-    qradii = np.full(m, r_hi, np.int64)
+    qradii = out_radii
+    for j in range(m):
+        qradii[j] = r_hi
     n_lo = m - n_hi
     if n_lo > 0:
         shell = np.empty(m, np.int64)
@@ -220,10 +222,12 @@ def mih_search(
             for t in range(first[j] + count_lo[j], first[j + 1]):
                 size += probe_hi[t] - probe_lo[t]
             shell[j] = size
-        order = np.argsort(-shell, kind="mergesort")  # stable: ties keep index order
-        for k in range(n_lo):
-            qradii[order[k]] = r_hi - 1
-    out_radii[:] = qradii
+        for _ in range(n_lo):  # the densest shell left; ties go to the lower index
+            best = -1
+            for j in range(m):
+                if qradii[j] == r_hi and (best < 0 or shell[j] > shell[best]):
+                    best = j
+            qradii[best] = r_hi - 1
     # Keep the probes of the chosen balls, as absolute positions in ``tables``.
     n_act = 0
     n_cand = 0

@@ -105,18 +105,40 @@ def match_signals(
     return out
 
 
-def match_hash(ctx: ServiceContext, who: Principal, kind: str, value: str) -> list[Match]:
-    """Matches of one hash (validated; HashFormatError) visible to ``who``."""
-    found = matcher(ctx).match_hash(kind, value)
+def match_hash(
+    ctx: ServiceContext,
+    who: Principal,
+    kind: str,
+    value: str,
+    *,
+    entry_pks: dict[tuple[str, str], int] | None = None,
+) -> list[Match]:
+    """Matches of one hash (validated; HashFormatError) visible to ``who``; ``entry_pks``
+    receives (bank, entry id) -> entry id number of the matches (see :func:`entry_pks`)."""
+    found = matcher(ctx).match_hash(kind, value, entry_pks=entry_pks)
     ctx.metrics.lookups.labels(kind).inc()
     return visible(ctx, who, found)
 
 
-def entry_pks(ctx: ServiceContext, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
-    """(bank, entry id) -> the entry's integer id (HMA's ``content_id``), cached."""
+def entry_pks(
+    ctx: ServiceContext,
+    pairs: Iterable[tuple[str, str]],
+    *,
+    known: dict[tuple[str, str], int] | None = None,
+) -> dict[tuple[str, str], int]:
+    """(bank, entry id) -> the entry's integer id (HMA's ``content_id``), cached.
+
+    ``known`` holds numbers just read with the matches (:func:`match_hash`); only the
+    pairs missing from it are looked up (cache, then database).
+    """
     keys = set(pairs)
     if not keys:
         return {}
+    if known:
+        found = {k: known[k] for k in keys if k in known}
+        if len(found) == len(keys):
+            return found
+        return found | entry_pks(ctx, keys - found.keys())
     cache: dict[tuple[str, str], tuple[float, int]] = ctx.services.setdefault("entry_pks", {})
     now = time.monotonic()
     out: dict[tuple[str, str], int] = {}

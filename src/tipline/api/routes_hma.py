@@ -186,10 +186,16 @@ def _check_type(signal_type: str) -> str:
         raise InputError(f"No such SignalType '{signal_type}'") from None
 
 
-def _raw(ctx: ServiceContext, who: Principal, signal: str, signal_type: str) -> list[Match]:
+def _raw(
+    ctx: ServiceContext,
+    who: Principal,
+    signal: str,
+    signal_type: str,
+    entry_pks: dict[tuple[str, str], int] | None = None,
+) -> list[Match]:
     kind = _check_type(signal_type)
     try:
-        return lookup.match_hash(ctx, who, kind, signal)
+        return lookup.match_hash(ctx, who, kind, signal, entry_pks=entry_pks)
     except HashFormatError as exc:
         raise InputError(f"invalid signal type: {exc.message}") from None
 
@@ -208,8 +214,9 @@ def hma_raw_lookup(
         raise InputError("signal is required")
     if not signal_type:
         raise InputError("signal_type is required")
-    matches = [m for m in _raw(ctx, who, signal, signal_type) if m.suppressed_by is None]
-    ids = lookup.entry_pks(ctx, [(m.bank, m.entry_id) for m in matches])
+    known: dict[tuple[str, str], int] = {}
+    matches = [m for m in _raw(ctx, who, signal, signal_type, known) if m.suppressed_by is None]
+    ids = lookup.entry_pks(ctx, [(m.bank, m.entry_id) for m in matches], known=known)
     if include_distance.lower() in ("true", "1", "yes", "t"):
         return {
             "matches": [

@@ -609,7 +609,11 @@ class Matcher:
         return out
 
     def match_signals(
-        self, signals: Sequence[Signal], *, session: Session | None = None
+        self,
+        signals: Sequence[Signal],
+        *,
+        session: Session | None = None,
+        entry_pks: dict[tuple[str, str], int] | None = None,
     ) -> list[Match]:
         """Matches of one media item's signals, best first.
 
@@ -617,7 +621,9 @@ class Matcher:
         allow-bank entry matches, every other match is returned with ``suppressed_by``
         and ``suppressed_reason`` set (callers act only on unsuppressed matches).
         Index hits are read from the database in ``session`` when given (e.g. the
-        caller's transaction that then records the outcome), else in a new session.
+        caller's transaction that then records the outcome), else on an autocommit
+        connection (one read, no transaction round trips). ``entry_pks``, when given,
+        receives (bank, entry id) -> the entry's integer id for every match.
         """
         self.refresh()
         with self._lock:
@@ -627,11 +633,13 @@ class Matcher:
                     hits.append((signal, pk, dist, q, c))
         if not hits:
             return []
+        pks = sorted({h[1] for h in hits})
         if session is not None:
-            entries = repo.hits(session, sorted({h[1] for h in hits}))
+            entries = repo.hits(session, pks)
         else:
-            with self.db.sessions() as s:
-                entries = repo.hits(s, sorted({h[1] for h in hits}))
+            with self.db.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                entries = repo.hits(conn, pks)
         best: dict[tuple[str, str, str], Match] = {}
         allow: Match | None = None
         allow_reason = ""
@@ -665,17 +673,23 @@ class Matcher:
             key = (m.bank, m.entry_id, m.signal_type)
             if key not in best or m.distance < best[key].distance:
                 best[key] = m
+                if entry_pks is not None:
+                    entry_pks[(m.bank, m.entry_id)] = pk
         out = sorted(best.values(), key=lambda m: (m.distance, m.bank, m.entry_id, m.signal_type))
         if allow is not None:
             by = f"{allow.bank}/{allow.entry_id}"
             out = [_suppress(m, by, allow_reason) for m in out]
         return out
 
-    def match_hash(self, type: str, value: str) -> list[Match]:
-        """Matches of one hash given as type name and value (validated)."""
+    def match_hash(
+        self, type: str, value: str, *, entry_pks: dict[tuple[str, str], int] | None = None
+    ) -> list[Match]:
+        """Matches of one hash given as type name and value (validated); ``entry_pks`` as
+        for :meth:`match_signals`."""
         signal_type = get_signal_type(type.strip().lower())
         canonical = signal_type.parse(value)
-        return self.match_signals([Signal(type=signal_type.name, value=canonical)])
+        signal = Signal(type=signal_type.name, value=canonical)
+        return self.match_signals([signal], entry_pks=entry_pks)
 
     def stats(self) -> dict[str, Any]:
         """Sizes of the index parts (for ``tipline bank list`` / health pages)."""

@@ -8,12 +8,13 @@ entry takes fresh numbers from the change sequence (:func:`next_seq`), so
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, insert, or_, select, text, update
+from sqlalchemy import Connection, Table, and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from tipline.banks.model import Bank, BankEntry, BankSignal
@@ -421,14 +422,13 @@ def changes_since(session: Session, seq: int, *, limit: int = 10_000) -> list[tu
     return [(int(s), str(b), str(e)) for s, b, e in rows]
 
 
-def hits(session: Session, entry_pks: Sequence[int]) -> dict[int, EntryHit]:
-    """Entries (with their current disabled state, signals in insertion order) and banks
-    for index hits: one query per :data:`IN_CHUNK` hits (entries joined to their bank and
-    their signals), plain columns rather than ORM objects."""
-    out: dict[int, EntryHit] = {}
-    if not entry_pks:
-        return out
-    e, b, g = BankEntryRow, BankRow, BankSignalRow
+@functools.cache
+def _hits_query() -> Any:
+    """The statement of :func:`hits`, built once (Core columns, an expanding IN list),
+    so each call only binds the ids and reuses the compiled SQL."""
+    e = cast(Table, BankEntryRow.__table__).c
+    b = cast(Table, BankRow.__table__).c
+    g = cast(Table, BankSignalRow.__table__).c
     # fmt: off
     columns = (
         e.id, e.entry_id, e.labels, e.source, e.added_at, e.disabled, e.disabled_reason,
@@ -436,15 +436,27 @@ def hits(session: Session, entry_pks: Sequence[int]) -> dict[int, EntryHit]:
         g.type, g.value,
     )
     # fmt: on
+    return (
+        select(*columns)
+        .join_from(cast(Table, BankEntryRow.__table__), cast(Table, BankRow.__table__))
+        .outerjoin(cast(Table, BankSignalRow.__table__), g.entry_pk == e.id)
+        .where(e.id.in_(bindparam("pks", expanding=True)))
+        .order_by(e.id, g.id)
+    )
+
+
+def hits(session: Session | Connection, entry_pks: Sequence[int]) -> dict[int, EntryHit]:
+    """Entries (with their current disabled state, signals in insertion order) and banks
+    for index hits: one query per :data:`IN_CHUNK` hits (entries joined to their bank and
+    their signals), plain columns rather than ORM objects. Runs in a session or directly
+    on a connection."""
+    out: dict[int, EntryHit] = {}
+    if not entry_pks:
+        return out
     banks: dict[int, Bank] = {}
+    query = _hits_query()
     for chunk in _chunks(sorted(set(entry_pks))):
-        rows = session.execute(
-            select(*columns)
-            .join(b, b.id == e.bank_id)
-            .outerjoin(g, g.entry_pk == e.id)
-            .where(e.id.in_(chunk))
-            .order_by(e.id, g.id)
-        ).all()
+        rows = session.execute(query, {"pks": list(chunk)}).all()
         signals: dict[int, list[BankSignal]] = {}
         first: dict[int, Any] = {}
         for row in rows:

@@ -297,7 +297,10 @@ def test_submissions_and_decisions(server: Server) -> None:
 
 def test_webhooks_config(server: Server) -> None:
     c = server.client("admin")
-    resp = c.post("/v1/webhooks", json={"url": "https://receiver.example/hook", "banks": ["crud"]})
+    # the SSRF guard: private and metadata addresses refused (the test server allows 127/8)
+    for url in ("http://10.0.0.7/hook", "http://169.254.169.254/", "http://[::1]/hook"):
+        _problem(c.post("/v1/webhooks", json={"url": url}), 400)
+    resp = c.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/hook", "banks": ["crud"]})
     assert resp.status_code == 201, resp.text
     hook = resp.json()
     assert len(hook["secret"]) >= 16

@@ -68,6 +68,7 @@ def test_match_delivers_signed_webhook(
         **os.environ,
         "TIPLINE_DATABASE_URL": server.db_url,
         "TIPLINE_DATA_DIR": str(server.data_dir),
+        "TIPLINE_FETCH_ALLOW_PRIVATE": json.dumps(["127.0.0.0/8"]),
     }
     done = subprocess.run(
         [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import random
@@ -19,6 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select
 
+from tipline.config import Settings, get_settings
 from tipline.errors import InputError, NotFoundError, PermissionDeniedError
 from tipline.services import actions, audit, jobs, webhooks
 from tipline.services.actions import MatchEvent, MatchHit, ReviewStatus
@@ -101,6 +103,20 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.close()
+
+
+@pytest.fixture(autouse=True)
+def _loopback_receivers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The test receivers listen on 127.0.0.1: allow loopback through the SSRF guard's
+    allow-list, as a deployment would for an internal receiver (also for subprocesses)."""
+    monkeypatch.setenv("TIPLINE_FETCH_ALLOW_PRIVATE", json.dumps(["127.0.0.0/8"]))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def _resolves_to(*addresses: str) -> Any:
+    return lambda host, port: [ipaddress.ip_address(a) for a in addresses]
 
 
 @pytest.fixture
@@ -270,9 +286,16 @@ def test_injectable_transport(engine: Engine) -> None:
         return httpx.Response(204)
 
     with transaction(session_factory(engine)) as session:
-        hook, _ = webhooks.create_webhook(session, url="https://hooks.example/x", secret=SECRET)
+        hook, _ = webhooks.create_webhook(
+            session,
+            url="https://hooks.example/x?t=1",
+            secret=SECRET,
+            resolver=_resolves_to("93.184.215.14"),
+        )
         webhooks.enqueue_delivery(session, hook, "e1", {"x": 1})
-    deliverer = webhooks.WebhookDeliverer(engine, transport=httpx.MockTransport(handle))
+    deliverer = webhooks.WebhookDeliverer(
+        engine, transport=httpx.MockTransport(handle), resolver=_resolves_to("93.184.215.14")
+    )
     runner = JobRunner(engine, {webhooks.WEBHOOK_JOB_KIND: deliverer})
     try:
         assert runner.run_once() == 1
@@ -282,6 +305,63 @@ def test_injectable_transport(engine: Engine) -> None:
     assert webhooks.verify_signature(
         SECRET, request.content, request.headers[webhooks.SIGNATURE_HEADER]
     )
+    # sent to the checked address, naming the host
+    assert str(request.url) == "https://93.184.215.14/x?t=1"
+    assert request.headers["host"] == "hooks.example"
+    assert request.extensions["sni_hostname"] == "hooks.example"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://10.1.2.3/hook",
+        "http://[::1]:8080/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::ffff:192.168.0.1]/x",
+        "http://user:pw@127.0.0.1/x",
+    ],
+)
+def test_private_receivers_are_refused_at_config(engine: Engine, url: str) -> None:
+    with transaction(session_factory(engine)) as session, pytest.raises(InputError):
+        webhooks.create_webhook(session, url=url)
+
+
+def test_receiver_resolving_to_private_is_refused(engine: Engine) -> None:
+    with transaction(session_factory(engine)) as session:
+        with pytest.raises(InputError, match="non-public"):
+            webhooks.create_webhook(
+                session, url="https://hooks.example/", resolver=_resolves_to("1.1.1.1", "10.0.0.5")
+            )
+        # the allow-list covers loopback, never the metadata endpoints
+        strict = Settings(fetch_allow_private=["169.254.0.0/16"])
+        with pytest.raises(InputError):
+            webhooks.create_webhook(session, url="http://169.254.169.254/", settings=strict)
+
+
+def test_dns_change_after_config_is_refused_at_delivery(engine: Engine) -> None:
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(204)
+
+    with transaction(session_factory(engine)) as session:
+        hook, _ = webhooks.create_webhook(
+            session, url="https://hooks.example/x", resolver=_resolves_to("93.184.215.14")
+        )
+        job_id = webhooks.enqueue_delivery(session, hook, "e1", {"x": 1})
+    deliverer = webhooks.WebhookDeliverer(
+        engine, transport=httpx.MockTransport(handle), resolver=_resolves_to("169.254.169.254")
+    )
+    runner = JobRunner(engine, {webhooks.WEBHOOK_JOB_KIND: deliverer})
+    try:
+        assert runner.run_once() == 1
+    finally:
+        deliverer.close()
+    assert seen == []
+    with transaction(session_factory(engine)) as session:
+        job = session.get(Job, job_id)
+        assert job is not None and "non-public" in (job.last_error or "")
 
 
 # --- rules and filters ------------------------------------------------------------------

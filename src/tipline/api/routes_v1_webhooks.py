@@ -97,6 +97,7 @@ def create_webhook(
             secret=body.secret,
             enabled=body.enabled,
             actor=who,
+            settings=ctx.settings,
         )
         return {**webhooks.describe(hook), "secret": secret}
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import secrets
@@ -27,8 +28,9 @@ from ulid import ULID
 
 from tipline import __version__
 from tipline._optional import require
-from tipline.errors import InputError, NotFoundError, TiplineError
-from tipline.services import audit, jobs
+from tipline.config import Settings, get_settings
+from tipline.errors import FetchError, InputError, NotFoundError, TiplineError
+from tipline.services import audit, fetch, jobs
 from tipline.services.auth import Permission, Principal, require_tenant, tenant_clause
 from tipline.store.base import utcnow
 from tipline.store.jobs import Webhook
@@ -89,6 +91,60 @@ def _check_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > _MAX_URL:
         raise InputError("webhook URL must be an absolute http(s) URL of at most 2000 characters")
+    if parts.username is not None or parts.password is not None:
+        raise InputError("webhook URLs with credentials are refused")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise InputError("webhook URL has a malformed port") from None
+
+
+def check_target(
+    url: str, *, settings: Settings | None = None, resolver: fetch.Resolver | None = None
+) -> fetch.IPAddress:
+    """The address to send to: the SSRF guard of :mod:`tipline.services.fetch` applied to
+    a receiver's URL. Every address the host resolves to must be public or in the
+    ``fetch_allow_private`` allow-list (metadata endpoints never); FetchError otherwise.
+
+    Called when a receiver is configured and again before every delivery (DNS answers
+    change); the delivery then connects to the checked address.
+    """
+    settings = settings or get_settings()
+    resolver = resolver or fetch.system_resolver
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        literal: fetch.IPAddress | None = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    try:
+        addrs = [literal] if literal is not None else resolver(host, port)
+    except (OSError, ValueError) as exc:  # the system resolver's own errors are FetchErrors
+        raise FetchError(f"cannot resolve host {host!r}: {type(exc).__name__}") from None
+    if not addrs:
+        raise FetchError(f"host {host!r} has no addresses")
+    allow = fetch.parse_networks(settings.fetch_allow_private)
+    refused = [a for a in addrs if not fetch.address_allowed(a, allow)]
+    if refused:
+        raise FetchError(f"refused: {host!r} resolves to a non-public address ({refused[0]})")
+    return addrs[0]
+
+
+def _pinned(url: str, addr: fetch.IPAddress) -> tuple[str, dict[str, str], str]:
+    """(URL naming ``addr``, Host header, TLS server name) for a request to ``url``'s host
+    at the checked address, so a DNS change after the check cannot redirect it."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    default = 443 if parts.scheme == "https" else 80
+    port = parts.port or default
+    ip_host = f"[{addr}]" if addr.version == 6 else str(addr)
+    name = f"[{host}]" if ":" in host else host
+    host_header = name if port == default else f"{name}:{port}"
+    target = parts.path or "/"
+    if parts.query:
+        target = f"{target}?{parts.query}"
+    return f"{parts.scheme}://{ip_host}:{port}{target}", {"Host": host_header}, host
 
 
 def _banks_json(banks: Sequence[str] | None) -> str | None:
@@ -131,13 +187,23 @@ def create_webhook(
     tenant: str | None = None,
     enabled: bool = True,
     actor: Principal | None = None,
+    settings: Settings | None = None,
+    resolver: fetch.Resolver | None = None,
 ) -> tuple[Webhook, str]:
-    """Configure a receiver; returns it and its signing secret (generated when None)."""
+    """Configure a receiver; returns it and its signing secret (generated when None).
+
+    The URL must pass the fetch SSRF guard (:func:`check_target`: public addresses, or
+    the ``fetch_allow_private`` allow-list of ``settings``); InputError otherwise.
+    """
     actor = actor or Principal.cli()
     actor.require(Permission.WEBHOOK_ADMIN)
     if actor.tenant is not None:
         tenant = actor.tenant
     _check_url(url)
+    try:
+        check_target(url, settings=settings, resolver=resolver)
+    except FetchError as exc:
+        raise InputError(f"webhook URL {exc.message}") from None
     if secret is not None and not 16 <= len(secret) <= 200:
         raise InputError("webhook secret must be 16-200 characters")
     secret = secret or secrets.token_urlsafe(32)
@@ -250,16 +316,29 @@ class WebhookDeliverer:
     the whole request's limit in seconds and must stay below the runner's lease.
     """
 
-    def __init__(self, engine: Engine, *, transport: Any = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        transport: Any = None,
+        timeout: float = 10.0,
+        settings: Settings | None = None,
+        resolver: fetch.Resolver | None = None,
+    ) -> None:
         httpx = require("httpx")
         self._factory = sessionmaker(engine, expire_on_commit=False)
+        # trust_env=False: a proxy from the environment would connect on our behalf,
+        # bypassing the address check.
         self._client = httpx.Client(
             transport=transport,
             timeout=httpx.Timeout(timeout),
             follow_redirects=False,
+            trust_env=False,
             headers={"User-Agent": f"tipline/{__version__}"},
         )
         self._httpx = httpx
+        self._settings = settings or get_settings()
+        self._resolver = resolver
 
     def close(self) -> None:
         """Close pooled connections."""
@@ -291,9 +370,19 @@ class WebhookDeliverer:
         }
         host = urlsplit(webhook.url).hostname
         try:
+            # checked again at each delivery: the host's DNS answer may have changed
+            addr = check_target(webhook.url, settings=self._settings, resolver=self._resolver)
+        except FetchError as exc:
+            raise DeliveryError(f"receiver {exc.message}") from None
+        pinned_url, host_header, server_name = _pinned(webhook.url, addr)
+        try:
             # streamed and never read: a hostile receiver cannot make us buffer its body
             with self._client.stream(
-                "POST", webhook.url, content=body, headers=headers
+                "POST",
+                pinned_url,
+                content=body,
+                headers={**headers, **host_header},
+                extensions={"sni_hostname": server_name},
             ) as response:
                 status = response.status_code
         except self._httpx.TimeoutException:

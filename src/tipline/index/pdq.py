@@ -3,10 +3,13 @@
 The 256 bits are split into ``m`` contiguous substrings and one CSR table per substring
 maps a substring value to the rows holding it. By the generalised pigeonhole principle,
 with ``radius = m*r + a`` (``0 <= a < m``) any hash within ``radius`` bits of the query
-has one of its first ``a+1`` substrings within ``r`` bits of the query's, or one of the
-others within ``r-1`` bits. Probing exactly those buckets and verifying every candidate
-with a full 256-bit popcount therefore returns every hash within ``radius`` (recall 1.0)
-for any radius 0..256; when probing would touch more rows than a scan, the index scans.
+has one of some ``a+1`` substrings within ``r`` bits of the query's, or one of the
+others within ``r-1`` bits -- for *any* choice of those ``a+1``. Each query makes that
+choice from the bucket sizes around its own keys (the densest outer shells get ``r-1``),
+which keeps clustered banks cheaper. Probing exactly those buckets and verifying every
+candidate with a full 256-bit popcount therefore returns every hash within ``radius``
+(recall 1.0) for any radius 0..256; when probing would touch more rows than a scan (for
+the radius, or for one query in a dense cluster), the index scans.
 """
 
 from __future__ import annotations

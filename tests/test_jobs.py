@@ -208,13 +208,15 @@ def test_slow_batch_renews_its_leases(engine: Engine) -> None:
 
     def slow(ctx: JobContext) -> None:
         runs[ctx.id] += 1
-        time.sleep(0.25)
+        time.sleep(0.5)
 
-    owner = JobRunner(engine, {"t": slow}, owner="a", lease_seconds=0.4, batch_size=3)
+    # The batch (1.5 s) outlives its 0.8 s lease; renewals come every 0.5 s, leaving
+    # 0.3 s of slack for a loaded machine.
+    owner = JobRunner(engine, {"t": slow}, owner="a", lease_seconds=0.8, batch_size=3)
     thread = threading.Thread(target=owner.run_once)
     thread.start()
     thieves = 0
-    deadline = time.monotonic() + 0.9
+    deadline = time.monotonic() + 1.7
     while time.monotonic() < deadline:
         thieves += JobRunner(engine, {"t": slow}, owner="b").run_once()
         time.sleep(0.05)

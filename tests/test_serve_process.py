@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from _api_server import free_port, running_server
@@ -104,3 +105,55 @@ def test_two_workers_share_metrics(tmp_path: Path) -> None:
                 total += float(line.rsplit(" ", 1)[1])
         assert total == 20.0, text
         assert (tmp_path / "prometheus").is_dir()
+
+
+def _workers_of(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    out = []
+    for p in psutil.Process(process.pid).children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.Error:  # gone or not yet reaped
+            continue
+    return out
+
+
+@pytest.mark.slow
+def test_workers_each_accept_connections_and_are_restarted(tmp_path: Path) -> None:
+    with running_server(f"sqlite:///{tmp_path / 'tipline.db'}", tmp_path, workers=2) as srv:
+        port = int(srv.base_url.rsplit(":", 1)[1])
+        workers = _workers_of(srv.process)
+        assert len(workers) == 2
+        # A burst of keep-alive connections opened at once (as a load balancer's pool):
+        # every worker gets some (one shared socket gave them all to one worker).
+        clients = [httpx.Client(base_url=srv.base_url) for _ in range(32)]
+        try:
+            for c in clients:
+                assert c.get("/v1/health").status_code == 200
+            per_worker = {
+                w.pid: sum(
+                    1
+                    for conn in w.net_connections(kind="tcp")
+                    if conn.status == psutil.CONN_ESTABLISHED and conn.laddr.port == port
+                )
+                for w in workers
+            }
+        finally:
+            for c in clients:
+                c.close()
+        assert sum(per_worker.values()) == 32 and min(per_worker.values()) > 0, per_worker
+        # A worker that dies is replaced; the server keeps answering.
+        workers[0].kill()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = _workers_of(srv.process)
+            if len(now) == 2 and workers[0].pid not in {p.pid for p in now}:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the dead worker was not replaced")
+        assert srv.client(None).get("/v1/health").status_code == 200
+        survivors = _workers_of(srv.process)
+    # stopping the server stops every worker
+    _gone, alive = psutil.wait_procs(survivors, timeout=30)
+    assert not alive

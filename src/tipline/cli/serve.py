@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import Any
 
 import typer
 from sqlalchemy import Engine
 
+from tipline.cli import serve_workers
 from tipline.cli.console import err_console
 from tipline.config import Settings, get_settings
 
@@ -50,16 +52,20 @@ def serve(
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True, exist_ok=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
-    uvicorn.run(
-        "tipline.api.app:serve_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        proxy_headers=False,
-        server_header=False,
-    )
+    options: dict[str, Any] = {
+        "app": "tipline.api.app:serve_app",
+        "factory": True,
+        "log_level": log_level,
+        "proxy_headers": False,
+        "server_header": False,
+    }
+    if workers > 1 and serve_workers.available():
+        # One listening socket per worker: the kernel balances connections over them.
+        code = serve_workers.run(options, host=host, port=port, workers=workers)
+        if code:
+            raise typer.Exit(code)
+        return
+    uvicorn.run(host=host, port=port, workers=workers, **options)
 
 
 def _build_index(settings: Settings, engine: Engine) -> None:

@@ -11,6 +11,7 @@ group-commits records that need no other write (many per head lock and commit).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import queue
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Engine, Table, insert, select, true, update
+from sqlalchemy import Engine, Table, bindparam, insert, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.errors import AuditChainError, InputError
@@ -193,26 +194,38 @@ def append_many(session: Session, items: Sequence[Pending]) -> list[AuditRecord]
     """
     if not items:
         return []
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        rows = _pg_append(connection.connection.driver_connection, items, commit=False)
+        return [AuditRecord(**row) for row in rows]
     # UPDATE first: it takes the row lock (PostgreSQL) or the database write lock (SQLite)
     # before anything is read, so two appenders can never read the same head. RETURNING
     # gives the new last seq and the previous record's hash in the same round trip.
-    head = session.execute(
-        update(AuditHead)
-        .where(AuditHead.id == 1)
-        .values(seq=AuditHead.seq + len(items))
-        .returning(AuditHead.seq, AuditHead.hash),
-        execution_options={"synchronize_session": False},
-    ).first()
+    lock, add, move = _statements()
+    head = session.execute(lock, {"n": len(items)}).first()
     if head is None:
         raise AuditChainError("audit chain head is missing; run `tipline audit verify`")
     rows = _chain(items, int(head.seq) - len(items), str(head.hash))
     # Core statements (no unit of work): the head stays locked for as short as possible.
-    session.execute(insert(cast(Table, AuditRecord.__table__)), rows)
-    session.execute(
-        update(AuditHead).where(AuditHead.id == 1).values(hash=rows[-1]["hash"]),
-        execution_options={"synchronize_session": False},
-    )
+    session.execute(add, rows)
+    session.execute(move, {"new_hash": rows[-1]["hash"]})
     return [AuditRecord(**row) for row in rows]
+
+
+@functools.cache
+def _statements() -> tuple[Any, Any, Any]:
+    """(lock the head and move its seq by ``n``, insert records, set the head's hash),
+    built once (Core, bound parameters) so appends reuse the compiled SQL."""
+    head = cast(Table, AuditHead.__table__)
+    lock = (
+        update(head)
+        .where(head.c.id == 1)
+        .values(seq=head.c.seq + bindparam("n"))
+        .returning(head.c.seq, head.c.hash)
+    )
+    add = insert(cast(Table, AuditRecord.__table__))
+    move = update(head).where(head.c.id == 1).values(hash=bindparam("new_hash"))
+    return lock, add, move
 
 
 def append(
@@ -268,22 +281,30 @@ def _chain(items: Sequence[Pending], last_seq: int, prev_hash: str) -> list[dict
     return rows
 
 
+def _pg_append(conn: Any, items: Sequence[Pending], *, commit: bool) -> list[dict[str, Any]]:
+    """Append ``items`` on a psycopg connection in two round trips (pipeline mode): lock
+    the head (and BEGIN when no transaction is open), then send the rows, the new head
+    and, with ``commit``, COMMIT. The chain head is held for as short a time as possible.
+    """
+    with conn.pipeline(), conn.cursor() as cur:
+        cur.execute(_PG_HEAD, (len(items),))
+        head = cur.fetchone()
+        if head is None:
+            raise AuditChainError("audit chain head is missing; run `tipline audit verify`")
+        rows = _chain(items, int(head[0]) - len(items), str(head[1]))
+        cur.executemany(_PG_INSERT, rows)
+        cur.execute(_PG_HEAD_HASH, (rows[-1]["hash"],))
+        if commit:
+            conn.commit()
+    return rows
+
+
 def _append_many_pipelined(engine: Engine, items: Sequence[Pending]) -> list[int]:
-    """:func:`append_many` in a transaction of its own on PostgreSQL, in two round trips
-    (psycopg pipeline: BEGIN + lock the head; then the rows, the new head and COMMIT),
-    so the chain head is locked for as short a time as possible. Returns the seqs."""
+    """:func:`append_many` in a transaction of its own on PostgreSQL (committed in the
+    same pipeline). Returns the seqs."""
     pooled = engine.raw_connection()
     try:
-        conn: Any = pooled.driver_connection  # psycopg.Connection
-        with conn.pipeline(), conn.cursor() as cur:
-            cur.execute(_PG_HEAD, (len(items),))
-            head = cur.fetchone()
-            if head is None:
-                raise AuditChainError("audit chain head is missing; run `tipline audit verify`")
-            rows = _chain(items, int(head[0]) - len(items), str(head[1]))
-            cur.executemany(_PG_INSERT, rows)
-            cur.execute(_PG_HEAD_HASH, (rows[-1]["hash"],))
-            conn.commit()
+        rows = _pg_append(pooled.driver_connection, items, commit=True)
     except BaseException:
         with contextlib.suppress(Exception):
             pooled.rollback()

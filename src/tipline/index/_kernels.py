@@ -71,7 +71,7 @@ _prefetch_l2: Any = intrinsic(_prefetch_typer(2))
 #: Probes / bucket runs / candidates a loop runs ahead when prefetching.
 _AHEAD_PROBES = 16
 _AHEAD_RUNS = 8
-_AHEAD_ROWS = 24
+_AHEAD_ROWS = 48
 
 
 @_jit_inline

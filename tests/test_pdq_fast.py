@@ -4,6 +4,8 @@ brute-force twin, ``pdqhash``: same pixels, same hashes up to float rounding."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +197,19 @@ def test_photo_kernel_matches_pdqhash_on_colour(
     for (name, g), (want_name, w) in zip(got_dih, want_dih, strict=True):
         assert name == want_name
         assert _ham_hex(g, w) <= 4, name
+
+
+def test_worker_preload_module_loads_the_kernels() -> None:
+    """Importing ``tipline.signals.warm`` (the worker pools' forkserver preload) leaves
+    the kernels compiled for grey and RGB input, read-only or not, so forked workers
+    start with them."""
+    code = (
+        "import tipline.signals.warm\n"
+        "from tipline.signals import pdq_fast\n"
+        "print(len(pdq_fast._sample64.signatures), len(pdq_fast._sample64_rgb.signatures))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    grey, rgb = (int(x) for x in out.stdout.split())
+    assert grey >= 2 and rgb >= 2

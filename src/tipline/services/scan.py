@@ -484,7 +484,9 @@ class LocalPool:
 
     def __init__(self, jobs: int) -> None:
         self.ctx = multiprocessing.get_context("forkserver")
-        self.ctx.set_forkserver_preload(["tipline.services.scan", "tipline.signals.decode"])
+        self.ctx.set_forkserver_preload(
+            ["tipline.services.scan", "tipline.signals.decode", "tipline.signals.warm"]
+        )
         self.conns: list[Connection] = []
         self.procs: list[multiprocessing.process.BaseProcess] = []
         self._warm_message: bytes | None = None

@@ -244,6 +244,7 @@ def process_pool(jobs: int) -> ProcessPoolExecutor:
             "tipline.signals.decode",
             "tipline.signals.pdq",
             "tipline.signals.pdq_fast",
+            "tipline.signals.warm",
         ]
     )
     return ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)

@@ -285,3 +285,13 @@ def pdq_photo_dihedral(pixels: npt.NDArray[np.uint8]) -> tuple[list[bytes], int]
     )
     hashes, qualities = pdq_from_64x64(np.ascontiguousarray(variants))
     return hashes, qualities[0]
+
+
+def warm_up() -> None:
+    """Load the compiled kernels now (about 0.2 s the first time in a process) for the
+    array kinds photos and frames arrive as: grey, RGB, writeable or read-only."""
+    for shape in ((64, 64), (64, 64, 3)):
+        pixels = np.zeros(shape, np.uint8)
+        pdq_photo(pixels)
+        pixels.setflags(write=False)
+        pdq_photo(pixels)

@@ -20,6 +20,7 @@ from PIL import Image
 from tipline.signals import pdq_fast
 from tipline.signals.decode import decode_pixels
 from tipline.signals.hashing import DecodeMode, HashOptions, hash_bytes
+from tipline.signals.hexbits import hamming_hex
 from tipline.signals.pdq import (
     LOW_QUALITY_THRESHOLD,
     bits_to_hex,
@@ -34,10 +35,6 @@ BIG = 10**9
 
 def _ham(a: bytes, b: bytes) -> int:
     return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).bit_count()
-
-
-def _ham_hex(a: str, b: str) -> int:
-    return _ham(bytes.fromhex(a), bytes.fromhex(b))
 
 
 def _dense_axis_weights(n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
@@ -89,9 +86,9 @@ def test_photo_kernel_equals_pdqhash_on_reference_images(reference_dir: Path) ->
         # Flat images (quality < 50) have near-zero DCT coefficients whose signs are
         # decided by float rounding in any implementation.
         tolerance = 0 if want_q >= LOW_QUALITY_THRESHOLD else 4
-        assert _ham_hex(got, want) <= tolerance, path.name
+        assert hamming_hex(got, want) <= tolerance, path.name
         for (name, g), (_, w) in zip(got_dih, want_dih, strict=True):
-            assert _ham_hex(g, w) <= tolerance, (path.name, name)
+            assert hamming_hex(g, w) <= tolerance, (path.name, name)
 
 
 def test_photo_kernel_equals_pdqhash_on_wallpapers() -> None:
@@ -117,7 +114,7 @@ def test_luma_plane_view_is_hashed_as_its_plane() -> None:
     assert pixels.strides[2] == 0
     stacked = np.ascontiguousarray(pixels)
     assert pdq_hash_fast(pixels) == pdq_hash_fast(stacked)
-    assert _ham_hex(pdq_hash_fast(pixels)[0], pdq_hash(stacked)[0]) <= 2
+    assert hamming_hex(pdq_hash_fast(pixels)[0], pdq_hash(stacked)[0]) <= 2
 
 
 def test_fast_decode_uses_the_kernel_and_exact_decode_uses_pdqhash() -> None:
@@ -132,7 +129,7 @@ def test_fast_decode_uses_the_kernel_and_exact_decode_uses_pdqhash() -> None:
     exact = hash_bytes(data, "x", HashOptions(signals=("pdq",), decode=DecodeMode.EXACT))
     assert fast.signals[0].value == pdq_hash_fast(rgb)[0]
     assert exact.signals[0].value == pdq_hash(rgb)[0]
-    assert _ham_hex(fast.signals[0].value, exact.signals[0].value) <= 2
+    assert hamming_hex(fast.signals[0].value, exact.signals[0].value) <= 2
 
 
 def test_tiny_images_fall_back_to_pdqhash() -> None:
@@ -191,12 +188,12 @@ def test_photo_kernel_matches_pdqhash_on_colour(
     want, want_q = pdq_hash(rgb)
     got, got_q = pdq_hash_fast(rgb)
     assert abs(got_q - want_q) <= 1
-    assert _ham_hex(got, want) <= 4
+    assert hamming_hex(got, want) <= 4
     want_dih, _ = pdq_dihedral(rgb)
     got_dih, _ = pdq_dihedral_fast(rgb)
     for (name, g), (want_name, w) in zip(got_dih, want_dih, strict=True):
         assert name == want_name
-        assert _ham_hex(g, w) <= 4, name
+        assert hamming_hex(g, w) <= 4, name
 
 
 def test_worker_preload_module_loads_the_kernels() -> None:

@@ -16,6 +16,7 @@ _EXTRAS: dict[str, str] = {
     "uvicorn": "service",
     "httpx": "service",
     "prometheus_client": "service",
+    "lxml": "reports",
     "pillow_heif": "heif",
     "pillow_avif": "heif",
 }

@@ -27,7 +27,7 @@ from tipline.services.scan import (
     run_scan,
     write_results,
 )
-from tipline.services.scan_sources import ScanItem, expand_sources
+from tipline.services.scan.sources import ScanItem, expand_sources
 from tipline.signals.hashing import HashOptions, hash_path
 from tipline.store import scans as store
 from tipline.store.db import make_engine, session_factory

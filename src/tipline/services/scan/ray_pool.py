@@ -1,6 +1,6 @@
 """Run scan batches as Ray tasks (``tipline scan --ray auto|ADDRESS``).
 
-Each task runs :func:`tipline.services.scan.scan_batch` - the same unit of work as a
+Each task runs :func:`tipline.services.scan.batch.scan_batch` - the same unit of work as a
 local worker - so results and checkpoints are identical to a local run. Task inputs
 and outputs are JSON strings. The match index is never part of a task: each Ray worker
 process builds its matcher once from the loader (memory-mapped index files on shared
@@ -12,13 +12,14 @@ Ray is optional and loaded only through :func:`tipline._optional.require`.
 from __future__ import annotations
 
 import json
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from tipline._optional import require
 from tipline.errors import TiplineError
-from tipline.services.scan import BatchOutcome, scan_batch
+from tipline.services.scan.batch import scan_batch
+from tipline.services.scan.options import BatchOutcome
+from tipline.services.scan.retry import CrashSplitFeed
 
 #: ``--ray local`` starts a private single-machine cluster instead of joining one.
 LOCAL = "local"
@@ -58,29 +59,27 @@ def run_on_ray(
     jobs: Iterator[dict[str, Any]],
     on_done: Callable[[BatchOutcome], None],
     *,
-    spare_batch_no: Callable[[], int] | None = None,
-    record_crash: Callable[[dict[str, Any]], BatchOutcome] | None = None,
+    spare_batch_no: Callable[[], int],
+    record_crash: Callable[[dict[str, Any]], BatchOutcome],
     in_flight_per_cpu: int = 2,
 ) -> None:
     """Submit ``jobs`` as Ray tasks, at most ``in_flight_per_cpu`` per cluster CPU at
     once, calling ``on_done`` as each batch is committed.
 
-    A task whose worker process died (after Ray's own retries) is split into one-item
-    tasks (``spare_batch_no`` numbers them); a one-item task that still kills its worker
-    is recorded by ``record_crash``. Any other task error raises TiplineError (the scan
-    stays resumable).
+    A task whose worker process died (after Ray's own retries) goes through the
+    crash-split retry of :mod:`.retry` (``spare_batch_no`` numbers the one-item tasks,
+    ``record_crash`` records an item that still kills its worker). Any other task
+    error raises TiplineError (the scan stays resumable).
     """
     ray = connect(address)
     task = ray.remote(num_cpus=1, max_retries=1)(_ray_batch)
     limit = cluster_cpus(address) * in_flight_per_cpu
+    feed = CrashSplitFeed(jobs, on_done, spare_batch_no=spare_batch_no, record_crash=record_crash)
     pending: dict[Any, dict[str, Any]] = {}
-    retry: deque[dict[str, Any]] = deque()
-    exhausted = False
     while True:
-        while (retry or not exhausted) and len(pending) < limit:
-            job = retry.popleft() if retry else next(jobs, None)
+        while len(pending) < limit:
+            job = feed.next()
             if job is None:
-                exhausted = True
                 break
             pending[task.remote(json.dumps(job))] = job
         if not pending:
@@ -91,15 +90,7 @@ def run_on_ray(
             try:
                 reply = ray.get(ref)
             except ray.exceptions.WorkerCrashedError:
-                if record_crash is None or spare_batch_no is None:
-                    raise TiplineError("a Ray worker died; resume the scan") from None
-                if len(job["items"]) == 1:
-                    on_done(record_crash(job))
-                else:
-                    retry.extend(
-                        {**job, "batch_no": spare_batch_no(), "items": [item]}
-                        for item in job["items"]
-                    )
+                feed.crashed(job)
                 continue
             except Exception as exc:
                 for other in pending:

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
+from _clock import ManualClock
 from tipline.services import jobs
 from tipline.services.jobs import Backoff, JobContext, JobRunner
 from tipline.store.base import utcnow
@@ -34,6 +35,11 @@ def engine(db_url: str) -> Iterator[Engine]:
 def _enqueue(engine: Engine, n: int, kind: str = "t", **kwargs: object) -> list[str]:
     with transaction(session_factory(engine)) as session:
         return [jobs.enqueue(session, kind, {"i": i}, **kwargs) for i in range(n)]  # type: ignore[arg-type]
+
+
+def _counts(engine: Engine) -> dict[str, int]:
+    with transaction(session_factory(engine)) as session:
+        return jobs.counts(session)
 
 
 def _job(engine: Engine, job_id: str) -> Job:
@@ -76,37 +82,42 @@ def test_unknown_kinds_and_future_jobs_are_not_claimed(engine: Engine) -> None:
 
 def test_failures_retry_with_backoff_then_dead_letter(engine: Engine) -> None:
     (job_id,) = _enqueue(engine, 1, max_attempts=3)
+    clock = ManualClock()
     attempts: list[int] = []
 
     def fail(ctx: JobContext) -> None:
         attempts.append(ctx.attempt)
         raise jobs.JobFailedError(f"boom {ctx.attempt}")
 
-    runner = JobRunner(engine, {"t": fail}, backoff=Backoff(base=0.2, maximum=0.2, jitter=0.0))
+    backoff = Backoff(base=20.0, maximum=20.0, jitter=0.0)
+    runner = JobRunner(engine, {"t": fail}, backoff=backoff, clock=clock)
     assert runner.run_once() == 1
     job = _job(engine, job_id)
     assert job.status == "pending" and job.last_error == "JobFailedError: boom 1"
-    assert job.run_at > utcnow() + timedelta(seconds=0.05)
+    assert job.run_at == clock.now() + timedelta(seconds=20)
+    clock.advance(19.9)
     assert runner.run_once() == 0  # backing off
-    time.sleep(0.25)
+    clock.advance(0.2)
     assert runner.run_once() == 1
-    time.sleep(0.25)
+    clock.advance(20.1)
     assert runner.run_once() == 1
     job = _job(engine, job_id)
     assert attempts == [1, 2, 3]
     assert job.status == "dead" and job.dead_lettered_at is not None and job.attempts == 3
-    time.sleep(0.25)
+    clock.advance(3600)
     assert runner.run_once() == 0
 
 
 def test_expired_lease_is_reclaimed_and_old_owner_is_fenced(engine: Engine) -> None:
     (job_id,) = _enqueue(engine, 1)
+    clock = ManualClock()
     done: list[str] = []
-    slow = JobRunner(engine, {"t": lambda c: None}, owner="slow", lease_seconds=0.3)
-    fast = JobRunner(engine, {"t": lambda c: done.append(c.id)}, owner="fast")
+    slow = JobRunner(engine, {"t": lambda c: None}, owner="slow", lease_seconds=30, clock=clock)
+    fast = JobRunner(engine, {"t": lambda c: done.append(c.id)}, owner="fast", clock=clock)
     (claimed,) = slow.claim()  # the slow runner "hangs" with the job
+    clock.advance(29.9)
     assert fast.run_once() == 0  # lease still valid
-    time.sleep(0.4)
+    clock.advance(0.2)
     assert fast.run_once() == 1 and done == [job_id]
     # the slow runner wakes up and fails: its late outcome must not overwrite "done"
     slow._finish(claimed, "late failure")
@@ -116,10 +127,13 @@ def test_expired_lease_is_reclaimed_and_old_owner_is_fenced(engine: Engine) -> N
 
 def test_crashed_runner_job_is_retried(engine: Engine) -> None:
     (job_id,) = _enqueue(engine, 1, max_attempts=2)
-    JobRunner(engine, {"t": lambda c: None}, owner="dies", lease_seconds=0.2).claim()
-    time.sleep(0.3)
+    clock = ManualClock()
+    JobRunner(engine, {"t": lambda c: None}, owner="dies", lease_seconds=30, clock=clock).claim()
     seen: list[int] = []
-    JobRunner(engine, {"t": lambda c: seen.append(c.attempt)}).run_once()
+    JobRunner(engine, {"t": lambda c: seen.append(c.attempt)}, clock=clock).run_once()
+    assert seen == []  # lease still valid
+    clock.advance(31)
+    JobRunner(engine, {"t": lambda c: seen.append(c.attempt)}, clock=clock).run_once()
     assert seen == [2] and _job(engine, job_id).status == "done"
 
 
@@ -172,9 +186,11 @@ def test_run_stops_on_event(engine: Engine) -> None:
     thread = threading.Thread(target=runner.run, args=(stop,))
     thread.start()
     _enqueue(engine, 2)
-    time.sleep(0.3)
+    deadline = time.monotonic() + 60  # a failure bound only: normally ~0.1 s
+    while _counts(engine)["done"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
     stop.set()
-    thread.join(timeout=5)
+    thread.join(timeout=60)
     assert not thread.is_alive()
     with transaction(session_factory(engine)) as session:
         assert jobs.counts(session)["done"] == 2
@@ -202,28 +218,26 @@ def test_backoff_grows_exponentially_without_jitter() -> None:
 
 
 def test_slow_batch_renews_its_leases(engine: Engine) -> None:
-    """A batch that runs longer than one lease keeps its jobs: no second runner gets them."""
+    """A batch that runs longer than one lease keeps its jobs: no second runner gets them.
+
+    Each job "takes" 25 s of a 60 s lease on a controlled clock, and a second runner
+    tries to claim while it runs; without renewal it takes the third job (at 75 s).
+    """
     _enqueue(engine, 3)
+    clock = ManualClock()
     runs: Counter[str] = Counter()
+    stolen: list[str] = []
+    thief = JobRunner(engine, {"t": lambda c: stolen.append(c.id)}, owner="b", clock=clock)
 
     def slow(ctx: JobContext) -> None:
         runs[ctx.id] += 1
-        time.sleep(0.5)
+        clock.advance(25)
+        thief.run_once()
 
-    # The batch (1.5 s) outlives its 0.8 s lease; renewals come every 0.5 s, leaving
-    # 0.3 s of slack for a loaded machine.
-    owner = JobRunner(engine, {"t": slow}, owner="a", lease_seconds=0.8, batch_size=3)
-    thread = threading.Thread(target=owner.run_once)
-    thread.start()
-    thieves = 0
-    deadline = time.monotonic() + 1.7
-    while time.monotonic() < deadline:
-        thieves += JobRunner(engine, {"t": slow}, owner="b").run_once()
-        time.sleep(0.05)
-    thread.join(timeout=10)
-    assert thieves == 0 and sorted(runs.values()) == [1, 1, 1]
-    with transaction(session_factory(engine)) as session:
-        assert jobs.counts(session)["done"] == 3
+    owner = JobRunner(engine, {"t": slow}, owner="a", lease_seconds=60, batch_size=3, clock=clock)
+    assert owner.run_once() == 3
+    assert stolen == [] and sorted(runs.values()) == [1, 1, 1]
+    assert _counts(engine)["done"] == 3
 
 
 def test_worker_cli_exits_cleanly_on_sigterm(db_url: str, engine: Engine) -> None:
@@ -253,10 +267,12 @@ def test_worker_cli_exits_cleanly_on_sigterm(db_url: str, engine: Engine) -> Non
 
 def test_job_whose_runner_died_on_the_last_attempt_is_dead_lettered(engine: Engine) -> None:
     (job_id,) = _enqueue(engine, 1, max_attempts=1)
-    JobRunner(engine, {"t": lambda c: None}, owner="dies", lease_seconds=0.2).claim()
-    time.sleep(0.3)
+    clock = ManualClock()
+    JobRunner(engine, {"t": lambda c: None}, owner="dies", lease_seconds=30, clock=clock).claim()
+    clock.advance(31)
     seen: list[int] = []
-    assert JobRunner(engine, {"t": lambda c: seen.append(c.attempt)}).run_once() == 0
+    runner = JobRunner(engine, {"t": lambda c: seen.append(c.attempt)}, clock=clock)
+    assert runner.run_once() == 0
     job = _job(engine, job_id)
     assert seen == [] and job.status == "dead" and "lease expired" in str(job.last_error)
 

@@ -13,12 +13,13 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from tipline.config import Settings, get_settings
 from tipline.errors import InputError, NotFoundError, PermissionDeniedError
@@ -27,6 +28,7 @@ from tipline.services.actions import MatchEvent, MatchHit, ReviewStatus
 from tipline.services.auth import Principal, Role
 from tipline.services.jobs import Backoff, JobRunner
 from tipline.store.audit import AuditRecord
+from tipline.store.base import utcnow
 from tipline.store.db import make_engine, session_factory, transaction, upgrade
 from tipline.store.jobs import Job
 
@@ -48,7 +50,8 @@ class Receiver:
 
     fail_rate: float = 0.0
     status: int = 200
-    delay: float = 0.0
+    #: when set, each request waits for this event before it is answered
+    hold: threading.Event | None = None
     seed: int = 1
     requests: list[Delivery] = field(default_factory=list)
     accepted: list[Delivery] = field(default_factory=list)
@@ -67,8 +70,8 @@ class Receiver:
                     signature=self.headers.get(webhooks.SIGNATURE_HEADER),
                     timestamp=self.headers.get(webhooks.TIMESTAMP_HEADER),
                 )
-                if receiver.delay:
-                    time.sleep(receiver.delay)
+                if receiver.hold is not None:
+                    receiver.hold.wait(60)
                 with receiver.lock:
                     receiver.requests.append(delivery)
                     fail = receiver.rng.random() < receiver.fail_rate
@@ -140,7 +143,8 @@ def _runner(engine: Engine, **kwargs: Any) -> tuple[JobRunner, webhooks.WebhookD
     return runner, deliverer
 
 
-def _drain(runner: JobRunner, seconds: float = 10.0) -> None:
+def _drain(runner: JobRunner, seconds: float = 60.0) -> None:
+    """Run until idle; ``seconds`` only bounds a failure (normally well under 1 s)."""
     stop = threading.Event()
     timer = threading.Timer(seconds, stop.set)
     timer.start()
@@ -261,7 +265,7 @@ def test_dead_letter_after_max_attempts(engine: Engine, receiver: Receiver) -> N
 
 
 def test_timeout_and_unreachable_are_retried(engine: Engine, receiver: Receiver) -> None:
-    receiver.delay = 0.5
+    receiver.hold = threading.Event()  # never answers within the client's time limit
     with transaction(session_factory(engine)) as session:
         slow, _ = webhooks.create_webhook(session, url=receiver.url, secret=SECRET)
         gone, _ = webhooks.create_webhook(session, url="http://127.0.0.1:9/x", secret=SECRET)
@@ -271,6 +275,7 @@ def test_timeout_and_unreachable_are_retried(engine: Engine, receiver: Receiver)
     try:
         assert runner.run_once() == 2
     finally:
+        receiver.hold.set()
         deliverer.close()
     with transaction(session_factory(engine)) as session:
         errors = {j: session.get(Job, j).last_error for j in (slow_job, gone_job)}  # type: ignore[union-attr]
@@ -446,6 +451,8 @@ def test_two_worker_processes_deliver_each_exactly_once(postgres_url: str) -> No
             hook, secret = webhooks.create_webhook(session, url=receiver.url, secret=SECRET)
             for i in range(total):
                 webhooks.enqueue_delivery(session, hook, f"ev{i}", {"n": i}, max_attempts=30)
+            # not due until both workers run, so neither can finish before the other starts
+            session.execute(update(Job).values(run_at=utcnow() + timedelta(days=1)))
         env = dict(os.environ, TIPLINE_DATABASE_URL=postgres_url)
         args = [
             sys.executable, "-m", "tipline.cli.main", "worker", "--exit-when-idle",
@@ -457,6 +464,11 @@ def test_two_worker_processes_deliver_each_exactly_once(postgres_url: str) -> No
             subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             for _ in range(2)
         ]
+        for w in workers:
+            assert w.stderr is not None
+            assert b"started" in w.stderr.readline()
+        with transaction(session_factory(engine)) as session:
+            session.execute(update(Job).values(run_at=utcnow()))
         outputs = [w.communicate(timeout=120) for w in workers]
         elapsed = time.monotonic() - started
         for w, (_, err) in zip(workers, outputs, strict=True):

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, and_, func, insert, or_, select, update
 from sqlalchemy.exc import OperationalError
@@ -219,6 +219,28 @@ def db_now(session: Session) -> datetime:
     return utcnow()
 
 
+class Clock(Protocol):
+    """Where a runner reads time: lease instants, and elapsed seconds within a batch."""
+
+    def now(self, session: Session) -> datetime:
+        """The current instant (aware, UTC) for lease and retry times."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary origin that never go backwards."""
+        ...
+
+
+class SystemClock:
+    """Real time: :func:`db_now` for lease instants, :func:`time.monotonic` for elapsed."""
+
+    def now(self, session: Session) -> datetime:
+        return db_now(session)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
 def default_owner() -> str:
     """``host:pid:random``: unique per runner, readable in the jobs table."""
     return f"{socket.gethostname()[:80]}:{os.getpid()}:{os.urandom(3).hex()}"
@@ -229,7 +251,8 @@ class JobRunner:
     """Claims and runs due jobs; run one per process (several processes are safe).
 
     ``lease_seconds`` must exceed the longest handler run (webhook timeout included);
-    a job still running when its lease expires may run twice.
+    a job still running when its lease expires may run twice. ``clock`` is real time
+    unless a test passes one it controls.
     """
 
     engine: Engine
@@ -240,6 +263,7 @@ class JobRunner:
     poll_interval: float = 1.0
     backoff: Backoff = field(default_factory=Backoff)
     rng: random.Random = field(default_factory=random.Random)
+    clock: Clock = field(default_factory=SystemClock)
 
     def __post_init__(self) -> None:
         if self.lease_seconds <= 0 or self.batch_size < 1 or self.poll_interval < 0:
@@ -258,7 +282,7 @@ class JobRunner:
             Job.idempotency_key,
         )
         with self._factory() as session, session.begin():
-            now = db_now(session)
+            now = self.clock.now(session)
             due = select(Job.id).where(_due(now), Job.kind.in_(self._kinds))
             due = due.order_by(Job.run_at).limit(self.batch_size)
             changes = {
@@ -299,7 +323,7 @@ class JobRunner:
             Job.status == JobStatus.RUNNING.value,
         )
         with self._factory() as session, session.begin():
-            now = db_now(session)
+            now = self.clock.now(session)
             if error is None:
                 status = JobStatus.DONE
                 values: dict[str, Any] = {"status": status.value, "finished_at": now}
@@ -338,7 +362,7 @@ class JobRunner:
             return []
         by_id = {job.id: job for job in batch}
         with self._factory() as session, session.begin():
-            lease_until = db_now(session) + timedelta(seconds=self.lease_seconds)
+            lease_until = self.clock.now(session) + timedelta(seconds=self.lease_seconds)
             kept = session.execute(
                 update(Job)
                 .where(
@@ -363,7 +387,7 @@ class JobRunner:
         be tried: running it again could crash-loop every runner.
         """
         with self._factory() as session, session.begin():
-            now = db_now(session)
+            now = self.clock.now(session)
             result = session.execute(
                 update(Job)
                 .where(
@@ -394,12 +418,12 @@ class JobRunner:
         if not pending:
             self.reap()
             return 0
-        leased_at = time.monotonic()
+        leased_at = self.clock.monotonic()
         ran = 0
         while pending:
-            if time.monotonic() - leased_at > self.lease_seconds / 4:
+            if self.clock.monotonic() - leased_at > self.lease_seconds / 4:
                 pending = self.renew(pending)
-                leased_at = time.monotonic()
+                leased_at = self.clock.monotonic()
                 if not pending:
                     break
             self.run_job(pending.pop(0))

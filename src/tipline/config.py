@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -49,11 +49,45 @@ class Settings(BaseSettings):
         description="URL fetching: CIDRs allowed despite being private/loopback (tests only)",
     )
 
+    vault_dir: Path | None = Field(
+        default=None, description="Evidence vault: encrypted files; default <data_dir>/vault"
+    )
+    vault_master_key: SecretStr | None = Field(
+        default=None,
+        description="Evidence vault: master key, base64 of 32 bytes (environment only)",
+    )
+    vault_master_key_file: Path | None = Field(
+        default=None,
+        description="Evidence vault: file holding the base64 master key (mode 0600)",
+    )
+    vault_new_master_key: SecretStr | None = Field(
+        default=None,
+        description="Evidence vault: the key `tipline vault rotate-key` rewraps items to",
+    )
+    vault_new_master_key_file: Path | None = Field(
+        default=None, description="Evidence vault: file holding the new master key"
+    )
+    vault_retention_days: int = Field(
+        default=365,
+        ge=1,
+        description="Evidence vault: days an item is kept after its report (or storage)",
+    )
+    vault_chunk_bytes: int = Field(
+        default=1024**2,
+        ge=4096,
+        le=64 * 1024**2,
+        description="Evidence vault: plaintext bytes per encrypted chunk (memory per stream)",
+    )
+
     def resolved_database_url(self) -> str:
         """The database URL in use (SQLite under ``data_dir`` when unset)."""
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'tipline.db').as_posix()}"
+
+    def resolved_vault_dir(self) -> Path:
+        """Folder for the evidence vault's encrypted files."""
+        return self.vault_dir if self.vault_dir is not None else self.data_dir / "vault"
 
     def resolved_index_dir(self) -> Path:
         """Folder for index files."""

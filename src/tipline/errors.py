@@ -138,3 +138,15 @@ class AuditChainError(TiplineError):
     """The audit log hash chain is broken (an edited or deleted record)."""
 
     code = "audit-broken"
+
+
+class VaultKeyError(ConfigError):
+    """The evidence vault's master key is missing, malformed or not the one an item needs."""
+
+    code = "vault-key"
+
+
+class EvidenceIntegrityError(TiplineError):
+    """A vault item fails its integrity check (tampered, truncated, swapped or wrong key)."""
+
+    code = "evidence-corrupt"

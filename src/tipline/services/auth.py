@@ -52,6 +52,8 @@ class Permission(enum.Enum):
     WEBHOOK_ADMIN = "webhook.admin"  # configure webhooks and action rules
     KEY_ADMIN = "key.admin"  # create/revoke API keys
     AUDIT_READ = "audit.read"  # read and verify the audit log
+    EVIDENCE_READ = "evidence.read"  # list, show and download preserved evidence (vault)
+    EVIDENCE_ADMIN = "evidence.admin"  # legal holds, retention, verify, purge, key rotation
 
 
 #: The permission matrix. Admin holds every permission.
@@ -61,7 +63,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.CURATOR: frozenset(
         {Permission.HASH, Permission.MATCH, Permission.BANK_READ, Permission.BANK_WRITE}
     ),
-    Role.REVIEWER: frozenset({Permission.REVIEW, Permission.BANK_READ}),
+    Role.REVIEWER: frozenset({Permission.REVIEW, Permission.BANK_READ, Permission.EVIDENCE_READ}),
     Role.ADMIN: frozenset(Permission),
 }
 

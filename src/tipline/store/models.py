@@ -5,7 +5,15 @@ from __future__ import annotations
 import importlib
 
 #: model modules under tipline.store; add new ones here
-MODEL_MODULES: tuple[str, ...] = ("banks", "audit", "auth", "jobs", "scans", "submissions")
+MODEL_MODULES: tuple[str, ...] = (
+    "banks",
+    "audit",
+    "auth",
+    "jobs",
+    "scans",
+    "submissions",
+    "vault",
+)
 
 
 def import_all_models() -> None:

@@ -1,0 +1,429 @@
+"""Storing and reading vault items. Every read of evidence needs
+:attr:`Permission.EVIDENCE_READ` and is audited before any byte is decrypted."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, sessionmaker
+from ulid import ULID
+
+from tipline.errors import ConflictError, EvidenceIntegrityError, InputError
+from tipline.services import audit
+from tipline.services.auth import Permission, Principal, tenant_clause
+from tipline.services.vault import _format
+from tipline.services.vault._model import (
+    TARGET,
+    EvidenceInfo,
+    EvidenceKind,
+    Vault,
+    get_row,
+    holds_of,
+)
+from tipline.services.vault.keys import new_data_key, unwrap, wrap
+from tipline.store.db import transaction
+from tipline.store.vault import EvidenceItemRow
+
+#: bytes, a binary file object (read to its end) or a path
+Source = bytes | BinaryIO | Path
+
+
+@contextlib.contextmanager
+def _open_source(source: Source) -> Iterator[BinaryIO]:
+    if isinstance(source, bytes | bytearray | memoryview):
+        yield io.BytesIO(source)
+    elif isinstance(source, Path):
+        try:
+            handle = source.open("rb")
+        except OSError as exc:
+            raise InputError(f"{source}: cannot read: {exc.strerror}") from None
+        with handle:
+            yield handle
+    else:
+        yield source
+
+
+def _text(value: str | None, limit: int, what: str) -> str | None:
+    if value is not None and (len(value) > limit or not value.isprintable()):
+        raise InputError(f"{what} must be at most {limit} printable characters")
+    return value
+
+
+_PENDING = "tipline.vault.pending_files"
+
+
+def _forget_pending(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def _delete_pending(session: Session) -> None:
+    for vault, item_id in session.info.pop(_PENDING, []):
+        vault.blobs.delete(item_id)
+
+
+def _delete_on_rollback(session: Session, vault: Vault, item_id: str) -> None:
+    """Remove the file written for ``item_id`` if the caller's transaction rolls back
+    (its row never commits); forget it once the transaction commits."""
+    if _PENDING not in session.info and not session.info.get(_PENDING + ".hooked"):
+        event.listen(session, "after_commit", _forget_pending)
+        event.listen(session, "after_rollback", _delete_pending)
+        session.info[_PENDING + ".hooked"] = True
+    session.info.setdefault(_PENDING, []).append((vault, item_id))
+
+
+def store(
+    session: Session,
+    vault: Vault,
+    source: Source,
+    *,
+    kind: EvidenceKind,
+    actor: str | Principal,
+    tenant: str | None = None,
+    media_type: str | None = None,
+    filename: str | None = None,
+    submission_id: str | None = None,
+    review_item_id: str | None = None,
+    report_id: str | None = None,
+    content_id: str | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> EvidenceInfo:
+    """Encrypt ``source`` into the vault inside the caller's transaction; audited as
+    ``vault.store``. The file is written (and synced) before the row; a rollback removes
+    it again. ``tenant`` defaults to the actor's. Kept until ``vault.retention`` after
+    now (see :func:`mark_reported` for the report-based period)."""
+    keyring = vault.require_keyring()
+    if isinstance(actor, Principal) and tenant is None:
+        tenant = actor.tenant
+    actor_id = actor.key_id if isinstance(actor, Principal) else actor
+    _text(media_type, 128, "media type")
+    _text(filename, 256, "file name")
+    _text(content_id, 256, "content id")
+    item_id = str(ULID())
+    data_key = new_data_key()
+    with vault.blobs.writer(item_id) as out, _open_source(source) as src:
+        sealed = _format.encrypt(data_key, item_id, src, out, chunk_size=vault.chunk_size)
+    _delete_on_rollback(session, vault, item_id)
+    now = vault.clock()
+    row = EvidenceItemRow(
+        id=item_id,
+        tenant=tenant,
+        kind=kind.value,
+        media_type=media_type,
+        filename=filename,
+        size=sealed.size,
+        sha256=sealed.sha256,
+        blob_sha256=sealed.blob_sha256,
+        blob_size=sealed.blob_size,
+        format_version=_format.VERSION,
+        chunk_size=vault.chunk_size,
+        key_id=keyring.current.key_id,
+        wrapped_key=wrap(keyring.current, data_key, item_id),
+        submission_id=submission_id,
+        review_item_id=review_item_id,
+        report_id=report_id,
+        content_id=content_id,
+        meta=dict(meta or {}),
+        stored_at=now,
+        stored_by=actor_id,
+        retain_until=now + vault.retention,
+    )
+    session.add(row)
+    session.flush()
+    audit.append(
+        session,
+        actor=actor,
+        action="vault.store",
+        target=(TARGET, item_id),
+        details={
+            "kind": kind.value,
+            "size": sealed.size,
+            "sha256": sealed.sha256,
+            "key_id": row.key_id,
+            "submission_id": submission_id,
+            "review_item_id": review_item_id,
+            "report_id": report_id,
+        },
+        tenant=tenant,
+    )
+    return EvidenceInfo.of(row)
+
+
+def mark_reported(
+    session: Session,
+    vault: Vault,
+    item_ids: Sequence[str],
+    *,
+    report_id: str,
+    reported_at: datetime,
+    actor: str | Principal,
+) -> list[EvidenceInfo]:
+    """Record that items went into report ``report_id`` (caller's transaction): each is
+    then kept at least ``vault.retention`` after ``reported_at`` (18 U.S.C. 2258A(h):
+    one year from the report). Retention never shrinks; audited as ``vault.reported``."""
+    if reported_at.tzinfo is None:
+        raise InputError("reported_at must be an aware datetime")
+    out = []
+    for item_id in item_ids:
+        row = session.get(EvidenceItemRow, item_id)
+        if row is None:
+            raise InputError(f"no vault item {item_id!r}")
+        if row.purged_at is not None:
+            raise ConflictError(f"vault item {item_id} was purged on {row.purged_at:%Y-%m-%d}")
+        if row.report_id is None:
+            row.report_id = report_id
+        if row.reported_at is None or reported_at > row.reported_at:
+            row.reported_at = reported_at
+        row.retain_until = max(row.retain_until, reported_at + vault.retention)
+        out.append(EvidenceInfo.of(row))
+    session.flush()
+    for info in out:
+        audit.append(
+            session,
+            actor=actor,
+            action="vault.reported",
+            target=(TARGET, info.id),
+            details={"report_id": report_id, "retain_until": info.retain_until.isoformat()},
+            tenant=info.tenant,
+        )
+    return out
+
+
+def list_items(
+    sessions: sessionmaker[Session],
+    *,
+    actor: Principal,
+    submission_id: str | None = None,
+    review_item_id: str | None = None,
+    report_id: str | None = None,
+    include_purged: bool = False,
+    before: str | None = None,
+    limit: int = 100,
+) -> list[EvidenceInfo]:
+    """Items visible to ``actor``, newest first (``before``: id cursor, exclusive).
+    Needs EVIDENCE_READ; audited as ``vault.list``."""
+    actor.require(Permission.EVIDENCE_READ)
+    if not 1 <= limit <= 1000:
+        raise InputError("limit must be between 1 and 1000")
+    query = select(EvidenceItemRow).where(
+        tenant_clause(actor, EvidenceItemRow.tenant, include_shared=False)
+    )
+    filters = {
+        "submission_id": submission_id,
+        "review_item_id": review_item_id,
+        "report_id": report_id,
+    }
+    for name, value in filters.items():
+        if value is not None:
+            query = query.where(getattr(EvidenceItemRow, name) == value)
+    if not include_purged:
+        query = query.where(EvidenceItemRow.purged_at.is_(None))
+    if before is not None:
+        query = query.where(EvidenceItemRow.id < before)
+    with transaction(sessions) as session:
+        rows = session.execute(query.order_by(EvidenceItemRow.id.desc()).limit(limit)).scalars()
+        out = [EvidenceInfo.of(row, holds_of(session, row.id)) for row in rows]
+        audit.append(
+            session,
+            actor=actor,
+            action="vault.list",
+            details={**{k: v for k, v in filters.items() if v}, "items": len(out)},
+        )
+    return out
+
+
+def show(sessions: sessionmaker[Session], item_id: str, *, actor: Principal) -> EvidenceInfo:
+    """One item's facts and holds (needs EVIDENCE_READ; audited as ``vault.show``)."""
+    with transaction(sessions) as session:
+        row = get_row(session, item_id, actor, Permission.EVIDENCE_READ)
+        info = EvidenceInfo.of(row, holds_of(session, item_id))
+        audit.append(session, actor=actor, action="vault.show", target=(TARGET, item_id))
+    return info
+
+
+class _HashingReader(io.RawIOBase):
+    """Reads a file and hashes every byte read (the encrypted file's SHA-256)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self.sha256.update(data)
+        self.count += len(data)
+        return data
+
+
+def plaintext(vault: Vault, row: EvidenceItemRow) -> Iterator[bytes]:
+    """The item's plaintext chunk by chunk; nothing is yielded that has not been
+    authenticated, and the last chunk only after the size and both SHA-256 digests
+    match the row. Raises EvidenceIntegrityError (or VaultKeyError) on any mismatch."""
+    if row.purged_at is not None or row.wrapped_key is None:
+        raise ConflictError(f"vault item {row.id} was purged; its content no longer exists")
+    master = vault.require_keyring().get(row.key_id)
+    data_key = unwrap(master, row.wrapped_key, row.id)
+    have = vault.blobs.size(row.id)
+    if have is None:
+        raise EvidenceIntegrityError(f"item {row.id}: its file is missing")
+    if have != row.blob_size:
+        change = "truncated" if have < row.blob_size else "extended"
+        raise EvidenceIntegrityError(
+            f"item {row.id}: file is {have} bytes, expected {row.blob_size} ({change})"
+        )
+    with vault.blobs.open(row.id) as handle:
+        reader = _HashingReader(handle)
+        digest = hashlib.sha256()
+        size = 0
+        held: bytes | None = None
+        try:
+            for chunk in _format.decrypt_chunks(data_key, row.id, reader):  # type: ignore[arg-type]
+                digest.update(chunk)
+                size += len(chunk)
+                if held is not None:
+                    yield held
+                held = chunk
+        except EvidenceIntegrityError as exc:
+            raise EvidenceIntegrityError(f"item {row.id}: {exc.message}") from None
+        if reader.sha256.hexdigest() != row.blob_sha256:
+            raise EvidenceIntegrityError(f"item {row.id}: file SHA-256 differs from the record")
+        if size != row.size or digest.hexdigest() != row.sha256:
+            raise EvidenceIntegrityError(
+                f"item {row.id}: content SHA-256 or size differs from the record"
+            )
+        if held:
+            yield held
+
+
+def _audit_failure(
+    sessions: sessionmaker[Session], actor: Principal, item_id: str, message: str
+) -> None:
+    with transaction(sessions) as session:
+        audit.append(
+            session,
+            actor=actor,
+            action="vault.integrity_failure",
+            target=(TARGET, item_id),
+            details={"error": message},
+        )
+
+
+def _begin_read(
+    sessions: sessionmaker[Session], item_id: str, actor: Principal, how: str
+) -> EvidenceItemRow:
+    with transaction(sessions) as session:
+        row = get_row(session, item_id, actor, Permission.EVIDENCE_READ)
+        if row.purged_at is not None:
+            raise ConflictError(f"vault item {item_id} was purged; its content no longer exists")
+        # audited (and committed) before a byte is decrypted
+        audit.append(
+            session,
+            actor=actor,
+            action="vault.read",
+            target=(TARGET, item_id),
+            details={"via": how, "sha256": row.sha256, "size": row.size},
+            tenant=row.tenant,
+        )
+    return row
+
+
+def open_content(
+    sessions: sessionmaker[Session], vault: Vault, item_id: str, *, actor: Principal
+) -> tuple[EvidenceInfo, Iterator[bytes]]:
+    """Start reading an item for streaming (audited as ``vault.read``).
+
+    The first chunk is decrypted before this returns, so a wrong key or a damaged
+    header raise here; a failure later raises from the iterator (the consumer must
+    abort, e.g. drop the HTTP connection) and is audited as ``vault.integrity_failure``.
+    """
+    row = _begin_read(sessions, item_id, actor, "stream")
+    chunks = plaintext(vault, row)
+    try:
+        first = next(chunks, b"")
+    except (EvidenceIntegrityError, ConflictError) as exc:
+        _audit_failure(sessions, actor, item_id, str(exc))
+        raise
+
+    def rest() -> Iterator[bytes]:
+        if first:
+            yield first
+        try:
+            yield from chunks
+        except EvidenceIntegrityError as exc:
+            _audit_failure(sessions, actor, item_id, str(exc))
+            raise
+
+    return EvidenceInfo.of(row), rest()
+
+
+def read_to_file(
+    sessions: sessionmaker[Session],
+    vault: Vault,
+    item_id: str,
+    out: Path,
+    *,
+    actor: Principal,
+    progress: Callable[[int], None] | None = None,
+) -> EvidenceInfo:
+    """Decrypt an item into ``out`` (must not exist); audited as ``vault.read``.
+
+    Written to a temporary file beside ``out`` and renamed only once every check
+    passed, so a damaged item never leaves a partial file. ``progress`` gets the bytes
+    of each chunk.
+    """
+    if out.exists():
+        raise InputError(f"{out}: already exists")
+    row = _begin_read(sessions, item_id, actor, "file")
+    tmp = out.with_name(f".{out.name}.{os.urandom(4).hex()}.part")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in plaintext(vault, row):
+                handle.write(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+        os.replace(tmp, out)
+    except EvidenceIntegrityError as exc:
+        tmp.unlink(missing_ok=True)
+        _audit_failure(sessions, actor, item_id, str(exc))
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return EvidenceInfo.of(row)
+
+
+def read_bytes(
+    sessions: sessionmaker[Session],
+    vault: Vault,
+    item_id: str,
+    *,
+    actor: Principal,
+    max_bytes: int = 256 * 1024**2,
+) -> bytes:
+    """An item's whole content in memory (e.g. a report's XML); audited as
+    ``vault.read``; InputError when larger than ``max_bytes``."""
+    with sessions() as session:
+        row = get_row(session, item_id, actor, Permission.EVIDENCE_READ)
+        if row.size > max_bytes:
+            raise InputError(f"vault item {item_id} is {row.size} bytes, over {max_bytes}")
+    row = _begin_read(sessions, item_id, actor, "memory")
+    try:
+        return b"".join(plaintext(vault, row))
+    except EvidenceIntegrityError as exc:
+        _audit_failure(sessions, actor, item_id, str(exc))
+        raise

@@ -13,6 +13,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "scans",
     "submissions",
     "vault",
+    "reports",
 )
 
 

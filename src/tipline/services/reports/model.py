@@ -178,3 +178,87 @@ class ReportContent:
     urls: tuple[str, ...] = ()
     batched_viral: bool = False
     additional_info: str | None = None
+
+
+def _dt(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse_dt(value: object) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def ip_to_json(event: IpCapture) -> dict[str, object]:
+    """JSON form of an :class:`IpCapture`."""
+    return {
+        "ip": event.ip,
+        "event": event.event.value if event.event else None,
+        "at": _dt(event.at),
+        "port": event.port,
+        "possible_proxy": event.possible_proxy,
+    }
+
+
+def ip_from_json(data: dict[str, object]) -> IpCapture:
+    """Inverse of :func:`ip_to_json`."""
+    event = data.get("event")
+    port = data.get("port")
+    proxy = data.get("possible_proxy")
+    return IpCapture(
+        ip=str(data["ip"]),
+        event=IpEvent(event) if isinstance(event, str) else None,
+        at=_parse_dt(data.get("at")),
+        port=port if isinstance(port, int) else None,
+        possible_proxy=proxy if isinstance(proxy, bool) else None,
+    )
+
+
+def file_to_json(file: ReportedFile) -> dict[str, object]:
+    """JSON form of a :class:`ReportedFile` (stored with the report's files)."""
+    return {
+        "file_name": file.file_name,
+        "md5": file.md5,
+        "sha1": file.sha1,
+        "size": file.size,
+        "viewed_by_esp": file.viewed_by_esp,
+        "exif_viewed_by_esp": file.exif_viewed_by_esp,
+        "uploaded_at": _dt(file.uploaded_at),
+        "upload_ip": ip_to_json(file.upload_ip) if file.upload_ip else None,
+        "potential_meme": file.potential_meme,
+        "annotations": sorted(a.value for a in file.annotations),
+        "classification": file.classification.value if file.classification else None,
+        "publicly_available": file.publicly_available,
+        "location": file.location,
+        "hashes": [list(pair) for pair in file.hashes],
+        "submission_id": file.submission_id,
+    }
+
+
+def file_from_json(data: dict[str, object]) -> ReportedFile:
+    """Inverse of :func:`file_to_json`."""
+    upload_ip = data.get("upload_ip")
+    classification = data.get("classification")
+    publicly = data.get("publicly_available")
+    annotations = data.get("annotations")
+    hashes = data.get("hashes")
+    location = data.get("location")
+    submission_id = data.get("submission_id")
+    return ReportedFile(
+        file_name=str(data["file_name"]),
+        md5=str(data["md5"]),
+        sha1=str(data["sha1"]),
+        size=int(str(data["size"])),
+        viewed_by_esp=data["viewed_by_esp"] is True,
+        exif_viewed_by_esp=data["exif_viewed_by_esp"] is True,
+        uploaded_at=_parse_dt(data.get("uploaded_at")),
+        upload_ip=ip_from_json(upload_ip) if isinstance(upload_ip, dict) else None,
+        potential_meme=data.get("potential_meme") is True,
+        annotations=frozenset(
+            FileAnnotation(a) for a in (annotations if isinstance(annotations, list) else [])
+        ),
+        classification=Classification(classification) if isinstance(classification, str) else None,
+        publicly_available=publicly if isinstance(publicly, bool) else None,
+        location=location if isinstance(location, str) else None,
+        hashes=tuple((str(p[0]), str(p[1])) for p in (hashes if isinstance(hashes, list) else [])),
+        submission_id=submission_id if isinstance(submission_id, str) else None,
+    )

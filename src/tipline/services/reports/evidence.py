@@ -1,0 +1,101 @@
+"""Where reports get the bytes of the files they report, and where they keep them.
+
+Reports depend on this narrow interface only. The evidence vault
+(``tipline.services.vault``) provides the real implementation; :class:`DirectoryEvidence`
+is an unencrypted stand-in for tests and benchmarks run before a vault is configured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy.orm import Session
+
+from tipline.errors import InputError, NotFoundError
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """One stored file: the store's id, the name it was uploaded under, its size."""
+
+    evidence_id: str
+    file_name: str
+    size: int
+
+
+class EvidenceFiles(Protocol):
+    """What the report service needs from an evidence store."""
+
+    def media_of(
+        self, session: Session, tenant: str | None, submission_id: str
+    ) -> list[StoredFile]:
+        """The stored media of one submission (empty when none was kept)."""
+        ...
+
+    def read(self, session: Session, evidence_id: str) -> bytes:
+        """The bytes exactly as uploaded."""
+        ...
+
+    def keep_report_xml(
+        self, session: Session, tenant: str | None, report_id: str, xml: bytes
+    ) -> str | None:
+        """Preserve a report document; returns its id in the store (None: not kept)."""
+        ...
+
+
+class DirectoryEvidence:
+    """Plain files under ``root`` (NOT encrypted): a stand-in for tests and benchmarks.
+
+    Files are content-addressed (``<sha256>``); a small JSON index per submission lists
+    its media.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "blobs").mkdir(parents=True, exist_ok=True)
+        (root / "submissions").mkdir(parents=True, exist_ok=True)
+
+    def put(self, data: bytes, *, file_name: str, submission_id: str | None = None) -> StoredFile:
+        """Store ``data`` (and list it under ``submission_id`` when given)."""
+        digest = hashlib.sha256(data).hexdigest()
+        path = self.root / "blobs" / digest
+        if not path.exists():
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        stored = StoredFile(evidence_id=digest, file_name=file_name, size=len(data))
+        if submission_id is not None:
+            index = self.root / "submissions" / f"{submission_id}.json"
+            entries = json.loads(index.read_text()) if index.exists() else []
+            entries.append({"id": digest, "name": file_name, "size": len(data)})
+            index.write_text(json.dumps(entries))
+        return stored
+
+    def media_of(
+        self, session: Session, tenant: str | None, submission_id: str
+    ) -> list[StoredFile]:
+        index = self.root / "submissions" / f"{submission_id}.json"
+        if not index.exists():
+            return []
+        return [
+            StoredFile(evidence_id=e["id"], file_name=e["name"], size=int(e["size"]))
+            for e in json.loads(index.read_text())
+        ]
+
+    def read(self, session: Session, evidence_id: str) -> bytes:
+        if len(evidence_id) != 64 or not all(c in "0123456789abcdef" for c in evidence_id):
+            raise InputError(f"bad evidence id {evidence_id!r}")
+        path = self.root / "blobs" / evidence_id
+        if not path.exists():
+            raise NotFoundError(f"no stored file {evidence_id}")
+        return path.read_bytes()
+
+    def keep_report_xml(
+        self, session: Session, tenant: str | None, report_id: str, xml: bytes
+    ) -> str | None:
+        return self.put(xml, file_name=f"{report_id}.xml").evidence_id

@@ -1,0 +1,126 @@
+"""The delivery outbox survives ``kill -9`` at any moment while the receiver fails 30%
+of calls: 200 reports are each finished exactly once as the receiver sees it, every file
+attached with its MD5, lost-answer orphans counted and never finished, the outbox empty.
+
+Kill moments come from a seeded RNG over the child's step lines; the verdict depends
+only on the final database and receiver state, never on timing.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from lxml import etree
+from sqlalchemy import func, select
+
+from _ispws_server import Faults, ispws_server
+from _report_fixtures import open_db, queue_reports
+from tipline.services.reports.evidence import DirectoryEvidence
+from tipline.services.reports.outbox import outbox_size
+from tipline.store.reports import ReportFileRow, ReportRow
+
+DRIVER = Path(__file__).parent / "_report_crash_driver.py"
+REPORTS = 200
+KILLS = 6
+DEADLINE = 240.0  # seconds; a failure bound only
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _run_child(args: list[str], kill_after: int | None, deadline: float) -> tuple[bool, int]:
+    """Run the driver; SIGKILL it after ``kill_after`` step lines. (killed?, lines)."""
+    proc = subprocess.Popen(
+        [sys.executable, str(DRIVER), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_child_env(),
+        text=True,
+    )
+    lines = 0
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            if time.monotonic() > deadline:
+                raise AssertionError("crash test ran past its deadline")
+            if line.startswith("step "):
+                lines += 1
+                if kill_after is not None and lines >= kill_after:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    return True, lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        stderr = proc.stderr.read() if proc.stderr else ""
+        if proc.stderr:
+            proc.stderr.close()
+        proc.stdout.close()
+    assert proc.returncode == 0, stderr[-3000:]
+    return False, lines
+
+
+@pytest.mark.slow
+def test_kill_nine_during_faulty_delivery(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    engine, sessions = open_db(url)
+    evidence = DirectoryEvidence(tmp_path / "ev")
+    ids = queue_reports(sessions, evidence, REPORTS, max_files=2, file_bytes=1024, seed=3)
+    rng = random.Random(20261129)
+    faults = Faults(rate=0.3, seed=5, hold_seconds=1.0)
+    deadline = time.monotonic() + DEADLINE
+    kills = 0
+    with ispws_server(faults=faults) as rx:
+        args = [url, str(tmp_path / "ev"), rx.url, rx.username, rx.password]
+        for run_no in range(KILLS):
+            killed, _ = _run_child([*args, str(run_no)], rng.randint(20, 250), deadline)
+            if not killed:
+                break
+            kills += 1
+        killed, _ = _run_child([*args, "999"], None, deadline)
+        assert not killed
+        receiver = rx.receiver
+        finished = receiver.finished_by_ref()
+        open_reports = receiver.open_reports()
+
+    assert kills >= 3, "the children finished before being killed: raise REPORTS"
+    assert sum(faults.counts.values()) > 100
+    with sessions() as session:
+        assert outbox_size(session) == 0
+        statuses = session.execute(
+            select(ReportRow.status, func.count()).group_by(ReportRow.status)
+        ).all()
+        assert dict(statuses) == {"finished": REPORTS}
+        orphans = 0
+        for report_id in ids:
+            report = session.get(ReportRow, report_id)
+            assert report is not None
+            orphans += report.orphans
+            remote = finished.get(report_id, [])
+            assert len(remote) == 1, f"{report_id} finished {len(remote)} times"
+            assert remote[0].finished == 1 and remote[0].id == report.remote_id
+            files = session.scalars(
+                select(ReportFileRow).where(ReportFileRow.report_id == report_id)
+            ).all()
+            assert sorted(f.md5 for f in remote[0].files.values()) == sorted(f.md5 for f in files)
+            for f in files:
+                got = remote[0].files[f.remote_file_id]
+                assert got.md5 == f.md5 and got.details is not None
+                assert etree.fromstring(got.details).findtext("fileId") == f.remote_file_id
+    assert sum(len(v) for v in finished.values()) == REPORTS
+    # every open report on the receiver is an orphan the client counted and never finished
+    assert len(open_reports) <= orphans
+    assert all(r.ref in set(ids) for r in open_reports)
+    engine.dispose()

@@ -14,7 +14,8 @@ import io
 from collections.abc import Iterable, Iterator, Sequence
 from typing import IO
 
-from tipline.banks.formats import (
+from tipline.banks.formats._text import Lines
+from tipline.banks.formats.entries import (
     ParsedEntry,
     ReadItem,
     WriteReport,
@@ -22,7 +23,6 @@ from tipline.banks.formats import (
     derived_entry_id,
     parse_signal,
 )
-from tipline.banks.formats._text import Lines
 from tipline.banks.model import BankEntry, BankSignal
 from tipline.errors import ImportFormatError
 

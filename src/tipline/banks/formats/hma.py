@@ -17,15 +17,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import IO
 
-from tipline.banks.formats import (
+from tipline.banks.formats import csv_plain
+from tipline.banks.formats._text import Lines
+from tipline.banks.formats.entries import (
     ParsedEntry,
     ReadItem,
     WriteReport,
-    csv_plain,
     derived_entry_id,
     parse_signal,
 )
-from tipline.banks.formats._text import Lines
 from tipline.banks.model import BankEntry
 from tipline.errors import ImportFormatError
 

@@ -36,7 +36,7 @@ from xml.sax.saxutils import escape, quoteattr
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 
-from tipline.banks.formats import (
+from tipline.banks.formats.entries import (
     ParsedEntry,
     ReadItem,
     WriteReport,

@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from tipline.banks.formats import (
+from tipline.banks.formats.entries import (
     ParsedEntry,
     ReadItem,
     WriteReport,

@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tipline.errors import DecompressionBombError, MediaError, UnsupportedMediaError
-from tipline.signals.decode import FAST_MIN_SIDE, decode_pixels, to_rgb
-from tipline.signals.hashing import DecodeMode
+from tipline.signals.decode import FAST_MIN_SIDE, DecodeMode, decode_pixels, to_rgb
 from tipline.signals.hexbits import hamming_hex
 from tipline.signals.pdq import pdq_hash
 from tipline.signals.sniff import SniffedKind, sniff

@@ -30,6 +30,7 @@ from tipline.signals.hashing import (
     hash_path,
 )
 from tipline.signals.hexbits import hamming_hex
+from tipline.signals.limits import MediaLimits
 from tipline.signals.pdq import pdq_hash
 
 
@@ -135,15 +136,16 @@ def test_missing_path_and_directory(tmp_path: Path) -> None:
 
 
 def test_size_limit(media: dict[str, Path]) -> None:
-    small = Settings(max_file_bytes=100)
-    result = hash_path(str(media["good0"]), HashOptions(), settings=small)
+    small = MediaLimits(max_file_bytes=100)
+    result = hash_path(str(media["good0"]), HashOptions(), limits=small)
     assert isinstance(result.error, MediaTooLargeError)
-    result = hash_bytes(media["good0"].read_bytes(), "x", HashOptions(), settings=small)
+    result = hash_bytes(media["good0"].read_bytes(), "x", HashOptions(), limits=small)
     assert isinstance(result.error, MediaTooLargeError)
 
 
 def test_pixel_limit_from_settings(media: dict[str, Path]) -> None:
-    result = hash_path(str(media["png"]), HashOptions(), settings=Settings(max_image_pixels=1000))
+    limits = MediaLimits.of(Settings(max_image_pixels=1000))
+    result = hash_path(str(media["png"]), HashOptions(), limits=limits)
     assert isinstance(result.error, DecompressionBombError)
 
 

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tipline.errors import HashFormatError
-from tipline.signals.hashing import DecodeMode, HashOptions, hash_bytes, hash_path
+from tipline.signals.decode import DecodeMode
+from tipline.signals.hashing import HashOptions, hash_bytes, hash_path
 from tipline.signals.hexbits import hamming_hex
 from tipline.signals.pdq import (
     DIHEDRAL_VARIANTS,

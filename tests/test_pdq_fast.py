@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tipline.signals import pdq_fast
-from tipline.signals.decode import decode_pixels
-from tipline.signals.hashing import DecodeMode, HashOptions, hash_bytes
+from tipline.signals.decode import DecodeMode, decode_pixels
+from tipline.signals.hashing import HashOptions, hash_bytes
 from tipline.signals.hexbits import hamming_hex
 from tipline.signals.pdq import (
     LOW_QUALITY_THRESHOLD,

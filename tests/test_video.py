@@ -16,10 +16,10 @@ import pdqhash
 import psutil
 import pytest
 
-from tipline.config import Settings
 from tipline.errors import DecompressionBombError, MediaError, UnsupportedMediaError
 from tipline.signals.base import VideoFrame
 from tipline.signals.hashing import HashOptions, hash_path
+from tipline.signals.limits import MediaLimits
 from tipline.signals.pdq import bits_to_hex
 from tipline.signals.video import (
     hash_video,
@@ -88,8 +88,7 @@ def video_names(video_dir: Path) -> list[str]:
 def reference_lists(video_dir: Path, video_names: list[str]) -> dict[str, list[VideoFrame]]:
     folder = video_dir / "vpdq-sample-hashes"
     return {
-        n: parse_vpdq_text((folder / f"{n}.txt").read_text(), path=f"{n}.txt")
-        for n in video_names
+        n: parse_vpdq_text((folder / f"{n}.txt").read_text(), path=f"{n}.txt") for n in video_names
     }
 
 
@@ -236,7 +235,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_synthetic_video_signals_and_digests(media: dict[str, Path]) -> None:
     path = str(media["video"])
-    signals = hash_video(path, HashOptions())
+    signals = hash_video(path)
     assert [s.type for s in signals] == ["vpdq", "video_md5", "video_sha256"]
     vpdq_sig, md5, sha256 = signals
     data = media["video"].read_bytes()
@@ -248,10 +247,10 @@ def test_synthetic_video_signals_and_digests(media: dict[str, Path]) -> None:
     assert parse_vpdq_text(vpdq_sig.value) == list(frames)
     assert not vpdq_sig.low_quality and vpdq_sig.quality == 100
     # every frame, and only the signals asked for
-    only = hash_video(path, HashOptions(signals=("vpdq",), video_fps=0))
+    only = hash_video(path, ("vpdq",), fps=0)
     assert [s.type for s in only] == ["vpdq"] and len(only[0].frames) == 60
     assert [f for f in only[0].frames if f.index % 10 == 0] == list(frames)
-    digests = hash_video(path, HashOptions(signals=("video_sha256",)))
+    digests = hash_video(path, ("video_sha256",))
     assert [(s.type, s.value) for s in digests] == [("video_sha256", sha256.value)]
     # the same through the hashing pipeline (sniffing, option translation)
     result = hash_path(path, HashOptions(signals=("pdq", "md5")))
@@ -310,7 +309,7 @@ def test_bad_input_gives_one_clear_error(
     media: dict[str, Path], key: str, error: type[Exception], fragment: str
 ) -> None:
     with pytest.raises(error) as info:
-        hash_video(str(media[key]), HashOptions())
+        hash_video(str(media[key]))
     message = str(info.value)
     assert fragment in message
     assert "\n" not in message and "file:" not in message
@@ -335,11 +334,11 @@ def test_pipeline_reports_bad_video_without_raising(media: dict[str, Path]) -> N
 def test_limits_refuse_before_decoding(
     media: dict[str, Path], limits: dict[str, float], fragment: str
 ) -> None:
-    strict = Settings(**limits)  # type: ignore[arg-type]
+    strict = MediaLimits(**limits)  # type: ignore[arg-type]
     with pytest.raises(DecompressionBombError, match=fragment):
-        probe_video(str(media["video"]), settings=strict)
+        probe_video(str(media["video"]), limits=strict)
     with pytest.raises(DecompressionBombError):
-        hash_video(str(media["video"]), HashOptions(), settings=strict)
+        hash_video(str(media["video"]), limits=strict)
 
 
 def test_probe_reports_stream(media: dict[str, Path]) -> None:

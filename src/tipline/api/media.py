@@ -9,6 +9,7 @@ from tipline.api.context import ServiceContext
 from tipline.errors import InputError, MediaError
 from tipline.services.fetch import Fetched, fetch_url
 from tipline.signals.hashing import HashOptions, HashResult, check_signal_names, hash_bytes
+from tipline.signals.limits import MediaLimits
 
 #: OpenAPI request body of endpoints that take the raw media bytes.
 RAW_MEDIA_BODY = {
@@ -42,7 +43,7 @@ async def read_media(request: Request) -> bytes:
 
 def hash_or_raise(ctx: ServiceContext, data: bytes, name: str, options: HashOptions) -> HashResult:
     """Hash ``data``; the result's error (bad media, unsupported, too big) is raised."""
-    result = hash_bytes(data, name, options, settings=ctx.settings)
+    result = hash_bytes(data, name, options, limits=MediaLimits.of(ctx.settings))
     if result.error is not None:
         raise result.error
     ctx.metrics.hashed.labels(result.media or "unknown").inc()

@@ -17,14 +17,15 @@ from tipline.cli.console import err_console
 from tipline.config import get_settings
 from tipline.errors import MediaError
 from tipline.signals.base import Signal
+from tipline.signals.decode import DecodeMode
 from tipline.signals.hashing import (
-    DecodeMode,
     HashOptions,
     HashResult,
     check_signal_names,
     hash_bytes,
     hash_many,
 )
+from tipline.signals.limits import MediaLimits
 from tipline.signals.pdq import LOW_QUALITY_THRESHOLD
 
 STDIN = "-"
@@ -69,14 +70,15 @@ def expand(paths: list[str]) -> list[Item]:
 def _results(items: list[Item], options: HashOptions, jobs: int) -> Iterator[HashResult]:
     """Results in item order; files go through the worker pool, stdin is read here."""
     files = [i for i in items if isinstance(i, str) and i != STDIN]
-    pooled = hash_many(files, options, jobs)
+    limits = MediaLimits.of(get_settings())
+    pooled = hash_many(files, options, jobs, limits=limits)
     for item in items:
         if isinstance(item, HashResult):
             yield item
         elif item == STDIN:
             # One byte over the limit is enough for hash_bytes to refuse it.
             limit = get_settings().max_file_bytes + 1
-            yield hash_bytes(sys.stdin.buffer.read(limit), STDIN, options)
+            yield hash_bytes(sys.stdin.buffer.read(limit), STDIN, options, limits=limits)
         else:
             yield next(pooled)
 

@@ -14,9 +14,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from tipline.banks.model import Match
 from tipline.cli.console import err_console
 from tipline.cli.hash import expand
+from tipline.config import get_settings
 from tipline.errors import InputError
 from tipline.signals.base import Signal, parse_typed_hash
-from tipline.signals.hashing import DecodeMode, HashOptions, HashResult, hash_many
+from tipline.signals.decode import DecodeMode
+from tipline.signals.hashing import HashOptions, HashResult, hash_many
+from tipline.signals.limits import MediaLimits
 
 #: Exit status when --fail-on-match is given and something matched (not suppressed).
 EXIT_MATCH = 1
@@ -142,7 +145,7 @@ def match_command(
                 transient=True,
                 disable=not (err_console.is_terminal and len(items) > 1),
             )
-            results = hash_many(files, options, jobs)
+            results = hash_many(files, options, jobs, limits=MediaLimits.of(get_settings()))
             with progress:
                 task = progress.add_task("match", total=len(items))
                 for entry in items:

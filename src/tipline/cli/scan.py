@@ -27,7 +27,8 @@ from tipline.services.scan import (
     default_matcher_loader,
     run_scan,
 )
-from tipline.signals.hashing import DecodeMode, check_signal_names
+from tipline.signals.decode import DecodeMode
+from tipline.signals.hashing import check_signal_names
 
 
 class _LineProgress:

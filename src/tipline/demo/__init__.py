@@ -29,6 +29,7 @@ def seed_demo(settings: Settings, engine: Engine, base_url: str = "http://127.0.
     from tipline.services import banks
     from tipline.services.auth import Role, create_key
     from tipline.signals.hashing import HashOptions, hash_path
+    from tipline.signals.limits import MediaLimits
     from tipline.store.db import session_factory, transaction
 
     db = banks.Database(engine, session_factory(engine), settings.resolved_database_url())
@@ -38,7 +39,7 @@ def seed_demo(settings: Settings, engine: Engine, base_url: str = "http://127.0.
         banks.create_bank(db, DEMO_BANK, description="Benign sample pictures for the demo")
         options = HashOptions(signals=("pdq", "md5"))
         for path in sample_images():
-            result = hash_path(str(path), options, settings=settings)
+            result = hash_path(str(path), options, limits=MediaLimits.of(settings))
             if result.ok:
                 banks.add_entry(
                     db,

@@ -16,6 +16,7 @@ view that repeats one plane three times, so PDQ's RGB->luma step returns the pla
 
 from __future__ import annotations
 
+import enum
 import io
 import warnings
 from typing import Final
@@ -26,7 +27,14 @@ from PIL import Image, UnidentifiedImageError, features
 
 from tipline import _optional
 from tipline.errors import DecompressionBombError, MediaError, UnsupportedMediaError
-from tipline.signals.hashing import DecodeMode
+
+
+class DecodeMode(enum.Enum):
+    """How photos are decoded before PDQ."""
+
+    FAST = "fast"  # JPEG DCT-domain reduced decode (short side >= 512 px)
+    EXACT = "exact"  # full-resolution reference decode
+
 
 #: Short side, in pixels, that the fast path never goes below.
 FAST_MIN_SIDE: Final = 512

@@ -7,7 +7,6 @@ media (a path or bytes) into signals. Expected failures never raise out of
 
 from __future__ import annotations
 
-import enum
 import multiprocessing
 import os
 import stat
@@ -15,9 +14,8 @@ import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from tipline.config import Settings, get_settings
 from tipline.errors import (
     InputError,
     MediaError,
@@ -27,17 +25,12 @@ from tipline.errors import (
     UnsupportedMediaError,
 )
 from tipline.signals.base import Signal
+from tipline.signals.decode import DecodeMode
+from tipline.signals.limits import MediaLimits
 
 #: Signals computed when the caller does not choose.
 DEFAULT_PHOTO_SIGNALS: tuple[str, ...] = ("pdq", "md5", "sha256")
 DEFAULT_VIDEO_SIGNALS: tuple[str, ...] = ("vpdq", "video_md5", "video_sha256")
-
-
-class DecodeMode(enum.Enum):
-    """How photos are decoded before PDQ."""
-
-    FAST = "fast"  # JPEG DCT-domain reduced decode (short side >= 512 px)
-    EXACT = "exact"  # full-resolution reference decode
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +95,7 @@ def _wanted(options: HashOptions, media: str) -> tuple[str, ...]:
 
 
 def _hash_photo(
-    data: bytes, fmt: str, options: HashOptions, settings: Settings
+    data: bytes, fmt: str, options: HashOptions, limits: MediaLimits
 ) -> tuple[Signal, ...]:
     from tipline.signals.decode import decode_pixels
     from tipline.signals.digests import digest
@@ -112,7 +105,7 @@ def _hash_photo(
     signals: list[Signal] = []
     if "pdq" in wanted:
         pixels = decode_pixels(
-            data, mode=options.decode, max_pixels=settings.max_image_pixels, fmt=fmt
+            data, mode=options.decode, max_pixels=limits.max_image_pixels, fmt=fmt
         )
         fast = options.decode is DecodeMode.FAST
         signals.extend(pdq_signals(pixels, dihedral=options.dihedral, fast=fast))
@@ -120,7 +113,7 @@ def _hash_photo(
     return tuple(signals)
 
 
-def _hash_video(path: str, options: HashOptions, settings: Settings) -> tuple[Signal, ...]:
+def _hash_video(path: str, options: HashOptions, limits: MediaLimits) -> tuple[Signal, ...]:
     wanted = _wanted(options, "video")
     if not wanted:  # e.g. only sha1 asked for: nothing applies to a video
         return ()
@@ -130,7 +123,7 @@ def _hash_video(path: str, options: HashOptions, settings: Settings) -> tuple[Si
         raise MissingExtraError(
             f"video hashing is not available ({exc}); install it with: pip install 'tipline[video]'"
         ) from None
-    return tuple(hash_video(path, replace(options, signals=wanted), settings=settings))
+    return hash_video(path, wanted, fps=options.video_fps, limits=limits)
 
 
 def _unexpected(exc: Exception) -> MediaError:
@@ -139,33 +132,34 @@ def _unexpected(exc: Exception) -> MediaError:
 
 
 def hash_bytes(
-    data: bytes, name: str, options: HashOptions, *, settings: Settings | None = None
+    data: bytes, name: str, options: HashOptions, *, limits: MediaLimits | None = None
 ) -> HashResult:
     """Hash in-memory media; ``name`` is only used to label the result.
 
     Never raises for bad media: the reason is in ``HashResult.error``. Videos are
     written to a private temporary file because the video decoder reads files.
+    ``limits`` default to :class:`~tipline.signals.limits.MediaLimits`' built-in values.
     """
-    settings = settings or get_settings()
+    limits = limits or MediaLimits()
     from tipline.signals.sniff import SniffedKind, sniff
 
     size = len(data)
     try:
         if size == 0:
             raise MediaError("empty file (0 bytes)")
-        if size > settings.max_file_bytes:
+        if size > limits.max_file_bytes:
             raise MediaTooLargeError(
-                f"{size} bytes exceeds the limit of {settings.max_file_bytes} bytes"
+                f"{size} bytes exceeds the limit of {limits.max_file_bytes} bytes"
             )
         sniffed = sniff(data[:512])
         if sniffed.kind is SniffedKind.PHOTO:
-            signals = _hash_photo(data, sniffed.format, options, settings)
+            signals = _hash_photo(data, sniffed.format, options, limits)
             return HashResult(path=name, media="photo", size=size, signals=signals)
         if sniffed.kind is SniffedKind.VIDEO:
             with tempfile.NamedTemporaryFile(suffix=f".{sniffed.format}") as tmp:
                 tmp.write(data)
                 tmp.flush()
-                signals = _hash_video(tmp.name, options, settings)
+                signals = _hash_video(tmp.name, options, limits)
             return HashResult(path=name, media="video", size=size, signals=signals)
         raise UnsupportedMediaError("not a supported photo or video format")
     except TiplineError as exc:
@@ -174,13 +168,14 @@ def hash_bytes(
         return HashResult(path=name, size=size, error=_unexpected(exc))
 
 
-def hash_path(path: str, options: HashOptions, *, settings: Settings | None = None) -> HashResult:
+def hash_path(path: str, options: HashOptions, *, limits: MediaLimits | None = None) -> HashResult:
     """Hash the file at ``path``: photos are read once (digests and pixels from the same
     bytes); videos go to :func:`tipline.signals.video.hash_video`.
 
     Never raises for bad media or unreadable paths: the reason is in ``HashResult.error``.
+    ``limits`` default to :class:`~tipline.signals.limits.MediaLimits`' built-in values.
     """
-    settings = settings or get_settings()
+    limits = limits or MediaLimits()
     from tipline.signals.sniff import SNIFF_BYTES, SniffedKind, sniff
 
     size: int | None = None
@@ -196,9 +191,9 @@ def hash_path(path: str, options: HashOptions, *, settings: Settings | None = No
                 size = os.fstat(fh.fileno()).st_size
                 if size == 0:
                     raise MediaError("empty file (0 bytes)")
-                if size > settings.max_file_bytes:
+                if size > limits.max_file_bytes:
                     raise MediaTooLargeError(
-                        f"{size} bytes exceeds the limit of {settings.max_file_bytes} bytes"
+                        f"{size} bytes exceeds the limit of {limits.max_file_bytes} bytes"
                     )
                 head = fh.read(SNIFF_BYTES)
                 sniffed = sniff(head)
@@ -216,10 +211,10 @@ def hash_path(path: str, options: HashOptions, *, settings: Settings | None = No
             raise MediaError(f"cannot read: {exc.strerror or exc}") from None
         if sniffed.kind is SniffedKind.PHOTO:
             size = len(data)
-            signals = _hash_photo(data, sniffed.format, options, settings)
+            signals = _hash_photo(data, sniffed.format, options, limits)
             return HashResult(path=path, media="photo", size=size, signals=signals)
         if sniffed.kind is SniffedKind.VIDEO:
-            signals = _hash_video(path, options, settings)
+            signals = _hash_video(path, options, limits)
             return HashResult(path=path, media="video", size=size, signals=signals)
         raise UnsupportedMediaError("not a supported photo or video format")
     except TiplineError as exc:
@@ -228,8 +223,10 @@ def hash_path(path: str, options: HashOptions, *, settings: Settings | None = No
         return HashResult(path=path, size=size, error=_unexpected(exc))
 
 
-def _hash_chunk(paths: list[str], options: HashOptions) -> list[HashResult]:
-    return [hash_path(p, options) for p in paths]
+def _hash_chunk(
+    paths: list[str], options: HashOptions, limits: MediaLimits | None
+) -> list[HashResult]:
+    return [hash_path(p, options, limits=limits) for p in paths]
 
 
 def process_pool(jobs: int) -> ProcessPoolExecutor:
@@ -257,6 +254,7 @@ def hash_many(
     *,
     chunk: int = 4,
     executor: ProcessPoolExecutor | None = None,
+    limits: MediaLimits | None = None,
 ) -> Iterator[HashResult]:
     """Hash many files on ``jobs`` worker processes; results come in input order.
 
@@ -270,17 +268,22 @@ def hash_many(
         check_signal_names(options.signals)
     if executor is None and jobs <= 1:
         for path in paths:
-            yield hash_path(path, options)
+            yield hash_path(path, options, limits=limits)
         return
     if executor is not None:
-        yield from _pooled(executor, paths, options, max(jobs, 1), chunk)
+        yield from _pooled(executor, paths, options, limits, max(jobs, 1), chunk)
         return
     with process_pool(jobs) as pool:
-        yield from _pooled(pool, paths, options, jobs, chunk)
+        yield from _pooled(pool, paths, options, limits, jobs, chunk)
 
 
 def _pooled(
-    pool: ProcessPoolExecutor, paths: Iterable[str], options: HashOptions, jobs: int, chunk: int
+    pool: ProcessPoolExecutor,
+    paths: Iterable[str],
+    options: HashOptions,
+    limits: MediaLimits | None,
+    jobs: int,
+    chunk: int,
 ) -> Iterator[HashResult]:
     window: deque[Future[list[HashResult]]] = deque()
     it = iter(paths)
@@ -289,7 +292,7 @@ def _pooled(
         batch = [p for _, p in zip(range(chunk), it, strict=False)]
         if not batch:
             return False
-        window.append(pool.submit(_hash_chunk, batch, options))
+        window.append(pool.submit(_hash_chunk, batch, options, limits))
         return True
 
     try:

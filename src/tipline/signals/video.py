@@ -38,7 +38,6 @@ from typing import Final, Literal, cast
 
 import numpy as np
 
-from tipline.config import Settings, get_settings
 from tipline.errors import (
     DecompressionBombError,
     MediaError,
@@ -46,7 +45,7 @@ from tipline.errors import (
     UnsupportedMediaError,
 )
 from tipline.signals.base import Signal, VideoFrame
-from tipline.signals.hashing import DEFAULT_VIDEO_SIGNALS, HashOptions
+from tipline.signals.limits import MediaLimits
 from tipline.signals.pdq_fast import MIN_HASHABLE_DIM, LumaHasher
 from tipline.signals.vpdq import QUALITY_THRESHOLD, format_vpdq_text
 
@@ -105,14 +104,14 @@ def _float_or_none(value: object) -> float | None:
     return out if math.isfinite(out) and out >= 0 else None
 
 
-def probe_video(path: str, *, settings: Settings | None = None) -> VideoInfo:
-    """Probe ``path`` with ffprobe and check it against the limits in ``settings``.
+def probe_video(path: str, *, limits: MediaLimits | None = None) -> VideoInfo:
+    """Probe ``path`` with ffprobe and check it against ``limits`` (default: built-in).
 
     Raises MediaError (unreadable, corrupt), UnsupportedMediaError (no video stream),
     DecompressionBombError (more than ``max_image_pixels`` per frame or longer than
     ``max_video_seconds``).
     """
-    settings = settings or get_settings()
+    limits = limits or MediaLimits()
     cmd = [
         _tool("ffprobe"),
         "-v", "error",
@@ -140,8 +139,7 @@ def probe_video(path: str, *, settings: Settings | None = None) -> VideoInfo:
     streams = [
         s
         for s in info.get("streams", [])
-        if s.get("codec_type") == "video"
-        and not (s.get("disposition") or {}).get("attached_pic")
+        if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
     ]
     if not streams:
         raise UnsupportedMediaError("no video stream")
@@ -149,9 +147,9 @@ def probe_video(path: str, *, settings: Settings | None = None) -> VideoInfo:
     width, height = int(s.get("width") or 0), int(s.get("height") or 0)
     if width <= 0 or height <= 0:
         raise MediaError("video stream has no frame size")
-    if width * height > settings.max_image_pixels:
+    if width * height > limits.max_image_pixels:
         raise DecompressionBombError(
-            f"{width}x{height} frames exceed the limit of {settings.max_image_pixels} pixels"
+            f"{width}x{height} frames exceed the limit of {limits.max_image_pixels} pixels"
         )
     if width < MIN_HASHABLE_DIM or height < MIN_HASHABLE_DIM:
         raise MediaError(f"{width}x{height} frames are too small for PDQ")
@@ -161,9 +159,9 @@ def probe_video(path: str, *, settings: Settings | None = None) -> VideoInfo:
     duration = _float_or_none(s.get("duration"))
     if duration is None:
         duration = _float_or_none((info.get("format") or {}).get("duration"))
-    if duration is not None and duration > settings.max_video_seconds:
+    if duration is not None and duration > limits.max_video_seconds:
         raise DecompressionBombError(
-            f"{duration:.0f} s exceeds the limit of {settings.max_video_seconds:.0f} s"
+            f"{duration:.0f} s exceeds the limit of {limits.max_video_seconds:.0f} s"
         )
     return VideoInfo(
         stream_index=int(s["index"]),
@@ -304,7 +302,7 @@ def iter_video_frames(
     path: str,
     fps: float = 1.0,
     *,
-    settings: Settings | None = None,
+    limits: MediaLimits | None = None,
     info: VideoInfo | None = None,
     threads: int = 0,
     timeout: float | None = None,
@@ -321,12 +319,12 @@ def iter_video_frames(
     exceeds ``max_video_seconds``.
     The ffmpeg process is killed and reaped however the iteration ends.
     """
-    settings = settings or get_settings()
-    info = info or probe_video(path, settings=settings)
+    limits = limits or MediaLimits()
+    info = info or probe_video(path, limits=limits)
     step = frame_step(info.frame_rate, fps)
     if timeout is None:
-        timeout = 60.0 + 2.0 * (info.duration or settings.max_video_seconds)
-    max_frames = math.floor(settings.max_video_seconds * info.frame_rate * 1.01) + 2
+        timeout = 60.0 + 2.0 * (info.duration or limits.max_video_seconds)
+    max_frames = math.floor(limits.max_video_seconds * info.frame_rate * 1.01) + 2
     shape = (info.height, info.width) + ((3,) if pixels == "rgb" else ())
     frame_bytes = math.prod(shape)
     buf = bytearray(frame_bytes)
@@ -357,7 +355,7 @@ def iter_video_frames(
             number = selected * step
             if number > max_frames:
                 raise DecompressionBombError(
-                    f"decoded more than {settings.max_video_seconds:.0f} s of video"
+                    f"decoded more than {limits.max_video_seconds:.0f} s of video"
                 )
             if hasher.full:
                 yield from flush()
@@ -376,9 +374,7 @@ def iter_video_frames(
         expected = -(-info.frames // step) if info.frames else None
         if dec.problem is not None and (expected is None or selected < expected):
             count = f"{selected} of {expected}" if expected else f"{selected}"
-            raise MediaError(
-                f"corrupt or truncated video ({count} frames decoded): {dec.problem}"
-            )
+            raise MediaError(f"corrupt or truncated video ({count} frames decoded): {dec.problem}")
         yield from flush()
     finally:
         timer.cancel()
@@ -396,16 +392,14 @@ def hash_video_frames(
     path: str,
     fps: float = 1.0,
     *,
-    settings: Settings | None = None,
+    limits: MediaLimits | None = None,
     threads: int = 0,
     timeout: float | None = None,
     pixels: PixelFormat = DEFAULT_PIXELS,
 ) -> list[VideoFrame]:
     """All hashed frames of ``path`` (see :func:`iter_video_frames`)."""
     return list(
-        iter_video_frames(
-            path, fps, settings=settings, threads=threads, timeout=timeout, pixels=pixels
-        )
+        iter_video_frames(path, fps, limits=limits, threads=threads, timeout=timeout, pixels=pixels)
     )
 
 
@@ -454,16 +448,20 @@ def vpdq_signal(frames: Sequence[VideoFrame]) -> Signal:
 
 
 def hash_video(
-    path: str, options: HashOptions, *, settings: Settings | None = None
+    path: str,
+    signals: Sequence[str] = ("vpdq", "video_md5", "video_sha256"),
+    *,
+    fps: float = 1.0,
+    limits: MediaLimits | None = None,
 ) -> tuple[Signal, ...]:
-    """Signals of the video at ``path`` for :class:`~tipline.signals.hashing.HashOptions`.
+    """Signals of the video at ``path``, in the order of ``signals``.
 
-    ``options.signals`` names what to compute among ``vpdq``, ``video_md5`` and
-    ``video_sha256`` (empty = all three); ``options.video_fps`` is vPDQ hashes per second
-    of video (0 = every frame). Digests stream the file's bytes in chunks. Raises
+    ``signals`` names what to compute among ``vpdq``, ``video_md5`` and
+    ``video_sha256``; ``fps`` is vPDQ hashes per second of video (0 = every frame).
+    Digests stream the file's bytes in chunks, overlapping the decoding. Raises
     MediaError / UnsupportedMediaError / DecompressionBombError for bad input.
     """
-    wanted = options.signals or DEFAULT_VIDEO_SIGNALS
+    wanted = tuple(signals)
     digest_names = [n for n in wanted if n in ("video_md5", "video_sha256")]
     digests = _FileDigests(path, digest_names) if digest_names else None
     if digests is not None:
@@ -471,7 +469,7 @@ def hash_video(
     frames: list[VideoFrame] = []
     try:
         if "vpdq" in wanted:
-            frames = hash_video_frames(path, options.video_fps, settings=settings)
+            frames = hash_video_frames(path, fps, limits=limits)
     except BaseException:
         if digests is not None:
             digests.join()  # the decoding error is the one to report

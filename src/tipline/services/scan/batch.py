@@ -11,6 +11,7 @@ are plain JSON data, never pickle.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import socket
@@ -22,12 +23,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.banks.model import Match
+from tipline.config import get_settings
 from tipline.errors import MediaError, TiplineError
 from tipline.services.scan.matcher import MatcherLoader, SignalMatcher
 from tipline.services.scan.options import BatchOutcome, ScanOptions
 from tipline.services.scan.sources import ScanItem
 from tipline.signals.base import Signal
 from tipline.signals.hashing import HashOptions, HashResult, hash_path
+from tipline.signals.limits import MediaLimits
 from tipline.store import scans as store
 from tipline.store.db import make_engine, session_factory, transaction
 
@@ -105,11 +108,17 @@ def _count_hash(path: str) -> None:
             os.close(fd)
 
 
+@functools.cache
+def _limits() -> MediaLimits:
+    """The media limits of this worker process's settings."""
+    return MediaLimits.of(get_settings())
+
+
 def hash_item(path: str, options: HashOptions) -> HashResult:
     """Hash one file and refuse the result if the file changed while it was read
     (device, inode, size or mtime differ before and after)."""
     before = _stat_key(path)
-    result = hash_path(path, options)
+    result = hash_path(path, options, limits=_limits())
     _count_hash(path)
     if before is not None and result.ok and _stat_key(path) != before:
         return HashResult(

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tipline.signals.hashing import DecodeMode, HashOptions
+from tipline.signals.decode import DecodeMode
+from tipline.signals.hashing import HashOptions
 
 #: Items per batch (one transaction, one checkpoint) unless the caller chooses.
 DEFAULT_BATCH_SIZE = 32

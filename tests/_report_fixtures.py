@@ -85,6 +85,7 @@ def queue_reports(
                 source=f"test:{n}",
                 tenant=None,
                 actor="test",
+                evidence=evidence,
             )
             ids.append(row.id)
     return ids

@@ -152,6 +152,7 @@ class _Call:
     file_seq: int
     xml: bytes | None = None
     data: bytes | None = None
+    evidence_id: str | None = None
     file_name: str | None = None
     md5: str | None = None
     final: bool = False
@@ -324,6 +325,12 @@ class Deliverer:
             call = self._prepare(report_id)
             if call is None:
                 return
+            if call.step is Step.UPLOAD:
+                try:
+                    call.data = self._read_file(call)
+                except (_StoredFileError, TiplineError) as exc:
+                    self._unreadable(report_id, call, exc)
+                    return
             self.stats.add(calls=1)
             try:
                 result = self._send(call)
@@ -367,12 +374,7 @@ class Deliverer:
                     self._to_operator(session, row, report, None, "retries exhausted")
                     self.stats.add(failed=1)
                     return None
-            try:
-                call = self._build_call(session, row, report)
-            except (_StoredFileError, TiplineError) as exc:
-                self._to_operator(session, row, report, None, f"cannot read the file: {exc}")
-                self.stats.add(failed=1)
-                return None
+            call = self._build_call(session, row, report)
             row.inflight = True
             self._event(session, report_id, call.step.value, "start")
         if recovered is not None:
@@ -389,13 +391,11 @@ class Deliverer:
             file = session.get(ReportFileRow, (report.id, row.file_seq))
             assert file is not None
             if step is Step.UPLOAD:
-                data = self.evidence.read(session, file.evidence_id)
-                digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
-                if digest != file.md5:
-                    raise _StoredFileError(
-                        f"stored file {file.evidence_id} no longer has MD5 {file.md5}"
-                    )
-                call.data, call.file_name, call.md5 = data, file.file_name, file.md5
+                call.evidence_id, call.file_name, call.md5 = (
+                    file.evidence_id,
+                    file.file_name,
+                    file.md5,
+                )
             else:
                 assert report.remote_id is not None and file.remote_file_id is not None
                 call.xml = builder.build_file_details(
@@ -406,6 +406,27 @@ class Deliverer:
         elif step is Step.RETRACT:
             call.final = row.final_retract
         return call
+
+    def _read_file(self, call: _Call) -> bytes:
+        """The stored bytes of the file to upload, checked against the report's MD5."""
+        assert call.evidence_id is not None
+        data = self.evidence.read(call.evidence_id)
+        if hashlib.md5(data, usedforsecurity=False).hexdigest() != call.md5:
+            raise _StoredFileError(f"stored file {call.evidence_id} no longer has MD5 {call.md5}")
+        return data
+
+    def _unreadable(self, report_id: str, call: _Call, exc: Exception) -> None:
+        """The file cannot be sent as reported: the operator must look."""
+        with self.sessions() as session, session.begin():
+            row = self._owned(session, report_id)
+            report = session.get(ReportRow, report_id)
+            if row is None or report is None:
+                return
+            row.inflight = False  # nothing left: the request was never sent
+            self._to_operator(session, row, report, None, f"cannot read the file: {exc}")
+            self._event(session, report_id, call.step.value, "rejected", str(exc))
+        self.stats.add(failed=1)
+        self._notify(report_id, call.step.value, "rejected")
 
     def _send(self, call: _Call) -> object:
         client = self.client
@@ -495,6 +516,12 @@ class Deliverer:
             missing = {f for f in ours if f} - listed
             if missing:
                 report.last_error = f"receiver's file list lacks {len(missing)} of our files"
+        evidence_ids = list(
+            session.execute(
+                select(ReportFileRow.evidence_id).where(ReportFileRow.report_id == report.id)
+            ).scalars()
+        )
+        self.evidence.mark_reported(session, evidence_ids, report.id, report.finished_at)
         session.delete(row)
         audit.append(
             session,

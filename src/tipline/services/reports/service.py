@@ -15,6 +15,7 @@ from tipline.errors import InputError
 from tipline.services import audit
 from tipline.services.auth import Principal
 from tipline.services.reports import builder
+from tipline.services.reports.evidence import EvidenceFiles
 from tipline.services.reports.model import ReportContent, ReportedFile, file_to_json
 from tipline.services.reports.outbox import ReportStatus, Step
 from tipline.store.base import utcnow
@@ -61,12 +62,14 @@ def queue_report(
     source: str,
     tenant: str | None,
     actor: str | Principal,
+    evidence: EvidenceFiles,
 ) -> ReportRow:
     """Build and validate ``content``'s XML, store the report with its files and queue
-    its delivery, all in the caller's transaction (audited as ``report.create``).
+        its delivery, all in the caller's transaction (audited as ``report.create``); the XML
+    is also preserved in ``evidence``.
 
-    ``evidence_ids[i]`` names the stored bytes of ``content.files[i]``, whose MD5 and
-    SHA-1 the caller computed from those bytes.
+        ``evidence_ids[i]`` names the stored bytes of ``content.files[i]``, whose MD5 and
+        SHA-1 the caller computed from those bytes.
     """
     if len(evidence_ids) != len(content.files):
         raise InputError("one evidence id per report file is needed")
@@ -117,6 +120,7 @@ def queue_report(
         )
     )
     session.flush()
+    evidence.keep_report_xml(session, tenant, report.id, xml)
     audit.append(
         session,
         actor=actor,

@@ -100,7 +100,7 @@ EXPECTED = {
     Role.HASHER: {"hash"},
     Role.MATCHER: {"hash", "match", "submit"},
     Role.CURATOR: {"hash", "match", "bank.read", "bank.write"},
-    Role.REVIEWER: {"review", "bank.read", "evidence.read"},
+    Role.REVIEWER: {"review", "bank.read", "evidence.read", "report"},
     Role.ADMIN: {p.value for p in Permission},
 }
 

@@ -79,6 +79,62 @@ class Settings(BaseSettings):
         description="Evidence vault: plaintext bytes per encrypted chunk (memory per stream)",
     )
 
+    report_ispws_url: str | None = Field(
+        default=None,
+        description="Reports: ISPWS base URL (e.g. https://exttest.cybertip.org/ispws)",
+    )
+    report_ispws_username: str | None = Field(
+        default=None, description="Reports: ISPWS account name"
+    )
+    report_ispws_password: SecretStr | None = Field(
+        default=None, description="Reports: ISPWS account password (environment only)"
+    )
+    report_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Reports: time limit of one ISPWS call, seconds"
+    )
+    report_max_attempts: int = Field(
+        default=12, ge=1, description="Reports: failed attempts in a row before the operator queue"
+    )
+    report_retry_base_seconds: float = Field(
+        default=2.0, gt=0, description="Reports: first retry delay, seconds (doubles, jittered)"
+    )
+    report_retry_max_seconds: float = Field(
+        default=900.0, gt=0, description="Reports: longest retry delay, seconds"
+    )
+    report_reporter_email: str | None = Field(
+        default=None, description="Reports: the reporting person's email (required to report)"
+    )
+    report_reporter_first_name: str | None = Field(default=None, description="Reports: reporter")
+    report_reporter_last_name: str | None = Field(default=None, description="Reports: reporter")
+    report_reporter_phone: str | None = Field(default=None, description="Reports: reporter")
+    report_company_template: str | None = Field(
+        default=None, description="Reports: companyTemplate text"
+    )
+    report_terms_of_service: str | None = Field(
+        default=None, description="Reports: termsOfService text"
+    )
+    report_legal_url: str | None = Field(default=None, description="Reports: legalURL")
+    report_platform: str | None = Field(
+        default=None, description="Reports: platform / espService name written in reports"
+    )
+    report_auto_banks: list[str] = Field(
+        default_factory=list,
+        description="Reports: banks whose entries a trusted source confirmed; an exact "
+        "digest match of one is reported without review (file marked NOT viewed)",
+    )
+    report_viral_window_seconds: float = Field(
+        default=86400.0, gt=0, description="Reports: viral bundling window, seconds"
+    )
+    report_viral_threshold: int = Field(
+        default=50,
+        ge=2,
+        description="Reports: distinct uploaders of one perceptual cluster within the "
+        "window that make a viral bundle (one batched report)",
+    )
+    report_viral_max_distance: int = Field(
+        default=31, ge=0, le=255, description="Reports: PDQ bits for one perceptual cluster"
+    )
+
     def resolved_database_url(self) -> str:
         """The database URL in use (SQLite under ``data_dir`` when unset)."""
         if self.database_url:

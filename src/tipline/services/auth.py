@@ -49,6 +49,7 @@ class Permission(enum.Enum):
     BANK_READ = "bank.read"  # list banks and entries
     BANK_WRITE = "bank.write"  # create/update/delete banks, add/disable entries
     REVIEW = "review"  # read the review queue, decide, see matched media
+    REPORT = "report"  # build, list, download, retract and retry CyberTipline reports
     WEBHOOK_ADMIN = "webhook.admin"  # configure webhooks and action rules
     KEY_ADMIN = "key.admin"  # create/revoke API keys
     AUDIT_READ = "audit.read"  # read and verify the audit log
@@ -63,7 +64,9 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.CURATOR: frozenset(
         {Permission.HASH, Permission.MATCH, Permission.BANK_READ, Permission.BANK_WRITE}
     ),
-    Role.REVIEWER: frozenset({Permission.REVIEW, Permission.BANK_READ, Permission.EVIDENCE_READ}),
+    Role.REVIEWER: frozenset(
+        {Permission.REVIEW, Permission.BANK_READ, Permission.EVIDENCE_READ, Permission.REPORT}
+    ),
     Role.ADMIN: frozenset(Permission),
 }
 

@@ -56,6 +56,14 @@ class SubmissionRow(Base):
     uploader_account: Mapped[str | None] = mapped_column(String(256), nullable=True)
     upload_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     uploaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: source port of the upload connection (an address behind CGNAT needs it)
+    upload_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    file_name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    uploader_screen_name: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    uploader_profile_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: account facts for reports: ip_events, devices, emails, display_names,
+    #: disabled dates, estimated location (see tipline.services.reports.facts)
+    account: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, nullable=False, default=dict)
     #: [{"type": "pdq", "value": "<hex>"}, ...] computed for (or given with) the content
     signals: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
@@ -94,6 +102,9 @@ class DecisionRow(Base):
     )
     decision: Mapped[str] = mapped_column(String(32), nullable=False)
     reason: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    #: what the reviewer saw and concluded, for reports: viewed, exif_viewed,
+    #: classification, file/report annotations, escalation (see services/reports/facts)
+    facts: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     decided_by: Mapped[str] = mapped_column(String(64), nullable=False)
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
@@ -133,6 +144,11 @@ def create_submission(
     uploaded_at: datetime | None = None,
     metadata: dict[str, Any] | None = None,
     signals: list[dict[str, Any]] | None = None,
+    upload_port: int | None = None,
+    file_name: str | None = None,
+    uploader_screen_name: str | None = None,
+    uploader_profile_url: str | None = None,
+    account: dict[str, Any] | None = None,
 ) -> SubmissionRow:
     """Insert a submission (flushed, so its id is usable) and return it."""
     row = SubmissionRow(
@@ -142,6 +158,11 @@ def create_submission(
         uploader_account=uploader_account,
         upload_ip=upload_ip,
         uploaded_at=uploaded_at,
+        upload_port=upload_port,
+        file_name=file_name,
+        uploader_screen_name=uploader_screen_name,
+        uploader_profile_url=uploader_profile_url,
+        account=account or {},
         meta=metadata or {},
         signals=signals or [],
         created_at=utcnow(),
@@ -240,6 +261,7 @@ def add_decision(
     *,
     decided_by: str,
     reason: str = "",
+    facts: dict[str, Any] | None = None,
 ) -> DecisionRow:
     """Record a decision on the tenant's submission (NotFoundError if not theirs)."""
     submission = get_submission(session, scope, submission_id)
@@ -249,6 +271,7 @@ def add_decision(
         submission_id=submission_id,
         decision=decision.value,
         reason=reason,
+        facts=facts or {},
         decided_by=decided_by,
         decided_at=utcnow(),
     )

@@ -7,19 +7,51 @@ import enum
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
 from ulid import ULID
 
-from tipline.errors import InputError
+from tipline.config import Settings
+from tipline.errors import ConfigError, ConflictError, InputError, NotFoundError
 from tipline.services import audit
-from tipline.services.auth import Principal
+from tipline.services.auth import Permission, Principal, can_see_tenant, tenant_clause
+from tipline.services.jobs import Backoff
 from tipline.services.reports import builder
-from tipline.services.reports.evidence import EvidenceFiles
-from tipline.services.reports.model import ReportContent, ReportedFile, file_to_json
-from tipline.services.reports.outbox import ReportStatus, Step
+from tipline.services.reports.client import IspwsClient
+from tipline.services.reports.evidence import EvidenceFiles, StoredFile
+from tipline.services.reports.facts import ReviewFacts, account_from_json, review_facts_from_json
+from tipline.services.reports.model import (
+    IncidentType,
+    IpCapture,
+    IpEvent,
+    ReportContent,
+    ReportedFile,
+    ReportedUser,
+    Reporter,
+    file_to_json,
+)
+from tipline.services.reports.outbox import (
+    Deliverer,
+    DeliveryPolicy,
+    DeliveryStats,
+    ReportStatus,
+    Step,
+    StepHook,
+    outbox_size,
+)
 from tipline.store.base import utcnow
-from tipline.store.reports import ReportFileRow, ReportOutboxRow, ReportRow
+from tipline.store.db import transaction
+from tipline.store.reports import (
+    OperatorItemRow,
+    ReportEventRow,
+    ReportFileRow,
+    ReportOutboxRow,
+    ReportRow,
+)
+from tipline.store.submissions import DecisionKind, DecisionRow, MatchRecordRow, SubmissionRow
 
 
 class ReportKind(enum.Enum):
@@ -141,3 +173,616 @@ def queue_report(
 def _check_file(file: ReportedFile) -> None:
     if len(file.md5) != 32 or len(file.sha1) != 40:
         raise InputError(f"{file.file_name}: MD5/SHA-1 must be 32/40 hex digits")
+
+
+# -- reports from decisions and from the auto-report policy ---------------------------
+
+#: signal types whose matches are exact (a digest of the bytes)
+EXACT_SIGNAL_TYPES = frozenset({"md5", "sha1", "sha256", "video_md5", "video_sha256"})
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSummary:
+    """A report as listed: delivery state and the receiver's id once known."""
+
+    id: str
+    tenant: str | None
+    kind: str
+    status: str
+    source: str
+    remote_id: int | None
+    orphans: int
+    files: int
+    created_at: datetime
+    finished_at: datetime | None
+    retracted_at: datetime | None
+    last_error: str | None
+    #: next delivery step (None when no delivery work is left)
+    step: str | None
+    attempts: int
+    next_attempt_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportDetail:
+    """One report with its files, step log and operator-queue items."""
+
+    summary: ReportSummary
+    files: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    operator_items: list[dict[str, Any]]
+
+
+def reporter_from_settings(settings: Settings) -> Reporter:
+    """The ``reporter`` block; ConfigError when the reporting email is not set."""
+    if not settings.report_reporter_email:
+        raise ConfigError("set TIPLINE_REPORT_REPORTER_EMAIL (the reporting person's email)")
+    return Reporter(
+        email=settings.report_reporter_email,
+        first_name=settings.report_reporter_first_name,
+        last_name=settings.report_reporter_last_name,
+        phone=settings.report_reporter_phone,
+        company_template=settings.report_company_template,
+        terms_of_service=settings.report_terms_of_service,
+        legal_url=settings.report_legal_url,
+    )
+
+
+def upload_event(submission: SubmissionRow) -> IpCapture | None:
+    """The upload's IP capture event (address, time, source port)."""
+    if not submission.upload_ip:
+        return None
+    return IpCapture(
+        ip=submission.upload_ip,
+        event=IpEvent.UPLOAD,
+        at=submission.uploaded_at,
+        port=submission.upload_port,
+    )
+
+
+def user_of(submission: SubmissionRow, settings: Settings) -> ReportedUser:
+    """``personOrUserReported`` from a submission's uploader facts."""
+    account = account_from_json(submission.account)
+    events = list(account.ip_events)
+    upload = upload_event(submission)
+    if upload is not None and upload not in events:
+        events.append(upload)
+    return ReportedUser(
+        esp_identifier=submission.uploader_account,
+        esp_service=settings.report_platform,
+        screen_name=submission.uploader_screen_name,
+        display_names=account.display_names,
+        profile_urls=(submission.uploader_profile_url,) if submission.uploader_profile_url else (),
+        emails=account.emails,
+        ip_events=tuple(events),
+        devices=account.devices,
+        temporarily_disabled_at=account.temporarily_disabled_at,
+        reenabled_at=account.reenabled_at,
+        permanently_disabled_at=account.permanently_disabled_at,
+        location=account.location,
+    )
+
+
+def _perceptual(submission: SubmissionRow) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (str(s["type"]).upper(), str(s["value"]))
+        for s in submission.signals
+        if s.get("type") == "pdq" and isinstance(s.get("value"), str)
+    )
+
+
+def file_of(
+    submission: SubmissionRow,
+    stored: StoredFile,
+    data: bytes,
+    facts: ReviewFacts,
+    *,
+    potential_meme: bool | None = None,
+) -> ReportedFile:
+    """One ``fileDetails`` from a submission, its stored bytes and the review facts."""
+    d = digests(data)
+    url = submission.meta.get("url") if isinstance(submission.meta, dict) else None
+    return ReportedFile(
+        file_name=submission.file_name or stored.file_name or submission.content_id,
+        md5=d.md5,
+        sha1=d.sha1,
+        size=d.size,
+        viewed_by_esp=facts.viewed,
+        exif_viewed_by_esp=facts.exif_viewed,
+        uploaded_at=submission.uploaded_at,
+        upload_ip=upload_event(submission),
+        potential_meme=facts.potential_meme if potential_meme is None else potential_meme,
+        annotations=facts.file_annotations,
+        classification=facts.classification,
+        location=url if isinstance(url, str) else None,
+        hashes=_perceptual(submission),
+        submission_id=submission.id,
+    )
+
+
+def _match_summary(session: Session, submission_id: str) -> str | None:
+    rows = session.execute(
+        select(
+            MatchRecordRow.bank,
+            MatchRecordRow.entry_id,
+            MatchRecordRow.signal_type,
+            MatchRecordRow.distance,
+        )
+        .where(MatchRecordRow.submission_id == submission_id)
+        .order_by(MatchRecordRow.id)
+        .limit(20)
+    ).all()
+    if not rows:
+        return None
+    parts = [f"bank {b!r} entry {e} ({t}, distance {d})" for b, e, t, d in rows]
+    return "Matched " + "; ".join(parts) + "."
+
+
+def _existing(session: Session, source: str) -> ReportRow | None:
+    return session.scalars(select(ReportRow).where(ReportRow.source == source)).first()
+
+
+def _media(
+    session: Session, evidence: EvidenceFiles, submission: SubmissionRow
+) -> list[StoredFile]:
+    media = evidence.media_of(session, submission.tenant, submission.id)
+    if not media:
+        raise InputError(
+            f"submission {submission.id} has no stored media: there is no file to report"
+        )
+    return media
+
+
+def create_from_decision(
+    sessions: sessionmaker[Session],
+    who: Principal,
+    decision_id: str,
+    *,
+    settings: Settings,
+    evidence: EvidenceFiles,
+) -> ReportSummary:
+    """Build and queue the report of a confirmed decision (one report per decision:
+    asking again returns the report already made). Files are reported as viewed only
+    when the decision says the reviewer viewed them."""
+    who.require(Permission.REPORT)
+    reporter = reporter_from_settings(settings)
+    source = f"decision:{decision_id}"
+    with transaction(sessions) as session:
+        decision = session.get(DecisionRow, decision_id)
+        if decision is None or not can_see_tenant(who, decision.tenant, write=True):
+            raise NotFoundError(f"no decision {decision_id!r}")
+        if decision.decision != DecisionKind.CONFIRMED.value:
+            raise ConflictError(
+                f"decision {decision_id} is {decision.decision!r}; only a confirmed one is reported"
+            )
+        existing = _existing(session, source)
+        if existing is not None:
+            return _summary(session, existing)
+        submission = session.get(SubmissionRow, decision.submission_id)
+        if submission is None or submission.tenant != decision.tenant:
+            raise NotFoundError(f"no submission {decision.submission_id!r}")
+        facts = review_facts_from_json(decision.facts)
+        media = _media(session, evidence, submission)
+    # read the bytes outside the transaction: the vault audits each read on its own
+    datas = [evidence.read(m.evidence_id) for m in media]
+    with transaction(sessions) as session:
+        existing = _existing(session, source)
+        if existing is not None:
+            return _summary(session, existing)
+        files = tuple(file_of(submission, m, d, facts) for m, d in zip(media, datas, strict=True))
+        content = ReportContent(
+            report_id=new_report_id(),
+            incident_type=facts.incident_type,
+            incident_at=submission.uploaded_at or submission.created_at,
+            reporter=reporter,
+            files=files,
+            users=(user_of(submission, settings),),
+            platform=settings.report_platform,
+            escalation_reason=facts.escalation_reason,
+            annotations=facts.report_annotations,
+            urls=tuple(f.location for f in files if f.location),
+            additional_info=_match_summary(session, submission.id),
+        )
+        row = queue_report(
+            session,
+            content,
+            [m.evidence_id for m in media],
+            kind=ReportKind.REVIEW,
+            source=source,
+            tenant=decision.tenant,
+            actor=who,
+            evidence=evidence,
+        )
+        return _summary(session, row)
+
+
+def auto_report_matches(session: Session, submission_id: str, settings: Settings) -> list[str]:
+    """The auto-report policy: ``bank/entry`` of this submission's exact digest matches
+    in a bank listed in ``report_auto_banks`` (entries a trusted source confirmed)."""
+    if not settings.report_auto_banks:
+        return []
+    rows = session.execute(
+        select(MatchRecordRow.bank, MatchRecordRow.entry_id).where(
+            MatchRecordRow.submission_id == submission_id,
+            MatchRecordRow.bank.in_(settings.report_auto_banks),
+            MatchRecordRow.signal_type.in_(sorted(EXACT_SIGNAL_TYPES)),
+            MatchRecordRow.distance == 0,
+        )
+    ).all()
+    return sorted({f"{bank}/{entry}" for bank, entry in rows})
+
+
+def auto_report(
+    sessions: sessionmaker[Session],
+    submission_id: str,
+    *,
+    settings: Settings,
+    evidence: EvidenceFiles,
+    actor: str = "auto-report",
+) -> ReportSummary | None:
+    """Report a submission without review when the auto-report policy covers it (None
+    otherwise). Nobody viewed the file, and the report says so (``fileViewedByEsp``
+    false): an exact match of a confirmed entry is not a view."""
+    reporter = reporter_from_settings(settings)
+    source = f"auto:{submission_id}"
+    with transaction(sessions) as session:
+        submission = session.get(SubmissionRow, submission_id)
+        if submission is None:
+            raise NotFoundError(f"no submission {submission_id!r}")
+        existing = _existing(session, source)
+        if existing is not None:
+            return _summary(session, existing)
+        matched = auto_report_matches(session, submission_id, settings)
+        if not matched:
+            return None
+        media = _media(session, evidence, submission)
+    datas = [evidence.read(m.evidence_id) for m in media]
+    facts = ReviewFacts()  # not viewed, not classified by a person
+    with transaction(sessions) as session:
+        existing = _existing(session, source)
+        if existing is not None:
+            return _summary(session, existing)
+        files = tuple(file_of(submission, m, d, facts) for m, d in zip(media, datas, strict=True))
+        content = ReportContent(
+            report_id=new_report_id(),
+            incident_type=IncidentType.CHILD_PORNOGRAPHY,
+            incident_at=submission.uploaded_at or submission.created_at,
+            reporter=reporter,
+            files=files,
+            users=(user_of(submission, settings),),
+            platform=settings.report_platform,
+            urls=tuple(f.location for f in files if f.location),
+            additional_info="Reported without human review on an exact match of "
+            + ", ".join(matched)
+            + ", entries a trusted source confirmed; no person at the platform viewed "
+            "the file.",
+        )
+        row = queue_report(
+            session,
+            content,
+            [m.evidence_id for m in media],
+            kind=ReportKind.AUTO,
+            source=source,
+            tenant=submission.tenant,
+            actor=actor,
+            evidence=evidence,
+        )
+        return _summary(session, row)
+
+
+# -- reading, retracting, retrying -----------------------------------------------------
+
+
+def _summary(session: Session, row: ReportRow) -> ReportSummary:
+    outbox = session.get(ReportOutboxRow, row.id)
+    files = session.execute(
+        select(func.count()).where(ReportFileRow.report_id == row.id)
+    ).scalar_one()
+    return ReportSummary(
+        id=row.id,
+        tenant=row.tenant,
+        kind=row.kind,
+        status=row.status,
+        source=row.source,
+        remote_id=row.remote_id,
+        orphans=row.orphans,
+        files=int(files),
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+        retracted_at=row.retracted_at,
+        last_error=row.last_error,
+        step=outbox.step if outbox else None,
+        attempts=outbox.attempts if outbox else 0,
+        next_attempt_at=outbox.next_at if outbox else None,
+    )
+
+
+def _visible(session: Session, who: Principal, report_id: str, *, write: bool) -> ReportRow:
+    row = session.get(ReportRow, report_id) if len(report_id) <= 26 else None
+    if row is None or not can_see_tenant(who, row.tenant, write=True):
+        raise NotFoundError(f"no report {report_id!r}")
+    return row
+
+
+def list_reports(
+    sessions: sessionmaker[Session],
+    who: Principal,
+    *,
+    status: ReportStatus | None = None,
+    before: str | None = None,
+    limit: int = 100,
+) -> list[ReportSummary]:
+    """Reports visible to ``who``, newest first (``before``: id cursor, exclusive)."""
+    who.require(Permission.REPORT)
+    if not 1 <= limit <= 1000:
+        raise InputError("limit must be between 1 and 1000")
+    query = select(ReportRow).where(tenant_clause(who, ReportRow.tenant, include_shared=False))
+    if status is not None:
+        query = query.where(ReportRow.status == status.value)
+    if before is not None:
+        query = query.where(ReportRow.id < before)
+    with sessions() as session:
+        rows = session.scalars(query.order_by(ReportRow.id.desc()).limit(limit)).all()
+        return [_summary(session, row) for row in rows]
+
+
+def get_report(sessions: sessionmaker[Session], who: Principal, report_id: str) -> ReportDetail:
+    """One report with its files, step log and operator-queue items."""
+    who.require(Permission.REPORT)
+    with sessions() as session:
+        row = _visible(session, who, report_id, write=False)
+        files = session.scalars(
+            select(ReportFileRow)
+            .where(ReportFileRow.report_id == row.id)
+            .order_by(ReportFileRow.seq)
+        ).all()
+        events = session.scalars(
+            select(ReportEventRow)
+            .where(ReportEventRow.report_id == row.id)
+            .order_by(ReportEventRow.id)
+        ).all()
+        items = session.scalars(
+            select(OperatorItemRow)
+            .where(OperatorItemRow.report_id == row.id)
+            .order_by(OperatorItemRow.id)
+        ).all()
+        return ReportDetail(
+            summary=_summary(session, row),
+            files=[
+                {
+                    "seq": f.seq,
+                    "submission_id": f.submission_id,
+                    "evidence_id": f.evidence_id,
+                    "file_name": f.file_name,
+                    "size": f.size,
+                    "md5": f.md5,
+                    "sha1": f.sha1,
+                    "viewed_by_esp": f.details.get("viewed_by_esp") is True,
+                    "remote_file_id": f.remote_file_id,
+                    "described": f.described,
+                }
+                for f in files
+            ],
+            events=[
+                {"at": e.at.isoformat(), "step": e.step, "phase": e.phase, "detail": e.detail}
+                for e in events
+            ],
+            operator_items=[
+                {
+                    "id": i.id,
+                    "step": i.step,
+                    "file_seq": i.file_seq,
+                    "response_code": i.response_code,
+                    "message": i.message,
+                    "created_at": i.created_at.isoformat(),
+                    "resolved_at": i.resolved_at.isoformat() if i.resolved_at else None,
+                }
+                for i in items
+            ],
+        )
+
+
+def report_xml(sessions: sessionmaker[Session], who: Principal, report_id: str) -> bytes:
+    """The report document exactly as built and submitted (audited as ``report.download``)."""
+    who.require(Permission.REPORT)
+    with transaction(sessions) as session:
+        row = _visible(session, who, report_id, write=False)
+        audit.append(
+            session,
+            actor=who,
+            action="report.download",
+            target=("report", row.id),
+            details={"xml_sha256": row.xml_sha256},
+            tenant=row.tenant,
+        )
+        return row.xml.encode("utf-8")
+
+
+def retract(sessions: sessionmaker[Session], who: Principal, report_id: str) -> ReportSummary:
+    """Withdraw an unfinished report: at once when nothing was sent, else through the
+    outbox (``retract`` on the receiver); ConflictError once it is finished."""
+    who.require(Permission.REPORT)
+    with transaction(sessions) as session:
+        row = _visible(session, who, report_id, write=True)
+        if row.status == ReportStatus.FINISHED.value:
+            raise ConflictError(
+                f"report {report_id} is finished; a finished report cannot be retracted"
+            )
+        if row.status == ReportStatus.RETRACTED.value:
+            return _summary(session, row)
+        outbox = session.get(ReportOutboxRow, report_id)
+        if outbox is not None and outbox.inflight:
+            raise ConflictError(f"report {report_id} has a call in flight; try again shortly")
+        now = utcnow()
+        if row.remote_id is None:
+            # nothing exists on the receiver (orphans excepted, which we cannot name)
+            if outbox is not None:
+                session.delete(outbox)
+            row.status = ReportStatus.RETRACTED.value
+            row.retracted_at = now
+        else:
+            if outbox is None:
+                outbox = ReportOutboxRow(
+                    report_id=row.id, tenant=row.tenant, file_seq=0, inflight=False, attempts=0
+                )
+                session.add(outbox)
+            outbox.step = Step.RETRACT.value
+            outbox.final_retract = True
+            outbox.attempts = 0
+            outbox.next_at = now
+            outbox.lease_owner = None
+            outbox.lease_expires_at = None
+            row.status = ReportStatus.DELIVERING.value
+        _resolve_operator_items(session, row.id, who)
+        session.flush()
+        audit.append(
+            session,
+            actor=who,
+            action="report.retract_requested",
+            target=("report", row.id),
+            details={"remote_id": row.remote_id},
+            tenant=row.tenant,
+        )
+        return _summary(session, row)
+
+
+def _resolve_operator_items(
+    session: Session, report_id: str, who: Principal
+) -> list[OperatorItemRow]:
+    items = list(
+        session.scalars(
+            select(OperatorItemRow)
+            .where(OperatorItemRow.report_id == report_id, OperatorItemRow.resolved_at.is_(None))
+            .order_by(OperatorItemRow.id)
+        )
+    )
+    for item in items:
+        item.resolved_at = utcnow()
+        item.resolved_by = who.key_id
+    return items
+
+
+def retry(sessions: sessionmaker[Session], who: Principal, report_id: str) -> ReportSummary:
+    """Put a failed report back in the outbox at the step that failed."""
+    who.require(Permission.REPORT)
+    with transaction(sessions) as session:
+        row = _visible(session, who, report_id, write=True)
+        if row.status != ReportStatus.FAILED.value:
+            raise ConflictError(f"report {report_id} is {row.status}; only a failed one is retried")
+        items = _resolve_operator_items(session, row.id, who)
+        last = items[-1] if items else None
+        step = Step(last.step) if last is not None else Step.SUBMIT
+        if row.remote_id is None:
+            step = Step.SUBMIT
+        session.add(
+            ReportOutboxRow(
+                report_id=row.id,
+                tenant=row.tenant,
+                step=step.value,
+                file_seq=last.file_seq if last is not None and step is not Step.SUBMIT else 0,
+                inflight=False,
+                final_retract=False,
+                attempts=0,
+                next_at=utcnow(),
+            )
+        )
+        row.status = (
+            ReportStatus.QUEUED.value if row.remote_id is None else ReportStatus.DELIVERING.value
+        )
+        row.last_error = None
+        session.flush()
+        audit.append(
+            session,
+            actor=who,
+            action="report.retry",
+            target=("report", row.id),
+            details={"step": step.value},
+            tenant=row.tenant,
+        )
+        return _summary(session, row)
+
+
+def operator_queue(
+    sessions: sessionmaker[Session], who: Principal, *, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Unresolved operator-queue items visible to ``who``, oldest first."""
+    who.require(Permission.REPORT)
+    with sessions() as session:
+        items = session.scalars(
+            select(OperatorItemRow)
+            .where(
+                OperatorItemRow.resolved_at.is_(None),
+                tenant_clause(who, OperatorItemRow.tenant, include_shared=False),
+            )
+            .order_by(OperatorItemRow.id)
+            .limit(limit)
+        ).all()
+        return [
+            {
+                "id": i.id,
+                "report_id": i.report_id,
+                "step": i.step,
+                "response_code": i.response_code,
+                "message": i.message,
+                "created_at": i.created_at.isoformat(),
+            }
+            for i in items
+        ]
+
+
+# -- delivery ---------------------------------------------------------------------------
+
+
+def client_from_settings(settings: Settings, *, transport: Any = None) -> IspwsClient:
+    """The ISPWS client for the configured endpoint and account."""
+    if not settings.report_ispws_url:
+        raise ConfigError("set TIPLINE_REPORT_ISPWS_URL to deliver reports")
+    if not settings.report_ispws_username or settings.report_ispws_password is None:
+        raise ConfigError(
+            "set TIPLINE_REPORT_ISPWS_USERNAME and TIPLINE_REPORT_ISPWS_PASSWORD to deliver"
+        )
+    return IspwsClient(
+        settings.report_ispws_url,
+        settings.report_ispws_username,
+        settings.report_ispws_password.get_secret_value(),
+        timeout=settings.report_timeout_seconds,
+        transport=transport,
+    )
+
+
+def policy_from_settings(settings: Settings) -> DeliveryPolicy:
+    """Retry rules from settings (the lease outlives the longest call)."""
+    return DeliveryPolicy(
+        max_attempts=settings.report_max_attempts,
+        backoff=Backoff(
+            base=settings.report_retry_base_seconds, maximum=settings.report_retry_max_seconds
+        ),
+        lease_seconds=max(60.0, 4 * settings.report_timeout_seconds),
+    )
+
+
+def deliver(
+    sessions: sessionmaker[Session],
+    *,
+    settings: Settings,
+    evidence: EvidenceFiles,
+    workers: int = 1,
+    on_step: StepHook | None = None,
+    transport: Any = None,
+) -> DeliveryStats:
+    """Deliver every queued report until the outbox is empty (failures go to the
+    operator queue)."""
+    client = client_from_settings(settings, transport=transport)
+    try:
+        deliverer = Deliverer(
+            sessions, client, evidence, policy=policy_from_settings(settings), on_step=on_step
+        )
+        return deliverer.run(workers=workers)
+    finally:
+        client.close()
+
+
+def pending_deliveries(sessions: sessionmaker[Session]) -> int:
+    """Reports with delivery work left (for progress bars)."""
+    with sessions() as session:
+        return outbox_size(session)

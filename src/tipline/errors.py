@@ -128,6 +128,14 @@ class ConfigError(TiplineError):
     code = "config"
 
 
+class DatabaseUnavailableError(TiplineError):
+    """The database cannot be reached or opened (server down, no such database,
+    unwritable file)."""
+
+    status = 503
+    code = "unavailable"
+
+
 class MissingExtraError(TiplineError):
     """An optional dependency is not installed; the message names the extra."""
 

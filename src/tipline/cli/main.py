@@ -53,11 +53,16 @@ for _name in _COMMAND_MODULES:
 
 
 def main() -> None:
-    """Console-script entry point: expected errors become one line and exit status 2."""
+    """Console-script entry point: expected errors (and errors the operating system
+    reports) become one line and exit status 2."""
     try:
         app()
     except TiplineError as exc:
         err_console.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(2)
+    except OSError as exc:  # refused by the system (permissions, full disk, missing path)
+        where = f"{exc.filename}: " if exc.filename else ""
+        err_console.print(f"error: {where}{exc.strerror or exc}", markup=False, highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted", markup=False)

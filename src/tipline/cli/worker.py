@@ -11,7 +11,7 @@ import typer
 from sqlalchemy import Engine, text
 
 from tipline.cli.console import err_console
-from tipline.store.db import make_engine, upgrade
+from tipline.store.db import connect, make_engine, upgrade
 
 # an arbitrary constant: serializes `upgrade` across processes on PostgreSQL
 _MIGRATION_LOCK = 7_302_145_001
@@ -27,7 +27,7 @@ def open_engine(*, migrate: bool = True) -> Engine:
     if not migrate:
         return engine
     if engine.dialect.name == "postgresql":
-        with engine.connect() as connection:
+        with connect(engine) as connection:
             connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
             try:
                 upgrade(engine)

@@ -7,11 +7,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.config import Settings, get_settings
-from tipline.errors import ConfigError
+from tipline.errors import ConfigError, DatabaseUnavailableError
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -32,7 +33,15 @@ def make_engine(url: str | None = None, *, settings: Settings | None = None) -> 
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(path).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                reason = "not a folder" if folder.exists() else exc.strerror or str(exc)
+                raise ConfigError(
+                    f"cannot create the database folder {folder}: {reason}"
+                    " (check TIPLINE_DATA_DIR or TIPLINE_DATABASE_URL)"
+                ) from None
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -41,6 +50,29 @@ def make_engine(url: str | None = None, *, settings: Settings | None = None) -> 
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
     raise ConfigError(f"unsupported database URL scheme: {url.split(':', 1)[0]}")
+
+
+def unavailable(engine: Engine, exc: BaseException) -> DatabaseUnavailableError:
+    """A one-line :class:`DatabaseUnavailableError` for a failed connection to ``engine``
+    (the URL without its password, and the driver's first line of explanation)."""
+    orig = getattr(exc, "orig", None) or exc
+    reason = " ".join(str(orig).strip().splitlines()[0].split()) if str(orig).strip() else ""
+    reason = reason.removeprefix("connection failed: ") or type(orig).__name__
+    shown = engine.url.render_as_string(hide_password=True)
+    hint = " (check TIPLINE_DATA_DIR)" if engine.dialect.name == "sqlite" else ""
+    return DatabaseUnavailableError(f"database {shown} unavailable: {reason}{hint}")
+
+
+@contextmanager
+def connect(engine: Engine) -> Iterator[Connection]:
+    """``engine.connect()``, where failing to connect at all raises
+    :class:`DatabaseUnavailableError` (errors after connecting pass through unchanged)."""
+    try:
+        connection = engine.connect()
+    except (DBAPIError, OSError) as exc:
+        raise unavailable(engine, exc) from None
+    with connection:
+        yield connection
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -62,7 +94,7 @@ def upgrade(engine: Engine, revision: str = "heads") -> None:
 
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
-    with engine.begin() as connection:
+    with connect(engine) as connection, connection.begin():
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
@@ -71,5 +103,5 @@ def current_revision(engine: Engine) -> str | None:
     """The Alembic revision the database is at (None when never migrated)."""
     from alembic.runtime.migration import MigrationContext
 
-    with engine.connect() as connection:
+    with connect(engine) as connection:
         return MigrationContext.configure(connection).get_current_revision()

@@ -418,3 +418,36 @@ def test_batcher_failure_reaches_every_waiter(engine: Engine) -> None:
     batcher.close()
     with pytest.raises(InputError):
         audit.Batcher(engine).submit(actor="cli", action="")
+
+
+def _forge_after(engine: Engine, seq: int, prev_hash: str) -> None:
+    """Insert a well-formed record (correct hash, linked to ``prev_hash``) at ``seq``
+    without moving the chain head: inserts pass the append-only triggers."""
+    from datetime import UTC, datetime
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    row = {
+        "seq": seq, "at": at, "actor": "forger", "tenant": None, "action": "bank.create",
+        "target_type": "bank", "target_id": "forged", "details": "{}", "prev_hash": prev_hash,
+    }  # fmt: skip
+    row["hash"] = audit.record_hash(**row)
+    with transaction(session_factory(engine)) as session:
+        session.add(AuditRecord(**row))
+
+
+@pytest.mark.parametrize("where", ["after_head", "before_first"])
+def test_rows_outside_the_chain_fail_verify(engine: Engine, db_url: str, where: str) -> None:
+    """A record inserted beyond the chain head (or before seq 1) is listed by
+    ``audit show``; ``verify`` must report it instead of stopping at the head."""
+    _append_n(engine, 3)
+    with session_factory(engine)() as session:
+        last = session.execute(select(AuditRecord).where(AuditRecord.seq == 3)).scalar_one()
+    bad_seq = 4 if where == "after_head" else 0
+    _forge_after(engine, bad_seq, last.hash if bad_seq == 4 else GENESIS_HASH)
+    report = _verify(engine)
+    assert not report.ok
+    assert report.first_bad_seq == bad_seq
+    assert "chain head" in (report.reason or "") or "before" in (report.reason or "")
+    assert report.records == 3
+    cli = _cli(db_url, "audit", "verify")
+    assert cli.returncode != 0 and f"broken at seq {bad_seq}" in cli.stderr

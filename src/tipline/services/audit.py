@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Engine, Table, bindparam, insert, select, true, update
+from sqlalchemy import Engine, Table, bindparam, func, insert, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.errors import AuditChainError, InputError
@@ -410,9 +410,13 @@ def verify(session: Session, *, batch: int = 5_000) -> AuditReport:
     """Walk the whole chain; report the first edited, deleted or reordered record.
 
     Detects: a changed field (hash mismatch), a deleted or moved record (seq gap or
-    ``prev_hash`` mismatch), a deleted tail (head row ahead of the last record). Reads
+    ``prev_hash`` mismatch), a deleted tail (head row ahead of the last record), and
+    records outside the chain (inserted beyond the head or before seq 1). Reads
     ``batch`` records per query. The head is read first and only records up to it are
-    checked, so appends running concurrently (other processes) never look like damage.
+    walked, so appends running concurrently (other processes) never look like damage;
+    records beyond the head count as damage only when the head, read again after
+    them, is still behind them (an append moves the head in the same transaction that
+    inserts its records).
     """
     head = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)).first()
     head_seq = int(head.seq) if head is not None else None
@@ -467,7 +471,33 @@ def verify(session: Session, *, batch: int = 5_000) -> AuditReport:
         return AuditReport(
             False, count, count, "chain head does not match the last record", prev_hash
         )
+    outside = _outside_chain(session, head_seq)
+    if outside is not None:
+        return AuditReport(False, count, outside[0], outside[1], prev_hash)
     return AuditReport(True, count, None, None, prev_hash)
+
+
+def _outside_chain(session: Session, head_seq: int) -> tuple[int, str] | None:
+    """(seq, reason) of the first record outside the chain 1..head, or None.
+
+    The extremes are read before the head is read again: honest appends commit their
+    records and the head together, so a record beyond the re-read head was never
+    appended through the chain.
+    """
+    low, high = session.execute(select(func.min(AuditRecord.seq), func.max(AuditRecord.seq))).one()
+    if low is not None and int(low) < 1:
+        return int(low), f"record {int(low)} lies before the first seq (1)"
+    if high is None or int(high) <= head_seq:
+        return None
+    now = session.execute(select(AuditHead.seq).where(AuditHead.id == 1)).scalar()
+    if now is not None and int(high) <= int(now):
+        return None  # appended since the walk began
+    first = session.execute(
+        select(func.min(AuditRecord.seq)).where(
+            AuditRecord.seq > (int(now) if now is not None else head_seq)
+        )
+    ).scalar_one()
+    return int(first), f"records beyond the chain head (seq {now}) that no append made"
 
 
 def recent(session: Session, *, limit: int = 20, tenant: str | None = None) -> list[AuditRecord]:

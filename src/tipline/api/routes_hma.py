@@ -335,7 +335,7 @@ def hma_bank_create(
         body.name,
         enabled=True if enabled is None else enabled,
         tenant=who.tenant,
-        actor=who.key_id,
+        actor=who,
     )
     return HmaBank(name=bank.name, matching_enabled_ratio=_ratio(bank.enabled))
 
@@ -363,7 +363,7 @@ def hma_bank_update(
     if body.name is not None and body.name != bank_name:
         raise InputError("renaming a bank is not supported")
     enabled = _enabled_from(body.enabled, body.enabled_ratio)
-    bank = banks.update_bank(bank_db(ctx), bank_name, enabled=enabled, actor=who.key_id)
+    bank = banks.update_bank(bank_db(ctx), bank_name, enabled=enabled, actor=who)
     return HmaBank(name=bank.name, matching_enabled_ratio=_ratio(bank.enabled))
 
 
@@ -397,7 +397,7 @@ def _add_signals(
             texts.append(f"{kind.name}:{kind.parse(value)}")
         except HashFormatError as exc:
             raise InputError(f"Invalid {name} signal: {exc.message}") from None
-    entry = banks.add_entry(bank_db(ctx), bank_name, texts, source=source, actor=who.key_id)
+    entry = banks.add_entry(bank_db(ctx), bank_name, texts, source=source, actor=who)
     ids = lookup.entry_pks(ctx, [(bank_name, entry.entry_id)])
     return {
         "id": ids.get((bank_name, entry.entry_id)),

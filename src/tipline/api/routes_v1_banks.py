@@ -167,7 +167,7 @@ def create_bank(
         allow=body.allow,
         enabled=body.enabled,
         tenant=who.tenant,
-        actor=who.key_id,
+        actor=who,
     )
     return BankOut.of(banks.show_bank(bank_db(ctx), body.name.strip()))
 
@@ -195,7 +195,7 @@ def patch_bank(
         enabled=body.enabled,
         thresholds=body.thresholds,
         description=body.description,
-        actor=who.key_id,
+        actor=who,
     )
     return BankOut.of(banks.show_bank(bank_db(ctx), name))
 
@@ -240,7 +240,7 @@ def add_entry(
         entry_id=body.entry_id,
         labels=body.labels,
         source=body.source,
-        actor=who.key_id,
+        actor=who,
     )
     return EntryOut.of(entry)
 
@@ -275,7 +275,7 @@ async def add_media(
         entry_id=entry_id,
         labels=[x for x in (labels or "").split(",") if x.strip()],
         source="upload",
-        actor=who.key_id,
+        actor=who,
     )
     return EntryOut.of(entry)
 
@@ -310,7 +310,7 @@ def patch_entry(
         [entry_id],
         disabled=body.disabled,
         reason=body.reason,
-        actor=who.key_id,
+        actor=who,
     )
     return EntryOut.of(entry)
 

@@ -28,6 +28,7 @@ from tipline.banks.formats import (
 from tipline.banks.model import Bank, BankEntry, BankSignal
 from tipline.config import Settings, get_settings
 from tipline.errors import ConflictError, ImportFormatError, InputError
+from tipline.services.audit import ActorLike
 from tipline.signals.base import get_signal_type, parse_typed_hash
 from tipline.store import bank_repo as repo
 from tipline.store.db import make_engine, session_factory, transaction, upgrade
@@ -38,6 +39,10 @@ DEFAULT_BATCH = 10_000
 MAX_KEPT_ERRORS = 1_000
 #: Actor recorded in the audit log when none is given.
 DEFAULT_ACTOR = "cli"
+
+#: Who made a change: an API key id (or :data:`DEFAULT_ACTOR`) or a principal (anything
+#: with ``key_id`` and ``tenant``, e.g. :class:`tipline.services.auth.Principal`).
+Actor = str | ActorLike
 
 _MIGRATED: set[str] = set()
 _MIGRATE_LOCK = threading.Lock()
@@ -77,15 +82,28 @@ def open_database(
 
 def _audit(
     session: Session,
-    actor: str,
+    actor: Actor,
     action: str,
     target: tuple[str, str],
     details: Mapping[str, Any] | None = None,
+    *,
+    tenant: str | None,
 ) -> None:
-    """Audit hook for every bank/entry write (same transaction as the write)."""
+    """Audit hook for every bank/entry write (same transaction as the write).
+
+    The record belongs to the bank's tenant (``tenant``), whoever the actor is: a
+    tenant's audit view then shows every change to its banks, also an admin's.
+    """
     from tipline.services import audit
 
-    audit.append(session, actor=actor, action=action, target=target, details=details)
+    audit.append(
+        session,
+        actor=actor if isinstance(actor, str) else actor.key_id,
+        action=action,
+        target=target,
+        details=details,
+        tenant=tenant,
+    )
 
 
 # -- banks --------------------------------------------------------------------------------
@@ -131,7 +149,7 @@ def create_bank(
     allow: bool = False,
     enabled: bool = True,
     tenant: str | None = None,
-    actor: str = DEFAULT_ACTOR,
+    actor: Actor = DEFAULT_ACTOR,
 ) -> Bank:
     """Create a bank; ConflictError when the name is taken."""
     bank = Bank(
@@ -150,6 +168,7 @@ def create_bank(
             "bank.create",
             ("bank", bank.name),
             {"allow": allow, "enabled": enabled, "thresholds": dict(bank.thresholds)},
+            tenant=tenant,
         )
     return bank
 
@@ -179,14 +198,21 @@ def update_bank(
     enabled: bool | None = None,
     thresholds: Mapping[str, int] | None = None,
     description: str | None = None,
-    actor: str = DEFAULT_ACTOR,
+    actor: Actor = DEFAULT_ACTOR,
 ) -> Bank:
     """Switch a bank on/off or change its thresholds/description."""
     clean = check_thresholds(thresholds) if thresholds is not None else None
     with transaction(db.sessions) as s:
         row = repo.update_bank(s, name, enabled=enabled, thresholds=clean, description=description)
         action = {True: "bank.enable", False: "bank.disable", None: "bank.update"}[enabled]
-        _audit(s, actor, action, ("bank", name), {"thresholds": clean, "description": description})
+        _audit(
+            s,
+            actor,
+            action,
+            ("bank", name),
+            {"thresholds": clean, "description": description},
+            tenant=row.tenant,
+        )
         return repo.to_bank(row)
 
 
@@ -214,7 +240,7 @@ def add_entry(
     entry_id: str | None = None,
     labels: Sequence[str] = (),
     source: str | None = None,
-    actor: str = DEFAULT_ACTOR,
+    actor: Actor = DEFAULT_ACTOR,
 ) -> BankEntry:
     """Add one entry; its hashes are matchable by every matcher within a second.
 
@@ -242,6 +268,7 @@ def add_entry(
             "entry.add",
             ("entry", f"{bank}/{eid}"),
             {"signals": [x.type for x in parsed], "labels": list(clean_labels)},
+            tenant=row.tenant,
         )
         entry = repo.get_entry(s, row, eid)
         return repo.to_entry(entry, bank, parsed)
@@ -254,7 +281,7 @@ def set_entries_disabled(
     *,
     disabled: bool,
     reason: str | None = None,
-    actor: str = DEFAULT_ACTOR,
+    actor: Actor = DEFAULT_ACTOR,
 ) -> list[BankEntry]:
     """Disable (with ``reason``) or re-enable entries; takes effect on the next match
     in every process (matchers read the flag at match time)."""
@@ -271,6 +298,7 @@ def set_entries_disabled(
                 "entry.disable" if disabled else "entry.enable",
                 ("entry", f"{bank}/{eid}"),
                 {"reason": reason} if disabled else None,
+                tenant=row.tenant,
             )
             out.append(repo.to_entry(entry, bank, repo.signals_of(s, [entry.id])[entry.id]))
     return out
@@ -434,7 +462,7 @@ def import_entries(
     batch_size: int = DEFAULT_BATCH,
     on_error: Callable[[ImportFormatError], None] | None = None,
     progress: Callable[[int], None] | None = None,
-    actor: str = DEFAULT_ACTOR,
+    actor: Actor = DEFAULT_ACTOR,
 ) -> ImportSummary:
     """Stream ``stream`` (format ``fmt``) into ``bank``.
 
@@ -447,7 +475,8 @@ def import_entries(
         db, bank, atomic=atomic, batch_size=batch_size, on_error=on_error, path=path
     )
     with db.sessions() as s:
-        bank_id = repo.get_bank(s, bank).id
+        bank_row = repo.get_bank(s, bank)
+        bank_id, bank_tenant = bank_row.id, bank_row.tenant
 
     def tell() -> None:
         if progress is not None:
@@ -467,7 +496,14 @@ def import_entries(
                 importer.flush(session, bank_id)
                 if importer.failed:
                     raise _Rollback
-                _audit(session, actor, "bank.import", ("bank", bank), importer.summary.to_json())
+                _audit(
+                    session,
+                    actor,
+                    "bank.import",
+                    ("bank", bank),
+                    importer.summary.to_json(),
+                    tenant=bank_tenant,
+                )
         except _Rollback:
             importer.summary.rolled_back = True
             importer.summary.imported = 0
@@ -483,7 +519,14 @@ def import_entries(
                 tell()
         with transaction(db.sessions) as s:
             importer.flush(s, bank_id)
-            _audit(s, actor, "bank.import", ("bank", bank), importer.summary.to_json())
+            _audit(
+                s,
+                actor,
+                "bank.import",
+                ("bank", bank),
+                importer.summary.to_json(),
+                tenant=bank_tenant,
+            )
     tell()
     return importer.summary
 

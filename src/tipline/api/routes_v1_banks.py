@@ -10,7 +10,7 @@ from datetime import datetime
 from itertools import islice
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from tipline.api.audit_log import record_media_access
 from tipline.api.context import ServiceContext, get_ctx
@@ -41,7 +41,7 @@ class BankIn(BaseModel):
 
     name: str = Field(..., min_length=1, max_length=200)
     description: str = Field("", max_length=10_000)
-    thresholds: dict[str, int] = Field(
+    thresholds: dict[str, StrictInt] = Field(
         default_factory=dict, description="signal type -> match threshold (bits for pdq)"
     )
     allow: bool = Field(False, description="an allow bank: its entries suppress matches")
@@ -54,7 +54,9 @@ class BankPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str | None = Field(None, max_length=10_000)
-    thresholds: dict[str, int] | None = None
+    thresholds: dict[str, StrictInt] | None = Field(
+        None, description="signal type -> match threshold (JSON integers only)"
+    )
     enabled: bool | None = None
 
 

@@ -20,6 +20,7 @@ from ulid import ULID
 from tipline.errors import ConflictError, InputError, NotFoundError
 from tipline.services import audit, jobs, webhooks
 from tipline.services.auth import Permission, Principal, require_tenant, tenant_clause
+from tipline.store.banks import BankRow
 from tipline.store.base import utcnow
 from tipline.store.jobs import ActionRule, ReviewItem, Webhook
 
@@ -101,6 +102,8 @@ def add_rule(
         kind = ActionKind(action) if isinstance(action, str) else action
     except ValueError:
         raise InputError(f"unknown action {action!r}") from None
+    if bank is not None:
+        _check_rule_bank(session, bank, tenant)
     if webhook_id is not None:
         if kind is not ActionKind.WEBHOOK:
             raise InputError("webhook_id is only valid for the webhook action")
@@ -127,6 +130,18 @@ def add_rule(
         tenant=tenant,
     )
     return rule
+
+
+def _check_rule_bank(session: Session, bank: str, tenant: str | None) -> None:
+    """A tenant's rule may only name a bank that tenant can see (its own or a shared
+    one); NotFoundError otherwise, worded like a missing bank. A rule without a tenant
+    applies to calls that see every bank, so any name (also a future bank) is allowed.
+    """
+    if tenant is None:
+        return
+    owner = session.execute(select(BankRow.tenant).where(BankRow.name == bank)).one_or_none()
+    if owner is None or owner[0] not in (None, tenant):
+        raise NotFoundError(f"bank {bank!r} not found")
 
 
 def delete_rule(session: Session, rule_id: str, *, actor: Principal | None = None) -> None:

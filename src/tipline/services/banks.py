@@ -133,10 +133,19 @@ def check_thresholds(thresholds: Mapping[str, int]) -> dict[str, int]:
 
 
 def check_bank_name(name: str) -> str:
-    """A bank name: 1-200 printable characters without slashes."""
+    """A bank name: 1-200 printable characters without slashes, not ``.`` or ``..``
+    (URL paths normalise those away, so such a bank could never be addressed)."""
     clean = name.strip()
-    if not clean or len(clean) > 200 or "/" in clean or not clean.isprintable():
-        raise InputError(f"invalid bank name {name!r} (1-200 printable characters, no '/')")
+    if (
+        not clean
+        or len(clean) > 200
+        or "/" in clean
+        or not clean.isprintable()
+        or clean in (".", "..")
+    ):
+        raise InputError(
+            f"invalid bank name {name!r} (1-200 printable characters, no '/', not '.' or '..')"
+        )
     return clean
 
 

@@ -75,9 +75,7 @@ class SignalType(Protocol):
         """Integer distance between two canonical values (0 = identical)."""
         ...
 
-    def match(
-        self, query: str, candidates: Sequence[str], threshold: int
-    ) -> list[tuple[int, int]]:
+    def match(self, query: str, candidates: Sequence[str], threshold: int) -> list[tuple[int, int]]:
         """Brute-force oracle: ``(candidate_index, distance)`` for all within threshold."""
         ...
 

@@ -11,9 +11,7 @@ def parse_hex(text: str, n_bytes: int, kind: str) -> str:
     """Canonical lowercase hex of exactly ``n_bytes`` bytes, or HashFormatError."""
     value = text.strip().lower()
     if len(value) != 2 * n_bytes:
-        raise HashFormatError(
-            f"{kind} hash must be {2 * n_bytes} hex characters, got {len(value)}"
-        )
+        raise HashFormatError(f"{kind} hash must be {2 * n_bytes} hex characters, got {len(value)}")
     if not _HEX.issuperset(value):
         raise HashFormatError(f"{kind} hash contains non-hex characters: {text.strip()!r}")
     return value

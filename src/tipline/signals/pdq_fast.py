@@ -142,9 +142,9 @@ def _dct_matrix() -> npt.NDArray[np.float32]:
     i = np.arange(1, 17)[:, None]
     j = np.arange(64)[None, :]
     scale = math.sqrt(2.0 / 64)
-    matrix: npt.NDArray[np.float32] = (
-        scale * np.cos((math.pi / 2 / 64) * i * (2 * j + 1))
-    ).astype(np.float32)
+    matrix: npt.NDArray[np.float32] = (scale * np.cos((math.pi / 2 / 64) * i * (2 * j + 1))).astype(
+        np.float32
+    )
     return matrix
 
 
@@ -198,9 +198,7 @@ def pdq_from_64x64(a: npt.NDArray[np.float32]) -> tuple[list[bytes], list[int]]:
     # Quality: PDQ's sum of truncated vertical and horizontal gradients, /90, capped.
     dv = np.trunc((a[:, :-1, :] - a[:, 1:, :]) * np.float32(100) / np.float32(255))
     dh = np.trunc((a[:, :, :-1] - a[:, :, 1:]) * np.float32(100) / np.float32(255))
-    grad = np.abs(dv).sum(axis=(1, 2), dtype=np.int64) + np.abs(dh).sum(
-        axis=(1, 2), dtype=np.int64
-    )
+    grad = np.abs(dv).sum(axis=(1, 2), dtype=np.int64) + np.abs(dh).sum(axis=(1, 2), dtype=np.int64)
     quality = np.minimum(grad // 90, 100)
     # 2-D DCT keeping frequencies 1..16 on each axis, then bits above the median
     # (the 128th smallest of 256, as PDQ's Torben median).
@@ -228,7 +226,6 @@ def rgb_to_luma(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         np.float32(0.299) * r + np.float32(0.587) * g + np.float32(0.114) * b
     )
     return luma
-
 
 
 # ---------------------------------------------------------------------------------------

@@ -57,9 +57,7 @@ PDQ_BYTES: Final = 32
 def format_vpdq_text(frames: Iterable[VideoFrame]) -> str:
     """The sample-hash text of ``frames``: ``frame,quality,hex,seconds`` lines joined by
     ``"\\n"`` (seconds with 3 decimals, no trailing newline)."""
-    return "\n".join(
-        f"{f.index},{f.quality},{f.hash.hex()},{f.seconds:.3f}" for f in frames
-    )
+    return "\n".join(f"{f.index},{f.quality},{f.hash.hex()},{f.seconds:.3f}" for f in frames)
 
 
 def _bad(message: str, line: int, path: str | None) -> ImportFormatError:
@@ -85,8 +83,7 @@ def parse_vpdq_text(text: str, *, path: str | None = None) -> list[VideoFrame]:
         fields = [part.strip() for part in line.split(",")]
         if len(fields) != 4:
             raise _bad(
-                f"expected 4 comma-separated fields (frame,quality,hex,seconds), "
-                f"got {len(fields)}",
+                f"expected 4 comma-separated fields (frame,quality,hex,seconds), got {len(fields)}",
                 lineno,
                 path,
             )

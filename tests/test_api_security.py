@@ -1,0 +1,123 @@
+"""Security and fault review (issue #9 section 3) against a real ``tipline serve``
+process on SQLite and PostgreSQL: tenant scoping of allow banks, bank names and audit
+records, limits on submission metadata and request bodies, input validation."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from _api_server import Server, server_on
+from tipline.store.audit import AuditRecord
+from tipline.store.db import make_engine, session_factory
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    with server_on(request.param, request, tmp_path_factory.mktemp("sec")) as srv:
+        yield srv
+
+
+def _problem(resp: httpx.Response, status: int) -> dict[str, object]:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith(PROBLEM)
+    return dict(resp.json())
+
+
+def _audit_rows(server: Server, target_id: str) -> list[AuditRecord]:
+    engine = make_engine(server.db_url)
+    try:
+        with session_factory(engine)() as session:
+            query = select(AuditRecord).where(AuditRecord.target_id == target_id)
+            return list(session.execute(query.order_by(AuditRecord.seq)).scalars())
+    finally:
+        engine.dispose()
+
+
+# -- audit records carry the tenant ---------------------------------------------------------
+
+
+def test_bank_writes_by_tenant_keys_are_audited_with_the_tenant(server: Server) -> None:
+    c = server.client("a_curator")
+    assert c.post("/v1/banks", json={"name": "sec-audit-a"}).status_code == 201
+    entry = c.post("/v1/banks/sec-audit-a/entries", json={"signals": ["pdq:" + "e" * 64]})
+    assert entry.status_code == 201, entry.text
+    eid = entry.json()["entry_id"]
+    patched = c.patch(
+        f"/v1/banks/sec-audit-a/entries/{eid}", json={"disabled": True, "reason": "test"}
+    )
+    assert patched.status_code == 200, patched.text
+    assert c.patch("/v1/banks/sec-audit-a", json={"enabled": False}).status_code == 200
+    hma = server.client("a_curator").post("/c/bank/sec-audit-a/signal", json={"md5": "1" * 32})
+    assert hma.status_code == 200, hma.text
+    bank_rows = _audit_rows(server, "sec-audit-a")
+    entry_rows = _audit_rows(server, f"sec-audit-a/{eid}")
+    actions = {(r.action, r.tenant) for r in bank_rows + entry_rows}
+    assert ("bank.create", "tenant-a") in actions
+    assert ("bank.disable", "tenant-a") in actions
+    assert ("entry.add", "tenant-a") in actions
+    assert ("entry.disable", "tenant-a") in actions
+    assert all(r.tenant == "tenant-a" for r in bank_rows + entry_rows), actions
+    # an admin without a tenant writing into the tenant's bank: the record is the tenant's
+    admin = server.client("admin")
+    added = admin.post("/v1/banks/sec-audit-a/entries", json={"signals": ["pdq:" + "d" * 64]})
+    assert added.status_code == 201
+    rows = _audit_rows(server, f"sec-audit-a/{added.json()['entry_id']}")
+    assert [(r.action, r.tenant) for r in rows] == [("entry.add", "tenant-a")]
+
+
+# -- input validation: bank names, thresholds, rules ----------------------------------------
+
+
+@pytest.mark.parametrize("name", [".", "..", " .. "])
+def test_dot_bank_names_are_refused(server: Server, name: str) -> None:
+    """``.`` and ``..`` cannot be addressed in a URL path (clients normalise them away)."""
+    _problem(server.client("curator").post("/v1/banks", json={"name": name}), 400)
+    _problem(server.client("curator").post("/c/banks", json={"name": name}), 400)
+    names = [b["name"] for b in server.client("admin").get("/v1/banks").json()]
+    assert name.strip() not in names
+
+
+@pytest.mark.parametrize("value", [True, False, 1.5, "3"])
+def test_thresholds_must_be_integers(server: Server, value: object) -> None:
+    c = server.client("curator")
+    body = {"name": "sec-thr", "thresholds": {"pdq": value}}
+    assert c.post("/v1/banks", json=body).status_code in (400, 422)
+    assert c.get("/v1/banks/sec-thr").status_code == 404
+    assert c.post("/v1/banks", json={"name": "sec-thr2"}).status_code in (201, 409)
+    patched = c.patch("/v1/banks/sec-thr2", json={"thresholds": {"pdq": value}})
+    assert patched.status_code in (400, 422), patched.text
+    assert c.get("/v1/banks/sec-thr2").json()["thresholds"] == {}
+
+
+def test_rules_may_only_name_banks_the_key_can_see(server: Server) -> None:
+    assert (
+        server.client("b_curator").post("/v1/banks", json={"name": "sec-rule-b"}).status_code == 201
+    )
+    assert (
+        server.client("curator").post("/v1/banks", json={"name": "sec-rule-shared"}).status_code
+        == 201
+    )
+    a = server.client("a_admin")
+    for bank in ("sec-rule-b", "sec-rule-missing"):
+        body = _problem(a.post("/v1/rules", json={"action": "enqueue_review", "bank": bank}), 404)
+        assert "tenant-b" not in json.dumps(body)
+    assert all(r["bank"] != "sec-rule-b" for r in a.get("/v1/rules").json())
+    ok = a.post("/v1/rules", json={"action": "enqueue_review", "bank": "sec-rule-shared"})
+    assert ok.status_code == 201, ok.text
+    own = server.client("b_admin").post(
+        "/v1/rules", json={"action": "enqueue_review", "bank": "sec-rule-b"}
+    )
+    assert own.status_code == 201, own.text

@@ -1,8 +1,9 @@
 """Request body size limit, enforced while the body streams in (not after buffering).
 
 A declared ``Content-Length`` over the limit is refused before a byte is read; a
-chunked or lying body is cut off as soon as the running total passes the limit. Either
-way the client gets a 413 problem document.
+chunked or lying body is cut off as soon as the running total passes the limit (no
+further byte is read, the connection is closed). Either way the client gets a 413
+problem document, also on routes whose body parser reports read errors its own way.
 """
 
 from __future__ import annotations
@@ -41,27 +42,42 @@ class BodyLimitMiddleware:
                     await _too_large(limit)(scope, receive, send)
                     return
         seen = 0
-        started = False
+        exceeded = False
+        replied = False  # a response has started (the app's or our 413)
+        ours = False  # ... and it is our 413
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
+            if exceeded:  # never read past the limit, however the app retries
+                raise BodyTooLargeError(f"request body exceeds {limit} bytes")
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
+                    exceeded = True
                     raise BodyTooLargeError(f"request body exceeds {limit} bytes")
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
+        async def guarded_send(message: Message) -> None:
+            # Routes parsing JSON turn any error while reading the body into their own
+            # answer (FastAPI: 400 "error parsing the body"); once the limit has been
+            # passed, that answer is replaced by the 413 here.
+            nonlocal replied, ours
+            if exceeded and not (replied and not ours):
+                if message["type"] == "http.response.start" and not replied:
+                    replied = ours = True
+                    await _too_large(limit)(scope, receive, send)
+                return
             if message["type"] == "http.response.start":
-                started = True
+                replied = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except BodyTooLargeError:
-            if started:
+            if ours:
+                return
+            if replied:
                 raise
             await _too_large(limit)(scope, receive, send)
 

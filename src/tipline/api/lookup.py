@@ -19,7 +19,7 @@ from ulid import ULID
 
 from tipline.api.context import ServiceContext
 from tipline.banks.model import Match
-from tipline.services import actions
+from tipline.services import actions, input_limits
 from tipline.services.auth import Principal, can_see_tenant
 from tipline.services.matching import Matcher
 from tipline.signals.base import Signal
@@ -202,6 +202,7 @@ def _record(
     active = [m for m in matches if m.suppressed_by is None]
     submission_id: str | None = None
     if submission is not None:
+        input_limits.check_metadata(submission.get("metadata") or {})
         row = sub_store.create_submission(
             session,
             tenant=who.tenant,

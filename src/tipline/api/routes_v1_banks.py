@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from itertools import islice
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
@@ -19,7 +20,7 @@ from tipline.api.media import RAW_MEDIA_BODY, hash_options, hash_upload, read_me
 from tipline.api.schemas import problems
 from tipline.banks.model import BankEntry
 from tipline.errors import InputError
-from tipline.services import banks
+from tipline.services import banks, input_limits
 from tipline.services.auth import Permission, Principal, can_see_tenant, require_tenant
 
 router = APIRouter(prefix="/v1", tags=["banks"])
@@ -97,7 +98,9 @@ class EntryIn(BaseModel):
 
     signals: list[str] = Field(..., min_length=1, max_length=64, examples=[["pdq:" + "f" * 64]])
     entry_id: str | None = Field(None, min_length=1, max_length=200)
-    labels: list[str] = Field(default_factory=list, max_length=64)
+    labels: list[Annotated[str, Field(max_length=input_limits.MAX_LABEL_CHARS)]] = Field(
+        default_factory=list, max_length=input_limits.MAX_LABELS
+    )
     source: str | None = Field(None, max_length=2000)
 
 

@@ -13,7 +13,7 @@ from tipline.api.audit_log import record
 from tipline.api.context import ServiceContext, get_ctx
 from tipline.api.deps import require
 from tipline.api.schemas import problems
-from tipline.services import actions
+from tipline.services import actions, input_limits
 from tipline.services.auth import Permission, Principal
 from tipline.signals.base import get_signal_type
 from tipline.store import submissions as store
@@ -41,7 +41,17 @@ class SubmissionMeta(BaseModel):
     uploader_account: str | None = Field(None, max_length=256)
     upload_ip: str | None = Field(None, max_length=64, description="IPv4 or IPv6 address")
     uploaded_at: datetime | None = Field(None, description="aware ISO 8601 time")
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"free JSON object, at most {input_limits.MAX_METADATA_DEPTH} levels deep "
+        f"and {input_limits.MAX_METADATA_BYTES} bytes",
+    )
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _metadata(cls, value: Any) -> Any:
+        # before pydantic walks it: depth and size are checked without recursion
+        return input_limits.check_metadata(value) if isinstance(value, dict) else value
 
     @field_validator("upload_ip")
     @classmethod

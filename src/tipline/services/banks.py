@@ -28,6 +28,7 @@ from tipline.banks.formats import (
 from tipline.banks.model import Bank, BankEntry, BankSignal
 from tipline.config import Settings, get_settings
 from tipline.errors import ConflictError, ImportFormatError, InputError
+from tipline.services import input_limits
 from tipline.services.audit import ActorLike
 from tipline.signals.base import get_signal_type, parse_typed_hash
 from tipline.store import bank_repo as repo
@@ -265,7 +266,7 @@ def add_entry(
         eid = check_entry_id(eid, line=0, path=None)
     except ImportFormatError as exc:
         raise InputError(exc.message) from None
-    clean_labels = tuple(lbl.strip() for lbl in labels if lbl.strip())
+    clean_labels = input_limits.check_labels(labels)
     with transaction(db.sessions) as s:
         row = repo.get_bank(s, bank)
         if repo.existing_entry_ids(s, row.id, [eid]):

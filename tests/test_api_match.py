@@ -151,9 +151,19 @@ def test_tenant_matches_are_isolated(server: Server, seeded: dict[str, str]) -> 
     again = server.client("a_matcher").post("/v1/match", content=data).json()
     assert again["matched"] is True
     assert all(m["suppressed_by"] is None for m in again["matches"])
-    # ...while tenant b's own view is suppressed.
+    # ...nor a key without a tenant's (an allow bank only suppresses its own tenant's
+    # matches: tenant a's bank's match is not tenant b's)...
     own = server.client("admin").post("/v1/match", content=data).json()
-    assert own["matched"] is False
+    assert own["matched"] is True
+    # ...while tenant b's own view of a match in its own bank is suppressed.
+    assert b.post("/v1/banks", json={"name": "b-private"}).status_code == 201
+    assert b.post("/v1/banks/b-private/media?entry_id=p", content=data).status_code == 201
+    seen = server.client("b_matcher").post("/v1/match", content=data).json()
+    assert seen["matched"] is False
+    assert {m["bank"] for m in seen["matches"]} == {"b-private"}
+    for admin_view in (server.client("admin").post("/v1/match", content=data).json(),):
+        by_bank = {m["bank"]: m["suppressed_by"] for m in admin_view["matches"]}
+        assert by_bank == {"a-private": None, "b-private": "b-allow/x"}
     history_b = server.client("b_reviewer").get("/v1/matches").json()
     assert all(h["bank"] != "a-private" for h in history_b)
 

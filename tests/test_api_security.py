@@ -243,3 +243,86 @@ def test_oversize_chunked_json_body_is_413_and_not_read_to_the_end(
     # the server stopped reading at the limit: far less than the whole body went out
     # (what went beyond the limit sits in the two sockets' kernel buffers)
     assert sent < total // 2, sent
+
+
+# -- allow banks suppress only their own tenant's matches -----------------------------------
+
+H_ALLOW = "5a" * 32
+H_ALLOW_NEAR = "5a" * 31 + "5b"  # 1 bit away
+H_BOTH = "a5" * 32
+H_BOTH_NEAR = "a5" * 31 + "a7"  # 1 bit away
+
+
+def _bank(server: Server, key: str, name: str, *, allow: bool = False) -> None:
+    made = server.client(key).post("/v1/banks", json={"name": name, "allow": allow})
+    assert made.status_code == 201, made.text
+
+
+def _entry(server: Server, key: str, bank: str, value: str, entry_id: str) -> None:
+    added = server.client(key).post(
+        f"/v1/banks/{bank}/entries", json={"signals": [f"pdq:{value}"], "entry_id": entry_id}
+    )
+    assert added.status_code == 201, added.text
+
+
+def _lookup(server: Server, key: str, value: str) -> dict[str, str | None]:
+    resp = server.client(key).get("/v1/lookup", params={"signal_type": "pdq", "signal": value})
+    assert resp.status_code == 200, resp.text
+    return {m["bank"]: m["suppressed_by"] for m in resp.json()}
+
+
+def _raw_lookup(server: Server, key: str, value: str) -> list[int]:
+    resp = server.client(key).get("/m/raw_lookup", params={"signal_type": "pdq", "signal": value})
+    assert resp.status_code == 200, resp.text
+    return list(resp.json()["matches"])
+
+
+def test_tenant_allow_bank_suppresses_only_its_tenants_matches(server: Server) -> None:
+    _bank(server, "curator", "sec-shared")
+    _entry(server, "curator", "sec-shared", H_ALLOW, "s1")
+    _bank(server, "a_curator", "sec-a-own")
+    _entry(server, "a_curator", "sec-a-own", H_ALLOW, "a1")
+    _bank(server, "a_curator", "sec-a-allow", allow=True)
+    _entry(server, "a_curator", "sec-a-allow", H_ALLOW_NEAR, "fp")
+
+    # keys without a tenant: the shared bank's match stands; tenant a's own bank's
+    # match is tenant a's, so tenant a's allow list applies to it
+    for key in ("admin", "matcher"):
+        assert _lookup(server, key, H_ALLOW) == {
+            "sec-shared": None,
+            "sec-a-own": "sec-a-allow/fp",
+        }
+    assert len(_raw_lookup(server, "admin", H_ALLOW)) == 1
+    # tenant a: everything it is told about is its own business, allow list applies
+    assert _lookup(server, "a_matcher", H_ALLOW) == {
+        "sec-shared": "sec-a-allow/fp",
+        "sec-a-own": "sec-a-allow/fp",
+    }
+    assert _raw_lookup(server, "a_matcher", H_ALLOW) == []
+    # tenant b never sees tenant a's allow list at work
+    assert _lookup(server, "b_matcher", H_ALLOW) == {"sec-shared": None}
+    assert len(_raw_lookup(server, "b_matcher", H_ALLOW)) == 1
+    # the CLI (no tenant) agrees with the admin key
+    from tipline.config import Settings
+    from tipline.services.matching import Matcher
+
+    settings = Settings(data_dir=server.data_dir / "cli", database_url=server.db_url)
+    with Matcher.open(server.db_url, settings=settings, index_dir=server.data_dir / "cli-ix") as m:
+        found = {x.bank: x.suppressed_by for x in m.match_hash("pdq", H_ALLOW)}
+    assert found == {"sec-shared": None, "sec-a-own": "sec-a-allow/fp"}
+
+
+def test_shared_allow_bank_applies_even_when_another_allow_hit_is_closer(
+    server: Server,
+) -> None:
+    """A shared allow bank suppresses for everyone; a closer hit in another tenant's
+    allow bank must not hide it (only one allow hit per call used to be kept)."""
+    _bank(server, "curator", "sec-both-shared")
+    _entry(server, "curator", "sec-both-shared", H_BOTH, "s2")
+    _bank(server, "curator", "sec-shared-allow", allow=True)
+    _entry(server, "curator", "sec-shared-allow", H_BOTH_NEAR, "fp-shared")
+    _bank(server, "b_curator", "sec-b-allow", allow=True)
+    _entry(server, "b_curator", "sec-b-allow", H_BOTH, "fp-b")  # distance 0: closer
+    for key in ("a_matcher", "admin"):
+        assert _lookup(server, key, H_BOTH) == {"sec-both-shared": "sec-shared-allow/fp-shared"}
+    assert _lookup(server, "b_matcher", H_BOTH) == {"sec-both-shared": "sec-b-allow/fp-b"}

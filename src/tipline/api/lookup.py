@@ -1,9 +1,10 @@
 """Matching for the HTTP layer: the per-process Matcher, tenant filtering, recording.
 
-The Matcher (:mod:`tipline.services.matching`) matches against every enabled bank; the
-API keeps only matches in banks the caller's tenant may see, and drops allow-bank
-suppression coming from a bank the caller cannot see (another tenant's allow list
-must not change what this tenant is told).
+The Matcher (:mod:`tipline.services.matching`) matches against every enabled bank and
+applies allow banks for the caller's tenant (an allow bank only suppresses its own
+tenant's matches); the API keeps only matches in banks the caller's tenant may see, and
+drops allow-bank suppression coming from a bank the caller cannot see (another
+tenant's allow list must not change what this tenant is told).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def match_signals(
 ) -> list[Match]:
     """Matches of one item's signals visible to ``who``, best first (hits read in
     ``session`` when given)."""
-    found = matcher(ctx).match_signals(signals, session=session)
+    found = matcher(ctx).match_signals(signals, session=session, tenant=who.tenant)
     for s in signals:
         ctx.metrics.lookups.labels(s.type).inc()
     out = visible(ctx, who, found)
@@ -115,7 +116,7 @@ def match_hash(
 ) -> list[Match]:
     """Matches of one hash (validated; HashFormatError) visible to ``who``; ``entry_pks``
     receives (bank, entry id) -> entry id number of the matches (see :func:`entry_pks`)."""
-    found = matcher(ctx).match_hash(kind, value, entry_pks=entry_pks)
+    found = matcher(ctx).match_hash(kind, value, entry_pks=entry_pks, tenant=who.tenant)
     ctx.metrics.lookups.labels(kind).inc()
     return visible(ctx, who, found)
 

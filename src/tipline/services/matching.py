@@ -21,8 +21,9 @@ The index is derived data: the database is the source of truth.
 * **Damage.** Missing, truncated or corrupted files (checksums) or a ``meta.json`` that
   does not fit the database make the Matcher rebuild everything from the database,
   logging one warning line that says so.
-* **Allow banks.** A hit in an allow bank suppresses every other match of the same
-  call (one media item); suppressed matches are returned flagged with
+* **Allow banks.** A hit in an allow bank suppresses the other matches of the same
+  call (one media item) that belong to the allow bank's tenant (:func:`allow_applies`;
+  a shared allow bank applies to all); suppressed matches are returned flagged with
   ``suppressed_by`` and ``suppressed_reason`` (the allow entry's source, else the allow
   bank's description).
 """
@@ -614,12 +615,15 @@ class Matcher:
         *,
         session: Session | None = None,
         entry_pks: dict[tuple[str, str], int] | None = None,
+        tenant: str | None = None,
     ) -> list[Match]:
         """Matches of one media item's signals, best first.
 
         Each bank entry appears once per signal type (its smallest distance). When an
-        allow-bank entry matches, every other match is returned with ``suppressed_by``
-        and ``suppressed_reason`` set (callers act only on unsuppressed matches).
+        allow-bank entry matches, the matches it applies to are returned with
+        ``suppressed_by`` and ``suppressed_reason`` set (callers act only on
+        unsuppressed matches); see :func:`allow_applies` for which ones, given the
+        caller's ``tenant`` (None: a caller bound to no tenant, e.g. the CLI).
         Index hits are read from the database in ``session`` when given (e.g. the
         caller's transaction that then records the outcome), else on an autocommit
         connection (one read, no transaction round trips). ``entry_pks``, when given,
@@ -641,8 +645,8 @@ class Matcher:
                 conn.execution_options(isolation_level="AUTOCOMMIT")
                 entries = repo.hits(conn, pks)
         best: dict[tuple[str, str, str], Match] = {}
-        allow: Match | None = None
-        allow_reason = ""
+        owners: dict[str, str | None] = {}  # bank name -> tenant, of the matches kept
+        allows: list[tuple[Match, str, str | None]] = []  # (hit, reason, allow bank tenant)
         for signal, pk, dist, q, c in hits:
             hit = entries.get(pk)
             if hit is None or hit.entry.disabled or not hit.bank.enabled:
@@ -664,10 +668,10 @@ class Matcher:
                 compared_match_percent=c,
             )
             if hit.bank.is_allow_bank:
-                if allow is None or dist < allow.distance:
-                    allow = m
-                    allow_reason = hit.entry.source or hit.bank.description or "allow-listed"
+                reason = hit.entry.source or hit.bank.description or "allow-listed"
+                allows.append((m, reason, hit.bank.tenant))
                 continue
+            owners[m.bank] = hit.bank.tenant
             if self.only_banks is not None and hit.bank.name not in self.only_banks:
                 continue
             key = (m.bank, m.entry_id, m.signal_type)
@@ -676,20 +680,25 @@ class Matcher:
                 if entry_pks is not None:
                     entry_pks[(m.bank, m.entry_id)] = pk
         out = sorted(best.values(), key=lambda m: (m.distance, m.bank, m.entry_id, m.signal_type))
-        if allow is not None:
-            by = f"{allow.bank}/{allow.entry_id}"
-            out = [_suppress(m, by, allow_reason) for m in out]
+        if allows:
+            allows.sort(key=lambda a: (a[0].distance, a[0].bank, a[0].entry_id))
+            out = [_apply_allow(m, owners.get(m.bank), allows, tenant) for m in out]
         return out
 
     def match_hash(
-        self, type: str, value: str, *, entry_pks: dict[tuple[str, str], int] | None = None
+        self,
+        type: str,
+        value: str,
+        *,
+        entry_pks: dict[tuple[str, str], int] | None = None,
+        tenant: str | None = None,
     ) -> list[Match]:
-        """Matches of one hash given as type name and value (validated); ``entry_pks`` as
-        for :meth:`match_signals`."""
+        """Matches of one hash given as type name and value (validated); ``entry_pks``
+        and ``tenant`` as for :meth:`match_signals`."""
         signal_type = get_signal_type(type.strip().lower())
         canonical = signal_type.parse(value)
         signal = Signal(type=signal_type.name, value=canonical)
-        return self.match_signals([signal], entry_pks=entry_pks)
+        return self.match_signals([signal], entry_pks=entry_pks, tenant=tenant)
 
     def stats(self) -> dict[str, Any]:
         """Sizes of the index parts (for ``tipline bank list`` / health pages)."""
@@ -713,10 +722,37 @@ def _closest(query: str, signals: Iterable[Any], distance: int) -> str | None:
     return None
 
 
-def _suppress(m: Match, by: str, reason: str) -> Match:
+def allow_applies(
+    allow_tenant: str | None, match_tenant: str | None, caller_tenant: str | None
+) -> bool:
+    """Whether an allow bank of ``allow_tenant`` suppresses a match in a bank of
+    ``match_tenant`` for a caller of ``caller_tenant`` (None: shared / no tenant).
+
+    An allow bank only ever suppresses its own tenant's matches: a shared allow bank
+    applies to everyone; a tenant's allow bank applies to what that tenant's keys are
+    told (its own and shared banks' matches) and, for callers bound to no tenant (admin
+    keys, the CLI), to matches in that tenant's banks only.
+    """
+    if allow_tenant is None:
+        return True
+    owner = caller_tenant if caller_tenant is not None else match_tenant
+    return allow_tenant == owner
+
+
+def _apply_allow(
+    m: Match,
+    match_tenant: str | None,
+    allows: Sequence[tuple[Match, str, str | None]],
+    caller_tenant: str | None,
+) -> Match:
+    """``m`` suppressed by the closest allow hit (``allows`` is sorted) that applies."""
     from dataclasses import replace
 
-    return replace(m, suppressed_by=by, suppressed_reason=reason)
+    for allow, reason, allow_tenant in allows:
+        if allow_applies(allow_tenant, match_tenant, caller_tenant):
+            by = f"{allow.bank}/{allow.entry_id}"
+            return replace(m, suppressed_by=by, suppressed_reason=reason)
+    return m
 
 
 def open_matcher(database_url: str | None = None, *, banks: Sequence[str] | None = None) -> Matcher:

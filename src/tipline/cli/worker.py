@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 from types import FrameType
+from typing import Any
 
 import typer
 from sqlalchemy import Engine, text
@@ -39,6 +40,20 @@ def open_engine(*, migrate: bool = True) -> Engine:
     return engine
 
 
+def _vault_handlers(engine: Engine, *, daily: bool) -> dict[str, Any]:
+    """The evidence vault's purge job; ``daily``: make sure the next run is queued
+    (a long-running worker; a pending future job would keep --exit-when-idle waiting)."""
+    from tipline.config import get_settings
+    from tipline.services import vault
+    from tipline.store.base import utcnow
+    from tipline.store.db import session_factory
+
+    the_vault = vault.Vault.from_settings(get_settings())
+    if daily:
+        vault.ensure_purge_scheduled(session_factory(engine), now=utcnow())
+    return {vault.PURGE_JOB_KIND: vault.purge_handler(engine, the_vault)}
+
+
 def worker_command(
     once: bool = typer.Option(False, "--once", help="Run one batch of due jobs and exit."),
     exit_when_idle: bool = typer.Option(
@@ -68,9 +83,13 @@ def worker_command(
         raise typer.BadParameter("--webhook-timeout must be shorter than --lease-seconds")
     engine = open_engine()
     deliverer = WebhookDeliverer(engine, timeout=webhook_timeout)
+    handlers = {
+        WEBHOOK_JOB_KIND: deliverer,
+        **_vault_handlers(engine, daily=not once and not exit_when_idle),
+    }
     runner = JobRunner(
         engine,
-        {WEBHOOK_JOB_KIND: deliverer},
+        handlers,
         lease_seconds=lease_seconds,
         batch_size=batch_size,
         poll_interval=poll_interval,

@@ -31,6 +31,8 @@ from tipline.services.vault.keys import Keyring, MasterKey
 from tipline.services.vault.retention import (
     PURGE_JOB_KIND,
     PurgeReport,
+    enqueue_purge,
+    ensure_purge_scheduled,
     extend_retention,
     next_purge_time,
     place_hold,
@@ -51,6 +53,8 @@ __all__ = [
     "RotateReport",
     "Vault",
     "VerifyReport",
+    "enqueue_purge",
+    "ensure_purge_scheduled",
     "extend_retention",
     "list_items",
     "mark_reported",

@@ -288,6 +288,19 @@ def schedule_purge(session: Session, *, at: datetime) -> str:
     )
 
 
+def enqueue_purge(sessions: sessionmaker[Session]) -> str:
+    """Queue a purge job due now (for ``tipline worker``); returns the job id."""
+    with transaction(sessions) as session:
+        return jobs.enqueue(session, PURGE_JOB_KIND, {})
+
+
+def ensure_purge_scheduled(sessions: sessionmaker[Session], *, now: datetime) -> str:
+    """Make sure the next daily purge job exists (idempotent; ``tipline worker`` calls
+    this when it starts)."""
+    with transaction(sessions) as session:
+        return schedule_purge(session, at=next_purge_time(now))
+
+
 def purge_handler(engine: Engine, vault: Vault) -> jobs.Handler:
     """The job handler: purge now, then schedule tomorrow's run."""
     sessions = sessionmaker(engine, expire_on_commit=False)

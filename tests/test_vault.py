@@ -458,3 +458,33 @@ def test_migration_downgrades_and_upgrades(engine: Engine) -> None:
     upgrade(engine)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT COUNT(*) FROM vault_items")).scalar() == 0
+
+
+def test_reports_evidence_interface(sessions: sessionmaker[Session], vault: v.Vault) -> None:
+    from tipline.services.reports.evidence import EvidenceFiles
+    from tipline.services.vault.evidence import VaultEvidence
+
+    evidence: EvidenceFiles = VaultEvidence(vault)
+    acme = Principal("m", Role.MATCHER, "acme")
+    first = _store(sessions, vault, b"photo 1", actor=acme, submission_id="S1", filename="1.jpg")
+    _store(sessions, vault, b"other tenant", submission_id="S1")
+    _store(sessions, vault, b"<xml/>", actor=acme, submission_id="S1", kind=v.EvidenceKind.OTHER)
+    with transaction(sessions) as session:
+        files = evidence.media_of(session, "acme", "S1")
+        assert [(f.evidence_id, f.file_name, f.size) for f in files] == [(first.id, "1.jpg", 7)]
+        assert evidence.read(session, first.id) == b"photo 1"
+        xml_id = evidence.keep_report_xml(session, "acme", "R-9", b"<report/>")
+        assert xml_id is not None
+        VaultEvidence(vault).reported(
+            session, [first.id, xml_id], report_id="R-9", reported_at=T0 + timedelta(days=3)
+        )
+    kept = v.show(sessions, xml_id, actor=ADMIN)
+    assert kept.kind == "report_xml" and kept.report_id == "R-9" and kept.tenant == "acme"
+    assert v.read_bytes(sessions, vault, xml_id, actor=ADMIN) == b"<report/>"
+    assert v.show(sessions, first.id, actor=ADMIN).retain_until == T0 + timedelta(days=368)
+    assert _actions(sessions, first.id) == [
+        "vault.store",
+        "vault.read",
+        "vault.reported",
+        "vault.show",
+    ]

@@ -33,6 +33,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "routes_v1_match",
     "routes_v1_submissions",
     "routes_v1_webhooks",
+    "routes_v1_vault",
     "routes_hma",
 )
 

@@ -1,0 +1,108 @@
+"""The vault behind the reports service's evidence interface
+(:class:`tipline.services.reports.evidence.EvidenceFiles`): the media kept for a
+submission, reading it back for upload, and preserving a report's exact XML.
+
+Everything happens in the caller's session (the report outbox's transaction), and each
+read is audited in it as ``vault.read`` by the adapter's actor.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tipline.errors import EvidenceIntegrityError, NotFoundError
+from tipline.services import audit
+from tipline.services.auth import Permission, Principal
+from tipline.services.reports.evidence import StoredFile
+from tipline.services.vault._model import TARGET, EvidenceKind, Vault
+from tipline.services.vault.items import mark_reported, plaintext, store
+from tipline.services.vault.retention import WORKER
+from tipline.store.vault import EvidenceItemRow
+
+_log = logging.getLogger(__name__)
+
+
+class VaultEvidence:
+    """:class:`~tipline.services.reports.evidence.EvidenceFiles` backed by the vault."""
+
+    def __init__(self, vault: Vault, *, actor: Principal = WORKER) -> None:
+        actor.require(Permission.EVIDENCE_READ)
+        self.vault = vault
+        self.actor = actor
+
+    def media_of(
+        self, session: Session, tenant: str | None, submission_id: str
+    ) -> list[StoredFile]:
+        """The live media items kept for the tenant's submission, oldest first."""
+        rows = session.execute(
+            select(EvidenceItemRow)
+            .where(
+                EvidenceItemRow.submission_id == submission_id,
+                EvidenceItemRow.kind == EvidenceKind.MEDIA.value,
+                EvidenceItemRow.purged_at.is_(None),
+                EvidenceItemRow.tenant.is_(None)
+                if tenant is None
+                else EvidenceItemRow.tenant == tenant,
+            )
+            .order_by(EvidenceItemRow.id)
+        ).scalars()
+        return [StoredFile(row.id, row.filename or row.id, row.size) for row in rows]
+
+    def read(self, session: Session, evidence_id: str) -> bytes:
+        """The item's bytes, every check passed (audited in ``session``)."""
+        row = session.get(EvidenceItemRow, evidence_id) if len(evidence_id) <= 26 else None
+        if row is None:
+            raise NotFoundError(f"no vault item {evidence_id!r}")
+        audit.append(
+            session,
+            actor=self.actor,
+            action="vault.read",
+            target=(TARGET, evidence_id),
+            details={"via": "report", "sha256": row.sha256, "size": row.size},
+            tenant=row.tenant,
+        )
+        try:
+            return b"".join(plaintext(self.vault, row))
+        except EvidenceIntegrityError:
+            _log.error("vault item %s failed its integrity check while reporting", evidence_id)
+            raise
+
+    def keep_report_xml(
+        self, session: Session, tenant: str | None, report_id: str, xml: bytes
+    ) -> str | None:
+        """Preserve the report document exactly as submitted; returns its item id."""
+        info = store(
+            session,
+            self.vault,
+            xml,
+            kind=EvidenceKind.REPORT_XML,
+            actor=self.actor.key_id,
+            tenant=tenant,
+            media_type="application/xml",
+            filename=f"{report_id}.xml",
+            report_id=report_id,
+        )
+        return info.id
+
+    def reported(
+        self,
+        session: Session,
+        evidence_ids: Sequence[str],
+        *,
+        report_id: str,
+        reported_at: datetime,
+    ) -> None:
+        """Start the one-year preservation of ``evidence_ids`` from ``reported_at``."""
+        mark_reported(
+            session,
+            self.vault,
+            evidence_ids,
+            report_id=report_id,
+            reported_at=reported_at,
+            actor=self.actor,
+        )

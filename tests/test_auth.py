@@ -208,3 +208,38 @@ def test_cli_create_list_revoke(engine: Engine, db_url: str) -> None:
     assert bad.returncode != 0
     with transaction(session_factory(engine)) as session:
         assert audit.verify(session).ok
+
+
+def test_cli_revoke_accepts_the_whole_key(engine: Engine, db_url: str) -> None:
+    key = _create(engine)
+    revoked = _cli(db_url, "apikey", "revoke", key.secret)
+    assert revoked.returncode == 0, revoked.stderr
+    assert revoked.stderr.strip() == f"revoked key {key.key_id}"
+    with pytest.raises(AuthError):
+        _auth(engine, key.secret)
+    secret_part = key.secret.split("_", 2)[2]
+    missing = _cli(db_url, "apikey", "revoke", f"tpl_ffffffffffff_{secret_part}")
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "error: no API key with id 'ffffffffffff'"
+    with transaction(session_factory(engine)) as session:
+        details = " ".join(str(r.details) for r in session.execute(select(AuditRecord)).scalars())
+    assert secret_part not in details
+
+
+def test_demo_start_replaces_its_key(engine: Engine, db_url: str) -> None:
+    from tipline.config import Settings
+    from tipline.demo import seed_demo
+
+    mine = _create(engine)  # a key of another name survives
+    settings = Settings(database_url=db_url)
+    first = seed_demo(settings, engine)
+    second = seed_demo(settings, engine)
+    with transaction(session_factory(engine)) as session:
+        keys = auth.list_keys(session)
+    active = [k for k in keys if k["revoked_at"] is None]
+    assert sorted(k["name"] for k in active) == ["demo", "upload path"]
+    assert mine.key_id in {k["key_id"] for k in active}
+    demo_secret = second.split("(shown once): ", 1)[1].split()[0]
+    assert _auth(engine, demo_secret).role is Role.ADMIN
+    with pytest.raises(AuthError):
+        _auth(engine, first.split("(shown once): ", 1)[1].split()[0])

@@ -123,3 +123,35 @@ def test_match_allow_bank_and_disable_between_runs(setup):
     assert run("bank", "disable", "known", f"pdq:{pdq_hex}", "-r", "x").returncode == 0
     r = run("match", str(photos / "aaa-orig.jpg"), "--fail-on-match")
     assert r.returncode == 0 and r.stdout == ""
+
+
+def test_no_match_is_said_on_stderr(setup, tmp_path):
+    run, photos, pdq_hex = setup
+    r = run("match", str(photos / "other.png"))
+    assert r.returncode == 0 and r.stdout == ""
+    assert r.stderr.strip() == "no matches (1 item, 1 bank)"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run("match", str(empty), "--format", "json")
+    assert r.returncode == 0 and json.loads(r.stdout) == []
+    assert r.stderr.strip() == "no matches (0 items, 1 bank)"
+    assert run("bank", "create", "second").returncode == 0
+    r = run("match", "--hash", "pdq:" + "f" * 64, "--hash", "md5:" + "0" * 32)
+    assert r.returncode == 0 and r.stdout == ""
+    assert r.stderr.strip() == "no matches (2 items, 2 banks)"
+    r = run("match", "--hash", f"pdq:{pdq_hex}", "--bank", "second")
+    assert r.stderr.strip() == "no matches (1 item, 1 bank)"
+    r = run("match", "--hash", f"pdq:{pdq_hex}")  # a match: no summary line
+    assert r.stdout.strip() and r.stderr == ""
+
+
+def test_no_match_without_any_bank(tmp_path, reference_dir):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIPLINE_")}
+    env["TIPLINE_DATA_DIR"] = str(tmp_path / "data")
+    picture = reference_dir / "pdq" / "pen-and-coaster.png"
+    r = subprocess.run(
+        [TIPLINE, "match", str(picture)], capture_output=True, text=True, env=env,
+        cwd=tmp_path, timeout=180, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0 and r.stdout == ""
+    assert r.stderr.strip() == "no matches (1 item, 0 banks)"

@@ -36,13 +36,13 @@ def create_command(
 
 @apikey_app.command("revoke")
 def revoke_command(
-    key_id: str = typer.Argument(..., help="The key id (tpl_<key id>_...)."),
+    key_id: str = typer.Argument(..., help="The key id, or the whole key (tpl_<key id>_...)."),
 ) -> None:
     """Revoke a key; requests with it fail from now on."""
     engine = open_engine()
     try:
         with transaction(session_factory(engine)) as session:
-            auth.revoke_key(session, key_id)
+            key_id = auth.revoke_key(session, key_id)
     finally:
         engine.dispose()
     err_console.print(f"revoked key {key_id}", markup=False)

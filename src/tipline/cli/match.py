@@ -105,8 +105,12 @@ def match_command(
         if writer is not None:
             writer.writerow(_CSV_HEADER)
         failed = 0
+        items_seen = len(queries)
+        emitted = 0
 
         def emit(item: str, matches: list[Match]) -> None:
+            nonlocal emitted
+            emitted += len(matches)
             for m in matches:
                 row = _row(item, m)
                 if fmt is MatchFormat.JSON:
@@ -135,6 +139,7 @@ def match_command(
             emit(item, found)
         if paths:
             items = expand(paths)
+            items_seen += len(items)
             files = [i for i in items if isinstance(i, str)]
             options = HashOptions(dihedral=dihedral, decode=DecodeMode.FAST)
             progress = Progress(
@@ -165,12 +170,23 @@ def match_command(
         if fmt is MatchFormat.JSON:
             sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         sys.stdout.flush()
+        if not emitted:  # say so: an empty stdout alone looks like nothing happened
+            banks_searched = len(matcher.searched_banks())
+            err_console.print(
+                f"no matches ({_count(items_seen, 'item')}, {_count(banks_searched, 'bank')})",
+                markup=False,
+                highlight=False,
+            )
     finally:
         matcher.close()
     if fail_on_match and matched:
         raise typer.Exit(EXIT_MATCH)
     if failed:
         raise typer.Exit(EXIT_ERRORS)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def register(app: typer.Typer) -> None:

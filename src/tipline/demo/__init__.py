@@ -24,10 +24,11 @@ def sample_images() -> list[Path]:
 
 
 def seed_demo(settings: Settings, engine: Engine, base_url: str = "http://127.0.0.1:8000") -> str:
-    """Create the ``demo`` bank (once) and a demo API key; return instructions to print."""
+    """Create the ``demo`` bank (once) and a demo API key, replacing the previous start's
+    key (its secret was shown once and cannot be shown again); return instructions."""
     from tipline.errors import NotFoundError
     from tipline.services import banks
-    from tipline.services.auth import Role, create_key
+    from tipline.services.auth import Role, replace_key
     from tipline.signals.hashing import HashOptions, hash_path
     from tipline.signals.limits import MediaLimits
     from tipline.store.db import session_factory, transaction
@@ -49,7 +50,7 @@ def seed_demo(settings: Settings, engine: Engine, base_url: str = "http://127.0.
                     source="tipline demo",
                 )
     with transaction(session_factory(engine)) as session:
-        key = create_key(session, name="demo", role=Role.ADMIN)
+        key = replace_key(session, name="demo", role=Role.ADMIN)
     example = sample_images()[0]
     return (
         f"demo: bank {DEMO_BANK!r} holds {len(sample_images())} sample pictures.\n"

@@ -167,10 +167,21 @@ def create_key(
     return CreatedKey(key_id, name, role, tenant, f"{KEY_PREFIX}_{key_id}_{secret_part}")
 
 
-def revoke_key(session: Session, key_id: str, *, actor: Principal | None = None) -> None:
-    """Revoke a key (idempotent); :class:`NotFoundError` for an unknown id."""
+def key_id_of(text: str) -> str:
+    """The key id in ``text``: a bare id, ``tpl_<id>`` or a whole key ``tpl_<id>_<secret>``
+    (the secret is dropped unread, so it never reaches a message or the audit log)."""
+    text = text.strip()
+    if text.startswith(f"{KEY_PREFIX}_"):
+        return text.split("_", 2)[1]
+    return text
+
+
+def revoke_key(session: Session, key_id: str, *, actor: Principal | None = None) -> str:
+    """Revoke a key given by id or as the whole key (idempotent); returns its id.
+    :class:`NotFoundError` for an unknown id."""
     actor = actor or Principal.cli()
     actor.require(Permission.KEY_ADMIN)
+    key_id = key_id_of(key_id)
     key = session.get(ApiKey, key_id)
     if key is None or not can_see_tenant(actor, key.tenant):
         raise NotFoundError(f"no API key with id {key_id!r}")
@@ -184,6 +195,25 @@ def revoke_key(session: Session, key_id: str, *, actor: Principal | None = None)
             target=("apikey", key_id),
             tenant=key.tenant,
         )
+    return key_id
+
+
+def replace_key(
+    session: Session, *, name: str, role: Role | str, actor: Principal | None = None
+) -> CreatedKey:
+    """Revoke every active tenant-less key called ``name`` with ``role``, then create a
+    new one: a tool that makes "its" key on each start leaves one active key, not many."""
+    actor = actor or Principal.cli()
+    role = parse_role(role)
+    active = select(ApiKey.id).where(
+        ApiKey.name == name,
+        ApiKey.role == role.value,
+        ApiKey.tenant.is_(None),
+        ApiKey.revoked_at.is_(None),
+    )
+    for old_id in session.execute(active).scalars().all():
+        revoke_key(session, old_id, actor=actor)
+    return create_key(session, name=name, role=role, actor=actor)
 
 
 def list_keys(session: Session, *, actor: Principal | None = None) -> list[dict[str, Any]]:

@@ -700,6 +700,19 @@ class Matcher:
         signal = Signal(type=signal_type.name, value=canonical)
         return self.match_signals([signal], entry_pks=entry_pks, tenant=tenant)
 
+    def searched_banks(self) -> list[str]:
+        """Names of the enabled banks whose matches this matcher reports (allow-banks,
+        which only suppress, left out)."""
+        self.refresh()
+        with self._lock:
+            return sorted(
+                b.name
+                for b in self._banks
+                if b.enabled
+                and not b.is_allow_bank
+                and (self.only_banks is None or b.name in self.only_banks)
+            )
+
     def stats(self) -> dict[str, Any]:
         """Sizes of the index parts (for ``tipline bank list`` / health pages)."""
         files = self._files

@@ -21,10 +21,10 @@ from tipline.services import audit
 from tipline.services import vault as v
 from tipline.services.auth import Principal, Role
 from tipline.services.reports import service
-from tipline.services.reports.evidence import VaultEvidence
 from tipline.services.reports.facts import ReviewFacts
 from tipline.services.reports.model import Classification, FileAnnotation
 from tipline.services.vault.blobs import BlobStore
+from tipline.services.vault.evidence import VaultEvidence
 from tipline.services.vault.keys import Keyring, MasterKey
 from tipline.store import submissions as sub
 from tipline.store.audit import AuditRecord
@@ -59,7 +59,7 @@ def vault(tmp_path: Path) -> v.Vault:
 
 @pytest.fixture
 def evidence(sessions: sessionmaker[Session], vault: v.Vault) -> VaultEvidence:
-    return VaultEvidence(sessions, vault, DELIVERY)
+    return VaultEvidence(vault, sessions, actor=DELIVERY)
 
 
 def _settings(**kw: object) -> Settings:

@@ -34,6 +34,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "routes_v1_submissions",
     "routes_v1_webhooks",
     "routes_v1_vault",
+    "routes_v1_reports",
     "routes_hma",
 )
 

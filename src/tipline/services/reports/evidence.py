@@ -1,9 +1,9 @@
 """Where reports get the bytes of the files they report, and where they keep them.
 
-Reports depend on this narrow interface only. :class:`VaultEvidence` is the real one
-(the encrypted evidence vault, :mod:`tipline.services.vault`: every read audited,
+Reports depend on this narrow interface only. The evidence vault provides the real one
+(:class:`tipline.services.vault.evidence.VaultEvidence`: encrypted, every read audited,
 retention counted from the report); :class:`DirectoryEvidence` is a plain-file stand-in
-for protocol tests that are not about evidence.
+for protocol tests and benchmarks that are not about evidence.
 """
 
 from __future__ import annotations
@@ -16,14 +16,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from tipline.errors import InputError, NotFoundError
-from tipline.services.auth import Principal
-from tipline.services.vault import Vault
-from tipline.services.vault import items as vault_items
-from tipline.services.vault._model import EvidenceKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,64 +112,3 @@ class DirectoryEvidence:
         self, session: Session, evidence_ids: list[str], report_id: str, at: datetime
     ) -> None:
         return None
-
-
-class VaultEvidence:
-    """The evidence vault as the report service's file store.
-
-    ``actor`` reads files for delivery (it needs ``evidence.read``; each read is
-    audited by the vault before any byte is decrypted).
-    """
-
-    def __init__(self, sessions: sessionmaker[Session], vault: Vault, actor: Principal) -> None:
-        self.sessions = sessions
-        self.vault = vault
-        self.actor = actor
-
-    def media_of(
-        self, session: Session, tenant: str | None, submission_id: str
-    ) -> list[StoredFile]:
-        from tipline.store.vault import EvidenceItemRow
-
-        rows = session.scalars(
-            select(EvidenceItemRow)
-            .where(
-                EvidenceItemRow.submission_id == submission_id,
-                EvidenceItemRow.kind == EvidenceKind.MEDIA.value,
-                EvidenceItemRow.purged_at.is_(None),
-                EvidenceItemRow.tenant.is_(None)
-                if tenant is None
-                else EvidenceItemRow.tenant == tenant,
-            )
-            .order_by(EvidenceItemRow.id)
-        ).all()
-        return [
-            StoredFile(evidence_id=row.id, file_name=row.filename or row.id, size=row.size)
-            for row in rows
-        ]
-
-    def read(self, evidence_id: str) -> bytes:
-        return vault_items.read_bytes(self.sessions, self.vault, evidence_id, actor=self.actor)
-
-    def keep_report_xml(
-        self, session: Session, tenant: str | None, report_id: str, xml: bytes
-    ) -> str | None:
-        info = vault_items.store(
-            session,
-            self.vault,
-            xml,
-            kind=EvidenceKind.REPORT_XML,
-            actor=self.actor,
-            tenant=tenant,
-            media_type="text/xml",
-            filename=f"{report_id}.xml",
-            report_id=report_id,
-        )
-        return info.id
-
-    def mark_reported(
-        self, session: Session, evidence_ids: list[str], report_id: str, at: datetime
-    ) -> None:
-        vault_items.mark_reported(
-            session, self.vault, evidence_ids, report_id=report_id, reported_at=at, actor=self.actor
-        )

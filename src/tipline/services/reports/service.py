@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,7 @@ from ulid import ULID
 from tipline.config import Settings
 from tipline.errors import ConfigError, ConflictError, InputError, NotFoundError
 from tipline.services import audit
-from tipline.services.auth import Permission, Principal, can_see_tenant, tenant_clause
+from tipline.services.auth import Permission, Principal, Role, can_see_tenant, tenant_clause
 from tipline.services.jobs import Backoff
 from tipline.services.reports import builder
 from tipline.services.reports.client import IspwsClient
@@ -42,8 +43,11 @@ from tipline.services.reports.outbox import (
     StepHook,
     outbox_size,
 )
+from tipline.services.vault import Vault
+from tipline.services.vault.evidence import VaultEvidence
 from tipline.store.base import utcnow
-from tipline.store.db import transaction
+from tipline.store.db import make_engine, session_factory, transaction, upgrade
+from tipline.store.models import import_all_models
 from tipline.store.reports import (
     OperatorItemRow,
     ReportEventRow,
@@ -339,13 +343,14 @@ def create_from_decision(
     decision_id: str,
     *,
     settings: Settings,
-    evidence: EvidenceFiles,
+    evidence: EvidenceFiles | None = None,
 ) -> ReportSummary:
     """Build and queue the report of a confirmed decision (one report per decision:
     asking again returns the report already made). Files are reported as viewed only
     when the decision says the reviewer viewed them."""
     who.require(Permission.REPORT)
     reporter = reporter_from_settings(settings)
+    evidence = evidence or evidence_from_settings(sessions, settings)
     source = f"decision:{decision_id}"
     with transaction(sessions) as session:
         decision = session.get(DecisionRow, decision_id)
@@ -417,13 +422,14 @@ def auto_report(
     submission_id: str,
     *,
     settings: Settings,
-    evidence: EvidenceFiles,
+    evidence: EvidenceFiles | None = None,
     actor: str = "auto-report",
 ) -> ReportSummary | None:
     """Report a submission without review when the auto-report policy covers it (None
     otherwise). Nobody viewed the file, and the report says so (``fileViewedByEsp``
     false): an exact match of a confirmed entry is not a view."""
     reporter = reporter_from_settings(settings)
+    evidence = evidence or evidence_from_settings(sessions, settings)
     source = f"auto:{submission_id}"
     with transaction(sessions) as session:
         submission = session.get(SubmissionRow, submission_id)
@@ -765,7 +771,7 @@ def deliver(
     sessions: sessionmaker[Session],
     *,
     settings: Settings,
-    evidence: EvidenceFiles,
+    evidence: EvidenceFiles | None = None,
     workers: int = 1,
     on_step: StepHook | None = None,
     transport: Any = None,
@@ -773,6 +779,7 @@ def deliver(
     """Deliver every queued report until the outbox is empty (failures go to the
     operator queue)."""
     client = client_from_settings(settings, transport=transport)
+    evidence = evidence or evidence_from_settings(sessions, settings)
     try:
         deliverer = Deliverer(
             sessions, client, evidence, policy=policy_from_settings(settings), on_step=on_step
@@ -786,3 +793,26 @@ def pending_deliveries(sessions: sessionmaker[Session]) -> int:
     """Reports with delivery work left (for progress bars)."""
     with sessions() as session:
         return outbox_size(session)
+
+
+# -- wiring for the adapters ----------------------------------------------------------
+
+#: the principal that reads evidence to deliver reports (reads are audited under it)
+DELIVERY_PRINCIPAL = Principal(key_id="report-delivery", role=Role.ADMIN, tenant=None)
+
+
+def evidence_from_settings(sessions: sessionmaker[Session], settings: Settings) -> VaultEvidence:
+    """The evidence vault of ``settings`` as the reports' file store."""
+    return VaultEvidence(Vault.from_settings(settings), sessions, actor=DELIVERY_PRINCIPAL)
+
+
+@contextmanager
+def reports_database(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the configured database, migrated (for the command line)."""
+    import_all_models()
+    engine = make_engine(settings=settings)
+    try:
+        upgrade(engine)
+        yield session_factory(engine)
+    finally:
+        engine.dispose()

@@ -2,37 +2,36 @@
 (:class:`tipline.services.reports.evidence.EvidenceFiles`): the media kept for a
 submission, reading it back for upload, and preserving a report's exact XML.
 
-Everything happens in the caller's session (the report outbox's transaction), and each
-read is audited in it as ``vault.read`` by the adapter's actor.
+Storing the report XML and marking files reported happen in the caller's session (the
+report's transaction). Reads run in transactions of their own (``items.read_bytes``: the
+``vault.read`` audit record commits before any byte is decrypted), so the outbox never
+holds its transaction, or the audit chain's lock, while a file is decrypted.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from tipline.errors import EvidenceIntegrityError, NotFoundError
-from tipline.services import audit
 from tipline.services.auth import Permission, Principal
 from tipline.services.reports.evidence import StoredFile
-from tipline.services.vault._model import TARGET, EvidenceKind, Vault
-from tipline.services.vault.items import mark_reported, plaintext, store
+from tipline.services.vault._model import EvidenceKind, Vault
+from tipline.services.vault.items import mark_reported, read_bytes, store
 from tipline.services.vault.retention import WORKER
 from tipline.store.vault import EvidenceItemRow
-
-_log = logging.getLogger(__name__)
 
 
 class VaultEvidence:
     """:class:`~tipline.services.reports.evidence.EvidenceFiles` backed by the vault."""
 
-    def __init__(self, vault: Vault, *, actor: Principal = WORKER) -> None:
+    def __init__(
+        self, vault: Vault, sessions: sessionmaker[Session], *, actor: Principal = WORKER
+    ) -> None:
         actor.require(Permission.EVIDENCE_READ)
         self.vault = vault
+        self.sessions = sessions
         self.actor = actor
 
     def media_of(
@@ -53,24 +52,9 @@ class VaultEvidence:
         ).scalars()
         return [StoredFile(row.id, row.filename or row.id, row.size) for row in rows]
 
-    def read(self, session: Session, evidence_id: str) -> bytes:
-        """The item's bytes, every check passed (audited in ``session``)."""
-        row = session.get(EvidenceItemRow, evidence_id) if len(evidence_id) <= 26 else None
-        if row is None:
-            raise NotFoundError(f"no vault item {evidence_id!r}")
-        audit.append(
-            session,
-            actor=self.actor,
-            action="vault.read",
-            target=(TARGET, evidence_id),
-            details={"via": "report", "sha256": row.sha256, "size": row.size},
-            tenant=row.tenant,
-        )
-        try:
-            return b"".join(plaintext(self.vault, row))
-        except EvidenceIntegrityError:
-            _log.error("vault item %s failed its integrity check while reporting", evidence_id)
-            raise
+    def read(self, evidence_id: str) -> bytes:
+        """The item's bytes, every check passed (audited as ``vault.read`` first)."""
+        return read_bytes(self.sessions, self.vault, evidence_id, actor=self.actor)
 
     def keep_report_xml(
         self, session: Session, tenant: str | None, report_id: str, xml: bytes
@@ -89,20 +73,10 @@ class VaultEvidence:
         )
         return info.id
 
-    def reported(
-        self,
-        session: Session,
-        evidence_ids: Sequence[str],
-        *,
-        report_id: str,
-        reported_at: datetime,
+    def mark_reported(
+        self, session: Session, evidence_ids: list[str], report_id: str, at: datetime
     ) -> None:
-        """Start the one-year preservation of ``evidence_ids`` from ``reported_at``."""
+        """Start the one-year preservation of ``evidence_ids`` from ``at``."""
         mark_reported(
-            session,
-            self.vault,
-            evidence_ids,
-            report_id=report_id,
-            reported_at=reported_at,
-            actor=self.actor,
+            session, self.vault, evidence_ids, report_id=report_id, reported_at=at, actor=self.actor
         )

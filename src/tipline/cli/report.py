@@ -1,0 +1,208 @@
+"""``tipline report``: CyberTipline reports — build from a decision, list with delivery
+state, show, download the XML, retract, retry, read the operator queue, and deliver
+the queued reports to the configured ISPWS endpoint (with a progress bar)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tipline.cli.console import err_console, out_console
+from tipline.config import get_settings
+from tipline.errors import InputError
+from tipline.services.auth import Principal
+from tipline.services.reports import service
+from tipline.services.reports.outbox import ReportStatus
+
+report_app = typer.Typer(
+    help="Build, deliver and manage CyberTipline reports.", no_args_is_help=True
+)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _line(s: service.ReportSummary) -> str:
+    remote = s.remote_id if s.remote_id is not None else "-"
+    step = f"next {s.step} (attempt {s.attempts + 1})" if s.step else "-"
+    orphans = f"\torphans {s.orphans}" if s.orphans else ""
+    error = f"\t{s.last_error}" if s.last_error else ""
+    return (
+        f"{s.id}\t{s.status}\t{s.kind}\t{s.files} file(s)\tremote {remote}\t{step}{orphans}{error}"
+    )
+
+
+@report_app.command("create")
+def create_command(
+    decision_id: str = typer.Argument(..., help="A confirmed decision's id."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Build and queue the report of a confirmed decision."""
+    settings = get_settings()
+    with service.reports_database(settings) as sessions:
+        s = service.create_from_decision(sessions, Principal.cli(), decision_id, settings=settings)
+    out_console.print(_json(dataclasses.asdict(s)) if as_json else _line(s), markup=False)
+
+
+@report_app.command("auto")
+def auto_command(submission_id: str = typer.Argument(..., help="A submission's id.")) -> None:
+    """Report a submission without review if the auto-report policy covers it."""
+    settings = get_settings()
+    with service.reports_database(settings) as sessions:
+        s = service.auto_report(sessions, submission_id, settings=settings)
+    if s is None:
+        raise InputError(
+            f"submission {submission_id} has no exact match in a bank of report_auto_banks"
+        )
+    out_console.print(_line(s), markup=False)
+
+
+@report_app.command("list")
+def list_command(
+    status: str | None = typer.Option(
+        None, "--status", help="queued, delivering, finished, failed or retracted."
+    ),
+    limit: int = typer.Option(100, "--limit", "-n", min=1, max=1000),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+) -> None:
+    """Reports, newest first, with their delivery state."""
+    try:
+        wanted = ReportStatus(status) if status else None
+    except ValueError:
+        raise InputError(f"unknown status {status!r}") from None
+    settings = get_settings()
+    with service.reports_database(settings) as sessions:
+        rows = service.list_reports(sessions, Principal.cli(), status=wanted, limit=limit)
+    for s in rows:
+        out_console.print(_json(dataclasses.asdict(s)) if as_json else _line(s), markup=False)
+
+
+@report_app.command("show")
+def show_command(
+    report_id: str = typer.Argument(...),
+    as_json: bool = typer.Option(False, "--json", help="Print as one JSON object."),
+) -> None:
+    """One report: delivery state, files, step log, operator items."""
+    settings = get_settings()
+    with service.reports_database(settings) as sessions:
+        detail = service.get_report(sessions, Principal.cli(), report_id)
+    if as_json:
+        out_console.print(_json(dataclasses.asdict(detail)), markup=False, soft_wrap=True)
+        return
+    out_console.print(_line(detail.summary), markup=False)
+    for f in detail.files:
+        viewed = "viewed" if f["viewed_by_esp"] else "NOT viewed"
+        out_console.print(
+            f"  file {f['seq']}\t{f['file_name']}\t{f['size']} bytes\tmd5 {f['md5']}\t{viewed}"
+            f"\tremote {f['remote_file_id'] or '-'}",
+            markup=False,
+        )
+    for e in detail.events:
+        out_console.print(f"  {e['at']}\t{e['step']}\t{e['phase']}\t{e['detail']}", markup=False)
+    for item in detail.operator_items:
+        out_console.print(
+            f"  operator: {item['step']} code {item['response_code']}: {item['message']}",
+            markup=False,
+        )
+
+
+@report_app.command("xml")
+def xml_command(
+    report_id: str = typer.Argument(...),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file."),
+) -> None:
+    """The report document exactly as built and submitted."""
+    settings = get_settings()
+    with service.reports_database(settings) as sessions:
+        data = service.report_xml(sessions, Principal.cli(), report_id)
+    if output is None:
+        out_console.print(data.decode("utf-8"), markup=False, highlight=False, end="")
+        return
+    if output.exists():
+        raise InputError(f"{output}: already exists")
+    output.write_bytes(data)
+
+
+@report_app.command("retract")
+def retract_command(report_id: str = typer.Argument(...)) -> None:
+    """Withdraw an unfinished report (on the receiver at the next delivery run)."""
+    settings = get_settings()
+    with service.reports_database(settings) as sessions:
+        s = service.retract(sessions, Principal.cli(), report_id)
+    out_console.print(_line(s), markup=False)
+
+
+@report_app.command("retry")
+def retry_command(report_id: str = typer.Argument(...)) -> None:
+    """Queue a failed report again at the step that failed."""
+    settings = get_settings()
+    with service.reports_database(settings) as sessions:
+        s = service.retry(sessions, Principal.cli(), report_id)
+    out_console.print(_line(s), markup=False)
+
+
+@report_app.command("queue")
+def queue_command() -> None:
+    """The operator queue: refused reports with the receiver's message."""
+    settings = get_settings()
+    with service.reports_database(settings) as sessions:
+        items = service.operator_queue(sessions, Principal.cli())
+    for i in items:
+        out_console.print(
+            f"{i['report_id']}\t{i['step']}\tcode {i['response_code']}\t{i['message']}",
+            markup=False,
+        )
+
+
+@report_app.command("deliver")
+def deliver_command(
+    workers: int = typer.Option(1, "--workers", "-w", min=1, max=64, help="Parallel calls."),
+) -> None:
+    """Deliver every queued report to the configured ISPWS endpoint, then exit.
+
+    Safe to interrupt or kill at any moment: the next run resumes from the database.
+    Exits non-zero when a report went to the operator queue.
+    """
+    settings = get_settings()
+    lock = threading.Lock()
+    with service.reports_database(settings) as sessions:
+        total = service.pending_deliveries(sessions)
+        progress = Progress(
+            TextColumn("delivering"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        )
+        with progress:
+            task = progress.add_task("deliver", total=total)
+
+            def on_step(_report: str, step: str, phase: str) -> None:
+                if (step == "finish" and phase == "ok") or phase == "rejected":
+                    with lock:
+                        progress.advance(task)
+
+            stats = service.deliver(sessions, settings=settings, workers=workers, on_step=on_step)
+    err_console.print(
+        f"finished {stats.finished}, failed {stats.failed}, retracted {stats.retracted}; "
+        f"{stats.calls} calls, {stats.retries} retries; {stats.orphans} possible orphan "
+        "report(s) left open on the receiver by lost submit answers (never finished)",
+        markup=False,
+    )
+    if stats.failed:
+        raise InputError(
+            f"{stats.failed} report(s) went to the operator queue (tipline report queue)"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``tipline report`` to the root app."""
+    app.add_typer(report_app, name="report")

@@ -1,0 +1,141 @@
+"""``/v1/reports`` against a real ``tipline serve`` process: build from a decision, list
+with delivery state, show, download the XML, retract, retry; tenant isolation and
+problem documents."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from lxml import etree
+from pydantic import SecretStr
+
+from _api_server import Server, running_server
+from _ispws_server import ispws_server
+from tipline.config import Settings
+from tipline.services import vault as v
+from tipline.services.reports import service
+from tipline.services.reports.facts import ReviewFacts
+from tipline.store import submissions as sub
+from tipline.store.db import make_engine, session_factory, transaction
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'tipline.db'}",
+        vault_master_key=base64.b64encode(os.urandom(32)).decode(),
+        report_reporter_email="reports@example.org",
+    )
+
+
+@pytest.fixture
+def server(settings: Settings) -> Iterator[Server]:
+    assert settings.vault_master_key is not None and settings.database_url
+    env = {
+        "TIPLINE_VAULT_MASTER_KEY": settings.vault_master_key.get_secret_value(),
+        "TIPLINE_REPORT_REPORTER_EMAIL": "reports@example.org",
+    }
+    with running_server(settings.database_url, settings.data_dir, env=env) as srv:
+        yield srv
+
+
+def _decision(settings: Settings, tenant: str, viewed: bool) -> str:
+    engine = make_engine(settings=settings)
+    try:
+        with transaction(session_factory(engine)) as session:
+            row = sub.create_submission(
+                session,
+                tenant=tenant,
+                content_id="c-9",
+                created_by="test",
+                uploader_account="user-9",
+                upload_ip="192.0.2.44",
+                upload_port=61000,
+                uploaded_at=datetime(2026, 11, 1, tzinfo=UTC),
+            )
+            v.store(
+                session,
+                v.Vault.from_settings(settings),
+                b"benign bytes",
+                kind=v.EvidenceKind.MEDIA,
+                actor="test",
+                tenant=tenant,
+                filename="f.jpg",
+                submission_id=row.id,
+            )
+            return sub.add_decision(
+                session,
+                tenant,
+                row.id,
+                sub.DecisionKind.CONFIRMED,
+                decided_by="rev",
+                facts=ReviewFacts(viewed=viewed).as_json(),
+            ).id
+    finally:
+        engine.dispose()
+
+
+def test_report_routes(server: Server, settings: Settings) -> None:
+    client = server.client("a_reviewer")
+    globex = {"Authorization": f"Bearer {server.keys['b_admin']}"}
+    matcher = {"Authorization": f"Bearer {server.keys['a_matcher']}"}
+    acme: dict[str, str] = {}
+    decision = _decision(settings, "tenant-a", viewed=True)
+
+    assert client.post(f"/v1/decisions/{decision}/report", headers=matcher).status_code == 403
+    assert client.post(f"/v1/decisions/{decision}/report", headers=globex).status_code == 404
+    made = client.post(f"/v1/decisions/{decision}/report", headers=acme)
+    assert made.status_code == 201, made.text
+    report = made.json()
+    assert report["status"] == "queued" and report["step"] == "submit"
+    assert (
+        client.post(f"/v1/decisions/{decision}/report", headers=acme).json()["id"] == report["id"]
+    )
+
+    listed = client.get("/v1/reports", headers=acme).json()
+    assert [r["id"] for r in listed] == [report["id"]]
+    assert client.get("/v1/reports", headers=globex).json() == []
+    assert client.get("/v1/reports?status=finished", headers=acme).json() == []
+    assert client.get(f"/v1/reports/{report['id']}", headers=globex).status_code == 404
+
+    xml = client.get(f"/v1/reports/{report['id']}/xml", headers=acme)
+    assert xml.headers["content-type"].startswith("application/xml")
+    root = etree.fromstring(xml.content)
+    assert root.findtext("personOrUserReported/ipCaptureEvent/port") == "61000"
+
+    with ispws_server() as rx:
+        delivery = settings.model_copy(
+            update={
+                "report_ispws_url": rx.url,
+                "report_ispws_username": rx.username,
+                "report_ispws_password": SecretStr(rx.password),
+            }
+        )
+        with service.reports_database(delivery) as sessions:
+            assert service.deliver(sessions, settings=delivery).finished == 1
+    shown = client.get(f"/v1/reports/{report['id']}", headers=acme).json()
+    assert shown["report"]["status"] == "finished" and shown["report"]["step"] is None
+    assert shown["files"][0]["viewed_by_esp"] is True
+    assert [e["step"] for e in shown["events"] if e["phase"] == "ok"] == [
+        "submit",
+        "upload",
+        "fileinfo",
+        "finish",
+    ]
+    refused = client.post(f"/v1/reports/{report['id']}/retract", headers=acme)
+    assert refused.status_code == 409
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert client.post(f"/v1/reports/{report['id']}/retry", headers=acme).status_code == 409
+    assert client.get("/v1/reports/operator-queue", headers=acme).json() == []
+
+    other = client.post(
+        f"/v1/decisions/{_decision(settings, 'tenant-a', viewed=False)}/report", headers=acme
+    ).json()
+    retracted = client.post(f"/v1/reports/{other['id']}/retract", headers=acme).json()
+    assert retracted["status"] == "retracted"

@@ -1,0 +1,108 @@
+"""``tipline report`` end to end in subprocesses: create from a decision, list, deliver
+to the local ISPWS receiver, show, download, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lxml import etree
+
+from _ispws_server import ispws_server
+from tipline.config import Settings
+from tipline.services import vault as v
+from tipline.services.reports.facts import ReviewFacts
+from tipline.store import submissions as sub
+from tipline.store.db import make_engine, session_factory, transaction, upgrade
+from tipline.store.models import import_all_models
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tipline.cli.main", "report", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_report_commands(tmp_path: Path) -> None:
+    key = base64.b64encode(os.urandom(32)).decode()
+    settings = Settings(
+        data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", vault_master_key=key
+    )
+    import_all_models()
+    engine = make_engine(settings=settings)
+    upgrade(engine)
+    with transaction(session_factory(engine)) as session:
+        row = sub.create_submission(
+            session,
+            tenant=None,
+            content_id="c-1",
+            created_by="test",
+            uploader_account="user-1",
+            upload_ip="192.0.2.1",
+            upload_port=5000,
+            uploaded_at=datetime(2026, 11, 2, tzinfo=UTC),
+        )
+        v.store(
+            session,
+            v.Vault.from_settings(settings),
+            b"benign",
+            kind=v.EvidenceKind.MEDIA,
+            actor="test",
+            submission_id=row.id,
+            filename="a.jpg",
+        )
+        decision = sub.add_decision(
+            session,
+            None,
+            row.id,
+            sub.DecisionKind.CONFIRMED,
+            decided_by="rev",
+            facts=ReviewFacts().as_json(),
+        ).id
+    engine.dispose()
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    env = {
+        **os.environ,
+        "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "TIPLINE_DATA_DIR": str(tmp_path),
+        "TIPLINE_DATABASE_URL": settings.resolved_database_url(),
+        "TIPLINE_VAULT_MASTER_KEY": key,
+    }
+    missing = _cli(env, "create", decision)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [
+        "error: set TIPLINE_REPORT_REPORTER_EMAIL (the reporting person's email)"
+    ]
+    env["TIPLINE_REPORT_REPORTER_EMAIL"] = "reports@example.org"
+    created = _cli(env, "create", decision, "--json")
+    assert created.returncode == 0, created.stderr
+    report_id = json.loads(created.stdout)["id"]
+
+    with ispws_server() as rx:
+        env |= {
+            "TIPLINE_REPORT_ISPWS_URL": rx.url,
+            "TIPLINE_REPORT_ISPWS_USERNAME": rx.username,
+            "TIPLINE_REPORT_ISPWS_PASSWORD": rx.password,
+        }
+        delivered = _cli(env, "deliver", "--workers", "2")
+        assert delivered.returncode == 0, delivered.stderr
+        assert "finished 1, failed 0" in delivered.stderr
+        assert rx.password not in delivered.stderr + delivered.stdout
+    shown = _cli(env, "show", report_id)
+    assert "finished" in shown.stdout and "NOT viewed" in shown.stdout
+    out = tmp_path / "r.xml"
+    assert _cli(env, "xml", report_id, "-o", str(out)).returncode == 0
+    assert etree.fromstring(out.read_bytes()).tag == "report"
+    refused = _cli(env, "retract", report_id)
+    assert refused.returncode == 2 and "cannot be retracted" in refused.stderr
+    listed = _cli(env, "list", "--status", "finished")
+    assert listed.returncode == 0 and listed.stdout.startswith(report_id)

@@ -77,6 +77,8 @@ def _submission(
     tenant: str | None = "acme",
     data: bytes | None = b"\xff\xd8benign-test-bytes\xff\xd9",
     match: tuple[str, str, int] = ("known", "md5", 0),
+    pdq: str = "f" * 64,
+    uploader: str = "user-42",
 ) -> str:
     with transaction(sessions) as session:
         row = sub.create_submission(
@@ -84,7 +86,7 @@ def _submission(
             tenant=tenant,
             content_id="c-1",
             created_by="test",
-            uploader_account="user-42",
+            uploader_account=uploader,
             upload_ip="198.51.100.23",
             uploaded_at=T0,
             upload_port=53211,
@@ -97,7 +99,7 @@ def _submission(
                 "permanently_disabled_at": T0.isoformat(),
                 "location": {"city": "Springfield", "country": "US"},
             },
-            signals=[{"type": "pdq", "value": "f" * 64}],
+            signals=[{"type": "pdq", "value": pdq}],
         )
         bank, kind, distance = match
         sub.record_matches(session, tenant, row.id, [sub.MatchFact(bank, "e1", kind, distance)])
@@ -333,3 +335,50 @@ def test_failed_report_retried_after_the_operator_fixes_the_account(
     assert service.get_report(sessions, ACME, summary.id).summary.status == "finished"
     with sessions() as session:
         assert audit.verify(session).ok
+
+
+def test_viral_uploads_become_one_batched_report(
+    sessions: sessionmaker[Session], vault: v.Vault, evidence: VaultEvidence
+) -> None:
+    meme = int("a5" * 32, 16)
+    viral = [
+        _submission(
+            sessions,
+            vault,
+            match=("trusted", "md5", 0),
+            pdq=f"{meme ^ (1 << i) ^ (1 << (i + 100)):064x}",
+            uploader=f"user-{i}",
+            data=f"meme copy {i}".encode(),
+        )
+        for i in range(6)
+    ]
+    lone = _submission(sessions, vault, match=("trusted", "md5", 0), pdq="0" * 64, uploader="x")
+    settings = _settings(
+        report_auto_banks=["trusted"], report_viral_threshold=5, report_viral_max_distance=8
+    )
+    reports = service.auto_report_many(
+        sessions, [*viral, lone], settings=settings, evidence=evidence
+    )
+    assert sorted((r.kind, r.files) for r in reports) == [("auto", 1), ("bundle", 6)]
+    # asking again reports nothing twice
+    assert (
+        service.auto_report_many(sessions, [*viral, lone], settings=settings, evidence=evidence)
+        == []
+    )
+    with ispws_server() as rx:
+        delivery = _settings(
+            report_ispws_url=rx.url,
+            report_ispws_username=rx.username,
+            report_ispws_password=rx.password,
+        )
+        assert service.deliver(sessions, settings=delivery, evidence=evidence).finished == 2
+        bundled = [r for r in rx.receiver.reports.values() if b"batchedReport" in r.xml]
+    [remote] = bundled
+    root = etree.fromstring(remote.xml)
+    assert root.find("batchedReport").get("reason") == "VIRAL_POTENTIAL_MEME"
+    assert len(root.findall("personOrUserReported")) == 6
+    assert len(remote.files) == 6
+    for file in remote.files.values():
+        details = etree.fromstring(file.details)
+        assert details.findtext("potentialMeme") == "true"
+        assert details.findtext("fileViewedByEsp") == "false"

@@ -52,16 +52,21 @@ def create_command(
 
 
 @report_app.command("auto")
-def auto_command(submission_id: str = typer.Argument(..., help="A submission's id.")) -> None:
-    """Report a submission without review if the auto-report policy covers it."""
+def auto_command(
+    submission_ids: list[str] = typer.Argument(..., help="Submission ids."),
+) -> None:
+    """Report submissions without review where the auto-report policy covers them;
+    viral uploads of one perceptual cluster become one batched report."""
     settings = get_settings()
     with service.reports_database(settings) as sessions:
-        s = service.auto_report(sessions, submission_id, settings=settings)
-    if s is None:
+        made = service.auto_report_many(sessions, submission_ids, settings=settings)
+    if not made:
         raise InputError(
-            f"submission {submission_id} has no exact match in a bank of report_auto_banks"
+            "nothing to report: no submission has an exact match in a bank of "
+            "report_auto_banks that is not already reported"
         )
-    out_console.print(_line(s), markup=False)
+    for s in made:
+        out_console.print(_line(s), markup=False)
 
 
 @report_app.command("list")

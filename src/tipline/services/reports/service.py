@@ -8,7 +8,7 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -20,7 +20,7 @@ from tipline.errors import ConfigError, ConflictError, InputError, NotFoundError
 from tipline.services import audit
 from tipline.services.auth import Permission, Principal, Role, can_see_tenant, tenant_clause
 from tipline.services.jobs import Backoff
-from tipline.services.reports import builder
+from tipline.services.reports import builder, bundling
 from tipline.services.reports.client import IspwsClient
 from tipline.services.reports.evidence import EvidenceFiles, StoredFile
 from tipline.services.reports.facts import ReviewFacts, account_from_json, review_facts_from_json
@@ -816,3 +816,142 @@ def reports_database(settings: Settings) -> Iterator[sessionmaker[Session]]:
         yield session_factory(engine)
     finally:
         engine.dispose()
+
+
+# -- viral bundling ----------------------------------------------------------------------
+
+
+def _pdq_bytes(submission: SubmissionRow) -> bytes | None:
+    for signal in submission.signals:
+        value = signal.get("value")
+        if signal.get("type") == "pdq" and isinstance(value, str) and len(value) == 64:
+            try:
+                return bytes.fromhex(value)
+            except ValueError:
+                return None
+    return None
+
+
+def auto_report_many(
+    sessions: sessionmaker[Session],
+    submission_ids: Sequence[str],
+    *,
+    settings: Settings,
+    evidence: EvidenceFiles | None = None,
+    actor: str = "auto-report",
+) -> list[ReportSummary]:
+    """Apply the auto-report policy to many submissions, bundling viral ones.
+
+    Uploads of one perceptual cluster by at least ``report_viral_threshold`` distinct
+    accounts of one tenant within ``report_viral_window_seconds`` become ONE batched
+    report (``VIRAL_POTENTIAL_MEME``, files marked potential memes, NOT viewed); the
+    others are reported one by one. Submissions already in a report are skipped.
+    """
+    evidence = evidence or evidence_from_settings(sessions, settings)
+    by_tenant: dict[str | None, list[bundling.Upload]] = {}
+    with sessions() as session:
+        reported = set(
+            session.scalars(
+                select(ReportFileRow.submission_id).where(
+                    ReportFileRow.submission_id.in_(list(submission_ids))
+                )
+            )
+        )
+        for submission_id in dict.fromkeys(submission_ids):
+            submission = session.get(SubmissionRow, submission_id)
+            if submission is None:
+                raise NotFoundError(f"no submission {submission_id!r}")
+            if submission_id in reported or not auto_report_matches(
+                session, submission_id, settings
+            ):
+                continue
+            by_tenant.setdefault(submission.tenant, []).append(
+                bundling.Upload(
+                    key=submission.id,
+                    uploader=submission.uploader_account,
+                    at=submission.uploaded_at or submission.created_at,
+                    pdq=_pdq_bytes(submission),
+                )
+            )
+    out: list[ReportSummary] = []
+    window = timedelta(seconds=settings.report_viral_window_seconds)
+    for tenant, uploads in sorted(by_tenant.items(), key=lambda kv: kv[0] or ""):
+        plan = bundling.plan(
+            uploads,
+            window=window,
+            threshold=settings.report_viral_threshold,
+            max_distance=settings.report_viral_max_distance,
+        )
+        for bundle in plan.bundles:
+            out.append(_bundle_report(sessions, tenant, bundle, settings, evidence, actor))
+        for single in plan.singles:
+            summary = auto_report(
+                sessions, single.key, settings=settings, evidence=evidence, actor=actor
+            )
+            if summary is not None:
+                out.append(summary)
+    return out
+
+
+def _bundle_report(
+    sessions: sessionmaker[Session],
+    tenant: str | None,
+    bundle: list[bundling.Upload],
+    settings: Settings,
+    evidence: EvidenceFiles,
+    actor: str,
+) -> ReportSummary:
+    reporter = reporter_from_settings(settings)
+    source = f"bundle:{bundle[0].key}"
+    with sessions() as session:
+        existing = _existing(session, source)
+        if existing is not None:
+            return _summary(session, existing)
+        submissions = [session.get(SubmissionRow, u.key) for u in bundle]
+        media = [_media(session, evidence, s) for s in submissions if s is not None]
+    rows = [s for s in submissions if s is not None]
+    datas = [[evidence.read(m.evidence_id) for m in files] for files in media]
+    facts = ReviewFacts()  # reported on the policy: nobody viewed these files
+    files: list[ReportedFile] = []
+    evidence_ids: list[str] = []
+    users: dict[str, ReportedUser] = {}
+    for submission, stored, blobs in zip(rows, media, datas, strict=True):
+        for m, data in zip(stored, blobs, strict=True):
+            files.append(file_of(submission, m, data, facts, potential_meme=True))
+            evidence_ids.append(m.evidence_id)
+        key = submission.uploader_account or f"?{submission.id}"
+        users.setdefault(key, user_of(submission, settings))
+    with transaction(sessions) as session:
+        existing = _existing(session, source)
+        if existing is not None:
+            return _summary(session, existing)
+        first = min(s.uploaded_at or s.created_at for s in rows)
+        last = max(s.uploaded_at or s.created_at for s in rows)
+        content = ReportContent(
+            report_id=new_report_id(),
+            incident_type=IncidentType.CHILD_PORNOGRAPHY,
+            incident_at=first,
+            reporter=reporter,
+            files=tuple(files),
+            users=tuple(users.values()),
+            platform=settings.report_platform,
+            batched_viral=True,
+            additional_info=(
+                f"Viral bundle: {len(rows)} uploads of one perceptual cluster by "
+                f"{len(users)} accounts between {builder.xml_datetime(first)} and "
+                f"{builder.xml_datetime(last)}, reported without human review on exact "
+                "matches of entries a trusted source confirmed; no person at the platform "
+                "viewed the files."
+            ),
+        )
+        row = queue_report(
+            session,
+            content,
+            evidence_ids,
+            kind=ReportKind.BUNDLE,
+            source=source,
+            tenant=tenant,
+            actor=actor,
+            evidence=evidence,
+        )
+        return _summary(session, row)

@@ -163,3 +163,36 @@ def test_import_shows_progress_only_on_a_terminal(tmp_path):
     assert proc.returncode == 0
     assert b"importing" in seen  # the bar, on the terminal
     assert b"imported 3000 entries" in proc.stdout and b"importing" not in proc.stdout
+
+
+def test_export_of_a_missing_bank_writes_nothing(cli, tmp_path):
+    r = cli("bank", "export", "nosuchbank", "-f", "csv")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip() == "error: no bank named 'nosuchbank'"
+    out = tmp_path / "out.csv"
+    r = cli("bank", "export", "nosuchbank", "-o", str(out))
+    assert r.returncode == 2 and r.stderr.strip() == "error: no bank named 'nosuchbank'"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("out")) == []
+
+
+def test_bank_delete(cli, tmp_path):
+    pdq = "pdq:" + "ab" * 32
+    assert cli("bank", "create", "gone").returncode == 0
+    assert cli("bank", "add", "gone", pdq, "--entry-id", "e1").returncode == 0
+    assert cli("bank", "create", "kept").returncode == 0
+    assert cli("bank", "add", "kept", pdq, "--entry-id", "k1").returncode == 0
+    asked = cli("bank", "delete", "gone", stdin="")  # not a terminal: no silent deletion
+    assert asked.returncode == 2 and "--yes" in asked.stderr
+    assert len(asked.stderr.strip().splitlines()) == 1
+    r = cli("bank", "delete", "gone", "--yes")
+    assert r.returncode == 0 and r.stdout.strip() == "deleted bank gone (1 entries)"
+    assert [b["name"] for b in json.loads(cli("bank", "list", "--json").stdout)] == ["kept"]
+    matched = cli("match", "--hash", pdq, "--format", "json")
+    assert [m["bank"] for m in json.loads(matched.stdout)] == ["kept"]
+    again = cli("bank", "delete", "gone", "--yes")
+    assert again.returncode == 2 and again.stderr.strip() == "error: no bank named 'gone'"
+    assert cli("bank", "create", "gone").returncode == 0  # the name is free, and empty
+    listed = json.loads(cli("bank", "list", "--json").stdout)
+    assert [(b["name"], b["entries"]) for b in listed] == [("gone", 0), ("kept", 1)]
+    audit = cli("audit", "verify")
+    assert audit.returncode == 0, audit.stderr

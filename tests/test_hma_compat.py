@@ -137,6 +137,12 @@ def test_curation_and_matching_shapes(server: Server, media_url: str) -> None:
     assert m.get("/m/raw_lookup", params={"signal_type": "pdq"}).status_code == 400
     assert m.get("/m/raw_lookup", params={"signal_type": "nah", "signal": "00"}).status_code == 400
     assert m.get("/m/raw_lookup", params={"signal_type": "pdq", "signal": "zz"}).status_code == 400
+    bad_hash = m.get("/m/lookup", params={"signal_type": "pdq", "signal": "zz"})
+    assert bad_hash.status_code == 400
+    assert bad_hash.json()["detail"].startswith("invalid signal: ")
+    assert "signal type" not in bad_hash.json()["detail"]
+    bad_type = m.get("/m/lookup", params={"signal_type": "nah", "signal": "00"})
+    assert bad_type.json()["detail"] == "No such SignalType 'nah'"
 
     assert m.get("/m/lookup", params={"signal_type": "pdq", "signal": pdq0}).json() == [BANK]
     posted = m.post("/m/lookup", files={"photo": (path1.name, path1.read_bytes(), "image/jpeg")})

@@ -197,7 +197,7 @@ def _raw(
     try:
         return lookup.match_hash(ctx, who, kind, signal, entry_pks=entry_pks)
     except HashFormatError as exc:
-        raise InputError(f"invalid signal type: {exc.message}") from None
+        raise InputError(f"invalid signal: {exc.message}") from None
 
 
 @router.get("/m/raw_lookup", responses=problems(400))

@@ -1,4 +1,4 @@
-"""``tipline bank``: create, list, show, import, export, add, disable, enable, set."""
+"""``tipline bank``: create, list, show, import, export, add, disable, enable, set, delete."""
 
 from __future__ import annotations
 
@@ -252,14 +252,19 @@ def export_command(
     """Export every entry of a bank (disabled ones included)."""
     db = svc.open_database()
     try:
+        svc.show_bank(db, name)  # NotFoundError before a header is written
         if output == STDIO:
             report = svc.export_entries(db, name, fmt, sys.stdout.buffer)
             sys.stdout.buffer.flush()
         else:
             tmp = f"{output}.tmp{os.getpid()}"
-            with open(tmp, "wb") as fh:
-                report = svc.export_entries(db, name, fmt, fh)
-            os.replace(tmp, output)
+            try:
+                with open(tmp, "wb") as fh:
+                    report = svc.export_entries(db, name, fmt, fh)
+                os.replace(tmp, output)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
     finally:
         db.close()
     for kind, count in sorted(report.skipped_signals.items()):
@@ -268,6 +273,27 @@ def export_command(
         )
     if output != STDIO:
         _print(f"exported {report.entries} entries to {output}")
+
+
+@bank_app.command("delete")
+def delete_command(
+    name: str = typer.Argument(..., help="Bank name."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Delete a bank and all its entries (audited); asks first unless --yes."""
+    db = svc.open_database()
+    try:
+        info = svc.show_bank(db, name)
+        if not yes:
+            question = f"delete bank {name} and its {info.entries} entries?"
+            if not sys.stdin.isatty():
+                raise InputError(f"{question} pass --yes to confirm")
+            if not typer.confirm(question, err=True):
+                raise typer.Exit(1)
+        entries = svc.delete_bank(db, name)
+    finally:
+        db.close()
+    _print(f"deleted bank {name} ({entries} entries)")
 
 
 @bank_app.command("add")

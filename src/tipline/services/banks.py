@@ -226,6 +226,19 @@ def update_bank(
         return repo.to_bank(row)
 
 
+def delete_bank(db: Database, name: str, *, actor: Actor = DEFAULT_ACTOR) -> int:
+    """Delete a bank with all its entries (audited); returns how many entries went.
+    NotFoundError when there is no such bank."""
+    with transaction(db.sessions) as s:
+        row = repo.get_bank(s, name, for_update=True)
+        entries, _disabled = repo.count_entries(s, row.id)
+        tenant = row.tenant
+        s.delete(row)
+        s.flush()
+        _audit(s, actor, "bank.delete", ("bank", name), {"entries": entries}, tenant=tenant)
+    return entries
+
+
 # -- entries ------------------------------------------------------------------------------
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import os
+import tracemalloc
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -201,3 +203,29 @@ def test_master_key_parsing_and_repr_never_shows_the_key() -> None:
         MasterKey.from_base64("not base64 at all!")
     with pytest.raises(VaultKeyError, match="got 16 bytes"):
         MasterKey.from_base64("A" * 22 + "==")
+
+
+def test_memory_stays_at_a_few_chunks_whatever_the_item_size(tmp_path: Path) -> None:
+    """A 48 MiB item through 1 MiB chunks: peak Python allocations stay under 8 MiB
+    both ways (a whole-buffer design would need 96 MiB or more)."""
+    chunk = 1024**2
+    source = tmp_path / "plain.bin"
+    with source.open("wb") as out:
+        for i in range(48):
+            out.write(bytes([i]) * chunk)
+    sealed = tmp_path / "item.tpv"
+    tracemalloc.start()
+    try:
+        with source.open("rb") as src, sealed.open("wb") as dst:
+            _format.encrypt(KEY, ID, src, dst, chunk_size=chunk)
+        _, encrypt_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        total = 0
+        with sealed.open("rb") as src:
+            for part in _format.decrypt_chunks(KEY, ID, src):
+                total += len(part)
+        _, decrypt_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == 48 * chunk
+    assert encrypt_peak < 8 * chunk and decrypt_peak < 8 * chunk, (encrypt_peak, decrypt_peak)

@@ -486,3 +486,24 @@ def test_reports_evidence_interface(sessions: sessionmaker[Session], vault: v.Va
         "vault.reported",
         "vault.show",
     ]
+
+
+def test_keep_for_review_stores_once_per_match(
+    sessions: sessionmaker[Session], vault: v.Vault
+) -> None:
+    with transaction(sessions) as session:
+        none = v.keep_for_review(session, vault, b"img", review_item_ids=[], actor=MATCHER)
+        kept = v.keep_for_review(
+            session,
+            vault,
+            b"img",
+            review_item_ids=["R1", "R2"],
+            actor=MATCHER,
+            submission_id="S1",
+            content_id="c-1",
+        )
+    assert none is None and kept is not None
+    shown = v.show(sessions, kept.id, actor=ADMIN)
+    assert (shown.review_item_id, shown.submission_id, shown.content_id) == ("R1", "S1", "c-1")
+    assert shown.meta["review_items"] == ["R1", "R2"] and shown.stored_by == MATCHER.key_id
+    assert list(vault.blobs.ids()) == [kept.id]

@@ -19,6 +19,7 @@ from __future__ import annotations
 from tipline.services.vault._model import EvidenceInfo, EvidenceKind, HoldInfo, Vault
 from tipline.services.vault.integrity import RotateReport, VerifyReport, rotate_key, verify
 from tipline.services.vault.items import (
+    keep_for_review,
     list_items,
     mark_reported,
     open_content,
@@ -56,6 +57,7 @@ __all__ = [
     "enqueue_purge",
     "ensure_purge_scheduled",
     "extend_retention",
+    "keep_for_review",
     "list_items",
     "mark_reported",
     "next_purge_time",

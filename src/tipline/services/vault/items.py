@@ -156,6 +156,41 @@ def store(
     return EvidenceInfo.of(row)
 
 
+def keep_for_review(
+    session: Session,
+    vault: Vault,
+    data: Source,
+    *,
+    review_item_ids: Sequence[str],
+    actor: str | Principal,
+    tenant: str | None = None,
+    submission_id: str | None = None,
+    content_id: str | None = None,
+    media_type: str | None = None,
+    filename: str | None = None,
+) -> EvidenceInfo | None:
+    """Keep the media a match just sent to review (caller's transaction: the review
+    items and the kept media commit together). One item however many review items the
+    match created (one per bank), linked to the first and listing all in ``meta``;
+    nothing when the match created no new review item (e.g. the same event again)."""
+    if not review_item_ids:
+        return None
+    return store(
+        session,
+        vault,
+        data,
+        kind=EvidenceKind.MEDIA,
+        actor=actor,
+        tenant=tenant,
+        media_type=media_type,
+        filename=filename,
+        submission_id=submission_id,
+        review_item_id=review_item_ids[0],
+        content_id=content_id,
+        meta={"review_items": list(review_item_ids), "reason": "match sent to review"},
+    )
+
+
 def mark_reported(
     session: Session,
     vault: Vault,

@@ -507,3 +507,19 @@ def test_keep_for_review_stores_once_per_match(
     assert (shown.review_item_id, shown.submission_id, shown.content_id) == ("R1", "S1", "c-1")
     assert shown.meta["review_items"] == ["R1", "R2"] and shown.stored_by == MATCHER.key_id
     assert list(vault.blobs.ids()) == [kept.id]
+
+
+def test_without_a_master_key_review_media_is_not_kept_and_that_is_audited(
+    sessions: sessionmaker[Session], vault: v.Vault
+) -> None:
+    keyless = v.Vault(vault.blobs, None)
+    with transaction(sessions) as session:
+        kept = v.keep_for_review(
+            session, keyless, b"img", review_item_ids=["R1"], actor=MATCHER, submission_id="S1"
+        )
+    assert kept is None and list(vault.blobs.ids()) == []
+    with sessions() as session:
+        record = session.execute(
+            select(AuditRecord).where(AuditRecord.action == "vault.not_kept")
+        ).scalar_one()
+    assert record.target_id == "R1" and "no vault master key" in record.details

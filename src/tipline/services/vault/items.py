@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -34,6 +35,8 @@ from tipline.store.vault import EvidenceItemRow
 
 #: bytes, a binary file object (read to its end) or a path
 Source = bytes | BinaryIO | Path
+
+_log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -172,8 +175,31 @@ def keep_for_review(
     """Keep the media a match just sent to review (caller's transaction: the review
     items and the kept media commit together). One item however many review items the
     match created (one per bank), linked to the first and listing all in ``meta``;
-    nothing when the match created no new review item (e.g. the same event again)."""
+    nothing when the match created no new review item (e.g. the same event again).
+
+    Without a configured master key the media cannot be kept: intake goes on, the gap
+    is logged as an error and audited as ``vault.not_kept`` in the same transaction
+    (never silent). Any other failure (disk full...) raises, failing the transaction.
+    """
     if not review_item_ids:
+        return None
+    if vault.keyring is None:
+        _log.error(
+            "media sent to review NOT kept: the evidence vault has no master key "
+            "(set TIPLINE_VAULT_MASTER_KEY or TIPLINE_VAULT_MASTER_KEY_FILE)"
+        )
+        audit.append(
+            session,
+            actor=actor,
+            action="vault.not_kept",
+            target=("review_item", review_item_ids[0]),
+            details={
+                "reason": "no vault master key configured",
+                "review_items": list(review_item_ids),
+                "submission_id": submission_id,
+            },
+            tenant=tenant if tenant is not None or isinstance(actor, str) else actor.tenant,
+        )
         return None
     return store(
         session,

@@ -62,6 +62,14 @@ def _announce(scan_id: str) -> None:
     )
 
 
+#: Exit status when some items failed (as ``tipline match``); they are recorded all the same.
+EXIT_ERRORS = 3
+
+
+def _item_error(path: str, message: str) -> None:
+    err_console.print(f"error: {path}: {message}", markup=False, highlight=False)
+
+
 def _print_summary(summary: ScanSummary) -> None:
     out_console.print(
         f"scan {summary.scan_id} {summary.status}: scanned {summary.scanned}, "
@@ -109,8 +117,9 @@ def scan_command(
 
     Interrupt it any time (even kill -9) and continue with --resume ID: no result is
     lost and recorded files are not hashed again (a resume reuses the scan's stored
-    sources and options; a '-' source reads the list from stdin again). Per-item
-    errors are recorded, not fatal.
+    sources and options, with paths made absolute, so any folder will do; a '-' source
+    reads the list from stdin again). Per-item errors are recorded and printed on
+    stderr, not fatal; the exit status is 3 when any item of this run failed.
     """
     if resume is None and not sources:
         raise InputError("give SOURCE... or --resume ID")
@@ -152,11 +161,21 @@ def scan_command(
             bar.update(task, completed=done, total=total, rate=done / elapsed if elapsed else 0)
 
         with bar:
-            summary = run_scan(request, progress=on_progress, stdin=sys.stdin, on_start=_announce)
+            summary = run_scan(
+                request,
+                progress=on_progress,
+                stdin=sys.stdin,
+                on_start=_announce,
+                on_error=_item_error,
+            )
     else:
         line: ProgressFn = _LineProgress(progress_interval)
-        summary = run_scan(request, progress=line, stdin=sys.stdin, on_start=_announce)
+        summary = run_scan(
+            request, progress=line, stdin=sys.stdin, on_start=_announce, on_error=_item_error
+        )
     _print_summary(summary)
+    if summary.failed:
+        raise typer.Exit(EXIT_ERRORS)
 
 
 def register(app: typer.Typer) -> None:

@@ -267,6 +267,7 @@ def _commit_batch(
         failed=sum(1 for r in rows if r["status"] == "failed"),
         hash_seconds=hash_seconds,
         duplicates=duplicates,
+        errors=tuple((r["path"], r["error_message"]) for r in rows if r["status"] == "failed"),
     )
 
 

@@ -9,6 +9,7 @@ item - no file is hashed twice.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import socket
@@ -29,7 +30,7 @@ from tipline.services.scan.local_pool import LocalPool
 from tipline.services.scan.matcher import MatcherLoader
 from tipline.services.scan.options import BatchOutcome, ProgressFn, ScanOptions, ScanSummary
 from tipline.services.scan.ray_pool import cluster_cpus, run_on_ray
-from tipline.services.scan.sources import ScanItem, expand_sources
+from tipline.services.scan.sources import ScanItem, absolute_source, expand_sources
 from tipline.store import scans as store
 from tipline.store.db import make_engine, session_factory, transaction, upgrade
 
@@ -108,23 +109,30 @@ def _batches(
         }
 
 
+#: called with (path, error message) for each item this run records as failed
+ItemErrorFn = Callable[[str, str], None]
+
+
 def run_scan(
     request: ScanRequest,
     *,
     progress: ProgressFn | None = None,
     stdin: Any = None,
     on_start: Callable[[str], None] | None = None,
+    on_error: ItemErrorFn | None = None,
 ) -> ScanSummary:
     """Run (or resume) a scan to the end and return its summary.
 
     ``on_start`` gets the scan id as soon as the scan is recorded (show it: it is what
-    ``--resume`` needs). Raises NotFoundError for an unknown ``resume_id``, InputError
-    for bad sources.
+    ``--resume`` needs); ``on_error`` gets each failed item as its batch is recorded.
+    A new scan stores its sources as absolute paths (relative ones are taken from the
+    working folder), so it can be resumed from any folder. Raises NotFoundError for an
+    unknown ``resume_id``, InputError for bad sources.
     """
     database_url = request.database_url or get_settings().resolved_database_url()
     engine = make_engine(database_url)
     try:
-        return _run_scan(request, engine, database_url, progress, stdin, on_start)
+        return _run_scan(request, engine, database_url, progress, stdin, on_start, on_error)
     finally:
         engine.dispose()
 
@@ -136,6 +144,7 @@ def _run_scan(
     progress: ProgressFn | None,
     stdin: Any,
     on_start: Callable[[str], None] | None,
+    on_error: ItemErrorFn | None,
 ) -> ScanSummary:
     started = time.monotonic()
     upgrade(engine)
@@ -151,14 +160,21 @@ def _run_scan(
     else:
         if not request.sources:
             raise InputError("nothing to scan: give at least one source")
-        scan_id, sources, options = str(ULID()), list(request.sources), request.options
+        options = request.options
+        if options.base_dir is None:
+            options = dataclasses.replace(options, base_dir=os.getcwd())
+        base_dir = options.base_dir or os.getcwd()
+        scan_id = str(ULID())
+        sources = [absolute_source(s, base_dir) for s in request.sources]
         with transaction(factory) as session:
             store.create_scan(
                 session, scan_id, sources=sources, options=options.to_json(), runner=runner
             )
     if on_start is not None:
         on_start(scan_id)
-    items = expand_sources(sources, follow_symlinks=options.follow_symlinks, stdin=stdin)
+    items = expand_sources(
+        sources, follow_symlinks=options.follow_symlinks, stdin=stdin, base_dir=options.base_dir
+    )
     if request.matcher is not None:
         # Build or catch up the index files once here, so that workers only open them.
         prepared = request.matcher.load()
@@ -182,6 +198,9 @@ def _run_scan(
         counts["items"] += outcome.items
         counts["matched"] += outcome.matched
         counts["failed"] += outcome.failed
+        if on_error is not None:
+            for path, message in outcome.errors:
+                on_error(path, message)
         if progress is not None:
             progress(counts["items"], len(todo))
 

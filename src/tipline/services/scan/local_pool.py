@@ -170,7 +170,7 @@ class LocalPool:
                     continue
                 if "error" in reply:
                     raise TiplineError(f"scan worker failed: {reply['error']}")
-                on_done(BatchOutcome(**reply["ok"]))
+                on_done(BatchOutcome.from_json(reply["ok"]))
                 idle.append(ready)
 
     def close(self) -> None:

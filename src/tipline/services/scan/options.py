@@ -23,6 +23,10 @@ class ScanOptions:
     decode: DecodeMode = DecodeMode.FAST
     follow_symlinks: bool = False
     batch_size: int = DEFAULT_BATCH_SIZE
+    #: absolute folder that relative paths in file lists (``@LIST``, ``-``) are resolved
+    #: against: the working folder the scan was started in, so a resume from any folder
+    #: finds the same files (None: scans recorded before this was stored)
+    base_dir: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON form stored in ``scans.options``."""
@@ -32,6 +36,7 @@ class ScanOptions:
             "decode": self.decode.value,
             "follow_symlinks": self.follow_symlinks,
             "batch_size": self.batch_size,
+            "base_dir": self.base_dir,
         }
 
     @classmethod
@@ -43,6 +48,7 @@ class ScanOptions:
             decode=DecodeMode(data.get("decode", DecodeMode.FAST.value)),
             follow_symlinks=bool(data.get("follow_symlinks", False)),
             batch_size=int(data.get("batch_size", DEFAULT_BATCH_SIZE)),
+            base_dir=data.get("base_dir"),
         )
 
     def hash_options(self) -> HashOptions:
@@ -61,10 +67,18 @@ class BatchOutcome:
     hash_seconds: float  # time spent hashing in the worker, seconds
     duplicates: int = 0  # items found already recorded (by an earlier run's worker)
     cpu_seconds: float = 0.0  # worker CPU time for the whole batch (hash, match, commit)
+    #: (path, error message) of each failed item of the batch
+    errors: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """Plain-data form."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BatchOutcome:
+        """Inverse of :meth:`to_json`."""
+        errors = tuple((str(p), str(m)) for p, m in data.get("errors", ()))
+        return cls(**{**data, "errors": errors})
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,4 +96,4 @@ def run_on_ray(
                 for other in pending:
                     ray.cancel(other)
                 raise TiplineError(f"Ray scan task failed: {type(exc).__name__}: {exc}") from None
-            on_done(BatchOutcome(**json.loads(reply)))
+            on_done(BatchOutcome.from_json(json.loads(reply)))

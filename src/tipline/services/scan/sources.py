@@ -126,8 +126,24 @@ def _file_url_path(url: str) -> str:
     return unquote(parts.path)
 
 
-def _list_items(stream: TextIO, origin: str) -> Iterator[ScanItem]:
-    """Items from a file list: ``PATH`` or ``ID<TAB>PATH`` per line; blanks and ``#`` skipped."""
+def _in(base_dir: str | None, path: str) -> str:
+    """``path`` resolved against ``base_dir`` when relative (unchanged without one)."""
+    return os.path.join(base_dir, path) if base_dir is not None else path
+
+
+def absolute_source(source: str, base_dir: str) -> str:
+    """A source argument with its path made absolute against ``base_dir`` (``-`` and
+    ``file://`` URLs unchanged), so that it means the same from any working folder."""
+    if source == STDIN or source.startswith("file://"):
+        return source
+    if source.startswith(LIST_PREFIX):
+        return LIST_PREFIX + os.path.abspath(_in(base_dir, source[len(LIST_PREFIX) :]))
+    return os.path.abspath(_in(base_dir, source))
+
+
+def _list_items(stream: TextIO, origin: str, base_dir: str | None) -> Iterator[ScanItem]:
+    """Items from a file list: ``PATH`` or ``ID<TAB>PATH`` per line; blanks and ``#`` skipped.
+    Relative paths are resolved against ``base_dir`` when given."""
     for line in stream:
         text = line.rstrip("\r\n")
         if not text.strip() or text.lstrip().startswith("#"):
@@ -141,22 +157,34 @@ def _list_items(stream: TextIO, origin: str) -> Iterator[ScanItem]:
                 content_id = path
         if not path:
             raise InputError(f"{origin}: empty path in line {text!r}")
+        if base_dir is not None:
+            path = os.path.abspath(_in(base_dir, path))
+            if not tab:
+                content_id = path
         yield ScanItem(content_id=content_id, path=path)
 
 
 def expand_sources(
-    sources: Sequence[str], *, follow_symlinks: bool = False, stdin: TextIO | None = None
+    sources: Sequence[str],
+    *,
+    follow_symlinks: bool = False,
+    stdin: TextIO | None = None,
+    base_dir: str | None = None,
 ) -> list[ScanItem]:
     """Every item of ``sources`` in a stable order, duplicates (same content id) dropped.
 
     A source is a folder (walked recursively, sorted), a file, ``@LIST`` (a file list),
     ``-`` (a file list on stdin) or a ``file://`` URL to a file or folder. Symbolic
     links met while walking are not followed unless ``follow_symlinks``; loops are
-    refused either way. Raises InputError for an unusable source argument.
+    refused either way. With ``base_dir``, relative paths (sources and file-list lines)
+    are resolved against it and items carry absolute paths. Raises InputError for an
+    unusable source argument.
     """
     roots: list[str] = []
     plain: list[str] = []
     for source in sources:
+        if base_dir is not None:
+            source = absolute_source(source, base_dir)
         path = _file_url_path(source) if source.startswith("file://") else source
         plain.append(path)
         if path != STDIN and not path.startswith(LIST_PREFIX) and os.path.isdir(path):
@@ -173,12 +201,12 @@ def expand_sources(
 
     for path in plain:
         if path == STDIN:
-            add(_list_items(stdin or sys.stdin, "<stdin>"))
+            add(_list_items(stdin or sys.stdin, "<stdin>", base_dir))
         elif path.startswith(LIST_PREFIX):
             list_path = path[len(LIST_PREFIX) :]
             try:
                 with open(list_path, encoding="utf-8") as fh:
-                    add(_list_items(fh, list_path))
+                    add(_list_items(fh, list_path, base_dir))
             except OSError as exc:
                 raise InputError(f"cannot read file list: {exc.strerror}", path=list_path) from None
         else:

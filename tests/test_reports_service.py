@@ -59,7 +59,7 @@ def vault(tmp_path: Path) -> v.Vault:
 
 @pytest.fixture
 def evidence(sessions: sessionmaker[Session], vault: v.Vault) -> VaultEvidence:
-    return VaultEvidence(vault, sessions, actor=DELIVERY)
+    return VaultEvidence(vault, actor=DELIVERY)
 
 
 def _settings(**kw: object) -> Settings:

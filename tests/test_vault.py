@@ -464,7 +464,7 @@ def test_reports_evidence_interface(sessions: sessionmaker[Session], vault: v.Va
     from tipline.services.reports.evidence import EvidenceFiles
     from tipline.services.vault.evidence import VaultEvidence
 
-    evidence: EvidenceFiles = VaultEvidence(vault, sessions)
+    evidence: EvidenceFiles = VaultEvidence(vault)
     acme = Principal("m", Role.MATCHER, "acme")
     first = _store(sessions, vault, b"photo 1", actor=acme, submission_id="S1", filename="1.jpg")
     _store(sessions, vault, b"other tenant", submission_id="S1")
@@ -472,7 +472,7 @@ def test_reports_evidence_interface(sessions: sessionmaker[Session], vault: v.Va
     with transaction(sessions) as session:
         files = evidence.media_of(session, "acme", "S1")
         assert [(f.evidence_id, f.file_name, f.size) for f in files] == [(first.id, "1.jpg", 7)]
-        assert evidence.read(first.id) == b"photo 1"
+        assert evidence.read(session, first.id) == b"photo 1"
         xml_id = evidence.keep_report_xml(session, "acme", "R-9", b"<report/>")
         assert xml_id is not None
         evidence.mark_reported(session, [first.id, xml_id], "R-9", T0 + timedelta(days=3))

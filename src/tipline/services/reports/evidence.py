@@ -39,8 +39,9 @@ class EvidenceFiles(Protocol):
         """The stored media of one submission (empty when none was kept)."""
         ...
 
-    def read(self, evidence_id: str) -> bytes:
-        """The bytes exactly as uploaded (read in transactions of its own)."""
+    def read(self, session: Session, evidence_id: str) -> bytes:
+        """The bytes exactly as uploaded, the read audited in the caller's transaction
+        (so it commits with the step that sends them: one commit, not two)."""
         ...
 
     def keep_report_xml(
@@ -95,7 +96,7 @@ class DirectoryEvidence:
             for e in json.loads(index.read_text())
         ]
 
-    def read(self, evidence_id: str) -> bytes:
+    def read(self, session: Session, evidence_id: str) -> bytes:
         if len(evidence_id) != 64 or not all(c in "0123456789abcdef" for c in evidence_id):
             raise InputError(f"bad evidence id {evidence_id!r}")
         path = self.root / "blobs" / evidence_id

@@ -1,8 +1,9 @@
 """Crash-safe delivery of reports over ISPWS: one outbox row per report in flight.
 
 Each step (submit, upload, fileinfo, finish, retract) is written to the database
-before its request leaves (``inflight``, committed) and again with its outcome, so a
-process killed at any instant resumes from the database alone:
+before its request leaves (``inflight``, committed) and again with its outcome (one
+transaction records a step's outcome and marks the next step in flight), so a process
+killed at any instant resumes from the database alone:
 
 * ``inflight`` on ``submit``: the receiver may have opened a report whose id we never
   learnt. It is counted as an orphan (``reports.orphans``), never finished, and the
@@ -321,25 +322,15 @@ class Deliverer:
 
     def drive(self, report_id: str) -> None:
         """Run ``report_id``'s steps until it is done, waits for a retry, or fails."""
-        while True:
-            call = self._prepare(report_id)
-            if call is None:
-                return
-            if call.step is Step.UPLOAD:
-                try:
-                    call.data = self._read_file(call)
-                except (_StoredFileError, TiplineError) as exc:
-                    self._unreadable(report_id, call, exc)
-                    return
+        call = self._prepare(report_id)
+        while call is not None:
             self.stats.add(calls=1)
             try:
                 result = self._send(call)
             except IspwsError as exc:
-                if not self._failed(report_id, call, exc):
-                    return
+                call = self._prepare(report_id) if self._failed(report_id, call, exc) else None
                 continue
-            if not self._succeeded(report_id, call, result):
-                return
+            call = self._succeeded(report_id, call, result)
 
     # -- one step -------------------------------------------------------------------
 
@@ -374,13 +365,14 @@ class Deliverer:
                     self._to_operator(session, row, report, None, "retries exhausted")
                     self.stats.add(failed=1)
                     return None
-            call = self._build_call(session, row, report)
-            row.inflight = True
-            self._event(session, report_id, call.step.value, "start")
+            prepared = self._mark_inflight(
+                session, row, report, self._build_call(session, row, report)
+            )
         if recovered is not None:
             self._notify(report_id, recovered, "recovered")
-        self._notify(report_id, call.step.value, "start")
-        return call
+        if prepared is not None:
+            self._notify(report_id, prepared.step.value, "start")
+        return prepared
 
     def _build_call(self, session: Session, row: ReportOutboxRow, report: ReportRow) -> _Call:
         step = Step(row.step)
@@ -407,26 +399,31 @@ class Deliverer:
             call.final = row.final_retract
         return call
 
-    def _read_file(self, call: _Call) -> bytes:
-        """The stored bytes of the file to upload, checked against the report's MD5."""
-        assert call.evidence_id is not None
-        data = self.evidence.read(call.evidence_id)
-        if hashlib.md5(data, usedforsecurity=False).hexdigest() != call.md5:
-            raise _StoredFileError(f"stored file {call.evidence_id} no longer has MD5 {call.md5}")
-        return data
-
-    def _unreadable(self, report_id: str, call: _Call, exc: Exception) -> None:
-        """The file cannot be sent as reported: the operator must look."""
-        with self.sessions() as session, session.begin():
-            row = self._owned(session, report_id)
-            report = session.get(ReportRow, report_id)
-            if row is None or report is None:
-                return
-            row.inflight = False  # nothing left: the request was never sent
-            self._to_operator(session, row, report, None, f"cannot read the file: {exc}")
-            self._event(session, report_id, call.step.value, "rejected", str(exc))
-        self.stats.add(failed=1)
-        self._notify(report_id, call.step.value, "rejected")
+    def _mark_inflight(
+        self, session: Session, row: ReportOutboxRow, report: ReportRow, call: _Call
+    ) -> _Call | None:
+        """Mark ``call`` in flight and, for an upload, read the file (its audited read
+        commits with this step). A file that cannot be read as reported goes to the
+        operator queue (None)."""
+        if call.step is Step.UPLOAD:
+            assert call.evidence_id is not None
+            try:
+                data = self.evidence.read(session, call.evidence_id)
+                if hashlib.md5(data, usedforsecurity=False).hexdigest() != call.md5:
+                    raise _StoredFileError(
+                        f"stored file {call.evidence_id} no longer has MD5 {call.md5}"
+                    )
+            except (_StoredFileError, TiplineError) as exc:
+                row.inflight = False
+                message = f"cannot read the file: {exc}"
+                self._to_operator(session, row, report, None, message)
+                self._event(session, report.id, call.step.value, "rejected", message)
+                self.stats.add(failed=1)
+                return None
+            call.data = data
+        row.inflight = True
+        self._event(session, report.id, call.step.value, "start")
+        return call
 
     def _send(self, call: _Call) -> object:
         client = self.client
@@ -444,13 +441,15 @@ class Deliverer:
             return client.finish(call.remote_id)
         return client.retract(call.remote_id)
 
-    def _succeeded(self, report_id: str, call: _Call, result: object) -> bool:
-        """Record a successful step; True to go on with the next one."""
+    def _succeeded(self, report_id: str, call: _Call, result: object) -> _Call | None:
+        """Record a successful step and, in the same transaction, mark the next one in
+        flight (one commit per step); returns the next call, None when done."""
         done_phase = "ok"
+        following: _Call | None = None
         with self.sessions() as session, session.begin():
             row = self._owned(session, report_id)
             if row is None:
-                return False
+                return None
             report = session.get(ReportRow, report_id)
             assert report is not None
             row.inflight = False
@@ -498,9 +497,15 @@ class Deliverer:
             else:
                 detail = self._retracted(session, row, report)
             self._event(session, report_id, call.step.value, done_phase, detail)
+            finished = call.step is Step.FINISH or (call.step is Step.RETRACT and call.final)
+            if not finished:
+                following = self._mark_inflight(
+                    session, row, report, self._build_call(session, row, report)
+                )
         self._notify(report_id, call.step.value, done_phase)
-        finished = call.step is Step.FINISH or (call.step is Step.RETRACT and call.final)
-        return not finished
+        if following is not None:
+            self._notify(report_id, following.step.value, "start")
+        return following
 
     def _finished(
         self, session: Session, row: ReportOutboxRow, report: ReportRow, listed: set[str] | None

@@ -368,12 +368,11 @@ def create_from_decision(
             raise NotFoundError(f"no submission {decision.submission_id!r}")
         facts = review_facts_from_json(decision.facts)
         media = _media(session, evidence, submission)
-    # read the bytes outside the transaction: the vault audits each read on its own
-    datas = [evidence.read(m.evidence_id) for m in media]
     with transaction(sessions) as session:
         existing = _existing(session, source)
         if existing is not None:
             return _summary(session, existing)
+        datas = [evidence.read(session, m.evidence_id) for m in media]
         files = tuple(file_of(submission, m, d, facts) for m, d in zip(media, datas, strict=True))
         content = ReportContent(
             report_id=new_report_id(),
@@ -442,12 +441,12 @@ def auto_report(
         if not matched:
             return None
         media = _media(session, evidence, submission)
-    datas = [evidence.read(m.evidence_id) for m in media]
     facts = ReviewFacts()  # not viewed, not classified by a person
     with transaction(sessions) as session:
         existing = _existing(session, source)
         if existing is not None:
             return _summary(session, existing)
+        datas = [evidence.read(session, m.evidence_id) for m in media]
         files = tuple(file_of(submission, m, d, facts) for m, d in zip(media, datas, strict=True))
         content = ReportContent(
             report_id=new_report_id(),
@@ -803,7 +802,7 @@ DELIVERY_PRINCIPAL = Principal(key_id="report-delivery", role=Role.ADMIN, tenant
 
 def evidence_from_settings(sessions: sessionmaker[Session], settings: Settings) -> VaultEvidence:
     """The evidence vault of ``settings`` as the reports' file store."""
-    return VaultEvidence(Vault.from_settings(settings), sessions, actor=DELIVERY_PRINCIPAL)
+    return VaultEvidence(Vault.from_settings(settings), actor=DELIVERY_PRINCIPAL)
 
 
 @contextmanager
@@ -910,21 +909,21 @@ def _bundle_report(
         submissions = [session.get(SubmissionRow, u.key) for u in bundle]
         media = [_media(session, evidence, s) for s in submissions if s is not None]
     rows = [s for s in submissions if s is not None]
-    datas = [[evidence.read(m.evidence_id) for m in files] for files in media]
     facts = ReviewFacts()  # reported on the policy: nobody viewed these files
-    files: list[ReportedFile] = []
-    evidence_ids: list[str] = []
-    users: dict[str, ReportedUser] = {}
-    for submission, stored, blobs in zip(rows, media, datas, strict=True):
-        for m, data in zip(stored, blobs, strict=True):
-            files.append(file_of(submission, m, data, facts, potential_meme=True))
-            evidence_ids.append(m.evidence_id)
-        key = submission.uploader_account or f"?{submission.id}"
-        users.setdefault(key, user_of(submission, settings))
     with transaction(sessions) as session:
         existing = _existing(session, source)
         if existing is not None:
             return _summary(session, existing)
+        files: list[ReportedFile] = []
+        evidence_ids: list[str] = []
+        users: dict[str, ReportedUser] = {}
+        for submission, stored in zip(rows, media, strict=True):
+            for m in stored:
+                data = evidence.read(session, m.evidence_id)
+                files.append(file_of(submission, m, data, facts, potential_meme=True))
+                evidence_ids.append(m.evidence_id)
+            key = submission.uploader_account or f"?{submission.id}"
+            users.setdefault(key, user_of(submission, settings))
         first = min(s.uploaded_at or s.created_at for s in rows)
         last = max(s.uploaded_at or s.created_at for s in rows)
         content = ReportContent(

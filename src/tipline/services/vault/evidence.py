@@ -2,10 +2,10 @@
 (:class:`tipline.services.reports.evidence.EvidenceFiles`): the media kept for a
 submission, reading it back for upload, and preserving a report's exact XML.
 
-Storing the report XML and marking files reported happen in the caller's session (the
-report's transaction). Reads run in transactions of their own (``items.read_bytes``: the
-``vault.read`` audit record commits before any byte is decrypted), so the outbox never
-holds its transaction, or the audit chain's lock, while a file is decrypted.
+Everything happens in the caller's session (the report's or the outbox step's
+transaction), and each read is audited in it as ``vault.read`` by the adapter's actor:
+the audit record commits with the step that sends the bytes (one commit per step, which
+matters because audit appends serialize on the chain's head).
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
+from tipline.errors import NotFoundError
+from tipline.services import audit
 from tipline.services.auth import Permission, Principal
 from tipline.services.reports.evidence import StoredFile
-from tipline.services.vault._model import EvidenceKind, Vault
-from tipline.services.vault.items import mark_reported, read_bytes, store
+from tipline.services.vault._model import TARGET, EvidenceKind, Vault
+from tipline.services.vault.items import mark_reported, plaintext, store
 from tipline.services.vault.retention import WORKER
 from tipline.store.vault import EvidenceItemRow
 
@@ -26,12 +28,9 @@ from tipline.store.vault import EvidenceItemRow
 class VaultEvidence:
     """:class:`~tipline.services.reports.evidence.EvidenceFiles` backed by the vault."""
 
-    def __init__(
-        self, vault: Vault, sessions: sessionmaker[Session], *, actor: Principal = WORKER
-    ) -> None:
+    def __init__(self, vault: Vault, *, actor: Principal = WORKER) -> None:
         actor.require(Permission.EVIDENCE_READ)
         self.vault = vault
-        self.sessions = sessions
         self.actor = actor
 
     def media_of(
@@ -52,9 +51,20 @@ class VaultEvidence:
         ).scalars()
         return [StoredFile(row.id, row.filename or row.id, row.size) for row in rows]
 
-    def read(self, evidence_id: str) -> bytes:
-        """The item's bytes, every check passed (audited as ``vault.read`` first)."""
-        return read_bytes(self.sessions, self.vault, evidence_id, actor=self.actor)
+    def read(self, session: Session, evidence_id: str) -> bytes:
+        """The item's bytes, every check passed (audited in ``session``)."""
+        row = session.get(EvidenceItemRow, evidence_id) if len(evidence_id) <= 26 else None
+        if row is None or row.purged_at is not None:
+            raise NotFoundError(f"no vault item {evidence_id!r} (or it was purged)")
+        audit.append(
+            session,
+            actor=self.actor,
+            action="vault.read",
+            target=(TARGET, evidence_id),
+            details={"via": "report", "sha256": row.sha256, "size": row.size},
+            tenant=row.tenant,
+        )
+        return b"".join(plaintext(self.vault, row))
 
     def keep_report_xml(
         self, session: Session, tenant: str | None, report_id: str, xml: bytes

@@ -22,6 +22,11 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         default=200_000_000, description="Refuse images above this many pixels (bomb guard)"
     )
+    decode_budget_pixels: int = Field(
+        default=250_000_000,
+        description="HTTP API: decoded pixels one worker process may hold at once over all "
+        "its image decodes; an upload that does not fit gets 503 with Retry-After",
+    )
     max_file_bytes: int = Field(
         default=2 * 1024**3, description="Refuse media files above this many bytes"
     )

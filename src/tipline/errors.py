@@ -60,6 +60,18 @@ class MediaTooLargeError(MediaError):
     code = "too-large"
 
 
+class BusyError(TiplineError):
+    """The worker is at capacity (e.g. its decoded-pixel budget); retry after
+    ``retry_after`` seconds."""
+
+    status = 503
+    code = "busy"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+
+
 class HashFormatError(InputError):
     """A hash string is malformed (bad hex, wrong length, unknown signal type)."""
 

@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from tipline.api.context import ServiceContext
 from tipline.errors import InputError, MediaError
 from tipline.services.fetch import Fetched, fetch_url
+from tipline.signals.budget import PixelBudget
 from tipline.signals.hashing import HashOptions, HashResult, check_signal_names, hash_bytes
 from tipline.signals.limits import MediaLimits
 
@@ -41,9 +42,24 @@ async def read_media(request: Request) -> bytes:
     return data
 
 
+def decode_budget(ctx: ServiceContext) -> PixelBudget:
+    """This worker's budget of decoded pixels (``decode_budget_pixels``), shared by all
+    its requests."""
+    found = ctx.services.get("decode_budget")
+    if isinstance(found, PixelBudget):
+        return found
+    made = PixelBudget(ctx.settings.decode_budget_pixels, retry_after=1)
+    found = ctx.services.setdefault("decode_budget", made)
+    assert isinstance(found, PixelBudget)
+    return found
+
+
 def hash_or_raise(ctx: ServiceContext, data: bytes, name: str, options: HashOptions) -> HashResult:
-    """Hash ``data``; the result's error (bad media, unsupported, too big) is raised."""
-    result = hash_bytes(data, name, options, limits=MediaLimits.of(ctx.settings))
+    """Hash ``data``; the result's error (bad media, unsupported, too big, BusyError when
+    the worker's decoded-pixel budget is full) is raised."""
+    result = hash_bytes(
+        data, name, options, limits=MediaLimits.of(ctx.settings), budget=decode_budget(ctx)
+    )
     if result.error is not None:
         raise result.error
     ctx.metrics.hashed.labels(result.media or "unknown").inc()

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tipline.errors import TiplineError
+from tipline.errors import BusyError, TiplineError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 #: ``type`` URIs are relative references under this prefix (RFC 9457 section 3.1.1).
@@ -82,6 +82,9 @@ def error_response(exc: TiplineError, instance: str | None = None) -> ProblemRes
     status = exc.status if 400 <= exc.status < 600 else 500
     headers = {"WWW-Authenticate": 'Bearer realm="tipline"'} if status == 401 else None
     detail = exc.message if status < 500 else "internal error"
+    if isinstance(exc, BusyError):  # at capacity: say so, and when to come back
+        headers = {"Retry-After": str(exc.retry_after)}
+        detail = exc.message
     return problem(status, detail, code=exc.code, instance=instance, headers=headers)
 
 

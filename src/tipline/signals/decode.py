@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import io
 import warnings
+from contextlib import AbstractContextManager, nullcontext
 from typing import Final
 
 import numpy as np
@@ -27,6 +28,7 @@ from PIL import Image, UnidentifiedImageError, features
 
 from tipline import _optional
 from tipline.errors import DecompressionBombError, MediaError, UnsupportedMediaError
+from tipline.signals.budget import PixelBudget
 
 
 class DecodeMode(enum.Enum):
@@ -75,6 +77,11 @@ def open_image(data: bytes, *, max_pixels: int, fmt: str | None = None) -> Image
     """
     if fmt in ("heif", "avif"):
         _load_plugin(fmt)
+    # Pillow's own bomb check (a module-global threshold, about 179M pixels) would fire
+    # before ours and cap every configured limit there; ``max_pixels`` is the limit
+    # applied, checked below as soon as the header is read. Nothing else in tipline
+    # opens images, so the global is switched off rather than juggled per call.
+    Image.MAX_IMAGE_PIXELS = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -175,20 +182,37 @@ def _draft_request(width: int, height: int) -> tuple[int, int]:
 
 
 def decode_pixels(
-    data: bytes, *, mode: DecodeMode, max_pixels: int, fmt: str | None = None
+    data: bytes,
+    *,
+    mode: DecodeMode,
+    max_pixels: int,
+    fmt: str | None = None,
+    budget: PixelBudget | None = None,
 ) -> RGBArray:
     """Decode ``data`` to ``H x W x 3`` uint8 pixels for PDQ.
 
     ``fmt`` is the sniffed format (used to load HEIF/AVIF plugins lazily).
     Raises MediaError subclasses for undecodable input. Pillow's warnings about
     corrupt metadata in hostile files are silenced: the pixels either decode or fail.
+    With ``budget``, the pixels to be decoded (after any DCT-domain reduction) are
+    reserved from it for the decode (BusyError when they do not fit).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return _decode_pixels(data, mode=mode, max_pixels=max_pixels, fmt=fmt)
+        return _decode_pixels(data, mode=mode, max_pixels=max_pixels, fmt=fmt, budget=budget)
 
 
-def _decode_pixels(data: bytes, *, mode: DecodeMode, max_pixels: int, fmt: str | None) -> RGBArray:
+def _reserved(budget: PixelBudget | None, im: Image.Image) -> AbstractContextManager[None]:
+    """The budget reservation for decoding ``im`` at its current (drafted) size."""
+    if budget is None:
+        return nullcontext()
+    width, height = im.size
+    return budget.reserve(width * height)
+
+
+def _decode_pixels(
+    data: bytes, *, mode: DecodeMode, max_pixels: int, fmt: str | None, budget: PixelBudget | None
+) -> RGBArray:
     if fmt is None:
         from tipline.signals.sniff import sniff
 
@@ -206,18 +230,20 @@ def _decode_pixels(data: bytes, *, mode: DecodeMode, max_pixels: int, fmt: str |
         # anyway) at 1/2..1/8 scale in the DCT domain. Smaller ones gain nothing from
         # it and take the exact path below.
         im.draft("L", _draft_request(*im.size))
-        _load(im)
-        im = _orient(im)
-        return _repeat_plane(np.asarray(im))
+        with _reserved(budget, im):
+            _load(im)
+            im = _orient(im)
+            return _repeat_plane(np.asarray(im))
     if mode is DecodeMode.FAST and im.format == "JPEG" and min(im.size) >= 2 * FAST_MIN_SIDE:
         # CMYK and other JPEGs still get the DCT-domain reduction, in their own mode.
         im.draft(im.mode, _draft_request(*im.size))
-    _load(im)
-    im = _orient(im)
-    rgb = to_rgb(im)
-    if mode is DecodeMode.FAST:
-        factor = min(rgb.size) // FAST_MIN_SIDE
-        if factor >= 2:
-            rgb = rgb.reduce(factor)
-    pixels: RGBArray = np.asarray(rgb)
+    with _reserved(budget, im):
+        _load(im)
+        im = _orient(im)
+        rgb = to_rgb(im)
+        if mode is DecodeMode.FAST:
+            factor = min(rgb.size) // FAST_MIN_SIDE
+            if factor >= 2:
+                rgb = rgb.reduce(factor)
+        pixels: RGBArray = np.asarray(rgb)
     return pixels

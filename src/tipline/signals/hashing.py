@@ -25,6 +25,7 @@ from tipline.errors import (
     UnsupportedMediaError,
 )
 from tipline.signals.base import Signal
+from tipline.signals.budget import PixelBudget
 from tipline.signals.decode import DecodeMode
 from tipline.signals.limits import MediaLimits
 
@@ -95,7 +96,11 @@ def _wanted(options: HashOptions, media: str) -> tuple[str, ...]:
 
 
 def _hash_photo(
-    data: bytes, fmt: str, options: HashOptions, limits: MediaLimits
+    data: bytes,
+    fmt: str,
+    options: HashOptions,
+    limits: MediaLimits,
+    budget: PixelBudget | None = None,
 ) -> tuple[Signal, ...]:
     from tipline.signals.decode import decode_pixels
     from tipline.signals.digests import digest
@@ -105,7 +110,7 @@ def _hash_photo(
     signals: list[Signal] = []
     if "pdq" in wanted:
         pixels = decode_pixels(
-            data, mode=options.decode, max_pixels=limits.max_image_pixels, fmt=fmt
+            data, mode=options.decode, max_pixels=limits.max_image_pixels, fmt=fmt, budget=budget
         )
         fast = options.decode is DecodeMode.FAST
         signals.extend(pdq_signals(pixels, dihedral=options.dihedral, fast=fast))
@@ -132,13 +137,20 @@ def _unexpected(exc: Exception) -> MediaError:
 
 
 def hash_bytes(
-    data: bytes, name: str, options: HashOptions, *, limits: MediaLimits | None = None
+    data: bytes,
+    name: str,
+    options: HashOptions,
+    *,
+    limits: MediaLimits | None = None,
+    budget: PixelBudget | None = None,
 ) -> HashResult:
     """Hash in-memory media; ``name`` is only used to label the result.
 
     Never raises for bad media: the reason is in ``HashResult.error``. Videos are
     written to a private temporary file because the video decoder reads files.
     ``limits`` default to :class:`~tipline.signals.limits.MediaLimits`' built-in values.
+    A photo's decoded pixels are reserved from ``budget`` when given (the error is
+    then a BusyError when they do not fit).
     """
     limits = limits or MediaLimits()
     from tipline.signals.sniff import SniffedKind, sniff
@@ -153,7 +165,7 @@ def hash_bytes(
             )
         sniffed = sniff(data[:512])
         if sniffed.kind is SniffedKind.PHOTO:
-            signals = _hash_photo(data, sniffed.format, options, limits)
+            signals = _hash_photo(data, sniffed.format, options, limits, budget)
             return HashResult(path=name, media="photo", size=size, signals=signals)
         if sniffed.kind is SniffedKind.VIDEO:
             with tempfile.NamedTemporaryFile(suffix=f".{sniffed.format}") as tmp:

@@ -326,3 +326,37 @@ def test_shared_allow_bank_applies_even_when_another_allow_hit_is_closer(
     for key in ("a_matcher", "admin"):
         assert _lookup(server, key, H_BOTH) == {"sec-both-shared": "sec-shared-allow/fp-shared"}
     assert _lookup(server, "b_matcher", H_BOTH) == {"sec-both-shared": "sec-b-allow/fp-b"}
+
+
+# -- bank names: global, answered without disclosure ---------------------------------------
+
+
+def test_bank_name_taken_by_another_tenant_is_not_disclosed(server: Server) -> None:
+    """A tenant creating a name in use gets one answer whoever holds the name (its own
+    tenant, a shared bank, another tenant): nothing says a bank exists or whose."""
+    assert (
+        server.client("b_curator").post("/v1/banks", json={"name": "sec-b-secret"}).status_code
+        == 201
+    )
+    assert (
+        server.client("a_curator").post("/v1/banks", json={"name": "sec-a-mine"}).status_code == 201
+    )
+    assert (
+        server.client("curator").post("/v1/banks", json={"name": "sec-common"}).status_code == 201
+    )
+    a = server.client("a_curator")
+
+    def answer(name: str, route: str) -> tuple[int, str]:
+        resp = a.post(route, json={"name": name})
+        body = dict(resp.json())
+        text = str(body["detail"]).replace(name, "NAME")
+        return resp.status_code, text
+
+    for route in ("/v1/banks", "/c/banks"):
+        other = answer("sec-b-secret", route)
+        assert other == answer("sec-a-mine", route) == answer("sec-common", route)
+        assert other[0] == 409
+        assert "exist" not in other[1] and "tenant" not in other[1]
+    # the other tenant's bank stays invisible and untouched
+    assert a.get("/v1/banks/sec-b-secret").status_code == 404
+    assert server.client("b_curator").get("/v1/banks/sec-b-secret").json()["tenant"] == "tenant-b"

@@ -161,7 +161,8 @@ def create_bank(
     tenant: str | None = None,
     actor: Actor = DEFAULT_ACTOR,
 ) -> Bank:
-    """Create a bank; ConflictError when the name is taken."""
+    """Create a bank; ConflictError when the name is taken (for a tenant's bank worded
+    the same whoever holds the name: bank names are global, see docs/api.md)."""
     bank = Bank(
         name=check_bank_name(name),
         description=description,
@@ -171,7 +172,16 @@ def create_bank(
         tenant=tenant,
     )
     with transaction(db.sessions) as s:
-        repo.create_bank(s, bank)
+        try:
+            repo.create_bank(s, bank)
+        except ConflictError:
+            if tenant is None:
+                raise
+            # Names are global. A tenant is told the same thing whoever holds the name
+            # (itself, a shared bank, another tenant): never that a bank exists, or whose.
+            raise ConflictError(
+                f"bank name {bank.name!r} is not available; choose another name"
+            ) from None
         _audit(
             s,
             actor,

@@ -173,6 +173,12 @@ def test_export_of_a_missing_bank_writes_nothing(cli, tmp_path):
     r = cli("bank", "export", "nosuchbank", "-o", str(out))
     assert r.returncode == 2 and r.stderr.strip() == "error: no bank named 'nosuchbank'"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("out")) == []
+    assert cli("bank", "create", "here").returncode == 0
+    nowhere = tmp_path / "no" / "such" / "dir.csv"
+    r = cli("bank", "export", "here", "-o", str(nowhere))
+    assert r.returncode == 2 and r.stderr.strip() == f"error: cannot write {nowhere}: " + (
+        "No such file or directory"
+    )
 
 
 def test_bank_delete(cli, tmp_path):

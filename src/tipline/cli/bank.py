@@ -262,6 +262,8 @@ def export_command(
                 with open(tmp, "wb") as fh:
                     report = svc.export_entries(db, name, fmt, fh)
                 os.replace(tmp, output)
+            except OSError as exc:
+                raise InputError(f"cannot write {output}: {exc.strerror or exc}") from None
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)

@@ -27,10 +27,11 @@ from tipline.store.db import make_engine, session_factory, transaction, upgrade
 from tipline.store.models import import_all_models
 
 
-def open_db(url: str) -> tuple[Engine, sessionmaker[Session]]:
+def open_db(url: str, *, migrate: bool = True) -> tuple[Engine, sessionmaker[Session]]:
     import_all_models()
     engine = make_engine(url)
-    upgrade(engine)
+    if migrate:
+        upgrade(engine)
     return engine, session_factory(engine)
 
 

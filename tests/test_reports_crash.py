@@ -28,7 +28,7 @@ from tipline.store.reports import ReportFileRow, ReportRow
 
 DRIVER = Path(__file__).parent / "_report_crash_driver.py"
 REPORTS = 200
-KILLS = 6
+KILLS = 5
 DEADLINE = 240.0  # seconds; a failure bound only
 
 
@@ -73,8 +73,8 @@ def _run_child(args: list[str], kill_after: int | None, deadline: float) -> tupl
 
 
 @pytest.mark.slow
-def test_kill_nine_during_faulty_delivery(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+def test_kill_nine_during_faulty_delivery(db_url: str, tmp_path: Path) -> None:
+    url = db_url
     engine, sessions = open_db(url)
     evidence = DirectoryEvidence(tmp_path / "ev")
     ids = queue_reports(sessions, evidence, REPORTS, max_files=2, file_bytes=1024, seed=3)

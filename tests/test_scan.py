@@ -559,6 +559,15 @@ def test_cli_scan_prints_item_errors_and_fails(media: Path, tmp_path: Path) -> N
     assert errors == ["error: /nonexistent: no such file"]
     ok = _cli_scan(str(media / "img1.jpg"), "--no-match", "--database-url", url, cwd=tmp_path)
     assert ok.returncode == 0 and "error" not in ok.stderr
+    no_list = _cli_scan("@missing.txt", "--database-url", url, cwd=tmp_path)
+    assert no_list.returncode == 2
+    assert no_list.stderr.strip() == (
+        f"error: {tmp_path / 'missing.txt'}: cannot read file list: No such file or directory"
+    )
+    engine = make_engine(url)
+    with session_factory(engine)() as session:  # refused before a scan was recorded
+        assert session.scalar(select(func.count()).select_from(store.ScanRow)) == 2
+    engine.dispose()
 
 
 def test_resume_from_another_folder(media: Path, tmp_path: Path) -> None:

@@ -30,7 +30,12 @@ from tipline.services.scan.local_pool import LocalPool
 from tipline.services.scan.matcher import MatcherLoader
 from tipline.services.scan.options import BatchOutcome, ProgressFn, ScanOptions, ScanSummary
 from tipline.services.scan.ray_pool import cluster_cpus, run_on_ray
-from tipline.services.scan.sources import ScanItem, absolute_source, expand_sources
+from tipline.services.scan.sources import (
+    ScanItem,
+    absolute_source,
+    check_sources,
+    expand_sources,
+)
 from tipline.store import scans as store
 from tipline.store.db import make_engine, session_factory, transaction, upgrade
 
@@ -166,6 +171,7 @@ def _run_scan(
         base_dir = options.base_dir or os.getcwd()
         scan_id = str(ULID())
         sources = [absolute_source(s, base_dir) for s in request.sources]
+        check_sources(sources)
         with transaction(factory) as session:
             store.create_scan(
                 session, scan_id, sources=sources, options=options.to_json(), runner=runner

@@ -141,6 +141,19 @@ def absolute_source(source: str, base_dir: str) -> str:
     return os.path.abspath(_in(base_dir, source))
 
 
+def check_sources(sources: Sequence[str]) -> None:
+    """Refuse (InputError) a file-list source that cannot be read, before anything is
+    recorded; files and folders that are missing become failed items instead."""
+    for source in sources:
+        if source.startswith(LIST_PREFIX):
+            list_path = source[len(LIST_PREFIX) :]
+            try:
+                with open(list_path, encoding="utf-8"):
+                    pass
+            except OSError as exc:
+                raise InputError(f"cannot read file list: {exc.strerror}", path=list_path) from None
+
+
 def _list_items(stream: TextIO, origin: str, base_dir: str | None) -> Iterator[ScanItem]:
     """Items from a file list: ``PATH`` or ``ID<TAB>PATH`` per line; blanks and ``#`` skipped.
     Relative paths are resolved against ``base_dir`` when given."""

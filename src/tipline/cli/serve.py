@@ -34,6 +34,7 @@ def serve(
     from tipline.store.models import import_all_models
 
     settings = get_settings()
+    _check_vault(settings)
     import_all_models()
     engine = make_engine(settings=settings)
     try:
@@ -66,6 +67,20 @@ def serve(
             raise typer.Exit(code)
         return
     uvicorn.run(host=host, port=port, workers=workers, **options)
+
+
+def _check_vault(settings: Settings) -> None:
+    """Fail now on a malformed vault key; warn when none is set (matches sent to review
+    then keep no media, which is audited as ``vault.not_kept``)."""
+    from tipline.services.vault import Vault
+
+    if Vault.from_settings(settings).keyring is None:
+        err_console.print(
+            "warning: the evidence vault has no master key (TIPLINE_VAULT_MASTER_KEY or"
+            " TIPLINE_VAULT_MASTER_KEY_FILE): media sent to review will not be kept",
+            markup=False,
+            highlight=False,
+        )
 
 
 def _build_index(settings: Settings, engine: Engine) -> None:

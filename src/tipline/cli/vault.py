@@ -145,27 +145,25 @@ def get_command(
     out: Path = typer.Option(..., "--out", "-o", help="File to write (must not exist)."),
 ) -> None:
     """Decrypt an item into a file; nothing is written unless every check passes."""
-    with _open() as (sessions, the_vault):
-        size = vault.show(sessions, item_id, actor=Principal.cli()).size
-        progress = Progress(
-            TextColumn("decrypting"),
-            BarColumn(),
-            DownloadColumn(),
-            TimeRemainingColumn(),
-            console=err_console,
-            transient=True,
-            disable=not err_console.is_terminal or size < 8 * 1024**2,
+    progress = Progress(
+        TextColumn("decrypting"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    )
+    with _open() as (sessions, the_vault), progress:
+        task = progress.add_task("get", total=None)
+        info = vault.read_to_file(
+            sessions,
+            the_vault,
+            item_id,
+            out,
+            actor=Principal.cli(),
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
-        with progress:
-            task = progress.add_task("get", total=size)
-            info = vault.read_to_file(
-                sessions,
-                the_vault,
-                item_id,
-                out,
-                actor=Principal.cli(),
-                progress=lambda n: progress.advance(task, n),
-            )
     err_console.print(f"wrote {info.size} bytes to {out} (sha256 {info.sha256})", markup=False)
 
 

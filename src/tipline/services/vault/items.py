@@ -17,7 +17,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 from ulid import ULID
 
-from tipline.errors import ConflictError, EvidenceIntegrityError, InputError
+from tipline.errors import ConflictError, EvidenceIntegrityError, InputError, NotFoundError
 from tipline.services import audit
 from tipline.services.auth import Permission, Principal, tenant_clause
 from tipline.services.vault import _format
@@ -235,7 +235,7 @@ def mark_reported(
     for item_id in item_ids:
         row = session.get(EvidenceItemRow, item_id)
         if row is None:
-            raise InputError(f"no vault item {item_id!r}")
+            raise NotFoundError(f"no vault item {item_id!r}")
         if row.purged_at is not None:
             raise ConflictError(f"vault item {item_id} was purged on {row.purged_at:%Y-%m-%d}")
         if row.report_id is None:
@@ -435,13 +435,13 @@ def read_to_file(
     out: Path,
     *,
     actor: Principal,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> EvidenceInfo:
     """Decrypt an item into ``out`` (must not exist); audited as ``vault.read``.
 
-    Written to a temporary file beside ``out`` and renamed only once every check
-    passed, so a damaged item never leaves a partial file. ``progress`` gets the bytes
-    of each chunk.
+    Written to a temporary file beside ``out`` and linked into place only once every
+    check passed, so a damaged item never leaves a partial file (and an ``out`` created
+    meanwhile is never overwritten). ``progress(done, total)`` in bytes per chunk.
     """
     if out.exists():
         raise InputError(f"{out}: already exists")
@@ -452,12 +452,18 @@ def read_to_file(
     except OSError as exc:
         raise InputError(f"{out}: cannot write: {exc.strerror}") from None
     try:
+        done = 0
         with os.fdopen(fd, "wb") as handle:
             for chunk in plaintext(vault, row):
                 handle.write(chunk)
+                done += len(chunk)
                 if progress is not None:
-                    progress(len(chunk))
-        os.replace(tmp, out)
+                    progress(done, row.size)
+        try:
+            os.link(tmp, out)
+        except FileExistsError:
+            raise InputError(f"{out}: already exists") from None
+        tmp.unlink()
     except EvidenceIntegrityError as exc:
         tmp.unlink(missing_ok=True)
         _audit_failure(sessions, actor, item_id, str(exc))

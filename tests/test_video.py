@@ -18,11 +18,10 @@ import pytest
 
 from tipline.errors import DecompressionBombError, MediaError, UnsupportedMediaError
 from tipline.signals.base import VideoFrame
-from tipline.signals.hashing import HashOptions, hash_path
+from tipline.signals.hashing import HashOptions, hash_path, hash_video
 from tipline.signals.limits import MediaLimits
 from tipline.signals.pdq import bits_to_hex
 from tipline.signals.video import (
-    hash_video,
     hash_video_frames,
     iter_video_frames,
     probe_video,

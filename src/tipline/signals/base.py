@@ -2,11 +2,15 @@
 
 A *signal* is one fingerprint of one piece of media (a PDQ hash, an MD5 digest, a list
 of per-frame PDQ hashes for a video). A *signal type* knows how to parse, compare and
-brute-force match its values; fast indexes live in :mod:`tipline.index` and are tested
+brute-force match its values (:class:`SignalType`), how to compute them from a photo or
+a video (:class:`PhotoHasher`, :class:`VideoHasher`), and which fast index finds its
+matches (:class:`IndexKind`); the indexes live in :mod:`tipline.index` and are tested
 against the brute-force ``match`` here.
 
 Built-in signal types are registered through the ``tipline.signals`` entry-point group,
-the same way a plugin registers its own.
+the same way a plugin registers its own: a plugin type that hashes photos and declares
+``index = IndexKind.HAMMING`` is computed by ``tipline hash``/``scan`` and matched
+through a Hamming radius index without any change to tipline.
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 from tipline.errors import HashFormatError
+
+if TYPE_CHECKING:
+    from tipline.signals.media import Photo, Video
 
 
 class MediaKind(enum.Enum):
@@ -26,6 +33,30 @@ class MediaKind(enum.Enum):
     PHOTO = "photo"
     VIDEO = "video"
     ANY = "any"
+
+
+class IndexKind(enum.Enum):
+    """Which fast index the Matcher keeps for a signal type's bank values.
+
+    * ``EXACT``: equal values only (distance 0); values are ``n_bytes`` bytes (at most
+      32) written as hex - digests.
+    * ``HAMMING``: every value within the threshold in bits; values are ``n_bytes``
+      bytes (at most 32, i.e. 256 bits) written as hex, searched by the multi-index
+      Hamming radius index PDQ uses (shorter values are zero-padded, which keeps every
+      Hamming distance).
+    * ``VIDEO``: per-frame PDQ hashes with vPDQ's query/compared match percentages; the
+      type provides ``frames(value) -> list[VideoFrame]``.
+    * ``BRUTE_FORCE``: no index; the type's own :meth:`SignalType.match` over every value.
+    """
+
+    EXACT = "exact"
+    HAMMING = "hamming"
+    VIDEO = "video"
+    BRUTE_FORCE = "brute_force"
+
+
+#: Largest value, in bytes, the EXACT and HAMMING indexes hold.
+MAX_INDEXED_BYTES = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +97,9 @@ class SignalType(Protocol):
     media: ClassVar[MediaKind]
     #: default match threshold in the type's distance unit (bits for PDQ; 0 for digests)
     default_threshold: ClassVar[int]
+    #: the fast index the Matcher keeps for this type (EXACT and HAMMING also need an
+    #: ``n_bytes`` class attribute: the value's size in bytes)
+    index: ClassVar[IndexKind]
 
     def parse(self, text: str) -> str:
         """Validate ``text`` and return the canonical value; raise HashFormatError."""
@@ -78,6 +112,39 @@ class SignalType(Protocol):
     def match(self, query: str, candidates: Sequence[str], threshold: int) -> list[tuple[int, int]]:
         """Brute-force oracle: ``(candidate_index, distance)`` for all within threshold."""
         ...
+
+
+@runtime_checkable
+class PhotoHasher(Protocol):
+    """A signal type that computes its signals from a photo."""
+
+    def hash_photo(self, photo: Photo) -> Sequence[Signal]:
+        """This type's signals of ``photo`` (raise MediaError subclasses for bad input)."""
+        ...
+
+
+@runtime_checkable
+class VideoHasher(Protocol):
+    """A signal type that computes its signals from a video."""
+
+    def hash_video(self, video: Video) -> Sequence[Signal]:
+        """This type's signals of ``video`` (raise MediaError subclasses for bad input)."""
+        ...
+
+
+def index_kind(signal_type: SignalType) -> IndexKind:
+    """The index a type asked for, or BRUTE_FORCE when it cannot have it (an EXACT or
+    HAMMING type without a usable ``n_bytes``, a VIDEO type without ``frames``)."""
+    kind = getattr(signal_type, "index", IndexKind.BRUTE_FORCE)
+    if not isinstance(kind, IndexKind):
+        return IndexKind.BRUTE_FORCE
+    if kind in (IndexKind.EXACT, IndexKind.HAMMING):
+        width = getattr(signal_type, "n_bytes", None)
+        if not isinstance(width, int) or not 0 < width <= MAX_INDEXED_BYTES:
+            return IndexKind.BRUTE_FORCE
+    if kind is IndexKind.VIDEO and not callable(getattr(signal_type, "frames", None)):
+        return IndexKind.BRUTE_FORCE
+    return kind
 
 
 _REGISTRY: dict[str, SignalType] | None = None
@@ -103,6 +170,11 @@ def signal_types() -> dict[str, SignalType]:
 def register_signal_type(signal_type: SignalType) -> None:
     """Register a signal type at run time (tests and embedding applications)."""
     signal_types()[signal_type.name] = signal_type
+
+
+def unregister_signal_type(name: str) -> None:
+    """Remove a signal type registered at run time (no error when absent)."""
+    signal_types().pop(name, None)
 
 
 def get_signal_type(name: str) -> SignalType:

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from tipline.signals.base import MediaKind
+from tipline.signals.base import IndexKind, MediaKind, Signal
 from tipline.signals.hexbits import parse_hex
+
+if TYPE_CHECKING:
+    from tipline.signals.media import Photo, Video
 
 
 class _DigestSignalType:
@@ -21,6 +24,7 @@ class _DigestSignalType:
     algorithm: ClassVar[str]
     n_bytes: ClassVar[int]
     default_threshold: ClassVar[int] = 0
+    index: ClassVar[IndexKind] = IndexKind.EXACT
 
     def parse(self, text: str) -> str:
         """Canonical lowercase hex of the right length; HashFormatError otherwise."""
@@ -44,47 +48,67 @@ class _DigestSignalType:
         return hashlib.new(self.algorithm, data).hexdigest()
 
 
-class Md5SignalType(_DigestSignalType):
+class _PhotoDigest(_DigestSignalType):
+    media: ClassVar[MediaKind] = MediaKind.PHOTO
+
+    def hash_photo(self, photo: Photo) -> tuple[Signal, ...]:
+        """The digest of the photo file's bytes."""
+        return (Signal(type=self.name, value=self.compute(photo.data)),)
+
+
+class _VideoDigest(_DigestSignalType):
+    media: ClassVar[MediaKind] = MediaKind.VIDEO
+
+    @property
+    def file_digest(self) -> str:
+        """The hashlib algorithm the pipeline streams while frames decode."""
+        return self.algorithm
+
+    def hash_video(self, video: Video) -> tuple[Signal, ...]:
+        """The digest of the video file's bytes (streamed in chunks)."""
+        return (Signal(type=self.name, value=video.digest(self.algorithm)),)
+
+
+class Md5SignalType(_PhotoDigest):
     """MD5 of a photo file's bytes."""
 
     name: ClassVar[str] = "md5"
-    media: ClassVar[MediaKind] = MediaKind.PHOTO
+    counterpart: ClassVar[str] = "video_md5"
     algorithm: ClassVar[str] = "md5"
     n_bytes: ClassVar[int] = 16
 
 
-class Sha1SignalType(_DigestSignalType):
+class Sha1SignalType(_PhotoDigest):
     """SHA-1 of a photo file's bytes."""
 
     name: ClassVar[str] = "sha1"
-    media: ClassVar[MediaKind] = MediaKind.PHOTO
     algorithm: ClassVar[str] = "sha1"
     n_bytes: ClassVar[int] = 20
 
 
-class Sha256SignalType(_DigestSignalType):
+class Sha256SignalType(_PhotoDigest):
     """SHA-256 of a photo file's bytes."""
 
     name: ClassVar[str] = "sha256"
-    media: ClassVar[MediaKind] = MediaKind.PHOTO
+    counterpart: ClassVar[str] = "video_sha256"
     algorithm: ClassVar[str] = "sha256"
     n_bytes: ClassVar[int] = 32
 
 
-class VideoMd5SignalType(_DigestSignalType):
+class VideoMd5SignalType(_VideoDigest):
     """MD5 of a video file's bytes."""
 
     name: ClassVar[str] = "video_md5"
-    media: ClassVar[MediaKind] = MediaKind.VIDEO
+    counterpart: ClassVar[str] = "md5"
     algorithm: ClassVar[str] = "md5"
     n_bytes: ClassVar[int] = 16
 
 
-class VideoSha256SignalType(_DigestSignalType):
+class VideoSha256SignalType(_VideoDigest):
     """SHA-256 of a video file's bytes."""
 
     name: ClassVar[str] = "video_sha256"
-    media: ClassVar[MediaKind] = MediaKind.VIDEO
+    counterpart: ClassVar[str] = "sha256"
     algorithm: ClassVar[str] = "sha256"
     n_bytes: ClassVar[int] = 32
 

@@ -12,9 +12,10 @@ import os
 import stat
 import tempfile
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import cast
 
 from tipline.errors import (
     InputError,
@@ -24,10 +25,20 @@ from tipline.errors import (
     TiplineError,
     UnsupportedMediaError,
 )
-from tipline.signals.base import Signal
+from tipline.signals.base import (
+    IndexKind,
+    MediaKind,
+    PhotoHasher,
+    Signal,
+    SignalType,
+    VideoHasher,
+    index_kind,
+    signal_types,
+)
 from tipline.signals.budget import PixelBudget
 from tipline.signals.decode import DecodeMode
 from tipline.signals.limits import MediaLimits
+from tipline.signals.media import Photo, Video
 
 #: Signals computed when the caller does not choose.
 DEFAULT_PHOTO_SIGNALS: tuple[str, ...] = ("pdq", "md5", "sha256")
@@ -60,18 +71,29 @@ class HashResult:
         return self.error is None
 
 
-#: Signal names a photo can have, and a video can have.
-PHOTO_SIGNALS: frozenset[str] = frozenset({"pdq", "md5", "sha1", "sha256"})
-VIDEO_SIGNALS: frozenset[str] = frozenset({"vpdq", "video_md5", "video_sha256"})
-#: A name asked for on one media kind, translated for the other (``--signals pdq,md5``
-#: on a mixed folder gives videos their vPDQ and MD5 too).
-_TO_VIDEO: dict[str, str] = {"pdq": "vpdq", "md5": "video_md5", "sha256": "video_sha256"}
-_TO_PHOTO: dict[str, str] = {v: k for k, v in _TO_VIDEO.items()}
+def _hashers(media: MediaKind) -> dict[str, SignalType]:
+    """Registered types that compute signals of ``media`` (photo or video)."""
+    hasher = PhotoHasher if media is MediaKind.PHOTO else VideoHasher
+    return {
+        name: t
+        for name, t in signal_types().items()
+        if t.media in (media, MediaKind.ANY) and isinstance(t, hasher)
+    }
+
+
+def photo_signal_names() -> frozenset[str]:
+    """Names of the signal types that hash photos (built-in and plugins)."""
+    return frozenset(_hashers(MediaKind.PHOTO))
+
+
+def video_signal_names() -> frozenset[str]:
+    """Names of the signal types that hash videos (built-in and plugins)."""
+    return frozenset(_hashers(MediaKind.VIDEO))
 
 
 def check_signal_names(names: Iterable[str]) -> tuple[str, ...]:
     """Validate requested signal names; InputError naming the known ones otherwise."""
-    known = PHOTO_SIGNALS | VIDEO_SIGNALS
+    known = photo_signal_names() | video_signal_names()
     out: list[str] = []
     for name in names:
         clean = name.strip().lower()
@@ -82,17 +104,26 @@ def check_signal_names(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _wanted(options: HashOptions, media: str) -> tuple[str, ...]:
+def _wanted(options: HashOptions, media: MediaKind) -> list[SignalType]:
+    """The types to compute for ``media``. A name asked for on the other media kind is
+    translated through the type's ``counterpart`` (``--signals pdq,md5`` on a mixed
+    folder gives videos their vPDQ and MD5 too); names without one are skipped."""
+    own = _hashers(media)
     if not options.signals:
-        return DEFAULT_PHOTO_SIGNALS if media == "photo" else DEFAULT_VIDEO_SIGNALS
-    names = check_signal_names(options.signals)
-    own, alias = (PHOTO_SIGNALS, _TO_PHOTO) if media == "photo" else (VIDEO_SIGNALS, _TO_VIDEO)
-    out: list[str] = []
-    for name in names:
-        mapped = name if name in own else alias.get(name)
-        if mapped is not None and mapped not in out:
-            out.append(mapped)
-    return tuple(out)
+        defaults = DEFAULT_PHOTO_SIGNALS if media is MediaKind.PHOTO else DEFAULT_VIDEO_SIGNALS
+        return [own[n] for n in defaults if n in own]
+    types = signal_types()
+    out: list[SignalType] = []
+    for name in check_signal_names(options.signals):
+        mapped = name if name in own else getattr(types[name], "counterpart", None)
+        chosen = own.get(mapped) if isinstance(mapped, str) else None
+        if chosen is not None and chosen not in out:
+            out.append(chosen)
+    return out
+
+
+def _is_digest(signal_type: SignalType) -> bool:
+    return index_kind(signal_type) is IndexKind.EXACT
 
 
 def _hash_photo(
@@ -102,33 +133,64 @@ def _hash_photo(
     limits: MediaLimits,
     budget: PixelBudget | None = None,
 ) -> tuple[Signal, ...]:
-    from tipline.signals.decode import decode_pixels
-    from tipline.signals.digests import digest
-    from tipline.signals.pdq import pdq_signals
-
-    wanted = _wanted(options, "photo")
+    """Perceptual signals first (decoding once), then digests, each in the order asked."""
+    photo = Photo(
+        data,
+        fmt,
+        decode=options.decode,
+        dihedral=options.dihedral,
+        limits=limits,
+        budget=budget,
+    )
+    wanted = _wanted(options, MediaKind.PHOTO)
+    ordered = [t for t in wanted if not _is_digest(t)] + [t for t in wanted if _is_digest(t)]
     signals: list[Signal] = []
-    if "pdq" in wanted:
-        pixels = decode_pixels(
-            data, mode=options.decode, max_pixels=limits.max_image_pixels, fmt=fmt, budget=budget
-        )
-        fast = options.decode is DecodeMode.FAST
-        signals.extend(pdq_signals(pixels, dihedral=options.dihedral, fast=fast))
-    signals.extend(Signal(type=name, value=digest(name, data)) for name in wanted if name != "pdq")
+    for signal_type in ordered:
+        signals.extend(cast(PhotoHasher, signal_type).hash_photo(photo))
     return tuple(signals)
 
 
+def hash_video(
+    path: str,
+    signals: Sequence[str] = DEFAULT_VIDEO_SIGNALS,
+    *,
+    fps: float = 1.0,
+    limits: MediaLimits | None = None,
+) -> tuple[Signal, ...]:
+    """Signals of the video file at ``path``, in the order of ``signals`` (names of
+    video signal types). ``fps`` is vPDQ hashes per second of video (0 = every frame).
+
+    File digests stream on a thread while the frames decode. Raises MediaError /
+    UnsupportedMediaError / DecompressionBombError for bad input.
+    """
+    hashers = _hashers(MediaKind.VIDEO)
+    types = [hashers[n] for n in check_signal_names(signals) if n in hashers]
+    return _video_signals(path, types, fps, limits or MediaLimits())
+
+
+def _video_signals(
+    path: str, types: Sequence[SignalType], fps: float, limits: MediaLimits
+) -> tuple[Signal, ...]:
+    streamed = [d for t in types if isinstance(d := getattr(t, "file_digest", None), str)]
+    results: dict[str, Sequence[Signal]] = {}
+    with Video(path, fps=fps, limits=limits, digests=streamed) as video:
+        # frames first, so the streamed digests overlap the decoding
+        for signal_type in sorted(types, key=_is_digest):
+            results[signal_type.name] = cast(VideoHasher, signal_type).hash_video(video)
+    return tuple(s for t in types for s in results[t.name])
+
+
 def _hash_video(path: str, options: HashOptions, limits: MediaLimits) -> tuple[Signal, ...]:
-    wanted = _wanted(options, "video")
+    wanted = _wanted(options, MediaKind.VIDEO)
     if not wanted:  # e.g. only sha1 asked for: nothing applies to a video
         return ()
     try:
-        from tipline.signals.video import hash_video
+        import tipline.signals.video  # noqa: F401  (the decoder and its kernels)
     except ImportError as exc:
         raise MissingExtraError(
             f"video hashing is not available ({exc}); install it with: pip install 'tipline[video]'"
         ) from None
-    return hash_video(path, wanted, fps=options.video_fps, limits=limits)
+    return _video_signals(path, wanted, options.video_fps, limits)
 
 
 def _unexpected(exc: Exception) -> MediaError:

@@ -8,15 +8,18 @@ HMA produce (bit 255 first). Quality is 0-100; hashes below
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
 import numpy as np
 import numpy.typing as npt
 import pdqhash
 
 from tipline.signals import pdq_fast
-from tipline.signals.base import MediaKind, Signal
+from tipline.signals.base import IndexKind, MediaKind, Signal
 from tipline.signals.hexbits import hamming_hex, parse_hex
+
+if TYPE_CHECKING:
+    from tipline.signals.media import Photo
 
 #: Quality (0-100) under which a PDQ hash is flagged as low quality.
 LOW_QUALITY_THRESHOLD: Final = 50
@@ -103,6 +106,14 @@ class PdqSignalType:
     name: ClassVar[str] = "pdq"
     media: ClassVar[MediaKind] = MediaKind.PHOTO
     default_threshold: ClassVar[int] = PDQ_THRESHOLD
+    index: ClassVar[IndexKind] = IndexKind.HAMMING
+    n_bytes: ClassVar[int] = PDQ_BYTES
+    #: asked for on a video, ``pdq`` means vPDQ
+    counterpart: ClassVar[str] = "vpdq"
+
+    def hash_photo(self, photo: Photo) -> tuple[Signal, ...]:
+        """One PDQ signal, or eight named variants when ``photo.dihedral``."""
+        return pdq_signals(photo.pixels(), dihedral=photo.dihedral, fast=photo.fast)
 
     def parse(self, text: str) -> str:
         """Canonical 64-character lowercase hex; HashFormatError otherwise."""

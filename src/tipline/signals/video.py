@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import hashlib
 import io
 import json
 import math
@@ -31,7 +30,7 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Final, Literal, cast
@@ -44,13 +43,10 @@ from tipline.errors import (
     MissingExtraError,
     UnsupportedMediaError,
 )
-from tipline.signals.base import Signal, VideoFrame
+from tipline.signals.base import VideoFrame
 from tipline.signals.limits import MediaLimits
 from tipline.signals.pdq_fast import MIN_HASHABLE_DIM, LumaHasher
-from tipline.signals.vpdq import QUALITY_THRESHOLD, format_vpdq_text
 
-#: Bytes per read from the file when computing digests.
-_DIGEST_CHUNK: Final = 1 << 20
 #: What ffmpeg pipes to the hasher (see :func:`iter_video_frames`).
 PixelFormat = Literal["rgb", "grey"]
 DEFAULT_PIXELS: Final[PixelFormat] = "rgb"
@@ -401,84 +397,3 @@ def hash_video_frames(
     return list(
         iter_video_frames(path, fps, limits=limits, threads=threads, timeout=timeout, pixels=pixels)
     )
-
-
-class _FileDigests(threading.Thread):
-    """MD5/SHA-256 of a file, streamed in 1 MiB chunks on a thread (hashlib drops the
-    GIL), so digests overlap with decoding."""
-
-    def __init__(self, path: str, names: Sequence[str]) -> None:
-        super().__init__(daemon=True)
-        self.path = path
-        algorithms = {"video_md5": "md5", "video_sha256": "sha256"}
-        self.hashers = {n: hashlib.new(algorithms[n]) for n in names}
-        self.error: OSError | None = None
-
-    def run(self) -> None:
-        try:
-            with open(self.path, "rb") as fh:
-                while chunk := fh.read(_DIGEST_CHUNK):
-                    for h in self.hashers.values():
-                        h.update(chunk)
-        except OSError as exc:
-            self.error = exc
-
-    def result(self) -> dict[str, str]:
-        self.join()
-        if self.error is not None:
-            raise MediaError(f"cannot read: {self.error.strerror or self.error}")
-        return {n: h.hexdigest() for n, h in self.hashers.items()}
-
-
-def vpdq_signal(frames: Sequence[VideoFrame]) -> Signal:
-    """The ``vpdq`` signal of hashed frames.
-
-    ``quality`` is the median frame quality; ``low_quality`` is set when no frame
-    reaches vpdq's matching floor (such a video can never match).
-    """
-    qualities = sorted(f.quality for f in frames)
-    median = qualities[(len(qualities) - 1) // 2] if qualities else 0
-    return Signal(
-        type="vpdq",
-        value=format_vpdq_text(frames),
-        quality=median,
-        low_quality=not any(q >= QUALITY_THRESHOLD for q in qualities),
-        frames=tuple(frames),
-    )
-
-
-def hash_video(
-    path: str,
-    signals: Sequence[str] = ("vpdq", "video_md5", "video_sha256"),
-    *,
-    fps: float = 1.0,
-    limits: MediaLimits | None = None,
-) -> tuple[Signal, ...]:
-    """Signals of the video at ``path``, in the order of ``signals``.
-
-    ``signals`` names what to compute among ``vpdq``, ``video_md5`` and
-    ``video_sha256``; ``fps`` is vPDQ hashes per second of video (0 = every frame).
-    Digests stream the file's bytes in chunks, overlapping the decoding. Raises
-    MediaError / UnsupportedMediaError / DecompressionBombError for bad input.
-    """
-    wanted = tuple(signals)
-    digest_names = [n for n in wanted if n in ("video_md5", "video_sha256")]
-    digests = _FileDigests(path, digest_names) if digest_names else None
-    if digests is not None:
-        digests.start()
-    frames: list[VideoFrame] = []
-    try:
-        if "vpdq" in wanted:
-            frames = hash_video_frames(path, fps, limits=limits)
-    except BaseException:
-        if digests is not None:
-            digests.join()  # the decoding error is the one to report
-        raise
-    values = digests.result() if digests is not None else {}
-    out: list[Signal] = []
-    for name in wanted:
-        if name == "vpdq":
-            out.append(vpdq_signal(frames))
-        elif name in values:
-            out.append(Signal(type=name, value=values[name]))
-    return tuple(out)

@@ -34,14 +34,17 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
-from typing import ClassVar, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
 import numpy as np
 import numpy.typing as npt
 
 from tipline.errors import HashFormatError, ImportFormatError
-from tipline.signals.base import MediaKind, VideoFrame
+from tipline.signals.base import IndexKind, MediaKind, Signal, VideoFrame
 from tipline.signals.hexbits import parse_hex
+
+if TYPE_CHECKING:
+    from tipline.signals.media import Video
 
 #: Frame match distance in bits (inclusive), vpdq's default.
 DISTANCE_THRESHOLD: Final = 31
@@ -192,6 +195,23 @@ def vpdq_distance(a: Sequence[VideoFrame], b: Sequence[VideoFrame]) -> int:
     return 100 - math.floor(min(q, c))
 
 
+def vpdq_signal(frames: Sequence[VideoFrame]) -> Signal:
+    """The ``vpdq`` signal of hashed frames.
+
+    ``quality`` is the median frame quality; ``low_quality`` is set when no frame
+    reaches vpdq's matching floor (such a video can never match).
+    """
+    qualities = sorted(f.quality for f in frames)
+    median = qualities[(len(qualities) - 1) // 2] if qualities else 0
+    return Signal(
+        type="vpdq",
+        value=format_vpdq_text(frames),
+        quality=median,
+        low_quality=not any(q >= QUALITY_THRESHOLD for q in qualities),
+        frames=tuple(frames),
+    )
+
+
 class VpdqSignalType:
     """The ``vpdq`` signal type; values are sample-hash texts, distance is in percent.
 
@@ -203,6 +223,17 @@ class VpdqSignalType:
     name: ClassVar[str] = "vpdq"
     media: ClassVar[MediaKind] = MediaKind.VIDEO
     default_threshold: ClassVar[int] = VPDQ_THRESHOLD
+    index: ClassVar[IndexKind] = IndexKind.VIDEO
+    #: asked for on a photo, ``vpdq`` means PDQ
+    counterpart: ClassVar[str] = "pdq"
+
+    def hash_video(self, video: Video) -> tuple[Signal, ...]:
+        """The vPDQ signal of the video's hashed frames."""
+        return (vpdq_signal(video.frames()),)
+
+    def frames(self, value: str) -> list[VideoFrame]:
+        """The frames of a canonical value (for the frame index)."""
+        return parse_vpdq_text(value)
 
     def parse(self, text: str) -> str:
         """Canonical sample-hash text; HashFormatError (with the line) otherwise."""

@@ -1,0 +1,495 @@
+"""The Matcher: a media item's signals in, matches against every enabled bank out.
+
+* **Indexes.** Each signal type's :class:`~tipline.signals.base.IndexKind` picks its
+  index (:mod:`.index_files`): a Hamming radius LiveIndex (PDQ), an exact-value index
+  (digests), a vPDQ frame index, or the type's own brute-force ``match``. A plugin type
+  gets its index by declaring the kind; nothing here names a signal type.
+* **Freshness.** Before answering, the Matcher asks the database for signal rows with a
+  change sequence above the last one it has seen (one indexed query, at most every
+  ``poll_interval`` seconds, 0.2 by default) and feeds them to the index's delta. A hash
+  committed by any process is therefore matchable within ``poll_interval`` seconds
+  (at once with ``poll_interval=0``, or after :meth:`Matcher.refresh`).
+* **Disables, thresholds, bank switches** are read from the database for every hit
+  when turning index hits into matches, so a disable takes effect on the very next call.
+* **Merge.** When the delta grows past ``merge_after`` signals a background thread folds
+  it into new base files (searches continue on the old ones meanwhile).
+* **Allow banks.** A hit in an allow bank suppresses the other matches of the same
+  call (one media item) that belong to the allow bank's tenant (:func:`allow_applies`;
+  a shared allow bank applies to all); suppressed matches are returned flagged with
+  ``suppressed_by`` and ``suppressed_reason`` (the allow entry's source, else the allow
+  bank's description).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from tipline.banks.model import Bank, Match
+from tipline.config import Settings, get_settings
+from tipline.index import VideoIndex
+from tipline.services.banks import Database, open_database
+from tipline.services.matching.index_files import PAGE, IndexDirectory, IndexFiles
+from tipline.services.matching.signal_rows import (
+    SignalRows,
+    exact_key,
+    hamming_rows,
+    video_frames,
+)
+from tipline.signals.base import (
+    IndexKind,
+    Signal,
+    SignalType,
+    VideoFrame,
+    get_signal_type,
+    index_kind,
+)
+from tipline.store import bank_repo as repo
+
+#: Delta size (signals) that starts a background merge.
+DEFAULT_MERGE_AFTER = 50_000
+#: Seconds between re-reads of the banks table (thresholds -> search radius).
+BANKS_REFRESH_SECONDS = 1.0
+#: Default longest time (seconds) a match may rely on the last look at the database for
+#: new signals; keeps a database round trip off most lookups, well inside the 1 s promise.
+DEFAULT_POLL_SECONDS = 0.2
+#: Frame distance (bits) used by vPDQ frame matching.
+VPDQ_FRAME_DISTANCE = 31
+
+#: (entry pk, distance, query %, compared %) of one index hit
+Candidate = tuple[int, int, float | None, float | None]
+
+
+class Matcher:
+    """Matches signals against every enabled bank; safe to share between threads."""
+
+    def __init__(
+        self,
+        db: Database,
+        index_dir: str | Path,
+        *,
+        poll_interval: float = DEFAULT_POLL_SECONDS,
+        merge_after: int = DEFAULT_MERGE_AFTER,
+        banks: Iterable[str] | None = None,
+        owns_db: bool = False,
+    ) -> None:
+        """Open (or build) the index in ``index_dir`` for ``db`` and catch up.
+
+        ``poll_interval`` (seconds) is the longest a call may rely on the last look at
+        the database for new signals (0 = look on every call). ``banks`` restricts
+        matches to those banks (allow banks always apply).
+        """
+        self.db = db
+        self.dir = Path(index_dir)
+        self.poll_interval = poll_interval
+        self.merge_after = merge_after
+        self.only_banks = frozenset(banks) if banks is not None else None
+        self._owns_db = owns_db
+        self._lock = threading.RLock()
+        self._merge_thread: threading.Thread | None = None
+        self._last_poll = 0.0
+        self._banks: list[Bank] = []
+        self._banks_at = 0.0
+        with db.sessions() as s:
+            self.instance = repo.instance_id(s)
+        self._index = IndexDirectory(db, self.dir, self.instance)
+        self._files: IndexFiles = self._index.open_or_build()
+        #: True when the index files were unusable and rebuilt on open
+        self.rebuilt = self._index.rebuilt
+        self._seq = self._files.seq
+        self._after_id = self._files.after_id
+        self._delta = SignalRows()
+        self._merging: SignalRows | None = None
+        self._video_delta: dict[str, VideoIndex] = {}
+        self.refresh(force=True)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        database_url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        index_dir: str | Path | None = None,
+        **kwargs: Any,
+    ) -> Matcher:
+        """A Matcher on the configured database and index folder (migrating first)."""
+        settings = settings or get_settings()
+        db = open_database(database_url, settings=settings)
+        directory = index_dir if index_dir is not None else settings.resolved_index_dir()
+        return cls(db, directory, owns_db=True, **kwargs)
+
+    def close(self) -> None:
+        """Wait for a running merge, then release the database if this Matcher opened it."""
+        thread = self._merge_thread
+        if thread is not None:
+            thread.join()
+        if self._owns_db:
+            self.db.close()
+
+    def __enter__(self) -> Matcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def seq(self) -> int:
+        """Change sequence number up to which the index holds the database's signals."""
+        return self._seq
+
+    # -- freshness ----------------------------------------------------------------------
+
+    def refresh(self, *, force: bool = False) -> int:
+        """Feed signals committed since the last look into the index; returns how many.
+
+        Called by every match method (at most every ``poll_interval`` seconds).
+        """
+        now = time.monotonic()
+        if not force and now - self._last_poll < self.poll_interval:
+            return 0
+        added = 0
+        with self._lock:
+            with self.db.sessions() as s:
+                while True:
+                    page = repo.signals_page(s, (self._seq, self._after_id), limit=PAGE)
+                    if page:
+                        self._apply([c for c, _ in page])
+                        last, row_id = page[-1]
+                        self._seq, self._after_id = last.seq, row_id
+                        added += len(page)
+                    if len(page) < PAGE:
+                        break
+                if force or now - self._banks_at >= BANKS_REFRESH_SECONDS or added:
+                    self._banks = [repo.to_bank(b) for b in repo.list_banks(s)]
+                    self._banks_at = now
+            self._last_poll = now
+            if self._delta.count >= self.merge_after:
+                self._start_merge()
+        return added
+
+    def _apply(self, changes: Sequence[repo.SignalChange]) -> None:
+        """New rows: HAMMING types with a LiveIndex straight into it, the rest into the
+        delta (and the delta's vPDQ frame index rebuilt for types that got videos)."""
+        live = self._files.hamming
+        videos_before = {name: len(v) for name, v in self._delta.video.items()}
+        added: dict[str, tuple[list[int], list[str]]] = {}
+        for change in changes:
+            if change.type in live:
+                ids, values = added.setdefault(change.type, ([], []))
+                ids.append(change.entry_pk)
+                values.append(change.value)
+                self._delta.count += 1
+            else:
+                self._delta.add(change)
+        for name, (ids, values) in added.items():
+            live[name].add(np.asarray(ids, np.int64), hamming_rows(values))
+        for name, videos in self._delta.video.items():
+            if len(videos) != videos_before.get(name, 0):
+                self._video_delta[name] = VideoIndex.build(self._all_delta_video(name))
+
+    def _all_delta_video(self, name: str) -> list[tuple[int, list[VideoFrame]]]:
+        merging = self._merging.video.get(name, []) if self._merging is not None else []
+        return [*merging, *self._delta.video.get(name, [])]
+
+    # -- merge --------------------------------------------------------------------------
+
+    def _start_merge(self) -> None:
+        if self._merge_thread is not None and self._merge_thread.is_alive():
+            return
+        self._merge_thread = threading.Thread(
+            target=self.merge, name="tipline-matcher-merge", daemon=True
+        )
+        self._merge_thread.start()
+
+    def merge(self) -> None:
+        """Fold the delta (after catching up with the database) into new base files now
+        (runs on a thread when automatic)."""
+        if threading.current_thread() is not self._merge_thread:
+            self.refresh(force=True)
+        with self._index.lock():
+            with self._lock:
+                if self._merging is not None:
+                    return
+                snapshot = self._delta
+                self._merging = snapshot
+                self._delta = SignalRows()
+                after = (self._seq, self._after_id)
+                files = self._files
+            try:
+                merged = self._index.write_merged(files, snapshot, after)
+            except Exception:
+                with self._lock:
+                    # keep the snapshot searchable: put it back in front of the delta
+                    failed = self._merging
+                    self._merging = None
+                    if failed is not None:
+                        self._delta.prepend(failed)
+                raise
+            with self._lock:
+                self._files = merged
+                self._merging = None
+                self._video_delta = {
+                    name: VideoIndex.build(videos)
+                    for name, videos in self._delta.video.items()
+                    if videos
+                }
+
+    # -- matching -----------------------------------------------------------------------
+
+    def _threshold(self, bank: Bank, kind: str) -> int:
+        if kind in bank.thresholds:
+            return int(bank.thresholds[kind])
+        return int(get_signal_type(kind).default_threshold)
+
+    def _radius(self, kind: str) -> int:
+        default = int(get_signal_type(kind).default_threshold)
+        values = [self._threshold(b, kind) for b in self._banks if b.enabled]
+        return max([default, *values])
+
+    def _candidates(self, signal: Signal) -> list[Candidate]:
+        """Every index hit of ``signal``, through its type's index kind."""
+        signal_type = get_signal_type(signal.type)
+        kind = index_kind(signal_type)
+        if kind is IndexKind.HAMMING:
+            return self._hamming_candidates(signal_type, signal)
+        if kind is IndexKind.EXACT:
+            return self._exact_candidates(signal_type, signal)
+        if kind is IndexKind.VIDEO:
+            return self._video_candidates(signal_type, signal)
+        return self._brute_force_candidates(signal_type, signal)
+
+    def _hamming_candidates(self, signal_type: SignalType, signal: Signal) -> list[Candidate]:
+        name = signal.type
+        width = int(getattr(signal_type, "n_bytes", 32))
+        radius = min(self._radius(name), 8 * width)
+        query = bytes.fromhex(signal.value).ljust(32, b"\0")
+        out: list[Candidate] = []
+        live = self._files.hamming.get(name)
+        if live is not None:
+            ids, dist = live.search(query, radius)
+            out.extend((int(i), int(d), None, None) for i, d in zip(ids, dist, strict=True))
+        q = np.frombuffer(query, np.uint8)
+        for rows in (self._merging, self._delta):
+            if rows is None or name not in rows.hamming:
+                continue
+            ids, hashes = rows.hamming[name].arrays()
+            dist = np.unpackbits(hashes ^ q, axis=1).sum(axis=1)
+            for i in np.flatnonzero(dist <= radius).tolist():
+                out.append((int(ids[i]), int(dist[i]), None, None))
+        return out
+
+    def _exact_candidates(self, signal_type: SignalType, signal: Signal) -> list[Candidate]:
+        name = signal.type
+        key = exact_key(signal_type, signal.value)
+        pks: list[int] = []
+        if name in self._files.exact:
+            pks.extend(int(x) for x in self._files.exact[name].search(key))
+        for rows in (self._merging, self._delta):
+            if rows is not None:
+                pks.extend(rows.exact.get(name, {}).get(key, []))
+        return [(pk, 0, None, None) for pk in dict.fromkeys(pks)]
+
+    def _video_candidates(self, signal_type: SignalType, signal: Signal) -> list[Candidate]:
+        name = signal.type
+        frames = list(signal.frames) or video_frames(signal_type, signal.value)
+        radius = self._radius(name)
+        found: dict[int, tuple[float, float]] = {}
+        for index in (self._files.video.get(name), self._video_delta.get(name)):
+            if index is None:
+                continue
+            for m in index.search(frames, VPDQ_FRAME_DISTANCE):
+                found[m.video_id] = (m.query_percent, m.compared_percent)
+        out: list[Candidate] = []
+        for pk, (q, c) in found.items():
+            distance = 100 - math.floor(min(q, c))
+            if distance <= radius:
+                out.append((pk, distance, q, c))
+        return out
+
+    def _brute_force_candidates(self, signal_type: SignalType, signal: Signal) -> list[Candidate]:
+        name = signal.type
+        items = [
+            *self._files.other.get(name, []),
+            *(self._merging.other.get(name, []) if self._merging else []),
+            *self._delta.other.get(name, []),
+        ]
+        found = signal_type.match(signal.value, [v for _, v in items], self._radius(name))
+        return [(items[row][0], distance, None, None) for row, distance in found]
+
+    def match_signals(
+        self,
+        signals: Sequence[Signal],
+        *,
+        session: Session | None = None,
+        entry_pks: dict[tuple[str, str], int] | None = None,
+        tenant: str | None = None,
+    ) -> list[Match]:
+        """Matches of one media item's signals, best first.
+
+        Each bank entry appears once per signal type (its smallest distance). When an
+        allow-bank entry matches, the matches it applies to are returned with
+        ``suppressed_by`` and ``suppressed_reason`` set (callers act only on
+        unsuppressed matches); see :func:`allow_applies` for which ones, given the
+        caller's ``tenant`` (None: a caller bound to no tenant, e.g. the CLI).
+        Index hits are read from the database in ``session`` when given (e.g. the
+        caller's transaction that then records the outcome), else on an autocommit
+        connection (one read, no transaction round trips). ``entry_pks``, when given,
+        receives (bank, entry id) -> the entry's integer id for every match.
+        """
+        self.refresh()
+        with self._lock:
+            hits: list[tuple[Signal, int, int, float | None, float | None]] = []
+            for signal in signals:
+                for pk, dist, q, c in self._candidates(signal):
+                    hits.append((signal, pk, dist, q, c))
+        if not hits:
+            return []
+        pks = sorted({h[1] for h in hits})
+        if session is not None:
+            entries = repo.hits(session, pks)
+        else:
+            with self.db.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                entries = repo.hits(conn, pks)
+        best: dict[tuple[str, str, str], Match] = {}
+        owners: dict[str, str | None] = {}  # bank name -> tenant, of the matches kept
+        allows: list[tuple[Match, str, str | None]] = []  # (hit, reason, allow bank tenant)
+        for signal, pk, dist, q, c in hits:
+            hit = entries.get(pk)
+            if hit is None or hit.entry.disabled or not hit.bank.enabled:
+                continue
+            if dist > self._threshold(hit.bank, signal.type):
+                continue
+            signal_type = get_signal_type(signal.type)
+            by_frames = index_kind(signal_type) is IndexKind.VIDEO
+            m = Match(
+                bank=hit.bank.name,
+                entry_id=hit.entry.entry_id,
+                signal_type=signal.type,
+                distance=dist,
+                labels=hit.entry.labels,
+                query_value=None if by_frames else signal.value,
+                matched_value=None if by_frames else _closest(signal_type, signal, hit, dist),
+                query_match_percent=q,
+                compared_match_percent=c,
+            )
+            if hit.bank.is_allow_bank:
+                reason = hit.entry.source or hit.bank.description or "allow-listed"
+                allows.append((m, reason, hit.bank.tenant))
+                continue
+            owners[m.bank] = hit.bank.tenant
+            if self.only_banks is not None and hit.bank.name not in self.only_banks:
+                continue
+            key = (m.bank, m.entry_id, m.signal_type)
+            if key not in best or m.distance < best[key].distance:
+                best[key] = m
+                if entry_pks is not None:
+                    entry_pks[(m.bank, m.entry_id)] = pk
+        out = sorted(best.values(), key=lambda m: (m.distance, m.bank, m.entry_id, m.signal_type))
+        if allows:
+            allows.sort(key=lambda a: (a[0].distance, a[0].bank, a[0].entry_id))
+            out = [_apply_allow(m, owners.get(m.bank), allows, tenant) for m in out]
+        return out
+
+    def match_hash(
+        self,
+        type: str,
+        value: str,
+        *,
+        entry_pks: dict[tuple[str, str], int] | None = None,
+        tenant: str | None = None,
+    ) -> list[Match]:
+        """Matches of one hash given as type name and value (validated); ``entry_pks``
+        and ``tenant`` as for :meth:`match_signals`."""
+        signal_type = get_signal_type(type.strip().lower())
+        canonical = signal_type.parse(value)
+        signal = Signal(type=signal_type.name, value=canonical)
+        return self.match_signals([signal], entry_pks=entry_pks, tenant=tenant)
+
+    def searched_banks(self) -> list[str]:
+        """Names of the enabled banks whose matches this matcher reports (allow-banks,
+        which only suppress, left out)."""
+        self.refresh()
+        with self._lock:
+            return sorted(
+                b.name
+                for b in self._banks
+                if b.enabled
+                and not b.is_allow_bank
+                and (self.only_banks is None or b.name in self.only_banks)
+            )
+
+    def stats(self) -> dict[str, Any]:
+        """Sizes of the index parts (for ``tipline bank list`` / health pages)."""
+        files = self._files
+        pdq = files.hamming.get("pdq")
+        return {
+            "seq": self._seq,
+            "pdq": len(pdq) if pdq is not None else 0,
+            "pdq_delta": pdq.delta_size if pdq is not None else 0,
+            "hamming": {k: len(v) for k, v in files.hamming.items()},
+            "exact": {k: len(v) for k, v in files.exact.items()},
+            "video": sum(len(v) for v in files.video.values()),
+            "brute_force": {k: len(v) for k, v in files.other.items()},
+            "delta": self._delta.count,
+        }
+
+
+def _closest(
+    signal_type: SignalType, signal: Signal, hit: repo.EntryHit, distance: int
+) -> str | None:
+    """The entry's value of the signal's type at ``distance`` from the query (an entry
+    may hold several values of one type), else its first value of that type."""
+    values = [x.value for x in hit.entry.signals if x.type == signal.type]
+    if len(values) > 1 and index_kind(signal_type) is IndexKind.HAMMING:
+        for value in values:
+            if signal_type.distance(signal.value, value) == distance:
+                return str(value)
+    return str(values[0]) if values else None
+
+
+def allow_applies(
+    allow_tenant: str | None, match_tenant: str | None, caller_tenant: str | None
+) -> bool:
+    """Whether an allow bank of ``allow_tenant`` suppresses a match in a bank of
+    ``match_tenant`` for a caller of ``caller_tenant`` (None: shared / no tenant).
+
+    An allow bank only ever suppresses its own tenant's matches: a shared allow bank
+    applies to everyone; a tenant's allow bank applies to what that tenant's keys are
+    told (its own and shared banks' matches) and, for callers bound to no tenant (admin
+    keys, the CLI), to matches in that tenant's banks only.
+    """
+    if allow_tenant is None:
+        return True
+    owner = caller_tenant if caller_tenant is not None else match_tenant
+    return allow_tenant == owner
+
+
+def _apply_allow(
+    m: Match,
+    match_tenant: str | None,
+    allows: Sequence[tuple[Match, str, str | None]],
+    caller_tenant: str | None,
+) -> Match:
+    """``m`` suppressed by the closest allow hit (``allows`` is sorted) that applies."""
+    for allow, reason, allow_tenant in allows:
+        if allow_applies(allow_tenant, match_tenant, caller_tenant):
+            by = f"{allow.bank}/{allow.entry_id}"
+            return replace(m, suppressed_by=by, suppressed_reason=reason)
+    return m
+
+
+def open_matcher(database_url: str | None = None, *, banks: Sequence[str] | None = None) -> Matcher:
+    """Factory for worker processes (``module:function`` loaders): a Matcher on the
+    configured database and index folder."""
+    return Matcher.open(database_url, banks=banks)

@@ -24,11 +24,9 @@ from tipline.errors import IndexCorruptError, InputError
 from tipline.index.files import read_segment
 from tipline.index.pdq import PDQ_BYTES, PdqIndex, check_radius, hashes_to_words
 from tipline.signals.base import VideoFrame
+from tipline.signals.vpdq import DISTANCE_THRESHOLD, QUALITY_THRESHOLD, usable_hashes
 
-#: Frames under this PDQ quality (0-100) are ignored, as in vpdq.
-QUALITY_THRESHOLD = 50
-#: Frame match distance in bits (inclusive), as in vpdq.
-DISTANCE_THRESHOLD = 31
+__all__ = ["DISTANCE_THRESHOLD", "QUALITY_THRESHOLD", "VideoIndex", "VideoMatch"]
 _KIND = "vpdq"
 
 
@@ -41,19 +39,6 @@ class VideoMatch:
     compared_percent: float
     query_frames_matched: int
     compared_frames_matched: int
-
-
-def usable_frames(frames: Sequence[VideoFrame], quality: int = QUALITY_THRESHOLD) -> list[bytes]:
-    """Distinct frame hashes (first occurrence wins) whose frame has ``quality`` or more."""
-    seen: set[bytes] = set()
-    out: list[bytes] = []
-    for f in frames:
-        if f.hash in seen:
-            continue
-        seen.add(f.hash)
-        if f.quality >= quality:
-            out.append(f.hash)
-    return out
 
 
 class VideoIndex:
@@ -78,7 +63,7 @@ class VideoIndex:
         owners: list[int] = []
         hashes: list[bytes] = []
         for video_id, frames in videos:
-            usable = usable_frames(frames)
+            usable = usable_hashes(frames)
             for h in usable:
                 if len(h) != PDQ_BYTES:
                     raise InputError(f"video {video_id}: frame hash of {len(h)} bytes")
@@ -101,7 +86,7 @@ class VideoIndex:
     ) -> list[VideoMatch]:
         """Bank videos sharing any frame within ``distance`` bits, best query % first."""
         distance = check_radius(distance)
-        query = usable_frames(frames)
+        query = usable_hashes(frames)
         if not query or not len(self.frame_video):
             return []
         q_hits: dict[int, int] = {}

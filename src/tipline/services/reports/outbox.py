@@ -245,11 +245,18 @@ class Deliverer:
             )
             return report_id if getattr(taken, "rowcount", 0) == 1 else None
 
-    def _owned(self, session: Session, report_id: str) -> ReportOutboxRow | None:
-        row = session.get(ReportOutboxRow, report_id, with_for_update=False)
-        if row is None or row.lease_owner != self.owner:
+    def _owned(
+        self, session: Session, report_id: str
+    ) -> tuple[ReportOutboxRow, ReportRow] | None:
+        """The outbox row (if this runner holds its lease) and its report, one query."""
+        found = session.execute(
+            select(ReportOutboxRow, ReportRow)
+            .join(ReportRow, ReportRow.id == ReportOutboxRow.report_id)
+            .where(ReportOutboxRow.report_id == report_id)
+        ).first()
+        if found is None or found[0].lease_owner != self.owner:
             return None
-        return row
+        return found[0], found[1]
 
     # -- the loop -------------------------------------------------------------------
 
@@ -351,11 +358,10 @@ class Deliverer:
         """Mark the next step in flight (committed) and read what it sends."""
         recovered = None
         with self.sessions() as session, session.begin():
-            row = self._owned(session, report_id)
-            if row is None:
+            owned = self._owned(session, report_id)
+            if owned is None:
                 return None
-            report = session.get(ReportRow, report_id)
-            assert report is not None  # FK: an outbox row always has its report
+            row, report = owned
             if row.inflight:
                 # the previous runner died mid-call: its outcome is unknown
                 recovered = row.step
@@ -447,11 +453,10 @@ class Deliverer:
         done_phase = "ok"
         following: _Call | None = None
         with self.sessions() as session, session.begin():
-            row = self._owned(session, report_id)
-            if row is None:
+            owned = self._owned(session, report_id)
+            if owned is None:
                 return None
-            report = session.get(ReportRow, report_id)
-            assert report is not None
+            row, report = owned
             row.inflight = False
             row.attempts = 0
             row.last_error = None
@@ -586,11 +591,10 @@ class Deliverer:
         refused = isinstance(exc, ReceiverRefusedError)
         go_on = False
         with self.sessions() as session, session.begin():
-            row = self._owned(session, report_id)
-            if row is None:
+            owned = self._owned(session, report_id)
+            if owned is None:
                 return False
-            report = session.get(ReportRow, report_id)
-            assert report is not None
+            row, report = owned
             if refused and call.step is Step.FINISH and code == REPORT_ALREADY_FINISHED:
                 # our earlier finish worked; its answer was lost
                 phase = "ok"

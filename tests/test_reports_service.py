@@ -382,3 +382,48 @@ def test_viral_uploads_become_one_batched_report(
         details = etree.fromstring(file.details)
         assert details.findtext("potentialMeme") == "true"
         assert details.findtext("fileViewedByEsp") == "false"
+
+
+def test_review_queue_confirmation_reports_what_the_reviewer_viewed(
+    sessions: sessionmaker[Session], vault: v.Vault, evidence: VaultEvidence
+) -> None:
+    from tipline.services import actions
+    from tipline.store.jobs import ReviewItem
+
+    submission_id = _submission(sessions, vault)
+    item_id = "01JREVIEWITEM0000000000000"
+    with transaction(sessions) as session:
+        session.add(
+            ReviewItem(
+                id=item_id,
+                tenant="acme",
+                event_id=submission_id,
+                content_id="c-1",
+                bank="known",
+                details="{}",
+                status="pending",
+                created_at=T0,
+            )
+        )
+    with transaction(sessions) as session, pytest.raises(InputError, match="classification"):
+        actions.decide(
+            session,
+            item_id,
+            actions.ReviewStatus.CONFIRMED,
+            actor=ACME,
+            facts={"classification": "Z9"},
+        )
+    with transaction(sessions) as session:
+        decision_id = actions.decide(
+            session,
+            item_id,
+            actions.ReviewStatus.CONFIRMED,
+            actor=ACME,
+            facts={"viewed": True, "exif_viewed": True, "classification": "B2"},
+        )
+    assert decision_id is not None
+    summary = service.create_from_decision(
+        sessions, ACME, decision_id, settings=_settings(), evidence=evidence
+    )
+    detail = service.get_report(sessions, ACME, summary.id)
+    assert [f["viewed_by_esp"] for f in detail.files] == [True]

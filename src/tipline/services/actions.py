@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,9 +20,12 @@ from ulid import ULID
 from tipline.errors import ConflictError, InputError, NotFoundError
 from tipline.services import audit, jobs, webhooks
 from tipline.services.auth import Permission, Principal, require_tenant, tenant_clause
+from tipline.services.reports.facts import review_facts_from_json
+from tipline.store import submissions as sub_store
 from tipline.store.banks import BankRow
 from tipline.store.base import utcnow
 from tipline.store.jobs import ActionRule, ReviewItem, Webhook
+from tipline.store.submissions import DecisionKind, SubmissionRow
 
 
 class ActionKind(enum.Enum):
@@ -331,13 +334,26 @@ def review_queue(
 
 
 def decide(
-    session: Session, item_id: str, decision: ReviewStatus, *, actor: Principal | None = None
-) -> None:
-    """Confirm or reject a pending review item (audited as ``review.decide``)."""
+    session: Session,
+    item_id: str,
+    decision: ReviewStatus,
+    *,
+    actor: Principal | None = None,
+    facts: Mapping[str, Any] | None = None,
+) -> str | None:
+    """Confirm or reject a pending review item (audited as ``review.decide``).
+
+    When the item's event is a recorded submission, the decision is also recorded on
+    the submission (confirmed, or false positive) with ``facts``: what the reviewer
+    viewed and concluded (see :mod:`tipline.services.reports.facts`; absent facts mean
+    the file was not viewed). Returns that submission decision's id (None without a
+    submission); a confirmed one can be reported.
+    """
     actor = actor or Principal.cli()
     actor.require(Permission.REVIEW)
     if decision is ReviewStatus.PENDING:
         raise InputError("a decision is confirmed or rejected")
+    review_facts = review_facts_from_json(dict(facts) if facts is not None else None)
     item = session.get(ReviewItem, item_id)
     if item is None:
         raise NotFoundError(f"no review item {item_id!r}")
@@ -348,11 +364,34 @@ def decide(
     item.decided_at = utcnow()
     item.decided_by = actor.key_id
     session.flush()
+    decision_id = None
+    submission = session.get(SubmissionRow, item.event_id) if len(item.event_id) <= 26 else None
+    if submission is not None and submission.tenant == item.tenant:
+        kind = (
+            DecisionKind.CONFIRMED
+            if decision is ReviewStatus.CONFIRMED
+            else DecisionKind.FALSE_POSITIVE
+        )
+        decision_id = sub_store.add_decision(
+            session,
+            item.tenant,
+            submission.id,
+            kind,
+            decided_by=actor.key_id,
+            reason=f"review item {item_id} ({item.bank})",
+            facts=review_facts.as_json(),
+        ).id
     audit.append(
         session,
         actor=actor,
         action="review.decide",
         target=("review_item", item_id),
-        details={"decision": decision.value, "bank": item.bank},
+        details={
+            "decision": decision.value,
+            "bank": item.bank,
+            "submission_decision": decision_id,
+            "viewed": review_facts.viewed,
+        },
         tenant=item.tenant,
     )
+    return decision_id

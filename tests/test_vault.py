@@ -523,3 +523,21 @@ def test_without_a_master_key_review_media_is_not_kept_and_that_is_audited(
             select(AuditRecord).where(AuditRecord.action == "vault.not_kept")
         ).scalar_one()
     assert record.target_id == "R1" and "no vault master key" in record.details
+
+
+def test_sealed_before_the_match_is_registered_or_dropped(
+    sessions: sessionmaker[Session], vault: v.Vault
+) -> None:
+    with transaction(sessions) as session:
+        unused = v.seal(session, vault, b"no review")
+        assert vault.blobs.path(unused.item_id).exists()
+        assert v.keep_for_review(session, vault, unused, review_item_ids=[], actor=MATCHER) is None
+        assert not vault.blobs.path(unused.item_id).exists()
+        used = v.seal(session, vault, b"to review")
+        kept = v.keep_for_review(session, vault, used, review_item_ids=["R9"], actor=MATCHER)
+    assert kept is not None and kept.id == used.item_id
+    assert v.read_bytes(sessions, vault, kept.id, actor=ADMIN) == b"to review"
+    with pytest.raises(RuntimeError), transaction(sessions) as session:
+        lost = v.seal(session, vault, b"rolled back")
+        raise RuntimeError("the match failed")
+    assert not vault.blobs.path(lost.item_id).exists()

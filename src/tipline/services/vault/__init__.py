@@ -19,12 +19,15 @@ from __future__ import annotations
 from tipline.services.vault._model import EvidenceInfo, EvidenceKind, HoldInfo, Vault
 from tipline.services.vault.integrity import RotateReport, VerifyReport, rotate_key, verify
 from tipline.services.vault.items import (
+    SealedFile,
+    discard,
     keep_for_review,
     list_items,
     mark_reported,
     open_content,
     read_bytes,
     read_to_file,
+    seal,
     show,
     store,
 )
@@ -52,8 +55,10 @@ __all__ = [
     "MasterKey",
     "PurgeReport",
     "RotateReport",
+    "SealedFile",
     "Vault",
     "VerifyReport",
+    "discard",
     "enqueue_purge",
     "ensure_purge_scheduled",
     "extend_retention",
@@ -70,6 +75,7 @@ __all__ = [
     "release_hold",
     "rotate_key",
     "schedule_purge",
+    "seal",
     "show",
     "store",
     "verify",

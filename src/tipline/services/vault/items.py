@@ -9,6 +9,7 @@ import io
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -82,10 +83,49 @@ def _delete_on_rollback(session: Session, vault: Vault, item_id: str) -> None:
     session.info.setdefault(_PENDING, []).append((vault, item_id))
 
 
+@dataclass(frozen=True)
+class SealedFile:
+    """An item's encrypted file, written but not yet registered (see :func:`seal`)."""
+
+    item_id: str
+    sealed: _format.Sealed
+    key_id: str
+    wrapped_key: bytes = field(repr=False)
+    chunk_size: int
+
+
+def seal(session: Session, vault: Vault, source: Source) -> SealedFile:
+    """Encrypt ``source`` into a new item file now (no row yet; nothing audited).
+
+    Register it with :func:`store` (``sealed=``) or drop it with :func:`discard`. The
+    file is deleted if ``session``'s transaction rolls back, and a file never
+    registered is an orphan the purge job removes. Lets a caller encrypt before it
+    takes the audit chain's lock (which its transaction then holds until commit).
+    """
+    keyring = vault.require_keyring()
+    item_id = str(ULID())
+    data_key = new_data_key()
+    with vault.blobs.writer(item_id) as out, _open_source(source) as src:
+        sealed = _format.encrypt(data_key, item_id, src, out, chunk_size=vault.chunk_size)
+    _delete_on_rollback(session, vault, item_id)
+    return SealedFile(
+        item_id,
+        sealed,
+        keyring.current.key_id,
+        wrap(keyring.current, data_key, item_id),
+        vault.chunk_size,
+    )
+
+
+def discard(vault: Vault, sealed: SealedFile) -> None:
+    """Delete a sealed file that will not be registered."""
+    vault.blobs.delete(sealed.item_id)
+
+
 def store(
     session: Session,
     vault: Vault,
-    source: Source,
+    source: Source | None,
     *,
     kind: EvidenceKind,
     actor: str | Principal,
@@ -97,23 +137,24 @@ def store(
     report_id: str | None = None,
     content_id: str | None = None,
     meta: Mapping[str, Any] | None = None,
+    sealed: SealedFile | None = None,
 ) -> EvidenceInfo:
-    """Encrypt ``source`` into the vault inside the caller's transaction; audited as
-    ``vault.store``. The file is written (and synced) before the row; a rollback removes
-    it again. ``tenant`` defaults to the actor's. Kept until ``vault.retention`` after
-    now (see :func:`mark_reported` for the report-based period)."""
-    keyring = vault.require_keyring()
+    """Encrypt ``source`` (or register the ``sealed`` file) into the vault inside the
+    caller's transaction; audited as ``vault.store``. The file is written (and synced)
+    before the row; a rollback removes it again. ``tenant`` defaults to the actor's.
+    Kept until ``vault.retention`` after now (see :func:`mark_reported` for the
+    report-based period)."""
     if isinstance(actor, Principal) and tenant is None:
         tenant = actor.tenant
     actor_id = actor.key_id if isinstance(actor, Principal) else actor
     _text(media_type, 128, "media type")
     _text(filename, 256, "file name")
     _text(content_id, 256, "content id")
-    item_id = str(ULID())
-    data_key = new_data_key()
-    with vault.blobs.writer(item_id) as out, _open_source(source) as src:
-        sealed = _format.encrypt(data_key, item_id, src, out, chunk_size=vault.chunk_size)
-    _delete_on_rollback(session, vault, item_id)
+    if sealed is None:
+        if source is None:
+            raise InputError("nothing to store: give the content or a sealed file")
+        sealed = seal(session, vault, source)
+    item_id = sealed.item_id
     now = vault.clock()
     row = EvidenceItemRow(
         id=item_id,
@@ -121,14 +162,14 @@ def store(
         kind=kind.value,
         media_type=media_type,
         filename=filename,
-        size=sealed.size,
-        sha256=sealed.sha256,
-        blob_sha256=sealed.blob_sha256,
-        blob_size=sealed.blob_size,
+        size=sealed.sealed.size,
+        sha256=sealed.sealed.sha256,
+        blob_sha256=sealed.sealed.blob_sha256,
+        blob_size=sealed.sealed.blob_size,
         format_version=_format.VERSION,
-        chunk_size=vault.chunk_size,
-        key_id=keyring.current.key_id,
-        wrapped_key=wrap(keyring.current, data_key, item_id),
+        chunk_size=sealed.chunk_size,
+        key_id=sealed.key_id,
+        wrapped_key=sealed.wrapped_key,
         submission_id=submission_id,
         review_item_id=review_item_id,
         report_id=report_id,
@@ -147,8 +188,8 @@ def store(
         target=(TARGET, item_id),
         details={
             "kind": kind.value,
-            "size": sealed.size,
-            "sha256": sealed.sha256,
+            "size": row.size,
+            "sha256": row.sha256,
             "key_id": row.key_id,
             "submission_id": submission_id,
             "review_item_id": review_item_id,
@@ -162,7 +203,7 @@ def store(
 def keep_for_review(
     session: Session,
     vault: Vault,
-    data: Source,
+    data: Source | SealedFile,
     *,
     review_item_ids: Sequence[str],
     actor: str | Principal,
@@ -176,12 +217,16 @@ def keep_for_review(
     items and the kept media commit together). One item however many review items the
     match created (one per bank), linked to the first and listing all in ``meta``;
     nothing when the match created no new review item (e.g. the same event again).
+    ``data`` may be a file :func:`seal` wrote before the audit chain's lock was taken
+    (it is deleted when nothing is kept).
 
     Without a configured master key the media cannot be kept: intake goes on, the gap
     is logged as an error and audited as ``vault.not_kept`` in the same transaction
     (never silent). Any other failure (disk full...) raises, failing the transaction.
     """
     if not review_item_ids:
+        if isinstance(data, SealedFile):
+            discard(vault, data)
         return None
     if vault.keyring is None:
         _log.error(
@@ -204,7 +249,8 @@ def keep_for_review(
     return store(
         session,
         vault,
-        data,
+        None if isinstance(data, SealedFile) else data,
+        sealed=data if isinstance(data, SealedFile) else None,
         kind=EvidenceKind.MEDIA,
         actor=actor,
         tenant=tenant,

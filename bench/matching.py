@@ -10,15 +10,20 @@ subprocesses, so peak RSS is per engine:
   its open time is reported as n/a);
 * single-hash lookups/s in 1 process and in 2 processes (forked after warm-up), p99
   latency, batch lookups/s (one call for all queries, one thread);
-* recall against an independent NumPy brute force on a sample of the queries;
+* recall of every timed lookup against an independent brute force (a plain popcount
+  loop, not tipline code): the rows each single lookup returned are compared with the
+  brute force's, and the 2-process and batch runs must find the same number of hits;
 * for tipline, the mean bucket entries (candidates) each lookup verifies (cand/q).
 
+Every engine times the same ``--queries`` queries. Ratios between engines are printed
+only for engines measured in the same run (same data, same queries, same load).
 Numba compilation happens in a warm-up before any timing. Threshold 31 (PDQ default).
 
 Usage::
 
     python bench/matching.py --quick                    # 20k and 200k, a minute or two
     python bench/matching.py --sizes 1000000 10000000   # the full comparison
+    python bench/matching.py --sizes 10000000 --engines tipline faiss  # without pte's ~9 GB
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from typing import Any
 import numpy as np
 
 BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
 CACHE_DIR = BENCH_DIR / ".cache"
 RADIUS = 31
 ENGINES = ("tipline", "pte", "faiss")
@@ -153,12 +159,16 @@ def make_dataset(kind: str, n: int, n_queries: int, seed: int) -> tuple[np.ndarr
 
 
 def brute_force(bank: np.ndarray, queries: np.ndarray, radius: int) -> list[list[int]]:
-    """Row numbers within ``radius`` for each query (NumPy popcount, no tipline code)."""
-    words = bank.view(np.uint64)
-    out = []
-    for q in queries:
-        dist = np.bitwise_count(words ^ q.view(np.uint64)).sum(axis=1, dtype=np.int32)
-        out.append(np.nonzero(dist <= radius)[0].tolist())
+    """Row numbers within ``radius`` for each query, in row order: every pair's popcount,
+    no tipline code."""
+    words = np.ascontiguousarray(bank).view(np.uint64)
+    qwords = np.ascontiguousarray(queries).view(np.uint64)
+    from _brute import pairs_within  # numba only here: engine workers do not load it
+
+    qi, rows = pairs_within(words, qwords, radius)
+    out: list[list[int]] = [[] for _ in range(len(queries))]
+    for j, i in zip(qi.tolist(), rows.tolist(), strict=True):
+        out[j].append(i)
     return out
 
 
@@ -228,32 +238,36 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _time_lookups(engine: Engine, qs: np.ndarray) -> tuple[float, float, float]:
-    """(lookups/s wall clock, p99 latency ms, lookups per CPU-second of this process)."""
+def _time_lookups(engine: Engine, qs: np.ndarray) -> tuple[float, float, float, list[list[int]]]:
+    """(lookups/s wall clock, p99 latency ms, lookups per CPU-second of this process,
+    the rows each lookup returned - kept for the recall check, the same for every engine)."""
     lat = np.empty(len(qs))
+    found: list[list[int]] = []
     start, cpu = time.perf_counter(), time.process_time()
     for i, q in enumerate(qs):
         t0 = time.perf_counter()
-        engine.lookup(q)
+        found.append(engine.lookup(q))
         lat[i] = time.perf_counter() - t0
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu
-    return len(qs) / wall, float(np.percentile(lat, 99) * 1000), len(qs) / max(cpu, 1e-9)
+    return len(qs) / wall, float(np.percentile(lat, 99) * 1000), len(qs) / max(cpu, 1e-9), found
 
 
 def _child(engine: Engine, qs: np.ndarray, barrier: Any, out: Any) -> None:
     barrier.wait()
     cpu = time.process_time()
+    hits = 0
     for q in qs:
-        engine.lookup(q)
-    out.put(time.process_time() - cpu)
+        hits += len(engine.lookup(q))
+    out.put((time.process_time() - cpu, hits))
 
 
-def _two_processes(engine: Engine, qs: np.ndarray) -> tuple[float, float]:
+def _two_processes(engine: Engine, qs: np.ndarray) -> tuple[float, float, list[int]]:
     """Lookups/s of 2 forked processes sharing the loaded index, each doing all ``qs``.
 
     Also returns the CPU-normalised rate (sum over both processes of lookups per
-    CPU-second), which is what 2 idle cores would deliver on a shared machine.
+    CPU-second), which is what 2 idle cores would deliver on a shared machine, and the
+    number of hits each process found (checked against the brute force).
     """
     ctx = mp.get_context("fork")
     # Keep the garbage collector from touching (and so copying) every object of a big
@@ -269,8 +283,9 @@ def _two_processes(engine: Engine, qs: np.ndarray) -> tuple[float, float]:
     for p in procs:
         p.join()
     wall = time.perf_counter() - start
-    cpus = [out.get() for _ in procs]
-    return 2 * len(qs) / wall, sum(len(qs) / max(c, 1e-9) for c in cpus)
+    done = [out.get() for _ in procs]
+    cpu_rate = sum(len(qs) / max(c, 1e-9) for c, _ in done)
+    return 2 * len(qs) / wall, cpu_rate, [h for _, h in done]
 
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:
@@ -317,11 +332,10 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         (data / "faiss.idx").unlink()
     del bank
     engine.lookup(queries[0])  # warm-up (numba load, faiss/pte first call)
-    recall_qs = queries[: args.recall]
-    result["recall_rows"] = [sorted(engine.lookup(q)) for q in recall_qs]
     qs = queries[:n_single]
-    result["qps_1"], result["p99_ms"], result["cpu_qps_1"] = _time_lookups(engine, qs)
-    result["qps_2"], result["cpu_qps_2"] = _two_processes(engine, qs)
+    result["qps_1"], result["p99_ms"], result["cpu_qps_1"], found = _time_lookups(engine, qs)
+    result["recall_rows"] = [sorted(f) for f in found]
+    result["qps_2"], result["cpu_qps_2"], result["hits_2"] = _two_processes(engine, qs)
     t0 = time.perf_counter()
     result["batch_hits"] = engine.batch(qs)
     result["batch_qps"] = n_single / (time.perf_counter() - t0)
@@ -335,7 +349,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 # -- driver ------------------------------------------------------------------------------
 
 
-def run_worker(phase: str, data: Path, single: int, recall: int) -> dict[str, Any]:
+def run_worker(phase: str, data: Path, single: int) -> dict[str, Any]:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [
         sys.executable,
@@ -346,8 +360,6 @@ def run_worker(phase: str, data: Path, single: int, recall: int) -> dict[str, An
         str(data),
         "--single",
         str(single),
-        "--recall",
-        str(recall),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
@@ -368,24 +380,27 @@ def bench_one(
     try:
         bank.tofile(tmp / "bank.u8")
         queries.tofile(tmp / "queries.u8")
-        truth = brute_force(bank, queries[: args.recall], RADIUS)
+        t0 = time.perf_counter()
+        truth = brute_force(bank, queries, RADIUS)  # every query every engine times
+        print(
+            f"brute force of {len(queries)} queries x {n} hashes: {time.perf_counter() - t0:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
         hits = sum(len(t) for t in truth) / max(1, len(truth))
+        total = sum(len(t) for t in truth)
         del bank
         for engine in engines:
-            single = (
-                args.queries
-                if engine == "tipline"
-                else min(args.queries, args.slow_queries if n >= 1_000_000 else args.queries)
-            )
             if engine == "tipline":
-                r = run_worker("tipline-build", tmp, single, args.recall)
-                r.update(run_worker("tipline", tmp, single, args.recall))
+                r = run_worker("tipline-build", tmp, args.queries)
+                r.update(run_worker("tipline", tmp, args.queries))
             else:
-                r = run_worker(engine, tmp, single, args.recall)
+                r = run_worker(engine, tmp, args.queries)
             got = r.pop("recall_rows")
             found = sum(len(set(g) & set(t)) for g, t in zip(got, truth, strict=True))
-            total = sum(len(t) for t in truth)
             extra = sum(len(set(g) - set(t)) for g, t in zip(got, truth, strict=True))
+            # The 2-process and batch runs return counts only: they must find as many.
+            counts_ok = r["batch_hits"] == total and all(h == total for h in r.pop("hits_2"))
             r.update(
                 engine=engine,
                 kind=kind,
@@ -393,6 +408,8 @@ def bench_one(
                 hits_per_query=hits,
                 recall=found / total if total else 1.0,
                 false_hits=extra,
+                counts_ok=counts_ok,
+                queries_checked=len(got),
             )
             rows.append(r)
             print(json.dumps(r), file=sys.stderr, flush=True)
@@ -400,60 +417,65 @@ def bench_one(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _same_run(rows: list[dict[str, Any]], r: dict[str, Any], engine: str) -> dict[str, Any] | None:
+    """The row of ``engine`` for ``r``'s size and data set in this run, if it was measured."""
+    return next(
+        (x for x in rows if x["engine"] == engine and x["n"] == r["n"] and x["kind"] == r["kind"]),
+        None,
+    )
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average after: {load}")
     head = (
         f"{'size':>10} {'data':<9} {'engine':<8} {'build s':>8} {'open s':>7} "
         f"{'1p q/s':>8} {'2p q/s':>8} {'2p q/cpu':>8} {'batch q/s':>9} {'p99 ms':>7} {'RSS MB':>7} "
-        f"{'bld RSS':>7} {'recall':>7} {'hits/q':>7} {'vs pte 2p':>9} {'cand/q':>7}"
+        f"{'bld RSS':>7} {'recall':>7} {'checked':>7} {'hits/q':>7} {'cand/q':>7}"
     )
     print(head)
     print("-" * len(head))
     for r in rows:
-        pte = next(
-            (
-                x
-                for x in rows
-                if x["engine"] == "pte" and x["n"] == r["n"] and x["kind"] == r["kind"]
-            ),
-            None,
-        )
-        ratio = r["qps_2"] / pte["qps_2"] if pte else None
         print(
             f"{r['n']:>10} {r['kind']:<9} {r['engine']:<8} {_fmt(r.get('build_s'), '8.1f')} "
             f"{_fmt(r.get('open_s'), '7.2f')} {r['qps_1']:>8.0f} {r['qps_2']:>8.0f} "
             f"{_fmt(r.get('cpu_qps_2'), '8.0f')} "
             f"{r['batch_qps']:>9.0f} {r['p99_ms']:>7.2f} {r['rss_mb']:>7.0f} "
             f"{_fmt(r.get('build_rss_mb'), '7.0f')} {r['recall']:>7.4f} "
-            f"{r['hits_per_query']:>7.1f} {_fmt(ratio, '9.1f')} "
+            f"{r['queries_checked']:>7} {r['hits_per_query']:>7.1f} "
             f"{_fmt(r.get('cands_per_query'), '7.0f')}"
         )
+        if r["false_hits"] or not r["counts_ok"]:
+            print(
+                f"{'':>10} {r['engine']}: {r['false_hits']} hits beyond the radius; "
+                f"2-process/batch hit counts {'agree' if r['counts_ok'] else 'DISAGREE'}"
+            )
     print()
+    print("ratios between engines measured in this run (same data, queries and load):")
     for r in rows:
         if r["engine"] != "tipline":
             continue
-        pte = next(
-            (
-                x
-                for x in rows
-                if x["engine"] == "pte" and x["n"] == r["n"] and x["kind"] == r["kind"]
-            ),
-            None,
-        )
-        if pte:
+        peak = max(r["rss_mb"], r["build_rss_mb"])
+        for other in ("pte", "faiss"):
+            o = _same_run(rows, r, other)
+            if o is None:
+                continue
             print(
-                f"{r['n']:>10} {r['kind']:<9} tipline / python-threatexchange: "
-                f"lookups 1p x{r['qps_1'] / pte['qps_1']:.1f}, "
-                f"2p x{r['qps_2'] / pte['qps_2']:.1f}, "
-                f"build x{pte['build_s'] / r['build_s']:.1f} faster, "
-                f"peak RSS x{pte['rss_mb'] / max(r['rss_mb'], r['build_rss_mb']):.1f} smaller"
+                f"{r['n']:>10} {r['kind']:<9} tipline / {other}: "
+                f"lookups 1p x{r['qps_1'] / o['qps_1']:.1f}, "
+                f"2p x{r['qps_2'] / o['qps_2']:.1f}, "
+                f"batch x{r['batch_qps'] / o['batch_qps']:.1f}, "
+                + (  # a flat faiss index has nothing to build
+                    f"build x{o['build_s'] / r['build_s']:.1f} faster, " if other == "pte" else ""
+                )
+                + f"peak RSS {other}/tipline x{o['rss_mb'] / peak:.2f}"
             )
         if r["n"] >= 10_000_000:
-            rss = max(r["rss_mb"], r["build_rss_mb"])
             print(
                 f"{r['n']:>10} {r['kind']:<9} targets: 2p {r['qps_2']:.0f}/{TARGET_QPS_2PROC} "
                 f"q/s {'OK' if r['qps_2'] >= TARGET_QPS_2PROC else 'MISSED'} (CPU-normalised "
-                f"{r.get('cpu_qps_2', 0):.0f}); RSS {rss:.0f}/"
-                f"{TARGET_RSS_MB} MB {'OK' if rss <= TARGET_RSS_MB else 'MISSED'}; open "
+                f"{r.get('cpu_qps_2', 0):.0f}); RSS {peak:.0f}/"
+                f"{TARGET_RSS_MB} MB {'OK' if peak <= TARGET_RSS_MB else 'MISSED'}; open "
                 f"{r['open_s']:.2f}/{TARGET_OPEN_S} s "
                 f"{'OK' if r['open_s'] <= TARGET_OPEN_S else 'MISSED'}; build "
                 f"{r['build_s']:.1f}/{TARGET_BUILD_S} s "
@@ -470,14 +492,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--kinds", nargs="+", default=["uniform", "clustered"], choices=["uniform", "clustered"]
     )
     p.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
-    p.add_argument("--queries", type=int, default=4000, help="queries timed for tipline")
     p.add_argument(
-        "--slow-queries",
+        "--queries",
         type=int,
-        default=300,
-        help="queries timed for the slower engines at >= 1M hashes",
+        default=2000,
+        help="queries timed for every engine, each checked against the brute force",
     )
-    p.add_argument("--recall", type=int, default=40, help="queries checked vs brute force")
     p.add_argument("--quick", action="store_true", help="small sizes for development")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
@@ -488,6 +508,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.quick:
         args.sizes, args.queries = [20_000, 200_000], 1000
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average before: {load}; {args.queries} queries per engine")
     rows: list[dict[str, Any]] = []
     for n in args.sizes:
         for kind in args.kinds:

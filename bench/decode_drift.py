@@ -31,8 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import build_corpus, source_images
-from tipline.signals.decode import FAST_MIN_SIDE, open_image
-from tipline.signals.hashing import DecodeMode, HashOptions, hash_bytes
+from tipline.signals.decode import FAST_MIN_SIDE, DecodeMode, open_image
+from tipline.signals.hashing import HashOptions, hash_bytes
 from tipline.signals.hexbits import hamming_hex
 from tipline.signals.pdq import LOW_QUALITY_THRESHOLD
 

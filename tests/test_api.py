@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from _api_server import Server, server_on
+from _drift_image import drift_jpeg
 from tipline.demo import sample_images
 from tipline.services import audit
 from tipline.signals.hashing import HashOptions, hash_path
@@ -221,6 +222,19 @@ def test_bank_crud(server: Server) -> None:
     _problem(c.post("/v1/banks/unknown-bank/entries", json={"signals": [f"pdq:{PDQ_A}"]}), 404)
     actions = _audit_actions(server)
     assert {"bank.create", "entry.add", "entry.disable", "bank.media.upload"} <= set(actions)
+
+
+def test_bank_media_stores_the_reference_pdq(server: Server) -> None:
+    # Hashes going INTO a bank use the reference decode, whatever queries use.
+    data, reference, fast = drift_jpeg()
+    c = server.client("curator")
+    assert c.post("/v1/banks", json={"name": "reference-pdq"}).status_code == 201
+    added = c.post("/v1/banks/reference-pdq/media?entry_id=r1", content=data)
+    assert added.status_code == 201, added.text
+    stored = {s["type"]: s["value"] for s in added.json()["signals"]}
+    assert stored["pdq"] == reference != fast
+    entry = c.get("/v1/banks/reference-pdq/entries/r1").json()
+    assert {"type": "pdq", "value": reference} in entry["signals"]
 
 
 def test_tenants_do_not_see_each_other(server: Server) -> None:

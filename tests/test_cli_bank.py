@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from _drift_image import drift_jpeg
 from _terminal import run_on_terminal
+from tipline.demo import sample_images
 
 TIPLINE = str(Path(sys.executable).with_name("tipline"))
 
@@ -98,6 +100,42 @@ def test_bank_lifecycle(cli, tmp_path):
     assert "DISABLED" in r.stdout and "thresholds pdq=30" in r.stdout
     r = cli("bank", "show", "missing")
     assert r.returncode == 2 and r.stderr.strip() == "error: no bank named 'missing'"
+
+
+def test_bank_add_media_files_stores_the_reference_pdq(cli, tmp_path):
+    data, reference, fast = drift_jpeg()
+    (tmp_path / "drift.jpg").write_bytes(data)
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a picture")
+    other = tmp_path / "other.png"
+    other.write_bytes(sample_images()[0].read_bytes())
+    assert cli("bank", "create", "known").returncode == 0
+
+    r = cli("bank", "add", "known", "drift.jpg", "--entry-id", "D1", "-l", "A1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "added D1 to known (drift.jpg)"
+    shown = json.loads(cli("bank", "show", "known", "--entry", "D1", "--json").stdout)
+    signals = {s["type"]: s["value"] for s in shown["entries_shown"][0]["signals"]}
+    assert signals["pdq"] == reference != fast  # what pdqhash computes, not the fast decode
+    assert set(signals) == {"pdq", "md5", "sha256"}
+    # A query of the same file still matches it (fast decode, a few bits away).
+    assert "known\tD1\tpdq" in cli("match", "drift.jpg").stdout
+
+    # One entry per file; a bad file is reported and the others are still added.
+    r = cli("bank", "add", "known", "broken.jpg", str(other), "-l", "B2")
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: broken.jpg: ") and "Traceback" not in r.stderr
+    assert r.stdout.startswith("added ") and r.stdout.rstrip().endswith(f"({other})")
+    assert json.loads(cli("bank", "show", "known", "--json").stdout)["entries"] == 2
+
+    r = cli("bank", "add", "known", "drift.jpg", "--entry-id", "D1")  # the id again
+    assert r.returncode == 1 and "already has an entry 'D1'" in r.stderr
+    r = cli("bank", "add", "known", "drift.jpg", "md5:" + "b" * 32)
+    assert r.returncode == 2 and "not both" in r.stderr
+    r = cli("bank", "add", "known", "missing.jpg")
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: missing.jpg: no such file, and not a TYPE:VALUE hash"
+    r = cli("bank", "add", "known", "drift.jpg", str(other), "--entry-id", "X")
+    assert r.returncode == 2 and "--entry-id needs a single file" in r.stderr
 
 
 def test_import_errors_summary_and_atomic(cli, tmp_path):

@@ -52,7 +52,7 @@ def setup(db_url, tmp_path, reference_dir):
     return run, photos, pdq_hex
 
 
-def test_match_photos_text_json_csv_and_exit_status(setup, tmp_path):
+def test_match_photos_text_jsonl_csv_and_exit_status(setup, tmp_path):
     run, photos, pdq_hex = setup
     entry = f"pdq:{pdq_hex}"
     r = run("match", str(photos))
@@ -63,15 +63,27 @@ def test_match_photos_text_json_csv_and_exit_status(setup, tmp_path):
     assert first[0].endswith("aaa-orig.jpg") and first[1:5] == ["known", entry, "pdq", "distance=0"]
     assert all("other.png" not in line for line in lines)
 
-    r = run("match", str(photos), "--format", "json", "--fail-on-match")
+    r = run("match", str(photos), "--format", "jsonl", "--fail-on-match")
     assert r.returncode == 1
-    rows = json.loads(r.stdout)
+    rows = [json.loads(line) for line in r.stdout.splitlines()]  # one object per match
     assert {Path(x["item"]).name for x in rows} == {
         "aaa-orig.jpg",
         "blur-a-lot.jpg",
         "shrink-a-lot.jpg",
     }
     assert all(isinstance(x["distance"], int) and x["bank"] == "known" for x in rows)
+    assert r.stderr == ""
+
+    # `json` is the deprecated spelling: the same rows as one array, and a warning.
+    r = run("match", str(photos), "--format", "json")
+    assert r.returncode == 0
+    assert json.loads(r.stdout) == rows
+    assert "deprecated" in r.stderr and "jsonl" in r.stderr
+    r = run("match", str(photos), "--format", "xml")
+    assert r.returncode == 2 and "'xml' is not one of" in r.stderr
+    # One set of formats for `hash` and `match`.
+    for command in ("hash", "match"):
+        assert "<text|jsonl|csv>" in run(command, "--help").stdout
 
     r = run("match", str(photos / "other.png"), "--fail-on-match", "--format", "csv")
     assert r.returncode == 0

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from _api_server import Server, server_on
+from _drift_image import drift_jpeg
 from tipline.demo import sample_images
 from tipline.signals.hashing import HashOptions, hash_path
 
@@ -170,6 +171,18 @@ def test_curation_and_matching_shapes(server: Server, media_url: str) -> None:
         "matches": []
     }
     assert content_id != sig_id
+
+
+def test_bank_content_stores_the_reference_pdq(server: Server) -> None:
+    data, reference, fast = drift_jpeg()
+    c = server.client("curator")
+    assert c.post("/c/banks", json={"name": "HMA_REFERENCE_PDQ"}).status_code == 201
+    files = {"photo": ("drift.jpg", data, "image/jpeg")}
+    added = c.post("/c/bank/HMA_REFERENCE_PDQ/content", files=files)
+    assert added.status_code == 200, added.text
+    assert added.json()["signals"]["pdq"] == reference != fast
+    # Hashing for a query keeps the fast decode.
+    assert server.client("hasher").post("/h/hash", files=files).json()["pdq"] == fast
 
 
 def test_hma_routes_need_a_key(server: Server) -> None:

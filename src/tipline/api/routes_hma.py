@@ -30,6 +30,7 @@ from tipline.errors import HashFormatError, InputError, NotFoundError, TiplineEr
 from tipline.services import banks
 from tipline.services.auth import Permission, Principal, can_see_tenant
 from tipline.signals.base import Signal, get_signal_type
+from tipline.signals.decode import DecodeMode
 from tipline.signals.hashing import HashOptions, HashResult
 
 router = APIRouter(tags=["hma"])
@@ -102,7 +103,12 @@ def _as_map(result: HashResult) -> dict[str, str]:
 
 
 async def _hash_url(
-    ctx: ServiceContext, who: Principal, url: str, content_type: str | None, types: str | None
+    ctx: ServiceContext,
+    who: Principal,
+    url: str,
+    content_type: str | None,
+    types: str | None,
+    decode: DecodeMode = DecodeMode.FAST,
 ) -> dict[str, str]:
     await record_media_access(ctx, who, "hma.hash.url", {"url": url})
     fetched = await fetch_media(ctx, url)
@@ -119,12 +125,16 @@ async def _hash_url(
                 "expected type, provide it with the content_type query param"
             )
     wanted = _types(kind, types)
-    result = await hash_upload(ctx, fetched.data, url, HashOptions(signals=wanted))
+    result = await hash_upload(ctx, fetched.data, url, HashOptions(signals=wanted, decode=decode))
     return _as_map(result)
 
 
 async def _hash_form(
-    ctx: ServiceContext, who: Principal, request: Request, types: str | None
+    ctx: ServiceContext,
+    who: Principal,
+    request: Request,
+    types: str | None,
+    decode: DecodeMode = DecodeMode.FAST,
 ) -> dict[str, str]:
     try:
         form = await request.form(max_files=2, max_fields=10)
@@ -144,7 +154,8 @@ async def _hash_form(
     finally:
         await form.close()  # spooled temporary files go at once, also on errors
     await record_media_access(ctx, who, "hma.hash.upload", {"bytes": len(data)})
-    result = await hash_upload(ctx, data, upload.filename or "upload", HashOptions(signals=wanted))
+    options = HashOptions(signals=wanted, decode=decode)
+    result = await hash_upload(ctx, data, upload.filename or "upload", options)
     return _as_map(result)
 
 
@@ -416,10 +427,11 @@ async def hma_bank_add_content(
 ) -> dict[str, Any]:
     """Add content by ``url`` or multipart upload: ``{"id", "signals": {type: hash}}``."""
     await run_in_threadpool(visible_bank, ctx, who, bank_name, write=True)
+    # Reference decode: hashes stored in a bank are shared (see services.bank_media).
     if url:
-        hashes = await _hash_url(ctx, who, url, content_type, None)
+        hashes = await _hash_url(ctx, who, url, content_type, None, DecodeMode.EXACT)
     elif request.headers.get("content-type", "").startswith("multipart/form-data"):
-        hashes = await _hash_form(ctx, who, request, None)
+        hashes = await _hash_form(ctx, who, request, None, DecodeMode.EXACT)
     else:
         raise InputError("Neither `url` nor multipart file upload was received")
     return await run_in_threadpool(_add_signals, ctx, who, bank_name, hashes, "hma content")

@@ -16,11 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from tipline.api.audit_log import record_media_access
 from tipline.api.context import ServiceContext, get_ctx
 from tipline.api.deps import require
-from tipline.api.media import RAW_MEDIA_BODY, hash_options, hash_upload, read_media
+from tipline.api.media import RAW_MEDIA_BODY, hash_upload, read_media
 from tipline.api.schemas import problems
 from tipline.banks.model import BankEntry
-from tipline.errors import InputError
-from tipline.services import banks, input_limits
+from tipline.services import bank_media, banks, input_limits
 from tipline.services.auth import Permission, Principal, can_see_tenant, require_tenant
 
 router = APIRouter(prefix="/v1", tags=["banks"])
@@ -265,14 +264,15 @@ async def add_media(
     ctx: ServiceContext = Depends(get_ctx),
     who: Principal = Depends(_write),
 ) -> EntryOut:
-    """Hash the uploaded media and add its signals as a new entry (audited)."""
+    """Hash the uploaded media and add its signals as a new entry (audited). Photos are
+    hashed with the reference decode (full resolution, as pdqhash and HMA decode), so
+    banks hold the PDQ other implementations compute."""
     visible_bank(ctx, who, name, write=True)
     data = await read_media(request)
     await record_media_access(ctx, who, "bank.media.upload", {"bank": name, "bytes": len(data)})
-    result = await hash_upload(ctx, data, "upload", hash_options(None))
-    signals = [f"{s.type}:{s.value}" for s in result.signals if s.variant is None]
-    if not signals:
-        raise InputError("the media produced no signals")
+    # Reference decode: hashes stored in a bank are shared (see services.bank_media).
+    result = await hash_upload(ctx, data, "upload", bank_media.BANK_HASH_OPTIONS)
+    signals = bank_media.entry_signals(result)
     entry = banks.add_entry(
         bank_db(ctx),
         name,

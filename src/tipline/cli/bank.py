@@ -13,7 +13,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from tipline.banks.formats import ImportFormat, guess_format
 from tipline.banks.model import BankEntry
 from tipline.cli.console import err_console, out_console
-from tipline.errors import ImportFormatError, InputError
+from tipline.errors import ConflictError, ImportFormatError, InputError, MediaError
+from tipline.services import bank_media
 from tipline.services import banks as svc
 
 bank_app = typer.Typer(
@@ -301,20 +302,49 @@ def delete_command(
 @bank_app.command("add")
 def add_command(
     name: str = typer.Argument(..., help="Bank name."),
-    hashes: list[str] = typer.Argument(..., help="Signals as TYPE:VALUE (e.g. pdq:<64 hex>)."),
+    items: list[str] = typer.Argument(
+        ...,
+        help="Signals as TYPE:VALUE (e.g. pdq:<64 hex>), together one entry; or media "
+        "files, one entry each, hashed with the reference decode.",
+        metavar="HASH_OR_FILE...",
+    ),
     entry_id: str | None = typer.Option(None, "--entry-id", help="External entry id."),
     label: list[str] = typer.Option([], "--label", "-l", help="Label (e.g. A1); repeatable."),
     source: str | None = typer.Option(
         None, "--source", help="Provenance (for allow-banks: the reason shown)."
     ),
 ) -> None:
-    """Add one entry; it is matchable everywhere within a second."""
+    """Add an entry by its hashes, or one entry per media file; matchable everywhere
+    within a second. A file that cannot be hashed is reported and the others are added
+    (exit status 1)."""
+    files = [item for item in items if os.path.exists(item)]
+    for item in items:
+        if item not in files and ":" not in item:
+            raise InputError(f"{item}: no such file, and not a TYPE:VALUE hash")
+    if files and len(files) < len(items):
+        raise InputError("give TYPE:VALUE hashes or media files, not both")
+    if len(files) > 1 and entry_id is not None:
+        raise InputError("--entry-id needs a single file")
     db = svc.open_database()
+    failed = 0
     try:
-        entry = svc.add_entry(db, name, hashes, entry_id=entry_id, labels=label, source=source)
+        if not files:
+            entry = svc.add_entry(db, name, items, entry_id=entry_id, labels=label, source=source)
+            _print(f"added {entry.entry_id} to {name}")
+        for path in files:
+            try:
+                entry = bank_media.add_media_file(
+                    db, name, path, entry_id=entry_id, labels=label, source=source
+                )
+            except (MediaError, ConflictError) as exc:  # this file only; go on
+                failed += 1
+                err_console.print(f"error: {path}: {exc.message}", markup=False, highlight=False)
+                continue
+            _print(f"added {entry.entry_id} to {name} ({path})")
     finally:
         db.close()
-    _print(f"added {entry.entry_id} to {name}")
+    if failed:
+        raise typer.Exit(1)
 
 
 @bank_app.command("disable")

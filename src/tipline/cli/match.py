@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import enum
 import json
 import sys
 from typing import Any
@@ -13,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from tipline.banks.model import Match
 from tipline.cli.console import err_console
-from tipline.cli.hash import expand
+from tipline.cli.hash import OutputFormat, expand
 from tipline.config import get_settings
 from tipline.errors import InputError
 from tipline.signals.base import Signal, parse_typed_hash
@@ -27,12 +26,23 @@ EXIT_MATCH = 1
 EXIT_ERRORS = 3
 
 
-class MatchFormat(enum.Enum):
-    """How matches are printed."""
+#: ``--format json`` (one JSON array at the end) before ``tipline hash`` and ``tipline
+#: match`` shared one set of formats; still accepted, not advertised.
+DEPRECATED_JSON = "json"
 
-    TEXT = "text"
-    JSON = "json"
-    CSV = "csv"
+
+def _format(value: str) -> str:
+    known = [f.value for f in OutputFormat]
+    if value not in (*known, DEPRECATED_JSON):
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, known))}.")
+    if value == DEPRECATED_JSON:
+        err_console.print(
+            "warning: --format json is deprecated (it prints one array at the end); "
+            "use --format jsonl (one object per match, as they come)",
+            markup=False,
+            highlight=False,
+        )
+    return value
 
 
 _CSV_HEADER = [
@@ -72,7 +82,14 @@ def match_command(
     bank: list[str] = typer.Option(
         [], "--bank", "-b", help="Only report matches in this bank; repeatable."
     ),
-    fmt: MatchFormat = typer.Option(MatchFormat.TEXT, "--format", "-f", help="Output format."),
+    fmt_name: str = typer.Option(
+        OutputFormat.TEXT.value,
+        "--format",
+        "-f",
+        help="Output format: text, jsonl (one JSON object per match) or csv.",
+        metavar="<text|jsonl|csv>",
+        parser=_format,
+    ),
     fail_on_match: bool = typer.Option(
         False, "--fail-on-match", help=f"Exit with status {EXIT_MATCH} when anything matched."
     ),
@@ -90,6 +107,9 @@ def match_command(
     from tipline.services.banks import show_bank
     from tipline.services.matching import Matcher
 
+    legacy_json = fmt_name == DEPRECATED_JSON
+    fmt = OutputFormat.JSONL if legacy_json else OutputFormat(fmt_name)
+
     queries: list[tuple[str, Signal]] = []
     for text in hashes:
         kind, value = parse_typed_hash(text)
@@ -101,7 +121,7 @@ def match_command(
         for name in bank:
             show_bank(matcher.db, name)  # NotFoundError for a typo
         rows: list[dict[str, Any]] = []
-        writer = csv.writer(sys.stdout, lineterminator="\n") if fmt is MatchFormat.CSV else None
+        writer = csv.writer(sys.stdout, lineterminator="\n") if fmt is OutputFormat.CSV else None
         if writer is not None:
             writer.writerow(_CSV_HEADER)
         failed = 0
@@ -113,8 +133,10 @@ def match_command(
             emitted += len(matches)
             for m in matches:
                 row = _row(item, m)
-                if fmt is MatchFormat.JSON:
+                if legacy_json:
                     rows.append(row)
+                elif fmt is OutputFormat.JSONL:
+                    sys.stdout.write(json.dumps(row, separators=(",", ":")) + "\n")
                 elif writer is not None:
                     values = {**row, "labels": ";".join(m.labels)}
                     writer.writerow(["" if values[k] is None else values[k] for k in _CSV_HEADER])
@@ -167,7 +189,7 @@ def match_command(
                     found = matcher.match_signals(result.signals)
                     matched = matched or any(m.suppressed_by is None for m in found)
                     emit(result.path, found)
-        if fmt is MatchFormat.JSON:
+        if legacy_json:
             sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         sys.stdout.flush()
         if not emitted:  # say so: an empty stdout alone looks like nothing happened

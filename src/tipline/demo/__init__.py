@@ -29,6 +29,7 @@ def seed_demo(settings: Settings, engine: Engine, base_url: str = "http://127.0.
     from tipline.errors import NotFoundError
     from tipline.services import banks
     from tipline.services.auth import Role, replace_key
+    from tipline.signals.decode import DecodeMode
     from tipline.signals.hashing import HashOptions, hash_path
     from tipline.signals.limits import MediaLimits
     from tipline.store.db import session_factory, transaction
@@ -38,7 +39,8 @@ def seed_demo(settings: Settings, engine: Engine, base_url: str = "http://127.0.
         banks.show_bank(db, DEMO_BANK)
     except NotFoundError:
         banks.create_bank(db, DEMO_BANK, description="Benign sample pictures for the demo")
-        options = HashOptions(signals=("pdq", "md5"))
+        # Reference decode, as for every hash stored in a bank (services.bank_media).
+        options = HashOptions(signals=("pdq", "md5"), decode=DecodeMode.EXACT)
         for path in sample_images():
             result = hash_path(str(path), options, limits=MediaLimits.of(settings))
             if result.ok:

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 from _api_server import Server, running_server
 from _ispws_server import ispws_server
 from tipline.config import Settings
+from tipline.demo import sample_images
 from tipline.services import vault as v
 from tipline.services.reports import service
 from tipline.services.reports.facts import ReviewFacts
@@ -139,3 +140,73 @@ def test_report_routes(server: Server, settings: Settings) -> None:
     ).json()
     retracted = client.post(f"/v1/reports/{other['id']}/retract", headers=acme).json()
     assert retracted["status"] == "retracted"
+
+
+def test_submission_and_decision_carry_report_facts(server: Server) -> None:
+    matcher = server.client("a_matcher")
+    reviewer = server.client("a_reviewer")
+    body = {
+        "content_id": "c-77",
+        "uploader_account": "user-77",
+        "upload_ip": "2001:db8::1",
+        "upload_port": 51515,
+        "uploaded_at": "2026-11-01T10:00:00Z",
+        "file_name": "beach.jpg",
+        "uploader_screen_name": "sunny",
+        "uploader_profile_url": "https://example.org/u/77",
+        "account": {
+            "ip_events": [{"ip": "192.0.2.5", "event": "Login", "at": "2026-10-31T09:00:00Z"}],
+            "devices": [{"id_type": "IDFA", "value": "X-1"}],
+            "location": {"city": "Lyon", "country": "FR"},
+        },
+    }
+    made = matcher.post("/v1/submissions", json=body)
+    assert made.status_code == 201, made.text
+    out = made.json()
+    assert out["upload_port"] == 51515 and out["file_name"] == "beach.jpg"
+    assert out["account"]["location"]["country"] == "FR"
+    bad = matcher.post(
+        "/v1/submissions", json={**body, "account": {"location": {"country": "France"}}}
+    )
+    assert bad.status_code in (400, 422) and "ISO 3166" in bad.text
+    assert matcher.post("/v1/submissions", json={**body, "upload_port": 70000}).status_code in (
+        400,
+        422,
+    )
+    decided = reviewer.post(
+        f"/v1/submissions/{out['id']}/decisions",
+        json={
+            "decision": "confirmed",
+            "facts": {"viewed": True, "classification": "A1", "file_annotations": ["infant"]},
+        },
+    )
+    assert decided.status_code == 201, decided.text
+    facts = decided.json()["facts"]
+    assert facts["viewed"] is True and facts["classification"] == "A1"
+    assert facts["exif_viewed"] is False
+    # no media was kept for this submission: a clear refusal, nothing stored
+    refused = reviewer.post(f"/v1/decisions/{decided.json()['id']}/report")
+    assert refused.status_code == 400 and "no stored media" in refused.text
+    assert reviewer.get("/v1/reports").json() == []
+    # /v1/match carries the same upload facts as query parameters
+    image = sample_images()[0].read_bytes()
+    matched = matcher.post(
+        "/v1/match",
+        params={
+            "content_id": "c-78",
+            "upload_ip": "192.0.2.9",
+            "upload_port": 40404,
+            "file_name": "x.jpg",
+            "uploader_screen_name": "moon",
+        },
+        content=image,
+    )
+    assert matched.status_code == 200, matched.text
+    stored = reviewer.get(f"/v1/submissions/{matched.json()['submission_id']}").json()
+    assert (stored["upload_port"], stored["file_name"], stored["uploader_screen_name"]) == (
+        40404,
+        "x.jpg",
+        "moon",
+    )
+    orphan_facts = matcher.post("/v1/match", params={"upload_port": 1}, content=image)
+    assert orphan_facts.status_code == 400 and "content_id" in orphan_facts.text

@@ -99,14 +99,37 @@ def _result(matches: list[Match], signals: list[Signal], submission_id: str | No
     )
 
 
+class UploadFacts:
+    """Query parameters that reports need beyond the basic submission facts."""
+
+    def __init__(
+        self,
+        upload_port: int | None = Query(
+            None, ge=0, le=65535, description="source port of the upload (CGNAT)"
+        ),
+        file_name: str | None = Query(None, max_length=1024, description="name as uploaded"),
+        uploader_screen_name: str | None = Query(None, max_length=256),
+        uploader_profile_url: str | None = Query(None, max_length=2048),
+    ) -> None:
+        given = {
+            "upload_port": upload_port,
+            "file_name": file_name,
+            "uploader_screen_name": uploader_screen_name,
+            "uploader_profile_url": uploader_profile_url,
+        }
+        self.values: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+
+
 def _submission(
     content_id: str | None,
     uploader_account: str | None,
     upload_ip: str | None,
     uploaded_at: datetime | None,
+    extra: UploadFacts | None = None,
 ) -> dict[str, Any] | None:
+    more = extra.values if extra is not None else {}
     if content_id is None:
-        if uploader_account or upload_ip or uploaded_at:
+        if uploader_account or upload_ip or uploaded_at or more:
             raise InputError("submission facts need a content_id")
         return None
     try:
@@ -115,6 +138,7 @@ def _submission(
             uploader_account=uploader_account,
             upload_ip=upload_ip,
             uploaded_at=uploaded_at,
+            **more,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -174,11 +198,12 @@ async def match_upload(
     uploader_account: str | None = _UPLOADER,
     upload_ip: str | None = _UPLOAD_IP,
     uploaded_at: datetime | None = _UPLOADED_AT,
+    extra: UploadFacts = Depends(),
     ctx: ServiceContext = Depends(get_ctx),
     who: Principal = Depends(_match),
 ) -> MatchResult:
     """Hash the uploaded media and match it against the banks."""
-    submission = _submission(content_id, uploader_account, upload_ip, uploaded_at)
+    submission = _submission(content_id, uploader_account, upload_ip, uploaded_at, extra)
     data = await read_media(request)
     # The access record is group-committed while the media is hashed and matched; the
     # answer waits for its commit.
@@ -199,11 +224,12 @@ async def match_url(
     uploader_account: str | None = _UPLOADER,
     upload_ip: str | None = _UPLOAD_IP,
     uploaded_at: datetime | None = _UPLOADED_AT,
+    extra: UploadFacts = Depends(),
     ctx: ServiceContext = Depends(get_ctx),
     who: Principal = Depends(_match),
 ) -> MatchResult:
     """Fetch ``url`` (SSRF-guarded), hash and match it."""
-    submission = _submission(content_id, uploader_account, upload_ip, uploaded_at)
+    submission = _submission(content_id, uploader_account, upload_ip, uploaded_at, extra)
     await record_media_access(ctx, who, "match.url", {"url": url, "content_id": content_id})
     fetched = await fetch_media(ctx, url)
     result = await hash_upload(ctx, fetched.data, url, hash_options(None))

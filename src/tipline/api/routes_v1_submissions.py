@@ -13,8 +13,10 @@ from tipline.api.audit_log import record
 from tipline.api.context import ServiceContext, get_ctx
 from tipline.api.deps import require
 from tipline.api.schemas import problems
+from tipline.errors import InputError
 from tipline.services import actions, input_limits
 from tipline.services.auth import Permission, Principal
+from tipline.services.reports.facts import account_from_json
 from tipline.signals.base import get_signal_type
 from tipline.store import submissions as store
 from tipline.store.db import transaction
@@ -41,11 +43,39 @@ class SubmissionMeta(BaseModel):
     uploader_account: str | None = Field(None, max_length=256)
     upload_ip: str | None = Field(None, max_length=64, description="IPv4 or IPv6 address")
     uploaded_at: datetime | None = Field(None, description="aware ISO 8601 time")
+    upload_port: int | None = Field(
+        None, ge=0, le=65535, description="source port of the upload (needed behind CGNAT)"
+    )
+    file_name: str | None = Field(None, max_length=1024, description="name as uploaded")
+    uploader_screen_name: str | None = Field(None, max_length=256)
+    uploader_profile_url: str | None = Field(None, max_length=2048)
+    account: dict[str, Any] | None = Field(
+        None,
+        description="uploader account facts for reports: ip_events [{ip, event (Login, "
+        "Registration, Purchase, Upload, Other, Unknown), at, port, possible_proxy}], "
+        "devices [{id_type, value, event, at}], emails, display_names, "
+        "temporarily_disabled_at, reenabled_at, permanently_disabled_at, location "
+        "{city, region, country (ISO 3166 alpha-2), verified, at}",
+    )
     metadata: dict[str, Any] = Field(
         default_factory=dict,
         description=f"free JSON object, at most {input_limits.MAX_METADATA_DEPTH} levels deep "
         f"and {input_limits.MAX_METADATA_BYTES} bytes",
     )
+
+    @field_validator("account", mode="before")
+    @classmethod
+    def _account(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ValueError("account must be an object")
+        input_limits.check_metadata(value)
+        try:
+            account_from_json(value)
+        except InputError as exc:
+            raise ValueError(exc.message) from None
+        return value
 
     @field_validator("metadata", mode="before")
     @classmethod
@@ -83,6 +113,11 @@ class SubmissionOut(BaseModel):
     uploader_account: str | None
     upload_ip: str | None
     uploaded_at: datetime | None
+    upload_port: int | None = None
+    file_name: str | None = None
+    uploader_screen_name: str | None = None
+    uploader_profile_url: str | None = None
+    account: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any]
     signals: list[dict[str, Any]]
     created_at: datetime
@@ -98,6 +133,11 @@ class SubmissionOut(BaseModel):
             uploader_account=row.uploader_account,
             upload_ip=row.upload_ip,
             uploaded_at=row.uploaded_at,
+            upload_port=row.upload_port,
+            file_name=row.file_name,
+            uploader_screen_name=row.uploader_screen_name,
+            uploader_profile_url=row.uploader_profile_url,
+            account=row.account or {},
             metadata=row.meta,
             signals=row.signals,
             created_at=row.created_at,
@@ -119,6 +159,44 @@ class MatchRecordOut(BaseModel):
     labels: list[str]
 
 
+class ReviewFactsIn(BaseModel):
+    """What the reviewer viewed and concluded. A report says a file was viewed only
+    when ``viewed`` is true here (absent: NOT viewed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    viewed: bool = Field(False, description="the reviewer viewed the file itself")
+    exif_viewed: bool = Field(False, description="the reviewer viewed its EXIF data")
+    classification: Literal["A1", "A2", "B1", "B2"] | None = None
+    file_annotations: list[
+        Literal[
+            "animeDrawingVirtualHentai",
+            "potentialMeme",
+            "viral",
+            "possibleSelfProduction",
+            "physicalHarm",
+            "violenceGore",
+            "bestiality",
+            "liveStreaming",
+            "infant",
+            "generativeAi",
+        ]
+    ] = Field(default_factory=list, max_length=10)
+    report_annotations: list[
+        Literal[
+            "sextortion",
+            "csamSolicitation",
+            "minorToMinorInteraction",
+            "spam",
+            "sadisticOnlineExploitation",
+        ]
+    ] = Field(default_factory=list, max_length=5)
+    escalation_reason: str | None = Field(
+        None, max_length=2000, description="set only to escalate (immediate risk to a child)"
+    )
+    potential_meme: bool = False
+
+
 class DecisionIn(BaseModel):
     """A reviewer's decision on a submission."""
 
@@ -126,6 +204,9 @@ class DecisionIn(BaseModel):
 
     decision: Literal["confirmed", "false_positive", "escalated", "dismissed"]
     reason: str = Field("", max_length=10_000)
+    facts: ReviewFactsIn | None = Field(
+        None, description="what the reviewer viewed and concluded (reports use it)"
+    )
 
 
 class DecisionOut(BaseModel):
@@ -135,16 +216,18 @@ class DecisionOut(BaseModel):
     submission_id: str
     decision: str
     reason: str
+    facts: dict[str, Any] = Field(default_factory=dict)
     decided_by: str
     decided_at: datetime
 
 
 class ReviewDecisionIn(BaseModel):
-    """Confirm or reject a review-queue item."""
+    """Confirm or reject a review-queue item (with what the reviewer viewed)."""
 
     model_config = ConfigDict(extra="forbid")
 
     decision: Literal["confirmed", "rejected"]
+    facts: ReviewFactsIn | None = None
 
 
 def canonical_signals(signals: list[SignalIn]) -> list[dict[str, Any]]:
@@ -176,6 +259,7 @@ def _decision_out(row: store.DecisionRow) -> DecisionOut:
         submission_id=row.submission_id,
         decision=row.decision,
         reason=row.reason,
+        facts=row.facts or {},
         decided_by=row.decided_by,
         decided_at=row.decided_at,
     )
@@ -198,6 +282,11 @@ def create_submission(
             uploader_account=body.uploader_account,
             upload_ip=body.upload_ip,
             uploaded_at=body.uploaded_at,
+            upload_port=body.upload_port,
+            file_name=body.file_name,
+            uploader_screen_name=body.uploader_screen_name,
+            uploader_profile_url=body.uploader_profile_url,
+            account=body.account,
             metadata=body.metadata,
             signals=signals,
         )
@@ -276,6 +365,7 @@ def add_decision(
             store.DecisionKind(body.decision),
             decided_by=who.key_id,
             reason=body.reason,
+            facts=body.facts.model_dump() if body.facts else None,
         )
         record(
             session,
@@ -326,4 +416,10 @@ def decide_review(
 ) -> None:
     """Confirm or reject a pending review item (audited)."""
     with transaction(ctx.sessions) as session:
-        actions.decide(session, item_id, actions.ReviewStatus(body.decision), actor=who)
+        actions.decide(
+            session,
+            item_id,
+            actions.ReviewStatus(body.decision),
+            actor=who,
+            facts=body.facts.model_dump() if body.facts else None,
+        )

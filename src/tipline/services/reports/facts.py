@@ -181,8 +181,10 @@ def account_from_json(data: dict[str, Any] | None) -> AccountFacts:
     loc = data.get("location")
     location = None
     if isinstance(loc, dict):
-        country = _str(loc, "country", 2)
-        if country is not None and not (country.isascii() and country.isupper()):
+        country = _str(loc, "country", 64)
+        if country is not None and not (
+            len(country) == 2 and country.isascii() and country.isupper()
+        ):
             raise InputError("location country must be ISO 3166 alpha-2 (e.g. US)")
         verified = loc.get("verified")
         location = EstimatedLocation(

@@ -74,7 +74,7 @@ class OperatorItemOut(BaseModel):
     "/decisions/{decision_id}/report",
     response_model=ReportOut,
     status_code=201,
-    responses=problems(404, 409),
+    responses=problems(404, 409, 503),
 )
 def report_decision(
     decision_id: str = Path(..., min_length=1, max_length=26),

@@ -58,6 +58,14 @@ from tipline.store.reports import (
 from tipline.store.submissions import DecisionKind, DecisionRow, MatchRecordRow, SubmissionRow
 
 
+class ReportingNotConfiguredError(ConfigError):
+    """A setting reporting needs is missing (the API answers 503: the service, not the
+    request, must change)."""
+
+    status = 503
+    code = "reports-not-configured"
+
+
 class ReportKind(enum.Enum):
     """Why a report exists."""
 
@@ -220,7 +228,9 @@ class ReportDetail:
 def reporter_from_settings(settings: Settings) -> Reporter:
     """The ``reporter`` block; ConfigError when the reporting email is not set."""
     if not settings.report_reporter_email:
-        raise ConfigError("set TIPLINE_REPORT_REPORTER_EMAIL (the reporting person's email)")
+        raise ReportingNotConfiguredError(
+            "set TIPLINE_REPORT_REPORTER_EMAIL (the reporting person's email)"
+        )
     return Reporter(
         email=settings.report_reporter_email,
         first_name=settings.report_reporter_first_name,
@@ -349,7 +359,6 @@ def create_from_decision(
     asking again returns the report already made). Files are reported as viewed only
     when the decision says the reviewer viewed them."""
     who.require(Permission.REPORT)
-    reporter = reporter_from_settings(settings)
     evidence = evidence or evidence_from_settings(sessions, settings)
     source = f"decision:{decision_id}"
     with transaction(sessions) as session:
@@ -368,6 +377,7 @@ def create_from_decision(
             raise NotFoundError(f"no submission {decision.submission_id!r}")
         facts = review_facts_from_json(decision.facts)
         media = _media(session, evidence, submission)
+        reporter = reporter_from_settings(settings)
     with transaction(sessions) as session:
         existing = _existing(session, source)
         if existing is not None:
@@ -741,9 +751,9 @@ def operator_queue(
 def client_from_settings(settings: Settings, *, transport: Any = None) -> IspwsClient:
     """The ISPWS client for the configured endpoint and account."""
     if not settings.report_ispws_url:
-        raise ConfigError("set TIPLINE_REPORT_ISPWS_URL to deliver reports")
+        raise ReportingNotConfiguredError("set TIPLINE_REPORT_ISPWS_URL to deliver reports")
     if not settings.report_ispws_username or settings.report_ispws_password is None:
-        raise ConfigError(
+        raise ReportingNotConfiguredError(
             "set TIPLINE_REPORT_ISPWS_USERNAME and TIPLINE_REPORT_ISPWS_PASSWORD to deliver"
         )
     return IspwsClient(

@@ -166,3 +166,32 @@ def test_lost_upload_answer_restarts_with_a_retract(
         reports = list(rx.receiver.reports.values())
         assert len(reports) == 2 and reports[0].retracted and len(reports[0].files) == 1
         assert reports[1].finished == 1 and len(reports[1].files) == 1
+
+
+def test_receiver_that_mangles_files_goes_to_the_operator(
+    sqlite_sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    sessions = sqlite_sessions
+    evidence = DirectoryEvidence(tmp_path / "ev")
+    [report_id] = queue_reports(sessions, evidence, 1, max_files=1)
+    with ispws_server() as rx:
+        rx.receiver.wrong_md5 = True
+        d = deliverer(
+            sessions,
+            tmp_path / "ev",
+            rx.url,
+            rx.username,
+            rx.password,
+            policy=DeliveryPolicy(max_attempts=3, lease_seconds=60),
+        )
+        stats = run(d)
+        reports = list(rx.receiver.reports.values())
+    assert stats.failed == 1 and stats.finished == 0
+    # two restarts retracted their remote reports; the third stays open for the operator
+    assert [r.retracted for r in reports] == [True, True, False]
+    assert not any(r.finished for r in reports)
+    with sessions() as session:
+        [item] = session.scalars(select(OperatorItemRow)).all()
+        assert item.report_id == report_id and "MD5" in item.message
+        assert str(reports[-1].id) in item.message
+        assert outbox_size(session) == 0

@@ -245,9 +245,7 @@ class Deliverer:
             )
             return report_id if getattr(taken, "rowcount", 0) == 1 else None
 
-    def _owned(
-        self, session: Session, report_id: str
-    ) -> tuple[ReportOutboxRow, ReportRow] | None:
+    def _owned(self, session: Session, report_id: str) -> tuple[ReportOutboxRow, ReportRow] | None:
         """The outbox row (if this runner holds its lease) and its report, one query."""
         found = session.execute(
             select(ReportOutboxRow, ReportRow)
@@ -471,13 +469,33 @@ class Deliverer:
                 assert file is not None
                 md5 = getattr(result, "md5", None)
                 if md5 != file.md5:
-                    # the receiver holds other bytes than ours: start again cleanly
+                    # the receiver holds other bytes than ours: start again cleanly,
+                    # a bounded number of times (each restart resets the attempts)
+                    detail = f"receiver MD5 {md5} differs from {file.md5}"
+                    before = session.execute(
+                        select(func.count()).where(
+                            ReportEventRow.report_id == report_id,
+                            ReportEventRow.phase == "retry",
+                            ReportEventRow.detail.like("receiver MD5 %"),
+                        )
+                    ).scalar_one()
                     row.step = Step.RETRACT.value
                     row.final_retract = False
                     row.attempts = 1
-                    detail = f"receiver MD5 {md5} differs from {file.md5}"
                     row.last_error = detail
                     done_phase = "retry"
+                    if before + 1 >= self.policy.max_attempts:
+                        # the open remote report is named in the message for the operator
+                        self._to_operator(
+                            session,
+                            row,
+                            report,
+                            None,
+                            f"{detail} on {before + 1} uploads; report {report.remote_id} is "
+                            "still open on the receiver",
+                        )
+                        self.stats.add(failed=1)
+                        done_phase = "rejected"
                 else:
                     file.remote_file_id = getattr(result, "file_id", None)
                     file.described = False
@@ -503,7 +521,7 @@ class Deliverer:
                 detail = self._retracted(session, row, report)
             self._event(session, report_id, call.step.value, done_phase, detail)
             finished = call.step is Step.FINISH or (call.step is Step.RETRACT and call.final)
-            if not finished:
+            if not finished and done_phase != "rejected":
                 following = self._mark_inflight(
                     session, row, report, self._build_call(session, row, report)
                 )

@@ -64,7 +64,8 @@ class Faults:
         self.rng = random.Random(self.seed)
         self.counts: dict[str, int] = {}
 
-    def pick(self) -> str | None:
+    def pick(self, path: str = "") -> str | None:
+        """The fault for one request to ``path`` (None: answer normally)."""
         if self.rate <= 0 or self.rng.random() >= self.rate:
             return None
         kind = self.rng.choice(self.kinds)
@@ -174,7 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0].removeprefix("/ispws")
         with rx.lock:
             rx.requests += 1
-            fault = rx.faults.pick() if path != "/status" else None
+            fault = rx.faults.pick(path) if path != "/status" else None
         if fault in ("500_before",):
             self._send(500, b"")
             return

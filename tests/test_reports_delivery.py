@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from _ispws_server import Faults, ispws_server
 from _report_fixtures import deliverer, open_db, queue_reports, run
+from tipline.services.jobs import Backoff
 from tipline.services.reports.evidence import DirectoryEvidence
 from tipline.services.reports.outbox import DeliveryPolicy, outbox_size
 from tipline.store.reports import OperatorItemRow, ReportFileRow, ReportRow
@@ -201,3 +202,20 @@ def test_receiver_that_mangles_files_goes_to_the_operator(
         assert item.report_id == report_id and "MD5" in item.message
         assert str(reports[-1].id) in item.message
         assert outbox_size(session) == 0
+
+
+def test_no_wait_leaves_backing_off_reports_for_the_next_run(
+    sqlite_sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    sessions = sqlite_sessions
+    evidence = DirectoryEvidence(tmp_path / "ev")
+    [report_id] = queue_reports(sessions, evidence, 1)
+    faults = Faults(rate=1.0, seed=3, kinds=("500_before",))
+    policy = DeliveryPolicy(max_attempts=5, backoff=Backoff(base=3600.0, maximum=3600.0))
+    with ispws_server(faults=faults) as rx:
+        d = deliverer(sessions, tmp_path / "ev", rx.url, rx.username, rx.password, policy=policy)
+        stats = run(d, wait_for_retries=False)
+    assert stats.retries == 1 and stats.finished == 0
+    with sessions() as session:
+        assert outbox_size(session) == 1
+        assert session.get(ReportRow, report_id).status == "queued"

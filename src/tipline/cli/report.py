@@ -169,11 +169,15 @@ def queue_command() -> None:
 @report_app.command("deliver")
 def deliver_command(
     workers: int = typer.Option(1, "--workers", "-w", min=1, max=64, help="Parallel calls."),
+    wait: bool = typer.Option(
+        True, "--wait/--no-wait", help="Wait for reports backing off before a retry."
+    ),
 ) -> None:
     """Deliver every queued report to the configured ISPWS endpoint, then exit.
 
     Safe to interrupt or kill at any moment: the next run resumes from the database.
-    Exits non-zero when a report went to the operator queue.
+    Exits non-zero when a report went to the operator queue. With --no-wait, reports
+    backing off before a retry are left for the next run.
     """
     settings = get_settings()
     lock = threading.Lock()
@@ -195,7 +199,13 @@ def deliver_command(
                     with lock:
                         progress.advance(task)
 
-            stats = service.deliver(sessions, settings=settings, workers=workers, on_step=on_step)
+            stats = service.deliver(
+                sessions,
+                settings=settings,
+                workers=workers,
+                on_step=on_step,
+                wait_for_retries=wait,
+            )
     err_console.print(
         f"finished {stats.finished}, failed {stats.failed}, retracted {stats.retracted}; "
         f"{stats.calls} calls, {stats.retries} retries; {stats.orphans} possible orphan "

@@ -183,6 +183,7 @@ class Deliverer:
         self.on_step = on_step
         self.clock = clock
         self.stats = DeliveryStats()
+        self._wait_for_retries = True
         self._host = self.owner.split(":", 1)[0]
 
     # -- leases ---------------------------------------------------------------------
@@ -265,8 +266,12 @@ class Deliverer:
         until_idle: bool = True,
         stop: threading.Event | None = None,
         poll_seconds: float = 1.0,
+        wait_for_retries: bool = True,
     ) -> DeliveryStats:
-        """Deliver until the outbox is empty (``until_idle``) or ``stop`` is set."""
+        """Deliver until the outbox is empty (``until_idle``) or ``stop`` is set.
+        Without ``wait_for_retries`` an idle run ends as soon as nothing is due now
+        (reports waiting for a retry stay in the outbox for the next run)."""
+        self._wait_for_retries = wait_for_retries
         stop = stop or threading.Event()
         self.reclaim_dead()
         threads = [
@@ -323,7 +328,10 @@ class Deliverer:
             return poll_seconds
         if first_due is None:
             return poll_seconds
-        return max(0.0, min(poll_seconds, (first_due - now).total_seconds()))
+        wait = (first_due - now).total_seconds()
+        if until_idle and wait > 0 and not self._wait_for_retries:
+            return None
+        return max(0.0, min(poll_seconds, wait))
 
     def drive(self, report_id: str) -> None:
         """Run ``report_id``'s steps until it is done, waits for a retry, or fails."""

@@ -784,16 +784,17 @@ def deliver(
     workers: int = 1,
     on_step: StepHook | None = None,
     transport: Any = None,
+    wait_for_retries: bool = True,
 ) -> DeliveryStats:
     """Deliver every queued report until the outbox is empty (failures go to the
-    operator queue)."""
+    operator queue); without ``wait_for_retries``, until nothing is due now."""
     client = client_from_settings(settings, transport=transport)
     evidence = evidence or evidence_from_settings(sessions, settings)
     try:
         deliverer = Deliverer(
             sessions, client, evidence, policy=policy_from_settings(settings), on_step=on_step
         )
-        return deliverer.run(workers=workers)
+        return deliverer.run(workers=workers, wait_for_retries=wait_for_retries)
     finally:
         client.close()
 

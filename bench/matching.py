@@ -430,7 +430,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print(f"load average after: {load}")
     head = (
         f"{'size':>10} {'data':<9} {'engine':<8} {'build s':>8} {'open s':>7} "
-        f"{'1p q/s':>8} {'2p q/s':>8} {'2p q/cpu':>8} {'batch q/s':>9} {'p99 ms':>7} {'RSS MB':>7} "
+        f"{'1p q/s':>8} {'1p q/cpu':>8} {'2p q/s':>8} {'2p q/cpu':>8} {'batch q/s':>9} "
+        f"{'p99 ms':>7} {'RSS MB':>7} "
         f"{'bld RSS':>7} {'recall':>7} {'checked':>7} {'hits/q':>7} {'cand/q':>7}"
     )
     print(head)
@@ -438,7 +439,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         print(
             f"{r['n']:>10} {r['kind']:<9} {r['engine']:<8} {_fmt(r.get('build_s'), '8.1f')} "
-            f"{_fmt(r.get('open_s'), '7.2f')} {r['qps_1']:>8.0f} {r['qps_2']:>8.0f} "
+            f"{_fmt(r.get('open_s'), '7.2f')} {r['qps_1']:>8.0f} {r['cpu_qps_1']:>8.0f} "
+            f"{r['qps_2']:>8.0f} "
             f"{_fmt(r.get('cpu_qps_2'), '8.0f')} "
             f"{r['batch_qps']:>9.0f} {r['p99_ms']:>7.2f} {r['rss_mb']:>7.0f} "
             f"{_fmt(r.get('build_rss_mb'), '7.0f')} {r['recall']:>7.4f} "
@@ -464,7 +466,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                 f"{r['n']:>10} {r['kind']:<9} tipline / {other}: "
                 f"lookups 1p x{r['qps_1'] / o['qps_1']:.1f}, "
                 f"2p x{r['qps_2'] / o['qps_2']:.1f}, "
-                f"batch x{r['batch_qps'] / o['batch_qps']:.1f}, "
+                f"batch x{r['batch_qps'] / o['batch_qps']:.1f}; per CPU-second 1p "
+                f"x{r['cpu_qps_1'] / o['cpu_qps_1']:.1f}, "
+                f"2p x{r['cpu_qps_2'] / o['cpu_qps_2']:.1f}; "
                 + (  # a flat faiss index has nothing to build
                     f"build x{o['build_s'] / r['build_s']:.1f} faster, " if other == "pte" else ""
                 )

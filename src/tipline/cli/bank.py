@@ -306,7 +306,7 @@ def add_command(
         ...,
         help="Signals as TYPE:VALUE (e.g. pdq:<64 hex>), together one entry; or media "
         "files, one entry each, hashed with the reference decode.",
-        metavar="HASH_OR_FILE...",
+        metavar="HASH_OR_FILE",
     ),
     entry_id: str | None = typer.Option(None, "--entry-id", help="External entry id."),
     label: list[str] = typer.Option([], "--label", "-l", help="Label (e.g. A1); repeatable."),

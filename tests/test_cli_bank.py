@@ -231,8 +231,8 @@ def test_bank_delete(cli, tmp_path):
     r = cli("bank", "delete", "gone", "--yes")
     assert r.returncode == 0 and r.stdout.strip() == "deleted bank gone (1 entries)"
     assert [b["name"] for b in json.loads(cli("bank", "list", "--json").stdout)] == ["kept"]
-    matched = cli("match", "--hash", pdq, "--format", "json")
-    assert [m["bank"] for m in json.loads(matched.stdout)] == ["kept"]
+    matched = cli("match", "--hash", pdq, "--format", "jsonl")
+    assert [json.loads(line)["bank"] for line in matched.stdout.splitlines()] == ["kept"]
     again = cli("bank", "delete", "gone", "--yes")
     assert again.returncode == 2 and again.stderr.strip() == "error: no bank named 'gone'"
     assert cli("bank", "create", "gone").returncode == 0  # the name is free, and empty

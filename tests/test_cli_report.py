@@ -93,6 +93,8 @@ def test_report_commands(tmp_path: Path) -> None:
             "TIPLINE_REPORT_ISPWS_USERNAME": rx.username,
             "TIPLINE_REPORT_ISPWS_PASSWORD": rx.password,
         }
+        status = _cli(env, "status")
+        assert status.returncode == 0 and "0 Server is up" in status.stdout
         delivered = _cli(env, "deliver", "--workers", "2")
         assert delivered.returncode == 0, delivered.stderr
         assert "finished 1, failed 0" in delivered.stderr

@@ -166,6 +166,12 @@ def queue_command() -> None:
         )
 
 
+@report_app.command("status")
+def status_command() -> None:
+    """Ask the configured ISPWS endpoint whether it is up and accepts the account."""
+    out_console.print(service.receiver_status(get_settings()), markup=False)
+
+
 @report_app.command("deliver")
 def deliver_command(
     workers: int = typer.Option(1, "--workers", "-w", min=1, max=64, help="Parallel calls."),

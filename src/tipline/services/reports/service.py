@@ -765,6 +765,17 @@ def client_from_settings(settings: Settings, *, transport: Any = None) -> IspwsC
     )
 
 
+def receiver_status(settings: Settings, *, transport: Any = None) -> str:
+    """``GET /status`` of the configured endpoint: its description when the service is
+    up and the account accepted (IspwsError otherwise)."""
+    client = client_from_settings(settings, transport=transport)
+    try:
+        answer = client.status()
+    finally:
+        client.close()
+    return f"{client.base_url}: {answer.response_code} {answer.description}"
+
+
 def policy_from_settings(settings: Settings) -> DeliveryPolicy:
     """Retry rules from settings (the lease outlives the longest call)."""
     return DeliveryPolicy(

@@ -56,6 +56,9 @@ TARGET_QPS_2PROC = 4000
 TARGET_RSS_MB = 1536
 TARGET_OPEN_S = 2.0
 TARGET_BUILD_S = 30.0
+#: Queries are drawn as one pool of at least this many and the first ``--queries`` used,
+#: so runs with different ``--queries`` time subsets of the same query set.
+QUERY_POOL = 4000
 _IMAGE_DIRS = (Path("/usr/share/backgrounds"), Path("/usr/share/wallpapers"))
 
 
@@ -375,7 +378,8 @@ def _fmt(x: float | None, spec: str) -> str:
 def bench_one(
     kind: str, n: int, engines: Sequence[str], args: argparse.Namespace, rows: list[dict[str, Any]]
 ) -> None:
-    bank, queries = make_dataset(kind, n, args.queries, seed=n + len(kind))
+    bank, pool = make_dataset(kind, n, max(args.queries, QUERY_POOL), seed=n + len(kind))
+    queries = np.ascontiguousarray(pool[: args.queries])
     tmp = Path(tempfile.mkdtemp(prefix="tipline-bench-"))
     try:
         bank.tofile(tmp / "bank.u8")

@@ -541,3 +541,24 @@ def test_sealed_before_the_match_is_registered_or_dropped(
         lost = v.seal(session, vault, b"rolled back")
         raise RuntimeError("the match failed")
     assert not vault.blobs.path(lost.item_id).exists()
+
+
+def test_a_file_that_vanished_before_it_could_be_kept_is_audited(
+    sessions: sessionmaker[Session], vault: v.Vault, tmp_path: Path
+) -> None:
+    present = tmp_path / "scanned.jpg"
+    present.write_bytes(b"scanned")
+    with transaction(sessions) as session:
+        kept = v.keep_for_review(
+            session, vault, present, review_item_ids=["R1"], actor=ADMIN, content_id="a"
+        )
+        gone = v.keep_for_review(
+            session, vault, tmp_path / "gone.jpg", review_item_ids=["R2"], actor=ADMIN
+        )
+    assert kept is not None and gone is None
+    assert v.read_bytes(sessions, vault, kept.id, actor=ADMIN) == b"scanned"
+    with sessions() as session:
+        record = session.execute(
+            select(AuditRecord).where(AuditRecord.action == "vault.not_kept")
+        ).scalar_one()
+    assert record.target_id == "R2" and "cannot read" in record.details

@@ -20,6 +20,7 @@ from tipline.services.vault._model import EvidenceInfo, EvidenceKind, HoldInfo, 
 from tipline.services.vault.integrity import RotateReport, VerifyReport, rotate_key, verify
 from tipline.services.vault.items import (
     SealedFile,
+    Source,
     discard,
     keep_for_review,
     list_items,
@@ -56,6 +57,7 @@ __all__ = [
     "PurgeReport",
     "RotateReport",
     "SealedFile",
+    "Source",
     "Vault",
     "VerifyReport",
     "discard",

@@ -220,32 +220,24 @@ def keep_for_review(
     ``data`` may be a file :func:`seal` wrote before the audit chain's lock was taken
     (it is deleted when nothing is kept).
 
-    Without a configured master key the media cannot be kept: intake goes on, the gap
-    is logged as an error and audited as ``vault.not_kept`` in the same transaction
-    (never silent). Any other failure (disk full...) raises, failing the transaction.
+    Without a configured master key, or when a file given by path can no longer be
+    read, the media cannot be kept: intake goes on, the gap is logged as an error and
+    audited as ``vault.not_kept`` in the same transaction (never silent). Any other
+    failure (disk full...) raises, failing the transaction.
     """
     if not review_item_ids:
         if isinstance(data, SealedFile):
             discard(vault, data)
         return None
     if vault.keyring is None:
-        _log.error(
-            "media sent to review NOT kept: the evidence vault has no master key "
-            "(set TIPLINE_VAULT_MASTER_KEY or TIPLINE_VAULT_MASTER_KEY_FILE)"
-        )
-        audit.append(
-            session,
-            actor=actor,
-            action="vault.not_kept",
-            target=("review_item", review_item_ids[0]),
-            details={
-                "reason": "no vault master key configured",
-                "review_items": list(review_item_ids),
-                "submission_id": submission_id,
-            },
-            tenant=tenant if tenant is not None or isinstance(actor, str) else actor.tenant,
-        )
+        _not_kept(session, actor, tenant, review_item_ids, submission_id, "no vault master key")
         return None
+    if isinstance(data, Path) and not isinstance(data, SealedFile):
+        try:
+            data = seal(session, vault, data)
+        except InputError as exc:  # e.g. a scanned file deleted since it was hashed
+            _not_kept(session, actor, tenant, review_item_ids, submission_id, exc.message)
+            return None
     return store(
         session,
         vault,
@@ -260,6 +252,29 @@ def keep_for_review(
         review_item_id=review_item_ids[0],
         content_id=content_id,
         meta={"review_items": list(review_item_ids), "reason": "match sent to review"},
+    )
+
+
+def _not_kept(
+    session: Session,
+    actor: str | Principal,
+    tenant: str | None,
+    review_item_ids: Sequence[str],
+    submission_id: str | None,
+    reason: str,
+) -> None:
+    _log.error("media sent to review NOT kept in the evidence vault: %s", reason)
+    audit.append(
+        session,
+        actor=actor,
+        action="vault.not_kept",
+        target=("review_item", review_item_ids[0]),
+        details={
+            "reason": reason,
+            "review_items": list(review_item_ids),
+            "submission_id": submission_id,
+        },
+        tenant=tenant if tenant is not None or isinstance(actor, str) else actor.tenant,
     )
 
 

@@ -79,6 +79,8 @@ def test_match_delivers_signed_webhook(
             "--exit-when-idle",
             "--poll-interval",
             "0.2",
+            "--webhook-timeout",
+            "50",  # only a failure bound: a late answer after a timeout would deliver twice
         ],
         env=env,
         capture_output=True,

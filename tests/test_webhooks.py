@@ -454,10 +454,11 @@ def test_two_worker_processes_deliver_each_exactly_once(postgres_url: str) -> No
             # not due until both workers run, so neither can finish before the other starts
             session.execute(update(Job).values(run_at=utcnow() + timedelta(days=1)))
         env = dict(os.environ, TIPLINE_DATABASE_URL=postgres_url)
+        # generous time limits: a request that timed out but was delivered would count twice
         args = [
             sys.executable, "-m", "tipline.cli.main", "worker", "--exit-when-idle",
             "--poll-interval", "0.05", "--backoff-base", "0.02", "--backoff-max", "0.2",
-            "--batch-size", "10", "--lease-seconds", "30", "--webhook-timeout", "5",
+            "--batch-size", "10", "--lease-seconds", "120", "--webhook-timeout", "60",
         ]  # fmt: skip
         started = time.monotonic()
         workers = [

@@ -125,7 +125,7 @@ def seed(db_url: str, data_dir: Path, hashes: np.ndarray, pictures: list[bytes])
     from tipline.services import banks
     from tipline.services.auth import Role, create_key
     from tipline.signals.hashing import HashOptions, hash_bytes
-    from tipline.store import bank_repo
+    from tipline.store import bank_repository
     from tipline.store.db import transaction
 
     settings = Settings(data_dir=data_dir, database_url=db_url)
@@ -138,14 +138,14 @@ def seed(db_url: str, data_dir: Path, hashes: np.ndarray, pictures: list[bytes])
             values.append(result.signals[0].value)
         started = time.perf_counter()
         with db.sessions() as session:
-            bank_id = bank_repo.get_bank(session, "bench").id
+            bank_id = bank_repository.get_bank(session, "bench").id
         for at in range(0, len(values), 50_000):
             batch = [
-                bank_repo.NewEntry(f"e{at + j}", (BankSignal("pdq", v),), (), "bench")
+                bank_repository.NewEntry(f"e{at + j}", (BankSignal("pdq", v),), (), "bench")
                 for j, v in enumerate(values[at : at + 50_000])
             ]
             with transaction(db.sessions) as session:
-                bank_repo.insert_entries(session, bank_id, batch)
+                bank_repository.insert_entries(session, bank_id, batch)
         if db.engine.dialect.name == "postgresql":
             # Planner statistics and a vacuumed, checkpointed table, as a live database has
             # them: with no statistics the matcher's catch-up query scans the whole signals

@@ -11,7 +11,7 @@ from tipline.banks.formats import ImportFormat
 from tipline.banks.model import BankSignal
 from tipline.errors import ConflictError, HashFormatError, InputError, NotFoundError
 from tipline.services import banks as svc
-from tipline.store import bank_repo as repo
+from tipline.store import bank_repository as repo
 
 PDQ_A = "a" * 64
 PDQ_B = "b" * 64

@@ -19,13 +19,13 @@ from sqlalchemy.orm import Session
 from ulid import ULID
 
 from tipline.api.context import ServiceContext
-from tipline.banks.model import Match
 from tipline.services import actions, input_limits
 from tipline.services.auth import Principal, can_see_tenant
 from tipline.services.matching import Matcher
+from tipline.services.matching.match import Match
 from tipline.signals.base import Signal
 from tipline.store import submissions as sub_store
-from tipline.store.banks import BankEntryRow, BankRow
+from tipline.store.bank_tables import BankEntryRow, BankRow
 from tipline.store.db import transaction
 
 #: Seconds a cached bank -> tenant map is trusted.

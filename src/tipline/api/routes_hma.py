@@ -25,10 +25,10 @@ from tipline.api.deps import require
 from tipline.api.media import fetch_media, hash_upload
 from tipline.api.routes_v1_banks import bank_db, delete_bank, visible_bank
 from tipline.api.schemas import problems
-from tipline.banks.model import Match
 from tipline.errors import HashFormatError, InputError, NotFoundError, TiplineError
 from tipline.services import banks
 from tipline.services.auth import Permission, Principal, can_see_tenant
+from tipline.services.matching.match import Match
 from tipline.signals.base import Signal, get_signal_type
 from tipline.signals.decode import DecodeMode
 from tipline.signals.hashing import HashOptions, HashResult

@@ -324,11 +324,11 @@ def delete_bank(ctx: ServiceContext, who: Principal, name: str) -> None:
     """Delete a bank with its entries (audited); matchers drop its hits at once because
     they read entries from the database for every hit."""
     from tipline.api.audit_log import record
-    from tipline.store import bank_repo
+    from tipline.store import bank_repository
     from tipline.store.db import transaction
 
     with transaction(ctx.sessions) as session:
-        row = bank_repo.get_bank(session, name, for_update=True)
+        row = bank_repository.get_bank(session, name, for_update=True)
         require_tenant(who, row.tenant, write=True, what=f"bank {name!r}")
         session.delete(row)
         session.flush()

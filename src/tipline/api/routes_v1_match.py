@@ -28,9 +28,9 @@ from tipline.api.media import (
 )
 from tipline.api.routes_v1_submissions import SignalIn, SubmissionMeta, canonical_signals
 from tipline.api.schemas import SignalOut, problems
-from tipline.banks.model import Match
 from tipline.errors import InputError
 from tipline.services.auth import Permission, Principal
+from tipline.services.matching.match import Match
 from tipline.signals.base import Signal
 from tipline.store.db import transaction
 

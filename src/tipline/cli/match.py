@@ -10,11 +10,11 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from tipline.banks.model import Match
 from tipline.cli.console import err_console
 from tipline.cli.hash import OutputFormat, expand
 from tipline.config import get_settings
 from tipline.errors import InputError
+from tipline.services.matching.match import Match
 from tipline.signals.base import Signal, parse_typed_hash
 from tipline.signals.decode import DecodeMode
 from tipline.signals.hashing import HashOptions, HashResult, hash_many

@@ -22,7 +22,7 @@ from tipline.services import audit, jobs, webhooks
 from tipline.services.auth import Permission, Principal, require_tenant, tenant_clause
 from tipline.services.reports.facts import review_facts_from_json
 from tipline.store import submissions as sub_store
-from tipline.store.banks import BankRow
+from tipline.store.bank_tables import BankRow
 from tipline.store.base import utcnow
 from tipline.store.jobs import ActionRule, ReviewItem, Webhook
 from tipline.store.submissions import DecisionKind, SubmissionRow

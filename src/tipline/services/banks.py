@@ -31,7 +31,7 @@ from tipline.errors import ConflictError, ImportFormatError, InputError
 from tipline.services import input_limits
 from tipline.services.audit import ActorLike
 from tipline.signals.base import get_signal_type, parse_typed_hash
-from tipline.store import bank_repo as repo
+from tipline.store import bank_repository as repo
 from tipline.store.db import make_engine, session_factory, transaction, upgrade
 
 #: Entries written per transaction during an import.

@@ -6,7 +6,7 @@ import importlib
 
 #: model modules under tipline.store; add new ones here
 MODEL_MODULES: tuple[str, ...] = (
-    "banks",
+    "bank_tables",
     "audit",
     "auth",
     "jobs",

@@ -40,7 +40,7 @@ from tipline.services.matching.signal_rows import (
     video_frames,
 )
 from tipline.signals.base import IndexKind, VideoFrame, index_kind, signal_types
-from tipline.store import bank_repo as repo
+from tipline.store import bank_repository as repo
 
 log = logging.getLogger("tipline.matching")
 

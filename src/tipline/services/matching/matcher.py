@@ -33,11 +33,12 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from tipline.banks.model import Bank, Match
+from tipline.banks.model import Bank
 from tipline.config import Settings, get_settings
 from tipline.index import VideoIndex
 from tipline.services.banks import Database, open_database
 from tipline.services.matching.index_files import PAGE, IndexDirectory, IndexFiles
+from tipline.services.matching.match import Match
 from tipline.services.matching.signal_rows import (
     SignalRows,
     exact_key,
@@ -52,7 +53,7 @@ from tipline.signals.base import (
     get_signal_type,
     index_kind,
 )
-from tipline.store import bank_repo as repo
+from tipline.store import bank_repository as repo
 
 #: Delta size (signals) that starts a background merge.
 DEFAULT_MERGE_AFTER = 50_000

@@ -20,7 +20,7 @@ from tipline.errors import HashFormatError, ImportFormatError
 from tipline.index.exact import WIDTHS
 from tipline.index.pdq import PDQ_BYTES
 from tipline.signals.base import IndexKind, SignalType, VideoFrame, index_kind, signal_types
-from tipline.store import bank_repo as repo
+from tipline.store import bank_repository as repo
 
 log = logging.getLogger("tipline.matching")
 

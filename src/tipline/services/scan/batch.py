@@ -22,9 +22,9 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tipline.banks.model import Match
 from tipline.config import get_settings
 from tipline.errors import MediaError, TiplineError
+from tipline.services.matching.match import Match
 from tipline.services.scan.matcher import MatcherLoader, SignalMatcher
 from tipline.services.scan.options import BatchOutcome, ScanOptions
 from tipline.services.scan.sources import ScanItem

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tipline.banks.model import Match
 from tipline.errors import InputError
+from tipline.services.matching.match import Match
 from tipline.signals.base import Signal
 
 #: Seconds a worker's matcher may rely on its last look for new bank signals.

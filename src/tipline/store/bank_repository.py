@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from tipline.banks.model import Bank, BankEntry, BankSignal
 from tipline.errors import ConflictError, NotFoundError
-from tipline.store.banks import BankEntryRow, BankRow, BankSignalRow, BankStateRow
+from tipline.store.bank_tables import BankEntryRow, BankRow, BankSignalRow, BankStateRow
 from tipline.store.base import utcnow
 
 #: Largest number of bound parameters put in one ``IN (...)`` list.

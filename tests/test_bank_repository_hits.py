@@ -1,4 +1,4 @@
-"""bank_repo.hits (one joined query per chunk) against its twin: ORM reads of each
+"""bank_repository.hits (one joined query per chunk) against its twin: ORM reads of each
 entry, its bank and its signals (the two-query path it replaced)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from tipline.services import banks as svc
 from tipline.services.banks import Database
-from tipline.store import bank_repo as repo
-from tipline.store.banks import BankEntryRow, BankRow
+from tipline.store import bank_repository as repo
+from tipline.store.bank_tables import BankEntryRow, BankRow
 
 
 @pytest.fixture

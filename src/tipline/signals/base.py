@@ -148,6 +148,8 @@ def index_kind(signal_type: SignalType) -> IndexKind:
 
 
 _REGISTRY: dict[str, SignalType] | None = None
+#: bumped on every change of the registry, so callers can cache what they derive from it
+_GENERATION = 0
 
 
 def _load_registry() -> dict[str, SignalType]:
@@ -167,14 +169,24 @@ def signal_types() -> dict[str, SignalType]:
     return _REGISTRY
 
 
+def registry_generation() -> int:
+    """A number that changes whenever a signal type is registered or removed."""
+    signal_types()
+    return _GENERATION
+
+
 def register_signal_type(signal_type: SignalType) -> None:
     """Register a signal type at run time (tests and embedding applications)."""
+    global _GENERATION
     signal_types()[signal_type.name] = signal_type
+    _GENERATION += 1
 
 
 def unregister_signal_type(name: str) -> None:
     """Remove a signal type registered at run time (no error when absent)."""
+    global _GENERATION
     signal_types().pop(name, None)
+    _GENERATION += 1
 
 
 def get_signal_type(name: str) -> SignalType:

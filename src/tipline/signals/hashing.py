@@ -33,6 +33,7 @@ from tipline.signals.base import (
     SignalType,
     VideoHasher,
     index_kind,
+    registry_generation,
     signal_types,
 )
 from tipline.signals.budget import PixelBudget
@@ -71,14 +72,22 @@ class HashResult:
         return self.error is None
 
 
+_HASHERS: dict[tuple[MediaKind, int], dict[str, SignalType]] = {}
+
+
 def _hashers(media: MediaKind) -> dict[str, SignalType]:
-    """Registered types that compute signals of ``media`` (photo or video)."""
-    hasher = PhotoHasher if media is MediaKind.PHOTO else VideoHasher
-    return {
-        name: t
-        for name, t in signal_types().items()
-        if t.media in (media, MediaKind.ANY) and isinstance(t, hasher)
-    }
+    """Registered types that compute signals of ``media`` (photo or video); cached per
+    registry generation (this runs for every file hashed)."""
+    key = (media, registry_generation())
+    found = _HASHERS.get(key)
+    if found is None:
+        hasher = PhotoHasher if media is MediaKind.PHOTO else VideoHasher
+        found = _HASHERS[key] = {
+            name: t
+            for name, t in signal_types().items()
+            if t.media in (media, MediaKind.ANY) and isinstance(t, hasher)
+        }
+    return found
 
 
 def photo_signal_names() -> frozenset[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pdqhash
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -221,37 +221,55 @@ def bridge_pixels(reference_dir: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
+def _worst_set_distance(a: list[str], b: list[str]) -> int:
+    """Largest distance from a hash of either set to its nearest hash in the other (bits)."""
+    return max(
+        max(min(hamming_hex(x, y) for y in b) for x in a),
+        max(min(hamming_hex(y, x) for x in a) for y in b),
+    )
+
+
+def _reference_dihedral(img: np.ndarray) -> list[str]:
+    hashes, _ = pdqhash.compute_dihedral(np.ascontiguousarray(img))
+    return [bits_to_hex(h) for h in hashes]
+
+
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    data=st.data(),
+    crop=st.tuples(
+        st.integers(600, 1004), st.integers(600, 1600), st.floats(0, 1), st.floats(0, 1)
+    ),
     transform=st.sampled_from(sorted(_TRANSFORMS)),
 )
+# PDQ itself (pdqhash) moves 18 bits between these two variant sets; found by hypothesis.
+@example(crop=(727, 977, 4 / 277, 7 / 623), transform="rot180")
 def test_dihedral_of_dihedral(
-    bridge_pixels: np.ndarray, data: st.DataObject, transform: str
+    bridge_pixels: np.ndarray, crop: tuple[int, int, float, float], transform: str
 ) -> None:
     """Transforming the image then taking its 8 variants gives the same set of hashes.
 
-    PDQ's box filter and decimation are not exactly symmetric, so hashes agree within a
-    few bits rather than exactly; crops stay >= 600 px where that slack is small.
+    PDQ's box filter and decimation are not exactly symmetric, so even the reference
+    implementation's variant sets differ by some bits (up to 18 seen on >= 600 px crops).
+    The oracle is therefore pdqhash's own dihedral on the same pixels: tipline may not be
+    more than 2 bits further apart than the reference is, and the sets must stay well
+    inside PDQ's match threshold (31), which is what makes a flipped copy match.
     """
     h_img, w_img = bridge_pixels.shape[:2]
-    h = data.draw(st.integers(600, h_img))
-    w = data.draw(st.integers(600, w_img))
-    y = data.draw(st.integers(0, h_img - h))
-    x = data.draw(st.integers(0, w_img - w))
+    h, w = min(crop[0], h_img), min(crop[1], w_img)
+    y, x = round(crop[2] * (h_img - h)), round(crop[3] * (w_img - w))
     img = np.ascontiguousarray(bridge_pixels[y : y + h, x : x + w])
+    turned = np.ascontiguousarray(_TRANSFORMS[transform](img))
     base, _ = pdq_dihedral(img)
-    moved, _ = pdq_dihedral(np.ascontiguousarray(_TRANSFORMS[transform](img)))
-    base_values = [v for _, v in base]
-    moved_values = [v for _, v in moved]
-    for value in base_values:
-        assert min(hamming_hex(value, m) for m in moved_values) <= 16
-    for value in moved_values:
-        assert min(hamming_hex(value, b) for b in base_values) <= 16
+    moved, _ = pdq_dihedral(turned)
+    ours = _worst_set_distance([v for _, v in base], [v for _, v in moved])
+    reference = _worst_set_distance(_reference_dihedral(img), _reference_dihedral(turned))
+    assert ours <= reference + 2
+    assert ours <= 24
     # The named variant of the original is the plain hash of the transformed image.
-    assert hamming_hex(dict(base)[transform], dict(moved)["orig"]) <= 16
+    named = hamming_hex(dict(base)[transform], dict(moved)["orig"])
+    assert named <= max(reference, 16) + 2
 
 
 GOLDEN = Path(__file__).parent / "golden" / "pdq_reference.txt"

@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.api.metrics import Metrics
 from tipline.config import Settings
-from tipline.services.banks import Database
-from tipline.store.db import make_engine, session_factory, upgrade
+from tipline.services.database import Database, open_database
 
 
 @dataclass
@@ -27,37 +26,26 @@ class ServiceContext:
     engine: Engine
     sessions: sessionmaker[Session]
     metrics: Metrics
-    #: the banks service's handle, sharing this engine
-    banks: Database
+    #: the services' database handle (``engine`` and ``sessions`` are its parts)
+    db: Database
     #: lazily built services (matcher, ...), keyed by name
     services: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def open(cls, settings: Settings, *, metrics: Metrics, migrate: bool) -> ServiceContext:
-        """Open the engine for ``settings``; apply migrations when ``migrate``."""
-        from tipline.store.models import import_all_models
-
-        import_all_models()
-        engine = make_engine(settings=settings)
-        if migrate:
-            upgrade(engine)
-        sessions = session_factory(engine)
+        """Open the database for ``settings``; apply migrations when ``migrate``."""
+        db = open_database(settings=settings, migrate=migrate)
         return cls(
             settings=settings,
-            engine=engine,
-            sessions=sessions,
+            engine=db.engine,
+            sessions=db.sessions,
             metrics=metrics,
-            banks=Database(engine, sessions, settings.resolved_database_url()),
+            db=db,
         )
 
     def database_ready(self) -> bool:
         """True when the database answers a trivial query."""
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except Exception:
-            return False
-        return True
+        return self.db.ready()
 
     def close(self) -> None:
         """Release pooled connections and close services that hold resources."""

@@ -46,7 +46,7 @@ def matcher(ctx: ServiceContext) -> Matcher:
         found = ctx.services.get("matcher")
         if not isinstance(found, Matcher):
             found = Matcher(
-                ctx.banks,
+                ctx.db,
                 ctx.settings.resolved_index_dir(),
                 poll_interval=ctx.settings.match_poll_seconds,
             )

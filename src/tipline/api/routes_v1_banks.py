@@ -31,7 +31,7 @@ ENTRY_ID = Path(..., min_length=1, max_length=200, description="entry id")
 
 def bank_db(ctx: ServiceContext) -> banks.Database:
     """The banks service's handle on this app's engine (no second connection pool)."""
-    return ctx.banks
+    return ctx.db
 
 
 class BankIn(BaseModel):

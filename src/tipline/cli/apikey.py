@@ -5,9 +5,8 @@ from __future__ import annotations
 import typer
 
 from tipline.cli.console import err_console, out_console
-from tipline.cli.worker import open_engine
 from tipline.services import auth
-from tipline.store.db import session_factory, transaction
+from tipline.services.database import in_transaction, open_database
 
 apikey_app = typer.Typer(help="Create, revoke and list API keys.", no_args_is_help=True)
 
@@ -19,12 +18,11 @@ def create_command(
     tenant: str | None = typer.Option(None, "--tenant", help="Bind the key to a tenant."),
 ) -> None:
     """Create a key and print it once; only its hash is stored."""
-    engine = open_engine()
+    db = open_database()
     try:
-        with transaction(session_factory(engine)) as session:
-            created = auth.create_key(session, name=name, role=role, tenant=tenant)
+        created = in_transaction(db.sessions, auth.create_key, name=name, role=role, tenant=tenant)
     finally:
-        engine.dispose()
+        db.close()
     err_console.print(
         f"created key {created.key_id} (role {created.role.value}"
         + (f", tenant {created.tenant}" if created.tenant else "")
@@ -39,24 +37,22 @@ def revoke_command(
     key_id: str = typer.Argument(..., help="The key id, or the whole key (tpl_<key id>_...)."),
 ) -> None:
     """Revoke a key; requests with it fail from now on."""
-    engine = open_engine()
+    db = open_database()
     try:
-        with transaction(session_factory(engine)) as session:
-            key_id = auth.revoke_key(session, key_id)
+        key_id = in_transaction(db.sessions, auth.revoke_key, key_id)
     finally:
-        engine.dispose()
+        db.close()
     err_console.print(f"revoked key {key_id}", markup=False)
 
 
 @apikey_app.command("list")
 def list_command() -> None:
     """List keys (id, name, role, tenant, state); never secrets."""
-    engine = open_engine()
+    db = open_database()
     try:
-        with transaction(session_factory(engine)) as session:
-            keys = auth.list_keys(session)
+        keys = in_transaction(db.sessions, auth.list_keys)
     finally:
-        engine.dispose()
+        db.close()
     for key in keys:
         state = "revoked" if key["revoked_at"] else "active"
         out_console.print(

@@ -7,10 +7,9 @@ import json
 import typer
 
 from tipline.cli.console import out_console
-from tipline.cli.worker import open_engine
 from tipline.errors import AuditChainError
 from tipline.services import audit
-from tipline.store.db import session_factory, transaction
+from tipline.services.database import in_transaction, open_database
 
 audit_app = typer.Typer(help="Verify and read the audit log.", no_args_is_help=True)
 
@@ -18,12 +17,11 @@ audit_app = typer.Typer(help="Verify and read the audit log.", no_args_is_help=T
 @audit_app.command("verify")
 def verify_command() -> None:
     """Walk the whole chain; exit non-zero naming the first bad record."""
-    engine = open_engine()
+    db = open_database()
     try:
-        with transaction(session_factory(engine)) as session:
-            report = audit.verify(session)
+        report = in_transaction(db.sessions, audit.verify)
     finally:
-        engine.dispose()
+        db.close()
     if not report.ok:
         raise AuditChainError(report.describe())
     out_console.print(report.describe(), markup=False)
@@ -35,12 +33,12 @@ def show_command(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
 ) -> None:
     """Print the newest records, oldest first."""
-    engine = open_engine()
+    db = open_database()
     try:
-        with transaction(session_factory(engine)) as session:
-            records = [audit.record_as_dict(r) for r in audit.recent(session, limit=limit)]
+        recent = in_transaction(db.sessions, audit.recent, limit=limit)
+        records = [audit.record_as_dict(r) for r in recent]
     finally:
-        engine.dispose()
+        db.close()
     for record in records:
         if as_json:
             out_console.print(json.dumps(record, sort_keys=True), markup=False, soft_wrap=True)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from sqlalchemy import Engine
 
 from tipline.cli import serve_workers
 from tipline.cli.console import err_console
 from tipline.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from tipline.services.database import Database
 
 
 def serve(
@@ -30,23 +32,20 @@ def serve(
     """
     import uvicorn
 
-    from tipline.store.db import make_engine, upgrade
-    from tipline.store.models import import_all_models
+    from tipline.services.database import open_database
 
     settings = get_settings()
     _check_vault(settings)
-    import_all_models()
-    engine = make_engine(settings=settings)
+    db = open_database(settings=settings)
     try:
-        upgrade(engine)
         if demo:
             from tipline.demo import seed_demo
 
-            info = seed_demo(settings, engine, f"http://{host}:{port}")
+            info = seed_demo(settings, db, f"http://{host}:{port}")
             err_console.print(info, markup=False, highlight=False)
-        _build_index(settings, engine)
+        _build_index(settings, db)
     finally:
-        engine.dispose()
+        db.close()
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Workers share metric files so that any worker's /metrics shows the sum.
         metrics_dir = settings.data_dir / "prometheus"
@@ -83,13 +82,10 @@ def _check_vault(settings: Settings) -> None:
         )
 
 
-def _build_index(settings: Settings, engine: Engine) -> None:
+def _build_index(settings: Settings, db: Database) -> None:
     """Build (or catch up) the index files once here, so workers only open them."""
-    from tipline.services.banks import Database
     from tipline.services.matching import Matcher
-    from tipline.store.db import session_factory
 
-    db = Database(engine, session_factory(engine), settings.resolved_database_url())
     Matcher(db, settings.resolved_index_dir()).close()
 
 

@@ -21,17 +21,16 @@ from rich.progress import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.cli.console import err_console, out_console
-from tipline.cli.worker import open_engine
 from tipline.config import get_settings
 from tipline.errors import EvidenceIntegrityError, InputError, VaultKeyError
 from tipline.services import vault
 from tipline.services.auth import Principal
+from tipline.services.database import open_database
 from tipline.services.vault.keys import (
     MasterKey,
     new_master_key_from_settings,
     write_key_file,
 )
-from tipline.store.db import session_factory
 
 vault_app = typer.Typer(
     help="The evidence vault: preserved files and report XML, encrypted at rest.",
@@ -43,11 +42,11 @@ vault_app = typer.Typer(
 def _open() -> Iterator[tuple[sessionmaker[Session], vault.Vault]]:
     settings = get_settings()
     the_vault = vault.Vault.from_settings(settings)
-    engine = open_engine()
+    db = open_database(settings=settings)
     try:
-        yield session_factory(engine), the_vault
+        yield db.sessions, the_vault
     finally:
-        engine.dispose()
+        db.close()
 
 
 def _counter(label: str) -> Progress:

@@ -5,53 +5,26 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
 import typer
-from sqlalchemy import Engine, text
 
 from tipline.cli.console import err_console
-from tipline.store.db import connect, make_engine, upgrade
-
-# an arbitrary constant: serializes `upgrade` across processes on PostgreSQL
-_MIGRATION_LOCK = 7_302_145_001
+from tipline.services.database import Database, open_database
 
 
-def open_engine(*, migrate: bool = True) -> Engine:
-    """The configured database, migrated to the newest revision of every branch.
-
-    On PostgreSQL an advisory lock keeps several starting processes from migrating at
-    the same time.
-    """
-    engine = make_engine()
-    if not migrate:
-        return engine
-    if engine.dialect.name == "postgresql":
-        with connect(engine) as connection:
-            connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
-            try:
-                upgrade(engine)
-            finally:
-                connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
-                connection.commit()
-    else:
-        upgrade(engine)
-    return engine
-
-
-def _vault_handlers(engine: Engine, *, daily: bool) -> dict[str, Any]:
+def _vault_handlers(db: Database, *, daily: bool) -> dict[str, Any]:
     """The evidence vault's purge job; ``daily``: make sure the next run is queued
     (a long-running worker; a pending future job would keep --exit-when-idle waiting)."""
     from tipline.config import get_settings
     from tipline.services import vault
-    from tipline.store.base import utcnow
-    from tipline.store.db import session_factory
 
     the_vault = vault.Vault.from_settings(get_settings())
     if daily:
-        vault.ensure_purge_scheduled(session_factory(engine), now=utcnow())
-    return {vault.PURGE_JOB_KIND: vault.purge_handler(engine, the_vault)}
+        vault.ensure_purge_scheduled(db.sessions, now=datetime.now(UTC))
+    return {vault.PURGE_JOB_KIND: vault.purge_handler(db.engine, the_vault)}
 
 
 def worker_command(
@@ -81,11 +54,12 @@ def worker_command(
     logging.getLogger("httpcore").setLevel(logging.WARNING)
     if webhook_timeout >= lease_seconds:
         raise typer.BadParameter("--webhook-timeout must be shorter than --lease-seconds")
-    engine = open_engine()
+    db = open_database()
+    engine = db.engine
     deliverer = WebhookDeliverer(engine, timeout=webhook_timeout)
     handlers = {
         WEBHOOK_JOB_KIND: deliverer,
-        **_vault_handlers(engine, daily=not once and not exit_when_idle),
+        **_vault_handlers(db, daily=not once and not exit_when_idle),
     }
     runner = JobRunner(
         engine,

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING
 
 from tipline.config import Settings
+
+if TYPE_CHECKING:
+    from tipline.services.database import Database
 
 DEMO_BANK = "demo"
 _SUFFIXES = (".jpg", ".png")
@@ -23,18 +25,17 @@ def sample_images() -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix in _SUFFIXES)
 
 
-def seed_demo(settings: Settings, engine: Engine, base_url: str = "http://127.0.0.1:8000") -> str:
+def seed_demo(settings: Settings, db: Database, base_url: str = "http://127.0.0.1:8000") -> str:
     """Create the ``demo`` bank (once) and a demo API key, replacing the previous start's
     key (its secret was shown once and cannot be shown again); return instructions."""
     from tipline.errors import NotFoundError
     from tipline.services import banks
     from tipline.services.auth import Role, replace_key
+    from tipline.services.database import in_transaction
     from tipline.signals.decode import DecodeMode
     from tipline.signals.hashing import HashOptions, hash_path
     from tipline.signals.limits import MediaLimits
-    from tipline.store.db import session_factory, transaction
 
-    db = banks.Database(engine, session_factory(engine), settings.resolved_database_url())
     try:
         banks.show_bank(db, DEMO_BANK)
     except NotFoundError:
@@ -51,8 +52,7 @@ def seed_demo(settings: Settings, engine: Engine, base_url: str = "http://127.0.
                     entry_id=path.stem,
                     source="tipline demo",
                 )
-    with transaction(session_factory(engine)) as session:
-        key = replace_key(session, name="demo", role=Role.ADMIN)
+    key = in_transaction(db.sessions, replace_key, name="demo", role=Role.ADMIN)
     example = sample_images()[0]
     return (
         f"demo: bank {DEMO_BANK!r} holds {len(sample_images())} sample pictures.\n"

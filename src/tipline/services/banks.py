@@ -10,13 +10,11 @@ is rolled back when any line is bad.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from tipline.banks.formats import (
     ImportFormat,
@@ -26,13 +24,16 @@ from tipline.banks.formats import (
     write_entries,
 )
 from tipline.banks.model import Bank, BankEntry, BankSignal
-from tipline.config import Settings, get_settings
 from tipline.errors import ConflictError, ImportFormatError, InputError
 from tipline.services import input_limits
 from tipline.services.audit import ActorLike
+
+# the handle every function here takes, re-exported for the callers of this module
+from tipline.services.database import Database as Database
+from tipline.services.database import open_database as open_database
 from tipline.signals.base import get_signal_type, parse_typed_hash
 from tipline.store import bank_repository as repo
-from tipline.store.db import make_engine, session_factory, transaction, upgrade
+from tipline.store.db import transaction
 
 #: Entries written per transaction during an import.
 DEFAULT_BATCH = 10_000
@@ -44,41 +45,6 @@ DEFAULT_ACTOR = "cli"
 #: Who made a change: an API key id (or :data:`DEFAULT_ACTOR`) or a principal (anything
 #: with ``key_id`` and ``tenant``, e.g. :class:`tipline.services.auth.Principal`).
 Actor = str | ActorLike
-
-_MIGRATED: set[str] = set()
-_MIGRATE_LOCK = threading.Lock()
-
-
-@dataclass
-class Database:
-    """An engine and session factory on the configured database (migrated)."""
-
-    engine: Engine
-    sessions: sessionmaker[Session]
-    url: str
-
-    def close(self) -> None:
-        """Release pooled connections."""
-        self.engine.dispose()
-
-
-def open_database(
-    url: str | None = None, *, settings: Settings | None = None, migrate: bool = True
-) -> Database:
-    """Open the database (``url`` or the settings' URL), applying migrations once per
-    process on first use."""
-    from tipline.store.models import import_all_models
-
-    settings = settings or get_settings()
-    url = url or settings.resolved_database_url()
-    import_all_models()
-    engine = make_engine(url, settings=settings)
-    if migrate:
-        with _MIGRATE_LOCK:
-            if url not in _MIGRATED:
-                upgrade(engine)
-                _MIGRATED.add(url)
-    return Database(engine, session_factory(engine), url)
 
 
 def _audit(

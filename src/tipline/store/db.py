@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -15,6 +16,11 @@ from tipline.config import Settings, get_settings
 from tipline.errors import ConfigError, DatabaseUnavailableError
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+# an arbitrary constant: serializes `upgrade` across processes on PostgreSQL
+_MIGRATION_LOCK = 7_302_145_001
+#: URLs this process has migrated (later opens skip the Alembic round trips)
+_MIGRATED: set[str] = set()
+_MIGRATED_LOCK = threading.Lock()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -97,6 +103,48 @@ def upgrade(engine: Engine, revision: str = "heads") -> None:
     with connect(engine) as connection, connection.begin():
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+def apply_migrations(engine: Engine) -> None:
+    """Apply every pending migration on ``engine``; on PostgreSQL under an advisory lock,
+    so that several processes starting at once do not migrate at the same time."""
+    if engine.dialect.name != "postgresql":
+        upgrade(engine)
+        return
+    with connect(engine) as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
+        try:
+            upgrade(engine)
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
+            connection.commit()
+
+
+def open_database(
+    url: str | None = None, *, settings: Settings | None = None, migrate: bool = True
+) -> Engine:
+    """The one bootstrap: every model imported, an engine on ``url`` (or the settings'
+    URL) and, when ``migrate``, every migration applied (once per URL per process)."""
+    from tipline.store.models import import_all_models
+
+    settings = settings or get_settings()
+    url = url or settings.resolved_database_url()
+    import_all_models()
+    engine = make_engine(url, settings=settings)
+    if migrate:
+        with _MIGRATED_LOCK:
+            if url not in _MIGRATED:
+                apply_migrations(engine)
+                _MIGRATED.add(url)
+    return engine
+
+
+def current_heads(engine: Engine) -> list[str]:
+    """The Alembic revisions (one per branch) the database is at, sorted."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return sorted(MigrationContext.configure(connection).get_current_heads())
 
 
 def current_revision(engine: Engine) -> str | None:

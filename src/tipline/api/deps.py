@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from tipline.api.context import ServiceContext, get_ctx
 from tipline.errors import AuthError
 from tipline.services.auth import Permission, Principal, authenticate
+from tipline.services.database import in_transaction
 
 _bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
@@ -58,8 +59,7 @@ def _cached(ctx: ServiceContext, key: str) -> Principal:
     hit = cache.get(digest)
     if hit is not None and now - hit[0] < AUTH_CACHE_SECONDS:
         return hit[1]
-    with ctx.sessions() as session:
-        who = authenticate(session, key)
+    who = in_transaction(ctx.sessions, authenticate, key)
     if len(cache) >= _AUTH_CACHE_MAX:
         cache.clear()
     cache[digest] = (now, who)

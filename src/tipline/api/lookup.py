@@ -1,4 +1,4 @@
-"""Matching for the HTTP layer: the per-process Matcher, tenant filtering, recording.
+"""Matching for the HTTP layer: the per-process Matcher, tenant filtering, metrics.
 
 The Matcher (:mod:`tipline.services.matching`) matches against every enabled bank and
 applies allow banks for the caller's tenant (an allow bank only suppresses its own
@@ -14,19 +14,14 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
-from ulid import ULID
 
 from tipline.api.context import ServiceContext
-from tipline.services import actions, input_limits
+from tipline.services import banks
 from tipline.services.auth import Principal, can_see_tenant
 from tipline.services.matching import Matcher
 from tipline.services.matching.match import Match
 from tipline.signals.base import Signal
-from tipline.store import submissions as sub_store
-from tipline.store.bank_tables import BankEntryRow, BankRow
-from tipline.store.db import transaction
 
 #: Seconds a cached bank -> tenant map is trusted.
 _TENANTS_TTL = 1.0
@@ -61,10 +56,7 @@ def bank_tenants(ctx: ServiceContext, *, force: bool = False) -> dict[str, str |
     if not force and isinstance(cached, tuple) and now - cached[0] < _TENANTS_TTL:
         tenants: dict[str, str | None] = cached[1]
         return tenants
-    with ctx.sessions() as session:
-        tenants = {
-            name: tenant for name, tenant in session.execute(select(BankRow.name, BankRow.tenant))
-        }
+    tenants = banks.bank_tenants(ctx.db)
     ctx.services["bank_tenants"] = (now, tenants)
     return tenants
 
@@ -154,90 +146,7 @@ def entry_pks(
         return out
     if len(cache) > _PK_CACHE_MAX:
         cache.clear()
-    with ctx.sessions() as session:
-        for bank, ids in by_bank.items():
-            # (bank_id, entry_id) is the unique index: look up by both, never entry_id alone.
-            rows = session.execute(
-                select(BankEntryRow.entry_id, BankEntryRow.id)
-                .join(BankRow, BankRow.id == BankEntryRow.bank_id)
-                .where(BankRow.name == bank, BankEntryRow.entry_id.in_(sorted(ids)))
-            ).all()
-            for e, pk in rows:
-                out[(bank, str(e))] = int(pk)
-                cache[(bank, str(e))] = (now, int(pk))
+    for key, pk in banks.entry_numbers(ctx.db, by_bank).items():
+        out[key] = pk
+        cache[key] = (now, pk)
     return out
-
-
-def record_outcome(
-    ctx: ServiceContext,
-    who: Principal,
-    matches: Sequence[Match],
-    *,
-    submission: dict[str, object] | None,
-    signals: Sequence[Signal],
-    session: Session | None = None,
-) -> str | None:
-    """Store the submission (when given), the match history and run the action rules.
-
-    Returns the submission id (None without one). Suppressed matches are kept in the
-    history but do not trigger actions. Written in ``session`` (the caller commits) when
-    given, else in a transaction of its own.
-    """
-    if submission is None and not matches:
-        return None
-    if session is None:
-        with transaction(ctx.sessions) as own:
-            return _record(ctx, who, matches, submission, signals, own)
-    return _record(ctx, who, matches, submission, signals, session)
-
-
-def _record(
-    ctx: ServiceContext,
-    who: Principal,
-    matches: Sequence[Match],
-    submission: dict[str, object] | None,
-    signals: Sequence[Signal],
-    session: Session,
-) -> str | None:
-    """:func:`record_outcome`'s writes in ``session``."""
-    active = [m for m in matches if m.suppressed_by is None]
-    submission_id: str | None = None
-    if submission is not None:
-        input_limits.check_metadata(submission.get("metadata") or {})
-        row = sub_store.create_submission(
-            session,
-            tenant=who.tenant,
-            created_by=who.key_id,
-            signals=[{"type": s.type, "value": s.value} for s in signals if s.type != "vpdq"],
-            **submission,  # type: ignore[arg-type]
-        )
-        submission_id = row.id
-    sub_store.record_matches(
-        session,
-        who.tenant,
-        submission_id,
-        [
-            sub_store.MatchFact(
-                bank=m.bank,
-                entry_id=m.entry_id,
-                signal_type=m.signal_type,
-                distance=m.distance,
-                query_value=m.query_value,
-                labels=m.labels,
-            )
-            for m in matches
-        ],
-    )
-    event = actions.MatchEvent(
-        event_id=submission_id or str(ULID()),
-        hits=[
-            actions.MatchHit(
-                bank=m.bank, signal_type=m.signal_type, distance=m.distance, entry_id=m.entry_id
-            )
-            for m in active
-        ],
-        content_id=str(submission["content_id"]) if submission else None,
-        tenant=who.tenant,
-    )
-    actions.on_match(session, event, actor=who)
-    return submission_id

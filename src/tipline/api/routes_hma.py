@@ -23,7 +23,6 @@ from tipline.api.audit_log import record_media_access
 from tipline.api.context import ServiceContext, get_ctx
 from tipline.api.deps import require
 from tipline.api.media import fetch_media, hash_upload
-from tipline.api.routes_v1_banks import bank_db, delete_bank, visible_bank
 from tipline.api.schemas import problems
 from tipline.errors import HashFormatError, InputError, NotFoundError, TiplineError
 from tipline.services import banks
@@ -328,7 +327,7 @@ def hma_banks(
     """Every bank visible to the key."""
     return [
         HmaBank(name=i.bank.name, matching_enabled_ratio=_ratio(i.bank.enabled))
-        for i in banks.list_banks(bank_db(ctx))
+        for i in banks.list_banks(ctx.db)
         if can_see_tenant(who, i.bank.tenant)
     ]
 
@@ -342,7 +341,7 @@ def hma_bank_create(
     """Create a bank: ``{"name", "enabled_ratio"?|"enabled"?}``."""
     enabled = _enabled_from(body.enabled, body.enabled_ratio)
     bank = banks.create_bank(
-        bank_db(ctx),
+        ctx.db,
         body.name,
         enabled=True if enabled is None else enabled,
         tenant=who.tenant,
@@ -358,7 +357,7 @@ def hma_bank_get(
     who: Principal = Depends(require(Permission.BANK_READ)),
 ) -> HmaBank:
     """One bank."""
-    info = visible_bank(ctx, who, bank_name)
+    info = banks.visible_bank(ctx.db, who, bank_name)
     return HmaBank(name=info.bank.name, matching_enabled_ratio=_ratio(info.bank.enabled))
 
 
@@ -370,11 +369,11 @@ def hma_bank_update(
     who: Principal = Depends(require(Permission.BANK_WRITE)),
 ) -> HmaBank:
     """Switch a bank on or off (renaming is not supported)."""
-    visible_bank(ctx, who, bank_name, write=True)
+    banks.visible_bank(ctx.db, who, bank_name, write=True)
     if body.name is not None and body.name != bank_name:
         raise InputError("renaming a bank is not supported")
     enabled = _enabled_from(body.enabled, body.enabled_ratio)
-    bank = banks.update_bank(bank_db(ctx), bank_name, enabled=enabled, actor=who)
+    bank = banks.update_bank(ctx.db, bank_name, enabled=enabled, actor=who)
     return HmaBank(name=bank.name, matching_enabled_ratio=_ratio(bank.enabled))
 
 
@@ -387,7 +386,7 @@ def hma_bank_delete(
     """Delete a bank and its content: ``{"message": "Done"}`` (also when it is absent,
     as in HMA)."""
     with contextlib.suppress(NotFoundError):
-        delete_bank(ctx, who, bank_name)
+        banks.delete_bank(ctx.db, bank_name, actor=who)
     return {"message": "Done"}
 
 
@@ -408,7 +407,7 @@ def _add_signals(
             texts.append(f"{kind.name}:{kind.parse(value)}")
         except HashFormatError as exc:
             raise InputError(f"Invalid {name} signal: {exc.message}") from None
-    entry = banks.add_entry(bank_db(ctx), bank_name, texts, source=source, actor=who)
+    entry = banks.add_entry(ctx.db, bank_name, texts, source=source, actor=who)
     ids = lookup.entry_pks(ctx, [(bank_name, entry.entry_id)])
     return {
         "id": ids.get((bank_name, entry.entry_id)),
@@ -426,7 +425,7 @@ async def hma_bank_add_content(
     who: Principal = Depends(require(Permission.BANK_WRITE)),
 ) -> dict[str, Any]:
     """Add content by ``url`` or multipart upload: ``{"id", "signals": {type: hash}}``."""
-    await run_in_threadpool(visible_bank, ctx, who, bank_name, write=True)
+    await run_in_threadpool(banks.visible_bank, ctx.db, who, bank_name, write=True)
     # Reference decode: hashes stored in a bank are shared (see services.bank_media).
     if url:
         hashes = await _hash_url(ctx, who, url, content_type, None, DecodeMode.EXACT)
@@ -445,7 +444,7 @@ def hma_bank_add_signal(
     who: Principal = Depends(require(Permission.BANK_WRITE)),
 ) -> dict[str, Any]:
     """Add hashes directly: body ``{signal type: hash}``."""
-    visible_bank(ctx, who, bank_name, write=True)
+    banks.visible_bank(ctx.db, who, bank_name, write=True)
     return _add_signals(ctx, who, bank_name, body, "hma signal")
 
 

@@ -20,7 +20,7 @@ from tipline.api.media import RAW_MEDIA_BODY, hash_upload, read_media
 from tipline.api.schemas import problems
 from tipline.banks.model import BankEntry
 from tipline.services import bank_media, banks, input_limits
-from tipline.services.auth import Permission, Principal, can_see_tenant, require_tenant
+from tipline.services.auth import Permission, Principal, can_see_tenant
 
 router = APIRouter(prefix="/v1", tags=["banks"])
 _read = require(Permission.BANK_READ)
@@ -143,9 +143,7 @@ def visible_bank(
     ctx: ServiceContext, who: Principal, name: str, *, write: bool = False
 ) -> banks.BankInfo:
     """The bank ``name`` if ``who``'s tenant may see (or write) it; NotFoundError else."""
-    info = banks.show_bank(bank_db(ctx), name)
-    require_tenant(who, info.bank.tenant, write=write, what=f"bank {name!r}")
-    return info
+    return banks.visible_bank(bank_db(ctx), who, name, write=write)
 
 
 @router.get("/banks", response_model=list[BankOut], responses=problems())
@@ -320,24 +318,9 @@ def patch_entry(
     return EntryOut.of(entry)
 
 
-def delete_bank(ctx: ServiceContext, who: Principal, name: str) -> None:
-    """Delete a bank with its entries (audited); matchers drop its hits at once because
-    they read entries from the database for every hit."""
-    from tipline.api.audit_log import record
-    from tipline.store import bank_repository
-    from tipline.store.db import transaction
-
-    with transaction(ctx.sessions) as session:
-        row = bank_repository.get_bank(session, name, for_update=True)
-        require_tenant(who, row.tenant, write=True, what=f"bank {name!r}")
-        session.delete(row)
-        session.flush()
-        record(session, who, "bank.delete", target=("bank", name))
-
-
 @router.delete("/banks/{name}", status_code=204, responses=problems(404))
 def delete_bank_route(
     name: str = BANK_NAME, ctx: ServiceContext = Depends(get_ctx), who: Principal = Depends(_write)
 ) -> None:
     """Delete a bank and all its entries (audited)."""
-    delete_bank(ctx, who, name)
+    banks.delete_bank(bank_db(ctx), name, actor=who)

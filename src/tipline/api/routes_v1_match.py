@@ -26,13 +26,13 @@ from tipline.api.media import (
     hash_upload,
     read_media,
 )
-from tipline.api.routes_v1_submissions import SignalIn, SubmissionMeta, canonical_signals
-from tipline.api.schemas import SignalOut, problems
+from tipline.api.schemas import SignalIn, SignalOut, SubmissionMeta, canonical_signals, problems
 from tipline.errors import InputError
+from tipline.services import submissions
 from tipline.services.auth import Permission, Principal
 from tipline.services.matching.match import Match
+from tipline.services.submissions import SubmissionFacts
 from tipline.signals.base import Signal
-from tipline.store.db import transaction
 
 router = APIRouter(prefix="/v1", tags=["matching"])
 _match = require(Permission.MATCH)
@@ -126,7 +126,7 @@ def _submission(
     upload_ip: str | None,
     uploaded_at: datetime | None,
     extra: UploadFacts | None = None,
-) -> dict[str, Any] | None:
+) -> SubmissionFacts | None:
     more = extra.values if extra is not None else {}
     if content_id is None:
         if uploader_account or upload_ip or uploaded_at or more:
@@ -144,29 +144,31 @@ def _submission(
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
         raise InputError(f"{where}: {first.get('msg', 'invalid value')}") from None
-    return meta.model_dump()
+    return meta.facts()
 
 
 def _match_and_record_sync(
     ctx: ServiceContext,
     who: Principal,
     signals: list[Signal],
-    submission: dict[str, Any] | None,
+    submission: SubmissionFacts | None,
 ) -> MatchResult:
-    # One session (one pooled connection) reads the hits and records the outcome.
-    with transaction(ctx.sessions) as session:
-        matches = lookup.match_signals(ctx, who, signals, session=session)
-        submission_id = lookup.record_outcome(
-            ctx, who, matches, submission=submission, signals=signals, session=session
-        )
-    return _result(matches, signals, submission_id)
+    # One transaction (one pooled connection) reads the hits and records the outcome.
+    recorded = submissions.match_and_record(
+        ctx.sessions,
+        who,
+        signals,
+        lambda session: lookup.match_signals(ctx, who, signals, session=session),
+        submission=submission,
+    )
+    return _result(recorded.matches, signals, recorded.submission_id)
 
 
 async def _match_and_record(
     ctx: ServiceContext,
     who: Principal,
     signals: list[Signal],
-    submission: dict[str, Any] | None,
+    submission: SubmissionFacts | None,
 ) -> MatchResult:
     return await run_in_threadpool(_match_and_record_sync, ctx, who, signals, submission)
 
@@ -176,7 +178,7 @@ def _hash_match_and_record(
     who: Principal,
     data: bytes,
     name: str,
-    submission: dict[str, Any] | None,
+    submission: SubmissionFacts | None,
 ) -> MatchResult:
     """Hash, match and record on one worker thread (one hop off the event loop)."""
     result = hash_or_raise(ctx, data, name, hash_options(None))
@@ -244,7 +246,7 @@ async def match_signals(
 ) -> MatchResult:
     """Match hashes of one item (e.g. computed on the platform's side)."""
     signals = [Signal(type=s["type"], value=s["value"]) for s in canonical_signals(body.signals)]
-    submission = body.submission.model_dump() if body.submission else None
+    submission = body.submission.facts() if body.submission else None
     return await _match_and_record(ctx, who, signals, submission)
 
 

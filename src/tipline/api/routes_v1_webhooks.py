@@ -12,7 +12,7 @@ from tipline.api.deps import require
 from tipline.api.schemas import problems
 from tipline.services import actions, webhooks
 from tipline.services.auth import Permission, Principal
-from tipline.store.db import transaction
+from tipline.services.database import in_transaction
 
 router = APIRouter(prefix="/v1", tags=["webhooks"])
 _admin = require(Permission.WEBHOOK_ADMIN)
@@ -80,8 +80,7 @@ def list_webhooks(
     ctx: ServiceContext = Depends(get_ctx), who: Principal = Depends(_admin)
 ) -> list[dict[str, Any]]:
     """Receivers visible to the key's tenant."""
-    with ctx.sessions() as session:
-        return webhooks.list_webhooks(session, actor=who)
+    return in_transaction(ctx.sessions, webhooks.list_webhooks, actor=who)
 
 
 @router.post("/webhooks", response_model=WebhookCreated, status_code=201, responses=problems(400))
@@ -89,17 +88,17 @@ def create_webhook(
     body: WebhookIn, ctx: ServiceContext = Depends(get_ctx), who: Principal = Depends(_admin)
 ) -> dict[str, Any]:
     """Add a receiver; the response holds its signing secret, shown only once."""
-    with transaction(ctx.sessions) as session:
-        hook, secret = webhooks.create_webhook(
-            session,
-            url=body.url,
-            banks=body.banks,
-            secret=body.secret,
-            enabled=body.enabled,
-            actor=who,
-            settings=ctx.settings,
-        )
-        return {**webhooks.describe(hook), "secret": secret}
+    hook, secret = in_transaction(
+        ctx.sessions,
+        webhooks.create_webhook,
+        url=body.url,
+        banks=body.banks,
+        secret=body.secret,
+        enabled=body.enabled,
+        actor=who,
+        settings=ctx.settings,
+    )
+    return {**webhooks.describe(hook), "secret": secret}
 
 
 @router.get("/webhooks/{webhook_id}", response_model=WebhookOut, responses=problems(404))
@@ -109,8 +108,9 @@ def get_webhook(
     who: Principal = Depends(_admin),
 ) -> dict[str, Any]:
     """One receiver."""
-    with ctx.sessions() as session:
-        return webhooks.describe(webhooks.get_webhook(session, webhook_id, actor=who))
+    return webhooks.describe(
+        in_transaction(ctx.sessions, webhooks.get_webhook, webhook_id, actor=who)
+    )
 
 
 @router.patch("/webhooks/{webhook_id}", response_model=WebhookOut, responses=problems(404))
@@ -121,9 +121,8 @@ def patch_webhook(
     who: Principal = Depends(_admin),
 ) -> dict[str, Any]:
     """Enable or disable a receiver."""
-    with transaction(ctx.sessions) as session:
-        hook = webhooks.set_enabled(session, webhook_id, body.enabled, actor=who)
-        return webhooks.describe(hook)
+    hook = in_transaction(ctx.sessions, webhooks.set_enabled, webhook_id, body.enabled, actor=who)
+    return webhooks.describe(hook)
 
 
 @router.delete("/webhooks/{webhook_id}", status_code=204, responses=problems(404))
@@ -133,8 +132,7 @@ def delete_webhook(
     who: Principal = Depends(_admin),
 ) -> Response:
     """Remove a receiver (pending deliveries to it are dropped)."""
-    with transaction(ctx.sessions) as session:
-        webhooks.delete_webhook(session, webhook_id, actor=who)
+    in_transaction(ctx.sessions, webhooks.delete_webhook, webhook_id, actor=who)
     return Response(status_code=204)
 
 
@@ -143,8 +141,7 @@ def list_rules(
     ctx: ServiceContext = Depends(get_ctx), who: Principal = Depends(_admin)
 ) -> list[dict[str, Any]]:
     """Action rules visible to the key's tenant."""
-    with ctx.sessions() as session:
-        return actions.list_rules(session, actor=who)
+    return in_transaction(ctx.sessions, actions.list_rules, actor=who)
 
 
 @router.post("/rules", response_model=RuleOut, status_code=201, responses=problems(400, 404, 409))
@@ -152,18 +149,22 @@ def create_rule(
     body: RuleIn, ctx: ServiceContext = Depends(get_ctx), who: Principal = Depends(_admin)
 ) -> RuleOut:
     """Add an action rule."""
-    with transaction(ctx.sessions) as session:
-        rule = actions.add_rule(
-            session, action=body.action, bank=body.bank, webhook_id=body.webhook_id, actor=who
-        )
-        return RuleOut(
-            id=rule.id,
-            tenant=rule.tenant,
-            bank=rule.bank,
-            action=rule.action,
-            webhook_id=rule.webhook_id,
-            enabled=rule.enabled,
-        )
+    rule = in_transaction(
+        ctx.sessions,
+        actions.add_rule,
+        action=body.action,
+        bank=body.bank,
+        webhook_id=body.webhook_id,
+        actor=who,
+    )
+    return RuleOut(
+        id=rule.id,
+        tenant=rule.tenant,
+        bank=rule.bank,
+        action=rule.action,
+        webhook_id=rule.webhook_id,
+        enabled=rule.enabled,
+    )
 
 
 @router.delete("/rules/{rule_id}", status_code=204, responses=problems(404))
@@ -173,6 +174,5 @@ def delete_rule(
     who: Principal = Depends(_admin),
 ) -> Response:
     """Remove an action rule."""
-    with transaction(ctx.sessions) as session:
-        actions.delete_rule(session, rule_id, actor=who)
+    in_transaction(ctx.sessions, actions.delete_rule, rule_id, actor=who)
     return Response(status_code=204)

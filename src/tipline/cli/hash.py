@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import csv
-import enum
 import json
-import os
 import sys
 from collections.abc import Iterator
 from typing import Any, TextIO
@@ -13,9 +11,9 @@ from typing import Any, TextIO
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tipline.cli.console import err_console
+from tipline.cli.console import OutputFormat, err_console
+from tipline.cli.inputs import STDIN, Item, expand
 from tipline.config import get_settings
-from tipline.errors import MediaError
 from tipline.signals.base import Signal
 from tipline.signals.decode import DecodeMode
 from tipline.signals.hashing import (
@@ -27,44 +25,6 @@ from tipline.signals.hashing import (
 )
 from tipline.signals.limits import MediaLimits
 from tipline.signals.pdq import LOW_QUALITY_THRESHOLD
-
-STDIN = "-"
-
-
-class OutputFormat(enum.Enum):
-    """How results are printed on stdout."""
-
-    TEXT = "text"
-    JSONL = "jsonl"
-    CSV = "csv"
-
-
-#: Items to hash in order: a path, ``-`` for stdin, or a result that failed already
-#: (an unreadable folder found while walking).
-Item = str | HashResult
-
-
-def expand(paths: list[str]) -> list[Item]:
-    """Files named directly, files under folders (sorted, recursive), ``-`` as is."""
-    items: list[Item] = []
-    for path in paths:
-        if path == STDIN or not os.path.isdir(path):
-            items.append(path)
-            continue
-        failed: list[HashResult] = []
-
-        def on_error(exc: OSError, failed: list[HashResult] = failed, top: str = path) -> None:
-            where = str(exc.filename) if exc.filename else top
-            reason = "permission denied" if isinstance(exc, PermissionError) else exc.strerror
-            failed.append(HashResult(path=where, error=MediaError(reason or str(exc))))
-
-        for root, dirs, files in os.walk(path, onerror=on_error):
-            dirs.sort()
-            items.extend(failed)
-            failed.clear()
-            items.extend(os.path.join(root, name) for name in sorted(files))
-        items.extend(failed)
-    return items
 
 
 def _results(items: list[Item], options: HashOptions, jobs: int) -> Iterator[HashResult]:

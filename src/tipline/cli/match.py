@@ -10,8 +10,8 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from tipline.cli.console import err_console
-from tipline.cli.hash import OutputFormat, expand
+from tipline.cli.console import OutputFormat, err_console
+from tipline.cli.inputs import expand
 from tipline.config import get_settings
 from tipline.errors import InputError
 from tipline.services.matching.match import Match

@@ -10,7 +10,7 @@ is rolled back when any line is bad.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -27,6 +27,7 @@ from tipline.banks.model import Bank, BankEntry, BankSignal
 from tipline.errors import ConflictError, ImportFormatError, InputError
 from tipline.services import input_limits
 from tipline.services.audit import ActorLike
+from tipline.services.auth import Principal, require_tenant
 
 # the handle every function here takes, re-exported for the callers of this module
 from tipline.services.database import Database as Database
@@ -202,17 +203,45 @@ def update_bank(
         return repo.to_bank(row)
 
 
+def visible_bank(db: Database, who: Principal, name: str, *, write: bool = False) -> BankInfo:
+    """The bank ``name`` if ``who``'s tenant may see it (or, with ``write``, change it);
+    NotFoundError otherwise, so other tenants' bank names do not leak."""
+    info = show_bank(db, name)
+    require_tenant(who, info.bank.tenant, write=write, what=f"bank {name!r}")
+    return info
+
+
 def delete_bank(db: Database, name: str, *, actor: Actor = DEFAULT_ACTOR) -> int:
     """Delete a bank with all its entries (audited); returns how many entries went.
-    NotFoundError when there is no such bank."""
+    NotFoundError when there is no such bank, or when ``actor`` is a principal whose
+    tenant may not write it. Matchers drop its hits at once: they read entries from the
+    database for every hit."""
     with transaction(db.sessions) as s:
         row = repo.get_bank(s, name, for_update=True)
+        if isinstance(actor, Principal):
+            require_tenant(actor, row.tenant, write=True, what=f"bank {name!r}")
         entries, _disabled = repo.count_entries(s, row.id)
         tenant = row.tenant
         s.delete(row)
         s.flush()
         _audit(s, actor, "bank.delete", ("bank", name), {"entries": entries}, tenant=tenant)
     return entries
+
+
+def bank_tenants(db: Database) -> dict[str, str | None]:
+    """Bank name -> owning tenant (None = shared), for every bank."""
+    with db.sessions() as s:
+        return repo.bank_tenants(s)
+
+
+def entry_numbers(db: Database, wanted: Mapping[str, Iterable[str]]) -> dict[tuple[str, str], int]:
+    """(bank, entry id) -> the entry's integer id (HMA's ``content_id``) for the entry
+    ids wanted per bank; entries that do not exist are left out."""
+    out: dict[tuple[str, str], int] = {}
+    with db.sessions() as s:
+        for bank, ids in wanted.items():
+            out.update(((bank, e), pk) for e, pk in repo.entry_numbers(s, bank, ids).items())
+    return out
 
 
 # -- entries ------------------------------------------------------------------------------

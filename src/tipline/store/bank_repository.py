@@ -140,6 +140,26 @@ def list_banks(session: Session, *, tenant: str | None = None) -> list[BankRow]:
     return list(session.execute(stmt).scalars())
 
 
+def bank_tenants(session: Session) -> dict[str, str | None]:
+    """Bank name -> owning tenant (None = shared) for every bank."""
+    return {name: tenant for name, tenant in session.execute(select(BankRow.name, BankRow.tenant))}
+
+
+def entry_numbers(session: Session, bank: str, entry_ids: Iterable[str]) -> dict[str, int]:
+    """Entry id -> the entry's integer id for the given entries of ``bank`` (missing
+    ones are left out)."""
+    out: dict[str, int] = {}
+    for chunk in _chunks(sorted(set(entry_ids))):
+        # (bank_id, entry_id) is the unique index: look up by both, never entry_id alone.
+        rows = session.execute(
+            select(BankEntryRow.entry_id, BankEntryRow.id)
+            .join(BankRow, BankRow.id == BankEntryRow.bank_id)
+            .where(BankRow.name == bank, BankEntryRow.entry_id.in_(chunk))
+        ).all()
+        out.update((str(e), int(pk)) for e, pk in rows)
+    return out
+
+
 def update_bank(
     session: Session,
     name: str,

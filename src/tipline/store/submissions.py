@@ -10,6 +10,7 @@ on it, so a tenant never reads another tenant's rows.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -213,6 +214,18 @@ def record_matches(
     matches: list[MatchFact],
 ) -> list[MatchRecordRow]:
     """Append matches to the history (in the caller's transaction)."""
+    return record_history(session, tenant, [(submission_id, m) for m in matches])
+
+
+def record_history(
+    session: Session,
+    tenant: str | None,
+    matches: Sequence[tuple[str | None, MatchFact]],
+) -> list[MatchRecordRow]:
+    """Append ``(submission id or None, match)`` pairs to the history, all at one time
+    (in the caller's transaction)."""
+    if not matches:
+        return []
     now = utcnow()
     rows = [
         MatchRecordRow(
@@ -226,7 +239,7 @@ def record_matches(
             query_value=m.query_value,
             labels=list(m.labels),
         )
-        for m in matches
+        for submission_id, m in matches
     ]
     session.add_all(rows)
     session.flush()

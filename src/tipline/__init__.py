@@ -1,4 +1,9 @@
-"""tipline: open pipeline for matching known material, review and CyberTipline reporting."""
+"""tipline: hash media and match it against banks of known-material hashes.
+
+A command line and an HTTP API (native and HMA-compatible) over one set of services:
+signals (PDQ, vPDQ, MD5, SHA-256), banks, matching, batch scans, a review queue for
+matches, webhooks and a hash-chained audit log. docs/layout.md says where each lives.
+"""
 
 from importlib.metadata import PackageNotFoundError, version
 

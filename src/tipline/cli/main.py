@@ -13,7 +13,7 @@ from tipline.errors import TiplineError
 
 app = typer.Typer(
     name="tipline",
-    help="Match media against known-material hash lists; review; report.",
+    help="Hash media and match it against banks of known-material hashes.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -47,7 +47,7 @@ def _root(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
-    """tipline: hash, match, review and report known material."""
+    """tipline: hash media, match it against hash banks, serve the matching API."""
 
 
 for _name in _COMMAND_MODULES:

@@ -1,9 +1,10 @@
 """The unit of work of a scan: hash, match and record one *batch*.
 
 A worker hashes the batch's files, matches their signals, and commits the item rows
-together with the batch's checkpoint row in one transaction (matched items fire the
-bank's action hook in that same transaction). A killed worker therefore loses at most
-its one uncommitted batch, and a retried batch records nothing twice. Every runner
+together with the batch's checkpoint row in one transaction; the matched items' match
+history and action rules are written by :func:`tipline.services.submissions.write` in
+that same transaction. A killed worker therefore loses at most its one uncommitted
+batch, and a retried batch records nothing twice. Every runner
 (:mod:`.local_pool`, :mod:`.ray_pool`) calls :func:`scan_batch`; jobs and outcomes
 are plain JSON data, never pickle.
 """
@@ -24,6 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.config import get_settings
 from tipline.errors import MediaError, TiplineError
+from tipline.services import submissions
+from tipline.services.auth import Principal
 from tipline.services.matching.match import Match
 from tipline.services.scan.matcher import MatcherLoader, SignalMatcher
 from tipline.services.scan.options import BatchOutcome, ScanOptions
@@ -163,25 +166,22 @@ def _item_row(
     return row
 
 
-def fire_actions(session: Any, scan_id: str, row: dict[str, Any], matches: list[Match]) -> None:
-    """Run the banks' action rules (record + enqueue for review, webhooks) for one matched
-    item inside the batch's transaction. The event id is derived from the scan and the
-    item, so a retried batch adds nothing twice."""
-    from tipline.services.actions import MatchEvent, MatchHit, on_match
-
-    hits = [
-        MatchHit(bank=m.bank, signal_type=m.signal_type, distance=m.distance, entry_id=m.entry_id)
-        for m in matches
-        if m.suppressed_by is None
+def _outcomes(
+    scan_id: str, rows: list[dict[str, Any]], matched: list[tuple[int, list[Match]]]
+) -> list[submissions.Outcome]:
+    """The matched items as outcomes to record. The event id is derived from the scan
+    and the item, so a retried batch adds nothing twice."""
+    return [
+        submissions.Outcome(
+            signals=(),
+            matches=matches,
+            # 64 characters: "scan:" + ULID + ":" + 128 bits of the item's content key
+            event_id=f"scan:{scan_id}:{rows[index]['content_key'][:32]}",
+            content_id=rows[index]["content_id"],
+            extra={"scan_id": scan_id, "path": rows[index]["path"]},
+        )
+        for index, matches in matched
     ]
-    event = MatchEvent(
-        # 64 characters: "scan:" + ULID + ":" + 128 bits of the item's content key
-        event_id=f"scan:{scan_id}:{row['content_key'][:32]}",
-        hits=hits,
-        content_id=row["content_id"],
-        extra={"scan_id": scan_id, "path": row["path"]},
-    )
-    on_match(session, event)
 
 
 def scan_batch(job: dict[str, Any]) -> BatchOutcome:
@@ -241,8 +241,8 @@ def _commit_batch(
                 store.record_batch(
                     session, scan_id, batch_no, rows, worker=worker, hash_seconds=hash_seconds
                 )
-                for index, matches in matched:
-                    fire_actions(session, scan_id, rows[index], matches)
+                # match history and action rules of the matched items, same transaction
+                submissions.write(session, Principal.cli(), _outcomes(scan_id, rows, matched))
             break
         except IntegrityError:
             if attempt:

@@ -37,7 +37,7 @@ from tipline.services.scan.sources import (
     expand_sources,
 )
 from tipline.store import scans as store
-from tipline.store.db import make_engine, session_factory, transaction, upgrade
+from tipline.store.db import open_database, session_factory, transaction
 
 #: Seconds a resume waits for the previous run's workers to finish their batch.
 RESUME_WAIT_SECONDS = 120.0
@@ -135,7 +135,7 @@ def run_scan(
     unknown ``resume_id``, InputError for bad sources.
     """
     database_url = request.database_url or get_settings().resolved_database_url()
-    engine = make_engine(database_url)
+    engine = open_database(database_url)
     try:
         return _run_scan(request, engine, database_url, progress, stdin, on_start, on_error)
     finally:
@@ -152,7 +152,6 @@ def _run_scan(
     on_error: ItemErrorFn | None,
 ) -> ScanSummary:
     started = time.monotonic()
-    upgrade(engine)
     factory = session_factory(engine)
     runner = "ray" if request.ray_address else "local"
     if request.resume_id is not None:

@@ -1,7 +1,7 @@
 """Audit records for API requests: every access to media and every write.
 
-Writes are audited in their own transaction with :func:`record`. Media access needs no
-other write, so it goes through the per-process group-commit :class:`~tipline.services.
+Writes are audited by the services, in the transaction of the write. Media access needs
+no other write, so it goes through the per-process group-commit :class:`~tipline.services.
 audit.Batcher`: many concurrent requests share one head lock and one commit, and each
 request still waits until its own record is committed before it answers.
 """
@@ -11,25 +11,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from tipline.api.context import ServiceContext
 from tipline.services import audit
 from tipline.services.auth import Principal
 
 _BATCHER = "audit_batcher"
-
-
-def record(
-    session: Session,
-    who: Principal,
-    action: str,
-    *,
-    target: tuple[str, str] | None = None,
-    details: dict[str, Any] | None = None,
-) -> None:
-    """Append one audit record in ``session``'s transaction (commits with the write)."""
-    audit.append(session, actor=who, action=action, target=target, details=details or {})
 
 
 def batcher(ctx: ServiceContext) -> audit.Batcher:

@@ -13,7 +13,10 @@ from tipline.errors import TiplineError
 
 app = typer.Typer(
     name="tipline",
-    help="Hash media and match it against banks of known-material hashes.",
+    help=(
+        "Hash media and match it against banks of known-material hashes; "
+        "build and deliver CyberTipline reports from reviewed matches."
+    ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -47,7 +50,7 @@ def _root(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
-    """tipline: hash media, match it against hash banks, serve the matching API."""
+    """tipline: hash and match media, review matches, build and deliver reports."""
 
 
 for _name in _COMMAND_MODULES:

@@ -108,7 +108,7 @@ def test_batch_form_records_many_items_and_a_retried_event_adds_nothing(db: Data
         for i in range(3)
     ] + [submissions.Outcome((), [])]  # nothing to record for an item without matches
 
-    ids = in_transaction(db.sessions, submissions.write, cli, outcomes)
+    ids = in_transaction(db.sessions, submissions.record_batch, cli, outcomes)
     assert ids == [None, None, None, None]
     assert len(submissions.list_matches(db.sessions, cli)) == 3
     items = _review_items(db, cli)
@@ -116,7 +116,7 @@ def test_batch_form_records_many_items_and_a_retried_event_adds_nothing(db: Data
     assert {i["content_id"] for i in items} == {"f0", "f1", "f2"}
 
     # the same events again (a retried batch): no second review item
-    in_transaction(db.sessions, submissions.write, cli, outcomes[:1])
+    in_transaction(db.sessions, submissions.record_batch, cli, outcomes[:1])
     assert len(_review_items(db, cli)) == 3
     with db.sessions() as session:
         matches = [r for r in audit.recent(session, limit=50) if r.action == "match"]

@@ -7,8 +7,8 @@ with its signals, one match-history row per match, and the banks' action rules
 transaction, so they commit together or not at all.
 
 - :func:`match_and_record`: match one item and record it, one transaction (the API).
-- :func:`write`: the batch form, in the caller's transaction (a scan batch commits its
-  items, its checkpoint and their outcomes together).
+- :func:`record_batch`: the batch form, in the caller's transaction (a scan batch
+  commits its items, its checkpoint and their outcomes together).
 - :func:`create_submission`, :func:`add_decision` and the reads: the rest of the
   submission use cases, each owning its transaction.
 
@@ -196,7 +196,7 @@ def _insert(
     )
 
 
-def write(session: Session, who: Principal, outcomes: Sequence[Outcome]) -> list[str | None]:
+def record_batch(session: Session, who: Principal, outcomes: Sequence[Outcome]) -> list[str | None]:
     """Record ``outcomes`` in ``session``'s transaction (the caller commits); return each
     one's submission id (None without submission facts).
 
@@ -276,7 +276,7 @@ def match_and_record(
     """
     with transaction(sessions) as session:
         matches = list(find(session))
-        (submission_id,) = write(session, who, [Outcome(signals, matches, submission)])
+        (submission_id,) = record_batch(session, who, [Outcome(signals, matches, submission)])
     return Recorded(matches, submission_id)
 
 

@@ -2,11 +2,11 @@
 
 A worker hashes the batch's files, matches their signals, and commits the item rows
 together with the batch's checkpoint row in one transaction; the matched items' match
-history and action rules are written by :func:`tipline.services.submissions.write` in
-that same transaction. A killed worker therefore loses at most its one uncommitted
-batch, and a retried batch records nothing twice. Every runner
-(:mod:`.local_pool`, :mod:`.ray_pool`) calls :func:`scan_batch`; jobs and outcomes
-are plain JSON data, never pickle.
+history and action rules are written by
+:func:`tipline.services.submissions.record_batch` in that same transaction. A killed
+worker therefore loses at most its one uncommitted batch, and a retried batch records
+nothing twice. Every runner (:mod:`.local_pool`, :mod:`.ray_pool`) calls
+:func:`scan_batch`; jobs and outcomes are plain JSON data, never pickle.
 """
 
 from __future__ import annotations
@@ -242,7 +242,9 @@ def _commit_batch(
                     session, scan_id, batch_no, rows, worker=worker, hash_seconds=hash_seconds
                 )
                 # match history and action rules of the matched items, same transaction
-                submissions.write(session, Principal.cli(), _outcomes(scan_id, rows, matched))
+                submissions.record_batch(
+                    session, Principal.cli(), _outcomes(scan_id, rows, matched)
+                )
             break
         except IntegrityError:
             if attempt:

@@ -229,11 +229,16 @@ def test_cli_revoke_accepts_the_whole_key(engine: Engine, db_url: str) -> None:
 def test_demo_start_replaces_its_key(engine: Engine, db_url: str) -> None:
     from tipline.config import Settings
     from tipline.demo import seed_demo
+    from tipline.services.database import open_database
 
     mine = _create(engine)  # a key of another name survives
     settings = Settings(database_url=db_url)
-    first = seed_demo(settings, engine)
-    second = seed_demo(settings, engine)
+    db = open_database(db_url, settings=settings)
+    try:
+        first = seed_demo(settings, db)
+        second = seed_demo(settings, db)
+    finally:
+        db.close()
     with transaction(session_factory(engine)) as session:
         keys = auth.list_keys(session)
     active = [k for k in keys if k["revoked_at"] is None]

@@ -9,11 +9,11 @@ from collections.abc import Iterator, Sequence
 import pytest
 from sqlalchemy.orm import Session
 
-from tipline.banks.model import Match
 from tipline.errors import NotFoundError
 from tipline.services import actions, audit, submissions
 from tipline.services.auth import Principal, Role
 from tipline.services.database import Database, in_transaction, open_database
+from tipline.services.matching.match import Match
 from tipline.signals.base import Signal
 
 PDQ = "f" * 64

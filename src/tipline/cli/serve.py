@@ -35,9 +35,10 @@ def serve(
     from tipline.services.database import open_database
 
     settings = get_settings()
-    _check_vault(settings)
     db = open_database(settings=settings)
     try:
+        # after the database answered: an unusable database stays a one-line error
+        _check_vault(settings)
         if demo:
             from tipline.demo import seed_demo
 

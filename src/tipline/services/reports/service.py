@@ -19,6 +19,7 @@ from tipline.config import Settings
 from tipline.errors import ConfigError, ConflictError, InputError, NotFoundError
 from tipline.services import audit
 from tipline.services.auth import Permission, Principal, Role, can_see_tenant, tenant_clause
+from tipline.services.database import open_database
 from tipline.services.jobs import Backoff
 from tipline.services.reports import builder, bundling
 from tipline.services.reports.client import IspwsClient
@@ -46,8 +47,7 @@ from tipline.services.reports.outbox import (
 from tipline.services.vault import Vault
 from tipline.services.vault.evidence import VaultEvidence
 from tipline.store.base import utcnow
-from tipline.store.db import make_engine, session_factory, transaction, upgrade
-from tipline.store.models import import_all_models
+from tipline.store.db import transaction
 from tipline.store.reports import (
     OperatorItemRow,
     ReportEventRow,
@@ -830,13 +830,11 @@ def evidence_from_settings(sessions: sessionmaker[Session], settings: Settings) 
 @contextmanager
 def reports_database(settings: Settings) -> Iterator[sessionmaker[Session]]:
     """Sessions on the configured database, migrated (for the command line)."""
-    import_all_models()
-    engine = make_engine(settings=settings)
+    db = open_database(settings=settings)
     try:
-        upgrade(engine)
-        yield session_factory(engine)
+        yield db.sessions
     finally:
-        engine.dispose()
+        db.close()
 
 
 # -- viral bundling ----------------------------------------------------------------------

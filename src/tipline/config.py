@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -138,6 +139,21 @@ class Settings(BaseSettings):
     )
     report_viral_max_distance: int = Field(
         default=31, ge=0, le=255, description="Reports: PDQ bits for one perceptual cluster"
+    )
+
+    role: Literal["provider", "clearinghouse", "both"] = Field(
+        default="provider",
+        description="Service role: provider (match, review, report), clearinghouse "
+        "(the CyberTipline-compatible intake under /ispws) or both",
+    )
+    intake_max_file_bytes: int = Field(
+        default=48 * 1024**2,
+        ge=1,
+        description="Clearinghouse intake: largest uploaded file, bytes (keep it under "
+        "max_body_bytes)",
+    )
+    intake_max_xml_bytes: int = Field(
+        default=4 * 1024**2, ge=1, description="Clearinghouse intake: largest XML document, bytes"
     )
 
     def resolved_database_url(self) -> str:

@@ -38,6 +38,17 @@ ROUTE_MODULES: tuple[str, ...] = (
     "routes_hma",
 )
 
+#: Route modules of the clearinghouse role (the ISPWS-compatible intake).
+CLEARINGHOUSE_ROUTE_MODULES: tuple[str, ...] = ("routes_ispws",)
+
+
+def route_modules(settings: Settings) -> tuple[str, ...]:
+    """The route modules ``settings.role`` mounts (health, readiness and metrics always)."""
+    provider = ROUTE_MODULES if settings.role != "clearinghouse" else ("routes_system",)
+    extra = CLEARINGHOUSE_ROUTE_MODULES if settings.role != "provider" else ()
+    return provider + extra
+
+
 _DESCRIPTION = """\
 Perceptual-hash matching of known material for trust and safety teams.
 
@@ -79,7 +90,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     )
     app.state.ctx = ctx
     problems.install(app)
-    for name in ROUTE_MODULES:
+    for name in route_modules(settings):
         module = importlib.import_module(f"tipline.api.{name}")
         app.include_router(module.router)
     # Outermost first: metrics see every response, including 413s from the body limit.

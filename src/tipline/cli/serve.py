@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import os
 import shutil
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,14 @@ if TYPE_CHECKING:
     from tipline.services.database import Database
 
 
+class Role(enum.StrEnum):
+    """What a ``tipline serve`` process does."""
+
+    PROVIDER = "provider"
+    CLEARINGHOUSE = "clearinghouse"
+    BOTH = "both"
+
+
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, min=0, max=65535, help="TCP port (0 = any free port)."),
@@ -24,6 +33,12 @@ def serve(
         False, "--demo", help="Seed a 'demo' bank from bundled benign sample images."
     ),
     log_level: str = typer.Option("info", help="uvicorn log level."),
+    role: Role | None = typer.Option(
+        None,
+        "--role",
+        help="provider (match, review, report; the default), clearinghouse (the "
+        "CyberTipline-compatible intake under /ispws) or both. Default: TIPLINE_ROLE.",
+    ),
 ) -> None:
     """Serve the native /v1 API and the HMA-compatible endpoints.
 
@@ -34,6 +49,10 @@ def serve(
 
     from tipline.services.database import open_database
 
+    if role is not None:
+        # workers read their settings from the environment
+        os.environ["TIPLINE_ROLE"] = role.value
+        get_settings.cache_clear()
     settings = get_settings()
     db = open_database(settings=settings)
     try:
@@ -44,7 +63,8 @@ def serve(
 
             info = seed_demo(settings, db, f"http://{host}:{port}")
             err_console.print(info, markup=False, highlight=False)
-        _build_index(settings, db)
+        if settings.role != "clearinghouse":
+            _build_index(settings, db)
     finally:
         db.close()
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

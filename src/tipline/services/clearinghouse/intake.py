@@ -1,0 +1,406 @@
+"""The CyberTipline-compatible intake (ISPWS): status, xsd, submit, upload, fileinfo,
+finish, retract — the clearinghouse side of the protocol in
+``../shared/reference/cybertipline/PROTOCOL.md``.
+
+Each operation is one function taking the request's ``Authorization`` header and its
+parsed input, and returning an :class:`~.answers.IspwsAnswer` (an unknown account raises
+:class:`IntakeAuthError`: HTTP 401, empty body). Every state change and every refusal
+is audited with the provider as actor; a refused request changes nothing else (a file
+encrypted for an upload that is then refused is removed with its transaction).
+
+Untrusted XML is parsed with no DTD, no entities and no network, within
+:attr:`Intake.max_xml_bytes`, then validated against NCMEC's schema. Every uploaded
+file is hashed (MD5, SHA-1, SHA-256 always; PDQ or vPDQ when it is a photo or video,
+with the reference decode) and kept encrypted in the evidence vault.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tipline.errors import AuthError, InputError, TiplineError
+from tipline.services import audit, vault
+from tipline.services.clearinghouse import providers
+from tipline.services.clearinghouse.answers import Code, IspwsAnswer, refused
+from tipline.services.clearinghouse.providers import ProviderInfo
+from tipline.services.reports.builder import (
+    ReportSchemaError,
+    parse_untrusted,
+    schema_bytes,
+    validate_tree,
+)
+from tipline.signals.decode import DecodeMode
+from tipline.signals.hashing import HashOptions, hash_bytes
+from tipline.signals.limits import MediaLimits
+from tipline.store.base import utcnow
+from tipline.store.clearinghouse import IntakeFileRow, IntakeReportRow
+from tipline.store.db import transaction
+
+#: signals computed on every uploaded file (digests always; PDQ for photos, vPDQ for videos)
+INTAKE_HASH_OPTIONS = HashOptions(
+    signals=("pdq", "md5", "sha1", "sha256", "vpdq"), decode=DecodeMode.EXACT
+)
+TARGET_REPORT = "intake_report"
+TARGET_FILE = "intake_file"
+
+OPEN, FINISHED, RETRACTED = "open", "finished", "retracted"
+
+
+class IntakeAuthError(AuthError):
+    """Missing or wrong HTTP Basic credentials (answered 401 with an empty body)."""
+
+    code = "intake-auth"
+
+
+@dataclass
+class Intake:
+    """What the intake needs: database, vault, limits (bytes) and a clock."""
+
+    sessions: sessionmaker[Session]
+    vault: vault.Vault
+    #: largest ``<report>`` / ``<fileDetails>`` document accepted, bytes
+    max_xml_bytes: int = 4 * 1024**2
+    #: largest uploaded file accepted, bytes
+    max_file_bytes: int = 48 * 1024**2
+    limits: MediaLimits = field(default_factory=MediaLimits)
+    clock: Callable[[], datetime] = utcnow
+
+
+class _Refused(Exception):
+    """Abort a transaction with this answer (nothing of it is kept)."""
+
+    def __init__(self, answer: IspwsAnswer) -> None:
+        super().__init__(answer.description)
+        self.answer = answer
+
+
+def _actor(provider: ProviderInfo) -> str:
+    return f"provider:{provider.name}"
+
+
+def _credentials(authorization: str | None) -> tuple[str, str] | None:
+    if not authorization or not authorization.startswith("Basic "):
+        return None
+    try:
+        text = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    name, sep, password = text.partition(":")
+    return (name, password) if sep else None
+
+
+def authenticate(intake: Intake, authorization: str | None) -> ProviderInfo:
+    """The provider the ``Authorization`` header names; :class:`IntakeAuthError` (audited
+    as ``intake.login_failed``, with the user name only) otherwise."""
+    creds = _credentials(authorization)
+    with intake.sessions() as session:
+        found = providers.login(session, *creds) if creds else None
+    if found is None:
+        name = creds[0][:64] if creds else None
+        with transaction(intake.sessions) as session:
+            audit.append(
+                session,
+                actor="intake",
+                action="intake.login_failed",
+                details={"user": name},
+            )
+        raise IntakeAuthError("authentication required")
+    return found
+
+
+def _refuse(
+    intake: Intake, provider: ProviderInfo, operation: str, answer: IspwsAnswer
+) -> IspwsAnswer:
+    with transaction(intake.sessions) as session:
+        audit.append(
+            session,
+            actor=_actor(provider),
+            action="intake.refused",
+            target=(TARGET_REPORT, str(answer.report_id)) if answer.report_id else None,
+            details={
+                "operation": operation,
+                "code": int(answer.code),
+                "reason": answer.description[:500],
+            },
+        )
+    return answer
+
+
+def status(intake: Intake, authorization: str | None) -> IspwsAnswer:
+    """``GET /status``: the service is up and the account is accepted."""
+    authenticate(intake, authorization)
+    return IspwsAnswer(Code.SUCCESS, "Server is up")
+
+
+def schema(intake: Intake, authorization: str | None) -> bytes:
+    """``GET /xsd``: the schema in force."""
+    authenticate(intake, authorization)
+    return schema_bytes()
+
+
+def _document(intake: Intake, body: bytes, root_tag: str) -> Any:
+    """Parse and validate an untrusted document; :class:`_Refused` with 4000/4110/4100."""
+    if len(body) > intake.max_xml_bytes:
+        raise _Refused(refused(Code.INVALID_REQUEST, f"document over {intake.max_xml_bytes} bytes"))
+    try:
+        root = parse_untrusted(body, max_bytes=intake.max_xml_bytes)
+    except InputError as exc:
+        raise _Refused(refused(Code.MALFORMED_XML, str(exc))) from None
+    if root.tag != root_tag:
+        raise _Refused(
+            refused(Code.VALIDATION_FAILED, f"expected <{root_tag}>, got a different root")
+        )
+    try:
+        validate_tree(root)
+    except ReportSchemaError as exc:
+        raise _Refused(refused(Code.VALIDATION_FAILED, str(exc))) from None
+    return root
+
+
+def submit(intake: Intake, authorization: str | None, body: bytes) -> IspwsAnswer:
+    """``POST /submit``: validate the ``<report>`` and open it; answers its ``reportId``."""
+    provider = authenticate(intake, authorization)
+    try:
+        root = _document(intake, body, "report")
+    except _Refused as exc:
+        return _refuse(intake, provider, "submit", exc.answer)
+    incident = root.findtext("incidentSummary/incidentType")
+    with transaction(intake.sessions) as session:
+        row = IntakeReportRow(
+            provider_id=provider.id,
+            status=OPEN,
+            xml=body.decode("utf-8", "replace"),
+            xml_sha256=hashlib.sha256(body).hexdigest(),
+            incident_type=(incident or "")[:128] or None,
+            created_at=intake.clock(),
+        )
+        session.add(row)
+        session.flush()
+        report_id = int(row.id)
+        audit.append(
+            session,
+            actor=_actor(provider),
+            action="intake.submit",
+            target=(TARGET_REPORT, str(report_id)),
+            details={"sha256": row.xml_sha256, "bytes": len(body), "incident_type": incident},
+        )
+    return IspwsAnswer(Code.SUCCESS, "Success", report_id=report_id)
+
+
+def _open_report(
+    session: Session, provider: ProviderInfo, raw_id: str | None, *, lock: bool
+) -> IntakeReportRow:
+    """The provider's open report ``raw_id``; :class:`_Refused` (5001/5101/5102) otherwise.
+    Another provider's report is answered as not existing."""
+    try:
+        report_id = int((raw_id or "").strip())
+    except ValueError:
+        raise _Refused(refused(Code.REPORT_NOT_FOUND, "report does not exist")) from None
+    query = select(IntakeReportRow).where(IntakeReportRow.id == report_id)
+    if lock:
+        query = query.with_for_update()
+    row = session.scalar(query)
+    if row is None or row.provider_id != provider.id:
+        raise _Refused(refused(Code.REPORT_NOT_FOUND, "report does not exist"))
+    if row.status == RETRACTED:
+        raise _Refused(refused(Code.REPORT_RETRACTED, "report already retracted", report_id))
+    if row.status == FINISHED:
+        raise _Refused(refused(Code.REPORT_FINISHED, "report already finished", report_id))
+    return row
+
+
+def _read_limited(stream: BinaryIO, limit: int) -> bytes | None:
+    """All of ``stream`` when it holds at most ``limit`` bytes, else None."""
+    data = stream.read(limit + 1)
+    return None if len(data) > limit else data
+
+
+def upload(
+    intake: Intake,
+    authorization: str | None,
+    report_id: str | None,
+    file_name: str | None,
+    stream: BinaryIO | None,
+) -> IspwsAnswer:
+    """``POST /upload``: attach a file to an open report; answers ``fileId`` and the MD5
+    of the bytes received. The file is hashed and kept encrypted in the vault."""
+    provider = authenticate(intake, authorization)
+    try:
+        with intake.sessions() as session:
+            _open_report(session, provider, report_id, lock=False)
+        if stream is None:
+            raise _Refused(refused(Code.INVALID_REQUEST, "multipart field 'file' is missing"))
+        data = _read_limited(stream, intake.max_file_bytes)
+        if data is None:
+            raise _Refused(
+                refused(
+                    Code.INVALID_REQUEST,
+                    f"file over the limit of {intake.max_file_bytes} bytes",
+                )
+            )
+        if not data:
+            raise _Refused(refused(Code.MALFORMED_FILE, "empty file (0 bytes)"))
+        return _store_file(intake, provider, report_id, file_name or "upload", data)
+    except _Refused as exc:
+        return _refuse(intake, provider, "upload", exc.answer)
+
+
+def _signals(
+    data: bytes, name: str, limits: MediaLimits
+) -> tuple[str | None, list[dict[str, Any]], str | None]:
+    result = hash_bytes(data, name, INTAKE_HASH_OPTIONS, limits=limits)
+    if result.error is not None:
+        return None, [], str(result.error)[:2000]
+    signals = [
+        {"type": s.type, "value": s.value, "quality": s.quality, "variant": s.variant}
+        for s in result.signals
+    ]
+    return result.media, signals, None
+
+
+def _store_file(
+    intake: Intake, provider: ProviderInfo, raw_id: str | None, name: str, data: bytes
+) -> IspwsAnswer:
+    md5 = hashlib.md5(data).hexdigest()
+    sha1 = hashlib.sha1(data).hexdigest()
+    sha256 = hashlib.sha256(data).hexdigest()
+    media, signals, hash_error = _signals(data, name, intake.limits)
+    file_id = uuid.uuid4().hex
+    clean_name = name if len(name) <= 256 and name.isprintable() else None
+    try:
+        with transaction(intake.sessions) as session:
+            sealed = vault.seal(session, intake.vault, data)
+            report = _open_report(session, provider, raw_id, lock=True)
+            report_id = int(report.id)
+            info = vault.store(
+                session,
+                intake.vault,
+                None,
+                sealed=sealed,
+                kind=vault.EvidenceKind.MEDIA,
+                actor=_actor(provider),
+                filename=clean_name,
+                content_id=f"intake-file:{file_id}",
+                meta={"intake_report_id": report_id, "intake_file_id": file_id},
+            )
+            session.add(
+                IntakeFileRow(
+                    id=file_id,
+                    report_id=report_id,
+                    file_name=name[:4096],
+                    size=len(data),
+                    md5=md5,
+                    sha1=sha1,
+                    sha256=sha256,
+                    media=media,
+                    signals=signals,
+                    hash_error=hash_error,
+                    vault_id=info.id,
+                    uploaded_at=intake.clock(),
+                )
+            )
+            session.flush()
+            audit.append(
+                session,
+                actor=_actor(provider),
+                action="intake.upload",
+                target=(TARGET_FILE, file_id),
+                details={
+                    "report_id": report_id,
+                    "size": len(data),
+                    "md5": md5,
+                    "sha256": sha256,
+                    "vault_id": info.id,
+                    "signals": sorted({s["type"] for s in signals}),
+                },
+            )
+    except TiplineError as exc:  # vault without a key, disk full...
+        raise _Refused(refused(Code.SAVE_FAILED, f"file not saved: {exc}")) from None
+    return IspwsAnswer(Code.SUCCESS, "Success", report_id=report_id, file_id=file_id, md5=md5)
+
+
+def fileinfo(intake: Intake, authorization: str | None, body: bytes) -> IspwsAnswer:
+    """``POST /fileinfo``: record the ``<fileDetails>`` of a file of an open report."""
+    provider = authenticate(intake, authorization)
+    try:
+        root = _document(intake, body, "fileDetails")
+        file_id = (root.findtext("fileId") or "").strip()
+        with transaction(intake.sessions) as session:
+            report = _open_report(session, provider, root.findtext("reportId"), lock=True)
+            report_id = int(report.id)
+            row = session.get(IntakeFileRow, file_id)
+            if row is None or row.report_id != report_id:
+                raise _Refused(refused(Code.FILE_NOT_FOUND, "file does not exist", report_id))
+            row.details_xml = body.decode("utf-8", "replace")
+            row.described_at = intake.clock()
+            session.flush()
+            audit.append(
+                session,
+                actor=_actor(provider),
+                action="intake.fileinfo",
+                target=(TARGET_FILE, file_id),
+                details={"report_id": report_id, "sha256": hashlib.sha256(body).hexdigest()},
+            )
+    except _Refused as exc:
+        return _refuse(intake, provider, "fileinfo", exc.answer)
+    return IspwsAnswer(Code.SUCCESS, "Success", report_id=report_id)
+
+
+def finish(intake: Intake, authorization: str | None, report_id: str | None) -> IspwsAnswer:
+    """``POST /finish``: close an open report; answers every file attached to it."""
+    provider = authenticate(intake, authorization)
+    try:
+        with transaction(intake.sessions) as session:
+            report = _open_report(session, provider, report_id, lock=True)
+            report.status = FINISHED
+            report.finished_at = intake.clock()
+            files = tuple(
+                session.scalars(
+                    select(IntakeFileRow.id)
+                    .where(IntakeFileRow.report_id == report.id)
+                    .order_by(IntakeFileRow.uploaded_at, IntakeFileRow.id)
+                )
+            )
+            session.flush()
+            number = int(report.id)
+            audit.append(
+                session,
+                actor=_actor(provider),
+                action="intake.finish",
+                target=(TARGET_REPORT, str(number)),
+                details={"files": list(files)},
+            )
+    except _Refused as exc:
+        return _refuse(intake, provider, "finish", exc.answer)
+    return IspwsAnswer(Code.SUCCESS, "Success", report_id=number, files=files)
+
+
+def retract(intake: Intake, authorization: str | None, report_id: str | None) -> IspwsAnswer:
+    """``POST /retract``: withdraw an open report (a finished one cannot be)."""
+    provider = authenticate(intake, authorization)
+    try:
+        with transaction(intake.sessions) as session:
+            report = _open_report(session, provider, report_id, lock=True)
+            report.status = RETRACTED
+            report.retracted_at = intake.clock()
+            session.flush()
+            number = int(report.id)
+            audit.append(
+                session,
+                actor=_actor(provider),
+                action="intake.retract",
+                target=(TARGET_REPORT, str(number)),
+            )
+    except _Refused as exc:
+        return _refuse(intake, provider, "retract", exc.answer)
+    return IspwsAnswer(Code.SUCCESS, "Success", report_id=number)

@@ -37,7 +37,8 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import build_corpus
 from tipline.services import actions
-from tipline.services.banks import create_bank, import_entries, open_database
+from tipline.services.banks import create_bank, import_entries
+from tipline.services.database import open_database
 from tipline.services.scan import (
     MatcherLoader,
     ScanOptions,

@@ -124,12 +124,13 @@ def seed(db_url: str, data_dir: Path, hashes: np.ndarray, pictures: list[bytes])
     from tipline.config import Settings
     from tipline.services import banks
     from tipline.services.auth import Role, create_key
+    from tipline.services.database import open_database
     from tipline.signals.hashing import HashOptions, hash_bytes
     from tipline.store import bank_repository
     from tipline.store.db import transaction
 
     settings = Settings(data_dir=data_dir, database_url=db_url)
-    db = banks.open_database(db_url, settings=settings)
+    db = open_database(db_url, settings=settings)
     try:
         banks.create_bank(db, "bench", description="random PDQ hashes")
         values = [row.tobytes().hex() for row in hashes]

@@ -9,14 +9,14 @@ import pytest
 from sqlalchemy import select
 
 from tipline.services import banks as svc
-from tipline.services.banks import Database
+from tipline.services.database import Database, open_database
 from tipline.store import bank_repository as repo
 from tipline.store.bank_tables import BankEntryRow, BankRow
 
 
 @pytest.fixture
 def db(db_url: str) -> Iterator[Database]:
-    database = svc.open_database(db_url)
+    database = open_database(db_url)
     yield database
     database.close()
 

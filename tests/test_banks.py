@@ -11,6 +11,7 @@ from tipline.banks.formats import ImportFormat
 from tipline.banks.model import BankSignal
 from tipline.errors import ConflictError, HashFormatError, InputError, NotFoundError
 from tipline.services import banks as svc
+from tipline.services.database import open_database
 from tipline.store import bank_repository as repo
 
 PDQ_A = "a" * 64
@@ -20,7 +21,7 @@ MD5_C = "c" * 32
 
 @pytest.fixture
 def db(db_url):
-    database = svc.open_database(db_url)
+    database = open_database(db_url)
     yield database
     database.close()
 

@@ -16,6 +16,7 @@ import pytest
 
 from tipline.banks.formats import ImportFormat
 from tipline.services import banks as svc
+from tipline.services.database import open_database
 from tipline.services.matching import Matcher
 from tipline.signals.base import Signal
 from tipline.signals.hexbits import hamming_hex
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def db(db_url):
-    database = svc.open_database(db_url)
+    database = open_database(db_url)
     yield database
     database.close()
 
@@ -178,7 +179,8 @@ def test_per_bank_threshold_applies_at_match_time(db, tmp_path):
 _ADDER = """
 import sys
 from tipline.services import banks as svc
-db = svc.open_database(sys.argv[1])
+from tipline.services.database import open_database
+db = open_database(sys.argv[1])
 svc.add_entry(db, "known", ["pdq:" + sys.argv[2]], entry_id="from-a")
 """
 

@@ -317,7 +317,8 @@ def test_scan_item_is_plain_data() -> None:
 
 def test_matches_fire_the_banks_actions(db_url: str, media: Path, tmp_path: Path) -> None:
     from tipline.services import actions
-    from tipline.services.banks import add_entry, create_bank, open_database
+    from tipline.services.banks import add_entry, create_bank
+    from tipline.services.database import open_database
     from tipline.services.scan import default_matcher_loader
     from tipline.store.db import transaction
 

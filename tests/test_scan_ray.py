@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from tipline._optional import require
-from tipline.services.banks import add_entry, create_bank, open_database
+from tipline.services.banks import add_entry, create_bank
+from tipline.services.database import open_database
 from tipline.services.scan import (
     CRASH_ON_ENV,
     WORKER_CRASHED,

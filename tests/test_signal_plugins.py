@@ -20,6 +20,7 @@ from PIL import Image
 
 from tipline.banks.formats import ImportFormat
 from tipline.services import banks as svc
+from tipline.services.database import Database, open_database
 from tipline.services.matching import Matcher
 from tipline.signals.base import (
     IndexKind,
@@ -101,8 +102,8 @@ def plugins() -> Iterator[None]:
 
 
 @pytest.fixture
-def db(db_url: str, plugins: None) -> Iterator[svc.Database]:
-    database = svc.open_database(db_url)
+def db(db_url: str, plugins: None) -> Iterator[Database]:
+    database = open_database(db_url)
     yield database
     database.close()
 
@@ -152,7 +153,7 @@ def _found(matcher: Matcher, query: str) -> set[tuple[str, int]]:
 
 
 def test_a_plugin_hamming_type_is_matched_through_its_index(
-    db: svc.Database, tmp_path: Path
+    db: Database, tmp_path: Path
 ) -> None:
     rng = np.random.default_rng(7)
     svc.create_bank(db, "toys", thresholds={"toy_ahash": 10})
@@ -195,7 +196,7 @@ def test_a_plugin_hamming_type_is_matched_through_its_index(
             assert _found(reopened, q) == _oracle(values, q, 10)
 
 
-def test_plugin_signals_of_a_photo_match_end_to_end(db: svc.Database, tmp_path: Path) -> None:
+def test_plugin_signals_of_a_photo_match_end_to_end(db: Database, tmp_path: Path) -> None:
     options = HashOptions(signals=("toy_ahash", "toy_b2"))
     svc.create_bank(db, "known")
     for seed in range(6):
@@ -217,7 +218,7 @@ def test_plugin_signals_of_a_photo_match_end_to_end(db: svc.Database, tmp_path: 
 
 
 def test_a_type_registered_after_the_build_gets_its_index(db_url: str, tmp_path: Path) -> None:
-    database = svc.open_database(db_url)
+    database = open_database(db_url)
     try:
         with Matcher(database, tmp_path / "index") as before:
             assert "toy_ahash" not in before.stats()["hamming"]

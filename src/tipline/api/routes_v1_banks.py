@@ -21,6 +21,7 @@ from tipline.api.schemas import problems
 from tipline.banks.model import BankEntry
 from tipline.services import bank_media, banks, input_limits
 from tipline.services.auth import Permission, Principal, can_see_tenant
+from tipline.services.database import Database
 
 router = APIRouter(prefix="/v1", tags=["banks"])
 _read = require(Permission.BANK_READ)
@@ -29,7 +30,7 @@ BANK_NAME = Path(..., min_length=1, max_length=200, description="bank name")
 ENTRY_ID = Path(..., min_length=1, max_length=200, description="entry id")
 
 
-def bank_db(ctx: ServiceContext) -> banks.Database:
+def bank_db(ctx: ServiceContext) -> Database:
     """The banks service's handle on this app's engine (no second connection pool)."""
     return ctx.db
 

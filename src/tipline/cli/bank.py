@@ -16,6 +16,7 @@ from tipline.cli.console import err_console, out_console
 from tipline.errors import ConflictError, ImportFormatError, InputError, MediaError
 from tipline.services import bank_media
 from tipline.services import banks as svc
+from tipline.services.database import open_database
 
 bank_app = typer.Typer(
     name="bank",
@@ -81,7 +82,7 @@ def create_command(
     disabled: bool = typer.Option(False, "--disabled", help="Create the bank switched off."),
 ) -> None:
     """Create a bank."""
-    db = svc.open_database()
+    db = open_database()
     try:
         bank = svc.create_bank(
             db,
@@ -102,7 +103,7 @@ def list_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List banks with their entry counts."""
-    db = svc.open_database()
+    db = open_database()
     try:
         infos = svc.list_banks(db)
     finally:
@@ -129,7 +130,7 @@ def show_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show a bank's settings and counts (and entries with --entry)."""
-    db = svc.open_database()
+    db = open_database()
     try:
         info = svc.show_bank(db, name)
         entries = [svc.get_entry(db, name, e) for e in entry]
@@ -203,7 +204,7 @@ def import_command(
         transient=True,
         disable=not (err_console.is_terminal and size),
     )
-    db = svc.open_database()
+    db = open_database()
     try:
         with progress:
             task = progress.add_task("import", total=size)
@@ -251,7 +252,7 @@ def export_command(
     output: str = typer.Option(STDIO, "--output", "-o", help="File to write, '-' for stdout."),
 ) -> None:
     """Export every entry of a bank (disabled ones included)."""
-    db = svc.open_database()
+    db = open_database()
     try:
         svc.show_bank(db, name)  # NotFoundError before a header is written
         if output == STDIO:
@@ -284,7 +285,7 @@ def delete_command(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Delete a bank and all its entries (audited); asks first unless --yes."""
-    db = svc.open_database()
+    db = open_database()
     try:
         info = svc.show_bank(db, name)
         if not yes:
@@ -325,7 +326,7 @@ def add_command(
         raise InputError("give TYPE:VALUE hashes or media files, not both")
     if len(files) > 1 and entry_id is not None:
         raise InputError("--entry-id needs a single file")
-    db = svc.open_database()
+    db = open_database()
     failed = 0
     try:
         if not files:
@@ -354,7 +355,7 @@ def disable_command(
     reason: str = typer.Option("", "--reason", "-r", help="Why (required for entries)."),
 ) -> None:
     """Disable entries (they stop matching at once) or, without ids, the whole bank."""
-    db = svc.open_database()
+    db = open_database()
     try:
         if entry_ids:
             svc.set_entries_disabled(db, name, entry_ids, disabled=True, reason=reason)
@@ -372,7 +373,7 @@ def enable_command(
     entry_ids: list[str] = typer.Argument(None, help="Entry ids; none = the whole bank."),
 ) -> None:
     """Enable entries again or, without ids, the whole bank."""
-    db = svc.open_database()
+    db = open_database()
     try:
         if entry_ids:
             svc.set_entries_disabled(db, name, entry_ids, disabled=False)
@@ -393,7 +394,7 @@ def set_command(
     description: str | None = typer.Option(None, "--description", "-d", help="New description."),
 ) -> None:
     """Change a bank's thresholds or description."""
-    db = svc.open_database()
+    db = open_database()
     try:
         bank = svc.update_bank(
             db, name, thresholds=_thresholds(threshold) or None, description=description

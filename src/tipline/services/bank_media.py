@@ -18,6 +18,7 @@ from tipline.banks.model import BankEntry
 from tipline.config import Settings
 from tipline.errors import InputError
 from tipline.services import banks
+from tipline.services.database import Database
 from tipline.signals.decode import DecodeMode
 from tipline.signals.hashing import HashOptions, HashResult, hash_path
 from tipline.signals.limits import MediaLimits
@@ -41,7 +42,7 @@ def entry_signals(result: HashResult) -> list[str]:
 
 
 def add_media_file(
-    db: banks.Database,
+    db: Database,
     bank: str,
     path: str,
     *,

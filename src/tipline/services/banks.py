@@ -28,10 +28,7 @@ from tipline.errors import ConflictError, ImportFormatError, InputError
 from tipline.services import input_limits
 from tipline.services.audit import ActorLike
 from tipline.services.auth import Principal, require_tenant
-
-# the handle every function here takes, re-exported for the callers of this module
-from tipline.services.database import Database as Database
-from tipline.services.database import open_database as open_database
+from tipline.services.database import Database
 from tipline.signals.base import get_signal_type, parse_typed_hash
 from tipline.store import bank_repository as repo
 from tipline.store.db import transaction

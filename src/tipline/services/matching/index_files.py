@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from tipline.errors import HashFormatError, ImportFormatError, IndexCorruptError
 from tipline.index import ExactIndex, LiveIndex, VideoIndex
-from tipline.services.banks import Database
+from tipline.services.database import Database
 from tipline.services.matching.signal_rows import (
     SignalRows,
     exact_width,

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from tipline.banks.model import Bank
 from tipline.config import Settings, get_settings
 from tipline.index import VideoIndex
-from tipline.services.banks import Database, open_database
+from tipline.services.database import Database, open_database
 from tipline.services.matching.index_files import PAGE, IndexDirectory, IndexFiles
 from tipline.services.matching.match import Match
 from tipline.services.matching.signal_rows import (

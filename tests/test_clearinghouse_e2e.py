@@ -1,0 +1,102 @@
+"""tipline's provider side (report outbox + ISPWS client) delivering to tipline's
+clearinghouse side, a real ``tipline serve --role clearinghouse`` on 127.0.0.1; and the
+``tipline provider`` commands that manage the accounts it accepts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import select
+
+from _api_server import running_server
+from _report_fixtures import deliverer, open_db, queue_reports, run
+from tipline.services import clearinghouse
+from tipline.services.reports.evidence import DirectoryEvidence
+from tipline.services.vault import MasterKey
+from tipline.services.vault.keys import write_key_file
+from tipline.store.clearinghouse import IntakeFileRow, IntakeReportRow
+from tipline.store.reports import ReportFileRow, ReportRow
+
+PASSWORD = "provider-e2e-password"
+
+
+def test_provider_client_delivers_to_the_clearinghouse(db_url: str, tmp_path: Path) -> None:
+    engine, sessions = open_db(db_url)
+    evidence = DirectoryEvidence(tmp_path / "ev")
+    ids = queue_reports(sessions, evidence, 3, max_files=3)
+    ch_dir = tmp_path / "ch"
+    ch_dir.mkdir()
+    key_file = ch_dir / "master.key"
+    write_key_file(key_file, MasterKey.generate())
+    ch_url = f"sqlite:///{ch_dir / 'tipline.db'}"
+    env = {"TIPLINE_VAULT_MASTER_KEY_FILE": str(key_file)}
+    try:
+        with running_server(ch_url, ch_dir, env=env, args=("--role", "clearinghouse")) as srv:
+            ch_engine, ch_sessions = open_db(ch_url)
+            clearinghouse.add_provider(ch_sessions, "esp-e2e", PASSWORD)
+            # the provider role's routes are not mounted in this role
+            assert srv.client(None).get("/v1/banks").status_code == 404
+            d = deliverer(sessions, tmp_path / "ev", f"{srv.base_url}/ispws", "esp-e2e", PASSWORD)
+            stats = run(d)
+            assert stats.finished == 3
+            with sessions() as s, ch_sessions() as c:
+                for report_id in ids:
+                    sent = s.get(ReportRow, report_id)
+                    assert sent is not None and sent.status == "finished", sent
+                    received = c.get(IntakeReportRow, sent.remote_id)
+                    assert received is not None and received.status == "finished"
+                    assert received.xml_sha256 == sent.xml_sha256
+                    sent_files = s.scalars(
+                        select(ReportFileRow).where(ReportFileRow.report_id == report_id)
+                    ).all()
+                    got = c.scalars(
+                        select(IntakeFileRow).where(IntakeFileRow.report_id == received.id)
+                    ).all()
+                    assert sorted(f.md5 for f in got) == sorted(f.md5 for f in sent_files)
+                    assert sorted(f.sha1 for f in got) == sorted(f.sha1 for f in sent_files)
+                    assert all(f.details_xml and f.vault_id for f in got)
+                    assert {f.remote_file_id for f in sent_files} == {f.id for f in got}
+                assert len(c.scalars(select(IntakeReportRow)).all()) == 3
+            ch_engine.dispose()
+    finally:
+        engine.dispose()
+
+
+def _tipline(data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TIPLINE_DATA_DIR": str(data_dir)}
+    env.pop("TIPLINE_DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "tipline.cli.main", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_provider_commands(tmp_path: Path) -> None:
+    added = _tipline(tmp_path, "provider", "add", "esp-one")
+    assert added.returncode == 0, added.stderr
+    password = added.stdout.strip()
+    assert len(password) >= 24
+    piped = _tipline(tmp_path, "provider", "add", "esp-two", "--password-stdin", stdin="x" * 20)
+    assert piped.returncode == 0 and piped.stdout == ""
+    short = _tipline(tmp_path, "provider", "add", "esp-three", "--password-stdin", stdin="short")
+    assert short.returncode == 2 and short.stderr.startswith("error: ")
+    again = _tipline(tmp_path, "provider", "add", "esp-one")
+    assert again.returncode == 2 and "exists" in again.stderr
+    assert _tipline(tmp_path, "provider", "disable", "esp-two").returncode == 0
+    missing = _tipline(tmp_path, "provider", "disable", "nobody")
+    assert missing.returncode == 2
+    listed = _tipline(tmp_path, "provider", "list").stdout.splitlines()
+    assert [line.split()[:2] for line in listed] == [
+        ["esp-one", "enabled"],
+        ["esp-two", "disabled"],
+    ]
+    database = (tmp_path / "tipline.db").read_bytes()
+    assert password.encode() not in database and b"x" * 20 not in database

@@ -562,3 +562,44 @@ def test_a_file_that_vanished_before_it_could_be_kept_is_audited(
             select(AuditRecord).where(AuditRecord.action == "vault.not_kept")
         ).scalar_one()
     assert record.target_id == "R2" and "cannot read" in record.details
+
+
+def test_recording_a_match_keeps_media_only_when_a_rule_sends_it_to_review(
+    sessions: sessionmaker[Session], vault: v.Vault
+) -> None:
+    from tipline.services.matching.match import Match
+    from tipline.services import actions, submissions
+    from tipline.signals.base import Signal
+
+    with transaction(sessions) as session:
+        actions.add_rule(session, action="enqueue_review", bank="reviewed")
+    signals = [Signal(type="md5", value="0" * 32)]
+    reviewed = Match(bank="reviewed", entry_id="e1", signal_type="md5", distance=0)
+    unwatched = Match(bank="other", entry_id="e2", signal_type="md5", distance=0)
+    suppressed = Match(
+        bank="reviewed", entry_id="e3", signal_type="md5", distance=0, suppressed_by="allow/x"
+    )
+    outcomes = [
+        submissions.Outcome(signals, [reviewed], submissions.SubmissionFacts("c-1"), media=b"1"),
+        submissions.Outcome(signals, [unwatched], submissions.SubmissionFacts("c-2"), media=b"2"),
+        submissions.Outcome(signals, [suppressed], submissions.SubmissionFacts("c-3"), media=b"3"),
+        submissions.Outcome(signals, [reviewed], submissions.SubmissionFacts("c-4")),
+    ]
+    with transaction(sessions) as session:
+        ids = submissions.record_batch(session, MATCHER, outcomes, vault=vault)
+    items = v.list_items(sessions, actor=ADMIN)
+    assert [(i.content_id, i.submission_id) for i in items] == [("c-1", ids[0])]
+    assert v.read_bytes(sessions, vault, items[0].id, actor=ADMIN) == b"1"
+    with sessions() as session:
+        queue = actions.review_queue(session, actor=ADMIN)
+    assert items[0].review_item_id == next(q["id"] for q in queue if q["content_id"] == "c-1")
+    assert list(vault.blobs.ids()) == [items[0].id]  # the unwatched one was dropped
+    # the same event again creates no review item, so nothing more is kept
+    with transaction(sessions) as session:
+        submissions.record_batch(
+            session,
+            MATCHER,
+            [submissions.Outcome(signals, [reviewed], event_id=ids[0], media=b"1")],
+            vault=vault,
+        )
+    assert len(v.list_items(sessions, actor=ADMIN)) == 1 and len(list(vault.blobs.ids())) == 1

@@ -134,3 +134,36 @@ def test_damaged_item_is_refused_or_aborted(server: Server, key_file: Path) -> N
     finally:
         engine.dispose()
     assert failures == [front, back]
+
+
+def test_match_sent_to_review_keeps_the_upload(server: Server) -> None:
+    from tipline.demo import sample_images
+
+    known, other = sample_images()[0], sample_images()[-1]
+    curator = server.client("a_curator")
+    assert curator.post("/v1/banks", json={"name": "kept"}).status_code == 201
+    added = curator.post("/v1/banks/kept/media?entry_id=k1", content=known.read_bytes())
+    assert added.status_code == 201, added.text
+    rule = server.client("a_admin").post(
+        "/v1/rules", json={"action": "enqueue_review", "bank": "kept"}
+    )
+    assert rule.status_code == 201, rule.text
+    matcher = server.client("a_matcher")
+    upload = known.read_bytes()
+    sent = matcher.post("/v1/match", params={"content_id": "c-1"}, content=upload)
+    assert sent.status_code == 200 and sent.json()["matched"], sent.text
+    submission = sent.json()["submission_id"]
+    unrelated = matcher.post("/v1/match", params={"content_id": "c-2"}, content=other.read_bytes())
+    assert unrelated.status_code == 200 and not unrelated.json()["matched"]
+    reviewer = server.client("a_reviewer")
+    items = reviewer.get("/v1/vault/items").json()
+    assert [(i["submission_id"], i["content_id"], i["kind"]) for i in items] == [
+        (submission, "c-1", "media")
+    ]
+    queue = reviewer.get("/v1/review").json()
+    assert items[0]["review_item_id"] == next(q["id"] for q in queue if q["content_id"] == "c-1")
+    assert items[0]["tenant"] == "tenant-a" and items[0]["size"] == len(upload)
+    got = reviewer.get(f"/v1/vault/items/{items[0]['id']}/content")
+    assert got.status_code == 200 and got.content == upload
+    # another tenant sees none of it
+    assert server.client("b_reviewer").get("/v1/vault/items").json() == []

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tipline.api.metrics import Metrics
 from tipline.config import Settings
 from tipline.services.database import Database, open_database
+from tipline.services.vault import Vault
 
 
 @dataclass
@@ -42,6 +43,15 @@ class ServiceContext:
             metrics=metrics,
             db=db,
         )
+
+    def vault(self) -> Vault:
+        """The evidence vault of these settings (built on first use; VaultKeyError when
+        a configured master key is malformed)."""
+        found = self.services.get("vault")
+        if not isinstance(found, Vault):
+            found = self.services.setdefault("vault", Vault.from_settings(self.settings))
+        assert isinstance(found, Vault)
+        return found
 
     def database_ready(self) -> bool:
         """True when the database answers a trivial query."""

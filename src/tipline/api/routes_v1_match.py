@@ -152,14 +152,18 @@ def _match_and_record_sync(
     who: Principal,
     signals: list[Signal],
     submission: SubmissionFacts | None,
+    media: bytes | None = None,
 ) -> MatchResult:
-    # One transaction (one pooled connection) reads the hits and records the outcome.
+    # One transaction (one pooled connection) reads the hits and records the outcome;
+    # the media is kept in the evidence vault when a rule sends it to review.
     recorded = submissions.match_and_record(
         ctx.sessions,
         who,
         signals,
         lambda session: lookup.match_signals(ctx, who, signals, session=session),
         submission=submission,
+        media=media,
+        vault=ctx.vault() if media is not None else None,
     )
     return _result(recorded.matches, signals, recorded.submission_id)
 
@@ -169,8 +173,9 @@ async def _match_and_record(
     who: Principal,
     signals: list[Signal],
     submission: SubmissionFacts | None,
+    media: bytes | None = None,
 ) -> MatchResult:
-    return await run_in_threadpool(_match_and_record_sync, ctx, who, signals, submission)
+    return await run_in_threadpool(_match_and_record_sync, ctx, who, signals, submission, media)
 
 
 def _hash_match_and_record(
@@ -182,7 +187,7 @@ def _hash_match_and_record(
 ) -> MatchResult:
     """Hash, match and record on one worker thread (one hop off the event loop)."""
     result = hash_or_raise(ctx, data, name, hash_options(None))
-    return _match_and_record_sync(ctx, who, list(result.signals), submission)
+    return _match_and_record_sync(ctx, who, list(result.signals), submission, data)
 
 
 _CONTENT_ID = Query(None, min_length=1, max_length=256, description="platform's content id")
@@ -235,7 +240,7 @@ async def match_url(
     await record_media_access(ctx, who, "match.url", {"url": url, "content_id": content_id})
     fetched = await fetch_media(ctx, url)
     result = await hash_upload(ctx, fetched.data, url, hash_options(None))
-    return await _match_and_record(ctx, who, list(result.signals), submission)
+    return await _match_and_record(ctx, who, list(result.signals), submission, fetched.data)
 
 
 @router.post("/match/signals", response_model=MatchResult, responses=problems(400))

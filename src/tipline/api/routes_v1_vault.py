@@ -4,7 +4,6 @@ audited by the vault service."""
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime
 from typing import Any
 
@@ -22,20 +21,6 @@ router = APIRouter(prefix="/v1/vault", tags=["vault"])
 _read = require(Permission.EVIDENCE_READ)
 _admin = require(Permission.EVIDENCE_ADMIN)
 _ID = Path(..., min_length=1, max_length=26, description="vault item id")
-_LOCK = threading.Lock()
-
-
-def the_vault(ctx: ServiceContext) -> vault.Vault:
-    """This process's vault (built from the settings on first use)."""
-    found = ctx.services.get("vault")
-    if isinstance(found, vault.Vault):
-        return found
-    with _LOCK:
-        found = ctx.services.get("vault")
-        if not isinstance(found, vault.Vault):
-            found = vault.Vault.from_settings(ctx.settings)
-            ctx.services["vault"] = found
-        return found
 
 
 class HoldOut(BaseModel):
@@ -169,7 +154,7 @@ def download_item(
     authenticated before it is sent; damage found mid-way aborts the response, so a
     client that got the whole body (``Content-Length`` bytes matching the
     ``X-Content-SHA256`` header) got the original."""
-    info, chunks = vault.open_content(ctx.sessions, the_vault(ctx), item_id, actor=who)
+    info, chunks = vault.open_content(ctx.sessions, ctx.vault(), item_id, actor=who)
     return StreamingResponse(
         chunks,
         media_type="application/octet-stream",

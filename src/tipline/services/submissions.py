@@ -27,8 +27,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from ulid import ULID
 
 from tipline.services import actions, audit, input_limits
+from tipline.services import vault as vault_service
 from tipline.services.auth import Principal
 from tipline.services.matching.match import Match
+from tipline.services.vault import Vault
 from tipline.signals.base import Signal
 from tipline.store import submissions as store
 from tipline.store.db import transaction
@@ -70,6 +72,9 @@ class Outcome:
     event_id: str | None = None
     content_id: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: the item's bytes (or file): kept in the evidence vault when a rule sends the item
+    #: to review (needs the ``vault`` argument of :func:`record_batch`)
+    media: vault_service.Source | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,16 +201,27 @@ def _insert(
     )
 
 
-def record_batch(session: Session, who: Principal, outcomes: Sequence[Outcome]) -> list[str | None]:
+def record_batch(
+    session: Session,
+    who: Principal,
+    outcomes: Sequence[Outcome],
+    *,
+    vault: Vault | None = None,
+) -> list[str | None]:
     """Record ``outcomes`` in ``session``'s transaction (the caller commits); return each
     one's submission id (None without submission facts).
 
     An outcome with neither submission facts nor matches records nothing. The match
-    history of the whole batch is written in one statement.
+    history of the whole batch is written in one statement. With a ``vault``, the
+    ``media`` of an outcome whose matches send it to review is kept there, linked to
+    the submission and the review items, in this same transaction (encrypted before
+    the action rules take the audit chain's lock; dropped again when no rule asked for
+    review).
     """
     ids: list[str | None] = []
     history: list[tuple[str | None, Sequence[Match]]] = []
     events: list[actions.MatchEvent] = []
+    kept: list[tuple[Outcome, str | None]] = []
     for outcome in outcomes:
         if outcome.submission is None and not outcome.matches:
             ids.append(None)
@@ -217,6 +233,7 @@ def record_batch(session: Session, who: Principal, outcomes: Sequence[Outcome]) 
             ).id
         ids.append(submission_id)
         history.append((submission_id, outcome.matches))
+        kept.append((outcome, submission_id))
         events.append(
             actions.MatchEvent(
                 event_id=outcome.event_id or submission_id or str(ULID()),
@@ -256,9 +273,36 @@ def record_batch(session: Session, who: Principal, outcomes: Sequence[Outcome]) 
             for m in matches
         ],
     )
-    for event in events:
-        actions.on_match(session, event, actor=who)
+    media = _seal_media(session, vault, kept)
+    for event, (outcome, submission_id), sealed in zip(events, kept, media, strict=True):
+        done = actions.on_match(session, event, actor=who)
+        if vault is not None and outcome.media is not None:
+            vault_service.keep_for_review(
+                session,
+                vault,
+                sealed if sealed is not None else outcome.media,
+                review_item_ids=done.review_items,
+                actor=who,
+                submission_id=submission_id,
+                content_id=event.content_id,
+            )
     return ids
+
+
+def _seal_media(
+    session: Session, vault: Vault | None, kept: Sequence[tuple[Outcome, str | None]]
+) -> list[vault_service.SealedFile | None]:
+    """Encrypt the media of outcomes that may go to review (an unsuppressed match)
+    before any rule runs: the rules' audit record takes the chain's lock, held until
+    commit, and encrypting under it would stall every other audited write."""
+    out: list[vault_service.SealedFile | None] = []
+    for outcome, _ in kept:
+        may_review = any(m.suppressed_by is None for m in outcome.matches)
+        if vault is None or vault.keyring is None or outcome.media is None or not may_review:
+            out.append(None)
+        else:
+            out.append(vault_service.seal(session, vault, outcome.media))
+    return out
 
 
 def match_and_record(
@@ -268,15 +312,20 @@ def match_and_record(
     find: Callable[[Session], Sequence[Match]],
     *,
     submission: SubmissionFacts | None = None,
+    media: vault_service.Source | None = None,
+    vault: Vault | None = None,
 ) -> Recorded:
     """Match one item and record the outcome, in one transaction.
 
     ``find`` returns the item's matches (best first), reading the hits' entries in the
-    session it is given: one pooled connection serves the whole request.
+    session it is given: one pooled connection serves the whole request. ``media`` (the
+    item's bytes) is kept in ``vault`` when a rule sends the item to review.
     """
     with transaction(sessions) as session:
         matches = list(find(session))
-        (submission_id,) = record_batch(session, who, [Outcome(signals, matches, submission)])
+        (submission_id,) = record_batch(
+            session, who, [Outcome(signals, matches, submission, media=media)], vault=vault
+        )
     return Recorded(matches, submission_id)
 
 

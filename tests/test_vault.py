@@ -603,3 +603,26 @@ def test_recording_a_match_keeps_media_only_when_a_rule_sends_it_to_review(
             vault=vault,
         )
     assert len(v.list_items(sessions, actor=ADMIN)) == 1 and len(list(vault.blobs.ids())) == 1
+
+
+def test_scanned_files_are_kept_by_path_and_a_vanished_one_is_audited(
+    sessions: sessionmaker[Session], vault: v.Vault, tmp_path: Path
+) -> None:
+    from tipline.services.matching.match import Match
+    from tipline.services import actions, submissions
+
+    with transaction(sessions) as session:
+        actions.add_rule(session, action="enqueue_review", bank="reviewed")
+    hit = [Match(bank="reviewed", entry_id="e1", signal_type="md5", distance=0)]
+    present = tmp_path / "present.jpg"
+    present.write_bytes(b"scanned bytes")
+    outcomes = [
+        submissions.Outcome((), hit, event_id="scan:1", content_id="a", media=present),
+        submissions.Outcome((), hit, event_id="scan:2", content_id="b", media=tmp_path / "gone"),
+    ]
+    with transaction(sessions) as session:
+        submissions.record_batch(session, ADMIN, outcomes, vault=vault)
+    (item,) = v.list_items(sessions, actor=ADMIN)
+    assert item.content_id == "a"
+    assert v.read_bytes(sessions, vault, item.id, actor=ADMIN) == b"scanned bytes"
+    assert "vault.not_kept" in _actions(sessions)

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 from ulid import ULID
 
+from tipline.errors import InputError
 from tipline.services import actions, audit, input_limits
 from tipline.services import vault as vault_service
 from tipline.services.auth import Principal
@@ -300,8 +301,11 @@ def _seal_media(
         may_review = any(m.suppressed_by is None for m in outcome.matches)
         if vault is None or vault.keyring is None or outcome.media is None or not may_review:
             out.append(None)
-        else:
+            continue
+        try:
             out.append(vault_service.seal(session, vault, outcome.media))
+        except InputError:  # an unreadable file: keep_for_review audits it as not kept
+            out.append(None)
     return out
 
 

@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -25,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.config import get_settings
 from tipline.errors import MediaError, TiplineError
-from tipline.services import submissions
+from tipline.services import submissions, vault
 from tipline.services.auth import Principal
 from tipline.services.matching.match import Match
 from tipline.services.scan.matcher import MatcherLoader, SignalMatcher
@@ -179,9 +180,17 @@ def _outcomes(
             event_id=f"scan:{scan_id}:{rows[index]['content_key'][:32]}",
             content_id=rows[index]["content_id"],
             extra={"scan_id": scan_id, "path": rows[index]["path"]},
+            # kept in the evidence vault if a rule sends the item to review
+            media=Path(rows[index]["path"]),
         )
         for index, matches in matched
     ]
+
+
+@functools.cache
+def _vault() -> vault.Vault:
+    """This worker's evidence vault (from the environment's settings, like the limits)."""
+    return vault.Vault.from_settings(get_settings())
 
 
 def scan_batch(job: dict[str, Any]) -> BatchOutcome:
@@ -243,7 +252,7 @@ def _commit_batch(
                 )
                 # match history and action rules of the matched items, same transaction
                 submissions.record_batch(
-                    session, Principal.cli(), _outcomes(scan_id, rows, matched)
+                    session, Principal.cli(), _outcomes(scan_id, rows, matched), vault=_vault()
                 )
             break
         except IntegrityError:

@@ -567,8 +567,8 @@ def test_a_file_that_vanished_before_it_could_be_kept_is_audited(
 def test_recording_a_match_keeps_media_only_when_a_rule_sends_it_to_review(
     sessions: sessionmaker[Session], vault: v.Vault
 ) -> None:
-    from tipline.services.matching.match import Match
     from tipline.services import actions, submissions
+    from tipline.services.matching.match import Match
     from tipline.signals.base import Signal
 
     with transaction(sessions) as session:
@@ -608,8 +608,8 @@ def test_recording_a_match_keeps_media_only_when_a_rule_sends_it_to_review(
 def test_scanned_files_are_kept_by_path_and_a_vanished_one_is_audited(
     sessions: sessionmaker[Session], vault: v.Vault, tmp_path: Path
 ) -> None:
-    from tipline.services.matching.match import Match
     from tipline.services import actions, submissions
+    from tipline.services.matching.match import Match
 
     with transaction(sessions) as session:
         actions.add_rule(session, action="enqueue_review", bank="reviewed")

@@ -1,0 +1,95 @@
+"""The intake's service functions on hostile documents (hypothesis), and which routes
+each service role mounts."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import SecretStr
+from sqlalchemy import func, select
+
+from _report_fixtures import open_db
+from tipline.api.app import create_app
+from tipline.config import Settings
+from tipline.services import clearinghouse, vault
+from tipline.services.clearinghouse import Code
+from tipline.services.vault import MasterKey
+from tipline.store.clearinghouse import IntakeReportRow
+
+REPORT = (Path(__file__).parent / "golden" / "reports" / "minimal.report.xml").read_bytes()
+AUTH = "Basic " + base64.b64encode(b"esp-h:hypothesis-password").decode()
+
+
+@pytest.fixture(scope="module")
+def intake(tmp_path_factory: pytest.TempPathFactory) -> clearinghouse.Intake:
+    folder = tmp_path_factory.mktemp("intake")
+    _engine, sessions = open_db(f"sqlite:///{folder / 'db.sqlite'}")
+    clearinghouse.add_provider(sessions, "esp-h", "hypothesis-password")
+    key = SecretStr(MasterKey.generate().to_base64())
+    the_vault = vault.Vault.from_settings(Settings(data_dir=folder, vault_master_key=key))
+    return clearinghouse.Intake(sessions=sessions, vault=the_vault, max_xml_bytes=8192)
+
+
+def _reports(intake: clearinghouse.Intake) -> int:
+    with intake.sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(IntakeReportRow)) or 0)
+
+
+def _mutations() -> st.SearchStrategy[bytes]:
+    """Bytes near a valid report: cut, spliced, with DTDs, or random."""
+    cut = st.integers(0, len(REPORT)).map(lambda n: REPORT[:n])
+    splice = st.tuples(st.integers(0, len(REPORT)), st.binary(max_size=64)).map(
+        lambda t: REPORT[: t[0]] + t[1] + REPORT[t[0] :]
+    )
+    doctype = st.sampled_from(
+        [b'<!DOCTYPE r [<!ENTITY e SYSTEM "http://127.0.0.1:9/x">]>', b"<!DOCTYPE report>"]
+    ).map(lambda d: REPORT.replace(b"<report>", d + b"<report>"))
+    return st.one_of(cut, splice, doctype, st.binary(max_size=512))
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(body=_mutations())
+def test_submit_never_stores_what_it_refuses(intake: clearinghouse.Intake, body: bytes) -> None:
+    before = _reports(intake)
+    answer = clearinghouse.submit(intake, AUTH, body)
+    assert answer.code in (
+        Code.SUCCESS,
+        Code.INVALID_REQUEST,
+        Code.VALIDATION_FAILED,
+        Code.MALFORMED_XML,
+    )
+    assert _reports(intake) == before + (1 if answer.ok else 0)
+    if b"<!DOCTYPE" in body:
+        assert not answer.ok
+    assert b"<reportResponse>" in answer.render()
+
+
+def test_the_valid_report_is_accepted(intake: clearinghouse.Intake) -> None:
+    answer = clearinghouse.submit(intake, AUTH, REPORT)
+    assert answer.ok and answer.report_id is not None
+
+
+@pytest.mark.parametrize(
+    ("role", "ispws", "provider"),
+    [("provider", False, True), ("clearinghouse", True, False), ("both", True, True)],
+)
+def test_roles_mount_their_routes(tmp_path: Path, role: str, ispws: bool, provider: bool) -> None:
+    app = create_app(
+        Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'db'}", role=role)  # type: ignore[arg-type]
+    )
+    paths = set(app.openapi()["paths"])
+    assert ("/ispws/submit" in paths) is ispws
+    assert ("/v1/banks" in paths) is provider
+    assert "/v1/health" in paths
+    if ispws:
+        for path in ("status", "xsd", "submit", "upload", "fileinfo", "finish", "retract"):
+            assert f"/ispws/{path}" in paths
+        assert "requestBody" in app.openapi()["paths"]["/ispws/upload"]["post"]

@@ -206,6 +206,9 @@ def test_authentication(srv: IntakeServer) -> None:
     assert "intake.login_failed" in actions(srv)
     from tipline.services import clearinghouse
 
+    with client(srv, "esp-b", PASSWORD_B) as http:  # verified once: remembered
+        assert answer(http.get("/status"))["code"] == 0
+        assert answer(http.get("/status"))["code"] == 0
     clearinghouse.disable_provider(srv.sessions, "esp-b")
     with client(srv, "esp-b", PASSWORD_B) as http:
         assert http.get("/status").status_code == 401

@@ -11,6 +11,8 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -140,10 +142,39 @@ def disable_provider(
         return ProviderInfo.of(row)
 
 
+#: credentials verified by this process: HMAC-SHA256 of the presented password keyed by
+#: the stored hash (no password is kept; a changed hash invalidates its entries)
+_VERIFIED: OrderedDict[str, None] = OrderedDict()
+_VERIFIED_MAX = 4096
+_VERIFIED_LOCK = threading.Lock()
+
+
+def _token(stored: str, name: str, password: str) -> str:
+    message = f"{name}\x00{password}".encode()
+    return hmac.new(stored.encode(), message, hashlib.sha256).hexdigest()
+
+
 def login(session: Session, name: str, password: str) -> ProviderInfo | None:
-    """The enabled provider these credentials open, or None."""
+    """The enabled provider these credentials open, or None.
+
+    Every ISPWS call carries the password, and scrypt costs about 40 ms of CPU, so a
+    process remembers credentials it has verified (as a keyed digest); the account's
+    row, and so a disable, is still read on every call.
+    """
     row = session.scalar(select(IntakeProviderRow).where(IntakeProviderRow.name == name))
+    if row is not None:
+        token = _token(row.password_hash, name, password)
+        with _VERIFIED_LOCK:
+            known = token in _VERIFIED
+            if known:
+                _VERIFIED.move_to_end(token)
+        if known:
+            return ProviderInfo.of(row) if row.enabled else None
     good = check_password(password, row.password_hash if row is not None else _DUMMY_HASH)
-    if row is None or not good or not row.enabled:
+    if row is None or not good:
         return None
-    return ProviderInfo.of(row)
+    with _VERIFIED_LOCK:
+        _VERIFIED[token] = None
+        while len(_VERIFIED) > _VERIFIED_MAX:
+            _VERIFIED.popitem(last=False)
+    return ProviderInfo.of(row) if row.enabled else None

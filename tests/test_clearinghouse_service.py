@@ -4,6 +4,8 @@ each service role mounts."""
 from __future__ import annotations
 
 import base64
+import dataclasses
+import io
 from pathlib import Path
 
 import pytest
@@ -93,3 +95,12 @@ def test_roles_mount_their_routes(tmp_path: Path, role: str, ispws: bool, provid
         for path in ("status", "xsd", "submit", "upload", "fileinfo", "finish", "retract"):
             assert f"/ispws/{path}" in paths
         assert "requestBody" in app.openapi()["paths"]["/ispws/upload"]["post"]
+
+
+def test_upload_to_a_vault_without_key_saves_nothing(intake: clearinghouse.Intake) -> None:
+    opened = clearinghouse.submit(intake, AUTH, REPORT)
+    keyless = dataclasses.replace(intake, vault=dataclasses.replace(intake.vault, keyring=None))
+    answer = clearinghouse.upload(keyless, AUTH, str(opened.report_id), "a.bin", io.BytesIO(b"x"))
+    assert answer.code is Code.SAVE_FAILED and "master key" in answer.description
+    done = clearinghouse.finish(intake, AUTH, str(opened.report_id))
+    assert done.ok and done.files == ()

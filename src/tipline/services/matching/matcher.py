@@ -279,10 +279,10 @@ class Matcher:
         if live is not None:
             ids, dist = live.search(query, radius)
             out.extend((int(i), int(d), None, None) for i, d in zip(ids, dist, strict=True))
-        q = np.frombuffer(query, np.uint8)
         for rows in (self._merging, self._delta):
             if rows is None or name not in rows.hamming:
                 continue
+            q = np.frombuffer(query, np.uint8)
             ids, hashes = rows.hamming[name].arrays()
             dist = np.unpackbits(hashes ^ q, axis=1).sum(axis=1)
             for i in np.flatnonzero(dist <= radius).tolist():

@@ -382,32 +382,63 @@ def create_from_decision(
         existing = _existing(session, source)
         if existing is not None:
             return _summary(session, existing)
-        datas = [evidence.read(session, m.evidence_id) for m in media]
-        files = tuple(file_of(submission, m, d, facts) for m, d in zip(media, datas, strict=True))
-        content = ReportContent(
-            report_id=new_report_id(),
-            incident_type=facts.incident_type,
-            incident_at=submission.uploaded_at or submission.created_at,
-            reporter=reporter,
-            files=files,
-            users=(user_of(submission, settings),),
-            platform=settings.report_platform,
-            escalation_reason=facts.escalation_reason,
-            annotations=facts.report_annotations,
-            urls=tuple(f.location for f in files if f.location),
-            additional_info=_match_summary(session, submission.id),
-        )
-        row = queue_report(
+        row = _queue_submission_report(
             session,
-            content,
-            [m.evidence_id for m in media],
+            submission,
+            media,
+            facts,
             kind=ReportKind.REVIEW,
             source=source,
-            tenant=decision.tenant,
             actor=who,
+            reporter=reporter,
+            settings=settings,
             evidence=evidence,
+            additional_info=_match_summary(session, submission.id),
         )
         return _summary(session, row)
+
+
+def _queue_submission_report(
+    session: Session,
+    submission: SubmissionRow,
+    media: list[StoredFile],
+    facts: ReviewFacts,
+    *,
+    kind: ReportKind,
+    source: str,
+    actor: Principal | str,
+    reporter: Reporter,
+    settings: Settings,
+    evidence: EvidenceFiles,
+    additional_info: str | None,
+) -> ReportRow:
+    """Build and queue the report of one submission's files, as ``facts`` describe them
+    (the reviewer's, or :class:`ReviewFacts` defaults for a file nobody viewed)."""
+    datas = [evidence.read(session, m.evidence_id) for m in media]
+    files = tuple(file_of(submission, m, d, facts) for m, d in zip(media, datas, strict=True))
+    content = ReportContent(
+        report_id=new_report_id(),
+        incident_type=facts.incident_type,
+        incident_at=submission.uploaded_at or submission.created_at,
+        reporter=reporter,
+        files=files,
+        users=(user_of(submission, settings),),
+        platform=settings.report_platform,
+        escalation_reason=facts.escalation_reason,
+        annotations=facts.report_annotations,
+        urls=tuple(f.location for f in files if f.location),
+        additional_info=additional_info,
+    )
+    return queue_report(
+        session,
+        content,
+        [m.evidence_id for m in media],
+        kind=kind,
+        source=source,
+        tenant=submission.tenant,
+        actor=actor,
+        evidence=evidence,
+    )
 
 
 def auto_report_matches(session: Session, submission_id: str, settings: Settings) -> list[str]:
@@ -456,31 +487,21 @@ def auto_report(
         existing = _existing(session, source)
         if existing is not None:
             return _summary(session, existing)
-        datas = [evidence.read(session, m.evidence_id) for m in media]
-        files = tuple(file_of(submission, m, d, facts) for m, d in zip(media, datas, strict=True))
-        content = ReportContent(
-            report_id=new_report_id(),
-            incident_type=IncidentType.CHILD_PORNOGRAPHY,
-            incident_at=submission.uploaded_at or submission.created_at,
+        row = _queue_submission_report(
+            session,
+            submission,
+            media,
+            facts,
+            kind=ReportKind.AUTO,
+            source=source,
+            actor=actor,
             reporter=reporter,
-            files=files,
-            users=(user_of(submission, settings),),
-            platform=settings.report_platform,
-            urls=tuple(f.location for f in files if f.location),
+            settings=settings,
+            evidence=evidence,
             additional_info="Reported without human review on an exact match of "
             + ", ".join(matched)
             + ", entries a trusted source confirmed; no person at the platform viewed "
             "the file.",
-        )
-        row = queue_report(
-            session,
-            content,
-            [m.evidence_id for m in media],
-            kind=ReportKind.AUTO,
-            source=source,
-            tenant=submission.tenant,
-            actor=actor,
-            evidence=evidence,
         )
         return _summary(session, row)
 

@@ -17,6 +17,8 @@ _EXTRAS: dict[str, str] = {
     "httpx": "service",
     "prometheus_client": "service",
     "lxml": "reports",
+    "maxminddb": "clearinghouse",
+    "fpdf": "clearinghouse",
     "pillow_heif": "heif",
     "pillow_avif": "heif",
 }

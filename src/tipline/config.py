@@ -6,8 +6,33 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RoutingAgency(BaseModel):
+    """An agency reports can be referred to."""
+
+    name: str = Field(description="Display name written in referral packages")
+    media: bool = Field(
+        default=False, description="Referral packages to this agency may carry the media files"
+    )
+    contact: str | None = Field(default=None, description="Contact written in packages")
+
+
+class RoutingTable(BaseModel):
+    """Where a located report goes: keys are agency ids of ``agencies``.
+
+    Rules in order: ``subdivisions`` (ISO 3166-2, e.g. ``US-CA`` for a US state's ICAC
+    task force), ``countries`` (ISO 3166-1 alpha-2), ``fallback`` (located, no rule),
+    ``unlocated`` (no IP of the report could be located; default ``fallback``).
+    """
+
+    agencies: dict[str, RoutingAgency] = Field(default_factory=dict)
+    countries: dict[str, str] = Field(default_factory=dict)
+    subdivisions: dict[str, str] = Field(default_factory=dict)
+    fallback: str | None = None
+    unlocated: str | None = None
 
 
 class Settings(BaseSettings):
@@ -154,6 +179,22 @@ class Settings(BaseSettings):
     )
     intake_max_xml_bytes: int = Field(
         default=4 * 1024**2, ge=1, description="Clearinghouse intake: largest XML document, bytes"
+    )
+
+    geoip_database: Path | None = Field(
+        default=None,
+        description="Clearinghouse routing: MaxMind-format IP geolocation database "
+        "(GeoLite2/GeoIP2 City or Country .mmdb)",
+    )
+    routing_table: RoutingTable = Field(
+        default_factory=RoutingTable,
+        description="Clearinghouse routing: agencies and rules (JSON: agencies, countries, "
+        "subdivisions, fallback, unlocated)",
+    )
+    routing_table_file: Path | None = Field(
+        default=None,
+        description="Clearinghouse routing: JSON file holding the routing table (replaces "
+        "routing_table when set)",
     )
 
     def resolved_database_url(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Integer, String, Text
+from sqlalchemy import BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tipline.store.base import Base, UTCDateTime
@@ -17,6 +17,8 @@ class AuditRecord(Base):
     """One audited event; ``hash`` covers every field and ``prev_hash``."""
 
     __tablename__ = "audit_log"
+    #: a report's chain of custody reads its records by target
+    __table_args__ = (Index("ix_audit_log_target", "target_type", "target_id"),)
 
     seq: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False

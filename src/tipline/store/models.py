@@ -15,6 +15,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "vault",
     "reports",
     "clearinghouse",
+    "referrals",
 )
 
 

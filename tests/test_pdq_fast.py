@@ -64,6 +64,48 @@ def test_axis_weights_equal_the_dense_box_filter(n: int) -> None:
     np.testing.assert_allclose(weights, want_weights, rtol=1e-6, atol=1e-9)
 
 
+def _ordered_pass(
+    x: npt.NDArray[np.float32], start: npt.NDArray[np.int64], weights: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    """One blur-and-decimate pass along axis 1 of ``x``, the kernel's arithmetic spelled
+    out: float32 products, summed in float64 strictly in order (``cumsum`` is
+    sequential), rounded to float32."""
+    width = weights.shape[1]
+    out = np.empty((x.shape[0], 64), np.float32)
+    for j in range(64):
+        products = x[:, start[j] : start[j] + width] * weights[j]  # float32
+        out[:, j] = np.cumsum(products.astype(np.float64), axis=1)[:, -1]
+    return out
+
+
+def _ordered_sample64(grey: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    """Brute-force twin of the kernel's 64 x 64 samples: columns, then rows."""
+    tmp = _ordered_pass(grey.astype(np.float32), *pdq_fast._axis_weights(grey.shape[1]))
+    return _ordered_pass(tmp.T.copy(), *pdq_fast._axis_weights(grey.shape[0])).T
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(64, 700), st.integers(64, 700), st.integers(0, 2**32 - 1), st.booleans())
+def test_kernel_samples_are_bit_identical_to_the_ordered_sums(
+    height: int, width: int, seed: int, smooth: bool
+) -> None:
+    """The fast path's samples are pinned bit for bit, not just "within rounding": a
+    change of summation order or precision in the kernel (which would move hashes by a
+    bit near the median) fails here. Grey, RGB-stacked and luma-plane views alike."""
+    rng = np.random.default_rng(seed)
+    if smooth:
+        walk = np.cumsum(rng.normal(0, 4, (height, width)), axis=1) + 128
+        grey = np.clip(walk, 0, 255).astype(np.uint8)
+    else:
+        grey = rng.integers(0, 256, (height, width), dtype=np.uint8)
+    want = _ordered_sample64(grey)
+    assert np.array_equal(pdq_fast.sample64(grey), want)
+    plane = np.lib.stride_tricks.as_strided(
+        grey, shape=(height, width, 3), strides=(*grey.strides, 0), writeable=False
+    )
+    assert np.array_equal(pdq_fast.sample64(plane), want)
+
+
 def _reference_photos(reference_dir: Path) -> list[Path]:
     root = reference_dir / "pdq"
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in {".jpg", ".png", ".webp"})

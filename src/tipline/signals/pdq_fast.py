@@ -68,17 +68,23 @@ _B: Final = np.float32(0.114)
 
 @numba.njit(cache=True, nogil=True)
 def _cols_pass(
-    row: npt.NDArray[np.generic],
+    row: npt.NDArray[np.float32],
     col_start: npt.NDArray[np.int64],
     col_w: npt.NDArray[np.float32],
     dst: npt.NDArray[np.float32],
 ) -> None:  # pragma: no cover - compiled
-    """The 64 column samples of one pixel row (banded weights)."""
+    """The 64 column samples of one float32 pixel row (banded weights).
+
+    Each sample sums its float32 products in float64, in order along the row. (Slicing
+    the band first gives numba a unit-stride loop: a third faster, same arithmetic.)
+    """
+    width = col_w.shape[1]
     for j in range(64):
-        c0 = col_start[j]
+        weights = col_w[j]
+        band = row[col_start[j] : col_start[j] + width]
         acc = 0.0
-        for k in range(col_w.shape[1]):
-            acc += col_w[j, k] * row[c0 + k]
+        for k in range(width):
+            acc += weights[k] * band[k]
         dst[j] = acc
 
 
@@ -109,9 +115,18 @@ def _sample64(
     tmp: npt.NDArray[np.float32],
     out: npt.NDArray[np.float32],
 ) -> None:  # pragma: no cover - compiled
-    """PDQ's blurred 64 x 64 samples of an ``H x W`` grey/luma frame."""
+    """PDQ's blurred 64 x 64 samples of an ``H x W`` uint8 grey or float32 luma frame.
+
+    Each row is first widened to float32 (exact for both), so the inner loop multiplies
+    float32 by float32 with no int-to-float conversion per weight: the products are the
+    same float32 values ``float32 * uint8`` gives.
+    """
+    row = np.empty(luma.shape[1], dtype=np.float32)
     for r in range(luma.shape[0]):
-        _cols_pass(luma[r], col_start, col_w, tmp[r])
+        src = luma[r]
+        for c in range(row.shape[0]):
+            row[c] = src[c]
+        _cols_pass(row, col_start, col_w, tmp[r])
     _rows_pass(tmp, row_start, row_w, out)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -34,7 +35,14 @@ def server(tmp_path: Path, key_file: Path) -> Iterator[Server]:
         yield srv
 
 
-def _store(server: Server, key_file: Path, data: bytes, tenant: str | None) -> str:
+def _store(
+    server: Server,
+    key_file: Path,
+    data: bytes,
+    tenant: str | None,
+    *,
+    stored_at: datetime | None = None,
+) -> str:
     settings = Settings(
         data_dir=server.data_dir,
         database_url=server.db_url,
@@ -42,11 +50,12 @@ def _store(server: Server, key_file: Path, data: bytes, tenant: str | None) -> s
         vault_chunk_bytes=4096,
     )
     engine = make_engine(settings=settings)
+    clock = (lambda: stored_at) if stored_at is not None else None
     try:
         with transaction(session_factory(engine)) as session:
             info = v.store(
                 session,
-                v.Vault.from_settings(settings),
+                v.Vault.from_settings(settings, clock=clock),
                 data,
                 kind=v.EvidenceKind.MEDIA,
                 actor=Principal("m", Role.MATCHER, tenant),
@@ -167,3 +176,58 @@ def test_match_sent_to_review_keeps_the_upload(server: Server) -> None:
     assert got.status_code == 200 and got.content == upload
     # another tenant sees none of it
     assert server.client("b_reviewer").get("/v1/vault/items").json() == []
+
+
+def _audit_actions(server: Server) -> list[str]:
+    engine = make_engine(server.db_url)
+    try:
+        with session_factory(engine)() as session:
+            return [r.action for r in audit.recent(session, limit=200)]
+    finally:
+        engine.dispose()
+
+
+def test_verify_and_purge_routes(server: Server, key_file: Path) -> None:
+    long_ago = datetime(2020, 1, 1, tzinfo=UTC)  # kept until 2020-12-31: expired
+    a_old = _store(server, key_file, os.urandom(9000), "tenant-a", stored_at=long_ago)
+    a_held = _store(server, key_file, os.urandom(9000), "tenant-a", stored_at=long_ago)
+    a_new = _store(server, key_file, os.urandom(9000), "tenant-a")
+    b_old = _store(server, key_file, os.urandom(9000), "tenant-b", stored_at=long_ago)
+    a_admin, b_admin = server.client("a_admin"), server.client("b_admin")
+    assert server.client("a_reviewer").post("/v1/vault/verify", json={}).status_code == 403
+    assert server.client("a_reviewer").post("/v1/vault/purge").status_code == 403
+    assert server.client(None).post("/v1/vault/purge").status_code == 401
+
+    # verify: a tenant's key checks its own items, page by page
+    first = a_admin.post("/v1/vault/verify", json={"limit": 2})
+    assert first.status_code == 200, first.text
+    page = first.json()
+    assert page["ok"] is True and page["checked"] == 2 and page["next_after"] is not None
+    rest = a_admin.post("/v1/vault/verify", json={"after": page["next_after"]}).json()
+    assert rest["checked"] == 1 and rest["next_after"] is None
+    assert a_admin.post("/v1/vault/verify", json={"item_ids": [b_old]}).status_code == 400
+    assert a_admin.post("/v1/vault/verify", json={"limit": 0}).status_code == 422
+    # a flipped byte is found, named, and no content is returned
+    (damaged,) = (server.data_dir / "vault").glob(f"*/{a_new}.tpv")
+    blob = bytearray(damaged.read_bytes())
+    blob[100] ^= 1
+    damaged.write_bytes(bytes(blob))
+    found = a_admin.post("/v1/vault/verify", json={}).json()
+    assert found["ok"] is False and found["checked"] == 3
+    assert [f["item_id"] for f in found["failures"]] == [a_new]
+    # a key of no tenant checks everything and also looks for stray files
+    everything = server.client("admin").post("/v1/vault/verify", json={}).json()
+    assert everything["checked"] == 4 and len(everything["failures"]) == 1
+
+    # purge: expired items without a hold, of the key's tenant only
+    hold = a_admin.post(f"/v1/vault/items/{a_held}/holds", json={"reason": "case 9"})
+    assert hold.status_code == 201
+    purged = a_admin.post("/v1/vault/purge")
+    assert purged.status_code == 200, purged.text
+    assert purged.json() == {"purged": [a_old], "held": 1, "files_removed": 0}
+    assert a_admin.get(f"/v1/vault/items/{a_old}/content").status_code == 409
+    assert b_admin.get(f"/v1/vault/items/{b_old}").json()["purged_at"] is None
+    assert b_admin.post("/v1/vault/purge").json()["purged"] == [b_old]
+    assert a_admin.get(f"/v1/vault/items/{a_held}").json()["purged_at"] is None
+    actions = _audit_actions(server)
+    assert actions.count("vault.purge") == 2 and actions.count("vault.verify") == 4

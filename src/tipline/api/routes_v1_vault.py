@@ -1,6 +1,7 @@
 """The evidence vault (``/v1/vault``): list, show and download preserved items (role
-``evidence.read``), legal holds and retention (``evidence.admin``). Every call is
-audited by the vault service."""
+``evidence.read``), legal holds, retention, verify and purge (``evidence.admin``).
+Every call is audited by the vault service. Key rotation stays on the command line
+(``tipline vault rotate-key``): the new master key must never travel over HTTP."""
 
 from __future__ import annotations
 
@@ -97,6 +98,57 @@ class RetentionIn(BaseModel):
         if not 2000 <= value.year <= 9000:
             raise ValueError("retain_until must be between the years 2000 and 9000")
         return value
+
+
+class VerifyIn(BaseModel):
+    """Which items to check: ``item_ids``, or every live item of the key's tenant (all
+    items for a key of no tenant) page by page (``after``, ``limit``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_ids: list[str] | None = Field(
+        None, min_length=1, max_length=1000, description="check only these items"
+    )
+    after: str | None = Field(
+        None, min_length=1, max_length=26, description="id cursor (exclusive): next_after"
+    )
+    limit: int = Field(200, ge=1, le=1000, description="items checked by this call")
+
+    @field_validator("item_ids")
+    @classmethod
+    def _ids(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(not 1 <= len(i) <= 26 for i in value):
+            raise ValueError("item ids are 1-26 characters")
+        return value
+
+
+class VerifyFailureOut(BaseModel):
+    """An item that failed its check, and why."""
+
+    item_id: str
+    error: str
+
+
+class VerifyOut(BaseModel):
+    """What a verify call found. ``ok`` is false when any item failed or a stray file
+    (no live item owns it; looked for on a full first page by a key of no tenant) was
+    found; ``next_after`` is set when more items remain."""
+
+    ok: bool
+    checked: int
+    bytes_checked: int = Field(description="plaintext bytes decrypted and checked")
+    failures: list[VerifyFailureOut]
+    stray_files: list[str]
+    next_after: str | None
+
+
+class PurgeOut(BaseModel):
+    """What a purge did: items erased, expired items kept on legal hold, stray files
+    removed (only by a key of no tenant)."""
+
+    purged: list[str]
+    held: int
+    files_removed: int
 
 
 @router.get("/items", response_model=list[EvidenceOut], responses=problems())
@@ -209,3 +261,42 @@ def extend_retention(
     """Keep an item until ``retain_until`` (later than its current date)."""
     info = vault.extend_retention(ctx.sessions, item_id, until=body.retain_until, actor=who)
     return EvidenceOut.of(info)
+
+
+@router.post("/verify", response_model=VerifyOut, responses=problems())
+def verify_items(
+    body: VerifyIn,
+    ctx: ServiceContext = Depends(get_ctx),
+    who: Principal = Depends(_admin),
+) -> VerifyOut:
+    """Decrypt and check items (wrapped key, file size, every chunk's tag, both SHA-256
+    digests) without returning any content; audited as ``vault.verify``. Damage is
+    reported in the body (``ok`` false), not as an error status."""
+    report = vault.verify(
+        ctx.sessions,
+        ctx.vault(),
+        actor=who,
+        item_ids=body.item_ids,
+        after=body.after,
+        limit=body.limit,
+    )
+    return VerifyOut(
+        ok=report.ok,
+        checked=report.checked,
+        bytes_checked=report.bytes_checked,
+        failures=[VerifyFailureOut(item_id=i, error=e) for i, e in report.failures],
+        stray_files=report.stray_files,
+        next_after=report.next_after,
+    )
+
+
+@router.post("/purge", response_model=PurgeOut, responses=problems())
+def purge_items(
+    ctx: ServiceContext = Depends(get_ctx),
+    who: Principal = Depends(_admin),
+) -> PurgeOut:
+    """Erase now the items past their retention that have no active legal hold (each
+    audited as ``vault.purge``); a tenant's key purges only its tenant's items. The
+    daily purge job of ``tipline worker`` does the same."""
+    report = vault.purge(ctx.sessions, ctx.vault(), actor=who)
+    return PurgeOut(purged=report.purged, held=report.held, files_removed=report.files_removed)

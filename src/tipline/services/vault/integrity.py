@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.errors import EvidenceIntegrityError, InputError, TiplineError
 from tipline.services import audit
-from tipline.services.auth import Permission, Principal
+from tipline.services.auth import Permission, Principal, tenant_clause
 from tipline.services.vault._model import Vault
 from tipline.services.vault.items import plaintext
 from tipline.services.vault.keys import MasterKey, unwrap, wrap
@@ -32,6 +32,8 @@ class VerifyReport:
     #: files in the vault folder that no live item owns
     stray_files: list[str] = field(default_factory=list)
     bytes_checked: int = 0
+    #: more items remain after the last one checked: pass it as ``after`` to go on
+    next_after: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -51,11 +53,25 @@ class VerifyReport:
         return "vault damaged: " + "; ".join(parts)
 
 
-def _live_ids(session: Session, item_ids: Sequence[str] | None) -> list[str]:
+def _live_ids(
+    session: Session,
+    item_ids: Sequence[str] | None,
+    actor: Principal | None = None,
+    *,
+    after: str | None = None,
+    limit: int | None = None,
+) -> list[str]:
     query = select(EvidenceItemRow.id).where(EvidenceItemRow.purged_at.is_(None))
+    if actor is not None:
+        query = query.where(tenant_clause(actor, EvidenceItemRow.tenant, include_shared=False))
     if item_ids is not None:
         query = query.where(EvidenceItemRow.id.in_(list(item_ids)))
-    return list(session.execute(query.order_by(EvidenceItemRow.id)).scalars())
+    if after is not None:
+        query = query.where(EvidenceItemRow.id > after)
+    query = query.order_by(EvidenceItemRow.id)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.execute(query).scalars())
 
 
 def verify(
@@ -64,21 +80,39 @@ def verify(
     *,
     actor: Principal,
     item_ids: Sequence[str] | None = None,
+    after: str | None = None,
+    limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> VerifyReport:
     """Decrypt and check every live item (or ``item_ids``): wrapped key, file size,
     every chunk's tag, both SHA-256 digests; and look for files no live item owns.
 
-    Needs EVIDENCE_ADMIN and the master key; audited as ``vault.verify`` (with the
-    failing ids). ``progress(done, total)`` after each item.
+    A tenant's actor checks only its tenant's items (and no stray files: those belong
+    to nobody). ``limit`` checks at most that many items with ids above ``after``; the
+    report's ``next_after`` says where to go on (stray files are looked for on the
+    first page only). Needs EVIDENCE_ADMIN and the master key; audited as
+    ``vault.verify`` (with the failing ids). ``progress(done, total)`` after each item.
     """
     actor.require(Permission.EVIDENCE_ADMIN)
     vault.require_keyring()
+    if limit is not None and limit < 1:
+        raise InputError("limit must be at least 1")
     with sessions() as session:
-        ids = _live_ids(session, item_ids)
-        if item_ids is not None and len(ids) != len(set(item_ids)):
+        ids = _live_ids(
+            session, item_ids, actor, after=after, limit=None if limit is None else limit + 1
+        )
+        if item_ids is not None and after is None and len(ids) != len(set(item_ids)):
             missing = sorted(set(item_ids) - set(ids))
             raise InputError(f"no live vault item {missing[0]!r}")
+        next_after = None
+        if limit is not None and len(ids) > limit:
+            ids = ids[:limit]
+            next_after = ids[-1]
+        every_id = (
+            set(_live_ids(session, None))
+            if item_ids is None and after is None and actor.tenant is None
+            else None
+        )
     failures: list[tuple[str, str]] = []
     checked = 0
     total_bytes = 0
@@ -102,10 +136,10 @@ def verify(
             if progress is not None:
                 progress(checked, len(ids))
     stray: list[str] = []
-    if item_ids is None:
+    if every_id is not None:
         on_disk = set(vault.blobs.ids())
-        stray = sorted(on_disk - set(ids))
-    report = VerifyReport(checked, failures, stray, total_bytes)
+        stray = sorted(on_disk - every_id)
+    report = VerifyReport(checked, failures, stray, total_bytes, next_after)
     with transaction(sessions) as session:
         audit.append(
             session,
@@ -118,7 +152,10 @@ def verify(
                 "failed": len(failures),
                 "failures": [{"item": i, "error": e} for i, e in failures[:_AUDIT_NAMES]],
                 "stray_files": stray[:_AUDIT_NAMES],
+                **({"after": after} if after else {}),
+                **({"next_after": next_after} if next_after else {}),
             },
+            tenant=actor.tenant,
         )
     return report
 

@@ -20,7 +20,7 @@ from ulid import ULID
 
 from tipline.errors import ConflictError, InputError
 from tipline.services import audit, jobs
-from tipline.services.auth import Permission, Principal, Role
+from tipline.services.auth import Permission, Principal, Role, tenant_clause
 from tipline.services.vault._model import TARGET, EvidenceInfo, HoldInfo, Vault, get_row, holds_of
 from tipline.store.db import transaction
 from tipline.store.vault import EvidenceHoldRow, EvidenceItemRow
@@ -170,15 +170,17 @@ def purge(
     progress: Callable[[int, int], None] | None = None,
 ) -> PurgeReport:
     """Erase every item past its retention without an active hold (needs
-    EVIDENCE_ADMIN). Each item: wrapped key deleted and row marked purged in one
-    transaction with its ``vault.purge`` audit record; then its file is removed. Also
-    removes orphan files. ``progress(done, total)`` after each item."""
+    EVIDENCE_ADMIN; a tenant's actor purges only its tenant's items). Each item: wrapped
+    key deleted and row marked purged in one transaction with its ``vault.purge`` audit
+    record; then its file is removed. An actor of no tenant also removes orphan files.
+    ``progress(done, total)`` after each item."""
     actor.require(Permission.EVIDENCE_ADMIN)
     now = now or vault.clock()
+    mine = tenant_clause(actor, EvidenceItemRow.tenant, include_shared=False)
     with sessions() as session:
         due = list(
             session.execute(
-                select(EvidenceItemRow.id).where(_expired(now)).order_by(EvidenceItemRow.id)
+                select(EvidenceItemRow.id).where(_expired(now), mine).order_by(EvidenceItemRow.id)
             ).scalars()
         )
         held = session.execute(
@@ -186,6 +188,7 @@ def purge(
                 EvidenceItemRow.purged_at.is_(None),
                 EvidenceItemRow.retain_until <= now,
                 _active_hold(),
+                mine,
             )
         ).scalar_one()
     purged: list[str] = []
@@ -223,7 +226,7 @@ def purge(
             purged.append(item_id)
         if progress is not None:
             progress(done, len(due))
-    removed = _remove_stray_files(sessions, vault, actor, now)
+    removed = _remove_stray_files(sessions, vault, actor, now) if actor.tenant is None else 0
     return PurgeReport(purged, int(held), removed)
 
 

@@ -7,6 +7,7 @@ a minute on two cores.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -33,7 +34,9 @@ CHECKS = ",".join(
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("fuzz")
-    with running_server(f"sqlite:///{data_dir / 'tipline.db'}", data_dir) as srv:
+    # a vault key, as a serving deployment has (without one, /v1/vault/verify is a 503)
+    env = {"TIPLINE_VAULT_MASTER_KEY": base64.b64encode(os.urandom(32)).decode()}
+    with running_server(f"sqlite:///{data_dir / 'tipline.db'}", data_dir, env=env) as srv:
         srv.client("admin").post("/v1/banks", json={"name": "fuzz"})
         yield srv
 

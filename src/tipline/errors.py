@@ -161,8 +161,10 @@ class AuditChainError(TiplineError):
 
 
 class VaultKeyError(ConfigError):
-    """The evidence vault's master key is missing, malformed or not the one an item needs."""
+    """The evidence vault's master key is missing, malformed or not the one an item needs
+    (the API answers 503: the service's configuration, not the request, must change)."""
 
+    status = 503
     code = "vault-key"
 
 

@@ -194,7 +194,7 @@ def show_item(
             "description": "The item's bytes exactly as stored",
             "content": {"application/octet-stream": {"schema": {"type": "string"}}},
         },
-        **problems(404, 409),
+        **problems(404, 409, 503),
     },
 )
 def download_item(
@@ -263,7 +263,7 @@ def extend_retention(
     return EvidenceOut.of(info)
 
 
-@router.post("/verify", response_model=VerifyOut, responses=problems())
+@router.post("/verify", response_model=VerifyOut, responses=problems(503))
 def verify_items(
     body: VerifyIn,
     ctx: ServiceContext = Depends(get_ctx),

@@ -19,6 +19,8 @@ _EXTRAS: dict[str, str] = {
     "lxml": "reports",
     "maxminddb": "clearinghouse",
     "fpdf": "clearinghouse",
+    "mmdb_writer": "clearinghouse",
+    "netaddr": "clearinghouse",
     "pillow_heif": "heif",
     "pillow_avif": "heif",
 }

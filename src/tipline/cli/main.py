@@ -36,6 +36,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "vault",
     "report",
     "provider",
+    "simulate",
 )
 
 

@@ -196,6 +196,17 @@ class Settings(BaseSettings):
         description="Clearinghouse routing: JSON file holding the routing table (replaces "
         "routing_table when set)",
     )
+    feed_banks: list[str] = Field(
+        default_factory=list,
+        description="Hash feed: banks published at /v1/feeds/<bank> (clearinghouse role)",
+    )
+    feed_signing_key: SecretStr | None = Field(
+        default=None,
+        description="Hash feed: Ed25519 private key, base64 of 32 bytes (environment only)",
+    )
+    feed_signing_key_file: Path | None = Field(
+        default=None, description="Hash feed: file holding the base64 signing key (mode 0600)"
+    )
 
     def resolved_database_url(self) -> str:
         """The database URL in use (SQLite under ``data_dir`` when unset)."""

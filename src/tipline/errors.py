@@ -172,3 +172,17 @@ class EvidenceIntegrityError(TiplineError):
     """A vault item fails its integrity check (tampered, truncated, swapped or wrong key)."""
 
     code = "evidence-corrupt"
+
+
+class ExchangeError(TiplineError):
+    """A hash exchange could not be synced (source unreachable, bad answer, bad config)."""
+
+    status = 502
+    code = "exchange-failed"
+
+
+class FeedRefusedError(ExchangeError):
+    """A signed feed page failed verification (tampered, wrong key, replayed or out of
+    order); nothing of it was applied."""
+
+    code = "feed-refused"

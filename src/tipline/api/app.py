@@ -35,11 +35,12 @@ ROUTE_MODULES: tuple[str, ...] = (
     "routes_v1_webhooks",
     "routes_v1_vault",
     "routes_v1_reports",
+    "routes_v1_exchanges",
     "routes_hma",
 )
 
 #: Route modules of the clearinghouse role (the ISPWS-compatible intake).
-CLEARINGHOUSE_ROUTE_MODULES: tuple[str, ...] = ("routes_ispws",)
+CLEARINGHOUSE_ROUTE_MODULES: tuple[str, ...] = ("routes_ispws", "routes_v1_feeds")
 
 
 def route_modules(settings: Settings) -> tuple[str, ...]:

@@ -37,6 +37,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "report",
     "provider",
     "simulate",
+    "exchange",
 )
 
 

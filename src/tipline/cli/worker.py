@@ -27,6 +27,16 @@ def _vault_handlers(db: Database, *, daily: bool) -> dict[str, Any]:
     return {vault.PURGE_JOB_KIND: vault.purge_handler(db.engine, the_vault)}
 
 
+def _exchange_handlers(db: Database, *, scheduled: bool) -> dict[str, Any]:
+    """Exchange syncs: requested ones always; with ``scheduled`` (a long-running
+    worker) every enabled exchange's current slot is queued and each run queues the next."""
+    from tipline.services import exchanges
+
+    if scheduled:
+        exchanges.ensure_scheduled(db)
+    return {exchanges.SYNC_JOB_KIND: exchanges.sync_handler(db, reschedule=scheduled)}
+
+
 def worker_command(
     once: bool = typer.Option(False, "--once", help="Run one batch of due jobs and exit."),
     exit_when_idle: bool = typer.Option(
@@ -60,6 +70,7 @@ def worker_command(
     handlers = {
         WEBHOOK_JOB_KIND: deliverer,
         **_vault_handlers(db, daily=not once and not exit_when_idle),
+        **_exchange_handlers(db, scheduled=not once and not exit_when_idle),
     }
     runner = JobRunner(
         engine,

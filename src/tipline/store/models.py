@@ -16,6 +16,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "reports",
     "clearinghouse",
     "referrals",
+    "exchanges",
 )
 
 

@@ -1,0 +1,52 @@
+"""Hash exchanges: the lists a provider syncs into its banks, and where each sync stands.
+
+One row per configured exchange. ``checkpoint`` is the adapter's typed checkpoint in its
+JSON form, written in the same transaction as the page of entries it follows, so a
+crash between pages resumes from the last applied page. Credentials are never stored:
+``credential_env`` / ``credential_file`` only name where the secret is read from.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tipline.store.base import Base, UTCDateTime
+
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class ExchangeRow(Base):
+    """A configured exchange (NCMEC hash sharing, ThreatExchange, a tipline feed)."""
+
+    __tablename__ = "exchanges"
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    #: adapter kind: tipline-feed | ncmec | threatexchange
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    #: the bank entries go to (adapters may route some to other banks by label)
+    bank: Mapped[str] = mapped_column(String(200), nullable=False)
+    #: the adapter's non-secret settings (URL, public key, environment, label routes)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    #: environment variable holding the credential (its value is never stored)
+    credential_env: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: file holding the credential (its content is never stored)
+    credential_file: Mapped[str | None] = mapped_column(Text, nullable=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    #: seconds between scheduled syncs run by ``tipline worker``
+    interval_seconds: Mapped[int] = mapped_column(Integer, nullable=False, default=3600)
+    #: the adapter's checkpoint (JSON form), None before the first applied page
+    checkpoint: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    #: running totals: pages, added, updated, removed, unsupported {type: n}
+    totals: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: the source's own time of the newest applied data (for lag), when it says
+    source_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

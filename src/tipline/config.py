@@ -9,6 +9,45 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: Default triage weights (points a factor adds to a report's score when it applies
+#: fully); ``TIPLINE_TRIAGE_WEIGHTS`` (JSON) overrides some or all of them. Names:
+#: see docs/clearinghouse.md.
+TRIAGE_WEIGHTS: dict[str, float] = {
+    "new_material": 100.0,
+    "known_material": 5.0,
+    "classification.A1": 40.0,
+    "classification.A2": 30.0,
+    "classification.B1": 10.0,
+    "classification.B2": 5.0,
+    "escalated": 60.0,
+    "incident.online_enticement": 40.0,
+    "incident.child_sex_trafficking": 40.0,
+    "incident.child_sexual_molestation": 30.0,
+    "incident.child_sex_tourism": 25.0,
+    "incident.unsolicited_obscene_material": 20.0,
+    "incident.child_pornography": 0.0,
+    "incident.misleading_domain_name": 0.0,
+    "incident.misleading_words_or_images": 0.0,
+    "report.sextortion": 40.0,
+    "report.sadisticOnlineExploitation": 40.0,
+    "report.csamSolicitation": 20.0,
+    "report.minorToMinorInteraction": 0.0,
+    "report.spam": -20.0,
+    "file.liveStreaming": 40.0,
+    "file.infant": 40.0,
+    "file.physicalHarm": 20.0,
+    "file.violenceGore": 10.0,
+    "file.bestiality": 10.0,
+    "file.possibleSelfProduction": 10.0,
+    "file.generativeAi": 0.0,
+    "file.animeDrawingVirtualHentai": -10.0,
+    "file.potentialMeme": -20.0,
+    "file.viral": -20.0,
+    "linked_reports": 30.0,
+    "recency": 20.0,
+    "batched": -120.0,
+}
+
 
 class RoutingAgency(BaseModel):
     """An agency reports can be referred to."""
@@ -206,6 +245,60 @@ class Settings(BaseSettings):
     )
     feed_signing_key_file: Path | None = Field(
         default=None, description="Hash feed: file holding the base64 signing key (mode 0600)"
+    )
+    clearinghouse_pdq_distance: int = Field(
+        default=31,
+        ge=0,
+        le=255,
+        description="Clearinghouse: PDQ bits within which two received photos are the "
+        "same picture (one cluster)",
+    )
+    clearinghouse_vpdq_distance: int = Field(
+        default=20,
+        ge=0,
+        le=100,
+        description="Clearinghouse: vPDQ distance (100 minus the matched share of "
+        "frames, percent) within which two received videos are one cluster",
+    )
+    clearinghouse_min_pdq_quality: int = Field(
+        default=50,
+        ge=0,
+        le=100,
+        description="Clearinghouse: PDQ quality under which a photo is de-duplicated by "
+        "its digests only (flat pictures collide)",
+    )
+    clearinghouse_near_copy_bits: int = Field(
+        default=8,
+        ge=0,
+        le=255,
+        description="Clearinghouse: a photo within this many PDQ bits of an indexed "
+        "file (or an exact copy of one) is represented by it and not indexed itself",
+    )
+    clearinghouse_publish_bank: str = Field(
+        default="clearinghouse-confirmed",
+        description="Clearinghouse: the bank (hash list) that confirmed new material goes into",
+    )
+    clearinghouse_triage_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="Clearinghouse: the serving process triages a finished report at "
+        "once; the crash-safe job that would redo it is due this many seconds later",
+    )
+    triage_weights: dict[str, float] = Field(
+        default_factory=lambda: dict(TRIAGE_WEIGHTS),
+        description="Clearinghouse triage: points per factor (JSON object; the names "
+        "given override the defaults)",
+    )
+    triage_link_cap: int = Field(
+        default=5,
+        ge=1,
+        description="Clearinghouse triage: linked reports at which the link factor is full",
+    )
+    triage_recency_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="Clearinghouse triage: incident age (days, at receipt) at which the "
+        "recency factor reaches zero",
     )
 
     def resolved_database_url(self) -> str:

@@ -65,19 +65,24 @@ def _form_body(description: str, *, with_file: bool = False) -> dict[str, Any]:
 
 
 def the_intake(ctx: ServiceContext) -> clearinghouse.Intake:
-    """This process's intake (built from the settings on first use)."""
+    """This process's intake (built from the settings on first use), whose finished
+    reports are triaged at once by this process's :class:`TriageWorker`."""
     found = ctx.services.get("intake")
     if isinstance(found, clearinghouse.Intake):
         return found
     with _LOCK:
         found = ctx.services.get("intake")
         if not isinstance(found, clearinghouse.Intake):
+            worker = clearinghouse.TriageWorker.open(ctx.db, ctx.settings)
+            ctx.services["triage_worker"] = worker
             found = clearinghouse.Intake(
                 sessions=ctx.sessions,
                 vault=vault.Vault.from_settings(ctx.settings),
                 max_xml_bytes=ctx.settings.intake_max_xml_bytes,
                 max_file_bytes=ctx.settings.intake_max_file_bytes,
                 limits=MediaLimits.of(ctx.settings),
+                on_finish=worker.submit,
+                triage_grace_seconds=ctx.settings.clearinghouse_triage_grace_seconds,
             )
             ctx.services["intake"] = found
         return found

@@ -5,6 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+#: Banks named with this prefix hold a service's own records rather than known material
+#: (the clearinghouse's index of the files it received): Matchers report their hits only
+#: when asked to, and people cannot create them.
+SYSTEM_BANK_PREFIX = "system:"
+
+
+def is_system_bank(name: str) -> bool:
+    """Whether ``name`` is a system bank's (:data:`SYSTEM_BANK_PREFIX`)."""
+    return name.startswith(SYSTEM_BANK_PREFIX)
+
 
 @dataclass(frozen=True, slots=True)
 class BankSignal:

@@ -37,6 +37,21 @@ def _exchange_handlers(db: Database, *, scheduled: bool) -> dict[str, Any]:
     return {exchanges.SYNC_JOB_KIND: exchanges.sync_handler(db, reschedule=scheduled)}
 
 
+def _clearinghouse_handlers(db: Database) -> dict[str, Any]:
+    """The clearinghouse's triage job (a finished report its serving process did not
+    triage, e.g. because it died); the Matcher opens on the first such job."""
+    from tipline.config import get_settings
+    from tipline.services import clearinghouse
+
+    settings = get_settings()
+    clearinghouse.check_triage_settings(settings)  # unknown weights: one error line now
+    return {
+        clearinghouse.TRIAGE_JOB_KIND: clearinghouse.triage_handler(
+            lambda: clearinghouse.Triager.open(db, settings)
+        )
+    }
+
+
 def worker_command(
     once: bool = typer.Option(False, "--once", help="Run one batch of due jobs and exit."),
     exit_when_idle: bool = typer.Option(
@@ -71,6 +86,7 @@ def worker_command(
         WEBHOOK_JOB_KIND: deliverer,
         **_vault_handlers(db, daily=not once and not exit_when_idle),
         **_exchange_handlers(db, scheduled=not once and not exit_when_idle),
+        **_clearinghouse_handlers(db),
     }
     runner = JobRunner(
         engine,

@@ -23,7 +23,7 @@ from tipline.banks.formats import (
     read_entries,
     write_entries,
 )
-from tipline.banks.model import Bank, BankEntry, BankSignal
+from tipline.banks.model import SYSTEM_BANK_PREFIX, Bank, BankEntry, BankSignal, is_system_bank
 from tipline.errors import ConflictError, ImportFormatError, InputError
 from tipline.services import input_limits
 from tipline.services.audit import ActorLike
@@ -111,6 +111,8 @@ def check_bank_name(name: str) -> str:
         raise InputError(
             f"invalid bank name {name!r} (1-200 printable characters, no '/', not '.' or '..')"
         )
+    if is_system_bank(clean):
+        raise InputError(f"bank names starting with {SYSTEM_BANK_PREFIX!r} are reserved")
     return clean
 
 

@@ -145,6 +145,19 @@ def enqueue(
     return str(existing)
 
 
+def settle(session: Session, idempotency_key: str) -> bool:
+    """Mark the pending job with ``idempotency_key`` done inside the caller's transaction,
+    because its work was just done another way (e.g. at once by the process that queued
+    it); True when there was one. A job a runner already claimed is left to it."""
+    result = session.execute(
+        update(Job)
+        .where(Job.idempotency_key == idempotency_key, Job.status == JobStatus.PENDING.value)
+        .values(status=JobStatus.DONE.value, finished_at=utcnow()),
+        execution_options={"synchronize_session": False},
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
 def _due(now: datetime) -> Any:
     return or_(
         and_(Job.status == JobStatus.PENDING.value, Job.run_at <= now),

@@ -17,6 +17,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "clearinghouse",
     "referrals",
     "exchanges",
+    "clearinghouse_triage",
 )
 
 

@@ -1,10 +1,13 @@
 """The clearinghouse role: the CyberTipline-compatible intake (ISPWS) and its
-reporting-provider accounts. De-duplication, triage and routing come later."""
+reporting-provider accounts (:mod:`.intake`, :mod:`.providers`); de-duplication,
+clusters, report links and triage of finished reports (:mod:`.pipeline` over
+:mod:`.dedup`, :mod:`.clusters`, :mod:`.links`, :mod:`.triage`)."""
 
 from __future__ import annotations
 
 from tipline.services.clearinghouse.answers import Code, IspwsAnswer
 from tipline.services.clearinghouse.intake import (
+    TRIAGE_JOB_KIND,
     Intake,
     IntakeAuthError,
     fileinfo,
@@ -15,6 +18,14 @@ from tipline.services.clearinghouse.intake import (
     submit,
     upload,
 )
+from tipline.services.clearinghouse.pipeline import (
+    TriageOutcome,
+    Triager,
+    TriageWorker,
+    check_triage_settings,
+    triage_handler,
+    triage_report,
+)
 from tipline.services.clearinghouse.providers import (
     ProviderInfo,
     add_provider,
@@ -23,12 +34,17 @@ from tipline.services.clearinghouse.providers import (
 )
 
 __all__ = [
+    "TRIAGE_JOB_KIND",
     "Code",
     "Intake",
     "IntakeAuthError",
     "IspwsAnswer",
     "ProviderInfo",
+    "TriageOutcome",
+    "TriageWorker",
+    "Triager",
     "add_provider",
+    "check_triage_settings",
     "disable_provider",
     "fileinfo",
     "finish",
@@ -37,5 +53,7 @@ __all__ = [
     "schema",
     "status",
     "submit",
+    "triage_handler",
+    "triage_report",
     "upload",
 ]

@@ -22,14 +22,14 @@ import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.errors import AuthError, InputError, TiplineError
-from tipline.services import audit, vault
+from tipline.services import audit, jobs, vault
 from tipline.services.clearinghouse import providers
 from tipline.services.clearinghouse.answers import Code, IspwsAnswer, refused
 from tipline.services.clearinghouse.providers import ProviderInfo
@@ -54,6 +54,13 @@ TARGET_REPORT = "intake_report"
 TARGET_FILE = "intake_file"
 
 OPEN, FINISHED, RETRACTED = "open", "finished", "retracted"
+#: the job that de-duplicates and triages a finished report (queued by :func:`finish`)
+TRIAGE_JOB_KIND = "clearinghouse.triage"
+
+
+def triage_job_key(report_id: int) -> str:
+    """Idempotency key of the triage job of ``report_id``."""
+    return f"{TRIAGE_JOB_KIND}:{report_id}"
 
 
 class IntakeAuthError(AuthError):
@@ -74,6 +81,12 @@ class Intake:
     max_file_bytes: int = 48 * 1024**2
     limits: MediaLimits = field(default_factory=MediaLimits)
     clock: Callable[[], datetime] = utcnow
+    #: called with the report id after a finish commits (the serving process triages
+    #: the report at once); the triage job queued with the finish is then due
+    #: ``triage_grace_seconds`` later and only does the work if this did not
+    on_finish: Callable[[int], None] | None = None
+    #: seconds, see ``on_finish``
+    triage_grace_seconds: float = 30.0
 
 
 class _Refused(Exception):
@@ -357,13 +370,24 @@ def fileinfo(intake: Intake, authorization: str | None, body: bytes) -> IspwsAns
 
 
 def finish(intake: Intake, authorization: str | None, report_id: str | None) -> IspwsAnswer:
-    """``POST /finish``: close an open report; answers every file attached to it."""
+    """``POST /finish``: close an open report; answers every file attached to it.
+
+    The report's de-duplication and triage job is queued in the same transaction, so a
+    finished report is always triaged, even if this process dies right after."""
     provider = authenticate(intake, authorization)
     try:
         with transaction(intake.sessions) as session:
             report = _open_report(session, provider, report_id, lock=True)
             report.status = FINISHED
             report.finished_at = intake.clock()
+            grace = intake.triage_grace_seconds if intake.on_finish is not None else 0.0
+            jobs.enqueue(
+                session,
+                TRIAGE_JOB_KIND,
+                {"report_id": int(report.id)},
+                idempotency_key=triage_job_key(int(report.id)),
+                run_at=report.finished_at + timedelta(seconds=grace),
+            )
             files = tuple(
                 session.scalars(
                     select(IntakeFileRow.id)
@@ -382,6 +406,8 @@ def finish(intake: Intake, authorization: str | None, report_id: str | None) -> 
             )
     except _Refused as exc:
         return _refuse(intake, provider, "finish", exc.answer)
+    if intake.on_finish is not None:
+        intake.on_finish(number)
     return IspwsAnswer(Code.SUCCESS, "Success", report_id=number, files=files)
 
 

@@ -13,6 +13,11 @@
   when turning index hits into matches, so a disable takes effect on the very next call.
 * **Merge.** When the delta grows past ``merge_after`` signals a background thread folds
   it into new base files (searches continue on the old ones meanwhile).
+* **System banks.** A bank whose name starts with ``system:`` (see
+  :func:`~tipline.banks.model.is_system_bank`) holds a service's own records, not known
+  material (the clearinghouse's index of the files it received):
+  its hits are reported only by a Matcher opened with ``system_banks=True``, and its
+  thresholds never widen the search of other Matchers.
 * **Allow banks.** A hit in an allow bank suppresses the other matches of the same
   call (one media item) that belong to the allow bank's tenant (:func:`allow_applies`;
   a shared allow bank applies to all); suppressed matches are returned flagged with
@@ -33,7 +38,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from tipline.banks.model import Bank
+from tipline.banks.model import Bank, is_system_bank
 from tipline.config import Settings, get_settings
 from tipline.index import VideoIndex
 from tipline.services.database import Database, open_database
@@ -81,18 +86,21 @@ class Matcher:
         merge_after: int = DEFAULT_MERGE_AFTER,
         banks: Iterable[str] | None = None,
         owns_db: bool = False,
+        system_banks: bool = False,
     ) -> None:
         """Open (or build) the index in ``index_dir`` for ``db`` and catch up.
 
         ``poll_interval`` (seconds) is the longest a call may rely on the last look at
         the database for new signals (0 = look on every call). ``banks`` restricts
-        matches to those banks (allow banks always apply).
+        matches to those banks (allow banks always apply); ``system_banks`` reports
+        hits in system banks too (:func:`~tipline.banks.model.is_system_bank`).
         """
         self.db = db
         self.dir = Path(index_dir)
         self.poll_interval = poll_interval
         self.merge_after = merge_after
         self.only_banks = frozenset(banks) if banks is not None else None
+        self.system_banks = system_banks
         self._owns_db = owns_db
         self._lock = threading.RLock()
         self._merge_thread: threading.Thread | None = None
@@ -252,9 +260,12 @@ class Matcher:
             return int(bank.thresholds[kind])
         return int(get_signal_type(kind).default_threshold)
 
+    def _searched(self, bank: Bank) -> bool:
+        return bank.enabled and (self.system_banks or not is_system_bank(bank.name))
+
     def _radius(self, kind: str) -> int:
         default = int(get_signal_type(kind).default_threshold)
-        values = [self._threshold(b, kind) for b in self._banks if b.enabled]
+        values = [self._threshold(b, kind) for b in self._banks if self._searched(b)]
         return max([default, *values])
 
     def _candidates(self, signal: Signal) -> list[Candidate]:
@@ -367,7 +378,7 @@ class Matcher:
         allows: list[tuple[Match, str, str | None]] = []  # (hit, reason, allow bank tenant)
         for signal, pk, dist, q, c in hits:
             hit = entries.get(pk)
-            if hit is None or hit.entry.disabled or not hit.bank.enabled:
+            if hit is None or hit.entry.disabled or not self._searched(hit.bank):
                 continue
             if dist > self._threshold(hit.bank, signal.type):
                 continue
@@ -425,7 +436,7 @@ class Matcher:
             return sorted(
                 b.name
                 for b in self._banks
-                if b.enabled
+                if self._searched(b)
                 and not b.is_allow_bank
                 and (self.only_banks is None or b.name in self.only_banks)
             )

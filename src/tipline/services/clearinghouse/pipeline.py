@@ -1,0 +1,324 @@
+"""From ``/finish`` to the analyst queue: de-duplicate a finished report's files,
+cluster them, link the report to others, score it — one transaction per report.
+
+Two paths run the same idempotent :func:`triage_report`:
+
+* the serving process, at once: :class:`TriageWorker` (one background thread) takes
+  report ids from the intake's ``on_finish`` hook, so a report is usually triaged
+  within milliseconds of its finish;
+* the crash-safe path: ``finish`` queued a ``clearinghouse.triage`` job in its own
+  transaction (due ``clearinghouse_triage_grace_seconds`` later), which ``tipline
+  worker`` runs if the serving process died first. When the thread triages the report
+  it marks that job done in the same transaction, so the job normally never runs.
+
+Reports are triaged one at a time across all processes (:func:`.clusters.lock`), which
+is what makes "every earlier file is in the index" true for each of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tipline.config import TRIAGE_WEIGHTS, Settings
+from tipline.errors import InputError
+from tipline.services import audit, jobs
+from tipline.services.clearinghouse import clusters, dedup, facts, links, triage
+from tipline.services.clearinghouse.intake import (
+    FINISHED,
+    TARGET_REPORT,
+    TRIAGE_JOB_KIND,
+    triage_job_key,
+)
+from tipline.services.database import Database
+from tipline.services.matching import Matcher
+from tipline.store.base import utcnow
+from tipline.store.clearinghouse import IntakeFileRow, IntakeReportRow
+from tipline.store.clearinghouse_triage import TriageRow
+from tipline.store.db import transaction
+
+log = logging.getLogger(__name__)
+
+PENDING, CONFIRMED, REJECTED = "pending", "confirmed", "rejected"
+#: actor of the triage audit records
+ACTOR = "clearinghouse"
+#: linked reports whose link factor a new report refreshes, at most
+MAX_RESCORED = 50
+
+
+@dataclass
+class Triager:
+    """What triage needs: sessions, a Matcher that sees system banks, the settings'
+    distances and weights, and a clock."""
+
+    sessions: sessionmaker[Session]
+    matcher: Matcher
+    dedup: dedup.DedupSettings = field(default_factory=dedup.DedupSettings)
+    policy: triage.TriagePolicy = field(
+        default_factory=lambda: triage.TriagePolicy(weights=dict(TRIAGE_WEIGHTS))
+    )
+    clock: Callable[[], datetime] = utcnow
+
+    @classmethod
+    def open(cls, db: Database, settings: Settings, **kwargs: Any) -> Triager:
+        """A triager on ``db`` with the index folder, distances and weights of
+        ``settings`` (:class:`~tipline.errors.ConfigError` on unknown weights)."""
+        policy = triage.TriagePolicy.of(settings)
+        matcher = Matcher(db, settings.resolved_index_dir(), poll_interval=0.0, system_banks=True)
+        return cls(db.sessions, matcher, dedup.DedupSettings.of(settings), policy, **kwargs)
+
+    def close(self) -> None:
+        """Release the Matcher."""
+        self.matcher.close()
+
+
+@dataclass(frozen=True, slots=True)
+class TriageOutcome:
+    """What :func:`triage_report` did to one report."""
+
+    report_id: int
+    score: float
+    files: int
+    new_files: int
+    known_files: int
+    linked_reports: int
+    clusters: tuple[int, ...]
+
+
+def _report_facts(xml: str) -> facts.ReportFacts:
+    try:
+        return facts.report_facts(xml)
+    except InputError:  # stored documents were valid; never block triage on one
+        return facts.ReportFacts()
+
+
+def _file_facts(xml: str | None) -> facts.FileFacts:
+    try:
+        return facts.file_facts(xml)
+    except InputError:
+        return facts.FileFacts()
+
+
+def _rescore_links(
+    session: Session, report_ids: Iterable[int], policy: triage.TriagePolicy
+) -> list[int]:
+    """Bring the link factor of pending linked reports up to date; their ids."""
+    done: list[int] = []
+    for rid in sorted(report_ids)[:MAX_RESCORED]:
+        row = session.get(TriageRow, rid)
+        if row is None or row.status != PENDING:
+            continue
+        count = len(links.linked(session, rid))
+        if count == row.linked_reports:
+            continue
+        factor = triage.Factor(
+            "linked_reports",
+            policy.weight("linked_reports"),
+            min(count, policy.link_cap) / policy.link_cap,
+            f"{count} other reports share an account, email, IP or device",
+        )
+        kept = [f for f in row.factors if f.get("name") != "linked_reports"]
+        row.factors = [*kept, factor.as_json()]
+        row.score = round(sum(float(f["points"]) for f in row.factors), 3)
+        row.linked_reports = count
+        done.append(rid)
+    return done
+
+
+def triage_report(triager: Triager, report_id: int) -> TriageOutcome | None:
+    """De-duplicate, cluster, link and score one finished report, in one transaction;
+    None when there is nothing to do (unknown or unfinished report, already triaged)."""
+    with transaction(triager.sessions) as session:
+        clusters.lock(session)
+        report = session.get(IntakeReportRow, report_id)
+        done = session.get(TriageRow, report_id) is not None
+        if report is None or report.status != FINISHED or done:
+            jobs.settle(session, triage_job_key(report_id))
+            return None
+        triager.matcher.refresh(force=True)
+        rows = list(
+            session.scalars(
+                select(IntakeFileRow)
+                .where(IntakeFileRow.report_id == report_id)
+                .order_by(IntakeFileRow.uploaded_at, IntakeFileRow.id)
+            )
+        )
+        now = triager.clock()
+        outcomes = dedup.dedup_report(
+            session, triager.matcher, rows, triager.dedup, report_id=report_id, now=now
+        )
+        clusters.assign(session, outcomes, report_id=report_id, now=now)
+        report_facts = _report_facts(report.xml)
+        file_facts = {row.id: _file_facts(row.details_xml) for row in rows}
+        identifiers = [*report_facts.identifiers]
+        for item in file_facts.values():
+            identifiers.extend(item.identifiers)
+        links.record(session, report_id, report.provider_id, identifiers)
+        linked = links.linked(session, report_id)
+        score, factors = triage.score(
+            triager.policy,
+            report_facts,
+            [
+                triage.FileTriage(
+                    o.state,
+                    file_facts[o.file_id],
+                    tuple(label for k in o.known for label in k.get("labels", ())),
+                )
+                for o in outcomes
+            ],
+            linked_reports=len(linked),
+            received_at=report.finished_at or now,
+        )
+        outcome = TriageOutcome(
+            report_id=report_id,
+            score=score,
+            files=len(outcomes),
+            new_files=sum(1 for o in outcomes if o.state == "new"),
+            known_files=sum(1 for o in outcomes if o.state == "known"),
+            linked_reports=len(linked),
+            clusters=tuple(sorted({o.cluster_id for o in outcomes})),
+        )
+        session.add(
+            TriageRow(
+                report_id=report_id,
+                status=PENDING,
+                score=score,
+                factors=[f.as_json() for f in factors],
+                files=outcome.files,
+                new_files=outcome.new_files,
+                known_files=outcome.known_files,
+                linked_reports=outcome.linked_reports,
+                triaged_at=now,
+            )
+        )
+        session.flush()
+        rescored = _rescore_links(session, linked, triager.policy)
+        jobs.settle(session, triage_job_key(report_id))
+        audit.append(
+            session,
+            actor=ACTOR,
+            action="clearinghouse.triage",
+            target=(TARGET_REPORT, str(report_id)),
+            details={
+                "score": score,
+                "files": outcome.files,
+                "new": outcome.new_files,
+                "known": outcome.known_files,
+                "clusters": list(outcome.clusters),
+                "linked_reports": sorted(linked)[:50],
+                "rescored": rescored,
+            },
+        )
+    return outcome
+
+
+def check_triage_settings(settings: Settings) -> None:
+    """:class:`~tipline.errors.ConfigError` when the triage weights name unknown factors."""
+    triage.TriagePolicy.of(settings)
+
+
+def triage_handler(triager: Triager | Callable[[], Triager]) -> jobs.Handler:
+    """The job handler of ``clearinghouse.triage`` (payload ``{"report_id": n}``); a
+    factory is called on the first job (a worker that never sees one opens no Matcher)."""
+    opened: list[Triager] = [triager] if isinstance(triager, Triager) else []
+    lock = threading.Lock()
+
+    def handle(job: jobs.JobContext) -> None:
+        with lock:
+            if not opened:
+                assert not isinstance(triager, Triager)
+                opened.append(triager())
+        triage_report(opened[0], int(job.payload["report_id"]))
+
+    return handle
+
+
+JOB_KINDS = (TRIAGE_JOB_KIND,)
+
+
+class TriageWorker:
+    """Triages finished reports on one background thread of the serving process.
+
+    :meth:`submit` never blocks and never fails the caller: a report whose triage
+    fails here is left to its job (``tipline worker``).
+    """
+
+    def __init__(self, triager: Triager | Callable[[], Triager]) -> None:
+        #: built on the worker thread on first use when given as a factory
+        self._triager = triager
+        #: report ids, callbacks (:meth:`drain`) and None (stop)
+        self._queue: queue.Queue[int | Callable[[], None] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def open(cls, db: Database, settings: Settings) -> TriageWorker:
+        """A worker with a :class:`Triager` of ``settings``, opened (Matcher and all) on
+        the first report; the weights are checked now (ConfigError)."""
+        check_triage_settings(settings)
+        return cls(lambda: Triager.open(db, settings))
+
+    @property
+    def triager(self) -> Triager:
+        """The triager (opened now if it was given as a factory)."""
+        if not isinstance(self._triager, Triager):
+            self._triager = self._triager()
+        return self._triager
+
+    def _put(self, item: int | Callable[[], None]) -> bool:
+        with self._lock:
+            if self._closed:
+                return False
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="tipline-clearinghouse-triage", daemon=True
+                )
+                self._thread.start()
+            self._queue.put(item)
+        return True
+
+    def submit(self, report_id: int) -> None:
+        """Queue ``report_id`` for triage (starts the thread on first use)."""
+        self._put(report_id)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if callable(item):
+                item()
+                continue
+            try:
+                triage_report(self.triager, item)
+            except Exception:  # the report's job retries it
+                log.exception("triage of intake report %s failed; its job will retry", item)
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every report submitted so far was handled (True) or ``timeout``
+        seconds passed (False); for tests and orderly shutdowns."""
+        done = threading.Event()
+        if not self._put(done.set):
+            return True
+        return done.wait(timeout)
+
+    def close(self) -> None:
+        """Finish the queued reports, stop the thread, release the Matcher."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+            if thread is not None:
+                self._queue.put(None)
+        if thread is not None:
+            thread.join()
+        if isinstance(self._triager, Triager):
+            self._triager.close()

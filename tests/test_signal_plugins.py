@@ -152,9 +152,7 @@ def _found(matcher: Matcher, query: str) -> set[tuple[str, int]]:
     return {(m.entry_id, m.distance) for m in matcher.match_hash("toy_ahash", query)}
 
 
-def test_a_plugin_hamming_type_is_matched_through_its_index(
-    db: Database, tmp_path: Path
-) -> None:
+def test_a_plugin_hamming_type_is_matched_through_its_index(db: Database, tmp_path: Path) -> None:
     rng = np.random.default_rng(7)
     svc.create_bank(db, "toys", thresholds={"toy_ahash": 10})
     centres = [f"{int(x):016x}" for x in rng.integers(0, 2**63, 25, dtype=np.int64)]

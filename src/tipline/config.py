@@ -301,6 +301,37 @@ class Settings(BaseSettings):
         "recency factor reaches zero",
     )
 
+    web_cookie_secure: bool = Field(
+        default=True,
+        description="Web UI: mark cookies Secure (HTTPS only); false only for plain-HTTP "
+        "development on a loopback address",
+    )
+    web_session_idle_minutes: float = Field(
+        default=30.0, gt=0, description="Web UI: a session unused this long ends, minutes"
+    )
+    web_session_max_hours: float = Field(
+        default=12.0, gt=0, description="Web UI: longest life of a session, hours"
+    )
+    web_media_url_seconds: int = Field(
+        default=120, ge=5, le=3600, description="Web UI: life of a signed media URL, seconds"
+    )
+    web_review_lease_seconds: int = Field(
+        default=900,
+        ge=30,
+        description="Web UI: how long opening a review item reserves it for one reviewer, "
+        "seconds (renewed by every action on it)",
+    )
+    web_daily_exposure_limit: int = Field(
+        default=100,
+        ge=0,
+        description="Web UI: items a reviewer may reveal (unblur) per UTC day; a reviewer's "
+        "own limit may be lower",
+    )
+    web_review_bank_severity: dict[str, int] = Field(
+        default_factory=dict,
+        description="Web UI: queue priority of each bank (higher first; default 0), as JSON",
+    )
+
     def resolved_database_url(self) -> str:
         """The database URL in use (SQLite under ``data_dir`` when unset)."""
         if self.database_url:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 from ulid import ULID
 
@@ -333,6 +333,10 @@ def review_queue(
     ]
 
 
+def _by(item: ReviewItem) -> str:
+    return f" (decided by {item.decided_by})" if item.decided_by else ""
+
+
 def decide(
     session: Session,
     item_id: str,
@@ -359,11 +363,18 @@ def decide(
         raise NotFoundError(f"no review item {item_id!r}")
     require_tenant(actor, item.tenant, write=True, what=f"review item {item_id!r}")
     if item.status != ReviewStatus.PENDING.value:
-        raise ConflictError(f"review item {item_id!r} is already {item.status}")
-    item.status = decision.value
-    item.decided_at = utcnow()
-    item.decided_by = actor.key_id
-    session.flush()
+        raise ConflictError(f"review item {item_id!r} is already {item.status}{_by(item)}")
+    # first decision wins: a conditional UPDATE, so of two reviewers deciding at once
+    # (each having read "pending") only one changes the row; the other gets a conflict
+    won = session.execute(
+        update(ReviewItem)
+        .where(ReviewItem.id == item_id, ReviewItem.status == ReviewStatus.PENDING.value)
+        .values(status=decision.value, decided_at=utcnow(), decided_by=actor.key_id)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(item)
+    if getattr(won, "rowcount", 0) != 1:
+        raise ConflictError(f"review item {item_id!r} is already {item.status}{_by(item)}")
     decision_id = None
     submission = session.get(SubmissionRow, item.event_id) if len(item.event_id) <= 26 else None
     if submission is not None and submission.tenant == item.tenant:

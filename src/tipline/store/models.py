@@ -18,6 +18,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "referrals",
     "exchanges",
     "clearinghouse_triage",
+    "web",
 )
 
 

@@ -1,4 +1,5 @@
-"""``tipline bank`` and ``tipline db`` run as the real console script."""
+"""``tipline bank`` and ``tipline db``: the console script itself (``db upgrade``, the
+progress bar on a terminal) and the commands run in-process through its ``main``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from _cli import run_tipline
 from _drift_image import drift_jpeg
 from _terminal import run_on_terminal
 from tipline.demo import sample_images
@@ -27,16 +29,7 @@ def cli(db_url, tmp_path):
     }
 
     def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [TIPLINE, *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-            timeout=120,
-            check=False,
-        )
+        proc = run_tipline(args, stdin=stdin, env=env, cwd=tmp_path)
         assert "Traceback" not in proc.stderr, proc.stderr
         return proc
 

@@ -1,4 +1,5 @@
-"""``tipline match`` run as the real console script against banks in the database."""
+"""``tipline match`` against banks in the database: run in-process through the console
+script's ``main``, and once as the real console script."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from _cli import run_tipline
+
 TIPLINE = str(Path(sys.executable).with_name("tipline"))
 
 
@@ -25,15 +28,7 @@ def setup(db_url, tmp_path, reference_dir):
     }
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [TIPLINE, *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-            timeout=180,
-            check=False,
-        )
+        proc = run_tipline(args, env=env, cwd=tmp_path)
         assert "Traceback" not in proc.stderr, proc.stderr
         return proc
 

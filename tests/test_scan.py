@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
+from _cli import run_tipline
 from _terminal import run_on_terminal
 from tipline.services.scan import (
     ScanOptions,
@@ -543,10 +544,7 @@ def test_file_names_that_are_not_utf8(db_url: str, media: Path, tmp_path: Path) 
 
 def _cli_scan(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TIPLINE_DATA_DIR": str(cwd / "data"), "COLUMNS": "300"}
-    return subprocess.run(
-        [sys.executable, "-m", "tipline.cli.main", "scan", *args, "--progress-interval", "0"],
-        input=stdin, capture_output=True, text=True, timeout=120, check=False, env=env, cwd=cwd,
-    )  # fmt: skip
+    return run_tipline(["scan", *args, "--progress-interval", "0"], stdin=stdin, env=env, cwd=cwd)
 
 
 def test_cli_scan_prints_item_errors_and_fails(media: Path, tmp_path: Path) -> None:

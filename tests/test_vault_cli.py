@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from _cli import run_tipline
 from _terminal import run_on_terminal
 from tipline.config import Settings
 from tipline.errors import TiplineError
@@ -80,15 +81,7 @@ def inproc(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 @pytest.fixture
 def cli(env: dict[str, str], tmp_path: Path) -> Run:
     def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [TIPLINE, "vault", *args],
-            capture_output=True,
-            text=True,
-            env={**env, **extra},
-            cwd=tmp_path,
-            timeout=120,
-            check=False,
-        )
+        proc = run_tipline(["vault", *args], env={**env, **extra}, cwd=tmp_path)
         assert "Traceback" not in proc.stderr, proc.stderr
         return proc
 

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from sqlalchemy import Engine, create_engine, text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -16,6 +17,12 @@ SHARED = Path(os.environ.get("TIPLINE_SHARED", REPO.parent / "shared"))
 REFERENCE = SHARED / "reference"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_URL = os.environ.get("TIPLINE_TEST_POSTGRES_URL")
+
+# No property test may fail because the machine is slow: no per-example deadline and no
+# "data generation too slow" health check (both measure wall-clock time). Tests that list
+# their own suppressed health checks name too_slow as well.
+settings.register_profile("tipline", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("tipline")
 
 
 @pytest.fixture(scope="session")

@@ -220,7 +220,9 @@ json_values = st.recursive(
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(details=st.dictionaries(st.text(max_size=10), json_values, max_size=5))
 def test_any_json_details_round_trip_through_the_database(

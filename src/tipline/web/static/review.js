@@ -54,4 +54,6 @@
     }
     if (done) ev.preventDefault();
   });
+  // tells people and tests that the shortcuts are active on this page
+  document.documentElement.setAttribute("data-keys", "on");
 })();

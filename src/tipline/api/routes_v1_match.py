@@ -31,6 +31,7 @@ from tipline.errors import InputError
 from tipline.services import submissions
 from tipline.services.auth import Permission, Principal
 from tipline.services.matching.match import Match
+from tipline.services.reports.auto import AutoReportPolicy
 from tipline.services.submissions import SubmissionFacts
 from tipline.signals.base import Signal
 
@@ -164,6 +165,7 @@ def _match_and_record_sync(
         submission=submission,
         media=media,
         vault=ctx.vault() if media is not None else None,
+        auto_report=AutoReportPolicy.from_settings(ctx.settings),
     )
     return _result(recorded.matches, signals, recorded.submission_id)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,6 +32,7 @@ from tipline.services import actions, audit, input_limits
 from tipline.services import vault as vault_service
 from tipline.services.auth import Principal
 from tipline.services.matching.match import Match
+from tipline.services.reports.auto import AutoReportPolicy, queue_at_match
 from tipline.services.vault import Vault
 from tipline.signals.base import Signal
 from tipline.store import submissions as store
@@ -202,12 +204,32 @@ def _insert(
     )
 
 
+def _implicit_facts(outcome: Outcome) -> SubmissionFacts:
+    """Submission facts for an item reported at match time that came without any (a
+    scanned file, an upload without ``content_id``): what the item itself tells."""
+    name = None
+    if isinstance(outcome.media, Path):  # a file name need not be UTF-8
+        raw = outcome.media.name.encode("utf-8", "surrogateescape")
+        name = raw.decode("utf-8", "backslashreplace")[:256]
+    return SubmissionFacts(
+        content_id=(outcome.content_id or name or "upload")[:256],
+        file_name=name,
+        metadata={"recorded_for": "auto-report", **dict(outcome.extra)},
+    )
+
+
+def _vault_name(name: str | None) -> str | None:
+    """``name`` when the vault can label an item with it (else the item has none)."""
+    return name if name is not None and len(name) <= 256 and name.isprintable() else None
+
+
 def record_batch(
     session: Session,
     who: Principal,
     outcomes: Sequence[Outcome],
     *,
     vault: Vault | None = None,
+    auto_report: AutoReportPolicy | None = None,
 ) -> list[str | None]:
     """Record ``outcomes`` in ``session``'s transaction (the caller commits); return each
     one's submission id (None without submission facts).
@@ -218,20 +240,32 @@ def record_batch(
     the submission and the review items, in this same transaction (encrypted before
     the action rules take the audit chain's lock; dropped again when no rule asked for
     review).
+
+    With an ``auto_report`` policy, an outcome it covers (an exact match of an entry
+    a trusted source confirmed, see :mod:`tipline.services.reports.auto`) gets a
+    submission even without facts, its media is kept in ``vault`` whether or not a
+    rule asked for review, and its report (files NOT viewed) is queued in this same
+    transaction; a report that cannot be made is audited, never fails the batch.
     """
     ids: list[str | None] = []
     history: list[tuple[str | None, Sequence[Match]]] = []
     events: list[actions.MatchEvent] = []
     kept: list[tuple[Outcome, str | None]] = []
+    to_report: dict[int, tuple[store.SubmissionRow, list[str]]] = {}
     for outcome in outcomes:
         if outcome.submission is None and not outcome.matches:
             ids.append(None)
             continue
+        covered = auto_report.covers(outcome.matches) if auto_report is not None else []
+        facts = outcome.submission
+        if facts is None and covered:
+            facts = _implicit_facts(outcome)
         submission_id: str | None = None
-        if outcome.submission is not None:
-            submission_id = _insert(
-                session, who, outcome.submission, _stored_signals(outcome.signals)
-            ).id
+        if facts is not None:
+            row = _insert(session, who, facts, _stored_signals(outcome.signals))
+            submission_id = row.id
+            if covered:
+                to_report[len(kept)] = (row, covered)
         ids.append(submission_id)
         history.append((submission_id, outcome.matches))
         kept.append((outcome, submission_id))
@@ -248,9 +282,7 @@ def record_batch(
                     for m in outcome.matches
                     if m.suppressed_by is None
                 ],
-                content_id=(
-                    outcome.submission.content_id if outcome.submission else outcome.content_id
-                ),
+                content_id=facts.content_id if facts is not None else outcome.content_id,
                 tenant=who.tenant,
                 extra=dict(outcome.extra),
             )
@@ -275,17 +307,40 @@ def record_batch(
         ],
     )
     media = _seal_media(session, vault, kept)
-    for event, (outcome, submission_id), sealed in zip(events, kept, media, strict=True):
+    for index, (event, (outcome, submission_id), sealed) in enumerate(
+        zip(events, kept, media, strict=True)
+    ):
         done = actions.on_match(session, event, actor=who)
+        report = to_report.get(index)
         if vault is not None and outcome.media is not None:
-            vault_service.keep_for_review(
+            data = sealed if sealed is not None else outcome.media
+            if done.review_items or report is None:
+                vault_service.keep_for_review(
+                    session,
+                    vault,
+                    data,
+                    review_item_ids=done.review_items,
+                    actor=who,
+                    submission_id=submission_id,
+                    content_id=event.content_id,
+                )
+            elif submission_id is not None:
+                vault_service.keep_for_report(
+                    session,
+                    vault,
+                    data,
+                    submission_id=submission_id,
+                    actor=who,
+                    content_id=event.content_id,
+                    filename=_vault_name(report[0].file_name),
+                )
+        if report is not None and auto_report is not None:
+            queue_at_match(
                 session,
-                vault,
-                sealed if sealed is not None else outcome.media,
-                review_item_ids=done.review_items,
-                actor=who,
-                submission_id=submission_id,
-                content_id=event.content_id,
+                auto_report,
+                vault if outcome.media is not None else None,
+                report[0],
+                report[1],
             )
     return ids
 
@@ -318,17 +373,23 @@ def match_and_record(
     submission: SubmissionFacts | None = None,
     media: vault_service.Source | None = None,
     vault: Vault | None = None,
+    auto_report: AutoReportPolicy | None = None,
 ) -> Recorded:
     """Match one item and record the outcome, in one transaction.
 
     ``find`` returns the item's matches (best first), reading the hits' entries in the
     session it is given: one pooled connection serves the whole request. ``media`` (the
-    item's bytes) is kept in ``vault`` when a rule sends the item to review.
+    item's bytes) is kept in ``vault`` when a rule sends the item to review, or when
+    the ``auto_report`` policy covers a match (the report is then queued with it).
     """
     with transaction(sessions) as session:
         matches = list(find(session))
         (submission_id,) = record_batch(
-            session, who, [Outcome(signals, matches, submission, media=media)], vault=vault
+            session,
+            who,
+            [Outcome(signals, matches, submission, media=media)],
+            vault=vault,
+            auto_report=auto_report,
         )
     return Recorded(matches, submission_id)
 

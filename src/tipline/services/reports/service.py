@@ -332,8 +332,22 @@ def _match_summary(session: Session, submission_id: str) -> str | None:
     return "Matched " + "; ".join(parts) + "."
 
 
-def _existing(session: Session, source: str) -> ReportRow | None:
+def existing_report(session: Session, source: str) -> ReportRow | None:
+    """The report made for ``source`` (``decision:<id>``, ``auto:<submission id>``...)."""
     return session.scalars(select(ReportRow).where(ReportRow.source == source)).first()
+
+
+def _reported_in(session: Session, submission_id: str) -> ReportRow | None:
+    """A report (not retracted) that already carries the submission's file."""
+    return session.scalars(
+        select(ReportRow)
+        .join(ReportFileRow, ReportFileRow.report_id == ReportRow.id)
+        .where(
+            ReportFileRow.submission_id == submission_id,
+            ReportRow.status != ReportStatus.RETRACTED.value,
+        )
+        .limit(1)
+    ).first()
 
 
 def _media(
@@ -369,20 +383,26 @@ def create_from_decision(
             raise ConflictError(
                 f"decision {decision_id} is {decision.decision!r}; only a confirmed one is reported"
             )
-        existing = _existing(session, source)
+        existing = existing_report(session, source)
         if existing is not None:
             return _summary(session, existing)
         submission = session.get(SubmissionRow, decision.submission_id)
         if submission is None or submission.tenant != decision.tenant:
             raise NotFoundError(f"no submission {decision.submission_id!r}")
+        other = _reported_in(session, submission.id)
+        if other is not None:
+            raise ConflictError(
+                f"submission {submission.id} is already in report {other.id} ({other.kind}); "
+                "a file is reported once"
+            )
         facts = review_facts_from_json(decision.facts)
         media = _media(session, evidence, submission)
         reporter = reporter_from_settings(settings)
     with transaction(sessions) as session:
-        existing = _existing(session, source)
+        existing = existing_report(session, source)
         if existing is not None:
             return _summary(session, existing)
-        row = _queue_submission_report(
+        row = queue_submission_report(
             session,
             submission,
             media,
@@ -398,7 +418,7 @@ def create_from_decision(
         return _summary(session, row)
 
 
-def _queue_submission_report(
+def queue_submission_report(
     session: Session,
     submission: SubmissionRow,
     media: list[StoredFile],
@@ -475,7 +495,7 @@ def auto_report(
         submission = session.get(SubmissionRow, submission_id)
         if submission is None:
             raise NotFoundError(f"no submission {submission_id!r}")
-        existing = _existing(session, source)
+        existing = existing_report(session, source)
         if existing is not None:
             return _summary(session, existing)
         matched = auto_report_matches(session, submission_id, settings)
@@ -484,10 +504,10 @@ def auto_report(
         media = _media(session, evidence, submission)
     facts = ReviewFacts()  # not viewed, not classified by a person
     with transaction(sessions) as session:
-        existing = _existing(session, source)
+        existing = existing_report(session, source)
         if existing is not None:
             return _summary(session, existing)
-        row = _queue_submission_report(
+        row = queue_submission_report(
             session,
             submission,
             media,
@@ -944,7 +964,7 @@ def _bundle_report(
     reporter = reporter_from_settings(settings)
     source = f"bundle:{bundle[0].key}"
     with sessions() as session:
-        existing = _existing(session, source)
+        existing = existing_report(session, source)
         if existing is not None:
             return _summary(session, existing)
         submissions = [session.get(SubmissionRow, u.key) for u in bundle]
@@ -952,7 +972,7 @@ def _bundle_report(
     rows = [s for s in submissions if s is not None]
     facts = ReviewFacts()  # reported on the policy: nobody viewed these files
     with transaction(sessions) as session:
-        existing = _existing(session, source)
+        existing = existing_report(session, source)
         if existing is not None:
             return _summary(session, existing)
         files: list[ReportedFile] = []

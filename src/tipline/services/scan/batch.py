@@ -29,6 +29,7 @@ from tipline.errors import MediaError, TiplineError
 from tipline.services import submissions, vault
 from tipline.services.auth import Principal
 from tipline.services.matching.match import Match
+from tipline.services.reports.auto import AutoReportPolicy
 from tipline.services.scan.matcher import MatcherLoader, SignalMatcher
 from tipline.services.scan.options import BatchOutcome, ScanOptions
 from tipline.services.scan.sources import ScanItem
@@ -174,7 +175,12 @@ def _outcomes(
     and the item, so a retried batch adds nothing twice."""
     return [
         submissions.Outcome(
-            signals=(),
+            # stored only with a submission (an item the auto-report policy reports)
+            signals=[
+                Signal(type=sig["type"], value=sig["value"])
+                for sig in rows[index]["signals"]
+                if sig.get("variant") is None and not sig.get("frames")
+            ],
             matches=matches,
             # 64 characters: "scan:" + ULID + ":" + 128 bits of the item's content key
             event_id=f"scan:{scan_id}:{rows[index]['content_key'][:32]}",
@@ -191,6 +197,12 @@ def _outcomes(
 def _vault() -> vault.Vault:
     """This worker's evidence vault (from the environment's settings, like the limits)."""
     return vault.Vault.from_settings(get_settings())
+
+
+@functools.cache
+def _auto_report() -> AutoReportPolicy | None:
+    """This worker's auto-report policy (reports queued with the batch's matches)."""
+    return AutoReportPolicy.from_settings(get_settings())
 
 
 def scan_batch(job: dict[str, Any]) -> BatchOutcome:
@@ -252,7 +264,11 @@ def _commit_batch(
                 )
                 # match history and action rules of the matched items, same transaction
                 submissions.record_batch(
-                    session, Principal.cli(), _outcomes(scan_id, rows, matched), vault=_vault()
+                    session,
+                    Principal.cli(),
+                    _outcomes(scan_id, rows, matched),
+                    vault=_vault(),
+                    auto_report=_auto_report(),
                 )
             break
         except IntegrityError:

@@ -255,6 +255,46 @@ def keep_for_review(
     )
 
 
+def keep_for_report(
+    session: Session,
+    vault: Vault,
+    data: Source | SealedFile,
+    *,
+    submission_id: str,
+    actor: str | Principal,
+    tenant: str | None = None,
+    content_id: str | None = None,
+    filename: str | None = None,
+    reason: str = "auto-report",
+) -> EvidenceInfo | None:
+    """Keep the media of a submission about to be reported without review (the
+    auto-report policy), in the caller's transaction. Like :func:`keep_for_review`,
+    a missing master key or an unreadable file is audited as ``vault.not_kept`` and
+    None returned; any other failure raises."""
+    if vault.keyring is None:
+        _not_kept(session, actor, tenant, (), submission_id, "no vault master key")
+        return None
+    if isinstance(data, Path):
+        try:
+            data = seal(session, vault, data)
+        except InputError as exc:
+            _not_kept(session, actor, tenant, (), submission_id, exc.message)
+            return None
+    return store(
+        session,
+        vault,
+        None if isinstance(data, SealedFile) else data,
+        sealed=data if isinstance(data, SealedFile) else None,
+        kind=EvidenceKind.MEDIA,
+        actor=actor,
+        tenant=tenant,
+        filename=filename,
+        submission_id=submission_id,
+        content_id=content_id,
+        meta={"reason": reason},
+    )
+
+
 def _not_kept(
     session: Session,
     actor: str | Principal,
@@ -263,12 +303,17 @@ def _not_kept(
     submission_id: str | None,
     reason: str,
 ) -> None:
-    _log.error("media sent to review NOT kept in the evidence vault: %s", reason)
+    why = "sent to review" if review_item_ids else "to report"
+    _log.error("media %s NOT kept in the evidence vault: %s", why, reason)
     audit.append(
         session,
         actor=actor,
         action="vault.not_kept",
-        target=("review_item", review_item_ids[0]),
+        target=(
+            ("review_item", review_item_ids[0])
+            if review_item_ids
+            else ("submission", submission_id or "?")
+        ),
         details={
             "reason": reason,
             "review_items": list(review_item_ids),

@@ -44,7 +44,11 @@ ROUTE_MODULES: tuple[str, ...] = (
 WEB_MODULE = "tipline.web.app"
 
 #: Route modules of the clearinghouse role (the ISPWS-compatible intake).
-CLEARINGHOUSE_ROUTE_MODULES: tuple[str, ...] = ("routes_ispws", "routes_v1_feeds")
+CLEARINGHOUSE_ROUTE_MODULES: tuple[str, ...] = (
+    "routes_ispws",
+    "routes_v1_feeds",
+    "routes_v1_clearinghouse",
+)
 
 
 def route_modules(settings: Settings) -> tuple[str, ...]:

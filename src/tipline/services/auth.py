@@ -37,6 +37,7 @@ class Role(enum.Enum):
     MATCHER = "matcher"
     CURATOR = "curator"
     REVIEWER = "reviewer"
+    ANALYST = "analyst"
     ADMIN = "admin"
 
 
@@ -55,6 +56,8 @@ class Permission(enum.Enum):
     AUDIT_READ = "audit.read"  # read and verify the audit log
     EVIDENCE_READ = "evidence.read"  # list, show and download preserved evidence (vault)
     EVIDENCE_ADMIN = "evidence.admin"  # legal holds, retention, verify, purge, key rotation
+    INTAKE_READ = "intake.read"  # clearinghouse: queue, received reports, clusters
+    INTAKE_DECIDE = "intake.decide"  # clearinghouse: confirm (publishes hashes) or reject
 
 
 #: The permission matrix. Admin holds every permission.
@@ -66,6 +69,14 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     ),
     Role.REVIEWER: frozenset(
         {Permission.REVIEW, Permission.BANK_READ, Permission.EVIDENCE_READ, Permission.REPORT}
+    ),
+    Role.ANALYST: frozenset(
+        {
+            Permission.INTAKE_READ,
+            Permission.INTAKE_DECIDE,
+            Permission.BANK_READ,
+            Permission.EVIDENCE_READ,
+        }
     ),
     Role.ADMIN: frozenset(Permission),
 }

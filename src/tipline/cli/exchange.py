@@ -41,14 +41,27 @@ def _line(status: exchanges.ExchangeStatus) -> str:
 @exchange_app.command("add")
 def add_command(
     name: str = typer.Argument(..., help="Exchange name (a-z 0-9 _ . -)."),
-    kind: str = typer.Option(..., "--kind", help="tipline-feed"),
+    kind: str = typer.Option(..., "--kind", help="tipline-feed or ncmec"),
     bank: str = typer.Option(..., "--bank", help="The bank entries go to (must exist)."),
     url: str | None = typer.Option(None, "--url", help="Source URL (tipline-feed: /v1/feeds/B)."),
     public_key: str | None = typer.Option(
         None, "--public-key", help="tipline-feed: the publisher's base64 Ed25519 public key."
     ),
+    environment: str | None = typer.Option(
+        None, "--environment", help="ncmec: industry, ngo, test-industry, ... (or --url)."
+    ),
+    username: str | None = typer.Option(None, "--username", help="ncmec: the account name."),
+    window_seconds: int | None = typer.Option(
+        None, "--window-seconds", help="ncmec: seconds of entries read per window."
+    ),
+    start: int | None = typer.Option(None, "--start", help="ncmec: unix time to start from."),
+    route: list[str] = typer.Option(
+        [], "--route", help="ncmec: CLASSIFICATION=BANK (e.g. A1=ncmec-a1); repeatable."
+    ),
     credential_env: str | None = typer.Option(
-        None, "--credential-env", help="Environment variable holding the credential."
+        None,
+        "--credential-env",
+        help="Environment variable holding the credential (feed: API key; ncmec: password).",
     ),
     credential_file: Path | None = typer.Option(
         None, "--credential-file", help="File holding the credential."
@@ -56,7 +69,22 @@ def add_command(
     interval: int = typer.Option(3600, "--interval", help="Seconds between scheduled syncs."),
 ) -> None:
     """Configure an exchange (synced by `tipline exchange sync` and `tipline worker`)."""
-    config = {k: v for k, v in {"url": url, "public_key": public_key}.items() if v is not None}
+    routes: dict[str, str] = {}
+    for item in route:
+        label, sep, target = item.partition("=")
+        if not sep or not label or not target:
+            raise InputError(f"--route wants CLASSIFICATION=BANK, got {item!r}")
+        routes[label] = target
+    given: dict[str, object] = {
+        "url": url,
+        "public_key": public_key,
+        "environment": environment,
+        "username": username,
+        "window_seconds": window_seconds,
+        "start": start,
+        "banks": routes or None,
+    }
+    config = {k: v for k, v in given.items() if v is not None}
     db = open_database()
     try:
         status = exchanges.add_exchange(

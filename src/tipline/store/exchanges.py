@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tipline.store.base import Base, UTCDateTime
@@ -50,3 +50,21 @@ class ExchangeRow(Base):
     source_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ExchangeEntryTimeRow(Base):
+    """The source's time of the newest event applied for an entry of an exchange (an
+    add or a deletion), and the bank it went to. Sources such as NCMEC send a window's
+    events out of time order; with this, an older event arriving after a newer one is
+    skipped instead of undoing it (a deletion before its entry's add stays a deletion)."""
+
+    __tablename__ = "exchange_entry_times"
+
+    exchange_id: Mapped[int] = mapped_column(
+        _BigId, ForeignKey("exchanges.id", ondelete="CASCADE"), primary_key=True
+    )
+    entry_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    #: unix seconds of the event, as the source stamped it
+    ts: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    deleted: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    bank: Mapped[str] = mapped_column(String(200), nullable=False)

@@ -44,6 +44,7 @@ class ParsedEntry:
     ignored_fields: tuple[str, ...] = ()
     deleted: bool = False
     media: str | None = None  # "photo" | "video" when the format says
+    timestamp: str | None = None  # the source's time of this entry or deletion (NCMEC)
 
 
 ReadItem = ParsedEntry | ImportFormatError

@@ -161,6 +161,7 @@ class _Target:
             unsupported=tuple(unsupported),
             deleted=tag.startswith("deleted"),
             media=media,
+            timestamp=entry.fields.get("timestamp") or None,
         )
 
 

@@ -6,11 +6,17 @@ naming the exchange. An entry disabled for any other reason (a reviewer's false
 positive, an operator) is never re-enabled by a sync. Signals are only ever added:
 the match index is append-only, so a fingerprint the source drops from an entry stays
 until the entry is removed (sources do not change an entry's fingerprints in practice).
+
+Sources that send events out of time order (NCMEC) stamp each delta (``source_ts``):
+the newest event applied per entry is kept, and an older event arriving later is
+skipped (counted as ``stale``), so a deletion read before its entry's add stays a
+deletion.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 from sqlalchemy import Table, insert, select
@@ -20,6 +26,7 @@ from tipline.errors import ConfigError, NotFoundError
 from tipline.services.exchanges.model import Delta, Totals
 from tipline.store import bank_repository as repo
 from tipline.store.bank_tables import BankEntryRow, BankRow, BankSignalRow
+from tipline.store.exchanges import ExchangeEntryTimeRow
 
 
 def removal_reason(exchange: str) -> str:
@@ -51,14 +58,71 @@ def _existing(session: Session, bank_id: int, ids: Sequence[str]) -> dict[str, B
     return found
 
 
+def _in_time_order(
+    session: Session, exchange_id: int, default_bank: str, deltas: Sequence[Delta], totals: Totals
+) -> list[Delta]:
+    """The deltas to apply, for sources that stamp events (``source_ts``): per entry the
+    newest event of the page (a deletion after an add at the same second), and only
+    when newer than the newest already applied; a deletion goes to the bank its entry
+    went to. Records the times applied."""
+    timed = [d for d in deltas if d.source_ts is not None]
+    if not timed:
+        return list(deltas)
+    newest: dict[str, Delta] = {}
+    for d in timed:
+        cur = newest.get(d.entry_id)
+        if cur is not None:
+            totals.stale += 1
+            if (int(cur.source_ts or 0), cur.removed) > (int(d.source_ts or 0), d.removed):
+                continue
+        newest[d.entry_id] = d
+    ids = list(newest)
+    stored: dict[str, ExchangeEntryTimeRow] = {}
+    for i in range(0, len(ids), repo.IN_CHUNK):
+        rows = session.execute(
+            select(ExchangeEntryTimeRow).where(
+                ExchangeEntryTimeRow.exchange_id == exchange_id,
+                ExchangeEntryTimeRow.entry_id.in_(ids[i : i + repo.IN_CHUNK]),
+            )
+        ).scalars()
+        stored.update((r.entry_id, r) for r in rows)
+    out = [d for d in deltas if d.source_ts is None]
+    for eid, d in newest.items():
+        ts = int(d.source_ts or 0)
+        row = stored.get(eid)
+        if row is not None and (row.ts, row.deleted) > (ts, d.removed):
+            totals.stale += 1
+            continue
+        bank = row.bank if d.removed and row is not None else d.bank or default_bank
+        out.append(replace(d, bank=bank))
+        if row is None:
+            session.add(
+                ExchangeEntryTimeRow(
+                    exchange_id=exchange_id, entry_id=eid, ts=ts, deleted=d.removed, bank=bank
+                )
+            )
+        else:
+            row.ts, row.deleted, row.bank = ts, d.removed, bank
+    session.flush()
+    return out
+
+
 def apply_deltas(
-    session: Session, exchange: str, default_bank: str, deltas: Sequence[Delta]
+    session: Session,
+    exchange: str,
+    default_bank: str,
+    deltas: Sequence[Delta],
+    *,
+    exchange_id: int | None = None,
 ) -> Totals:
-    """Apply ``deltas`` (see the module docstring); returns what changed."""
+    """Apply ``deltas`` (see the module docstring); returns what changed. Deltas with
+    a ``source_ts`` need ``exchange_id`` (their times are kept per exchange)."""
     totals = Totals(pages=1)
     for d in deltas:
         for kind in d.unsupported:
             totals.unsupported[kind] = totals.unsupported.get(kind, 0) + 1
+    if exchange_id is not None:
+        deltas = _in_time_order(session, exchange_id, default_bank, deltas, totals)
     by_bank: dict[str, list[Delta]] = {}
     for (bank, _), d in _last_per_entry(deltas, default_bank).items():
         by_bank.setdefault(bank, []).append(d)

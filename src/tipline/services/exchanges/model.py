@@ -35,6 +35,9 @@ class Delta:
     removed: bool = False
     unsupported: tuple[str, ...] = ()
     bank: str | None = None
+    #: the source's time of this event (unix seconds) when the source sends events out
+    #: of order; an event older than one already applied for the entry is skipped
+    source_ts: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,8 @@ class Page:
     deltas: Sequence[Delta]
     checkpoint: CheckpointJson
     source_time: datetime | None = None
+    #: entries the source sent that could not be read (a malformed fingerprint)
+    invalid: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,8 @@ class Totals:
     removed: int = 0
     removed_unknown: int = 0
     no_signal: int = 0
+    invalid: int = 0
+    stale: int = 0
     unsupported: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -97,6 +104,8 @@ class Totals:
             removed=int(data.get("removed", 0)),
             removed_unknown=int(data.get("removed_unknown", 0)),
             no_signal=int(data.get("no_signal", 0)),
+            invalid=int(data.get("invalid", 0)),
+            stale=int(data.get("stale", 0)),
             unsupported={str(k): int(v) for k, v in dict(data.get("unsupported", {})).items()},
         )
 
@@ -110,6 +119,8 @@ class Totals:
             "removed": self.removed,
             "removed_unknown": self.removed_unknown,
             "no_signal": self.no_signal,
+            "invalid": self.invalid,
+            "stale": self.stale,
             "unsupported": dict(sorted(self.unsupported.items())),
         }
 
@@ -122,6 +133,8 @@ class Totals:
         self.removed += other.removed
         self.removed_unknown += other.removed_unknown
         self.no_signal += other.no_signal
+        self.invalid += other.invalid
+        self.stale += other.stale
         for k, v in other.unsupported.items():
             self.unsupported[k] = self.unsupported.get(k, 0) + v
 

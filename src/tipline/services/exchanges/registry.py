@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tipline.errors import InputError
-from tipline.services.exchanges import feed_client
+from tipline.services.exchanges import feed_client, ncmec
 from tipline.services.exchanges.credentials import read_credential
 from tipline.services.exchanges.http import Fetcher
 from tipline.services.exchanges.model import ExchangeAdapter, ExchangeSpec
@@ -21,14 +21,17 @@ class Kind:
     description: str
     #: validate and normalise the non-secret configuration (ConfigError when bad)
     check_config: Callable[[Mapping[str, Any]], dict[str, Any]]
-    #: the adapter of a spec, given a fetcher that already carries the credential
-    build: Callable[[ExchangeSpec, Fetcher], ExchangeAdapter]
-    #: the header the credential goes in, as a format string of the secret
-    auth_header: tuple[str, str] | None
+    #: the adapter of a spec, given a fetcher and the credential (it sets the auth header)
+    build: Callable[[ExchangeSpec, Fetcher, str], ExchangeAdapter]
 
 
-def _feed_adapter(spec: ExchangeSpec, fetcher: Fetcher) -> ExchangeAdapter:
+def _feed_adapter(spec: ExchangeSpec, fetcher: Fetcher, secret: str) -> ExchangeAdapter:
+    fetcher.headers = {**fetcher.headers, "Authorization": f"Bearer {secret}"}
     return feed_client.FeedAdapter(spec, fetcher)
+
+
+def _ncmec_adapter(spec: ExchangeSpec, fetcher: Fetcher, secret: str) -> ExchangeAdapter:
+    return ncmec.NcmecAdapter(spec, fetcher, password=secret)
 
 
 KINDS: dict[str, Kind] = {
@@ -37,7 +40,12 @@ KINDS: dict[str, Kind] = {
         "another tipline service's signed hash feed (Ed25519)",
         feed_client.check_config,
         _feed_adapter,
-        ("Authorization", "Bearer {secret}"),
+    ),
+    ncmec.KIND: Kind(
+        ncmec.KIND,
+        "NCMEC hash sharing API v2 (entries by time window, deletions, feedback)",
+        ncmec.check_config,
+        _ncmec_adapter,
     ),
 }
 
@@ -55,9 +63,6 @@ def kind_of(name: str) -> Kind:
 def build_adapter(spec: ExchangeSpec, *, fetcher: Fetcher | None = None) -> ExchangeAdapter:
     """The adapter of ``spec``, its credential read now (ConfigError when missing)."""
     kind = kind_of(spec.kind)
-    fetcher = fetcher or Fetcher(spec.name)
-    if kind.auth_header is not None:
-        secret = read_credential(spec)
-        header, template = kind.auth_header
-        fetcher.headers = {**fetcher.headers, header: template.format(secret=secret)}
-    return kind.build(spec, fetcher)
+    secret = read_credential(spec)
+    assert secret is not None
+    return kind.build(spec, fetcher or Fetcher(spec.name), secret)

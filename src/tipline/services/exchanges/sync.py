@@ -62,7 +62,8 @@ def _apply(
             raise ConflictError(
                 f"exchange {name!r} was advanced by another sync meanwhile; run it again"
             )
-        totals = apply_deltas(s, name, row.bank, page.deltas)
+        totals = apply_deltas(s, name, row.bank, page.deltas, exchange_id=row.id)
+        totals.invalid += page.invalid
         running = Totals.from_json(row.totals)
         running.add(totals)
         row.totals = running.as_json()

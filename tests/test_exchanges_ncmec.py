@@ -1,0 +1,177 @@
+"""The NCMEC hash sharing adapter against a local server shaped as NCMEC documents the
+API (entries by time window, out of time order, paging, deletions, fingerprints tipline
+cannot match), with faults, and a sync killed with SIGKILL and resumed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from _ncmec_server import PASSWORD, T0, USER, expected_bank, ncmec_server
+from tipline.config import Settings
+from tipline.errors import ConfigError, ExchangeError
+from tipline.services import banks, exchanges
+from tipline.services.database import Database, open_database
+from tipline.services.exchanges.http import Fetcher
+from tipline.services.exchanges.model import ExchangeSpec
+from tipline.services.exchanges.ncmec import NcmecAdapter, check_config
+
+ENV = "TIPLINE_TEST_NCMEC_PASSWORD"
+
+
+class Sleeps:
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+@pytest.fixture
+def db(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Database]:
+    monkeypatch.setenv(ENV, PASSWORD)
+    database = open_database(db_url, settings=Settings(data_dir=tmp_path, database_url=db_url))
+    banks.create_bank(database, "ncmec")
+    yield database
+    database.close()
+
+
+def _state(db: Database, bank: str) -> dict[str, tuple[str, ...]]:
+    """The matchable entries of ``bank``: entry id -> sorted signals. (An entry whose
+    deletion arrived before its add is never created; one deleted after it was added
+    stays, disabled: either way it is not matched.)"""
+    return {
+        e.entry_id: tuple(sorted(f"{s.type}:{s.value}" for s in e.signals))
+        for e in banks.iter_bank_entries(db, bank)
+        if not e.disabled
+    }
+
+
+def _live(count: int) -> dict[str, tuple[str, ...]]:
+    return {k: sig for k, (sig, removed) in expected_bank(count).items() if not removed}
+
+
+def _add(db: Database, url: str, **config: Any) -> None:
+    exchanges.add_exchange(
+        db,
+        "ncmec",
+        kind="ncmec",
+        bank="ncmec",
+        config={"url": url, "username": USER, "start": T0, "window_seconds": 3600, **config},
+        credential_env=ENV,
+    )
+
+
+def _factory(sleeps: Sleeps, *, attempts: int = 5) -> Any:
+    def build(spec: ExchangeSpec) -> NcmecAdapter:
+        fetcher = Fetcher(spec.name, sleep=sleeps, attempts=attempts)
+        return NcmecAdapter(spec, fetcher, password=PASSWORD)
+
+    return build
+
+
+def test_a_sync_equals_the_source_with_deletions_and_unsupported_types(db: Database) -> None:
+    count = 2600  # 2600 * 7 s: six one-hour windows, pages of 1000 within them
+    with ncmec_server(count) as server:
+        _add(db, server.url)
+        sleeps = Sleeps()
+        report = exchanges.sync_exchange(db, "ncmec", factory=_factory(sleeps))
+    want = expected_bank(count)
+    assert _state(db, "ncmec") == _live(count)
+    t = report.totals
+    deleted = sum(1 for _, removed in want.values() if removed)
+    # a deletion read before its entry's add: the add is stale; otherwise added, removed
+    assert t.added + t.stale == len(want) and t.removed + t.stale == deleted
+    videos = sum(1 for k in want if int(k.split("-e")[1]) % 5 == 0)
+    photos = len(want) - videos
+    assert t.unsupported == {"PDNA (photo)": photos, "TMK_PDQF (video)": videos}
+    assert sleeps.delays == []
+    status = exchanges.exchange_status(db, "ncmec")
+    assert status.checkpoint is not None and status.checkpoint["next"] is None
+    assert status.checkpoint["from"] >= T0 + count * 7
+    entry = banks.get_entry(db, "ncmec", "41-e1")
+    assert set(entry.labels) == {"A1", "ncmec-member:41"}
+
+
+def test_faults_and_repeated_entries_change_nothing(db: Database) -> None:
+    count = 2200
+    with ncmec_server(count) as server:
+        _add(db, server.url)
+        server.faults = ["500", "ok", "dup", "429", "truncate", "drop", "dup"]
+        sleeps = Sleeps()
+        exchanges.sync_exchange(db, "ncmec", factory=_factory(sleeps))
+    assert _state(db, "ncmec") == _live(count)
+    assert len(sleeps.delays) == 4 and 3.0 in sleeps.delays
+
+
+def test_classifications_route_to_their_banks(db: Database) -> None:
+    banks.create_bank(db, "ncmec-a1")
+    with ncmec_server(300) as server:
+        _add(db, server.url, banks={"A1": "ncmec-a1"})
+        exchanges.sync_exchange(db, "ncmec", factory=_factory(Sleeps()))
+    a1 = _state(db, "ncmec-a1")
+    rest = _state(db, "ncmec")
+    assert a1 and rest and not set(a1) & set(rest)
+    assert all("A1" in banks.get_entry(db, "ncmec-a1", k).labels for k in list(a1)[:20])
+
+
+def test_a_source_down_fails_cleanly_and_resumes(db: Database) -> None:
+    with ncmec_server(1500) as server:
+        _add(db, server.url)
+        server.faults = ["ok", "500", "500"]
+        with pytest.raises(ExchangeError, match="failed 2 times"):
+            exchanges.sync_exchange(db, "ncmec", factory=_factory(Sleeps(), attempts=2))
+        partial = exchanges.exchange_status(db, "ncmec")
+        assert partial.totals["pages"] == 1 and partial.last_error
+        exchanges.sync_exchange(db, "ncmec", factory=_factory(Sleeps()))
+    assert _state(db, "ncmec") == _live(1500)
+
+
+def test_config_is_checked() -> None:
+    with pytest.raises(ConfigError, match="environment"):
+        check_config({"username": "x"})
+    with pytest.raises(ConfigError, match="username"):
+        check_config({"environment": "test-industry"})
+    assert check_config({"environment": "test-industry", "username": "u"})["url"].startswith(
+        "https://exttest.cybertip.org/"
+    )
+
+
+def test_paging_links_outside_the_api_are_refused(db: Database) -> None:
+    spec = ExchangeSpec(
+        "n", "ncmec", "ncmec", {"url": "http://127.0.0.1:9/hs", "username": USER, "start": T0}
+    )
+    adapter = NcmecAdapter(spec, Fetcher("n"), password=PASSWORD)
+    with pytest.raises(ExchangeError, match="paging link"):
+        next(adapter.fetch({"from": T0, "to": T0 + 60, "next": "http://evil.example/x"}))
+
+
+@pytest.mark.parametrize("kill_at", [3, 8])
+def test_sigkill_mid_sync_then_resume_equals_an_uninterrupted_sync(
+    db: Database, db_url: str, tmp_path: Path, kill_at: int
+) -> None:
+    count = 6000
+    with ncmec_server(count) as server:
+        _add(db, server.url)
+        env = {
+            **os.environ,
+            "TIPLINE_DATABASE_URL": db_url,
+            "TIPLINE_DATA_DIR": str(tmp_path),
+            ENV: PASSWORD,
+        }
+        cmd = [sys.executable, "-m", "tipline.cli.main", "exchange", "sync", "ncmec"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        server.faults = ["ok"] * (kill_at - 1) + [f"kill:{proc.pid}"]
+        proc.communicate(timeout=300)
+        assert proc.returncode == -9
+        mid = exchanges.exchange_status(db, "ncmec")
+        assert mid.totals["pages"] < kill_at  # killed before it finished
+        resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr
+    assert _state(db, "ncmec") == _live(count)

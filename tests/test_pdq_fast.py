@@ -4,6 +4,7 @@ brute-force twin, ``pdqhash``: same pixels, same hashes up to float rounding."""
 from __future__ import annotations
 
 import io
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -78,7 +79,7 @@ def _ordered_pass(
     return out
 
 
-def _ordered_sample64(grey: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+def _ordered_sample64(grey: npt.NDArray[np.generic]) -> npt.NDArray[np.float32]:
     """Brute-force twin of the kernel's 64 x 64 samples: columns, then rows."""
     tmp = _ordered_pass(grey.astype(np.float32), *pdq_fast._axis_weights(grey.shape[1]))
     return _ordered_pass(tmp.T.copy(), *pdq_fast._axis_weights(grey.shape[0])).T
@@ -104,6 +105,44 @@ def test_kernel_samples_are_bit_identical_to_the_ordered_sums(
         grey, shape=(height, width, 3), strides=(*grey.strides, 0), writeable=False
     )
     assert np.array_equal(pdq_fast.sample64(plane), want)
+    # float32 luma (not integers) takes the strictly ordered pass
+    luma = grey.astype(np.float32) * np.float32(0.7)
+    hasher = pdq_fast.LumaHasher(height, width, batch=1)
+    hasher.add(luma)
+    assert np.array_equal(hasher._out[0], _ordered_sample64(luma))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(5, 4000), st.integers(0, 2**32 - 1))
+def test_integer_column_sums_do_not_depend_on_order(n: int, seed: int) -> None:
+    """What lets the column pass vectorise: for PDQ's weights of any axis length (in
+    reach here), the float64 sum of float32 products of 0-255 pixels is the same in
+    every order, so reordering cannot move a single bit."""
+    start, weights = pdq_fast._axis_weights(n)
+    assert pdq_fast.integer_sums_exact(weights)
+    rng = np.random.default_rng(seed)
+    row = rng.integers(0, 256, n).astype(np.float32)
+    row[rng.random(n) < 0.3] = rng.choice([0, 1, 255])  # flat runs, extremes
+    for j in rng.choice(64, 8, replace=False):
+        products = weights[j] * row[start[j] : start[j] + weights.shape[1]]  # float32
+        in_order = 0.0
+        for p in products:
+            in_order += float(p)
+        for _ in range(4):
+            shuffled = 0.0
+            for p in rng.permutation(products):
+                shuffled += float(p)
+            assert shuffled == in_order
+        assert np.float32(math.fsum(map(float, products))) == np.float32(in_order)
+
+
+def test_sums_that_could_round_keep_the_ordered_pass() -> None:
+    """The guard refuses weights whose sums could round (a tiny weight beside a large
+    total), so such frames keep the strictly ordered pass."""
+    weights = np.full((64, 4), 0.25, dtype=np.float32)
+    assert pdq_fast.integer_sums_exact(weights)
+    weights[0, 0] = np.float32(1e-9)
+    assert not pdq_fast.integer_sums_exact(weights)
 
 
 def _reference_photos(reference_dir: Path) -> list[Path]:

@@ -333,17 +333,20 @@ def test_shared_allow_bank_applies_even_when_another_allow_hit_is_closer(
 
 def test_bank_name_taken_by_another_tenant_is_not_disclosed(server: Server) -> None:
     """A tenant creating a name in use gets one answer whoever holds the name (its own
-    tenant, a shared bank, another tenant): nothing says a bank exists or whose."""
-    assert (
-        server.client("b_curator").post("/v1/banks", json={"name": "sec-b-secret"}).status_code
-        == 201
-    )
-    assert (
-        server.client("a_curator").post("/v1/banks", json={"name": "sec-a-mine"}).status_code == 201
-    )
-    assert (
-        server.client("curator").post("/v1/banks", json={"name": "sec-common"}).status_code == 201
-    )
+    tenant, a shared bank, another tenant): nothing says a bank exists or whose. The
+    HMA route answers HMA's status for a taken name (403), worded the same way."""
+    names = {
+        "/v1/banks": ("sec-b-secret", "sec-a-mine", "sec-common"),
+        "/c/banks": ("SEC_B_SECRET", "SEC_A_MINE", "SEC_COMMON"),
+    }
+    for b_name, a_name, common in names.values():
+        assert (
+            server.client("b_curator").post("/v1/banks", json={"name": b_name}).status_code == 201
+        )
+        assert (
+            server.client("a_curator").post("/v1/banks", json={"name": a_name}).status_code == 201
+        )
+        assert server.client("curator").post("/v1/banks", json={"name": common}).status_code == 201
     a = server.client("a_curator")
 
     def answer(name: str, route: str) -> tuple[int, str]:
@@ -352,10 +355,11 @@ def test_bank_name_taken_by_another_tenant_is_not_disclosed(server: Server) -> N
         text = str(body["detail"]).replace(name, "NAME")
         return resp.status_code, text
 
-    for route in ("/v1/banks", "/c/banks"):
-        other = answer("sec-b-secret", route)
-        assert other == answer("sec-a-mine", route) == answer("sec-common", route)
-        assert other[0] == 409
+    for route, status in (("/v1/banks", 409), ("/c/banks", 403)):
+        b_name, a_name, common = names[route]
+        other = answer(b_name, route)
+        assert other == answer(a_name, route) == answer(common, route)
+        assert other[0] == status
         assert "exist" not in other[1] and "tenant" not in other[1]
     # the other tenant's bank stays invisible and untouched
     assert a.get("/v1/banks/sec-b-secret").status_code == 404

@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tipline.errors import DecompressionBombError, MediaError, UnsupportedMediaError
-from tipline.signals.decode import FAST_MIN_SIDE, DecodeMode, decode_pixels, to_rgb
+from tipline.signals.decode import (
+    FAST_MIN_SIDE,
+    DecodeMode,
+    decode_oriented,
+    decode_pixels,
+    to_rgb,
+    unorient,
+)
 from tipline.signals.hexbits import hamming_hex
 from tipline.signals.pdq import pdq_hash
 from tipline.signals.sniff import SniffedKind, sniff
@@ -208,6 +215,27 @@ def test_every_exif_orientation(orientation: int) -> None:
 
     want = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
     assert np.array_equal(ours, want)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    orientation=st.integers(1, 8),
+    width=st.integers(1, 40),
+    height=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+)
+def test_unorient_gives_the_pixels_as_stored(
+    orientation: int, width: int, height: int, seed: int
+) -> None:
+    """What python-threatexchange and HMA hash (the stored pixels, EXIF ignored) is
+    recovered exactly from the oriented decode: both PDQs come from one decode."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(Image.fromarray(pixels), "PNG", exif=exif.tobytes())
+    oriented, applied = decode_oriented(data, mode=DecodeMode.EXACT, max_pixels=BIG)
+    assert applied == orientation
+    assert np.array_equal(unorient(oriented, applied), pixels)
 
 
 @pytest.mark.parametrize(

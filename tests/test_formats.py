@@ -427,3 +427,58 @@ def test_csv_header_and_grouping_rules():
     assert len(bad) == 1 and bad[0].line == 5
     good, bad = _read(ImportFormat.CSV, b"foo,bar\n1,2\n")
     assert good == [] and "header" in str(bad[0])
+
+
+def _vpdq_value(n: int) -> str:
+    return "\n".join(f"{i},{90 + i},{i + 1:064x},{float(i):.3f}" for i in range(n))
+
+
+def test_hma_text_writes_vpdq_in_the_pytx_json_form_and_reads_it_back():
+    entry = BankEntry(bank="b", entry_id="v", signals=(BankSignal("vpdq", _vpdq_value(3)),))
+    data = _write(ImportFormat.HMA, [entry])
+    line = data.decode().strip()
+    kind, value = line.split(" ", 1)
+    assert kind == "vpdq" and value.startswith('["') and "\n" not in value
+    vpdq = pytest.importorskip("threatexchange.extensions.vpdq.vpdq")
+    assert vpdq.VPDQSignal.validate_signal_str(value) == value
+    good, bad = _read(ImportFormat.HMA, data + b"vpdq " + value.encode() + b" q=100 some/path\n")
+    assert not bad
+    assert [e.signals[0].value for e in good] == [_vpdq_value(3)] * 2
+
+
+def test_csv_reads_threatexchange_dataset_csv():
+    """``threatexchange dataset -P --csv``: signal_type,signal_str,collab,category,tags."""
+    import csv
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, ["signal_type", "signal_str", "collab", "category", "tags"])
+    writer.writeheader()
+    pytx_vpdq = json.dumps([f"{i + 1:064x},{90 + i},{float(i):.3}" for i in range(3)])
+    rows = [
+        ("pdq", "a" * 64, "Sample Data", "POSITIVE_CLASS", "tag1 tag2"),
+        ("vpdq", pytx_vpdq, "Sample Data", "POSITIVE_CLASS", ""),
+        ("pdq", "b" * 64, "Other", "NEGATIVE_CLASS", "fp"),
+        ("video_md5", "c" * 32, "Other", "INVESTIGATION_SEED", ""),
+        ("pdq", "zz", "Other", "POSITIVE_CLASS", ""),
+    ]
+    for kind, value, collab, category, tags in rows:
+        writer.writerow(
+            {
+                "signal_type": kind,
+                "signal_str": value,
+                "collab": collab,
+                "category": category,
+                "tags": tags,
+            }
+        )
+    data = buf.getvalue().encode()
+    assert guess_format("collab.csv") is ImportFormat.CSV
+    for fmt in (ImportFormat.CSV, ImportFormat.HMA_CSV):
+        good, bad = _read(fmt, data)
+        assert [e.line for e in bad] == [6]
+        by_value = {e.signals[0].value if e.signals else "skipped": e for e in good}
+        first = by_value["a" * 64]
+        assert first.labels == ("tag1", "tag2") and first.source == "Sample Data"
+        assert by_value[_vpdq_value(3)].signals[0].type == "vpdq"
+        assert by_value["c" * 32].labels == ("INVESTIGATION_SEED",)
+        assert by_value["skipped"].signals == ()  # the NEGATIVE_CLASS row is not imported

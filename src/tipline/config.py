@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Default triage weights (points a factor adds to a report's score when it applies
@@ -219,6 +220,28 @@ class Settings(BaseSettings):
     intake_max_xml_bytes: int = Field(
         default=4 * 1024**2, ge=1, description="Clearinghouse intake: largest XML document, bytes"
     )
+    hma_compat_role: Literal["hasher", "matcher", "curator"] | None = Field(
+        default=None,
+        description="HMA compatibility: role given to requests WITHOUT an API key on the "
+        "HMA routes (/h, /m, /c) from hma_compat_networks; unset (the default) = a key is "
+        "required, as everywhere else",
+    )
+    hma_compat_tenant: str | None = Field(
+        default=None,
+        description="HMA compatibility: tenant of keyless HMA requests (unset = none)",
+    )
+    hma_compat_networks: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="HMA compatibility: CIDRs keyless HMA requests may come from "
+        "(default: loopback only)",
+    )
+
+    @field_validator("hma_compat_networks")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        for net in value:
+            ipaddress.ip_network(net, strict=False)  # ValueError -> a settings error
+        return value
 
     geoip_database: Path | None = Field(
         default=None,

@@ -62,8 +62,9 @@ _DESCRIPTION = """\
 Perceptual-hash matching of known material for trust and safety teams.
 
 * `/v1/...`: the native API (integer distances, problem+json errors, tenants).
-* `/h`, `/m`, `/c`, `/status`: HMA 2.x-compatible endpoints (same request and response
-  shapes as OpenMediaMatch), so an HMA integration switches by changing its base URL.
+* `/h`, `/m`, `/c`, `/status`: HMA 1.1-compatible endpoints (same paths, parameters,
+  response shapes and status codes as OpenMediaMatch), so an HMA integration switches by
+  changing its base URL (keyless HMA clients: the `hma_compat_role` setting).
 
 Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`.
 """

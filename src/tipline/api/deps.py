@@ -7,6 +7,7 @@ The key comes from ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; chec
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable
 
@@ -16,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tipline.api.context import ServiceContext, get_ctx
 from tipline.errors import AuthError
-from tipline.services.auth import Permission, Principal, authenticate
+from tipline.services.auth import Permission, Principal, Role, authenticate
 from tipline.services.database import in_transaction
 
 _bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
@@ -88,6 +89,58 @@ def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
     """Dependency: the principal, if its role grants ``permission``; else 403."""
 
     async def check(who: Principal = Depends(principal)) -> Principal:
+        who.require(permission)
+        return who
+
+    return check
+
+
+#: Audit actor of keyless requests let in by the HMA compatibility setting.
+HMA_COMPAT_ACTOR = "hma-compat"
+
+
+def hma_compat_principal(request: Request, ctx: ServiceContext) -> Principal | None:
+    """The principal of a keyless request on an HMA route: the configured
+    ``hma_compat_role`` and ``hma_compat_tenant`` when the setting is on and the client
+    address is in ``hma_compat_networks``; None otherwise."""
+    settings = ctx.settings
+    if settings.hma_compat_role is None or request.client is None:
+        return None
+    try:
+        address = ipaddress.ip_address(request.client.host)
+    except ValueError:
+        return None
+    allowed = any(
+        address in ipaddress.ip_network(net, strict=False) for net in settings.hma_compat_networks
+    )
+    if not allowed:
+        return None
+    return Principal(
+        key_id=HMA_COMPAT_ACTOR,
+        role=Role(settings.hma_compat_role),
+        tenant=settings.hma_compat_tenant,
+    )
+
+
+def require_hma(permission: Permission) -> Callable[..., Awaitable[Principal]]:
+    """Like :func:`require`, for the HMA routes: a request without a key gets the HMA
+    compatibility principal (:func:`hma_compat_principal`) when that is switched on."""
+
+    async def check(
+        request: Request,
+        bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),
+        header: str | None = Depends(_header),
+        ctx: ServiceContext = Depends(get_ctx),
+    ) -> Principal:
+        if (bearer is not None and bearer.credentials) or header:
+            who = await principal(request, await _key(bearer, header), ctx)
+        else:
+            found = hma_compat_principal(request, ctx)
+            if found is None:
+                await _key(bearer, header)  # raises AuthError: a key is required
+                raise AssertionError("unreachable")
+            who = found
+            request.state.principal = who
         who.require(permission)
         return who
 

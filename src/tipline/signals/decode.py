@@ -117,14 +117,35 @@ def _load(im: Image.Image) -> None:
         raise MediaError(f"cannot decode {im.format or 'image'} data: {exc}") from None
 
 
-def _orient(im: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation tag (values 2-8; anything else is left alone)."""
+def _orient(im: Image.Image) -> tuple[Image.Image, int]:
+    """Apply the EXIF orientation tag (values 2-8; anything else is left alone);
+    returns the image and the orientation applied (1 when none)."""
     try:
         orientation = im.getexif().get(_ORIENTATION_TAG)
     except Exception:  # a broken EXIF block must not stop hashing the pixels
-        return im
+        return im, 1
     method = _TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
-    return im.transpose(method) if method is not None else im
+    if method is None:
+        return im, 1
+    return im.transpose(method), int(orientation or 1)
+
+
+def unorient(pixels: RGBArray, orientation: int) -> RGBArray:
+    """Undo EXIF ``orientation`` (2-8) on ``H x W x 3`` pixels: the pixels as stored in
+    the file, which is what hashers that ignore EXIF (python-threatexchange, HMA) see.
+    A pure permutation of the pixels (contiguous copy); 1 or unknown: unchanged."""
+    inverse = {
+        2: lambda a: a[:, ::-1],  # FLIP_LEFT_RIGHT is its own inverse
+        3: lambda a: a[::-1, ::-1],  # ROTATE_180
+        4: lambda a: a[::-1],  # FLIP_TOP_BOTTOM
+        5: lambda a: a.transpose(1, 0, 2),  # TRANSPOSE
+        6: lambda a: np.rot90(a, 1),  # undo ROTATE_270 (90 degrees clockwise)
+        7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),  # TRANSVERSE
+        8: lambda a: np.rot90(a, -1),  # undo ROTATE_90 (90 degrees counter-clockwise)
+    }.get(orientation)
+    if inverse is None:
+        return pixels
+    return np.ascontiguousarray(inverse(pixels))
 
 
 def _high_depth_to_l(im: Image.Image) -> Image.Image:
@@ -197,6 +218,18 @@ def decode_pixels(
     With ``budget``, the pixels to be decoded (after any DCT-domain reduction) are
     reserved from it for the decode (BusyError when they do not fit).
     """
+    return decode_oriented(data, mode=mode, max_pixels=max_pixels, fmt=fmt, budget=budget)[0]
+
+
+def decode_oriented(
+    data: bytes,
+    *,
+    mode: DecodeMode,
+    max_pixels: int,
+    fmt: str | None = None,
+    budget: PixelBudget | None = None,
+) -> tuple[RGBArray, int]:
+    """:func:`decode_pixels`, and the EXIF orientation it applied (1 when none)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return _decode_pixels(data, mode=mode, max_pixels=max_pixels, fmt=fmt, budget=budget)
@@ -212,7 +245,7 @@ def _reserved(budget: PixelBudget | None, im: Image.Image) -> AbstractContextMan
 
 def _decode_pixels(
     data: bytes, *, mode: DecodeMode, max_pixels: int, fmt: str | None, budget: PixelBudget | None
-) -> RGBArray:
+) -> tuple[RGBArray, int]:
     if fmt is None:
         from tipline.signals.sniff import sniff
 
@@ -232,18 +265,18 @@ def _decode_pixels(
         im.draft("L", _draft_request(*im.size))
         with _reserved(budget, im):
             _load(im)
-            im = _orient(im)
-            return _repeat_plane(np.asarray(im))
+            im, orientation = _orient(im)
+            return _repeat_plane(np.asarray(im)), orientation
     if mode is DecodeMode.FAST and im.format == "JPEG" and min(im.size) >= 2 * FAST_MIN_SIDE:
         # CMYK and other JPEGs still get the DCT-domain reduction, in their own mode.
         im.draft(im.mode, _draft_request(*im.size))
     with _reserved(budget, im):
         _load(im)
-        im = _orient(im)
+        im, orientation = _orient(im)
         rgb = to_rgb(im)
         if mode is DecodeMode.FAST:
             factor = min(rgb.size) // FAST_MIN_SIDE
             if factor >= 2:
                 rgb = rgb.reduce(factor)
         pixels: RGBArray = np.asarray(rgb)
-    return pixels
+    return pixels, orientation

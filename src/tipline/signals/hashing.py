@@ -54,6 +54,9 @@ class HashOptions:
     dihedral: bool = False
     decode: DecodeMode = DecodeMode.FAST
     video_fps: float = 1.0  # frames hashed per second of video; 0 = every frame
+    #: photos with an EXIF orientation also get PDQ variant ``exif_raw`` (the pixels as
+    #: stored: what python-threatexchange / HMA hash)
+    exif_raw: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +153,7 @@ def _hash_photo(
         dihedral=options.dihedral,
         limits=limits,
         budget=budget,
+        exif_raw=options.exif_raw,
     )
     wanted = _wanted(options, MediaKind.PHOTO)
     ordered = [t for t in wanted if not _is_digest(t)] + [t for t in wanted if _is_digest(t)]

@@ -46,11 +46,16 @@ class Photo:
         dihedral: bool = False,
         limits: MediaLimits | None = None,
         budget: PixelBudget | None = None,
+        exif_raw: bool = False,
     ) -> None:
         self.data = data
         self.format = fmt
         self.decode = decode
         self.dihedral = dihedral
+        #: perceptual types also hash the pixels as stored, before EXIF orientation
+        self.exif_raw = exif_raw
+        #: the EXIF orientation the decode applied (1: none), known once decoded
+        self.orientation = 1
         self.limits = limits or MediaLimits()
         self.budget = budget
         self._pixels: npt.NDArray[np.uint8] | None = None
@@ -70,9 +75,9 @@ class Photo:
         in ``budget`` (when one is given).
         """
         if self._pixels is None:
-            from tipline.signals.decode import decode_pixels
+            from tipline.signals.decode import decode_oriented
 
-            self._pixels = decode_pixels(
+            self._pixels, self.orientation = decode_oriented(
                 self.data,
                 mode=self.decode,
                 max_pixels=self.limits.max_image_pixels,
@@ -80,6 +85,16 @@ class Photo:
                 budget=self.budget,
             )
         return self._pixels
+
+    def raw_pixels(self) -> npt.NDArray[np.uint8] | None:
+        """The pixels as stored in the file (EXIF orientation undone), or None when the
+        file has no orientation to undo."""
+        pixels = self.pixels()
+        if self.orientation == 1:
+            return None
+        from tipline.signals.decode import unorient
+
+        return unorient(pixels, self.orientation)
 
 
 class Video:

@@ -21,6 +21,9 @@ from tipline.signals.hexbits import hamming_hex, parse_hex
 if TYPE_CHECKING:
     from tipline.signals.media import Photo
 
+#: Variant name of the PDQ of a photo's pixels as stored, before its EXIF orientation
+#: (what python-threatexchange and HMA compute: they ignore EXIF).
+EXIF_RAW: Final = "exif_raw"
 #: Quality (0-100) under which a PDQ hash is flagged as low quality.
 LOW_QUALITY_THRESHOLD: Final = 50
 #: Usual PDQ match threshold, in bits (ThreatExchange's default).
@@ -112,8 +115,16 @@ class PdqSignalType:
     counterpart: ClassVar[str] = "vpdq"
 
     def hash_photo(self, photo: Photo) -> tuple[Signal, ...]:
-        """One PDQ signal, or eight named variants when ``photo.dihedral``."""
-        return pdq_signals(photo.pixels(), dihedral=photo.dihedral, fast=photo.fast)
+        """One PDQ signal, or eight named variants when ``photo.dihedral``; with
+        ``photo.exif_raw`` also the variant ``exif_raw`` (:data:`EXIF_RAW`), the hash of
+        the pixels as stored, when the file has an EXIF orientation."""
+        signals = pdq_signals(photo.pixels(), dihedral=photo.dihedral, fast=photo.fast)
+        if photo.exif_raw and not photo.dihedral:
+            raw = photo.raw_pixels()
+            if raw is not None:
+                value, quality = (pdq_hash_fast if photo.fast else pdq_hash)(raw)
+                signals = (*signals, _signal(value, quality, EXIF_RAW))
+        return signals
 
     def parse(self, text: str) -> str:
         """Canonical 64-character lowercase hex; HashFormatError otherwise."""

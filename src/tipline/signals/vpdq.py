@@ -63,6 +63,18 @@ def format_vpdq_text(frames: Iterable[VideoFrame]) -> str:
     return "\n".join(f"{f.index},{f.quality},{f.hash.hex()},{f.seconds:.3f}" for f in frames)
 
 
+def format_pytx_json(frames: Iterable[VideoFrame]) -> str:
+    """python-threatexchange's form of ``frames`` (what its ``VPDQSignal`` reads and
+    writes, and HMA stores): a JSON list of ``"hex,quality,seconds"`` strings, seconds
+    with 3 significant digits as pytx prints them."""
+    return json.dumps([f"{f.hash.hex()},{f.quality},{f.seconds:.3}" for f in frames])
+
+
+def to_pytx_json(value: str) -> str:
+    """A vPDQ value (either form) in python-threatexchange's JSON form."""
+    return format_pytx_json(parse_vpdq_text(value))
+
+
 def _bad(message: str, line: int, path: str | None) -> ImportFormatError:
     return ImportFormatError(message, path=path, line=line)
 

@@ -9,6 +9,7 @@ entry takes fresh numbers from the change sequence (:func:`next_seq`), so
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -322,6 +323,26 @@ def get_entry(session: Session, bank: BankRow, entry_id: str) -> BankEntryRow:
     return row
 
 
+def is_disabled(disabled: bool, until: int | None, now: float) -> bool:
+    """Whether an entry is disabled at unix time ``now`` (a disable with an end time
+    lapses at that time)."""
+    return bool(disabled) and (until is None or until > now)
+
+
+def entry_by_pk(session: Session, bank: BankRow, pk: int) -> BankEntryRow:
+    """The entry with primary key ``pk`` in ``bank``; NotFoundError otherwise."""
+    row = session.get(BankEntryRow, pk)
+    if row is None or row.bank_id != bank.id:
+        raise NotFoundError(f"content '{pk}' not found")
+    return row
+
+
+def touch(session: Session, row: BankEntryRow) -> None:
+    """Give a changed entry the next change sequence (matchers see the change)."""
+    row.seq = next_seq(session)
+    session.flush()
+
+
 def set_disabled(
     session: Session, bank: BankRow, entry_id: str, disabled: bool, reason: str | None
 ) -> BankEntryRow:
@@ -453,7 +474,7 @@ def _hits_query() -> Any:
     columns = (
         e.id, e.entry_id, e.labels, e.source, e.added_at, e.disabled, e.disabled_reason,
         b.id, b.name, b.description, b.enabled, b.is_allow_bank, b.thresholds, b.tenant,
-        g.type, g.value,
+        g.type, g.value, e.disable_until,
     )
     # fmt: on
     return (
@@ -475,6 +496,7 @@ def hits(session: Session | Connection, entry_pks: Sequence[int]) -> dict[int, E
         return out
     banks: dict[int, Bank] = {}
     query = _hits_query()
+    now = time.time()
     for chunk in _chunks(sorted(set(entry_pks))):
         rows = session.execute(query, {"pks": list(chunk)}).all()
         signals: dict[int, list[BankSignal]] = {}
@@ -504,7 +526,7 @@ def hits(session: Session | Connection, entry_pks: Sequence[int]) -> dict[int, E
                 labels=tuple(row[2] or ()),
                 source=row[3],
                 added_at=row[4],
-                disabled=row[5],
+                disabled=is_disabled(row[5], row[16], now),
                 disabled_reason=row[6],
             )
             out[pk] = EntryHit(pk, bank, entry)

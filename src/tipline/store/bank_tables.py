@@ -77,6 +77,12 @@ class BankEntryRow(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     disabled_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     seq: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    #: free-text note (HMA's ``note``, at most 255 characters)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: user metadata given with the content (HMA's ``content_id``/``content_uri``/``json``)
+    content_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    #: with ``disabled``: unix time from which the entry matches again (None = no end)
+    disable_until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class BankSignalRow(Base):

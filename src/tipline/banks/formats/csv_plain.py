@@ -4,7 +4,12 @@ One row per signal; consecutive rows with the same ``entry_id`` form one entry (
 and source come from its first row). ``labels`` are separated by ``;``. Column order is
 free (the header names them); ``entry_id``, ``labels`` and ``source`` are optional (an
 entry id is then derived from the signal, one entry per row). Also used for the HMA
-CSV form, whose header starts ``signal_type,signal_value``.
+CSV form, whose header starts ``signal_type,signal_value``, and for python-threatexchange's
+``threatexchange dataset -P --csv`` (``signal_type,signal_str,collab,category,tags``):
+there ``collab`` becomes the source, the space-separated ``tags`` the labels, and rows
+whose aggregate ``category`` is ``NEGATIVE_CLASS`` (the collaboration says the signal is
+not a positive) are not imported (counted as "no signal"); ``INVESTIGATION_SEED`` rows
+get that label.
 """
 
 from __future__ import annotations
@@ -40,7 +45,12 @@ _ALIASES = {
     "labels": "labels",
     "tags": "labels",
     "source": "source",
+    "signal_str": "signal_value",
+    "collab": "source",
+    "category": "category",
 }
+#: pytx aggregate opinion categories that are not known material
+NEGATIVE_CATEGORIES = frozenset({"NEGATIVE_CLASS"})
 PLAIN_COLUMNS = ("entry_id", "signal_type", "signal_value", "labels", "source")
 HMA_COLUMNS = ("signal_type", "signal_value", "entry_id", "labels", "source")
 #: signal type names used by python-threatexchange -> tipline names
@@ -69,6 +79,7 @@ def read(stream: IO[bytes], *, path: str | None = None) -> Iterator[ReadItem]:
     lines = Lines(stream, path)
     reader = csv.reader(lines)
     columns: dict[str, int] | None = None
+    pytx = False  # python-threatexchange's dataset CSV (space-separated tags)
     pending: _Pending | None = None
     while True:
         start = lines.line + 1
@@ -88,6 +99,7 @@ def read(stream: IO[bytes], *, path: str | None = None) -> Iterator[ReadItem]:
                 key = _ALIASES.get(name.strip().lower())
                 if key is not None and key not in columns:
                     columns[key] = i
+                pytx = pytx or name.strip().lower() == "signal_str"
             if "signal_type" not in columns or "signal_value" not in columns:
                 yield ImportFormatError(
                     "CSV header must name signal_type and signal_value columns",
@@ -124,7 +136,15 @@ def read(stream: IO[bytes], *, path: str | None = None) -> Iterator[ReadItem]:
         if pending is not None:
             yield pending.done()
         source = (cell("source") or "").strip() or None
-        pending = _Pending(start, entry_id, split_labels(cell("labels") or ""), source)
+        raw_labels = cell("labels") or ""
+        labels = tuple(raw_labels.split()) if pytx else split_labels(raw_labels)
+        category = (cell("category") or "").strip().upper()
+        if category in NEGATIVE_CATEGORIES:
+            yield ParsedEntry(start, entry_id, (), labels, source)
+            continue
+        if category == "INVESTIGATION_SEED" and category not in labels:
+            labels = (*labels, category)
+        pending = _Pending(start, entry_id, labels, source)
         pending.signals.append(signal)
     yield from lines.drain()
     if pending is not None:

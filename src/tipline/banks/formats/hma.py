@@ -8,8 +8,10 @@ The text form is what ``threatexchange hash`` prints and HMA bank files hold::
 Blank lines and lines starting with ``#`` are skipped; fields after the value (such as
 the ``q=100 PATH`` that ``tipline hash`` adds) are ignored. The entry id of each line is
 derived from its signal (``pdq:<hex>``), so importing the same list twice reports
-duplicates instead of doubling the bank. Values spanning lines (vPDQ sample text)
-cannot be written in this form; writers count them as skipped.
+duplicates instead of doubling the bank. vPDQ values are written in
+python-threatexchange's JSON form (``vpdq ["<hex>,<quality>,<seconds>", ...]``, what
+``threatexchange hash`` prints) and read in either form; other values spanning lines
+cannot be written in this form, and writers count them as skipped.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tipline.banks.formats.entries import (
 )
 from tipline.banks.model import BankEntry
 from tipline.errors import ImportFormatError
+from tipline.signals.vpdq import to_pytx_json
 
 
 def read(stream: IO[bytes], *, path: str | None = None) -> Iterator[ReadItem]:
@@ -41,6 +44,9 @@ def read(stream: IO[bytes], *, path: str | None = None) -> Iterator[ReadItem]:
         # `tipline hash` prints "TYPE VALUE q=QUALITY PATH": extra fields are ignored
         parts = stripped.split(None, 2)
         kind, value = parts[0], parts[1] if len(parts) > 1 else ""
+        rest = stripped[len(kind) :].strip()
+        if rest.startswith("[") and "]" in rest:  # a JSON value (pytx's vPDQ) has spaces
+            value = rest[: rest.rindex("]") + 1]
         if not value:
             yield ImportFormatError(
                 f"expected '<signal type> <value>', got {stripped[:80]!r}",
@@ -65,6 +71,9 @@ def write(entries: Iterable[BankEntry], out: IO[bytes]) -> WriteReport:
     report = WriteReport()
     for entry in entries:
         for signal in entry.signals:
+            if signal.type == "vpdq":
+                out.write(f"vpdq {to_pytx_json(signal.value)}\n".encode())
+                continue
             if "\n" in signal.value or " " in signal.value:
                 report.skip(signal.type)
                 continue

@@ -105,6 +105,8 @@ class Matcher:
         self._lock = threading.RLock()
         self._merge_thread: threading.Thread | None = None
         self._last_poll = 0.0
+        #: unix time the index last caught up with the database
+        self._synced_at = 0.0
         self._banks: list[Bank] = []
         self._banks_at = 0.0
         with db.sessions() as s:
@@ -182,6 +184,7 @@ class Matcher:
                     self._banks = [repo.to_bank(b) for b in repo.list_banks(s)]
                     self._banks_at = now
             self._last_poll = now
+            self._synced_at = time.time()
             if self._delta.count >= self.merge_after:
                 self._start_merge()
         return added
@@ -455,6 +458,37 @@ class Matcher:
             "brute_force": {k: len(v) for k, v in files.other.items()},
             "delta": self._delta.count,
         }
+
+    def sizes(self) -> dict[str, int]:
+        """Signal type -> hashes the index holds (base files, delta and a running merge,
+        each counted once; disabled and deleted entries count until the next rebuild)."""
+        with self._lock:
+            files = self._files
+            out: dict[str, int] = {k: len(v) for k, v in files.hamming.items()}
+            for name, exact in files.exact.items():
+                out[name] = out.get(name, 0) + len(exact)
+            for name, video in files.video.items():
+                out[name] = out.get(name, 0) + len(video)
+            for name, items in files.other.items():
+                out[name] = out.get(name, 0) + len(items)
+            for rows in (self._merging, self._delta):
+                if rows is None:
+                    continue
+                for name, hamming in rows.hamming.items():
+                    out[name] = out.get(name, 0) + len(hamming)
+                for name, keys in rows.exact.items():
+                    out[name] = out.get(name, 0) + sum(len(p) for p in keys.values())
+                for name, videos in rows.video.items():
+                    out[name] = out.get(name, 0) + len(videos)
+                for name, items in rows.other.items():
+                    out[name] = out.get(name, 0) + len(items)
+            return out
+
+    @property
+    def synced_at(self) -> float:
+        """Unix time the index last caught up with the database (every change committed
+        before then is in it)."""
+        return self._synced_at
 
 
 def _closest(

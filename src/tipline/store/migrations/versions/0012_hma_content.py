@@ -1,6 +1,6 @@
 """HMA content fields on bank entries: a note, user metadata, a disable-until time.
 
-Revision ID: 0011_hma_content
+Revision ID: 0012_hma_content
 Revises: 0001_banks
 Create Date: 2026-11-29
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011_hma_content"
+revision = "0012_hma_content"
 down_revision = "0001_banks"
 branch_labels = None
 depends_on = None

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from _clock import HANG_SECONDS
 from conftest import postgres_schema
 from tipline.config import Settings
 from tipline.services.auth import create_key
@@ -143,7 +144,7 @@ def running_server(
             cwd=data_dir,
         )
     server = Server(f"http://127.0.0.1:{port}", keys, db_url, data_dir, process, log)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + HANG_SECONDS
     try:
         while True:
             if process.poll() is not None:

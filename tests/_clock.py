@@ -8,6 +8,11 @@ from typing import Any
 
 from tipline.store.base import utcnow
 
+#: How long a test waits for something that normally takes well under a second (a server
+#: starting, a background thread finishing) before calling it a hang. Only a hang fails on
+#: it: no test passes or fails by how fast a loaded machine is.
+HANG_SECONDS = 600.0
+
 
 class ManualClock:
     """Starts at the real current instant; :meth:`advance` moves it forward.

@@ -14,6 +14,7 @@ import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 
 from _api_server import free_port
+from _clock import HANG_SECONDS
 from tipline.api.app import create_app
 from tipline.config import Settings
 from tipline.services import clearinghouse
@@ -57,7 +58,7 @@ def intake_server(db_url: str, data_dir: Path, **overrides: object) -> Iterator[
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 60  # failure bound only
+    deadline = time.monotonic() + HANG_SECONDS  # failure bound only
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("intake server did not start")

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
-from _clock import ManualClock
+from _clock import HANG_SECONDS, ManualClock
 from tipline.services import jobs
 from tipline.services.jobs import Backoff, JobContext, JobRunner
 from tipline.store.base import utcnow
@@ -186,11 +186,11 @@ def test_run_stops_on_event(engine: Engine) -> None:
     thread = threading.Thread(target=runner.run, args=(stop,))
     thread.start()
     _enqueue(engine, 2)
-    deadline = time.monotonic() + 60  # a failure bound only: normally ~0.1 s
+    deadline = time.monotonic() + HANG_SECONDS  # a failure bound only: normally ~0.1 s
     while _counts(engine)["done"] < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     stop.set()
-    thread.join(timeout=60)
+    thread.join(timeout=HANG_SECONDS)
     assert not thread.is_alive()
     with transaction(session_factory(engine)) as session:
         assert jobs.counts(session)["done"] == 2

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _clock import HANG_SECONDS
 from tipline.services.scan import HASH_COUNTER_ENV
 
 FILES = 64
@@ -125,7 +126,7 @@ def test_sigkill_then_resume_loses_nothing_and_hashes_each_file_once(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + HANG_SECONDS
     scan_id: str | None = None
     while time.monotonic() < deadline:
         scan_id, done = _batches(db_path)

@@ -15,11 +15,12 @@ import psutil
 import pytest
 
 from _api_server import free_port, running_server
+from _clock import HANG_SECONDS
 from tipline.demo import sample_images
 
 
 def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + HANG_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"server exited:\n{log.read_text()[-3000:]}")
@@ -46,7 +47,6 @@ def test_demo_gives_a_match_out_of_the_box(tmp_path: Path) -> None:
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        started = time.monotonic()
         _wait_healthy(base, process, log)
         key = re.search(r"admin API key \(shown once\): (\S+)", log.read_text())
         assert key, log.read_text()
@@ -61,7 +61,6 @@ def test_demo_gives_a_match_out_of_the_box(tmp_path: Path) -> None:
         assert body["matched"] is True
         assert {m["bank"] for m in body["matches"]} == {"demo"}
         assert picture.stem in {m["entry_id"] for m in body["matches"]}
-        assert time.monotonic() - started < 60
         assert f"{base}/v1/match" in log.read_text()
     finally:
         process.terminate()
@@ -146,7 +145,7 @@ def test_workers_each_accept_connections_and_are_restarted(tmp_path: Path) -> No
         assert sum(per_worker.values()) == 32 and min(per_worker.values()) > 0, per_worker
         # A worker that dies is replaced; the server keeps answering.
         workers[0].kill()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + HANG_SECONDS
         while time.monotonic() < deadline:
             now = _workers_of(srv.process)
             if len(now) == 2 and workers[0].pid not in {p.pid for p in now}:

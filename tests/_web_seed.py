@@ -4,7 +4,9 @@ the API uses (submission, match history, review item and the media kept in the v
 
 from __future__ import annotations
 
+import hashlib
 import io
+import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +20,7 @@ from tipline.services.database import Database, in_transaction
 from tipline.services.matching.match import Match
 from tipline.services.vault import Vault
 from tipline.services.vault.keys import MasterKey
+from tipline.signals.base import Signal
 from tipline.signals.hashing import HashOptions, hash_bytes
 
 PASSWORD = "correct horse battery staple"
@@ -120,3 +123,39 @@ def seed(
         items.extend(i["id"] for i in queue if i["event_id"] == recorded.submission_id)
         pics.append(data)
     return Seeded(items, pics)
+
+
+def video(tmp: Path, seconds: int = 3) -> bytes:
+    """A benign generated video (ffmpeg's colour test pattern), MPEG-4 in MP4."""
+    out = tmp / "pattern.mp4"
+    subprocess.run(
+        [
+            *("ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "lavfi"),
+            *("-i", f"testsrc=duration={seconds}:size=320x240:rate=10", "-c:v", "mpeg4"),
+            str(out),
+        ],
+        check=True,
+        timeout=120,
+    )
+    return out.read_bytes()
+
+
+def seed_video(
+    db: Database, settings: Settings, data: bytes, *, tenant: str | None = "acme"
+) -> str:
+    """A matched upload of the video ``data`` (its file digest in bank ``known``), sent
+    to review with the media kept; returns the review item id."""
+    digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+    entry = banks.add_entry(db, "known", [f"video_md5:{digest}"])
+    found = [Match(bank="known", entry_id=entry.entry_id, signal_type="video_md5", distance=0)]
+    recorded = submissions.match_and_record(
+        db.sessions,
+        Principal("uploader-key", Role.MATCHER, tenant),
+        [Signal("video_md5", digest)],
+        lambda _s: found,
+        submission=submissions.SubmissionFacts(content_id="video-1", file_name="clip.mp4"),
+        media=data,
+        vault=Vault.from_settings(settings),
+    )
+    queue = in_transaction(db.sessions, actions.review_queue, actor=Principal("admin", Role.ADMIN))
+    return next(str(i["id"]) for i in queue if i["event_id"] == recorded.submission_id)

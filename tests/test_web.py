@@ -17,14 +17,16 @@ import pytest
 from PIL import Image, ImageChops, ImageFilter, ImageStat
 from sqlalchemy import text
 
-from _web_seed import PASSWORD, seed, settings_for
+from _web_seed import PASSWORD, seed, seed_video, settings_for, video
 from _web_server import WebServer, hidden, web_server
-from tipline.errors import AuthError, ConflictError, InputError
+from tipline.errors import AuthError, ConflictError, InputError, MediaError, PermissionDeniedError
 from tipline.services import actions, banks, submissions, web_auth
 from tipline.services.auth import Principal, Role
 from tipline.services.database import Database, in_transaction, open_database
 from tipline.services.review import decisions, item, media
 from tipline.services.review.queue import QueueStatus, claim, list_queue
+from tipline.services.vault import Vault
+from tipline.signals.limits import MediaLimits
 from tipline.store.base import utcnow
 
 
@@ -495,3 +497,49 @@ def test_exposure_limit_over_http(tmp_path: Path) -> None:
         page = client.get(f"/web/review/{second}")
         assert "Daily limit reached" in page.text and "/0.jpg" in _image_url(page.text)
         client.close()
+
+
+def test_a_video_is_shown_as_a_blurred_contact_sheet_never_played(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    db = open_database(settings=settings)
+    try:
+        seed(db, settings, count=0)
+        item_id = seed_video(db, settings, video(tmp_path))
+        alice = _user(db, "alice")
+        view = item.open_item(
+            db.sessions, alice, item_id, lease_seconds=60, default_level=0, daily_limit=10
+        )
+        assert view.video and view.media is not None
+        vault = Vault.from_settings(settings)
+        limits = MediaLimits.of(settings)
+
+        def shown(level: int) -> Image.Image:
+            out = media.render(
+                db.sessions, vault, alice, item_id, level, default_level=0, limits=limits
+            )
+            return _jpeg(out.data)
+
+        blurred = shown(0)
+        with pytest.raises(PermissionDeniedError):
+            shown(3)
+        media.reveal(db.sessions, alice, item_id, 3, daily_limit=10)
+        sheet = shown(3)
+        # a 4 x 3 grid of 4:3 frames, made smaller to fit 640 pixels
+        assert sheet.size == blurred.size and sheet.size[0] == 640
+        assert abs(sheet.size[0] / sheet.size[1] - 4 / 2.25) < 0.05
+        grey = sheet.convert("L").convert("RGB")
+        assert ImageStat.Stat(ImageChops.difference(sheet, grey)).mean[0] > 10  # colour
+        assert _edge_energy(blurred) < _edge_energy(sheet) / 4
+        assert (
+            max(
+                ImageStat.Stat(
+                    ImageChops.difference(blurred, blurred.convert("L").convert("RGB"))
+                ).extrema[0]
+            )
+            <= 2
+        )
+        # a damaged "video" is a clear error, not a crash
+        with pytest.raises(MediaError):
+            media.contact_sheet(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100, limits=limits)
+    finally:
+        db.close()

@@ -12,6 +12,7 @@ from tipline.services import web_auth
 from tipline.services.reports import service as reports
 from tipline.services.review import decisions, item, media
 from tipline.services.review.queue import CLASSIFICATIONS, QueueStatus, list_queue, release
+from tipline.signals.limits import MediaLimits
 from tipline.web.context import (
     PREFIX,
     SECURITY_HEADERS,
@@ -182,7 +183,7 @@ def media_file(
         item_id,
         level,
         default_level=ws.user.default_level,
-        max_pixels=ctx.settings.max_image_pixels,
+        limits=MediaLimits.of(ctx.settings),
     )
     return Response(
         rendered.data,

@@ -28,6 +28,9 @@ from tipline.store.db import transaction
 from tipline.store.submissions import MatchRecordRow, SubmissionRow
 from tipline.store.web import ReviewLeaseRow
 
+#: signal types that only videos have
+VIDEO_SIGNALS = frozenset({"vpdq", "video_md5", "video_sha256"})
+
 
 @dataclass(frozen=True, slots=True)
 class MatchLine:
@@ -61,6 +64,8 @@ class ItemView:
     lease: Lease
     escalated: bool
     escalation_note: str | None
+    #: a video (shown as a contact sheet of frames, never played)
+    video: bool
     #: the level to show now: what the reviewer revealed, else their default
     level: int
     #: highest level the reviewer revealed (-1: none)
@@ -134,6 +139,7 @@ def open_item(
             lease=lease,
             escalated=state is not None and state.escalated_at is not None,
             escalation_note=state.escalation_note if state is not None else None,
+            video=any(m.signal_type in VIDEO_SIGNALS for m in matches),
             level=max(revealed, min(default_level, 1)),
             revealed=revealed,
             exposure=seen,

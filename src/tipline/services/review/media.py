@@ -12,6 +12,10 @@ level  rendering                      counts as
 3      colour, sharp                  a view, exposure
 ====== ============================== =====================================
 
+A video is never played here: it is shown as a contact sheet of up to
+:data:`SHEET_FRAMES` frames spread evenly over its length (ffmpeg, audio dropped), and the
+sheet is rendered at the same levels, so it too opens blurred and grey.
+
 A level above 1 is rendered only after the reviewer asked for it (:func:`reveal`,
 recorded and audited), so the report's ``fileViewedByEsp`` is what the reviewer
 actually revealed, never what a URL could have fetched. A reveal of a new item at
@@ -21,6 +25,10 @@ level 2+ counts against the reviewer's daily exposure limit (UTC day).
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -35,6 +43,9 @@ from tipline.services.review.queue import visible_item
 from tipline.services.vault import Vault
 from tipline.services.vault.items import plaintext
 from tipline.signals.decode import open_image
+from tipline.signals.limits import MediaLimits
+from tipline.signals.sniff import SniffedKind, sniff
+from tipline.signals.video import probe_video
 from tipline.store.base import utcnow
 from tipline.store.db import transaction
 from tipline.store.jobs import ReviewItem
@@ -51,6 +62,13 @@ MAX_SIDE = 640
 _BLUR = {0: 0.06, 1: 0.02}
 #: largest stored media rendered, bytes
 MAX_RENDER_BYTES = 64 * 1024**2
+#: frames on a video's contact sheet, and its columns
+SHEET_FRAMES = 12
+SHEET_COLUMNS = 4
+#: width of one frame on the sheet, pixels
+SHEET_FRAME_WIDTH = 240
+#: longest ffmpeg may take to make a sheet, seconds
+SHEET_TIMEOUT = 300.0
 
 
 class ExposureLimitError(PermissionDeniedError):
@@ -221,6 +239,40 @@ def render_image(data: bytes, level: int, *, max_pixels: int) -> bytes:
     return out.getvalue()
 
 
+def contact_sheet(data: bytes, *, limits: MediaLimits) -> bytes:
+    """PNG of up to :data:`SHEET_FRAMES` frames of the video ``data``, evenly spread over
+    its duration, in rows of :data:`SHEET_COLUMNS` (MediaError when ffmpeg cannot decode
+    it). The bytes go through a private temporary file (mode 0600), deleted at once."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise MediaError("ffmpeg is not installed: video contact sheets need it")
+    with tempfile.TemporaryDirectory(prefix="tipline-sheet-") as folder:
+        path = os.path.join(folder, "media")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        info = probe_video(path, limits=limits)
+        duration = info.duration or (info.frames / info.frame_rate if info.frames else 0.0)
+        rate = SHEET_FRAMES / max(duration, 0.5)
+        rows = -(-SHEET_FRAMES // SHEET_COLUMNS)
+        filters = f"fps={rate:.6f},scale={SHEET_FRAME_WIDTH}:-2,tile={SHEET_COLUMNS}x{rows}"
+        try:
+            command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", path]
+            command += ["-an", "-vf", filters, "-frames:v", "1", "-f", "image2pipe"]
+            done = subprocess.run(
+                [*command, "-vcodec", "png", "pipe:1"],
+                capture_output=True,
+                timeout=SHEET_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise MediaError("making the video's contact sheet took too long") from None
+    if done.returncode != 0 or not done.stdout:
+        last = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no frame"]
+        raise MediaError(f"cannot make the video's contact sheet: {last[0][:200]}")
+    return done.stdout
+
+
 def render(
     sessions: sessionmaker[Session],
     vault: Vault,
@@ -229,11 +281,12 @@ def render(
     level: int,
     *,
     default_level: int,
-    max_pixels: int,
+    limits: MediaLimits,
 ) -> Rendered:
-    """The item's media at ``level``: allowed up to the reviewer's default level and
-    up to what they revealed (PermissionDeniedError otherwise). Audited as
-    ``vault.read`` (via review, with the level) before anything is decrypted."""
+    """The item's media at ``level`` (a video as its contact sheet): allowed up to the
+    reviewer's default level and up to what they revealed (PermissionDeniedError
+    otherwise). Audited as ``vault.read`` (via review, with the level) before anything
+    is decrypted."""
     if not 0 <= level <= MAX_LEVEL:
         raise MediaError(f"reveal level must be 0 to {MAX_LEVEL}")
     with transaction(sessions) as session:
@@ -255,4 +308,8 @@ def render(
             tenant=row.tenant,
         )
     data = b"".join(plaintext(vault, row))
-    return Rendered(render_image(data, level, max_pixels=max_pixels), "image/jpeg", level)
+    if sniff(data[:64]).kind is SniffedKind.VIDEO:
+        data = contact_sheet(data, limits=limits)
+    return Rendered(
+        render_image(data, level, max_pixels=limits.max_image_pixels), "image/jpeg", level
+    )

@@ -41,7 +41,7 @@ def _line(status: exchanges.ExchangeStatus) -> str:
 @exchange_app.command("add")
 def add_command(
     name: str = typer.Argument(..., help="Exchange name (a-z 0-9 _ . -)."),
-    kind: str = typer.Option(..., "--kind", help="tipline-feed or ncmec"),
+    kind: str = typer.Option(..., "--kind", help="tipline-feed, ncmec or threatexchange"),
     bank: str = typer.Option(..., "--bank", help="The bank entries go to (must exist)."),
     url: str | None = typer.Option(None, "--url", help="Source URL (tipline-feed: /v1/feeds/B)."),
     public_key: str | None = typer.Option(
@@ -54,14 +54,20 @@ def add_command(
     window_seconds: int | None = typer.Option(
         None, "--window-seconds", help="ncmec: seconds of entries read per window."
     ),
-    start: int | None = typer.Option(None, "--start", help="ncmec: unix time to start from."),
+    start: int | None = typer.Option(
+        None, "--start", help="ncmec, threatexchange: unix time to start from."
+    ),
+    privacy_group: int | None = typer.Option(
+        None, "--privacy-group", help="threatexchange: the privacy group id."
+    ),
     route: list[str] = typer.Option(
         [], "--route", help="ncmec: CLASSIFICATION=BANK (e.g. A1=ncmec-a1); repeatable."
     ),
     credential_env: str | None = typer.Option(
         None,
         "--credential-env",
-        help="Environment variable holding the credential (feed: API key; ncmec: password).",
+        help="Environment variable holding the credential (feed: API key; ncmec: password; "
+        "threatexchange: access token).",
     ),
     credential_file: Path | None = typer.Option(
         None, "--credential-file", help="File holding the credential."
@@ -82,6 +88,7 @@ def add_command(
         "username": username,
         "window_seconds": window_seconds,
         "start": start,
+        "privacy_group": privacy_group,
         "banks": routes or None,
     }
     config = {k: v for k, v in given.items() if v is not None}

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tipline.errors import InputError
-from tipline.services.exchanges import feed_client, ncmec
+from tipline.services.exchanges import feed_client, ncmec, threatexchange
 from tipline.services.exchanges.credentials import read_credential
 from tipline.services.exchanges.http import Fetcher
 from tipline.services.exchanges.model import ExchangeAdapter, ExchangeSpec
@@ -30,6 +30,10 @@ def _feed_adapter(spec: ExchangeSpec, fetcher: Fetcher, secret: str) -> Exchange
     return feed_client.FeedAdapter(spec, fetcher)
 
 
+def _te_adapter(spec: ExchangeSpec, fetcher: Fetcher, secret: str) -> ExchangeAdapter:
+    return threatexchange.ThreatExchangeAdapter(spec, fetcher, token=secret)
+
+
 def _ncmec_adapter(spec: ExchangeSpec, fetcher: Fetcher, secret: str) -> ExchangeAdapter:
     return ncmec.NcmecAdapter(spec, fetcher, password=secret)
 
@@ -46,6 +50,12 @@ KINDS: dict[str, Kind] = {
         "NCMEC hash sharing API v2 (entries by time window, deletions, feedback)",
         ncmec.check_config,
         _ncmec_adapter,
+    ),
+    threatexchange.KIND: Kind(
+        threatexchange.KIND,
+        "Meta ThreatExchange threat updates of a privacy group (PDQ, MD5)",
+        threatexchange.check_config,
+        _te_adapter,
     ),
 }
 

@@ -438,8 +438,21 @@ def test_confirm_reports_what_the_reviewer_revealed(web: WebServer) -> None:
     queue = client.get("/web/review").text
     assert viewed_item not in queue.split('id="done"')[-1].split("</p>", 1)[-1]
     assert unviewed_item not in queue.split("</p>", 1)[-1]
-    listed = client.get("/web/reports").text
-    assert report_id.group(1) in listed and other_report.group(1) in listed
+    listed = client.get("/web/reports")
+    assert report_id.group(1) in listed.text and other_report.group(1) in listed.text
+    xml = client.get(f"/web/reports/{report_id.group(1)}/xml")
+    assert xml.status_code == 200 and "&lt;report&gt;" in xml.text
+    assert xml.headers["cache-control"] == "no-store"
+    # not yet delivered (no receiver configured): it can be retracted
+    retracted = client.post(
+        f"/web/reports/{other_report.group(1)}/retract",
+        data={"csrf": hidden(listed.text, "csrf")},
+    )
+    assert retracted.status_code == 303
+    assert reports.get_report(web.db.sessions, who, other_report.group(1)).summary.status == (
+        "retracted"
+    )
+    assert "Retraction queued" in client.get(retracted.headers["location"]).text
     client.close()
 
 
@@ -481,22 +494,34 @@ def _info(db: Database, name: str) -> web_auth.UserInfo:
     return next(u for u in web_auth.list_users(db.sessions) if u.name == name)
 
 
-def test_exposure_limit_over_http(tmp_path: Path) -> None:
-    with web_server(tmp_path, count=2, WEB_DAILY_EXPOSURE_LIMIT="1") as srv:
+def test_exposure_limit_and_break_reminder_over_http(tmp_path: Path) -> None:
+    with web_server(
+        tmp_path, count=2, WEB_DAILY_EXPOSURE_LIMIT="1", WEB_SESSION_IDLE_MINUTES="600"
+    ) as srv:
         client = srv.login("alice")
         first, second = srv.seeded.items
         page = client.get(f"/web/review/{first}")
+        assert 'id="break"' not in page.text
         csrf = hidden(page.text, "csrf")
-        assert (
-            client.post(f"/web/review/{first}/reveal", data={"csrf": csrf, "level": 2}).status_code
-            == 303
-        )
+        revealed = client.post(f"/web/review/{first}/reveal", data={"csrf": csrf, "level": 2})
+        assert revealed.status_code == 303
         client.get(f"/web/review/{second}")
         refused = client.post(f"/web/review/{second}/reveal", data={"csrf": csrf, "level": 2})
         assert refused.status_code == 403 and "daily exposure limit" in refused.text
         page = client.get(f"/web/review/{second}")
         assert "Daily limit reached" in page.text and "/0.jpg" in _image_url(page.text)
         client.close()
+        # a session opened two hours ago: every page suggests a break
+        policy = web_auth.SessionPolicy(idle=timedelta(hours=10), max_age=timedelta(hours=12))
+        token, _ = web_auth.login(
+            srv.db.sessions, "bob", PASSWORD, policy=policy, now=utcnow() - timedelta(hours=2)
+        )
+        tired = srv.client()
+        tired.cookies.set("tipline_session", token, domain="127.0.0.1", path="/web")
+        page = tired.get("/web/review")
+        assert page.status_code == 200
+        assert "You have been reviewing for 120 minutes" in page.text
+        tired.close()
 
 
 def test_a_video_is_shown_as_a_blurred_contact_sheet_never_played(tmp_path: Path) -> None:

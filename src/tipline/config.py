@@ -350,6 +350,11 @@ class Settings(BaseSettings):
         description="Web UI: items a reviewer may reveal (unblur) per UTC day; a reviewer's "
         "own limit may be lower",
     )
+    web_break_minutes: float = Field(
+        default=50.0,
+        gt=0,
+        description="Web UI: after this many minutes in one session every page suggests a break",
+    )
     web_review_bank_severity: dict[str, int] = Field(
         default_factory=dict,
         description="Web UI: queue priority of each bank (higher first; default 0), as JSON",

@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -97,10 +98,15 @@ def render(
     """Render ``template`` with the session's user and CSRF token available."""
     ctx = web(request)
     ws = ws or getattr(request.state, "web_session", None)
+    minutes = None
+    if ws is not None and ws.started_at is not None:
+        minutes = (datetime.now(UTC) - ws.started_at).total_seconds() / 60
     html = ctx.templates.get_template(template).render(
         user=ws.user if ws is not None else None,
         csrf=ws.csrf_token if ws is not None else "",
         prefix=PREFIX,
+        session_minutes=minutes,
+        break_due=minutes is not None and minutes >= ctx.settings.web_break_minutes,
         **values,
     )
     return HTMLResponse(html, status_code=status)

@@ -242,9 +242,48 @@ async def release_item(request: Request, item_id: str) -> Response:
     return RedirectResponse(f"{PREFIX}/review?done=release&item_id={item_id}", status_code=303)
 
 
+_REPORT_DONE = {"retry": "Delivery will be tried again", "retract": "Retraction queued"}
+
+
 @router.get("/reports", response_class=HTMLResponse)
-def reports_page(request: Request) -> Response:
+def reports_page(request: Request, done: str | None = None, report: str | None = None) -> Response:
     """Reports with their delivery state, newest first."""
     ws = current(request)
     found = reports.list_reports(web(request).db.sessions, ws.principal, limit=100)
-    return render(request, "reports.html", {"reports": found}, ws=ws)
+    return render(
+        request,
+        "reports.html",
+        {"reports": found, "done": _REPORT_DONE.get(done or ""), "done_report": _opt_id(report)},
+        ws=ws,
+    )
+
+
+@router.get("/reports/{report_id}/xml", response_class=HTMLResponse)
+def report_xml_page(request: Request, report_id: str) -> Response:
+    """The report document exactly as built (and submitted)."""
+    ws = current(request)
+    xml = reports.report_xml(web(request).db.sessions, ws.principal, _item_id(report_id))
+    return render(
+        request,
+        "report_xml.html",
+        {"report_id": report_id, "xml": xml.decode("utf-8", "replace")},
+        ws=ws,
+    )
+
+
+@router.post("/reports/{report_id}/{action}")
+async def report_action(request: Request, report_id: str, action: str) -> Response:
+    """Retry a failed delivery or retract a report."""
+    ws = current(request)
+    await form_of(request, ws)
+    report_id = _item_id(report_id)
+    sessions = web(request).db.sessions
+    if action == "retry":
+        reports.retry(sessions, ws.principal, report_id)
+    elif action == "retract":
+        reports.retract(sessions, ws.principal, report_id)
+    else:
+        raise InputError("unknown report action")
+    return RedirectResponse(
+        f"{PREFIX}/reports?done={action}&report={report_id}#r-{report_id}", status_code=303
+    )

@@ -68,6 +68,8 @@ class WebSession:
     user: UserInfo
     secret: str = ""
     expires_at: datetime | None = None
+    #: when the user logged in (break reminders count from here)
+    started_at: datetime | None = None
 
     @property
     def principal(self) -> Principal:
@@ -156,7 +158,7 @@ def login(
             target=(TARGET, name),
             details={"client": client, "session": srow.token_sha256[:16]},
         )
-    return token, WebSession(srow.token_sha256, user, secret, srow.expires_at)
+    return token, WebSession(srow.token_sha256, user, secret, srow.expires_at, now)
 
 
 def resume(
@@ -200,7 +202,9 @@ def resume(
         out = (
             None
             if why is not None or user_row is None
-            else WebSession(key, UserInfo.of(user_row), srow.secret, srow.expires_at)
+            else WebSession(
+                key, UserInfo.of(user_row), srow.secret, srow.expires_at, srow.created_at
+            )
         )
     if out is None:
         raise SessionExpiredError(f"the session ended ({why}); log in again")

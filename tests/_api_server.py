@@ -145,20 +145,25 @@ def running_server(
         )
     server = Server(f"http://127.0.0.1:{port}", keys, db_url, data_dir, process, log)
     deadline = time.monotonic() + HANG_SECONDS
+    # one client for the polling: httpx.get builds a TLS context per call (~25 ms of CPU,
+    # hundreds of calls while a loaded machine starts the server)
+    poll = httpx.Client(timeout=1.0, trust_env=False)
     try:
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{log.read_text()[-4000:]}")
             try:
-                if httpx.get(f"{server.base_url}/v1/health", timeout=1.0).status_code == 200:
+                if poll.get(f"{server.base_url}/v1/health").status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start:\n{log.read_text()[-4000:]}")
             time.sleep(0.1)
+        poll.close()
         yield server
     finally:
+        poll.close()
         server.stop()
 
 

@@ -21,15 +21,16 @@ from tipline.demo import sample_images
 
 def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + HANG_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{base}/v1/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
+    with httpx.Client(timeout=1, trust_env=False) as poll:  # one TLS context, not one a call
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"server exited:\n{log.read_text()[-3000:]}")
+            try:
+                if poll.get(f"{base}/v1/health").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
     pytest.fail(f"server did not start:\n{log.read_text()[-3000:]}")
 
 

@@ -17,7 +17,9 @@ from _report_fixtures import open_db
 from tipline.config import Settings
 from tipline.services import clearinghouse, vault
 from tipline.services.reports.builder import build_file_details, build_report
+from tipline.services.reports.client import IspwsClient
 from tipline.services.reports.model import (
+    Classification,
     IncidentType,
     IpCapture,
     IpEvent,
@@ -56,14 +58,11 @@ def ip_event(ip: str, *, hours: int = 0, proxy: bool | None = None) -> IpCapture
     )
 
 
-def file_report(
-    intake: clearinghouse.Intake,
-    *,
-    person_ips: tuple[IpCapture, ...] = (),
-    files: tuple[tuple[str, bytes, IpCapture | None], ...] = (("a.bin", b"not media", None),),
-    finish: bool = True,
-) -> tuple[int, list[str]]:
-    """File one report; returns its intake id and file ids."""
+def documents(
+    person_ips: tuple[IpCapture, ...],
+    files: tuple[tuple[str, bytes, IpCapture | None], ...],
+) -> tuple[bytes, list[ReportedFile]]:
+    """The ``<report>`` document and the files' descriptions."""
     reported = [
         ReportedFile(
             file_name=name,
@@ -74,6 +73,7 @@ def file_report(
             exif_viewed_by_esp=False,
             uploaded_at=T0,
             upload_ip=ip,
+            classification=Classification.B2,
         )
         for name, data, ip in files
     ]
@@ -85,7 +85,19 @@ def file_report(
         files=tuple(reported),
         users=(ReportedUser(esp_identifier="user-1", screen_name="someone", ip_events=person_ips),),
     )
-    opened = clearinghouse.submit(intake, AUTH, build_report(content))
+    return build_report(content), reported
+
+
+def file_report(
+    intake: clearinghouse.Intake,
+    *,
+    person_ips: tuple[IpCapture, ...] = (),
+    files: tuple[tuple[str, bytes, IpCapture | None], ...] = (("a.bin", b"not media", None),),
+    finish: bool = True,
+) -> tuple[int, list[str]]:
+    """File one report through the intake's service functions; its id and file ids."""
+    xml, reported = documents(person_ips, files)
+    opened = clearinghouse.submit(intake, AUTH, xml)
     assert opened.ok, opened.description
     report_id = opened.report_id
     assert report_id is not None
@@ -98,4 +110,23 @@ def file_report(
         assert clearinghouse.fileinfo(intake, AUTH, details).ok
     if finish:
         assert clearinghouse.finish(intake, AUTH, str(report_id)).ok
+    return report_id, ids
+
+
+def file_report_over_http(
+    client: IspwsClient,
+    *,
+    person_ips: tuple[IpCapture, ...] = (),
+    files: tuple[tuple[str, bytes, IpCapture | None], ...] = (("a.bin", b"not media", None),),
+) -> tuple[int, list[str]]:
+    """File one report with tipline's ISPWS client; its id and file ids."""
+    xml, reported = documents(person_ips, files)
+    report_id = client.submit(xml)
+    ids = []
+    for (name, data, _ip), meta in zip(files, reported, strict=True):
+        answer = client.upload(report_id, name, data)
+        assert answer.file_id is not None
+        ids.append(answer.file_id)
+        client.fileinfo(build_file_details(meta, report_id=report_id, file_id=answer.file_id))
+    client.finish(report_id)
     return report_id, ids

@@ -101,7 +101,7 @@ EXPECTED = {
     Role.MATCHER: {"hash", "match", "submit"},
     Role.CURATOR: {"hash", "match", "bank.read", "bank.write"},
     Role.REVIEWER: {"review", "bank.read", "evidence.read", "report"},
-    Role.ANALYST: {"intake.read", "intake.decide", "bank.read", "evidence.read"},
+    Role.ANALYST: {"intake.read", "intake.decide", "bank.read", "evidence.read", "route"},
     Role.ADMIN: {p.value for p in Permission},
 }
 

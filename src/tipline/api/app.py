@@ -48,6 +48,7 @@ CLEARINGHOUSE_ROUTE_MODULES: tuple[str, ...] = (
     "routes_ispws",
     "routes_v1_feeds",
     "routes_v1_clearinghouse",
+    "routes_referrals",
 )
 
 

@@ -58,6 +58,7 @@ class Permission(enum.Enum):
     EVIDENCE_ADMIN = "evidence.admin"  # legal holds, retention, verify, purge, key rotation
     INTAKE_READ = "intake.read"  # clearinghouse: queue, received reports, clusters
     INTAKE_DECIDE = "intake.decide"  # clearinghouse: confirm (publishes hashes) or reject
+    ROUTE = "route"  # clearinghouse: route intake reports, build referral packages
 
 
 #: The permission matrix. Admin holds every permission.
@@ -76,6 +77,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.INTAKE_DECIDE,
             Permission.BANK_READ,
             Permission.EVIDENCE_READ,
+            Permission.ROUTE,
         }
     ),
     Role.ADMIN: frozenset(Permission),

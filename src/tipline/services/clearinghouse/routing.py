@@ -37,7 +37,13 @@ from ulid import ULID
 from tipline.config import RoutingTable, Settings
 from tipline.errors import ConfigError, ConflictError, InputError, NotFoundError
 from tipline.services import audit
-from tipline.services.clearinghouse.geoip import GeoDatabase, IpStatus, Location
+from tipline.services.auth import Permission, Principal
+from tipline.services.clearinghouse.geoip import (
+    GeoDatabase,
+    IpStatus,
+    Location,
+    open_geo_database,
+)
 from tipline.services.reports.builder import parse_untrusted
 from tipline.store.base import utcnow
 from tipline.store.clearinghouse import IntakeFileRow, IntakeReportRow
@@ -465,6 +471,38 @@ def route_report(router: Router, report_id: int, *, actor: str | audit.ActorLike
             },
         )
         return DecisionInfo.of(row)
+
+
+def router_from_settings(sessions: sessionmaker[Session], settings: Settings) -> Router:
+    """A router with the settings' geolocation database and routing table."""
+    return Router(
+        sessions, open_geo_database(settings.geoip_database), table_from_settings(settings)
+    )
+
+
+def route(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    report_ids: Sequence[int] | None,
+    *,
+    actor: str | audit.ActorLike,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[DecisionInfo]:
+    """Route ``report_ids`` (None: every finished report not routed yet) with the
+    settings' database and table; a principal needs ``route`` and no tenant."""
+    if isinstance(actor, Principal):
+        from tipline.services.clearinghouse import queue
+
+        queue.require(actor, Permission.ROUTE)
+    router = router_from_settings(sessions, settings)
+    if report_ids is None:
+        return route_pending(router, actor=actor, progress=progress)
+    done = []
+    for number, report_id in enumerate(report_ids, 1):
+        done.append(route_report(router, report_id, actor=actor))
+        if progress is not None:
+            progress(number, len(report_ids))
+    return done
 
 
 def unrouted_reports(sessions: sessionmaker[Session], *, limit: int | None = None) -> list[int]:

@@ -16,7 +16,7 @@ Cybersecurity Framework; this package is where tipline does that.
 
 from __future__ import annotations
 
-from tipline.services.vault._model import EvidenceInfo, EvidenceKind, HoldInfo, Vault
+from tipline.services.vault._model import TARGET, EvidenceInfo, EvidenceKind, HoldInfo, Vault
 from tipline.services.vault.integrity import RotateReport, VerifyReport, rotate_key, verify
 from tipline.services.vault.items import (
     SealedFile,
@@ -50,6 +50,7 @@ from tipline.services.vault.retention import (
 
 __all__ = [
     "PURGE_JOB_KIND",
+    "TARGET",
     "EvidenceInfo",
     "EvidenceKind",
     "HoldInfo",

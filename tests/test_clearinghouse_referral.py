@@ -229,20 +229,22 @@ def test_media_stays_out_where_the_rule_does_not_allow_it(
     assert not (tmp_path / "x.zip").exists()
 
 
-def test_media_needs_evidence_read_and_packages_need_a_routed_report(
+def test_packages_need_the_route_permission_no_tenant_and_a_routed_report(
     intake: clearinghouse.Intake, geo_path: Path, tmp_path: Path
 ) -> None:
     report_id, _ = _routed(intake, geo_path, "8.1.2.3")
-    matcher = Principal("k-matcher", Role.MATCHER)
-    with pytest.raises(PermissionDeniedError):
-        referral.build_referral(
-            intake.sessions, intake.vault, report_id, tmp_path / "a.zip", actor=matcher
-        )
-    # without media, nothing is read from the vault
+    for outsider in (Principal("k-m", Role.MATCHER), Principal("k-t", Role.ANALYST, "acme")):
+        with pytest.raises(PermissionDeniedError):
+            referral.build_referral(
+                intake.sessions, intake.vault, report_id, tmp_path / "a.zip", actor=outsider,
+                media=False,
+            )  # fmt: skip
+    analyst = Principal("k-analyst", Role.ANALYST)
     info = referral.build_referral(
-        intake.sessions, intake.vault, report_id, tmp_path / "b.zip", actor=matcher, media=False
+        intake.sessions, intake.vault, report_id, tmp_path / "b.zip", actor=analyst
     )
-    assert info.media_files == 0 and not list(tmp_path.glob(".*.part"))
+    assert info.media_files == 3 and info.created_by == "k-analyst"
+    assert not list(tmp_path.glob(".*.part")) and not (tmp_path / "a.zip").exists()
 
     never, _ = file_report(intake, person_ips=(ip_event("8.1.1.1"),))
     with pytest.raises(NotFoundError, match="not been routed"):

@@ -135,6 +135,12 @@ class NcmecState:
     faults: list[str] = field(default_factory=list)
     requests: int = 0
     url: str = ""
+    #: feedback received: (member id, entry id, fingerprint, body)
+    votes: list[tuple[str, str, str, str]] = field(default_factory=list)
+    #: the down-vote reasons offered per fingerprint type: guid -> name
+    reasons: dict[str, str] = field(
+        default_factory=lambda: {"0f5d3a1e-1111-2222-3333-444455556666": "Not CSAM"}
+    )
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -164,6 +170,30 @@ def _handler(state: NcmecState) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(raw)
 
+        def do_PUT(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            body = self.rfile.read(length).decode()
+            if self.headers.get("Authorization") != expected:
+                self._send(401, "<error>unauthorized</error>")
+                return
+            with state.lock:
+                fault = state.faults.pop(0) if state.faults else None
+            if fault == "500":
+                self._send(500, "<error>internal</error>")
+                return
+            parts = urlsplit(self.path).path.split("/")
+            # .../v2/entries/<member>/<id>/<fingerprint>/feedback
+            if len(parts) < 6 or parts[-1] != "feedback" or parts[-5] != "entries":
+                self._send(404, "<error>not found</error>")
+                return
+            member, entry, fingerprint = parts[-4], parts[-3], parts[-2]
+            if fingerprint not in {"MD5", "SHA1", "PDQ", "PDNA"}:
+                self._send(400, "<error>unknown fingerprint type</error>")
+                return
+            with state.lock:
+                state.votes.append((member, entry, fingerprint, body))
+            self._send(200, f'<feedbackResponse xmlns="{NS}"/>')
+
         def do_GET(self) -> None:
             with state.lock:
                 state.requests += 1
@@ -190,6 +220,16 @@ def _handler(state: NcmecState) -> type[BaseHTTPRequestHandler]:
                     200,
                     f'<status xmlns="{NS}"><ipAddress>127.0.0.1</ipAddress>'
                     f'<username>{USER}</username><member id="1">Test ESP</member></status>',
+                )
+                return
+            if parts.path.endswith("/reasons"):
+                items = "".join(
+                    f'<reason guid="{g}" name="{n}"/>' for g, n in state.reasons.items()
+                )
+                self._send(
+                    200,
+                    f'<feedbackReasons xmlns="{NS}"><availableFeedbackReasons>{items}'
+                    "</availableFeedbackReasons></feedbackReasons>",
                 )
                 return
             if not parts.path.endswith("/v2/entries"):

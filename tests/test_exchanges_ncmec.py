@@ -175,3 +175,60 @@ def test_sigkill_mid_sync_then_resume_equals_an_uninterrupted_sync(
         resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert resumed.returncode == 0, resumed.stderr
     assert _state(db, "ncmec") == _live(count)
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_reviewers_decisions_are_sent_back_as_votes(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A confirmed match of a synced NCMEC entry becomes an up vote on the fingerprint
+    that matched; a false positive a down vote with NCMEC's reason id; each sent once."""
+    from _api_server import server_on
+
+    monkeypatch.setenv(ENV, PASSWORD)
+    with ncmec_server(400) as source, server_on(backend, request, tmp_path / "p") as srv:
+        db = open_database(
+            srv.db_url, settings=Settings(data_dir=srv.data_dir, database_url=srv.db_url)
+        )
+        try:
+            banks.create_bank(db, "ncmec")
+            _add(db, source.url)
+            exchanges.sync_exchange(db, "ncmec", factory=_factory(Sleeps()))
+            good = banks.get_entry(db, "ncmec", "41-e1")  # an image: md5, sha1, pdq
+            bad = banks.get_entry(db, "ncmec", "42-e2")
+            matcher = srv.client("matcher")
+            reviewer = srv.client("reviewer")
+            decided = {}
+            for entry, signal_type, decision in (
+                (good, "pdq", "confirmed"),
+                (bad, "md5", "false_positive"),
+            ):
+                value = next(s.value for s in entry.signals if s.type == signal_type)
+                body = {
+                    "signals": [{"type": signal_type, "value": value}],
+                    "submission": {"content_id": f"upload-{entry.entry_id}"},
+                }
+                got = matcher.post("/v1/match/signals", json=body)
+                assert got.status_code == 200, got.text
+                sid = got.json()["submission_id"]
+                answer = reviewer.post(
+                    f"/v1/submissions/{sid}/decisions", json={"decision": decision}
+                )
+                assert answer.status_code in (200, 201), answer.text
+                decided[entry.entry_id] = signal_type
+            report = exchanges.sync_exchange(db, "ncmec", factory=_factory(Sleeps()))
+            assert report.feedback is not None
+            assert (report.feedback.collected, report.feedback.sent) == (2, 2)
+            votes = sorted((m, e, f, "affirmative" in b) for m, e, f, b in source.votes)
+            assert votes == [("41", "e1", "PDQ", True), ("42", "e2", "MD5", False)]
+            down = next(b for *_, b in source.votes if "negative" in b)
+            assert "0f5d3a1e-1111-2222-3333-444455556666" in down
+            # owed once: a later sync sends nothing more
+            again = exchanges.sync_exchange(db, "ncmec", factory=_factory(Sleeps()))
+            assert again.feedback is not None and again.feedback.sent == 0
+            assert len(source.votes) == 2
+            assert exchanges.exchange_status(db, "ncmec").feedback == {"sent": 2}
+        finally:
+            db.close()

@@ -186,3 +186,9 @@ class FeedRefusedError(ExchangeError):
     order); nothing of it was applied."""
 
     code = "feed-refused"
+
+
+class SourceUnavailableError(ExchangeError):
+    """An exchange's source kept failing (timeouts, 5xx, 429) through every retry."""
+
+    code = "source-unavailable"

@@ -44,6 +44,9 @@ class ExchangeOut(BaseModel):
     last_error: str | None
     last_error_at: datetime | None
     lag_seconds: float | None = Field(description="now minus the source's newest data time")
+    feedback: dict[str, int] = Field(
+        description="votes owed to the source (NCMEC) by status: pending, sent, failed"
+    )
 
     @classmethod
     def of(cls, status: exchanges.ExchangeStatus) -> ExchangeOut:

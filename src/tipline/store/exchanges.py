@@ -11,7 +11,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tipline.store.base import Base, UTCDateTime
@@ -68,3 +77,35 @@ class ExchangeEntryTimeRow(Base):
     ts: Mapped[int] = mapped_column(BigInteger, nullable=False)
     deleted: Mapped[bool] = mapped_column(Boolean, nullable=False)
     bank: Mapped[str] = mapped_column(String(200), nullable=False)
+
+
+class ExchangeFeedbackRow(Base):
+    """A vote owed to an exchange's source about one of its entries: ``up`` when our
+    reviewers confirmed material that matched it, ``down`` (with the source's reason id)
+    when they found it a false positive. Sent once; failures are kept and retried."""
+
+    __tablename__ = "exchange_feedback"
+    __table_args__ = (
+        UniqueConstraint(
+            "exchange_id", "entry_id", "fingerprint", "vote", name="uq_exchange_feedback_vote"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    exchange_id: Mapped[int] = mapped_column(
+        _BigId, ForeignKey("exchanges.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    #: the entry as tipline stores it (NCMEC: ``<member id>-<entry id>``)
+    entry_id: Mapped[str] = mapped_column(String(200), nullable=False)
+    #: the source's fingerprint type (NCMEC: MD5, SHA1, PDQ)
+    fingerprint: Mapped[str] = mapped_column(String(32), nullable=False)
+    #: up | down
+    vote: Mapped[str] = mapped_column(String(8), nullable=False)
+    #: the decision it comes from
+    decision_id: Mapped[str] = mapped_column(String(26), nullable=False)
+    #: pending | sent | failed (failed: retried on later syncs until max attempts)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

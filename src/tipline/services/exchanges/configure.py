@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tipline.errors import ConflictError, InputError, NotFoundError
@@ -19,7 +19,7 @@ from tipline.services.exchanges.model import ExchangeSpec, Totals
 from tipline.services.exchanges.registry import kind_of
 from tipline.store import bank_repository as repo
 from tipline.store.db import transaction
-from tipline.store.exchanges import ExchangeRow
+from tipline.store.exchanges import ExchangeFeedbackRow, ExchangeRow
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -45,6 +45,8 @@ class ExchangeStatus:
     last_error: str | None
     last_error_at: datetime | None
     lag_seconds: float | None
+    #: votes owed to the source by status (pending, sent, failed)
+    feedback: dict[str, int]
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form (datetimes as ISO 8601)."""
@@ -55,7 +57,18 @@ class ExchangeStatus:
         return out
 
 
-def _status(row: ExchangeRow, now: datetime) -> ExchangeStatus:
+def _feedback_counts(session: Session, exchange_id: int) -> dict[str, int]:
+    rows = session.execute(
+        select(ExchangeFeedbackRow.status, func.count())
+        .where(ExchangeFeedbackRow.exchange_id == exchange_id)
+        .group_by(ExchangeFeedbackRow.status)
+    ).all()
+    return {str(k): int(v) for k, v in rows}
+
+
+def _status(
+    row: ExchangeRow, now: datetime, feedback: dict[str, int] | None = None
+) -> ExchangeStatus:
     if row.credential_env:
         credential = f"env:{row.credential_env}"
     elif row.credential_file:
@@ -79,6 +92,7 @@ def _status(row: ExchangeRow, now: datetime) -> ExchangeStatus:
         last_error=row.last_error,
         last_error_at=row.last_error_at,
         lag_seconds=lag,
+        feedback=feedback or {},
     )
 
 
@@ -171,8 +185,8 @@ def list_exchanges(
         return []
     now = datetime.now(UTC)
     with db.sessions() as s:
-        rows = s.execute(select(ExchangeRow).order_by(ExchangeRow.name)).scalars()
-        return [_status(r, now) for r in rows]
+        rows = s.execute(select(ExchangeRow).order_by(ExchangeRow.name)).scalars().all()
+        return [_status(r, now, _feedback_counts(s, r.id)) for r in rows]
 
 
 def exchange_status(
@@ -182,7 +196,8 @@ def exchange_status(
     if _tenant_bound(actor):
         raise NotFoundError(f"no exchange {name!r}")
     with db.sessions() as s:
-        return _status(get_row(s, name), datetime.now(UTC))
+        row = get_row(s, name)
+        return _status(row, datetime.now(UTC), _feedback_counts(s, row.id))
 
 
 def set_enabled(

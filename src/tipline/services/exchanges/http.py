@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from tipline._optional import require
-from tipline.errors import ExchangeError
+from tipline.errors import ExchangeError, SourceUnavailableError
 
 if TYPE_CHECKING:
     import httpx
@@ -77,15 +77,38 @@ class Fetcher:
     ) -> T:
         """``parse`` of the body of a 200 answer. A ``ValueError`` from ``parse`` (a
         truncated or garbled page) is retried like a 5xx."""
+        return self.request("GET", url, params, parse)
+
+    def put(self, url: str, content: bytes, content_type: str) -> bytes:
+        """PUT ``content``; the body of a 2xx answer (retried like a GET: the receivers
+        of these PUTs, NCMEC's feedback, treat a repeated vote as the same vote)."""
+        return self.request(
+            "PUT", url, None, lambda body: body, content=content, content_type=content_type
+        )
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, str] | None,
+        parse: Callable[[bytes], T],
+        *,
+        content: bytes | None = None,
+        content_type: str | None = None,
+    ) -> T:
+        """One call with the retry rules of the module docstring."""
         httpx_mod = require("httpx")
+        headers = dict(self.headers)
+        if content_type is not None:
+            headers["Content-Type"] = content_type
         last = "no attempt made"
         for attempt in range(1, self.attempts + 1):
             retry_after: str | None = None
             try:
                 with self._client().stream(
-                    "GET", url, params=params, headers=dict(self.headers)
+                    method, url, params=params, headers=headers, content=content
                 ) as answer:
-                    if answer.status_code == 200:
+                    if answer.status_code == 200 or (method != "GET" and answer.is_success):
                         body = self._read(answer)
                         try:
                             return parse(body)
@@ -93,7 +116,7 @@ class Fetcher:
                             last = f"unreadable page ({str(exc)[:200]})"
                     else:
                         last = f"HTTP {answer.status_code}"
-                    if answer.status_code != 200 and answer.status_code not in RETRYABLE:
+                    if not answer.is_success and answer.status_code not in RETRYABLE:
                         raise ExchangeError(
                             f"exchange {self.exchange!r}: the source answered {last}"
                         )
@@ -105,7 +128,7 @@ class Fetcher:
             if attempt < self.attempts:
                 self.retries += 1
                 self.sleep(self._delay(attempt, retry_after))
-        raise ExchangeError(
+        raise SourceUnavailableError(
             f"exchange {self.exchange!r}: the source failed {self.attempts} times (last: {last})"
         )
 

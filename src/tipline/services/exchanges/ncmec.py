@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
@@ -48,6 +49,7 @@ ENVIRONMENTS: dict[str, str] = {
     "test-ngo": "https://hashsharing-test.ncmec.org/npo",
 }
 _TIME = "%Y-%m-%dT%H:%M:%SZ"
+_NS = "https://hashsharing.ncmec.org/hashsharing/v2"
 #: the window read at once when none is configured (one day)
 DEFAULT_WINDOW = 86_400
 #: the longest window an empty stretch grows to (a year)
@@ -92,13 +94,30 @@ def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError("window_seconds must be between 60 and 31,622,400")
     start = int(config.get("start") or 0)
     banks = {str(k): str(v) for k, v in dict(config.get("banks") or {}).items()}
+    reason = str(config.get("downvote_reason") or "") or None
+    if reason is not None and not re.fullmatch(r"[0-9A-Za-z-]{1,64}", reason):
+        raise ConfigError("downvote_reason must be NCMEC's reason id (a GUID)")
     return {
+        "downvote_reason": reason,
         "environment": env or "custom",
         "url": url.rstrip("/"),
         "username": username,
         "window_seconds": window,
         "start": max(0, start),
         "banks": banks,
+    }
+
+
+def _reasons(body: bytes) -> dict[str, str]:
+    """guid -> name of the ``availableFeedbackReasons`` document."""
+    try:
+        root = SafeET.fromstring(body, forbid_dtd=True)
+    except (SyntaxError, DefusedXmlException) as exc:
+        raise ValueError(f"malformed XML: {exc}") from None
+    return {
+        str(el.get("guid")): str(el.get("name") or "")
+        for el in root.iter()
+        if el.tag.rsplit("}", 1)[-1] == "reason" and el.get("guid")
     }
 
 
@@ -133,6 +152,7 @@ class NcmecAdapter:
         self.window = int(config["window_seconds"])
         self.start = int(config["start"])
         self.banks: dict[str, str] = config["banks"]
+        self.downvote_reason: str | None = config["downvote_reason"]
         token = base64.b64encode(f"{config['username']}:{password}".encode()).decode()
         fetcher.headers = {**fetcher.headers, "Authorization": f"Basic {token}"}
         self.fetcher = fetcher
@@ -141,6 +161,36 @@ class NcmecAdapter:
     def close(self) -> None:
         """Close connections."""
         self.fetcher.close()
+
+    def send_vote(self, entry_id: str, fingerprint: str, vote: str) -> None:
+        """Send an up or down vote on one fingerprint of an entry (``<member>-<id>``).
+        A down vote carries the configured reason id, or the only reason NCMEC offers
+        for that fingerprint type (ExchangeError naming the choices otherwise)."""
+        member, sep, raw = entry_id.partition("-")
+        if not sep or not member.isdigit() or not raw:
+            raise ExchangeError(f"not an NCMEC entry id: {entry_id!r}")
+        if vote == "up":
+            inner = "<affirmative/>"
+        else:
+            guid = self._reason(fingerprint)
+            inner = f"<negative><reasonIds><guid>{guid}</guid></reasonIds></negative>"
+        body = f'<feedbackSubmission xmlns="{_NS}">{inner}</feedbackSubmission>'
+        url = f"{self.base}/v2/entries/{member}/{quote(raw, safe='')}/{fingerprint}/feedback"
+        self.fetcher.put(url, body.encode(), "application/xml; charset=utf-8")
+
+    def _reason(self, fingerprint: str) -> str:
+        if self.downvote_reason:
+            return self.downvote_reason
+        reasons = self.fetcher.get_parsed(
+            f"{self.base}/v2/feedback/{fingerprint}/reasons", None, _reasons
+        )
+        if len(reasons) != 1:
+            names = ", ".join(f"{g} ({n})" for g, n in reasons.items()) or "none"
+            raise ExchangeError(
+                f"exchange {self.spec.name!r}: choose a down-vote reason for {fingerprint} "
+                f"(config downvote_reason): {names}"
+            )
+        return next(iter(reasons))
 
     def _read(self, body: bytes) -> tuple[list[ParsedEntry], int, str | None]:
         nxt = _paging_next(body)

@@ -4,7 +4,9 @@ Each page and the checkpoint after it commit together (compare-and-set on the st
 checkpoint, under a row lock), so a sync killed at any moment resumes after the last
 committed page, and two syncs of one exchange running at once (two workers, or the CLI
 beside a worker) cannot both apply the same page: the later one stops with a conflict.
-A failure is recorded on the exchange (last error, time) and raised.
+A failure is recorded on the exchange (last error, time) and raised. After the pages,
+an adapter that takes feedback (NCMEC) is sent the votes our reviewers' decisions owe
+(see ``feedback.py``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from typing import Any
 from tipline.errors import ConflictError, TiplineError
 from tipline.services import audit
 from tipline.services.database import Database
+from tipline.services.exchanges import feedback
 from tipline.services.exchanges.apply import apply_deltas
 from tipline.services.exchanges.configure import get_row, spec_of
+from tipline.services.exchanges.feedback import FeedbackReport
 from tipline.services.exchanges.http import Fetcher
 from tipline.services.exchanges.model import ExchangeAdapter, ExchangeSpec, Page, Totals
 from tipline.services.exchanges.registry import build_adapter
@@ -34,12 +38,14 @@ class SyncReport:
     totals: Totals = field(default_factory=Totals)
     checkpoint: dict[str, Any] | None = None
     seconds: float = 0.0
+    feedback: FeedbackReport | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
         return {
             "name": self.name,
             "totals": self.totals.as_json(),
+            "feedback": self.feedback.as_json() if self.feedback else None,
             "checkpoint": self.checkpoint,
             "seconds": round(self.seconds, 3),
         }
@@ -116,6 +122,10 @@ def sync_exchange(
                 on_page(totals)
             if max_pages is not None and report.totals.pages >= max_pages:
                 break
+        if isinstance(adapter, feedback.VoteSender):
+            collected = feedback.collect(db, name)
+            report.feedback = feedback.send(db, name, adapter, actor=actor)
+            report.feedback.collected = collected
     except TiplineError as exc:
         _fail(db, name, exc.message, actor)
         raise

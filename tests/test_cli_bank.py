@@ -43,7 +43,8 @@ def test_db_upgrade_on_embedded_default(tmp_path):
         [TIPLINE, "db", "upgrade"], capture_output=True, text=True, env=env, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
-    assert "0001_banks" in proc.stdout and "tipline.db" in proc.stdout
+    # every head of the migration graph is named (0001_banks itself is no longer one)
+    assert "0012_hma_content" in proc.stdout and "tipline.db" in proc.stdout
     assert (tmp_path / "tipline-data" / "tipline.db").exists()
 
 
@@ -233,3 +234,51 @@ def test_bank_delete(cli, tmp_path):
     assert [(b["name"], b["entries"]) for b in listed] == [("gone", 0), ("kept", 1)]
     audit = cli("audit", "verify")
     assert audit.returncode == 0, audit.stderr
+
+
+def test_import_threatexchange_dataset_csv_and_export_vpdq_for_pytx(cli, tmp_path):
+    """``threatexchange dataset -P --csv`` output imports as is; ``--format hma`` writes
+    vPDQ in the JSON form python-threatexchange reads."""
+    import csv
+
+    frames = json.dumps([f"{i + 1:064x},100,{float(i):.3}" for i in range(3)])
+    path = tmp_path / "collab.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, ["signal_type", "signal_str", "collab", "category", "tags"])
+        writer.writeheader()
+        writer.writerow(
+            {
+                "signal_type": "pdq",
+                "signal_str": "a" * 64,
+                "collab": "Sample",
+                "category": "POSITIVE_CLASS",
+                "tags": "t1 t2",
+            }
+        )
+        writer.writerow(
+            {
+                "signal_type": "vpdq",
+                "signal_str": frames,
+                "collab": "Sample",
+                "category": "POSITIVE_CLASS",
+                "tags": "",
+            }
+        )
+        writer.writerow(
+            {
+                "signal_type": "pdq",
+                "signal_str": "b" * 64,
+                "collab": "Sample",
+                "category": "NEGATIVE_CLASS",
+                "tags": "",
+            }
+        )
+    assert cli("bank", "create", "known").returncode == 0
+    r = cli("bank", "import", "known", str(path))
+    assert r.returncode == 0, r.stderr
+    assert "imported 2 entries" in r.stdout
+    out = cli("bank", "export", "known", "--format", "hma").stdout.splitlines()
+    assert out[0] == "pdq " + "a" * 64
+    assert out[1] == f"vpdq {frames}"
+    vpdq = pytest.importorskip("threatexchange.extensions.vpdq.vpdq")
+    assert vpdq.VPDQSignal.validate_signal_str(frames) == frames

@@ -460,6 +460,7 @@ def test_csv_reads_threatexchange_dataset_csv():
         ("pdq", "b" * 64, "Other", "NEGATIVE_CLASS", "fp"),
         ("video_md5", "c" * 32, "Other", "INVESTIGATION_SEED", ""),
         ("pdq", "zz", "Other", "POSITIVE_CLASS", ""),
+        ("pdq", "d" * 64, "Other", "NEGATIVE_CLASS", ""),  # last: nothing read twice
     ]
     for kind, value, collab, category, tags in rows:
         writer.writerow(
@@ -482,3 +483,4 @@ def test_csv_reads_threatexchange_dataset_csv():
         assert by_value[_vpdq_value(3)].signals[0].type == "vpdq"
         assert by_value["c" * 32].labels == ("INVESTIGATION_SEED",)
         assert by_value["skipped"].signals == ()  # the NEGATIVE_CLASS row is not imported
+        assert len(good) == 5 and sum(1 for e in good if e.signals) == 3

@@ -135,6 +135,7 @@ def read(stream: IO[bytes], *, path: str | None = None) -> Iterator[ReadItem]:
             continue
         if pending is not None:
             yield pending.done()
+            pending = None
         source = (cell("source") or "").strip() or None
         raw_labels = cell("labels") or ""
         labels = tuple(raw_labels.split()) if pytx else split_labels(raw_labels)

@@ -210,3 +210,75 @@ def test_submission_and_decision_carry_report_facts(server: Server) -> None:
     )
     orphan_facts = matcher.post("/v1/match", params={"upload_port": 1}, content=image)
     assert orphan_facts.status_code == 400 and "content_id" in orphan_facts.text
+
+
+def test_failed_report_listed_queued_and_retried_over_http(
+    server: Server, settings: Settings
+) -> None:
+    reviewer = server.client("a_reviewer")
+    made = reviewer.post(f"/v1/decisions/{_decision(settings, 'tenant-a', viewed=False)}/report")
+    assert made.status_code == 201, made.text
+    report_id = made.json()["id"]
+    with ispws_server() as rx:
+        wrong = settings.model_copy(
+            update={
+                "report_ispws_url": rx.url,
+                "report_ispws_username": rx.username,
+                "report_ispws_password": SecretStr("not-the-password"),
+            }
+        )
+        with service.reports_database(wrong) as sessions:
+            assert service.deliver(sessions, settings=wrong).failed == 1
+        failed = reviewer.get("/v1/reports", params={"status": "failed"}).json()
+        assert [(r["id"], r["step"]) for r in failed] == [(report_id, None)]
+        assert failed[0]["last_error"]
+        (item,) = reviewer.get("/v1/reports/operator-queue").json()
+        assert item["report_id"] == report_id and item["step"] == "submit"
+        assert server.client("b_reviewer").get("/v1/reports/operator-queue").json() == []
+        assert server.client("b_admin").post(f"/v1/reports/{report_id}/retry").status_code == 404
+        retried = reviewer.post(f"/v1/reports/{report_id}/retry")
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["status"] == "queued" and retried.json()["step"] == "submit"
+        assert reviewer.get("/v1/reports/operator-queue").json() == []
+        right = wrong.model_copy(update={"report_ispws_password": SecretStr(rx.password)})
+        with service.reports_database(right) as sessions:
+            assert service.deliver(sessions, settings=right).finished == 1
+        assert len(rx.receiver.finished_by_ref()) == 1
+    shown = reviewer.get(f"/v1/reports/{report_id}").json()
+    assert shown["report"]["status"] == "finished"
+
+
+def test_review_decision_on_another_tenants_item_is_not_found(server: Server) -> None:
+    known = sample_images()[0]
+    curator = server.client("a_curator")
+    assert curator.post("/v1/banks", json={"name": "kept"}).status_code == 201
+    added = curator.post("/v1/banks/kept/media?entry_id=k1", content=known.read_bytes())
+    assert added.status_code == 201, added.text
+    rule = server.client("a_admin").post(
+        "/v1/rules", json={"action": "enqueue_review", "bank": "kept"}
+    )
+    assert rule.status_code == 201, rule.text
+    sent = server.client("a_matcher").post(
+        "/v1/match", params={"content_id": "c-1"}, content=known.read_bytes()
+    )
+    assert sent.status_code == 200 and sent.json()["matched"], sent.text
+    submission_id = sent.json()["submission_id"]
+    (item,) = server.client("a_reviewer").get("/v1/review").json()
+    other = server.client("b_admin")
+    refused = other.post(f"/v1/review/{item['id']}/decision", json={"decision": "rejected"})
+    assert refused.status_code == 404
+    assert refused.headers["content-type"] == "application/problem+json"
+    direct = other.post(
+        f"/v1/submissions/{submission_id}/decisions", json={"decision": "false_positive"}
+    )
+    assert direct.status_code == 404
+    # nothing was decided and the kept media is still there
+    reviewer = server.client("a_reviewer")
+    assert [q["id"] for q in reviewer.get("/v1/review").json()] == [item["id"]]
+    assert reviewer.get(f"/v1/submissions/{submission_id}/decisions").json() == []
+    (kept,) = reviewer.get("/v1/vault/items", params={"submission_id": submission_id}).json()
+    assert kept["purged_at"] is None
+    # the owner's rejection erases the media kept only for review
+    rejected = reviewer.post(f"/v1/review/{item['id']}/decision", json={"decision": "rejected"})
+    assert rejected.status_code == 204, rejected.text
+    assert reviewer.get("/v1/vault/items", params={"submission_id": submission_id}).json() == []

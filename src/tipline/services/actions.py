@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from ulid import ULID
 
 from tipline.errors import ConflictError, InputError, NotFoundError
-from tipline.services import audit, jobs, webhooks
+from tipline.services import audit, jobs, vault, webhooks
 from tipline.services.auth import Permission, Principal, require_tenant, tenant_clause
 from tipline.services.reports.facts import review_facts_from_json
 from tipline.store import submissions as sub_store
@@ -392,6 +392,8 @@ def decide(
             reason=f"review item {item_id} ({item.bank})",
             facts=review_facts.as_json(),
         ).id
+        if kind is DecisionKind.FALSE_POSITIVE:
+            discard_false_positive_media(session, submission, actor=actor, decision_id=decision_id)
     audit.append(
         session,
         actor=actor,
@@ -406,3 +408,28 @@ def decide(
         tenant=item.tenant,
     )
     return decision_id
+
+
+def discard_false_positive_media(
+    session: Session, submission: SubmissionRow, *, actor: Principal, decision_id: str
+) -> list[str]:
+    """After a false-positive decision, erase the submission's media kept only for
+    review (in no report, no active legal hold), in the caller's transaction: there is
+    nothing to report or preserve. Kept while another review item of the submission
+    (another bank) is pending or confirmed. Returns the purged vault item ids."""
+    open_items = session.execute(
+        select(ReviewItem.id).where(
+            ReviewItem.event_id == submission.id,
+            ReviewItem.status != ReviewStatus.REJECTED.value,
+        )
+    ).first()
+    if open_items is not None:
+        return []
+    purged, _held = vault.purge_unreported_media(
+        session,
+        submission.id,
+        tenant=submission.tenant,
+        actor=actor,
+        reason=f"false positive (decision {decision_id})",
+    )
+    return purged

@@ -486,7 +486,9 @@ def add_decision(
     facts: Mapping[str, Any] | None = None,
 ) -> Decision:
     """Record a decision on the tenant's submission (audited; NotFoundError if not
-    theirs); ``facts`` says what the reviewer viewed and concluded."""
+    theirs); ``facts`` says what the reviewer viewed and concluded. A false positive
+    erases the media kept only for review (see
+    :func:`tipline.services.actions.discard_false_positive_media`)."""
     with transaction(sessions) as session:
         row = store.add_decision(
             session,
@@ -497,6 +499,13 @@ def add_decision(
             reason=reason,
             facts=dict(facts) if facts is not None else None,
         )
+        if decision is store.DecisionKind.FALSE_POSITIVE:
+            actions.discard_false_positive_media(
+                session,
+                store.get_submission(session, who.tenant, submission_id),
+                actor=who,
+                decision_id=row.id,
+            )
         audit.append(
             session,
             actor=who,

@@ -44,6 +44,7 @@ from tipline.services.vault.retention import (
     place_hold,
     purge,
     purge_handler,
+    purge_unreported_media,
     release_hold,
     schedule_purge,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "place_hold",
     "purge",
     "purge_handler",
+    "purge_unreported_media",
     "read_bytes",
     "read_to_file",
     "release_hold",

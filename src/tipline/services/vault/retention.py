@@ -21,8 +21,17 @@ from ulid import ULID
 from tipline.errors import ConflictError, InputError
 from tipline.services import audit, jobs
 from tipline.services.auth import Permission, Principal, Role, tenant_clause
-from tipline.services.vault._model import TARGET, EvidenceInfo, HoldInfo, Vault, get_row, holds_of
+from tipline.services.vault._model import (
+    TARGET,
+    EvidenceInfo,
+    EvidenceKind,
+    HoldInfo,
+    Vault,
+    get_row,
+    holds_of,
+)
 from tipline.store.db import transaction
+from tipline.store.reports import ReportFileRow
 from tipline.store.vault import EvidenceHoldRow, EvidenceItemRow
 
 #: job kind of the purge job (``tipline worker`` runs it daily)
@@ -228,6 +237,70 @@ def purge(
             progress(done, len(due))
     removed = _remove_stray_files(sessions, vault, actor, now) if actor.tenant is None else 0
     return PurgeReport(purged, int(held), removed)
+
+
+def purge_unreported_media(
+    session: Session,
+    submission_id: str,
+    *,
+    tenant: str | None,
+    actor: str | Principal,
+    reason: str,
+    now: datetime | None = None,
+) -> tuple[list[str], int]:
+    """Erase, in the caller's transaction, the media kept for the tenant's submission
+    that no report carries (kept only for review): the wrapped data key is deleted
+    and the row marked purged, each audited as ``vault.purge`` with ``reason``, so the
+    content is unreadable from the commit on (the next purge job removes the files).
+    Items on an active legal hold are kept (audited as ``vault.purge_held``). Returns
+    the purged ids and the number kept on hold."""
+    now = now or datetime.now(UTC)
+    actor_id = actor.key_id if isinstance(actor, Principal) else actor
+    mine = and_(
+        EvidenceItemRow.submission_id == submission_id,
+        EvidenceItemRow.tenant.is_(None) if tenant is None else EvidenceItemRow.tenant == tenant,
+        EvidenceItemRow.kind == EvidenceKind.MEDIA.value,
+        EvidenceItemRow.purged_at.is_(None),
+        EvidenceItemRow.report_id.is_(None),
+        EvidenceItemRow.reported_at.is_(None),
+        ~EvidenceItemRow.id.in_(select(ReportFileRow.evidence_id)),
+    )
+    held = list(
+        session.execute(
+            select(EvidenceItemRow.id).where(mine, _active_hold()).order_by(EvidenceItemRow.id)
+        ).scalars()
+    )
+    purged = session.execute(
+        update(EvidenceItemRow)
+        .where(mine, ~_active_hold())
+        .values(wrapped_key=None, purged_at=now, purged_by=actor_id)
+        .returning(EvidenceItemRow.id, EvidenceItemRow.sha256, EvidenceItemRow.size),
+        execution_options={"synchronize_session": False},
+    ).all()
+    for row in sorted(purged, key=lambda r: r.id):
+        audit.append(
+            session,
+            actor=actor,
+            action="vault.purge",
+            target=(TARGET, row.id),
+            details={
+                "reason": reason,
+                "submission_id": submission_id,
+                "sha256": row.sha256,
+                "size": row.size,
+            },
+            tenant=tenant,
+        )
+    for item_id in held:
+        audit.append(
+            session,
+            actor=actor,
+            action="vault.purge_held",
+            target=(TARGET, item_id),
+            details={"reason": reason, "submission_id": submission_id},
+            tenant=tenant,
+        )
+    return sorted(r.id for r in purged), len(held)
 
 
 def _remove_stray_files(

@@ -76,6 +76,9 @@ MIN_ITEM_DISTANCE, MIN_ITEM_QUALITY = 90, 50
 MAX_CROP = 0.005
 #: an item whose probe copies (:data:`_PROBES`) move its PDQ further is not used
 MAX_PROBE_DISTANCE = 28
+#: least PDQ quality of an item at video size: vPDQ ignores frames under quality 50, and a
+#: video's frames (smaller, re-encoded) lose some quality against this estimate
+MIN_FRAME_QUALITY = 70
 #: smallest scale and JPEG quality of a transformed copy
 MIN_SCALE, MIN_QUALITY = 0.72, 60
 _PROBES = (
@@ -226,7 +229,8 @@ def _sources(spec: SimulationSpec, count: int, rng: random.Random) -> list[Sourc
     """``count`` perceptually distinct pictures: no two originals within
     :data:`MIN_ITEM_DISTANCE` PDQ bits, none below :data:`MIN_ITEM_QUALITY`, none whose
     probe copies move more than :data:`MAX_PROBE_DISTANCE` bits (so every copy of an
-    item stays near its original and the truth's clusters can be found)."""
+    item stays near its original and the truth's clusters can be found), none under
+    :data:`MIN_FRAME_QUALITY` at video size (so a video's frames stay hashable)."""
     papers = [str(p) for p in simmedia.wallpapers(spec.wallpapers)]
     candidates: list[Source] = [Source(wallpaper=p, quadrant=q) for p in papers for q in range(4)]
     rng.shuffle(candidates)
@@ -247,6 +251,10 @@ def _sources(spec: SimulationSpec, count: int, rng: random.Random) -> list[Sourc
         if quality < MIN_ITEM_QUALITY:
             continue
         if any(_moved(picture, probe, bits) > MAX_PROBE_DISTANCE for probe in _PROBES):
+            continue
+        frame = picture.copy()
+        frame.thumbnail((spec.video_side, spec.video_side))
+        if simmedia.pdq_of(frame)[1] < MIN_FRAME_QUALITY:
             continue
         if hashes:
             nearest = int(np.min(np.count_nonzero(np.stack(hashes) != bits, axis=1)))

@@ -1,24 +1,34 @@
-"""The loop closed over real processes: a clearinghouse (`tipline serve --role
-clearinghouse`) publishes a bank as a signed feed; a provider configures it with
-`tipline exchange`, syncs it, and a re-upload of the material then matches at the
-provider's own `tipline serve`. Also the worker running a sync asked for over HTTP."""
+"""The loop closed over real processes: a provider files a report with the
+clearinghouse (`tipline serve --role clearinghouse`) through ISPWS, an analyst confirms
+it as new material, the clearinghouse publishes its hash list as a signed feed, another
+provider configures that feed with `tipline exchange`, syncs it, and a re-upload of the
+material then matches at that provider's own `tipline serve`. Also the worker running a
+sync asked for over HTTP."""
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
+import httpx
 import pytest
-from PIL import Image
 
-from _api_server import running_server, server_on
+from _api_server import Server, running_server, server_on
+from _clock import HANG_SECONDS
+from _intake_media import pictures, report_xml, variant
 from tipline.config import Settings
-from tipline.demo import sample_images
-from tipline.services import bank_media, banks
+from tipline.services import clearinghouse
+from tipline.services.auth import create_key
 from tipline.services.database import open_database
+from tipline.services.vault import MasterKey
+from tipline.services.vault.keys import write_key_file
+from tipline.store.db import transaction
+
+PUBLISHED = "clearinghouse-confirmed"
 
 
 def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -32,12 +42,43 @@ def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProc
     )
 
 
-def _reencoded(path: Path) -> bytes:
-    with Image.open(path) as im:
-        small = im.convert("RGB").resize((im.width * 2 // 3, im.height * 2 // 3))
-    out = io.BytesIO()
-    small.save(out, format="JPEG", quality=75)
-    return out.getvalue()
+def _code(answer: httpx.Response) -> str:
+    assert answer.status_code == 200, answer.text
+    return ET.fromstring(answer.content).findtext("responseCode") or ""
+
+
+def _file_and_confirm(ch: Server, picture: bytes) -> None:
+    """A provider files a report with ``picture`` through ISPWS (plain HTTP); once the
+    clearinghouse has triaged it, an analyst confirms it as new material (A1)."""
+    db = open_database(ch.db_url, settings=Settings(data_dir=ch.data_dir, database_url=ch.db_url))
+    try:
+        clearinghouse.add_provider(db.sessions, "esp-loop", "esp-loop-password")
+        with transaction(db.sessions) as s:
+            analyst = create_key(s, name="analyst", role="analyst").secret
+    finally:
+        db.close()
+    auth = ("esp-loop", "esp-loop-password")
+    with httpx.Client(base_url=f"{ch.base_url}/ispws", auth=auth, timeout=60) as ispws:
+        xml = report_xml()
+        opened = ispws.post("/submit", content=xml, headers={"Content-Type": "text/xml"})
+        assert _code(opened) == "0"
+        rid = ET.fromstring(opened.content).findtext("reportId") or ""
+        up = ispws.post("/upload", data={"id": rid}, files={"file": ("upload.jpg", picture)})
+        assert _code(up) == "0"
+        assert _code(ispws.post("/finish", data={"id": rid})) == "0"
+    headers = {"Authorization": f"Bearer {analyst}"}
+    with httpx.Client(base_url=ch.base_url, headers=headers, timeout=60) as api:
+        deadline = time.monotonic() + HANG_SECONDS  # bounds a failure only
+        while str(rid) not in {
+            str(r["report_id"]) for r in api.get("/v1/clearinghouse/queue").json()
+        }:
+            assert time.monotonic() < deadline, "the report was never triaged"
+            time.sleep(0.1)
+        confirmed = api.post(
+            f"/v1/clearinghouse/reports/{rid}/confirm", json={"classification": "A1"}
+        )
+        assert confirmed.status_code == 200, confirmed.text
+        assert confirmed.json()["published"], confirmed.text
 
 
 @pytest.mark.parametrize(
@@ -49,31 +90,25 @@ def test_confirmed_at_the_clearinghouse_then_caught_at_the_provider(
     ch_dir = tmp_path / "ch"
     ch_dir.mkdir()
     ch_url = f"sqlite:///{ch_dir / 'tipline.db'}"
-    picture = sample_images()[1]
-    ch_db = open_database(ch_url, settings=Settings(data_dir=ch_dir, database_url=ch_url))
-    try:
-        banks.create_bank(ch_db, "CONFIRMED")
-        bank_media.add_media_file(
-            ch_db, "CONFIRMED", str(picture), entry_id="item-1", labels=["A1"]
-        )
-    finally:
-        ch_db.close()
+    picture = pictures(1)[0]
     keygen = _cli("exchange", "keygen", "--out", str(ch_dir / "feed.key"), env={}, cwd=ch_dir)
     assert keygen.returncode == 0, keygen.stderr
     public_key = keygen.stdout.strip()
     assert (ch_dir / "feed.key").stat().st_mode & 0o777 == 0o600
+    vault_key = ch_dir / "master.key"
+    write_key_file(vault_key, MasterKey.generate())
     ch_env = {
         "TIPLINE_FEED_SIGNING_KEY_FILE": str(ch_dir / "feed.key"),
-        "TIPLINE_FEED_BANKS": '["CONFIRMED"]',
+        "TIPLINE_FEED_BANKS": f'["{PUBLISHED}"]',
+        "TIPLINE_VAULT_MASTER_KEY_FILE": str(vault_key),
     }
     with (
         running_server(ch_url, ch_dir, env=ch_env, args=("--role", "clearinghouse")) as ch,
         server_on(backend, request, tmp_path / "provider") as provider,
     ):
-        assert (
-            provider.client("curator").post("/v1/banks", json={"name": "from-ch"}).status_code
-            == 201
-        )
+        _file_and_confirm(ch, variant(picture, "base"))
+        created = provider.client("curator").post("/v1/banks", json={"name": "from-ch"})
+        assert created.status_code == 201, created.text
         env = {
             "TIPLINE_DATABASE_URL": provider.db_url,
             "TIPLINE_DATA_DIR": str(provider.data_dir),
@@ -81,12 +116,12 @@ def test_confirmed_at_the_clearinghouse_then_caught_at_the_provider(
         }
         added = _cli(
             "exchange", "add", "ch", "--kind", "tipline-feed", "--bank", "from-ch",
-            "--url", f"{ch.base_url}/v1/feeds/CONFIRMED", "--public-key", public_key,
+            "--url", f"{ch.base_url}/v1/feeds/{PUBLISHED}", "--public-key", public_key,
             "--credential-env", "CH_KEY", env=env, cwd=tmp_path,
         )  # fmt: skip
         assert added.returncode == 0, added.stderr
-        # before the sync, the re-upload is unknown at the provider
-        upload = _reencoded(picture)
+        # before the sync, a re-upload (resized, re-encoded) is unknown at the provider
+        upload = variant(picture, "small")
         before = provider.client("matcher").post("/v1/match", content=upload).json()
         assert before["matched"] is False
         synced = _cli("exchange", "sync", "ch", env=env, cwd=tmp_path)
@@ -95,7 +130,7 @@ def test_confirmed_at_the_clearinghouse_then_caught_at_the_provider(
         assert ch.keys["reviewer"] not in synced.stdout + synced.stderr
         after = provider.client("matcher").post("/v1/match", content=upload).json()
         assert after["matched"] is True
-        assert {(m["bank"], m["entry_id"]) for m in after["matches"]} == {("from-ch", "item-1")}
+        assert {(m["bank"], m["signal_type"]) for m in after["matches"]} == {("from-ch", "pdq")}
 
         # the status over HTTP; tenant keys see no exchanges
         listed = provider.client("admin").get("/v1/exchanges").json()

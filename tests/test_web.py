@@ -17,6 +17,7 @@ import pytest
 from PIL import Image, ImageChops, ImageFilter, ImageStat
 from sqlalchemy import text
 
+from _cli import run_tipline
 from _web_seed import PASSWORD, seed, seed_video, settings_for, video
 from _web_server import WebServer, hidden, web_server
 from tipline.errors import AuthError, ConflictError, InputError, MediaError, PermissionDeniedError
@@ -150,6 +151,22 @@ def test_sessions_expire_when_idle_or_old_and_the_expiry_is_audited(tmp_path: Pa
             ).scalars()
             found = " ".join(str(r) for r in reasons)
         assert "session too old" in found and "idle too long" in found
+        # five failures of a name lock it for 15 minutes, right password or not (the
+        # failures are counted from their audit records, stamped with the real time)
+        web_auth.add_user(db.sessions, "dave", PASSWORD)
+        for _ in range(5):
+            with pytest.raises(AuthError, match="wrong user name or password"):
+                web_auth.login(db.sessions, "dave", "guess", policy=policy)
+        with pytest.raises(AuthError, match="too many failed logins"):
+            web_auth.login(db.sessions, "dave", PASSWORD, policy=policy)
+        # an unknown name locks the same way (nothing tells existing names apart)
+        for _ in range(5):
+            with pytest.raises(AuthError, match="wrong user name or password"):
+                web_auth.login(db.sessions, "nobody", "guess", policy=policy)
+        with pytest.raises(AuthError, match="too many failed logins"):
+            web_auth.login(db.sessions, "nobody", "guess", policy=policy)
+        later = utcnow() + timedelta(days=1)
+        web_auth.login(db.sessions, "dave", PASSWORD, policy=policy, now=later)
         # a disabled user's session ends at once; a new password ends every session
         token, _ = web_auth.login(db.sessions, "carol", PASSWORD, policy=policy)
         web_auth.set_password(db.sessions, "carol", "another long password")
@@ -167,16 +184,18 @@ def test_user_commands(tmp_path: Path) -> None:
     env.pop("TIPLINE_DATABASE_URL", None)
 
     def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "tipline.cli.main", "user", *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-            timeout=300,
-            check=False,
-        )
+        if args[0] == "add" and "dana" in args:  # one run as the real console script
+            return subprocess.run(
+                [sys.executable, "-m", "tipline.cli.main", "user", *args],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=tmp_path,
+                timeout=300,
+                check=False,
+            )
+        return run_tipline(["user", *args], env=env, cwd=tmp_path, stdin=stdin)
 
     added = run("add", "dana", "--tenant", "acme", "--password-stdin", stdin=PASSWORD + "\n")
     assert added.returncode == 0, added.stderr
@@ -568,3 +587,46 @@ def test_a_video_is_shown_as_a_blurred_contact_sheet_never_played(tmp_path: Path
             media.contact_sheet(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100, limits=limits)
     finally:
         db.close()
+
+
+def test_a_reviewers_default_level_is_still_blurred_and_not_a_view(tmp_path: Path) -> None:
+    with web_server(tmp_path, count=1) as srv:
+        client = srv.login("bob")
+        page = client.get("/web/preferences")
+        saved = client.post(
+            "/web/preferences",
+            data={"csrf": hidden(page.text, "csrf"), "default_level": "1", "daily_limit": "5"},
+        )
+        assert saved.status_code == 303
+        too_sharp = client.post(
+            "/web/preferences", data={"csrf": hidden(page.text, "csrf"), "default_level": "2"}
+        )
+        assert too_sharp.status_code == 400
+        item_id = srv.seeded.items[0]
+        page = client.get(f"/web/review/{item_id}")
+        url = _image_url(page.text)
+        assert "/1.jpg" in url and "Unblurred today: 0 of 5 items" in page.text
+        light = _jpeg(client.get(url).content)
+        assert (
+            max(
+                ImageStat.Stat(
+                    ImageChops.difference(light, light.convert("L").convert("RGB"))
+                ).extrema[0]
+            )
+            <= 2
+        )
+        sharp = _jpeg(media.render_image(srv.seeded.pictures[0], 3, max_pixels=10**8))
+        assert _edge_energy(light) < _edge_energy(sharp) / 2
+        assert client.get(url.replace("/1.jpg", "/2.jpg")).status_code == 403
+        done = client.post(
+            f"/web/review/{item_id}/decide",
+            data={"csrf": hidden(page.text, "csrf"), "verdict": "confirm", "classification": "B1"},
+        )
+        assert done.status_code == 303
+        from tipline.services.reports import service as reports
+
+        report = re.search(r"report=([0-9A-Z]+)", done.headers["location"])
+        assert report is not None
+        detail = reports.get_report(srv.db.sessions, _user(srv.db, "bob"), report.group(1))
+        assert [f["viewed_by_esp"] for f in detail.files] == [False]
+        client.close()

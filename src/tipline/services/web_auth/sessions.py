@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.config import Settings
@@ -29,11 +29,16 @@ from tipline.services.web_auth.users import (
     UserInfo,
     verify_password,
 )
+from tipline.store.audit import AuditRecord
 from tipline.store.base import utcnow
 from tipline.store.db import transaction
 from tipline.store.web import WebSessionRow, WebUserRow
 
 _TOKEN_BYTES = 32
+#: failed logins of one name within :data:`LOCKOUT_WINDOW` after which that name's
+#: logins are refused (whatever the password) until the window has moved on
+MAX_FAILURES = 5
+LOCKOUT_WINDOW = timedelta(minutes=15)
 #: last_seen_at is written at most this often (a page load is not a write each time)
 _TOUCH_EVERY = timedelta(seconds=30)
 
@@ -111,15 +116,28 @@ def login(
 
     A wrong name, wrong password or disabled user raise the same :class:`AuthError`
     and are audited as ``web.login_failed`` (with the reason, never the password).
+    After :data:`MAX_FAILURES` failures of one name within :data:`LOCKOUT_WINDOW`
+    (counted from those audit records), that name is refused even with the right
+    password until the window has moved on: the same for names that do not exist.
     """
     now = now or utcnow()
     name = name.strip()[:64]
     with sessions() as session:
         row = session.scalar(select(WebUserRow).where(WebUserRow.name == name))
         stored = row.password_hash if row is not None else None
+        failures = session.scalar(
+            select(func.count()).where(
+                AuditRecord.action == "web.login_failed",
+                AuditRecord.target_id == name,
+                AuditRecord.at > now - LOCKOUT_WINDOW,
+                AuditRecord.at <= now,
+            )
+        )
     good = verify_password(stored, password[:MAX_PASSWORD_CHARS])
     reason = None
-    if row is None:
+    if int(failures or 0) >= MAX_FAILURES:
+        reason = "too many failed logins"
+    elif row is None:
         reason = "unknown user"
     elif not good:
         reason = "wrong password"
@@ -135,6 +153,8 @@ def login(
                 details={"reason": reason, "client": client},
                 tenant=row.tenant if row is not None else None,
             )
+        if reason == "too many failed logins":
+            raise AuthError("too many failed logins for this name; try again in 15 minutes")
         raise AuthError("wrong user name or password")
     assert row is not None
     token = secrets.token_urlsafe(_TOKEN_BYTES)

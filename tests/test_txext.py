@@ -1,0 +1,143 @@
+"""The python-threatexchange extension: tipline's PDQ index behind pytx's
+SignalTypeIndex, checked query by query against pytx's own PDQIndex (differential)."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("threatexchange")
+
+from threatexchange.extensions.manifest import ThreatExchangeExtensionManifest
+from threatexchange.signal_type.pdq.pdq_index import PDQIndex
+
+from tipline.errors import IndexCorruptError
+from tipline.txext import TX_MANIFEST, TiplinePDQIndex, TiplinePdqSignal
+
+ZERO = "0" * 64
+ONES = "f" * 64
+COMPARED = {"queries": 0}
+
+
+def _flip(hex_hash: str, bits: int, rng: random.Random) -> str:
+    value = int(hex_hash, 16)
+    for b in rng.sample(range(256), bits):
+        value ^= 1 << b
+    return f"{value:064x}"
+
+
+def _answers(index: object, query: str) -> list[tuple[int, object]]:
+    matches = index.query(query)  # type: ignore[attr-defined]
+    return sorted(
+        ((m.similarity_info.distance, m.metadata) for m in matches), key=lambda x: (x[0], str(x[1]))
+    )
+
+
+def _same(entries: list[tuple[str, object]], queries: list[str]) -> TiplinePDQIndex[object]:
+    ours, theirs = TiplinePDQIndex.build(entries), PDQIndex.build(entries)
+    for q in queries:
+        assert _answers(ours, q) == _answers(theirs, q), q
+    COMPARED["queries"] += len(queries)
+    return ours
+
+
+def _round_trip(index: TiplinePDQIndex[object]) -> TiplinePDQIndex[object]:
+    buf = io.BytesIO()
+    index.serialize(buf)
+    assert not buf.getvalue().startswith(b"\x80")  # not a pickle stream
+    buf.seek(0)
+    return TiplinePDQIndex.deserialize(buf)
+
+
+def test_manifest_loads_through_pytx() -> None:
+    manifest = ThreatExchangeExtensionManifest.load_from_module_name("tipline.txext")
+    assert manifest is TX_MANIFEST
+    assert [s.get_name() for s in manifest.signal_types] == ["pdq"]
+    assert TiplinePdqSignal.get_index_cls() is TiplinePDQIndex
+
+
+def test_edge_cases_match_pdqindex() -> None:
+    rng = random.Random(31)
+    q = _flip(ZERO, 100, rng)
+    entries: list[tuple[str, object]] = [
+        (ZERO, 1),
+        (ONES, 2),
+        (ZERO, 3),  # duplicate hash: both returned
+        (_flip(q, 31, rng), 4),  # exactly at the threshold: a match
+        (_flip(q, 32, rng), 5),  # one past it: not a match
+        (q, 6),
+    ]
+    queries = [ZERO, ONES, q, _flip(q, 1, rng), _flip(ZERO, 31, rng), _flip(ONES, 32, rng)]
+    ours = _same(entries, queries)
+    assert [m for _, m in _answers(ours, q)] == [6, 4]
+    print(f"\nedge cases: compared {len(queries) + 5} queries with pytx's PDQIndex")
+    single = _same([(ZERO, "only")], [ZERO, ONES, _flip(ZERO, 31, rng), _flip(ZERO, 32, rng)])
+    assert _answers(single, ZERO) == [(0, "only")]
+    assert _answers(_same([], [ZERO]), ZERO) == []
+
+
+@settings(max_examples=25)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 300), near=st.integers(0, 40))
+def test_random_banks_match_pdqindex_also_after_adds_and_a_round_trip(
+    seed: int, n: int, near: int
+) -> None:
+    rng = random.Random(seed)
+    centres = [f"{rng.getrandbits(256):064x}" for _ in range(max(1, n // 10))]
+    entries: list[tuple[str, object]] = [
+        (_flip(rng.choice(centres), rng.randrange(0, 48), rng), i) for i in range(n)
+    ]
+    queries = [_flip(rng.choice(centres), rng.randrange(0, near + 1), rng) for _ in range(20)]
+    ours = _same(entries, queries)
+    theirs = PDQIndex.build(entries)
+    more = [(_flip(rng.choice(centres), rng.randrange(0, 40), rng), n + i) for i in range(15)]
+    ours.add(*more[0])
+    theirs.add(*more[0])
+    ours.add_all(more[1:])
+    theirs.add_all(more[1:])
+    loaded = _round_trip(ours)
+    for q in queries:
+        assert _answers(ours, q) == _answers(theirs, q) == _answers(loaded, q)
+    COMPARED["queries"] += 2 * len(queries)
+    print(f"\nrandom banks: {COMPARED['queries']} queries compared with pytx's PDQIndex so far")
+    loaded.add(queries[0], "added after load")
+    assert (0, "added after load") in _answers(loaded, queries[0])
+
+
+def test_rebuild_threshold_keeps_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tipline.txext.pdq as mod
+
+    monkeypatch.setattr(mod, "REBUILD_AFTER", 7)  # base + delta both in play
+    rng = random.Random(5)
+    centre = f"{rng.getrandbits(256):064x}"
+    entries: list[tuple[str, object]] = [
+        (_flip(centre, rng.randrange(40), rng), i) for i in range(30)
+    ]
+    ours, theirs = TiplinePDQIndex[object](), PDQIndex[object]()
+    for e in entries:
+        ours.add(*e)
+        theirs.add(*e)
+    queries = [_flip(centre, k, rng) for k in range(0, 30, 3)]
+    for q in queries:
+        assert _answers(ours, q) == _answers(theirs, q)
+    COMPARED["queries"] += len(queries)
+
+
+def test_serialization_is_checked_and_json_only() -> None:
+    index = TiplinePDQIndex.build([(ZERO, {"id": 1, "labels": ["a"]})])
+    buf = io.BytesIO()
+    index.serialize(buf)
+    data = bytearray(buf.getvalue())
+    assert _answers(TiplinePDQIndex.deserialize(io.BytesIO(bytes(data))), ZERO) == [
+        (0, {"id": 1, "labels": ["a"]})
+    ]
+    data[data.index(b'"labels"') + 2] ^= 0xFF  # inside the metadata section
+    with pytest.raises(IndexCorruptError):
+        TiplinePDQIndex.deserialize(io.BytesIO(bytes(data)))
+    with pytest.raises(TypeError, match="JSON"):
+        TiplinePDQIndex.build([(ZERO, object())]).serialize(io.BytesIO())
+    with pytest.raises(ValueError):
+        TiplinePDQIndex.build([("not a hash", 1)])

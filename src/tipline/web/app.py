@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from tipline.config import Settings
 from tipline.services.database import Database
 from tipline.services.vault import Vault
-from tipline.web import pages_auth, pages_review
+from tipline.web import pages_auth, pages_exchanges, pages_review
 from tipline.web.context import HERE, PREFIX, WebContext, make_templates
 
 
@@ -24,4 +24,5 @@ def mount(app: FastAPI, *, db: Database, settings: Settings, vault: Callable[[],
     app.state.web = WebContext(db=db, settings=settings, vault=vault, templates=make_templates())
     app.include_router(pages_auth.router)
     app.include_router(pages_review.router)
+    app.include_router(pages_exchanges.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=HERE / "static"), name="web-static")

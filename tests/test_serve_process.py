@@ -34,6 +34,29 @@ def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> Non
     pytest.fail(f"server did not start:\n{log.read_text()[-3000:]}")
 
 
+def _review_in_the_web_ui(base: str, log: str, file_name: str) -> None:
+    """The demo's reviewer logs in and finds the match in the review queue."""
+    found = re.search(r"review it at (\S+)/web as 'reviewer', password \(shown once\): (\S+)", log)
+    assert found, log
+    with httpx.Client(base_url=base, timeout=30, trust_env=False) as web:
+        page = web.get("/web/login")
+        token = re.search(r'name="login_token" value="([^"]+)"', page.text)
+        assert token
+        # the cookies are Secure (the default): httpx keeps them off plain HTTP, so they
+        # are sent by hand here, as a browser does for a loopback address
+        login_cookie = page.cookies["tipline_login"]
+        answer = web.post(
+            "/web/login",
+            data={"login_token": token.group(1), "name": "reviewer", "password": found.group(2)},
+            headers={"Cookie": f"tipline_login={login_cookie}"},
+        )
+        assert answer.status_code == 303, answer.text
+        session = answer.cookies["tipline_session"]
+        queue = web.get("/web/review", headers={"Cookie": f"tipline_session={session}"})
+        assert queue.status_code == 200
+        assert queue.text.count('class="item-link"') == 1, file_name
+
+
 def test_demo_gives_a_match_out_of_the_box(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIPLINE_")}
@@ -63,6 +86,7 @@ def test_demo_gives_a_match_out_of_the_box(tmp_path: Path) -> None:
         assert {m["bank"] for m in body["matches"]} == {"demo"}
         assert picture.stem in {m["entry_id"] for m in body["matches"]}
         assert f"{base}/v1/match" in log.read_text()
+        _review_in_the_web_ui(base, log.read_text(), picture.name)
     finally:
         process.terminate()
         process.wait(timeout=15)

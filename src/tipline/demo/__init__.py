@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from tipline.services.database import Database
 
 DEMO_BANK = "demo"
+#: the web UI user the demo makes (a reviewer bound to no tenant)
+DEMO_REVIEWER = "reviewer"
 _SUFFIXES = (".jpg", ".png")
 
 
@@ -29,7 +31,7 @@ def seed_demo(settings: Settings, db: Database, base_url: str = "http://127.0.0.
     """Create the ``demo`` bank (once) and a demo API key, replacing the previous start's
     key (its secret was shown once and cannot be shown again); return instructions."""
     from tipline.errors import NotFoundError
-    from tipline.services import banks
+    from tipline.services import actions, banks
     from tipline.services.auth import Role, replace_key
     from tipline.services.database import in_transaction
     from tipline.signals.decode import DecodeMode
@@ -52,12 +54,34 @@ def seed_demo(settings: Settings, db: Database, base_url: str = "http://127.0.0.
                     entry_id=path.stem,
                     source="tipline demo",
                 )
+        # matches of the demo bank go to the review queue of the web UI
+        in_transaction(
+            db.sessions, actions.add_rule, action=actions.ActionKind.ENQUEUE_REVIEW, bank=DEMO_BANK
+        )
     key = in_transaction(db.sessions, replace_key, name="demo", role=Role.ADMIN)
+    password = _demo_reviewer(db)
     example = sample_images()[0]
     return (
         f"demo: bank {DEMO_BANK!r} holds {len(sample_images())} sample pictures.\n"
         f"demo: admin API key (shown once): {key.secret}\n"
         "demo: try\n"
         f"  curl -s -H 'Authorization: Bearer {key.secret}' "
-        f"--data-binary @{example} {base_url}/v1/match"
+        f"--data-binary @{example} {base_url}/v1/match\n"
+        f"demo: then review it at {base_url}/web as {DEMO_REVIEWER!r}, "
+        f"password (shown once): {password}"
     )
+
+
+def _demo_reviewer(db: Database) -> str:
+    """Give the demo's web reviewer a new random password (made on first start)."""
+    import secrets
+
+    from tipline.errors import NotFoundError
+    from tipline.services import web_auth
+
+    password = secrets.token_urlsafe(12)
+    try:
+        web_auth.set_password(db.sessions, DEMO_REVIEWER, password)
+    except NotFoundError:
+        web_auth.add_user(db.sessions, DEMO_REVIEWER, password, role="reviewer")
+    return password

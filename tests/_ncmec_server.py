@@ -232,6 +232,14 @@ def _handler(state: NcmecState) -> type[BaseHTTPRequestHandler]:
                     "</availableFeedbackReasons></feedbackReasons>",
                 )
                 return
+            if parts.path.endswith("/v2/members"):
+                self._send(
+                    200,
+                    f'<members xmlns="{NS}">'
+                    + "".join(f'<member id="{m}">Member {m}</member>' for m in (40, 41, 42))
+                    + "</members>",
+                )
+                return
             if not parts.path.endswith("/v2/entries"):
                 self._send(404, "<error>not found</error>")
                 return

@@ -133,6 +133,14 @@ def test_a_source_down_fails_cleanly_and_resumes(db: Database) -> None:
     assert _state(db, "ncmec") == _live(1500)
 
 
+def test_probe_names_us_and_the_members(db: Database) -> None:
+    with ncmec_server(10) as server:
+        _add(db, server.url)
+        found = exchanges.probe_exchange(db, "ncmec", factory=_factory(Sleeps()))
+    assert found["member"] == {"id": "1", "name": "Test ESP"}
+    assert [m["id"] for m in found["members"]] == ["40", "41", "42"]
+
+
 def test_config_is_checked() -> None:
     with pytest.raises(ConfigError, match="environment"):
         check_config({"username": "x"})

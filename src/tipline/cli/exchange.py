@@ -179,6 +179,16 @@ def sync_command(
         raise typer.Exit(2)
 
 
+@exchange_app.command("probe")
+def probe_command(name: str = typer.Argument(..., help="Exchange name.")) -> None:
+    """Ask the source who we are and who shares (NCMEC: /v2/status and /v2/members)."""
+    db = open_database()
+    try:
+        _print(exchanges.probe_exchange(db, name))
+    finally:
+        db.close()
+
+
 @exchange_app.command("enable")
 def enable_command(name: str = typer.Argument(..., help="Exchange name.")) -> None:
     """Resume scheduled syncs."""

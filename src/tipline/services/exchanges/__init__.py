@@ -31,7 +31,7 @@ from tipline.services.exchanges.schedule import (
     sync_handler,
 )
 from tipline.services.exchanges.signing import SigningKey, VerifyKey
-from tipline.services.exchanges.sync import SyncReport, sync_exchange
+from tipline.services.exchanges.sync import SyncReport, probe_exchange, sync_exchange
 
 __all__ = [
     "KINDS",
@@ -52,6 +52,7 @@ __all__ = [
     "exchange_status",
     "list_exchanges",
     "page_of",
+    "probe_exchange",
     "remove_exchange",
     "request_sync",
     "reset_exchange",

@@ -108,6 +108,19 @@ def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _members(body: bytes) -> list[dict[str, Any]]:
+    """Every ``<member id="...">name</member>`` of a document."""
+    try:
+        root = SafeET.fromstring(body, forbid_dtd=True)
+    except (SyntaxError, DefusedXmlException) as exc:
+        raise ValueError(f"malformed XML: {exc}") from None
+    out: list[dict[str, Any]] = []
+    for el in root.iter():
+        if el.tag.rsplit("}", 1)[-1] == "member" and el.get("id"):
+            out.append({"id": str(el.get("id")), "name": (el.text or "").strip()})
+    return out
+
+
 def _reasons(body: bytes) -> dict[str, str]:
     """guid -> name of the ``availableFeedbackReasons`` document."""
     try:
@@ -161,6 +174,13 @@ class NcmecAdapter:
     def close(self) -> None:
         """Close connections."""
         self.fetcher.close()
+
+    def probe(self) -> dict[str, Any]:
+        """Who we are at NCMEC (``/v2/status``) and the members sharing (``/v2/members``)."""
+        status = self.fetcher.get_parsed(f"{self.base}/v2/status", None, _members)
+        members = self.fetcher.get_parsed(f"{self.base}/v2/members", None, _members)
+        me = status[0] if status else None
+        return {"member": me, "members": members}
 
     def send_vote(self, entry_id: str, fingerprint: str, vote: str) -> None:
         """Send an up or down vote on one fingerprint of an entry (``<member>-<id>``).

@@ -149,6 +149,21 @@ def sync_exchange(
     return report
 
 
+def probe_exchange(
+    db: Database, name: str, *, factory: AdapterFactory | None = None
+) -> dict[str, Any]:
+    """Ask the source who we are and who shares (NCMEC: status and members); a source
+    without such calls answers ``{}``."""
+    with db.sessions() as s:
+        spec = spec_of(get_row(s, name))
+    adapter = (factory or _default_factory)(spec)
+    try:
+        probe = getattr(adapter, "probe", None)
+        return dict(probe()) if callable(probe) else {}
+    finally:
+        adapter.close()
+
+
 def _fail(db: Database, name: str, message: str, actor: str) -> None:
     with transaction(db.sessions) as s:
         row = get_row(s, name, for_update=True)

@@ -336,3 +336,39 @@ def test_route_and_package_over_http_and_the_cli(tmp_path: Path, geo_path: Path)
         assert failed.stderr.count("\n") == 1
         unknown = cli("referral", "show", "424242")
         assert unknown.returncode == 2 and "not been routed" in unknown.stderr
+
+
+def test_routing_without_a_geolocation_database_is_a_503_and_one_cli_line(
+    tmp_path: Path,
+) -> None:
+    db_url = f"sqlite:///{tmp_path / 'ch' / 'tipline.db'}"
+    with intake_server(db_url, tmp_path / "ch") as server:
+        server.add_provider("esp-nogeo", "no-geo-provider-password")
+        client = IspwsClient(server.url, "esp-nogeo", "no-geo-provider-password")
+        try:
+            report_id, _ = file_report_over_http(client, person_ips=(ip_event("8.8.4.4"),))
+        finally:
+            client.close()
+        with transaction(server.sessions) as s:
+            analyst = create_key(s, name="analyst", role=Role.ANALYST).secret
+        base = server.url.removesuffix("/ispws")
+        with httpx.Client(base_url=base, timeout=120) as http:
+            got = http.post(
+                f"/v1/clearinghouse/reports/{report_id}/route",
+                headers={"Authorization": f"Bearer {analyst}"},
+            )
+        assert got.status_code == 503
+        assert got.json()["type"].endswith("geoip-database")  # the detail stays in the logs
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO / "src"),
+            "TIPLINE_DATABASE_URL": db_url,
+            "TIPLINE_DATA_DIR": str(tmp_path / "ch"),
+        }
+        env.pop("TIPLINE_GEOIP_DATABASE", None)
+        done = subprocess.run(
+            [sys.executable, "-m", "tipline.cli.main", "referral", "route"],
+            capture_output=True, text=True, env=env, timeout=300, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2 and done.stderr.count("\n") == 1
+        assert "TIPLINE_GEOIP_DATABASE" in done.stderr

@@ -160,6 +160,14 @@ class AuditChainError(TiplineError):
     code = "audit-broken"
 
 
+class GeoDatabaseError(ConfigError):
+    """The IP geolocation database routing needs is not configured or not usable (the API
+    answers 503: the service's configuration, not the request, must change)."""
+
+    status = 503
+    code = "geoip-database"
+
+
 class VaultKeyError(ConfigError):
     """The evidence vault's master key is missing, malformed or not the one an item needs
     (the API answers 503: the service's configuration, not the request, must change)."""

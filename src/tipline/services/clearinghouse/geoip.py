@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tipline._optional import require
-from tipline.errors import ConfigError
+from tipline.errors import GeoDatabaseError
 
 
 class IpStatus(enum.Enum):
@@ -111,7 +111,7 @@ class GeoDatabase:
         try:
             self._reader = maxminddb.open_database(str(path))
         except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
-            raise ConfigError(f"{path}: not a readable MaxMind database ({exc})") from None
+            raise GeoDatabaseError(f"{path}: not a readable MaxMind database ({exc})") from None
         self.path = path
         meta = self._reader.metadata()
         #: e.g. ``GeoLite2-City``
@@ -135,7 +135,7 @@ class GeoDatabase:
         except ValueError:  # an IPv6 address in an IPv4-only database
             return Location(ip=text, status=IpStatus.NOT_FOUND)
         except self._invalid as exc:
-            raise ConfigError(f"{self.path}: damaged geolocation database ({exc})") from None
+            raise GeoDatabaseError(f"{self.path}: damaged geolocation database ({exc})") from None
         if not isinstance(record, dict):
             return Location(ip=text, status=IpStatus.NOT_FOUND)
         network = str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
@@ -165,16 +165,16 @@ _LOCK = threading.Lock()
 
 def open_geo_database(path: Path | None) -> GeoDatabase:
     """The database at ``path``, opened once per process (reopened when the file
-    changes); :class:`ConfigError` when no path is configured or the file is unusable."""
+    changes); :class:`GeoDatabaseError` when no path is configured or the file is unusable."""
     if path is None:
-        raise ConfigError(
+        raise GeoDatabaseError(
             "routing needs an IP geolocation database: set TIPLINE_GEOIP_DATABASE to a "
             "GeoLite2/GeoIP2 .mmdb file"
         )
     try:
         stat = path.stat()
     except OSError as exc:
-        raise ConfigError(
+        raise GeoDatabaseError(
             f"{path}: cannot read the geolocation database ({exc.strerror})"
         ) from None
     key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select, text
 
+from _cli import run_tipline
 from tipline.errors import AuditChainError, InputError
 from tipline.services import audit
 from tipline.store.audit import GENESIS_HASH, AuditRecord
@@ -234,11 +235,8 @@ def test_any_json_details_round_trip_through_the_database(
 
 
 def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, TIPLINE_DATABASE_URL=url)
-    return subprocess.run(
-        [sys.executable, "-m", "tipline.cli.main", *args],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    """``tipline ARGS`` in-process, through the console script's ``main``."""
+    return run_tipline(args, env=dict(os.environ, TIPLINE_DATABASE_URL=url))
 
 
 def test_cli_verify_and_show(engine: Engine, db_url: str) -> None:

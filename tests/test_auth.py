@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, select, text
 
+from _cli import run_tipline
 from tipline.errors import AuthError, InputError, NotFoundError, PermissionDeniedError
 from tipline.services import audit, auth
 from tipline.services.auth import Permission, Principal, Role
@@ -182,11 +182,8 @@ def test_tenant_clause_filters_queries(engine: Engine) -> None:
 
 
 def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, TIPLINE_DATABASE_URL=url)
-    return subprocess.run(
-        [sys.executable, "-m", "tipline.cli.main", *args],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    """``tipline ARGS`` in-process, through the console script's ``main``."""
+    return run_tipline(args, env=dict(os.environ, TIPLINE_DATABASE_URL=url))
 
 
 def test_cli_create_list_revoke(engine: Engine, db_url: str) -> None:

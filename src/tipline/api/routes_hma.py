@@ -244,11 +244,15 @@ async def _hash_form(
 
 
 async def _hash_request(
-    ctx: ServiceContext, who: Principal, request: Request, types: str | None
+    ctx: ServiceContext,
+    who: Principal,
+    request: Request,
+    types: str | None,
+    decode: DecodeMode = DecodeMode.FAST,
 ) -> Hashes:
     form = await _read_form(request)
     try:
-        return await _hash_form(ctx, who, form, types)
+        return await _hash_form(ctx, who, form, types, decode)
     finally:
         await form.close()  # spooled temporary files go at once, also on errors
 
@@ -264,8 +268,9 @@ async def hma_hash_url(
     ctx: ServiceContext = Depends(get_ctx),
     who: Principal = Depends(require_hma(Permission.HASH)),
 ) -> dict[str, str]:
-    """Fetch ``url`` and return ``{signal type: hash}`` (PDQ ``""`` below quality 50)."""
-    return _first(await _hash_url(ctx, who, url, content_type, types))
+    """Fetch ``url`` and return ``{signal type: hash}`` (PDQ ``""`` below quality 50),
+    computed like python-threatexchange (reference decode, EXIF ignored)."""
+    return _first(await _hash_url(ctx, who, url, content_type, types, DecodeMode.EXACT))
 
 
 @router.post("/h/hash", openapi_extra=_MULTIPART_BODY, responses=problems(400, 415))
@@ -275,8 +280,9 @@ async def hma_hash_upload(
     ctx: ServiceContext = Depends(get_ctx),
     who: Principal = Depends(require_hma(Permission.HASH)),
 ) -> dict[str, str]:
-    """Hash one uploaded file (field ``photo`` or ``video``): ``{signal type: hash}``."""
-    return _first(await _hash_request(ctx, who, request, types))
+    """Hash one uploaded file (field ``photo`` or ``video``): ``{signal type: hash}``,
+    computed like python-threatexchange (reference decode, EXIF ignored)."""
+    return _first(await _hash_request(ctx, who, request, types, DecodeMode.EXACT))
 
 
 # -- matching -------------------------------------------------------------------------------

@@ -514,7 +514,11 @@ def test_keyless_hma_client_with_the_compatibility_setting(
 ) -> None:
     """An unmodified HMA client (no key) works against a server started with
     ``TIPLINE_HMA_COMPAT_ROLE``; the native API still needs a key."""
-    env = {"TIPLINE_HMA_COMPAT_ROLE": "curator", "TIPLINE_HMA_COMPAT_TENANT": "hma-team"}
+    env = {
+        "TIPLINE_HMA_COMPAT_ROLE": "curator",
+        "TIPLINE_HMA_COMPAT_TENANT": "hma-team",
+        "TIPLINE_HMA_PLAIN_ERRORS": "true",
+    }
     with running_server(f"sqlite:///{tmp_path / 'c.db'}", tmp_path, env=env) as srv:
         anon = srv.client(None)
         _bank(anon, "KEYLESS_BANK")
@@ -523,7 +527,15 @@ def test_keyless_hma_client_with_the_compatibility_setting(
         pdq = added.json()["signals"]["pdq"]
         found = anon.get("/m/lookup", params={"signal_type": "pdq", "signal": pdq}).json()
         assert found["KEYLESS_BANK"][0]["bank_content_id"] == added.json()["id"]
-        assert anon.get("/v1/banks").status_code == 401
+        native = anon.get("/v1/banks")
+        assert native.status_code == 401  # problem documents stay on the native API
+        assert native.headers["content-type"].startswith("application/problem+json")
+        # HMA's plain errors on the HMA routes (TIPLINE_HMA_PLAIN_ERRORS)
+        missing = anon.get("/c/bank/NO_SUCH_BANK")
+        assert missing.status_code == 404
+        assert missing.headers["content-type"].startswith("application/json")
+        assert missing.json() == {"message": "bank 'NO_SUCH_BANK' not found"}
+        assert anon.get("/m/raw_lookup").json().keys() == {"message"}
         # The configured tenant owns what keyless clients create.
         assert srv.client("b_curator").get("/c/bank/KEYLESS_BANK").status_code == 404
         assert srv.client("admin").get("/c/bank/KEYLESS_BANK").status_code == 200

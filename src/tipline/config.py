@@ -230,6 +230,11 @@ class Settings(BaseSettings):
         default=None,
         description="HMA compatibility: tenant of keyless HMA requests (unset = none)",
     )
+    hma_plain_errors: bool = Field(
+        default=False,
+        description="HMA compatibility: errors on the HMA routes are HMA's plain "
+        '{"message": ...} (application/json) instead of problem documents',
+    )
     hma_compat_networks: list[str] = Field(
         default_factory=lambda: ["127.0.0.0/8", "::1/128"],
         description="HMA compatibility: CIDRs keyless HMA requests may come from "

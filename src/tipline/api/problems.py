@@ -9,7 +9,9 @@ becomes a 500 with no internals in the body (and is logged).
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -142,11 +144,41 @@ async def _unexpected(request: Request, exc: Exception) -> ProblemResponse:
     return problem(500, "internal error", code="internal", instance=request.url.path)
 
 
+#: Path prefixes of the HMA-compatible routes.
+HMA_PREFIXES = ("/h/", "/m/", "/c/")
+
+
+def _hma_plain(
+    handler: Callable[[Request, Exception], Awaitable[ProblemResponse]],
+) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    """``handler``, answering HMA's plain ``{"message": ...}`` (application/json) on the
+    HMA routes when the ``hma_plain_errors`` setting is on."""
+
+    async def wrapped(request: Request, exc: Exception) -> JSONResponse:
+        response = await handler(request, exc)
+        ctx = getattr(request.app.state, "ctx", None)
+        plain = bool(getattr(getattr(ctx, "settings", None), "hma_plain_errors", False))
+        if not plain or not request.url.path.startswith(HMA_PREFIXES):
+            return response
+        body = json.loads(bytes(response.body))
+        headers = {
+            k: v
+            for k, v in response.headers.items()
+            if k.lower() not in ("content-length", "content-type")
+        }
+        return JSONResponse(
+            {"message": body.get("detail", "")}, status_code=response.status_code, headers=headers
+        )
+
+    return wrapped
+
+
 def install(app: FastAPI) -> None:
-    """Register the problem+json handlers on ``app``."""
-    app.add_exception_handler(TiplineError, _tipline_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(IntegrityError, _integrity)
-    app.add_exception_handler(OperationalError, _database_down)
-    app.add_exception_handler(Exception, _unexpected)
+    """Register the problem+json handlers on ``app`` (HMA's plain errors on the HMA
+    routes when ``hma_plain_errors`` is set)."""
+    app.add_exception_handler(TiplineError, _hma_plain(_tipline_error))
+    app.add_exception_handler(RequestValidationError, _hma_plain(_validation_error))
+    app.add_exception_handler(StarletteHTTPException, _hma_plain(_http_error))
+    app.add_exception_handler(IntegrityError, _hma_plain(_integrity))
+    app.add_exception_handler(OperationalError, _hma_plain(_database_down))
+    app.add_exception_handler(Exception, _hma_plain(_unexpected))

@@ -108,3 +108,80 @@ def test_report_commands(tmp_path: Path) -> None:
     assert refused.returncode == 2 and "cannot be retracted" in refused.stderr
     listed = _cli(env, "list", "--status", "finished")
     assert listed.returncode == 0 and listed.stdout.startswith(report_id)
+
+
+def _confirmed_decision(settings: Settings, content_id: str) -> str:
+    engine = make_engine(settings=settings)
+    try:
+        with transaction(session_factory(engine)) as session:
+            row = sub.create_submission(
+                session,
+                tenant=None,
+                content_id=content_id,
+                created_by="test",
+                uploader_account="user-2",
+                uploaded_at=datetime(2026, 11, 3, tzinfo=UTC),
+            )
+            v.store(
+                session,
+                v.Vault.from_settings(settings),
+                b"benign " + content_id.encode(),
+                kind=v.EvidenceKind.MEDIA,
+                actor="test",
+                submission_id=row.id,
+                filename=f"{content_id}.jpg",
+            )
+            return sub.add_decision(
+                session, None, row.id, sub.DecisionKind.CONFIRMED, decided_by="rev"
+            ).id
+    finally:
+        engine.dispose()
+
+
+def test_failed_report_retried_and_unfinished_one_retracted(tmp_path: Path) -> None:
+    key = base64.b64encode(os.urandom(32)).decode()
+    settings = Settings(
+        data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", vault_master_key=key
+    )
+    import_all_models()
+    engine = make_engine(settings=settings)
+    upgrade(engine)
+    engine.dispose()
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    env = {
+        **os.environ,
+        "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "TIPLINE_DATA_DIR": str(tmp_path),
+        "TIPLINE_DATABASE_URL": settings.resolved_database_url(),
+        "TIPLINE_VAULT_MASTER_KEY": key,
+        "TIPLINE_REPORT_REPORTER_EMAIL": "reports@example.org",
+    }
+    failing = json.loads(_cli(env, "create", _confirmed_decision(settings, "a"), "--json").stdout)
+    with ispws_server() as rx:
+        env |= {
+            "TIPLINE_REPORT_ISPWS_URL": rx.url,
+            "TIPLINE_REPORT_ISPWS_USERNAME": rx.username,
+            "TIPLINE_REPORT_ISPWS_PASSWORD": "not-the-password",
+        }
+        delivered = _cli(env, "deliver")
+        assert "finished 0, failed 1" in delivered.stderr, delivered.stderr
+        failed = _cli(env, "list", "--status", "failed")
+        assert failed.stdout.split()[:2] == [failing["id"], "failed"]
+        assert "authentication failed" in failed.stdout
+        queue = _cli(env, "queue")
+        assert queue.returncode == 0 and queue.stdout.split()[:2] == [failing["id"], "submit"]
+        again = _cli(env, "retry", failing["id"])
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.split()[1] == "queued" and "next submit" in again.stdout
+        assert _cli(env, "queue").stdout == ""
+        refused = _cli(env, "retry", failing["id"])
+        assert refused.returncode == 2 and "only a failed one is retried" in refused.stderr
+        # an unfinished report is withdrawn before anything is sent
+        pending = json.loads(
+            _cli(env, "create", _confirmed_decision(settings, "b"), "--json").stdout
+        )
+        retracted = _cli(env, "retract", pending["id"])
+        assert retracted.returncode == 0 and retracted.stdout.split()[1] == "retracted"
+        env["TIPLINE_REPORT_ISPWS_PASSWORD"] = rx.password
+        assert "finished 1, failed 0" in _cli(env, "deliver").stderr
+        assert list(rx.receiver.finished_by_ref()) == [failing["id"]]

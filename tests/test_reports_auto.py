@@ -25,7 +25,7 @@ from _api_server import running_server
 from _ispws_server import ispws_server
 from tipline.config import Settings
 from tipline.errors import ConflictError
-from tipline.services import actions, submissions
+from tipline.services import actions, audit, submissions
 from tipline.services import vault as v
 from tipline.services.auth import Principal, Role
 from tipline.services.matching.match import Match
@@ -411,3 +411,33 @@ def test_scan_queues_one_auto_report_per_file(db_url: str, tmp_path: Path) -> No
         assert len(service.list_reports(db.sessions, ADMIN)) == 2
     finally:
         db.close()
+
+
+def test_a_fact_the_schema_refuses_drops_the_report_not_the_match(
+    sessions: sessionmaker[Session], vault: v.Vault
+) -> None:
+    facts = submissions.SubmissionFacts("c-1", upload_ip="198.51.100.9", upload_port=70_000)
+    recorded = submissions.match_and_record(
+        sessions,
+        ACME,
+        SIGNALS,
+        lambda _session: [EXACT],
+        submission=facts,
+        media=b"\xff\xd8benign\xff\xd9",
+        vault=vault,
+        auto_report=AutoReportPolicy.from_settings(_settings()),
+    )
+    assert recorded.submission_id is not None and recorded.matches == [EXACT]
+    assert _reports(sessions) == 0
+    with sessions() as session:
+        (details,) = session.scalars(
+            select(AuditRecord.details).where(AuditRecord.action == "report.not_queued")
+        ).all()
+        assert session.get(SubmissionRow, recorded.submission_id) is not None
+    assert "70000" in details
+    # the media stays kept for the operator; no report XML was kept
+    kinds = [i.kind for i in v.list_items(sessions, actor=ADMIN)]
+    assert kinds == ["media"]
+    assert "report.create" not in _actions(sessions)
+    with sessions() as session:  # the savepoint's rollback left the chain whole
+        assert audit.verify(session).ok

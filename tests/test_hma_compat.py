@@ -626,3 +626,30 @@ def test_exif_orientation_matches_both_ways(server: Server, orientation: int) ->
     for value in (raw, oriented):
         hit = m.get("/m/raw_lookup", params={"signal_type": "pdq", "signal": value, "banks": bank})
         assert hit.json() == {"matches": [added["id"]]}
+
+
+def test_video_field_hashes_and_matches_in_pytx_form(server: Server, reference_dir: Path) -> None:
+    """A file in the multipart field ``video``: vPDQ in pytx's JSON form and video_md5;
+    content added from it matches an upload of the same file."""
+    import hashlib
+
+    path = reference_dir / "video" / "chair-19-sd-bar.mp4"
+    data = path.read_bytes()
+    video = {"video": (path.name, data, "video/mp4")}
+    hashed = server.client("hasher").post("/h/hash", files=video)
+    assert hashed.status_code == 200, hashed.text
+    assert set(hashed.json()) == {"vpdq", "video_md5"}
+    assert hashed.json()["video_md5"] == hashlib.md5(data).hexdigest()
+    value = hashed.json()["vpdq"]
+    vpdq = pytest.importorskip("threatexchange.extensions.vpdq.vpdq")
+    assert vpdq.VPDQSignal.validate_signal_str(value) == value
+    only = server.client("hasher").post("/h/hash?types=video_md5", files=video).json()
+    assert only == {"video_md5": hashed.json()["video_md5"]}
+
+    c, m = server.client("curator"), server.client("matcher")
+    _bank(c, "VIDEO_BANK")
+    added = c.post("/c/bank/VIDEO_BANK/content", files=video)
+    assert added.status_code == 200, added.text
+    found = m.post("/m/lookup", params={"banks": "VIDEO_BANK"}, files=video).json()
+    assert found["video_md5"]["VIDEO_BANK"][0]["bank_content_id"] == added.json()["id"]
+    assert found["vpdq"]["VIDEO_BANK"][0]["distance"] == "100%[100%]"

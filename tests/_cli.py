@@ -51,11 +51,13 @@ def run_tipline(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     stdin: str | bytes | None = None,
+    encoding: str = "utf-8",
 ) -> subprocess.CompletedProcess[str]:
     """``tipline ARGS`` in this process; returns what ``subprocess.run(..., text=True,
     capture_output=True)`` would (``returncode``, ``stdout``, ``stderr``).
 
-    ``env`` is the complete environment the command sees (default: this process's).
+    ``env`` is the complete environment the command sees (default: this process's);
+    ``encoding`` decodes what it wrote.
     """
     overrides: dict[str, str | None] = {}
     if env is not None:
@@ -80,8 +82,8 @@ def run_tipline(
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
-            stdout = out.getvalue().decode("utf-8", "replace")
-            stderr = err.getvalue().decode("utf-8", "replace")
+            stdout = out.getvalue().decode(encoding, "replace")
+            stderr = err.getvalue().decode(encoding, "replace")
     finally:
         sys.argv = old_argv
         get_settings.cache_clear()

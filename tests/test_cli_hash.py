@@ -1,4 +1,5 @@
-"""``tipline hash`` run as a real process: formats, folders, stdin, errors, exit status."""
+"""``tipline hash``: formats, folders, stdin, errors, exit status; run in-process through
+the console script's ``main``, as a real process under another program, and on a terminal."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _cli import run_tipline
 from _terminal import run_on_terminal
 from tipline.signals.pdq import pdq_hash
 
@@ -23,15 +25,18 @@ from tipline.signals.pdq import pdq_hash
 def run(
     *args: str, stdin: bytes | None = None, prefix: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [*prefix, sys.executable, "-m", "tipline.cli.main", "hash", *args],
-        input=stdin.decode("latin-1") if stdin is not None else None,
-        capture_output=True,
-        text=True,
-        encoding="latin-1",
-        timeout=120,
-        check=False,
-    )
+    if prefix:  # the command under another program: a real process
+        proc = subprocess.run(
+            [*prefix, sys.executable, "-m", "tipline.cli.main", "hash", *args],
+            input=stdin.decode("latin-1") if stdin is not None else None,
+            capture_output=True,
+            text=True,
+            encoding="latin-1",
+            timeout=120,
+            check=False,
+        )
+    else:  # in-process through the console script's main (no interpreter start)
+        proc = run_tipline(["hash", *args], stdin=stdin, encoding="latin-1")
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 

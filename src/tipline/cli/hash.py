@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import sys
@@ -194,7 +195,8 @@ def hash_command(
         disable=not show_progress,
         redirect_stdout=sys.stdout.isatty(),
     )
-    with progress:
+    # not entered when hidden: a stopped Progress prints a blank line on a non-terminal
+    with progress if show_progress else contextlib.nullcontext():
         task = progress.add_task("hash", total=len(items))
         for result in _results(items, options, jobs):
             if result.error is not None:

@@ -282,6 +282,16 @@ def test_two_reviewers_never_work_one_item_unknowingly(web: WebServer) -> None:
         data={"csrf": hidden(theirs.text, "csrf"), "verdict": "confirm", "classification": "B1"},
     )
     assert refused.status_code == 409 and "user:alice is working on this item" in refused.text
+    # alice gives it back: bob can take it; then alice reopens it after bob released it
+    assert 'id="release-form"' in mine.text and 'id="release-form"' not in theirs.text
+    released = alice.post(
+        f"/web/review/{item_id}/release", data={"csrf": hidden(mine.text, "csrf")}
+    )
+    assert released.status_code == 303
+    assert 'id="lease-mine"' in bob.get(f"/web/review/{item_id}").text
+    bob.post(f"/web/review/{item_id}/release", data={"csrf": hidden(theirs.text, "csrf")})
+    mine = alice.get(f"/web/review/{item_id}")
+    assert 'id="lease-mine"' in mine.text
     done = alice.post(
         f"/web/review/{item_id}/decide",
         data={"csrf": hidden(mine.text, "csrf"), "verdict": "false_positive", "reason": "a logo"},

@@ -3,7 +3,8 @@ real ``tipline serve``. A reviewer logs in, opens the queue, reveals and decides
 the keyboard only; the item leaves the queue and its report appears. The default
 rendering is measurably blurred and grey (screenshot pixels against the picture); an
 axe-core scan of every page finds no serious or critical violation. Screenshots of
-each page go to docs/screenshots/.
+each page go to docs/screenshots/ (missing ones, or all with
+TIPLINE_UPDATE_SCREENSHOTS=1).
 
 Every wait is one of Playwright's auto-waiting expectations (bounded, generous), never
 a sleep or a timing assertion.
@@ -87,8 +88,15 @@ def _login_with_keyboard(page: Any, name: str) -> None:
 
 
 def _shot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+    """Screenshot the page. It goes to docs/screenshots/ when that file is missing or
+    TIPLINE_UPDATE_SCREENSHOTS=1 (ids and times differ on every run: rewriting the
+    committed pictures each time would only churn the repository)."""
+    data = page.screenshot(full_page=True)
+    assert data.startswith(b"\x89PNG")
+    target = SCREENSHOTS / name
+    if not target.exists() or os.environ.get("TIPLINE_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
 
 
 def _image_of(page: Any) -> Image.Image:

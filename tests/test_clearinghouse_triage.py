@@ -334,6 +334,7 @@ def test_files_bank_stays_out_of_provider_matching(env: Env) -> None:
         assert FILES_BANK not in provider.searched_banks()
     finally:
         provider.close()
+    env.triager.matcher.refresh(force=True)
     assert env.triager.matcher.match_hash("pdq", pdq_of(variant(p, "base")))[0].bank == FILES_BANK
     with pytest.raises(Exception, match="reserved"):
         banks.create_bank(env.db, "system:mine")

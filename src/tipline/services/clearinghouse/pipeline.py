@@ -72,7 +72,10 @@ class Triager:
         """A triager on ``db`` with the index folder, distances and weights of
         ``settings`` (:class:`~tipline.errors.ConfigError` on unknown weights)."""
         policy = triage.TriagePolicy.of(settings)
-        matcher = Matcher(db, settings.resolved_index_dir(), poll_interval=0.0, system_banks=True)
+        # triage_report refreshes it under the lock; no extra look per file
+        matcher = Matcher(
+            db, settings.resolved_index_dir(), poll_interval=3600.0, system_banks=True
+        )
         return cls(db.sessions, matcher, dedup.DedupSettings.of(settings), policy, **kwargs)
 
     def close(self) -> None:

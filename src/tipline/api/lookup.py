@@ -2,9 +2,9 @@
 
 The Matcher (:mod:`tipline.services.matching`) matches against every enabled bank and
 applies allow banks for the caller's tenant (an allow bank only suppresses its own
-tenant's matches); the API keeps only matches in banks the caller's tenant may see, and
-drops allow-bank suppression coming from a bank the caller cannot see (another
-tenant's allow list must not change what this tenant is told).
+tenant's matches); which of its matches a caller may see is the service's rule
+(:mod:`tipline.services.matching.visibility`), applied here with a cached bank -> tenant
+map.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 
 from sqlalchemy.orm import Session
 
 from tipline.api.context import ServiceContext
 from tipline.services import banks
-from tipline.services.auth import Principal, can_see_tenant
+from tipline.services.auth import Principal
 from tipline.services.matching import Matcher
 from tipline.services.matching.match import Match
+from tipline.services.matching.visibility import visible_matches
 from tipline.signals.base import Signal
 
 #: Seconds a cached bank -> tenant map is trusted.
@@ -62,22 +62,14 @@ def bank_tenants(ctx: ServiceContext, *, force: bool = False) -> dict[str, str |
 
 
 def visible(ctx: ServiceContext, who: Principal, matches: Sequence[Match]) -> list[Match]:
-    """The matches ``who`` may see (banks of its tenant or shared)."""
+    """The matches ``who`` may see (:func:`visible_matches`), with this process's cached
+    bank -> tenant map (re-read when a match names a bank it does not know)."""
     if who.tenant is None or not matches:
         return list(matches)
     tenants = bank_tenants(ctx)
     if any(m.bank not in tenants for m in matches):
         tenants = bank_tenants(ctx, force=True)
-    out = []
-    for m in matches:
-        if m.bank not in tenants or not can_see_tenant(who, tenants[m.bank]):
-            continue
-        if m.suppressed_by is not None:
-            allow_bank = m.suppressed_by.rsplit("/", 1)[0]
-            if allow_bank not in tenants or not can_see_tenant(who, tenants[allow_bank]):
-                m = replace(m, suppressed_by=None, suppressed_reason=None)
-        out.append(m)
-    return out
+    return visible_matches(who, matches, tenants)
 
 
 def match_signals(

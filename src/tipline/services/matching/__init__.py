@@ -4,6 +4,7 @@
   :class:`~tipline.services.matching.match.Match` values (thresholds, disables, allow
   banks);
 * :mod:`.match` - :class:`Match`, what matching answers;
+* :mod:`.visibility` - which matches a caller's tenant may be told about;
 * :mod:`.index_files` - the index-file lifecycle: build from the database, open and
   check, merge, ``meta.json``;
 * :mod:`.signal_rows` - bank signals in memory, grouped by their type's index kind.

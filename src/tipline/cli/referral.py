@@ -3,6 +3,7 @@ the routing table) and build referral packages for the agency a report was route
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -52,19 +53,32 @@ def route_command(
     """Route reports: locate their IP addresses and apply the routing table."""
     settings = get_settings()
     db = open_database(settings=settings)
-    progress = Progress(
-        TextColumn("routing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, transient=True, disable=not err_console.is_terminal,
-    )  # fmt: skip
+    # a progress bar only on a terminal (a disabled one still writes a blank line)
+    progress = (
+        Progress(
+            TextColumn("routing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        )
+        if err_console.is_terminal
+        else None
+    )
     try:
-        with progress:
-            task = progress.add_task("route", total=None)
+        with progress or contextlib.nullcontext():
+            task = progress.add_task("route", total=None) if progress else None
             done = routing.route(
                 db.sessions,
                 settings,
                 report_ids or None,
                 actor=Principal.cli(),
-                progress=lambda n, total: progress.update(task, completed=n, total=total),
+                progress=(
+                    (lambda n, total: progress.update(task, completed=n, total=total))
+                    if progress is not None and task is not None
+                    else None
+                ),
             )
     finally:
         db.close()

@@ -3,6 +3,7 @@ CyberTipline-compatible (ISPWS) service, writing the ground truth beside it."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -67,17 +68,21 @@ def simulate_command(
         photo_side=photo_side,
         wallpapers=wallpapers,
     )
-    progress = Progress(
-        TextColumn("simulating"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=not err_console.is_terminal,
+    # a progress bar only on a terminal (a disabled one still writes a blank line)
+    progress = (
+        Progress(
+            TextColumn("simulating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        )
+        if err_console.is_terminal
+        else None
     )
-    with progress:
-        task = progress.add_task("simulate", total=reports)
+    with progress or contextlib.nullcontext():
+        task = progress.add_task("simulate", total=reports) if progress else None
         stats = sim.simulate(
             spec,
             url=None if dry_run else url,
@@ -85,7 +90,11 @@ def simulate_command(
             truth_path=truth,
             geo_path=geo_db,
             allow_remote=allow_remote,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
+            progress=(
+                (lambda done, total: progress.update(task, completed=done, total=total))
+                if progress is not None and task is not None
+                else None
+            ),
         )
     verb = "rendered" if dry_run else "submitted"
     err_console.print(

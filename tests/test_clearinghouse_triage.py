@@ -15,6 +15,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -434,3 +435,39 @@ def test_tipline_worker_triages_a_report_its_server_died_before(env: Env, tmp_pa
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert env.triage(rid).new_files == 1 and env.dedup(fid).state == "new"
+
+
+def test_two_triagers_racing_never_split_a_cluster(env: Env, tmp_path: Path) -> None:
+    # two "processes" (own Matchers and index folders) triage at once: the de-dup lock
+    # makes each see every file finished before it, so a picture is new exactly once
+    (p,) = pictures(1)
+    reports = [
+        env.file("esp-a" if n % 2 else "esp-b", [variant(p, v)])
+        for n, v in enumerate(("base", "small", "bright", "recoded", "gray", "blur"))
+    ]
+    other = Triager.open(env.db, _settings(tmp_path / "other", str(env.db.url)))
+    try:
+        halves = [reports[0::2], reports[1::2]]
+        errors: list[BaseException] = []
+
+        def work(triager: Triager, mine: list[tuple[int, list[str]]]) -> None:
+            try:
+                for rid, _ in mine:
+                    triage_report(triager, rid)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=work, args=(t, h))
+            for t, h in zip((env.triager, other), halves, strict=True)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+    finally:
+        other.close()
+    rows = [env.dedup(ids[0]) for _, ids in reports]
+    assert len({r.cluster_id for r in rows}) == 1
+    assert sorted(r.state for r in rows) == ["new"] + ["seen"] * 5

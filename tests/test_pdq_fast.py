@@ -56,6 +56,38 @@ def _dense_axis_weights(n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.f
     )
 
 
+def _looped_axis_weights(n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """The weights one sample and one box row at a time (the kernel's first version):
+    the vectorised build must give the same float32 weights bit for bit."""
+    window = (n + 127) // 128
+    half = (window + 2) // 2
+
+    def span(o: int) -> tuple[int, int]:
+        return max(0, o - (window - half)), min(n - 1, o + half - 1)
+
+    full = np.zeros((64, n))
+    for i in range(64):
+        lo, hi = span(int(((i + 0.5) * n) / 64))
+        for k in range(lo, hi + 1):
+            klo, khi = span(k)
+            full[i, klo : khi + 1] += 1.0 / ((hi - lo + 1) * (khi - klo + 1))
+    support = [np.flatnonzero(row) for row in full]
+    width = min(n, max(int(s[-1] - s[0] + 1) for s in support))
+    start = np.array([min(int(s[0]), n - width) for s in support], dtype=np.int64)
+    return start, np.stack([full[i, start[i] : start[i] + width] for i in range(64)]).astype(
+        np.float32
+    )
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.one_of(st.integers(5, 3000), st.integers(3000, 40000)))
+def test_axis_weights_equal_the_looped_build_bit_for_bit(n: int) -> None:
+    start, weights = pdq_fast._axis_weights(n)
+    want_start, want_weights = _looped_axis_weights(n)
+    assert np.array_equal(start, want_start)
+    assert weights.dtype == want_weights.dtype and np.array_equal(weights, want_weights)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(5, 1500))
 def test_axis_weights_equal_the_dense_box_filter(n: int) -> None:

@@ -31,34 +31,40 @@ MIN_HASHABLE_DIM: Final = 5
 _BATCH: Final = 256
 
 
-def _box_span(n: int, window: int, o: int) -> tuple[int, int]:
-    """First and last pixel that PDQ's 1-D box filter (window truncated and
-    re-normalised at the edges) averages into output ``o`` of ``n``."""
-    half = (window + 2) // 2
-    return max(0, o - (window - half)), min(n - 1, o + half - 1)
-
-
 @lru_cache(maxsize=256)
 def _axis_weights(n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """Banded weights mapping ``n`` pixels to PDQ's 64 samples along one axis.
 
     Two box passes of window ``ceil(n / 128)`` then the sample at ``int((i + .5) n / 64)``:
     sample ``i`` is row ``pick`` of ``box @ box``, i.e. the average of the box rows in
-    ``box[pick]``'s span (O(64 window^2), no n x n matrix).
+    ``box[pick]``'s span (O(64 window^2), no n x n matrix). All 64 samples are built at
+    once, one box row of each per step, each weight summed in the same order (box row
+    by box row) as a per-sample loop would: the float64 sums, hence the float32
+    weights, are the same (a new size costs a worker 0.2 ms, not 2 ms).
     Returns ``(start, weights)``: sample ``i`` is ``sum(weights[i] * x[start[i]:][:S])``.
     """
     window = (n + 2 * 64 - 1) // (2 * 64)
-    full = np.zeros((64, n))
-    for i in range(64):
-        lo, hi = _box_span(n, window, int(((i + 0.5) * n) / 64))
-        for k in range(lo, hi + 1):
-            klo, khi = _box_span(n, window, k)
-            full[i, klo : khi + 1] += 1.0 / ((hi - lo + 1) * (khi - klo + 1))
-    support = [np.flatnonzero(row) for row in full]
-    width = min(n, max(int(s[-1] - s[0] + 1) for s in support))
-    start = np.array([min(int(s[0]), n - width) for s in support], dtype=np.int64)
-    weights = np.stack([full[i, start[i] : start[i] + width] for i in range(64)])
-    return start, weights.astype(np.float32)
+    half = (window + 2) // 2
+    behind = window - half  # box of output o: [o - behind, o + half - 1], clipped
+    picks = (((np.arange(64) + 0.5) * n) / 64).astype(np.int64)
+    lo = np.maximum(0, picks - behind)
+    hi = np.minimum(n - 1, picks + half - 1)
+    first = np.maximum(0, lo - behind)  # sample i reads pixels first[i]..last[i]
+    last = np.minimum(n - 1, hi + half - 1)
+    width = int(min(n, int((last - first + 1).max())))
+    start = np.minimum(first, n - width)
+    pixels = start[:, None] + np.arange(width)[None, :]
+    span = hi - lo + 1
+    full = np.zeros((64, width))
+    for step in range(int(span.max())):
+        k = lo + step  # the box row each sample adds at this step
+        live = k <= hi
+        klo = np.maximum(0, k - behind)
+        khi = np.minimum(n - 1, k + half - 1)
+        share = np.where(live, 1.0 / (span * (khi - klo + 1)), 0.0)
+        inside = (pixels >= klo[:, None]) & (pixels <= khi[:, None]) & live[:, None]
+        full += np.where(inside, share[:, None], 0.0)  # + 0.0 elsewhere: exact
+    return start.astype(np.int64), full.astype(np.float32)
 
 
 _R: Final = np.float32(0.299)

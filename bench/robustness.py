@@ -372,7 +372,14 @@ def _sift(
     seconds: dict[str, float],
 ) -> None:
     """perception's SIFT deduplication of the queries against originals + distractors."""
-    from perception import local_descriptor_deduplication as ldd
+    try:
+        from perception import local_descriptor_deduplication as ldd
+    except ImportError:
+        sys.exit(
+            "--perception needs Thorn's perception: pip install "
+            "'perception[approximate-deduplication]' (it pins rich<14, so keep it out of "
+            "tipline's own environment: use a separate venv with tipline installed)"
+        )
 
     reference = [str(p) for p in orig_paths] + [str(p) for _, p in tile_paths]
     source = {str(p): i for i, p in enumerate(orig_paths)}

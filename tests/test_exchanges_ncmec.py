@@ -226,17 +226,27 @@ def test_reviewers_decisions_are_sent_back_as_votes(
                 )
                 assert answer.status_code in (200, 201), answer.text
                 decided[entry.entry_id] = signal_type
+            # a tenant adds a synced entry's MD5 to its allow bank (a known false positive)
+            allowed = next(
+                s.value for s in banks.get_entry(db, "ncmec", "40-e3").signals if s.type == "md5"
+            )
+            banks.create_bank(db, "allow-acme", allow=True, tenant="acme")
+            banks.add_entry(db, "allow-acme", [f"md5:{allowed}"], entry_id="fp-1")
             report = exchanges.sync_exchange(db, "ncmec", factory=_factory(Sleeps()))
             assert report.feedback is not None
-            assert (report.feedback.collected, report.feedback.sent) == (2, 2)
+            assert (report.feedback.collected, report.feedback.sent) == (3, 3)
             votes = sorted((m, e, f, "affirmative" in b) for m, e, f, b in source.votes)
-            assert votes == [("41", "e1", "PDQ", True), ("42", "e2", "MD5", False)]
+            assert votes == [
+                ("40", "e3", "MD5", False),
+                ("41", "e1", "PDQ", True),
+                ("42", "e2", "MD5", False),
+            ]
             down = next(b for *_, b in source.votes if "negative" in b)
             assert "0f5d3a1e-1111-2222-3333-444455556666" in down
             # owed once: a later sync sends nothing more
             again = exchanges.sync_exchange(db, "ncmec", factory=_factory(Sleeps()))
             assert again.feedback is not None and again.feedback.sent == 0
-            assert len(source.votes) == 2
-            assert exchanges.exchange_status(db, "ncmec").feedback == {"sent": 2}
+            assert len(source.votes) == 3
+            assert exchanges.exchange_status(db, "ncmec").feedback == {"sent": 3}
         finally:
             db.close()

@@ -2,12 +2,13 @@
 
 A confirmed decision on a submission that matched an entry an exchange brought in owes
 the source an up vote on the fingerprint that matched; a false-positive decision owes a
-down vote (the failure HMA never reports back, facebook/ThreatExchange#1614). Votes are
-collected from the decisions into ``exchange_feedback`` (one row per entry, fingerprint
-and vote, so a vote is owed once however often it is collected), then sent by the
-adapter; a vote the source refuses is kept as failed with its message and tried again on
-later syncs, up to :data:`MAX_ATTEMPTS`. Only adapters with ``send_vote`` (NCMEC) take
-feedback.
+down vote (the failure HMA never reports back, facebook/ThreatExchange#1614), and so does
+a hash added to an allow bank (a tenant's known false positives) that one of the
+exchange's entries carries. Votes are collected from the decisions and allow banks into
+``exchange_feedback`` (one row per entry, fingerprint and vote, so a vote is owed once
+however often it is collected), then sent by the adapter; a vote the source refuses is
+kept as failed with its message and tried again on later syncs, up to
+:data:`MAX_ATTEMPTS`. Only adapters with ``send_vote`` (NCMEC) take feedback.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import and_, func, select
+from sqlalchemy.orm import aliased
 
 from tipline.errors import ExchangeError, SourceUnavailableError
 from tipline.services import audit
 from tipline.services.database import Database
 from tipline.services.exchanges.configure import get_row
-from tipline.store.bank_tables import BankEntryRow, BankRow
+from tipline.store.bank_tables import BankEntryRow, BankRow, BankSignalRow
 from tipline.store.db import transaction
 from tipline.store.exchanges import ExchangeFeedbackRow, ExchangeRow
 from tipline.store.submissions import DecisionKind, DecisionRow, MatchRecordRow
@@ -32,6 +34,8 @@ FINGERPRINTS = {"pdq": "PDQ", "md5": "MD5", "sha1": "SHA1", "video_md5": "MD5"}
 #: decisions that owe a vote, and which
 VOTES = {DecisionKind.CONFIRMED.value: "up", DecisionKind.FALSE_POSITIVE.value: "down"}
 MAX_ATTEMPTS = 5
+#: the ``decision_id`` of a vote owed because of an allow-bank entry (+ its primary key)
+ALLOW_PREFIX = "allow:"
 
 
 @runtime_checkable
@@ -59,6 +63,24 @@ def _banks(row: ExchangeRow) -> list[str]:
     return sorted({row.bank, *(str(b) for b in routed.values())})
 
 
+def _allowed_query(name: str) -> Any:
+    """(allow-bank entry pk, signal type, exchange entry id) for every signal that an
+    allow bank (a tenant's known false positives) shares with an entry exchange
+    ``name`` brought in: each owes the source a down vote."""
+    allow_signal = aliased(BankSignalRow)
+    allow_entry = aliased(BankEntryRow)
+    ours = aliased(BankSignalRow)
+    our_entry = aliased(BankEntryRow)
+    return (
+        select(allow_entry.id, allow_signal.type, our_entry.entry_id)
+        .join(allow_entry, allow_entry.id == allow_signal.entry_pk)
+        .join(BankRow, and_(BankRow.id == allow_entry.bank_id, BankRow.is_allow_bank))
+        .join(ours, and_(ours.type == allow_signal.type, ours.value == allow_signal.value))
+        .join(our_entry, our_entry.id == ours.entry_pk)
+        .where(our_entry.source == f"exchange:{name}", allow_entry.disabled.is_(False))
+    )
+
+
 def collect(db: Database, name: str) -> int:
     """Turn decisions made since the last collected one into owed votes; the count."""
     now = datetime.now(UTC)
@@ -66,7 +88,8 @@ def collect(db: Database, name: str) -> int:
         row = get_row(s, name, for_update=True)
         since = s.execute(
             select(func.max(ExchangeFeedbackRow.decision_id)).where(
-                ExchangeFeedbackRow.exchange_id == row.id
+                ExchangeFeedbackRow.exchange_id == row.id,
+                ExchangeFeedbackRow.decision_id.not_like(f"{ALLOW_PREFIX}%"),
             )
         ).scalar_one()
         query = (
@@ -99,6 +122,10 @@ def collect(db: Database, name: str) -> int:
             fingerprint = FINGERPRINTS.get(str(signal_type))
             if fingerprint is not None:
                 owed.setdefault((str(entry_id), fingerprint, VOTES[decision]), str(decision_id))
+        for allow_pk, signal_type, entry_id in s.execute(_allowed_query(name)):
+            fingerprint = FINGERPRINTS.get(str(signal_type))
+            if fingerprint is not None:
+                owed.setdefault((str(entry_id), fingerprint, "down"), f"{ALLOW_PREFIX}{allow_pk}")
         existing = {
             (e, f, v)
             for e, f, v in s.execute(

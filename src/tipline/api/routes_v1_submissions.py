@@ -44,30 +44,18 @@ class SubmissionOut(BaseModel):
     created_at: datetime
     created_by: str
 
+    model_config = ConfigDict(from_attributes=True)
+
     @classmethod
     def of(cls, item: submissions.Submission) -> SubmissionOut:
-        """Wire form of a stored submission."""
-        return cls(
-            id=item.id,
-            tenant=item.tenant,
-            content_id=item.content_id,
-            uploader_account=item.uploader_account,
-            upload_ip=item.upload_ip,
-            uploaded_at=item.uploaded_at,
-            upload_port=item.upload_port,
-            file_name=item.file_name,
-            uploader_screen_name=item.uploader_screen_name,
-            uploader_profile_url=item.uploader_profile_url,
-            account=item.account,
-            metadata=item.metadata,
-            signals=item.signals,
-            created_at=item.created_at,
-            created_by=item.created_by,
-        )
+        """Wire form of a stored submission (its fields by name)."""
+        return cls.model_validate(item)
 
 
 class MatchRecordOut(BaseModel):
     """One match in the history; ``distance`` is an integer (bits for PDQ)."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     id: int
     submission_id: str | None
@@ -133,6 +121,8 @@ class DecisionIn(BaseModel):
 class DecisionOut(BaseModel):
     """A recorded decision."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     submission_id: str
     decision: str
@@ -152,29 +142,11 @@ class ReviewDecisionIn(BaseModel):
 
 
 def _match_out(row: submissions.MatchRecord) -> MatchRecordOut:
-    return MatchRecordOut(
-        id=row.id,
-        submission_id=row.submission_id,
-        at=row.at,
-        bank=row.bank,
-        entry_id=row.entry_id,
-        signal_type=row.signal_type,
-        distance=row.distance,
-        query_value=row.query_value,
-        labels=list(row.labels),
-    )
+    return MatchRecordOut.model_validate(row)
 
 
 def _decision_out(row: submissions.Decision) -> DecisionOut:
-    return DecisionOut(
-        id=row.id,
-        submission_id=row.submission_id,
-        decision=row.decision,
-        reason=row.reason,
-        facts=row.facts,
-        decided_by=row.decided_by,
-        decided_at=row.decided_at,
-    )
+    return DecisionOut.model_validate(row)
 
 
 @router.post("/submissions", response_model=SubmissionOut, status_code=201, responses=problems(400))

@@ -30,7 +30,9 @@ def _password(from_stdin: bool) -> str:
 @user_app.command("add")
 def add_command(
     name: str = typer.Argument(..., help="Login name."),
-    role: str = typer.Option("reviewer", help="Role: reviewer or admin (see `apikey`)."),
+    role: str = typer.Option(
+        "reviewer", help="Role: reviewer, analyst (the clearinghouse desk) or admin (see `apikey`)."
+    ),
     tenant: str | None = typer.Option(None, help="Tenant the user is bound to."),
     password_stdin: bool = _STDIN,
 ) -> None:

@@ -15,14 +15,19 @@ from fastapi.staticfiles import StaticFiles
 from tipline.config import Settings
 from tipline.services.database import Database
 from tipline.services.vault import Vault
-from tipline.web import pages_auth, pages_exchanges, pages_review
+from tipline.web import pages_auth, pages_desk, pages_exchanges, pages_review
 from tipline.web.context import HERE, PREFIX, WebContext, make_templates
 
 
 def mount(app: FastAPI, *, db: Database, settings: Settings, vault: Callable[[], Vault]) -> None:
     """Add the web UI to ``app``."""
-    app.state.web = WebContext(db=db, settings=settings, vault=vault, templates=make_templates())
+    templates = make_templates()
+    # the analyst's desk reads the clearinghouse's reports: only where both roles run
+    templates.globals["desk_enabled"] = settings.role == "both"
+    app.state.web = WebContext(db=db, settings=settings, vault=vault, templates=templates)
     app.include_router(pages_auth.router)
     app.include_router(pages_review.router)
     app.include_router(pages_exchanges.router)
+    if settings.role == "both":
+        app.include_router(pages_desk.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=HERE / "static"), name="web-static")

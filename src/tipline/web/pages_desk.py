@@ -1,0 +1,54 @@
+"""The clearinghouse analyst's desk: a dashboard of what arrived and what waits, the
+triaged queue with each score's factors, and one received report (hashes only, never
+media). Role analyst or admin, users bound to no tenant (the same rule as the analyst
+API); mounted with the clearinghouse role (``tipline serve --role both``)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.responses import HTMLResponse
+
+from tipline.services.clearinghouse import dashboard, queue
+from tipline.web import svg
+from tipline.web.context import PREFIX, WebRoute, current, render, web
+
+router = APIRouter(prefix=f"{PREFIX}/desk", route_class=WebRoute, include_in_schema=False)
+
+
+@router.get("", response_class=HTMLResponse)
+def desk_page(request: Request) -> Response:
+    """Reports and files per day, distinct and duplicate files, new and known material,
+    the backlog by band and age, the largest clusters, reports by country."""
+    ws = current(request)
+    d = dashboard.dashboard(web(request).db.sessions, ws.principal)
+    charts = {
+        "reports": svg.hbar(
+            "chart-reports", "Reports received per day", [(x.day[5:], x.reports) for x in d.days]
+        ),
+        "files": svg.hbar(
+            "chart-files", "Files received per day", [(x.day[5:], x.files) for x in d.days]
+        ),
+        "states": svg.hbar("chart-states", "Files by de-duplication state", list(d.states.items())),
+        "backlog": svg.hbar(
+            "chart-backlog", "Pending reports by triage band", list(d.backlog.items())
+        ),
+        "countries": svg.hbar("chart-countries", "Reports by routed country", d.countries),
+    }
+    return render(request, "desk.html", {"d": d, "charts": charts, "bands": dashboard.BANDS}, ws=ws)
+
+
+@router.get("/queue", response_class=HTMLResponse)
+def desk_queue_page(request: Request) -> Response:
+    """Pending triaged reports, highest score first, each score broken down by factor."""
+    ws = current(request)
+    items = queue.queue(web(request).db.sessions, ws.principal, limit=200)
+    return render(request, "desk_queue.html", {"items": items}, ws=ws)
+
+
+@router.get("/reports/{report_id}", response_class=HTMLResponse)
+def desk_report_page(request: Request, report_id: int = Path(..., ge=1, le=2**63 - 1)) -> Response:
+    """One received report: incident, reported persons, files (hashes), clusters and the
+    links explaining them, linked reports, triage (audited as a report view)."""
+    ws = current(request)
+    view = queue.report_view(web(request).db.sessions, ws.principal, report_id)
+    return render(request, "desk_report.html", {"v": view}, ws=ws)

@@ -1,5 +1,6 @@
-"""``tipline report`` end to end in subprocesses: create from a decision, list, deliver
-to the local ISPWS receiver, show, download, and one-line errors with exit status 2."""
+"""``tipline report`` end to end, in-process through the console script's ``main``:
+create from a decision, list, deliver to the local ISPWS receiver, show, download, and
+one-line errors with exit status 2."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import base64
 import json
 import os
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 from lxml import etree
 
+from _cli import run_tipline
 from _ispws_server import ispws_server
 from tipline.config import Settings
 from tipline.services import vault as v
@@ -23,13 +24,8 @@ from tipline.store.models import import_all_models
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tipline.cli.main", "report", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """``tipline report ARGS`` in-process, through the console script's ``main``."""
+    return run_tipline(["report", *args], env=env)
 
 
 def test_report_commands(tmp_path: Path) -> None:

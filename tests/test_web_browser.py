@@ -240,3 +240,50 @@ def test_no_serious_accessibility_violations(page: Any, web: WebServer) -> None:
     page.goto("/web/review/NOSUCHITEM")
     scan("error")
     assert not found, found
+
+
+def test_desk_pages_have_no_serious_accessibility_violations(browser: Any, tmp_path: Path) -> None:
+    """The clearinghouse analyst's desk (a server of both roles, reports filed through
+    the intake): dashboard, queue and a report page, reached by keyboard login."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    from test_web_desk import PASSWORD as DESK_PASSWORD
+    from test_web_desk import desk_server
+
+    expect = playwright_api.expect
+    found: dict[str, list[str]] = {}
+    with desk_server(f"sqlite:///{tmp_path / 'desk.db'}", tmp_path / "ch") as (srv, ids):
+        context = browser.new_context(
+            base_url=srv.url.removesuffix("/ispws"),
+            viewport={"width": 1280, "height": 900},
+            device_scale_factor=1,
+        )
+        context.set_default_timeout(WAIT_MS)
+        try:
+            page = context.new_page()
+            page.goto("/web/desk")
+            expect(page.locator("#name")).to_be_focused()
+            page.keyboard.type("ana")
+            page.keyboard.press("Tab")
+            page.keyboard.type(DESK_PASSWORD)
+            page.keyboard.press("Enter")
+            expect(page.locator("h1")).to_have_text("Analyst desk")
+            axe = Axe()
+            for name, path, heading in (
+                ("desk", "/web/desk", "Analyst desk"),
+                ("desk queue", "/web/desk/queue", "Triage queue"),
+                ("desk report", f"/web/desk/reports/{ids[1]}", f"Received report {ids[1]}"),
+            ):
+                page.goto(path)
+                expect(page.locator("h1")).to_have_text(heading)
+                bad = [
+                    f"{v['id']} ({v['impact']}): {v['help']}"
+                    for v in axe.run(page).response["violations"]
+                    if v.get("impact") in ("serious", "critical")
+                ]
+                if bad:
+                    found[name] = bad
+                _shot(page, name.replace(" ", "-") + ".png")
+        finally:
+            context.close()
+    assert not found, found

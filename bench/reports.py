@@ -8,20 +8,23 @@ Phases (the same N reports):
 * ``build``: ``create_from_decision`` per report (read the media back from the vault,
   MD5 + SHA-1, build the XML, XSD validation, XML preserved in the vault, outbox row),
   on ``--workers`` threads;
-* ``deliver``: the outbox delivers every report (``--workers`` parallel calls) to a
-  receiver in another process that validates every XML body against the XSD and
-  MD5s every upload.
+* ``deliver``: the outbox delivers every report (``--in-flight`` reports at once, their
+  steps group-committed) to a receiver in its own process (so it does not share this
+  process's GIL) that validates every XML body against the XSD and MD5s every upload.
 
 The anchor, measured in the same run: the bare protocol (the same ISPWS client, same
 files, same receiver; no database, no vault, no outbox), reports/s.
 
 Printed: reports/s per phase and end to end (N / (build + deliver)), the ratio to the
-anchor, and the share of the pipeline's time spent in XSD validation.
+anchor, CPU ms per report of this process and of the receiver's, SQL statements and
+commits per report (counted by an engine event listener; the audit chain's pipelined
+appends run on the raw driver connection and are not counted), the machine's CPU use
+during each phase, and the share of the pipeline's time spent in XSD validation.
 
 Usage::
 
     TIPLINE_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
-        python bench/reports.py [--reports 400] [--workers 4]
+        python bench/reports.py [--reports 400] [--workers 4] [--in-flight 8]
 
 Without a PostgreSQL URL it falls back to SQLite and says so.
 """
@@ -34,6 +37,7 @@ import io
 import multiprocessing
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import threading
@@ -91,14 +95,55 @@ def _jpeg_about_1mb(seed: int = 7) -> bytes:
 
 
 def _receiver(conn: object, hold: float) -> None:
-    """Child process: serve ISPWS until told to stop; send back URL and counters."""
+    """Child process: serve ISPWS until told to stop; answers "cpu" with its CPU seconds
+    so far, and "stop" with its counters."""
     from _ispws_server import ispws_server
 
     with ispws_server() as rx:
         conn.send((rx.url, rx.username, rx.password))  # type: ignore[attr-defined]
-        conn.recv()  # type: ignore[attr-defined]
+        while conn.recv() == "cpu":  # type: ignore[attr-defined]
+            conn.send(time.process_time())  # type: ignore[attr-defined]
         finished = sum(1 for r in rx.receiver.reports.values() if r.finished)
         conn.send((finished, len(rx.receiver.reports), len(rx.receiver.rejections)))  # type: ignore[attr-defined]
+
+
+def _machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat (zeros elsewhere)."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = [float(x) for x in handle.readline().split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    return sum(fields) - idle, sum(fields)
+
+
+class _Meter:
+    """Wall time, this process's CPU, the receiver's CPU, the machine's busy share and
+    the SQL statements and commits of one phase."""
+
+    def __init__(self, receiver: object, sql: dict[str, int]) -> None:
+        self.receiver = receiver
+        self.sql = sql
+
+    def __enter__(self) -> _Meter:
+        self.receiver.send("cpu")  # type: ignore[attr-defined]
+        self.rx0 = self.receiver.recv()  # type: ignore[attr-defined]
+        self.sql0 = dict(self.sql)
+        self.m0 = _machine_cpu()
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.t0
+        self.cpu = time.process_time() - self.c0
+        m1 = _machine_cpu()
+        total = m1[1] - self.m0[1]
+        self.machine_busy = (m1[0] - self.m0[0]) / total if total else 0.0
+        self.receiver.send("cpu")  # type: ignore[attr-defined]
+        self.rx_cpu = self.receiver.recv() - self.rx0  # type: ignore[attr-defined]
+        self.statements = self.sql["statements"] - self.sql0["statements"]
+        self.commits = self.sql["commits"] - self.sql0["commits"]
 
 
 @contextmanager
@@ -128,10 +173,12 @@ def _database() -> Iterator[tuple[str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reports", type=int, default=400)
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=4, help="threads building reports")
+    parser.add_argument("--in-flight", type=int, default=8, help="reports delivered at once")
     args = parser.parse_args()
 
     from pydantic import SecretStr
+    from sqlalchemy import event
 
     from tipline.config import Settings
     from tipline.services import vault as v
@@ -221,8 +268,17 @@ def main() -> None:
                 )
         setup = time.perf_counter() - t0
 
-        t0, c0 = time.perf_counter(), time.process_time()
-        with ThreadPoolExecutor(args.workers) as pool:
+        sql = {"statements": 0, "commits": 0}
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _statement(*_: object) -> None:
+            sql["statements"] += 1
+
+        @event.listens_for(engine, "commit")
+        def _commit(*_: object) -> None:
+            sql["commits"] += 1
+
+        with _Meter(parent, sql) as build, ThreadPoolExecutor(args.workers) as pool:
             list(
                 pool.map(
                     lambda d: service.create_from_decision(
@@ -231,13 +287,11 @@ def main() -> None:
                     decisions,
                 )
             )
-        build, build_cpu = time.perf_counter() - t0, time.process_time() - c0
 
-        t0, c0 = time.perf_counter(), time.process_time()
-        stats = service.deliver(
-            sessions, settings=settings, evidence=evidence, workers=args.workers
-        )
-        deliver, deliver_cpu = time.perf_counter() - t0, time.process_time() - c0
+        with _Meter(parent, sql) as deliver:
+            stats = service.deliver(
+                sessions, settings=settings, evidence=evidence, workers=args.in_flight
+            )
 
         # anchor: the bare protocol, same client, files and receiver
         client = IspwsClient(url, username, password, timeout=60)
@@ -253,10 +307,8 @@ def main() -> None:
             client.fileinfo(details)
             client.finish(rid)
 
-        t0, c0 = time.perf_counter(), time.process_time()
-        with ThreadPoolExecutor(args.workers) as pool:
+        with _Meter(parent, sql) as anchor, ThreadPoolExecutor(args.in_flight) as pool:
             list(pool.map(bare, range(n)))
-        anchor, anchor_cpu = time.perf_counter() - t0, time.process_time() - c0
         client.close()
         engine.dispose()
 
@@ -265,47 +317,69 @@ def main() -> None:
     proc.join(timeout=10)
     builder.validate_tree = original  # type: ignore[assignment]
 
-    pipeline = build + deliver
+    pipeline = build.wall + deliver.wall
     rate = n / pipeline
-    anchor_rate = n / anchor
+    anchor_rate = n / anchor.wall
     print(
         f"report pipeline, {n} reports of one {len(jpeg) / 1e6:.2f} MB JPEG each, "
-        f"{args.workers} workers, {backend}, {os.cpu_count()} CPUs"
+        f"build on {args.workers} threads, {args.in_flight} reports in flight, {backend}, "
+        f"{os.cpu_count()} CPUs"
     )
-    load = os.getloadavg()[0]
-    print(f"load average at the end: {load:.1f} (CPU ms are this process's, receiver excluded)")
-    print(f"{'phase':<34}{'seconds':>9}{'reports/s':>11}{'CPU ms/report':>15}")
-    print(f"{'setup (media to vault, decisions)':<34}{setup:>9.2f}{n / setup:>11.1f}{'':>15}")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (1 min), uptime: {_uptime()}")
     print(
-        f"{'build (+XSD, vault, outbox)':<34}{build:>9.2f}{n / build:>11.1f}"
-        f"{1000 * build_cpu / n:>15.1f}"
+        "CPU ms per report: 'client' is this process, 'receiver' the receiver's own "
+        "process; 'busy' is the whole machine's CPU use during the phase"
     )
-    print(
-        f"{'deliver (ISPWS, 4 calls/report)':<34}{deliver:>9.2f}{n / deliver:>11.1f}"
-        f"{1000 * deliver_cpu / n:>15.1f}"
+    head = (
+        f"{'phase':<30}{'seconds':>8}{'reports/s':>10}{'client':>8}{'receiver':>9}"
+        f"{'SQL/rep':>8}{'commits/rep':>12}{'busy':>6}"
     )
+    print(head)
+    print(f"{'setup (media to vault, ...)':<30}{setup:>8.2f}{n / setup:>10.1f}")
+    rows = [
+        ("build (+XSD, vault, outbox)", build),
+        ("deliver (ISPWS, 4 calls/rep)", deliver),
+        ("anchor: bare ISPWS protocol", anchor),
+    ]
+    for name, m in rows:
+        print(
+            f"{name:<30}{m.wall:>8.2f}{n / m.wall:>10.1f}{1000 * m.cpu / n:>8.1f}"
+            f"{1000 * m.rx_cpu / n:>9.1f}{m.statements / n:>8.1f}{m.commits / n:>12.2f}"
+            f"{100 * m.machine_busy:>5.0f}%"
+        )
+    client_cpu = build.cpu + deliver.cpu
+    rx_cpu = build.rx_cpu + deliver.rx_cpu
     print(
-        f"{'end to end (build + deliver)':<34}{pipeline:>9.2f}{rate:>11.1f}"
-        f"{1000 * (build_cpu + deliver_cpu) / n:>15.1f}"
-    )
-    print(
-        f"{'anchor: bare ISPWS protocol':<34}{anchor:>9.2f}{anchor_rate:>11.1f}"
-        f"{1000 * anchor_cpu / n:>15.1f}"
+        f"{'end to end (build + deliver)':<30}{pipeline:>8.2f}{rate:>10.1f}"
+        f"{1000 * client_cpu / n:>8.1f}{1000 * rx_cpu / n:>9.1f}"
     )
     print(
         f"ratio to the anchor: {rate / anchor_rate:.2f}; target >= {TARGET_RPS:.0f}/s: "
         f"{'met' if rate >= TARGET_RPS else 'NOT met'}"
     )
     print(
+        f"receiver's share of the CPU the pipeline used (client + receiver): "
+        f"{100 * rx_cpu / (client_cpu + rx_cpu):.0f}% (PostgreSQL's own CPU not counted)"
+    )
+    print(
         f"XSD validation: {validate_seconds[0]:.2f} s of thread time, "
         f"{100 * validate_seconds[0] / pipeline:.1f}% of the pipeline's wall time"
     )
     print(
-        f"receiver: {finished} finished of {total} opened, {rejections} schema rejections; "
-        f"delivery: {stats.finished} finished, {stats.failed} failed, {stats.retries} retries"
+        f"delivery: {stats.finished} finished, {stats.failed} failed, {stats.retries} retries, "
+        f"{stats.calls} calls, {stats.transactions} group transactions "
+        f"({stats.calls / max(1, stats.transactions):.1f} steps each)"
     )
+    print(f"receiver: {finished} finished of {total} opened, {rejections} schema rejections")
     if finished != 2 * n or stats.finished != n or rejections:
         raise SystemExit("benchmark run was not clean")
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "?"
 
 
 def _anchor_content(jpeg: bytes):  # type: ignore[no-untyped-def]

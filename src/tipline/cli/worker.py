@@ -1,4 +1,5 @@
-"""``tipline worker``: run the database-leased job runner (webhook deliveries, ...)."""
+"""``tipline worker``: run the database-leased job runner (webhook deliveries, the
+vault's purge, report deliveries)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,24 @@ def _clearinghouse_handlers(db: Database) -> dict[str, Any]:
     }
 
 
+def _report_handlers(db: Database, in_flight: int, lease_seconds: float) -> dict[str, Any]:
+    """Report delivery (``report.deliver`` jobs) when an ISPWS endpoint and account are
+    configured; without them the jobs wait (and the worker says so once)."""
+    from tipline.config import get_settings
+    from tipline.services.reports import delivery_job, service
+
+    settings = get_settings()
+    try:
+        handler = service.delivery_job_handler(
+            db.sessions, settings, in_flight=in_flight, budget_seconds=lease_seconds / 3
+        )
+    except service.ReportingNotConfiguredError as exc:
+        err_console.print(f"report delivery off: {exc.message}", markup=False)
+        return {}
+    delivery_job.ensure_delivery_scheduled(db.sessions)
+    return {delivery_job.DELIVERY_JOB_KIND: handler}
+
+
 def worker_command(
     once: bool = typer.Option(False, "--once", help="Run one batch of due jobs and exit."),
     exit_when_idle: bool = typer.Option(
@@ -66,6 +85,9 @@ def worker_command(
     backoff_max: float = typer.Option(3600.0, min=0.0, help="Longest retry delay, seconds."),
     webhook_timeout: float = typer.Option(
         10.0, min=0.1, help="Per-request webhook time limit, seconds."
+    ),
+    report_in_flight: int = typer.Option(
+        8, min=1, max=64, help="Reports delivered at once (report.deliver jobs)."
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each failed attempt."),
 ) -> None:
@@ -82,11 +104,13 @@ def worker_command(
     db = open_database()
     engine = db.engine
     deliverer = WebhookDeliverer(engine, timeout=webhook_timeout)
+    reports = _report_handlers(db, report_in_flight, lease_seconds)
     handlers = {
         WEBHOOK_JOB_KIND: deliverer,
         **_vault_handlers(db, daily=not once and not exit_when_idle),
         **_exchange_handlers(db, scheduled=not once and not exit_when_idle),
         **_clearinghouse_handlers(db),
+        **reports,
     }
     runner = JobRunner(
         engine,
@@ -108,6 +132,8 @@ def worker_command(
         total = runner.run_once() if once else runner.run(stop, exit_when_idle=exit_when_idle)
     finally:
         deliverer.close()
+        for handler in reports.values():
+            handler.close()
         engine.dispose()
     err_console.print(f"worker {runner.owner}: {total} jobs run", markup=False)
 

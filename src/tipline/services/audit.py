@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Engine, Table, bindparam, func, insert, select, true, update
+from sqlalchemy import Engine, Table, bindparam, event, func, insert, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.errors import AuditChainError, InputError
@@ -226,6 +226,56 @@ def _statements() -> tuple[Any, Any, Any]:
     add = insert(cast(Table, AuditRecord.__table__))
     move = update(head).where(head.c.id == 1).values(hash=bindparam("new_hash"))
     return lock, add, move
+
+
+_DEFERRED = "tipline.audit.deferred"
+
+
+def defer(
+    session: Session,
+    *,
+    actor: str | ActorLike,
+    action: str,
+    target: Target | tuple[str, str] | None = None,
+    details: Mapping[str, Any] | None = None,
+    tenant: str | None = None,
+) -> None:
+    """Queue one record to be appended when the caller's transaction commits.
+
+    Checked now (InputError). Every record a transaction deferred is appended in one
+    :func:`append_many` after the transaction's other writes are flushed, so the chain
+    head is locked only for the commit itself (and once, however many records): a
+    transaction that does slow work (encryption, file syncs, many rows) between its
+    audited actions no longer holds every other appender up. A rollback drops the
+    queued records with everything else.
+    """
+    defer_pending(
+        session,
+        pending(actor=actor, action=action, target=target, details=details, tenant=tenant),
+    )
+
+
+def defer_pending(session: Session, item: Pending) -> None:
+    """:func:`defer` for a record already checked by :func:`pending`."""
+    queued: list[Pending] | None = session.info.get(_DEFERRED)
+    if queued is None:
+        queued = session.info[_DEFERRED] = []
+        if not session.info.get(_DEFERRED + ".hooked"):
+            event.listen(session, "before_commit", _append_deferred)
+            event.listen(session, "after_rollback", _drop_deferred)
+            session.info[_DEFERRED + ".hooked"] = True
+    queued.append(item)
+
+
+def _append_deferred(session: Session) -> None:
+    items = session.info.pop(_DEFERRED, None)
+    if items:
+        session.flush()  # the other writes first: the head is locked from here to COMMIT
+        append_many(session, items)
+
+
+def _drop_deferred(session: Session) -> None:
+    session.info.pop(_DEFERRED, None)
 
 
 def append(

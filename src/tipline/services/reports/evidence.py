@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +45,17 @@ class EvidenceFiles(Protocol):
         (so it commits with the step that sends them: one commit, not two)."""
         ...
 
+    def opener(self, session: Session, evidence_id: str) -> Callable[[], bytes]:
+        """Check that ``evidence_id`` can be read and audit the read in the caller's
+        transaction; the returned function reads the bytes (call it only once that
+        transaction committed: the audit record exists before a byte is decrypted,
+        and the decryption runs outside the transaction)."""
+        ...
+
+    #: True when every read checks the bytes against a digest recorded when they were
+    #: stored (a changed file raises instead of returning other bytes)
+    verifies_content: bool
+
     def keep_report_xml(
         self, session: Session, tenant: str | None, report_id: str, xml: bytes
     ) -> str | None:
@@ -63,6 +75,8 @@ class DirectoryEvidence:
     Files are content-addressed (``<sha256>``); a small JSON index per submission lists
     its media.
     """
+
+    verifies_content = False
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -97,12 +111,22 @@ class DirectoryEvidence:
         ]
 
     def read(self, session: Session, evidence_id: str) -> bytes:
+        return self.opener(session, evidence_id)()
+
+    def opener(self, session: Session, evidence_id: str) -> Callable[[], bytes]:
         if len(evidence_id) != 64 or not all(c in "0123456789abcdef" for c in evidence_id):
             raise InputError(f"bad evidence id {evidence_id!r}")
         path = self.root / "blobs" / evidence_id
         if not path.exists():
             raise NotFoundError(f"no stored file {evidence_id}")
-        return path.read_bytes()
+
+        def load() -> bytes:
+            try:
+                return path.read_bytes()
+            except FileNotFoundError:
+                raise NotFoundError(f"no stored file {evidence_id}") from None
+
+        return load
 
     def keep_report_xml(
         self, session: Session, tenant: str | None, report_id: str, xml: bytes

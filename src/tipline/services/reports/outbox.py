@@ -24,6 +24,16 @@ retries that run out move the report to the operator queue with the receiver's m
 Several processes may deliver at once: a runner leases one report at a time; a lease
 whose runner died on this host (pid gone) is taken over at once, others when they
 expire.
+
+Group commit: a runner drives several reports at once (``workers`` threads, each with
+one report and one HTTP call in flight, over the client's connection pool). Their
+step records do not get a transaction each: one committer thread applies every step
+change queued while the previous transaction was committing in a single transaction
+(rows of all its reports read in two queries, changes flushed in a few bulk
+statements, the audit records appended together just before COMMIT), and a thread
+sends its next request only once the transaction holding its ``inflight`` mark has
+committed. The guarantees above are per step and unchanged; a transaction that fails
+is rolled back and its steps are applied again one per transaction.
 """
 
 from __future__ import annotations
@@ -32,12 +42,15 @@ import enum
 import hashlib
 import logging
 import os
+import queue
 import random
 import socket
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -116,6 +129,8 @@ class DeliveryStats:
     orphans: int = 0
     calls: int = 0
     retries: int = 0
+    #: database transactions that recorded steps (each holds the steps of many reports)
+    transactions: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -157,6 +172,140 @@ class _Call:
     file_name: str | None = None
     md5: str | None = None
     final: bool = False
+    #: reads an upload's bytes (after the transaction that audited the read committed)
+    load: Callable[[], bytes] | None = None
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Effects:
+    """What a step transaction did beyond the database: counters and step-hook calls,
+    applied once it committed (a transaction applied again starts with fresh ones)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    notes: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def count(self, **counts: int) -> None:
+        for name, value in counts.items():
+            self.counts[name] = self.counts.get(name, 0) + value
+
+    def note(self, report_id: str, step: str, phase: str) -> None:
+        self.notes.append((report_id, step, phase))
+
+
+#: one step change: runs inside the shared transaction
+_Work = Callable[[Session, _Effects], Any]
+
+_FILES = "tipline.reports.outbox.files"
+_ROWS = "tipline.reports.outbox.rows"
+
+
+@dataclass
+class _Queued:
+    report_id: str | None
+    work: _Work
+    future: Future[tuple[Any, _Effects]] = field(default_factory=Future)
+
+
+class _GroupCommit:
+    """One thread that applies queued step changes, as many as are waiting, per
+    transaction (see the module docstring)."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        preload: Callable[[Session, list[str]], None],
+        *,
+        max_batch: int = 64,
+    ) -> None:
+        self._sessions = sessions
+        self._preload = preload
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        #: transactions committed and steps applied (for the benchmark)
+        self.transactions = 0
+        self.steps = 0
+
+    def run(self, report_id: str | None, work: _Work) -> tuple[Any, _Effects]:
+        """Apply ``work`` in the next transaction; returns once it committed."""
+        item = _Queued(report_id, work)
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._loop, name="report-outbox-commit", daemon=True
+                )
+                self._thread.start()
+            self._queue.put(item)
+        return item.future.result()
+
+    def close(self) -> None:
+        """Stop the thread once the queue is empty."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+            if thread is not None:
+                self._queue.put(None)
+        if thread is not None:
+            thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(more)
+            live = [q for q in batch if q.future.set_running_or_notify_cancel()]
+            if live:
+                self._apply(live)
+
+    def _transact(self, batch: list[_Queued]) -> list[tuple[Any, _Effects]]:
+        results: list[tuple[Any, _Effects]] = []
+        with self._sessions() as session, session.begin(), session.no_autoflush:
+            # no autoflush: every step's changes go out in one flush at COMMIT (bulk
+            # statements), not one flush per step that reads something
+            ids = sorted({q.report_id for q in batch if q.report_id is not None})
+            if ids:
+                self._preload(session, ids)
+            for q in batch:
+                effects = _Effects()
+                results.append((q.work(session, effects), effects))
+        self.transactions += 1
+        self.steps += len(batch)
+        return results
+
+    def _apply(self, batch: list[_Queued]) -> None:
+        try:
+            results = self._transact(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].future.set_exception(exc)
+                return
+            log.warning(
+                "report outbox: a transaction of %d steps failed (%s); applying them one by one",
+                len(batch),
+                type(exc).__name__,
+            )
+            for q in batch:
+                self._apply([q])
+            return
+        except BaseException as exc:
+            for q in batch:
+                q.future.set_exception(exc)
+            raise
+        for q, result in zip(batch, results, strict=True):
+            q.future.set_result(result)
 
 
 class Deliverer:
@@ -173,6 +322,7 @@ class Deliverer:
         rng: random.Random | None = None,
         on_step: StepHook | None = None,
         clock: Callable[[], datetime] = utcnow,
+        max_batch: int = 64,
     ) -> None:
         self.sessions = sessions
         self.client = client
@@ -185,6 +335,7 @@ class Deliverer:
         self.stats = DeliveryStats()
         self._wait_for_retries = True
         self._host = self.owner.split(":", 1)[0]
+        self.commits = _GroupCommit(sessions, self._preload, max_batch=max_batch)
 
     # -- leases ---------------------------------------------------------------------
 
@@ -218,44 +369,70 @@ class Deliverer:
         return freed
 
     def claim(self) -> str | None:
-        """Lease one due report; None when nothing is due."""
+        """Lease one due report (in a transaction of its own); None when nothing is due."""
         with self.sessions() as session, session.begin():
-            now = self.clock()
-            free = or_(
-                ReportOutboxRow.lease_owner.is_(None), ReportOutboxRow.lease_expires_at < now
-            )
-            query = (
-                select(ReportOutboxRow.report_id)
-                .where(ReportOutboxRow.next_at <= now, free)
-                .order_by(ReportOutboxRow.next_at, ReportOutboxRow.report_id)
-                .limit(1)
-            )
-            if session.get_bind().dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            report_id = session.execute(query).scalar()
-            if report_id is None:
-                return None
-            taken = session.execute(
-                update(ReportOutboxRow)
-                .where(ReportOutboxRow.report_id == report_id, free)
-                .values(
-                    lease_owner=self.owner,
-                    lease_expires_at=now + timedelta(seconds=self.policy.lease_seconds),
-                ),
-                execution_options={"synchronize_session": False},
-            )
-            return report_id if getattr(taken, "rowcount", 0) == 1 else None
+            return self._lease_one(session)
 
-    def _owned(self, session: Session, report_id: str) -> tuple[ReportOutboxRow, ReportRow] | None:
-        """The outbox row (if this runner holds its lease) and its report, one query."""
-        found = session.execute(
+    def _lease_one(self, session: Session) -> str | None:
+        now = self.clock()
+        free = or_(ReportOutboxRow.lease_owner.is_(None), ReportOutboxRow.lease_expires_at < now)
+        query = (
+            select(ReportOutboxRow.report_id)
+            .where(ReportOutboxRow.next_at <= now, free)
+            .order_by(ReportOutboxRow.next_at, ReportOutboxRow.report_id)
+            .limit(1)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        report_id = session.execute(query).scalar()
+        if report_id is None:
+            return None
+        taken = session.execute(
+            update(ReportOutboxRow)
+            .where(ReportOutboxRow.report_id == report_id, free)
+            .values(
+                lease_owner=self.owner,
+                lease_expires_at=now + timedelta(seconds=self.policy.lease_seconds),
+            ),
+            execution_options={"synchronize_session": False},
+        )
+        return report_id if getattr(taken, "rowcount", 0) == 1 else None
+
+    def _preload(self, session: Session, report_ids: list[str]) -> None:
+        """Load the outbox rows, reports and files of ``report_ids`` in two queries (the
+        steps of a transaction then find them in the session without a round trip)."""
+        loaded = session.execute(
             select(ReportOutboxRow, ReportRow)
             .join(ReportRow, ReportRow.id == ReportOutboxRow.report_id)
-            .where(ReportOutboxRow.report_id == report_id)
-        ).first()
-        if found is None or found[0].lease_owner != self.owner:
+            .where(ReportOutboxRow.report_id.in_(report_ids))
+        ).all()
+        # the session's identity map holds unchanged rows weakly: keep them alive
+        session.info.setdefault(_ROWS, []).extend(loaded)
+        files: dict[str, list[ReportFileRow]] = session.info.setdefault(_FILES, {})
+        for report_id in report_ids:
+            files[report_id] = []
+        for file in session.execute(
+            select(ReportFileRow)
+            .where(ReportFileRow.report_id.in_(report_ids))
+            .order_by(ReportFileRow.report_id, ReportFileRow.seq)
+        ).scalars():
+            files[file.report_id].append(file)
+
+    def _files(self, session: Session, report_id: str) -> list[ReportFileRow]:
+        files: dict[str, list[ReportFileRow]] = session.info.setdefault(_FILES, {})
+        if report_id not in files:
+            self._preload(session, [report_id])
+        return files[report_id]
+
+    def _owned(self, session: Session, report_id: str) -> tuple[ReportOutboxRow, ReportRow] | None:
+        """The outbox row (if this runner holds its lease) and its report."""
+        row = session.get(ReportOutboxRow, report_id)
+        if row is None or row.lease_owner != self.owner:
             return None
-        return found[0], found[1]
+        report = session.get(ReportRow, report_id)
+        if report is None:
+            return None
+        return row, report
 
     # -- the loop -------------------------------------------------------------------
 
@@ -268,9 +445,10 @@ class Deliverer:
         poll_seconds: float = 1.0,
         wait_for_retries: bool = True,
     ) -> DeliveryStats:
-        """Deliver until the outbox is empty (``until_idle``) or ``stop`` is set.
-        Without ``wait_for_retries`` an idle run ends as soon as nothing is due now
-        (reports waiting for a retry stay in the outbox for the next run)."""
+        """Deliver until the outbox is empty (``until_idle``) or ``stop`` is set, with
+        ``workers`` reports in flight at once. Without ``wait_for_retries`` an idle run
+        ends as soon as nothing is due now (reports waiting for a retry stay in the
+        outbox for the next run)."""
         self._wait_for_retries = wait_for_retries
         stop = stop or threading.Event()
         self.reclaim_dead()
@@ -283,22 +461,37 @@ class Deliverer:
             )
             for i in range(max(1, workers))
         ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            self.commits.close()
+            self.stats.transactions = self.commits.transactions
         return self.stats
 
     def _worker(self, stop: threading.Event, until_idle: bool, poll_seconds: float) -> None:
         while not stop.is_set():
-            report_id = self.claim()
-            if report_id is not None:
-                self.drive(report_id)
+            claimed = self._in_transaction(None, self._claim_and_prepare)
+            if claimed is not None:
+                report_id, call = claimed
+                self._drive(report_id, call)
                 continue
             wait = self._idle_wait(until_idle, poll_seconds)
             if wait is None:
                 return
             stop.wait(wait)
+
+    def _in_transaction(self, report_id: str | None, work: Callable[..., T], *args: Any) -> T:
+        """Run ``work(session, effects, *args)`` in the next group transaction; once it
+        committed, count its effects and tell the step hook."""
+        result, effects = self.commits.run(report_id, lambda s, fx: work(s, fx, *args))
+        if effects.counts:
+            self.stats.add(**effects.counts)
+        for note in effects.notes:
+            self._notify(*note)
+        return result  # type: ignore[no-any-return]
 
     def _idle_wait(self, until_idle: bool, poll_seconds: float) -> float | None:
         """Seconds to wait for more work; None when idle and ``until_idle``."""
@@ -334,18 +527,43 @@ class Deliverer:
         return max(0.0, min(poll_seconds, wait))
 
     def drive(self, report_id: str) -> None:
-        """Run ``report_id``'s steps until it is done, waits for a retry, or fails."""
-        call = self._prepare(report_id)
+        """Run ``report_id``'s steps (its lease held) until it is done, waits for a
+        retry, or fails."""
+        self._drive(report_id, self._in_transaction(report_id, self._prepare, report_id))
+
+    def _drive(self, report_id: str, call: _Call | None) -> None:
         while call is not None:
             self.stats.add(calls=1)
+            if call.step is Step.UPLOAD and not self._load(report_id, call):
+                return
             try:
                 result = self._send(call)
             except IspwsError as exc:
-                call = self._prepare(report_id) if self._failed(report_id, call, exc) else None
+                call = self._in_transaction(report_id, self._failed, report_id, call, exc)
                 continue
-            call = self._succeeded(report_id, call, result)
+            call = self._in_transaction(report_id, self._succeeded, report_id, call, result)
 
-    # -- one step -------------------------------------------------------------------
+    def _load(self, report_id: str, call: _Call) -> bool:
+        """Read an upload's bytes (its read audited in the committed step); a file that
+        cannot be read as reported goes to the operator queue (False)."""
+        assert call.load is not None
+        try:
+            data = call.load()
+            if not self.evidence.verifies_content and (
+                hashlib.md5(data, usedforsecurity=False).hexdigest() != call.md5
+            ):
+                raise _StoredFileError(
+                    f"stored file {call.evidence_id} no longer has MD5 {call.md5}"
+                )
+        except (_StoredFileError, TiplineError) as exc:
+            self._in_transaction(
+                report_id, self._unreadable, report_id, call, f"cannot read the file: {exc}"
+            )
+            return False
+        call.data = data
+        return True
+
+    # -- one step (each runs inside a group transaction) --------------------------------
 
     def _event(
         self, session: Session, report_id: str, step: str, phase: str, detail: str = ""
@@ -360,31 +578,30 @@ class Deliverer:
         if self.on_step is not None:
             self.on_step(report_id, step, phase)
 
-    def _prepare(self, report_id: str) -> _Call | None:
-        """Mark the next step in flight (committed) and read what it sends."""
-        recovered = None
-        with self.sessions() as session, session.begin():
-            owned = self._owned(session, report_id)
-            if owned is None:
+    def _claim_and_prepare(self, session: Session, fx: _Effects) -> tuple[str, _Call | None] | None:
+        report_id = self._lease_one(session)
+        if report_id is None:
+            return None
+        self._preload(session, [report_id])
+        return report_id, self._prepare(session, fx, report_id)
+
+    def _prepare(self, session: Session, fx: _Effects, report_id: str) -> _Call | None:
+        """Mark the next step in flight and read what it sends."""
+        owned = self._owned(session, report_id)
+        if owned is None:
+            return None
+        row, report = owned
+        if row.inflight:
+            # the previous runner died mid-call: its outcome is unknown
+            recovered = row.step
+            self._on_unknown(session, fx, row, report, "interrupted mid-call (runner stopped)")
+            self._event(session, report_id, recovered, "recovered")
+            fx.note(report_id, recovered, "recovered")
+            if row.attempts >= self.policy.max_attempts:
+                self._to_operator(session, row, report, None, "retries exhausted")
+                fx.count(failed=1)
                 return None
-            row, report = owned
-            if row.inflight:
-                # the previous runner died mid-call: its outcome is unknown
-                recovered = row.step
-                self._on_unknown(session, row, report, "interrupted mid-call (runner stopped)")
-                self._event(session, report_id, recovered, "recovered")
-                if row.attempts >= self.policy.max_attempts:
-                    self._to_operator(session, row, report, None, "retries exhausted")
-                    self.stats.add(failed=1)
-                    return None
-            prepared = self._mark_inflight(
-                session, row, report, self._build_call(session, row, report)
-            )
-        if recovered is not None:
-            self._notify(report_id, recovered, "recovered")
-        if prepared is not None:
-            self._notify(report_id, prepared.step.value, "start")
-        return prepared
+        return self._mark_inflight(session, fx, row, report, self._build_call(session, row, report))
 
     def _build_call(self, session: Session, row: ReportOutboxRow, report: ReportRow) -> _Call:
         step = Step(row.step)
@@ -392,8 +609,7 @@ class Deliverer:
         if step is Step.SUBMIT:
             call.xml = report.xml.encode("utf-8")
         elif step in (Step.UPLOAD, Step.FILEINFO):
-            file = session.get(ReportFileRow, (report.id, row.file_seq))
-            assert file is not None
+            file = self._files(session, report.id)[row.file_seq]
             if step is Step.UPLOAD:
                 call.evidence_id, call.file_name, call.md5 = (
                     file.evidence_id,
@@ -412,30 +628,45 @@ class Deliverer:
         return call
 
     def _mark_inflight(
-        self, session: Session, row: ReportOutboxRow, report: ReportRow, call: _Call
+        self,
+        session: Session,
+        fx: _Effects,
+        row: ReportOutboxRow,
+        report: ReportRow,
+        call: _Call,
     ) -> _Call | None:
-        """Mark ``call`` in flight and, for an upload, read the file (its audited read
-        commits with this step). A file that cannot be read as reported goes to the
-        operator queue (None)."""
+        """Mark ``call`` in flight; for an upload, audit the file's read (it commits
+        with this step; the bytes are read once it committed). A file that is gone goes
+        to the operator queue (None)."""
         if call.step is Step.UPLOAD:
             assert call.evidence_id is not None
             try:
-                data = self.evidence.read(session, call.evidence_id)
-                if hashlib.md5(data, usedforsecurity=False).hexdigest() != call.md5:
-                    raise _StoredFileError(
-                        f"stored file {call.evidence_id} no longer has MD5 {call.md5}"
-                    )
-            except (_StoredFileError, TiplineError) as exc:
-                row.inflight = False
+                call.load = self.evidence.opener(session, call.evidence_id)
+            except TiplineError as exc:
                 message = f"cannot read the file: {exc}"
                 self._to_operator(session, row, report, None, message)
                 self._event(session, report.id, call.step.value, "rejected", message)
-                self.stats.add(failed=1)
+                fx.note(report.id, call.step.value, "rejected")
+                fx.count(failed=1)
                 return None
-            call.data = data
         row.inflight = True
         self._event(session, report.id, call.step.value, "start")
+        fx.note(report.id, call.step.value, "start")
         return call
+
+    def _unreadable(
+        self, session: Session, fx: _Effects, report_id: str, call: _Call, message: str
+    ) -> None:
+        """An upload marked in flight whose bytes could not be read: nothing was sent."""
+        owned = self._owned(session, report_id)
+        if owned is None:
+            return
+        row, report = owned
+        row.inflight = False
+        self._to_operator(session, row, report, None, message)
+        self._event(session, report_id, call.step.value, "rejected", message)
+        fx.note(report_id, call.step.value, "rejected")
+        fx.count(failed=1)
 
     def _send(self, call: _Call) -> object:
         client = self.client
@@ -453,113 +684,103 @@ class Deliverer:
             return client.finish(call.remote_id)
         return client.retract(call.remote_id)
 
-    def _succeeded(self, report_id: str, call: _Call, result: object) -> _Call | None:
+    def _succeeded(
+        self, session: Session, fx: _Effects, report_id: str, call: _Call, result: object
+    ) -> _Call | None:
         """Record a successful step and, in the same transaction, mark the next one in
-        flight (one commit per step); returns the next call, None when done."""
+        flight; returns the next call, None when done."""
         done_phase = "ok"
-        following: _Call | None = None
-        with self.sessions() as session, session.begin():
-            owned = self._owned(session, report_id)
-            if owned is None:
-                return None
-            row, report = owned
-            row.inflight = False
-            row.attempts = 0
-            row.last_error = None
-            if call.step is Step.SUBMIT:
-                assert isinstance(result, int)
-                report.remote_id = result
-                report.status = ReportStatus.DELIVERING.value
-                row.step, row.file_seq = Step.UPLOAD.value, 0
-                detail = f"reportId {result}"
-            elif call.step is Step.UPLOAD:
-                file = session.get(ReportFileRow, (report_id, call.file_seq))
-                assert file is not None
-                md5 = getattr(result, "md5", None)
-                if md5 != file.md5:
-                    # the receiver holds other bytes than ours: start again cleanly,
-                    # a bounded number of times (each restart resets the attempts)
-                    detail = f"receiver MD5 {md5} differs from {file.md5}"
-                    before = session.execute(
-                        select(func.count()).where(
-                            ReportEventRow.report_id == report_id,
-                            ReportEventRow.phase == "retry",
-                            ReportEventRow.detail.like("receiver MD5 %"),
-                        )
-                    ).scalar_one()
-                    row.step = Step.RETRACT.value
-                    row.final_retract = False
-                    row.attempts = 1
-                    row.last_error = detail
-                    done_phase = "retry"
-                    if before + 1 >= self.policy.max_attempts:
-                        # the open remote report is named in the message for the operator
-                        self._to_operator(
-                            session,
-                            row,
-                            report,
-                            None,
-                            f"{detail} on {before + 1} uploads; report {report.remote_id} is "
-                            "still open on the receiver",
-                        )
-                        self.stats.add(failed=1)
-                        done_phase = "rejected"
-                else:
-                    file.remote_file_id = getattr(result, "file_id", None)
-                    file.described = False
-                    row.step = Step.FILEINFO.value
-                    detail = f"fileId {file.remote_file_id}"
-            elif call.step is Step.FILEINFO:
-                file = session.get(ReportFileRow, (report_id, call.file_seq))
-                assert file is not None
-                file.described = True
-                count = session.execute(
-                    select(func.count()).where(ReportFileRow.report_id == report_id)
+        owned = self._owned(session, report_id)
+        if owned is None:
+            return None
+        row, report = owned
+        row.inflight = False
+        row.attempts = 0
+        row.last_error = None
+        if call.step is Step.SUBMIT:
+            assert isinstance(result, int)
+            report.remote_id = result
+            report.status = ReportStatus.DELIVERING.value
+            row.step, row.file_seq = Step.UPLOAD.value, 0
+            detail = f"reportId {result}"
+        elif call.step is Step.UPLOAD:
+            file = self._files(session, report_id)[call.file_seq]
+            md5 = getattr(result, "md5", None)
+            if md5 != file.md5:
+                # the receiver holds other bytes than ours: start again cleanly,
+                # a bounded number of times (each restart resets the attempts)
+                detail = f"receiver MD5 {md5} differs from {file.md5}"
+                before = session.execute(
+                    select(func.count()).where(
+                        ReportEventRow.report_id == report_id,
+                        ReportEventRow.phase == "retry",
+                        ReportEventRow.detail.like("receiver MD5 %"),
+                    )
                 ).scalar_one()
-                if call.file_seq + 1 < count:
-                    row.step, row.file_seq = Step.UPLOAD.value, call.file_seq + 1
-                else:
-                    row.step = Step.FINISH.value
-                detail = f"file {call.file_seq}"
-            elif call.step is Step.FINISH:
-                listed = set(getattr(result, "files", ()) or ())
-                self._finished(session, row, report, listed)
-                detail = f"reportId {report.remote_id}"
+                row.step = Step.RETRACT.value
+                row.final_retract = False
+                row.attempts = 1
+                row.last_error = detail
+                done_phase = "retry"
+                if before + 1 >= self.policy.max_attempts:
+                    # the open remote report is named in the message for the operator
+                    self._to_operator(
+                        session,
+                        row,
+                        report,
+                        None,
+                        f"{detail} on {before + 1} uploads; report {report.remote_id} is "
+                        "still open on the receiver",
+                    )
+                    fx.count(failed=1)
+                    done_phase = "rejected"
             else:
-                detail = self._retracted(session, row, report)
-            self._event(session, report_id, call.step.value, done_phase, detail)
-            finished = call.step is Step.FINISH or (call.step is Step.RETRACT and call.final)
-            if not finished and done_phase != "rejected":
-                following = self._mark_inflight(
-                    session, row, report, self._build_call(session, row, report)
-                )
-        self._notify(report_id, call.step.value, done_phase)
-        if following is not None:
-            self._notify(report_id, following.step.value, "start")
-        return following
+                file.remote_file_id = getattr(result, "file_id", None)
+                file.described = False
+                row.step = Step.FILEINFO.value
+                detail = f"fileId {file.remote_file_id}"
+        elif call.step is Step.FILEINFO:
+            files = self._files(session, report_id)
+            files[call.file_seq].described = True
+            if call.file_seq + 1 < len(files):
+                row.step, row.file_seq = Step.UPLOAD.value, call.file_seq + 1
+            else:
+                row.step = Step.FINISH.value
+            detail = f"file {call.file_seq}"
+        elif call.step is Step.FINISH:
+            listed = set(getattr(result, "files", ()) or ())
+            self._finished(session, fx, row, report, listed)
+            detail = f"reportId {report.remote_id}"
+        else:
+            detail = self._retracted(session, fx, row, report)
+        self._event(session, report_id, call.step.value, done_phase, detail)
+        fx.note(report_id, call.step.value, done_phase)
+        finished = call.step is Step.FINISH or (call.step is Step.RETRACT and call.final)
+        if finished or done_phase == "rejected":
+            return None
+        return self._mark_inflight(session, fx, row, report, self._build_call(session, row, report))
 
     def _finished(
-        self, session: Session, row: ReportOutboxRow, report: ReportRow, listed: set[str] | None
+        self,
+        session: Session,
+        fx: _Effects,
+        row: ReportOutboxRow,
+        report: ReportRow,
+        listed: set[str] | None,
     ) -> None:
         report.status = ReportStatus.FINISHED.value
         report.finished_at = self.clock()
+        files = self._files(session, report.id)
         if listed is not None:
-            ours = set(
-                session.execute(
-                    select(ReportFileRow.remote_file_id).where(ReportFileRow.report_id == report.id)
-                ).scalars()
-            )
-            missing = {f for f in ours if f} - listed
+            ours = {f.remote_file_id for f in files if f.remote_file_id}
+            missing = ours - listed
             if missing:
                 report.last_error = f"receiver's file list lacks {len(missing)} of our files"
-        evidence_ids = list(
-            session.execute(
-                select(ReportFileRow.evidence_id).where(ReportFileRow.report_id == report.id)
-            ).scalars()
+        self.evidence.mark_reported(
+            session, [f.evidence_id for f in files], report.id, report.finished_at
         )
-        self.evidence.mark_reported(session, evidence_ids, report.id, report.finished_at)
         session.delete(row)
-        audit.append(
+        audit.defer(
             session,
             actor=DELIVERY_ACTOR,
             action="report.finish",
@@ -567,15 +788,17 @@ class Deliverer:
             details={"remote_id": report.remote_id, "orphans": report.orphans},
             tenant=report.tenant,
         )
-        self.stats.add(finished=1)
+        fx.count(finished=1)
 
-    def _retracted(self, session: Session, row: ReportOutboxRow, report: ReportRow) -> str:
+    def _retracted(
+        self, session: Session, fx: _Effects, row: ReportOutboxRow, report: ReportRow
+    ) -> str:
         detail = f"reportId {report.remote_id} retracted"
         if row.final_retract:
             report.status = ReportStatus.RETRACTED.value
             report.retracted_at = self.clock()
             session.delete(row)
-            audit.append(
+            audit.defer(
                 session,
                 actor=DELIVERY_ACTOR,
                 action="report.retract",
@@ -583,21 +806,24 @@ class Deliverer:
                 details={"remote_id": report.remote_id},
                 tenant=report.tenant,
             )
-            self.stats.add(retracted=1)
+            fx.count(retracted=1)
             return detail
         # a restart: the next submit opens a fresh remote report
         report.remote_id = None
         report.status = ReportStatus.QUEUED.value
-        session.execute(
-            update(ReportFileRow)
-            .where(ReportFileRow.report_id == report.id)
-            .values(remote_file_id=None, described=False)
-        )
+        for file in self._files(session, report.id):
+            file.remote_file_id = None
+            file.described = False
         row.step, row.file_seq = Step.SUBMIT.value, 0
         return detail + "; starting again"
 
     def _on_unknown(
-        self, session: Session, row: ReportOutboxRow, report: ReportRow, why: str
+        self,
+        session: Session,
+        fx: _Effects,
+        row: ReportOutboxRow,
+        report: ReportRow,
+        why: str,
     ) -> None:
         """The call in flight may or may not have taken effect."""
         row.inflight = False
@@ -606,69 +832,73 @@ class Deliverer:
         step = Step(row.step)
         if step is Step.SUBMIT:
             report.orphans += 1
-            self.stats.add(orphans=1)
+            fx.count(orphans=1)
         elif step is Step.UPLOAD:
             row.step, row.final_retract = Step.RETRACT.value, False
 
-    def _failed(self, report_id: str, call: _Call, exc: IspwsError) -> bool:
-        """Record a failed step; True to go on at once (the step turned out done)."""
+    def _failed(
+        self, session: Session, fx: _Effects, report_id: str, call: _Call, exc: IspwsError
+    ) -> _Call | None:
+        """Record a failed step; when the step turned out done and more follow, mark the
+        next one in flight in the same transaction and return it."""
         message = str(exc)
         code = exc.response_code
         refused = isinstance(exc, ReceiverRefusedError)
         go_on = False
-        with self.sessions() as session, session.begin():
-            owned = self._owned(session, report_id)
-            if owned is None:
-                return False
-            row, report = owned
-            if refused and call.step is Step.FINISH and code == REPORT_ALREADY_FINISHED:
-                # our earlier finish worked; its answer was lost
-                phase = "ok"
-                self._finished(session, row, report, None)
-            elif refused and call.step is Step.RETRACT and code == REPORT_ALREADY_RETRACTED:
-                # our earlier retract worked; its answer was lost
-                phase = "ok"
-                row.inflight = False
-                row.attempts = 0
-                message = self._retracted(session, row, report)
-                go_on = not call.final
-            elif refused and call.step is Step.RETRACT and code == REPORT_ALREADY_FINISHED:
-                # a finish whose answer was lost had worked: the report is delivered
-                phase = "ok"
-                self._finished(session, row, report, None)
-            elif refused:
-                phase = "rejected"
-                row.inflight = False
-                self._to_operator(session, row, report, code, message)
-                self.stats.add(failed=1)
+        owned = self._owned(session, report_id)
+        if owned is None:
+            return None
+        row, report = owned
+        if refused and call.step is Step.FINISH and code == REPORT_ALREADY_FINISHED:
+            # our earlier finish worked; its answer was lost
+            phase = "ok"
+            self._finished(session, fx, row, report, None)
+        elif refused and call.step is Step.RETRACT and code == REPORT_ALREADY_RETRACTED:
+            # our earlier retract worked; its answer was lost
+            phase = "ok"
+            row.inflight = False
+            row.attempts = 0
+            message = self._retracted(session, fx, row, report)
+            go_on = not call.final
+        elif refused and call.step is Step.RETRACT and code == REPORT_ALREADY_FINISHED:
+            # a finish whose answer was lost had worked: the report is delivered
+            phase = "ok"
+            self._finished(session, fx, row, report, None)
+        elif refused:
+            phase = "rejected"
+            row.inflight = False
+            self._to_operator(session, row, report, code, message)
+            fx.count(failed=1)
+        else:
+            if isinstance(exc, OutcomeUnknownError):
+                phase = "unknown"
+                self._on_unknown(session, fx, row, report, message)
             else:
-                if isinstance(exc, OutcomeUnknownError):
-                    phase = "unknown"
-                    self._on_unknown(session, row, report, message)
-                else:
-                    phase = "retry"
-                    row.inflight = False
-                    row.attempts += 1
-                    row.last_error = message
-                if row.attempts >= self.policy.max_attempts:
-                    phase = "rejected"
-                    self._to_operator(
-                        session,
-                        row,
-                        report,
-                        code,
-                        f"gave up after {row.attempts} attempts: {message}",
-                    )
-                    self.stats.add(failed=1)
-                else:
-                    delay = self.policy.backoff.delay(row.attempts, self.rng)
-                    row.next_at = self.clock() + timedelta(seconds=delay)
-                    row.lease_owner = None
-                    row.lease_expires_at = None
-                    self.stats.add(retries=1)
-            self._event(session, report_id, call.step.value, phase, message)
-        self._notify(report_id, call.step.value, phase)
-        return go_on
+                phase = "retry"
+                row.inflight = False
+                row.attempts += 1
+                row.last_error = message
+            if row.attempts >= self.policy.max_attempts:
+                phase = "rejected"
+                self._to_operator(
+                    session,
+                    row,
+                    report,
+                    code,
+                    f"gave up after {row.attempts} attempts: {message}",
+                )
+                fx.count(failed=1)
+            else:
+                delay = self.policy.backoff.delay(row.attempts, self.rng)
+                row.next_at = self.clock() + timedelta(seconds=delay)
+                row.lease_owner = None
+                row.lease_expires_at = None
+                fx.count(retries=1)
+        self._event(session, report_id, call.step.value, phase, message)
+        fx.note(report_id, call.step.value, phase)
+        if not go_on:
+            return None
+        return self._mark_inflight(session, fx, row, report, self._build_call(session, row, report))
 
     def _to_operator(
         self,
@@ -693,7 +923,7 @@ class Deliverer:
         report.status = ReportStatus.FAILED.value
         report.last_error = message[:8000]
         session.delete(row)
-        audit.append(
+        audit.defer(
             session,
             actor=DELIVERY_ACTOR,
             action="report.failed",

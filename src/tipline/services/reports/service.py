@@ -21,7 +21,7 @@ from tipline.services import audit
 from tipline.services.auth import Permission, Principal, Role, can_see_tenant, tenant_clause
 from tipline.services.database import open_database
 from tipline.services.jobs import Backoff
-from tipline.services.reports import builder, bundling
+from tipline.services.reports import builder, bundling, delivery_job
 from tipline.services.reports.client import IspwsClient
 from tipline.services.reports.evidence import EvidenceFiles, StoredFile
 from tipline.services.reports.facts import ReviewFacts, account_from_json, review_facts_from_json
@@ -165,6 +165,7 @@ def queue_report(
     )
     session.flush()
     evidence.keep_report_xml(session, tenant, report.id, xml)
+    delivery_job.enqueue_delivery(session, key=f"report:{report.id}")
     audit.append(
         session,
         actor=actor,
@@ -689,6 +690,7 @@ def retract(sessions: sessionmaker[Session], who: Principal, report_id: str) -> 
             outbox.lease_owner = None
             outbox.lease_expires_at = None
             row.status = ReportStatus.DELIVERING.value
+            delivery_job.enqueue_delivery(session)
         _resolve_operator_items(session, row.id, who)
         session.flush()
         audit.append(
@@ -746,6 +748,7 @@ def retry(sessions: sessionmaker[Session], who: Principal, report_id: str) -> Re
             ReportStatus.QUEUED.value if row.remote_id is None else ReportStatus.DELIVERING.value
         )
         row.last_error = None
+        delivery_job.enqueue_delivery(session)
         session.flush()
         audit.append(
             session,
@@ -849,6 +852,26 @@ def deliver(
         return deliverer.run(workers=workers, wait_for_retries=wait_for_retries)
     finally:
         client.close()
+
+
+def delivery_job_handler(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    *,
+    in_flight: int = delivery_job.DEFAULT_IN_FLIGHT,
+    budget_seconds: float = 20.0,
+    transport: Any = None,
+) -> delivery_job.DeliveryJob:
+    """The ``report.deliver`` job handler for ``tipline worker``
+    (ReportingNotConfiguredError without an ISPWS endpoint and account in settings)."""
+    return delivery_job.DeliveryJob(
+        sessions,
+        client_from_settings(settings, transport=transport),
+        evidence_from_settings(sessions, settings),
+        policy_from_settings(settings),
+        in_flight=in_flight,
+        budget_seconds=budget_seconds,
+    )
 
 
 def pending_deliveries(sessions: sessionmaker[Session]) -> int:

@@ -10,6 +10,7 @@ matters because audit appends serialize on the chain's head).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import select
@@ -51,12 +52,23 @@ class VaultEvidence:
         ).scalars()
         return [StoredFile(row.id, row.filename or row.id, row.size) for row in rows]
 
+    #: every read checks the plaintext's SHA-256 and size against the item's record
+    verifies_content = True
+
     def read(self, session: Session, evidence_id: str) -> bytes:
-        """The item's bytes, every check passed (audited in ``session``)."""
+        """The item's bytes, every check passed (the read audited in ``session``: it
+        commits with the caller's transaction, and nothing derived from the bytes
+        leaves before that commit)."""
+        return self.opener(session, evidence_id)()
+
+    def opener(self, session: Session, evidence_id: str) -> Callable[[], bytes]:
+        """Audit a read of the item in ``session`` (appended when it commits, with the
+        transaction's other records: one lock of the audit chain's head); the returned
+        function decrypts and checks the item (EvidenceIntegrityError on any damage)."""
         row = session.get(EvidenceItemRow, evidence_id) if len(evidence_id) <= 26 else None
         if row is None or row.purged_at is not None:
             raise NotFoundError(f"no vault item {evidence_id!r} (or it was purged)")
-        audit.append(
+        audit.defer(
             session,
             actor=self.actor,
             action="vault.read",
@@ -64,7 +76,9 @@ class VaultEvidence:
             details={"via": "report", "sha256": row.sha256, "size": row.size},
             tenant=row.tenant,
         )
-        return b"".join(plaintext(self.vault, row))
+        vault = self.vault
+        # the sessions of services/database.py keep loaded rows usable after commit
+        return lambda: b"".join(plaintext(vault, row))
 
     def keep_report_xml(
         self, session: Session, tenant: str | None, report_id: str, xml: bytes
@@ -88,5 +102,11 @@ class VaultEvidence:
     ) -> None:
         """Start the one-year preservation of ``evidence_ids`` from ``at``."""
         mark_reported(
-            session, self.vault, evidence_ids, report_id=report_id, reported_at=at, actor=self.actor
+            session,
+            self.vault,
+            evidence_ids,
+            report_id=report_id,
+            reported_at=at,
+            actor=self.actor,
+            audit_at_commit=True,
         )

@@ -331,15 +331,24 @@ def mark_reported(
     report_id: str,
     reported_at: datetime,
     actor: str | Principal,
+    audit_at_commit: bool = False,
 ) -> list[EvidenceInfo]:
     """Record that items went into report ``report_id`` (caller's transaction): each is
     then kept at least ``vault.retention`` after ``reported_at`` (18 U.S.C. 2258A(h):
-    one year from the report). Retention never shrinks; audited as ``vault.reported``."""
+    one year from the report). Retention never shrinks; audited as ``vault.reported``
+    (``audit_at_commit``: with the transaction's other deferred records, see
+    :func:`tipline.services.audit.defer`)."""
     if reported_at.tzinfo is None:
         raise InputError("reported_at must be an aware datetime")
+    rows = {
+        row.id: row
+        for row in session.execute(
+            select(EvidenceItemRow).where(EvidenceItemRow.id.in_(list(item_ids)))
+        ).scalars()
+    }
     out = []
     for item_id in item_ids:
-        row = session.get(EvidenceItemRow, item_id)
+        row = rows.get(item_id)
         if row is None:
             raise NotFoundError(f"no vault item {item_id!r}")
         if row.purged_at is not None:
@@ -350,16 +359,22 @@ def mark_reported(
             row.reported_at = reported_at
         row.retain_until = max(row.retain_until, reported_at + vault.retention)
         out.append(EvidenceInfo.of(row))
-    session.flush()
-    for info in out:
-        audit.append(
-            session,
+    records = [
+        audit.pending(
             actor=actor,
             action="vault.reported",
             target=(TARGET, info.id),
             details={"report_id": report_id, "retain_until": info.retain_until.isoformat()},
             tenant=info.tenant,
         )
+        for info in out
+    ]
+    if audit_at_commit:
+        for record in records:
+            audit.defer_pending(session, record)
+    else:
+        session.flush()
+        audit.append_many(session, records)
     return out
 
 

@@ -53,9 +53,11 @@ def _clearinghouse_handlers(db: Database) -> dict[str, Any]:
     }
 
 
-def _report_handlers(db: Database, in_flight: int, lease_seconds: float) -> dict[str, Any]:
+def _report_handlers(
+    db: Database, in_flight: int, lease_seconds: float
+) -> tuple[dict[str, Any], str | None]:
     """Report delivery (``report.deliver`` jobs) when an ISPWS endpoint and account are
-    configured; without them the jobs wait (and the worker says so once)."""
+    configured; without them the jobs wait (and the note says why)."""
     from tipline.config import get_settings
     from tipline.services.reports import delivery_job, service
 
@@ -65,10 +67,9 @@ def _report_handlers(db: Database, in_flight: int, lease_seconds: float) -> dict
             db.sessions, settings, in_flight=in_flight, budget_seconds=lease_seconds / 3
         )
     except service.ReportingNotConfiguredError as exc:
-        err_console.print(f"report delivery off: {exc.message}", markup=False)
-        return {}
+        return {}, f"report delivery off: {exc.message}"
     delivery_job.ensure_delivery_scheduled(db.sessions)
-    return {delivery_job.DELIVERY_JOB_KIND: handler}
+    return {delivery_job.DELIVERY_JOB_KIND: handler}, None
 
 
 def worker_command(
@@ -104,7 +105,7 @@ def worker_command(
     db = open_database()
     engine = db.engine
     deliverer = WebhookDeliverer(engine, timeout=webhook_timeout)
-    reports = _report_handlers(db, report_in_flight, lease_seconds)
+    reports, reports_note = _report_handlers(db, report_in_flight, lease_seconds)
     handlers = {
         WEBHOOK_JOB_KIND: deliverer,
         **_vault_handlers(db, daily=not once and not exit_when_idle),
@@ -128,6 +129,8 @@ def worker_command(
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     err_console.print(f"worker {runner.owner}: started", markup=False)
+    if reports_note is not None:
+        err_console.print(reports_note, markup=False)
     try:
         total = runner.run_once() if once else runner.run(stop, exit_when_idle=exit_when_idle)
     finally:

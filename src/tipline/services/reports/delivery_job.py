@@ -1,8 +1,8 @@
 """Report delivery as a job of the database-leased job runner (``tipline worker``).
 
-Queueing a report enqueues a ``report.deliver`` job in the same transaction (keyed by
-the report: one job per report however often it is asked), and so do an operator's
-retry and retract. The job's handler delivers every report due now, not only the one
+Queueing a report enqueues a ``report.deliver`` job in the same transaction (one job
+per report, so every report has a job that starts after it committed), and so do an
+operator's retry and retract. The job's handler delivers every report due now, not only the one
 that queued it, with several in flight, through the crash-safe outbox; the outbox's
 per-report leases keep several workers (or a worker and ``tipline report deliver``) from
 driving one report at once, so each report is finished once however many jobs run.

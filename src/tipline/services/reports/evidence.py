@@ -52,6 +52,11 @@ class EvidenceFiles(Protocol):
         and the decryption runs outside the transaction)."""
         ...
 
+    def prefetch(self, session: Session, evidence_ids: list[str]) -> None:
+        """Load what :meth:`opener` and :meth:`mark_reported` need about
+        ``evidence_ids`` into ``session`` in one query (an optimisation; may do nothing)."""
+        ...
+
     #: True when every read checks the bytes against a digest recorded when they were
     #: stored (a changed file raises instead of returning other bytes)
     verifies_content: bool
@@ -127,6 +132,9 @@ class DirectoryEvidence:
                 raise NotFoundError(f"no stored file {evidence_id}") from None
 
         return load
+
+    def prefetch(self, session: Session, evidence_ids: list[str]) -> None:
+        return None
 
     def keep_report_xml(
         self, session: Session, tenant: str | None, report_id: str, xml: bytes

@@ -52,8 +52,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, inspect, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import flag_modified
 from ulid import ULID
 
 from tipline.errors import TiplineError
@@ -195,8 +196,9 @@ class _Effects:
         self.notes.append((report_id, step, phase))
 
 
-#: one step change: runs inside the shared transaction
-_Work = Callable[[Session, _Effects], Any]
+#: one step change, run inside the shared transaction with the report it is about
+#: (for a claim: the report leased for it in that transaction, or None)
+_Work = Callable[[Session, _Effects, str | None], Any]
 
 _FILES = "tipline.reports.outbox.files"
 _ROWS = "tipline.reports.outbox.rows"
@@ -206,7 +208,31 @@ _ROWS = "tipline.reports.outbox.rows"
 class _Queued:
     report_id: str | None
     work: _Work
+    #: lease a due report for this step (``report_id`` is None)
+    claim: bool = False
     future: Future[tuple[Any, _Effects]] = field(default_factory=Future)
+
+
+def _uniform_updates(session: Session) -> None:
+    """Give every changed row of one class the same SET columns (the union of what
+    changed in any of them), so the flush sends one bulk UPDATE per table instead of
+    one per combination of changed columns."""
+    changed: dict[type, tuple[set[str], list[Any]]] = {}
+    for obj in session.dirty:
+        state = inspect(obj)
+        keys = {
+            attr.key
+            for attr in state.mapper.column_attrs
+            if state.attrs[attr.key].history.has_changes()
+        }
+        if keys:
+            entry = changed.setdefault(type(obj), (set(), []))
+            entry[0].update(keys)
+            entry[1].append(obj)
+    for keys, objs in changed.values():
+        for obj in objs:
+            for key in keys:
+                flag_modified(obj, key)
 
 
 class _GroupCommit:
@@ -217,11 +243,13 @@ class _GroupCommit:
         self,
         sessions: sessionmaker[Session],
         preload: Callable[[Session, list[str]], None],
+        lease: Callable[[Session, int], list[str]],
         *,
         max_batch: int = 64,
     ) -> None:
         self._sessions = sessions
         self._preload = preload
+        self._lease = lease
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -230,9 +258,11 @@ class _GroupCommit:
         self.transactions = 0
         self.steps = 0
 
-    def run(self, report_id: str | None, work: _Work) -> tuple[Any, _Effects]:
+    def run(
+        self, report_id: str | None, work: _Work, *, claim: bool = False
+    ) -> tuple[Any, _Effects]:
         """Apply ``work`` in the next transaction; returns once it committed."""
-        item = _Queued(report_id, work)
+        item = _Queued(report_id, work, claim)
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
@@ -275,12 +305,16 @@ class _GroupCommit:
         with self._sessions() as session, session.begin(), session.no_autoflush:
             # no autoflush: every step's changes go out in one flush at COMMIT (bulk
             # statements), not one flush per step that reads something
-            ids = sorted({q.report_id for q in batch if q.report_id is not None})
+            claims = sum(1 for q in batch if q.claim)
+            leased = self._lease(session, claims) if claims else []
+            ids = {q.report_id for q in batch if q.report_id is not None} | set(leased)
             if ids:
-                self._preload(session, ids)
+                self._preload(session, sorted(ids))
             for q in batch:
                 effects = _Effects()
-                results.append((q.work(session, effects), effects))
+                report_id = (leased.pop(0) if leased else None) if q.claim else q.report_id
+                results.append((q.work(session, effects, report_id), effects))
+            _uniform_updates(session)
         self.transactions += 1
         self.steps += len(batch)
         return results
@@ -335,7 +369,7 @@ class Deliverer:
         self.stats = DeliveryStats()
         self._wait_for_retries = True
         self._host = self.owner.split(":", 1)[0]
-        self.commits = _GroupCommit(sessions, self._preload, max_batch=max_batch)
+        self.commits = _GroupCommit(sessions, self._preload, self._lease_many, max_batch=max_batch)
 
     # -- leases ---------------------------------------------------------------------
 
@@ -374,49 +408,60 @@ class Deliverer:
             return self._lease_one(session)
 
     def _lease_one(self, session: Session) -> str | None:
+        leased = self._lease_many(session, 1)
+        return leased[0] if leased else None
+
+    def _lease_many(self, session: Session, count: int) -> list[str]:
+        """Lease up to ``count`` due reports (two statements), soonest due first."""
         now = self.clock()
         free = or_(ReportOutboxRow.lease_owner.is_(None), ReportOutboxRow.lease_expires_at < now)
         query = (
             select(ReportOutboxRow.report_id)
             .where(ReportOutboxRow.next_at <= now, free)
             .order_by(ReportOutboxRow.next_at, ReportOutboxRow.report_id)
-            .limit(1)
+            .limit(count)
         )
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        report_id = session.execute(query).scalar()
-        if report_id is None:
-            return None
-        taken = session.execute(
-            update(ReportOutboxRow)
-            .where(ReportOutboxRow.report_id == report_id, free)
-            .values(
-                lease_owner=self.owner,
-                lease_expires_at=now + timedelta(seconds=self.policy.lease_seconds),
-            ),
-            execution_options={"synchronize_session": False},
+        due = list(session.execute(query).scalars())
+        if not due:
+            return []
+        taken = set(
+            session.execute(
+                update(ReportOutboxRow)
+                .where(ReportOutboxRow.report_id.in_(due), free)
+                .values(
+                    lease_owner=self.owner,
+                    lease_expires_at=now + timedelta(seconds=self.policy.lease_seconds),
+                )
+                .returning(ReportOutboxRow.report_id),
+                execution_options={"synchronize_session": False},
+            ).scalars()
         )
-        return report_id if getattr(taken, "rowcount", 0) == 1 else None
+        return [report_id for report_id in due if report_id in taken]
 
     def _preload(self, session: Session, report_ids: list[str]) -> None:
-        """Load the outbox rows, reports and files of ``report_ids`` in two queries (the
-        steps of a transaction then find them in the session without a round trip)."""
+        """Load the outbox rows, reports and files of ``report_ids`` in one query, and
+        the stored files' records (the steps of a transaction then find them in the
+        session without a round trip)."""
         loaded = session.execute(
-            select(ReportOutboxRow, ReportRow)
+            select(ReportOutboxRow, ReportRow, ReportFileRow)
             .join(ReportRow, ReportRow.id == ReportOutboxRow.report_id)
+            .outerjoin(ReportFileRow, ReportFileRow.report_id == ReportOutboxRow.report_id)
             .where(ReportOutboxRow.report_id.in_(report_ids))
+            .order_by(ReportOutboxRow.report_id, ReportFileRow.seq)
         ).all()
         # the session's identity map holds unchanged rows weakly: keep them alive
         session.info.setdefault(_ROWS, []).extend(loaded)
         files: dict[str, list[ReportFileRow]] = session.info.setdefault(_FILES, {})
         for report_id in report_ids:
             files[report_id] = []
-        for file in session.execute(
-            select(ReportFileRow)
-            .where(ReportFileRow.report_id.in_(report_ids))
-            .order_by(ReportFileRow.report_id, ReportFileRow.seq)
-        ).scalars():
-            files[file.report_id].append(file)
+        for _, _, file in loaded:
+            if file is not None:
+                files[file.report_id].append(file)
+        self.evidence.prefetch(
+            session, [file.evidence_id for _, _, file in loaded if file is not None]
+        )
 
     def _files(self, session: Session, report_id: str) -> list[ReportFileRow]:
         files: dict[str, list[ReportFileRow]] = session.info.setdefault(_FILES, {})
@@ -473,7 +518,7 @@ class Deliverer:
 
     def _worker(self, stop: threading.Event, until_idle: bool, poll_seconds: float) -> None:
         while not stop.is_set():
-            claimed = self._in_transaction(None, self._claim_and_prepare)
+            claimed = self._in_transaction(None, self._prepare_claimed, claim=True)
             if claimed is not None:
                 report_id, call = claimed
                 self._drive(report_id, call)
@@ -483,10 +528,15 @@ class Deliverer:
                 return
             stop.wait(wait)
 
-    def _in_transaction(self, report_id: str | None, work: Callable[..., T], *args: Any) -> T:
-        """Run ``work(session, effects, *args)`` in the next group transaction; once it
-        committed, count its effects and tell the step hook."""
-        result, effects = self.commits.run(report_id, lambda s, fx: work(s, fx, *args))
+    def _in_transaction(
+        self, report_id: str | None, work: Callable[..., T], *args: Any, claim: bool = False
+    ) -> T:
+        """Run ``work(session, effects, report_id, *args)`` in the next group transaction
+        (``claim``: with a report leased in it, or None); once it committed, count its
+        effects and tell the step hook."""
+        result, effects = self.commits.run(
+            report_id, lambda s, fx, rid: work(s, fx, rid, *args), claim=claim
+        )
         if effects.counts:
             self.stats.add(**effects.counts)
         for note in effects.notes:
@@ -529,7 +579,7 @@ class Deliverer:
     def drive(self, report_id: str) -> None:
         """Run ``report_id``'s steps (its lease held) until it is done, waits for a
         retry, or fails."""
-        self._drive(report_id, self._in_transaction(report_id, self._prepare, report_id))
+        self._drive(report_id, self._in_transaction(report_id, self._prepare))
 
     def _drive(self, report_id: str, call: _Call | None) -> None:
         while call is not None:
@@ -539,9 +589,9 @@ class Deliverer:
             try:
                 result = self._send(call)
             except IspwsError as exc:
-                call = self._in_transaction(report_id, self._failed, report_id, call, exc)
+                call = self._in_transaction(report_id, self._failed, call, exc)
                 continue
-            call = self._in_transaction(report_id, self._succeeded, report_id, call, result)
+            call = self._in_transaction(report_id, self._succeeded, call, result)
 
     def _load(self, report_id: str, call: _Call) -> bool:
         """Read an upload's bytes (its read audited in the committed step); a file that
@@ -578,11 +628,12 @@ class Deliverer:
         if self.on_step is not None:
             self.on_step(report_id, step, phase)
 
-    def _claim_and_prepare(self, session: Session, fx: _Effects) -> tuple[str, _Call | None] | None:
-        report_id = self._lease_one(session)
+    def _prepare_claimed(
+        self, session: Session, fx: _Effects, report_id: str | None
+    ) -> tuple[str, _Call | None] | None:
+        """A report leased for this thread: mark its next step in flight."""
         if report_id is None:
             return None
-        self._preload(session, [report_id])
         return report_id, self._prepare(session, fx, report_id)
 
     def _prepare(self, session: Session, fx: _Effects, report_id: str) -> _Call | None:

@@ -165,7 +165,7 @@ def queue_report(
     )
     session.flush()
     evidence.keep_report_xml(session, tenant, report.id, xml)
-    delivery_job.enqueue_delivery(session, key=f"report:{report.id}")
+    delivery_job.enqueue_delivery(session)  # a job per report, due once this commits
     audit.append(
         session,
         actor=actor,

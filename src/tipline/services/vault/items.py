@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.util import identity_key
 from ulid import ULID
 
 from tipline.errors import ConflictError, EvidenceIntegrityError, InputError, NotFoundError
@@ -138,12 +139,15 @@ def store(
     content_id: str | None = None,
     meta: Mapping[str, Any] | None = None,
     sealed: SealedFile | None = None,
+    audit_at_commit: bool = False,
 ) -> EvidenceInfo:
     """Encrypt ``source`` (or register the ``sealed`` file) into the vault inside the
     caller's transaction; audited as ``vault.store``. The file is written (and synced)
     before the row; a rollback removes it again. ``tenant`` defaults to the actor's.
     Kept until ``vault.retention`` after now (see :func:`mark_reported` for the
-    report-based period)."""
+    report-based period). ``audit_at_commit``: the record is appended with the
+    transaction's other deferred ones (:func:`tipline.services.audit.defer`), so the
+    audit chain's head is not locked from here to the caller's commit."""
     if isinstance(actor, Principal) and tenant is None:
         tenant = actor.tenant
     actor_id = actor.key_id if isinstance(actor, Principal) else actor
@@ -180,9 +184,7 @@ def store(
         retain_until=now + vault.retention,
     )
     session.add(row)
-    session.flush()
-    audit.append(
-        session,
+    record = audit.pending(
         actor=actor,
         action="vault.store",
         target=(TARGET, item_id),
@@ -197,6 +199,11 @@ def store(
         },
         tenant=tenant,
     )
+    if audit_at_commit:
+        audit.defer_pending(session, record)
+    else:
+        session.flush()
+        audit.append_many(session, [record])
     return EvidenceInfo.of(row)
 
 
@@ -340,12 +347,15 @@ def mark_reported(
     :func:`tipline.services.audit.defer`)."""
     if reported_at.tzinfo is None:
         raise InputError("reported_at must be an aware datetime")
-    rows = {
-        row.id: row
-        for row in session.execute(
-            select(EvidenceItemRow).where(EvidenceItemRow.id.in_(list(item_ids)))
-        ).scalars()
-    }
+    rows: dict[str, EvidenceItemRow] = {}
+    for item_id in item_ids:  # rows already in the session cost no query
+        known = session.identity_map.get(identity_key(EvidenceItemRow, item_id))
+        if isinstance(known, EvidenceItemRow):
+            rows[item_id] = known
+    missing = [i for i in item_ids if i not in rows]
+    if missing:
+        query = select(EvidenceItemRow).where(EvidenceItemRow.id.in_(missing))
+        rows.update((row.id, row) for row in session.execute(query).scalars())
     out = []
     for item_id in item_ids:
         row = rows.get(item_id)

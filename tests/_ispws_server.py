@@ -315,6 +315,7 @@ def _multipart(
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # many clients connecting at once must not overflow it
     receiver: Receiver
 
 

@@ -121,7 +121,8 @@ def parse_answer(body: bytes) -> Answer:
 
 
 class IspwsClient:
-    """One account on one ISPWS endpoint; safe to share between threads."""
+    """One account on one ISPWS endpoint; safe to share between threads (a pool of up
+    to ``max_connections`` kept-alive connections)."""
 
     def __init__(
         self,
@@ -131,6 +132,7 @@ class IspwsClient:
         *,
         timeout: float = 60.0,
         transport: Any = None,
+        max_connections: int = 64,
     ) -> None:
         httpx = require("httpx")
         self.base_url = base_url.rstrip("/")
@@ -142,6 +144,10 @@ class IspwsClient:
             transport=transport,
             trust_env=False,
             follow_redirects=False,
+            # every thread of a delivery keeps its connection open between calls
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
         )
         self._httpx = httpx
 

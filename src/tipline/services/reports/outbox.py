@@ -173,6 +173,9 @@ class _Call:
     file_name: str | None = None
     md5: str | None = None
     final: bool = False
+    #: a fileinfo's file (as stored) and the receiver's id for it
+    details: dict[str, Any] | None = None
+    file_id: str | None = None
     #: reads an upload's bytes (after the transaction that audited the read committed)
     load: Callable[[], bytes] | None = None
 
@@ -668,12 +671,10 @@ class Deliverer:
                     file.md5,
                 )
             else:
+                # the document is built (and validated) by the sending thread, not
+                # inside the group transaction
                 assert report.remote_id is not None and file.remote_file_id is not None
-                call.xml = builder.build_file_details(
-                    file_from_json(file.details),
-                    report_id=report.remote_id,
-                    file_id=file.remote_file_id,
-                )
+                call.details, call.file_id = file.details, file.remote_file_id
         elif step is Step.RETRACT:
             call.final = row.final_retract
         return call
@@ -729,8 +730,11 @@ class Deliverer:
             assert call.data is not None and call.file_name is not None
             return client.upload(call.remote_id, call.file_name, call.data)
         if call.step is Step.FILEINFO:
-            assert call.xml is not None
-            return client.fileinfo(call.xml)
+            assert call.details is not None and call.file_id is not None
+            xml = builder.build_file_details(
+                file_from_json(call.details), report_id=call.remote_id, file_id=call.file_id
+            )
+            return client.fileinfo(xml)
         if call.step is Step.FINISH:
             return client.finish(call.remote_id)
         return client.retract(call.remote_id)

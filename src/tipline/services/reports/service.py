@@ -166,7 +166,9 @@ def queue_report(
     session.flush()
     evidence.keep_report_xml(session, tenant, report.id, xml)
     delivery_job.enqueue_delivery(session)  # a job per report, due once this commits
-    audit.append(
+    # appended at commit with the media read and the XML's vault record: the audit
+    # chain's head is locked for the commit only, not for the rest of the transaction
+    audit.defer(
         session,
         actor=actor,
         action="report.create",

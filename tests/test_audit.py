@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -15,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select, text
+from sqlalchemy.orm import sessionmaker
 
 from _cli import run_tipline
 from tipline.errors import AuditChainError, InputError
@@ -451,3 +453,22 @@ def test_rows_outside_the_chain_fail_verify(engine: Engine, db_url: str, where: 
     assert report.records == 3
     cli = _cli(db_url, "audit", "verify")
     assert cli.returncode != 0 and f"broken at seq {bad_seq}" in cli.stderr
+
+
+def test_deferred_records_follow_their_transaction_and_savepoints(engine: Engine) -> None:
+    sessions = sessionmaker(engine)
+    with sessions() as session, session.begin():
+        audit.defer(session, actor="t", action="outer-1")
+        with contextlib.suppress(ValueError), session.begin_nested():
+            audit.defer(session, actor="t", action="savepoint-rolled-back")
+            raise ValueError
+        with session.begin_nested():
+            audit.defer(session, actor="t", action="savepoint-released")
+        audit.defer(session, actor="t", action="outer-2")
+    with contextlib.suppress(KeyError), sessions() as session, session.begin():
+        audit.defer(session, actor="t", action="transaction-rolled-back")
+        raise KeyError
+    with sessions() as session:
+        actions = session.scalars(select(AuditRecord.action).order_by(AuditRecord.seq)).all()
+        assert actions == ["outer-1", "savepoint-released", "outer-2"]
+        assert audit.verify(session).ok

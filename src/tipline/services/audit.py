@@ -257,25 +257,34 @@ def defer(
 
 def defer_pending(session: Session, item: Pending) -> None:
     """:func:`defer` for a record already checked by :func:`pending`."""
-    queued: list[Pending] | None = session.info.get(_DEFERRED)
+    queued: list[tuple[Any, Pending]] | None = session.info.get(_DEFERRED)
     if queued is None:
         queued = session.info[_DEFERRED] = []
         if not session.info.get(_DEFERRED + ".hooked"):
             event.listen(session, "before_commit", _append_deferred)
-            event.listen(session, "after_rollback", _drop_deferred)
+            event.listen(session, "after_soft_rollback", _drop_deferred)
             session.info[_DEFERRED + ".hooked"] = True
-    queued.append(item)
+    # tagged with the savepoint it was deferred in: rolling that back drops it
+    queued.append((session.get_nested_transaction(), item))
 
 
 def _append_deferred(session: Session) -> None:
-    items = session.info.pop(_DEFERRED, None)
-    if items:
+    # runs at COMMIT, and at the release of a savepoint (its records join the
+    # enclosing transaction then, as immediate appends would have)
+    queued = session.info.pop(_DEFERRED, None)
+    if queued:
         session.flush()  # the other writes first: the head is locked from here to COMMIT
-        append_many(session, items)
+        append_many(session, [item for _, item in queued])
 
 
-def _drop_deferred(session: Session) -> None:
-    session.info.pop(_DEFERRED, None)
+def _drop_deferred(session: Session, previous_transaction: Any) -> None:
+    queued = session.info.get(_DEFERRED)
+    if not queued:
+        return
+    if not previous_transaction.nested:
+        session.info.pop(_DEFERRED, None)
+        return
+    session.info[_DEFERRED] = [(tx, item) for tx, item in queued if tx is not previous_transaction]
 
 
 def append(

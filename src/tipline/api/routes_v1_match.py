@@ -54,6 +54,9 @@ class MatchOut(BaseModel):
     suppressed_reason: str | None = None
     query_match_percent: float | None = None
     compared_match_percent: float | None = None
+    variant: str | None = Field(
+        None, description="the query's variant that matched (e.g. flipx); null: as given"
+    )
 
     @classmethod
     def of(cls, m: Match) -> MatchOut:
@@ -70,6 +73,7 @@ class MatchOut(BaseModel):
             suppressed_reason=m.suppressed_reason,
             query_match_percent=m.query_match_percent,
             compared_match_percent=m.compared_match_percent,
+            variant=m.variant,
         )
 
 

@@ -56,6 +56,7 @@ _CSV_HEADER = [
     "suppressed_reason",
     "query_match_percent",
     "compared_match_percent",
+    "variant",
 ]
 
 
@@ -71,6 +72,7 @@ def _row(item: str, m: Match) -> dict[str, Any]:
         "suppressed_reason": m.suppressed_reason,
         "query_match_percent": m.query_match_percent,
         "compared_match_percent": m.compared_match_percent,
+        "variant": m.variant,
     }
 
 
@@ -95,6 +97,12 @@ def match_command(
     ),
     dihedral: bool = typer.Option(
         False, "--dihedral", help="Also match the 7 rotated/flipped PDQs of photos."
+    ),
+    normalize: bool = typer.Option(
+        False,
+        "--normalize",
+        help="Also match photos without their borders, letterbox, caption bars and "
+        "screenshot frames (PDQ variants trim, uncaption, trim+uncaption).",
     ),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Hashing worker processes."),
 ) -> None:
@@ -145,6 +153,8 @@ def match_command(
                         f"{item}\t{m.bank}\t{m.entry_id}\t{m.signal_type}\t"
                         f"distance={m.distance}\tlabels={','.join(m.labels)}"
                     )
+                    if m.variant is not None:
+                        line += f"\tvariant={m.variant}"
                     if m.query_match_percent is not None:
                         line += (
                             f"\tquery={m.query_match_percent:.1f}%"
@@ -163,7 +173,7 @@ def match_command(
             items = expand(paths)
             items_seen += len(items)
             files = [i for i in items if isinstance(i, str)]
-            options = HashOptions(dihedral=dihedral, decode=DecodeMode.FAST)
+            options = HashOptions(dihedral=dihedral, normalize=normalize, decode=DecodeMode.FAST)
             progress = Progress(
                 TextColumn("matching"),
                 BarColumn(),

@@ -57,6 +57,10 @@ class HashOptions:
     #: photos with an EXIF orientation also get PDQ variant ``exif_raw`` (the pixels as
     #: stored: what python-threatexchange / HMA hash)
     exif_raw: bool = False
+    #: photos also get PDQ variants ``trim``, ``uncaption``, ``trim+uncaption``: the
+    #: picture without borders, caption bars, screenshot frames (matching only; never
+    #: for bank entries)
+    normalize: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +158,7 @@ def _hash_photo(
         limits=limits,
         budget=budget,
         exif_raw=options.exif_raw,
+        normalize=options.normalize,
     )
     wanted = _wanted(options, MediaKind.PHOTO)
     ordered = [t for t in wanted if not _is_digest(t)] + [t for t in wanted if _is_digest(t)]

@@ -34,6 +34,8 @@ class Photo:
 
     ``decode`` chooses the decoder (:class:`~tipline.signals.decode.DecodeMode`);
     ``dihedral`` asks perceptual types for their eight rotation/flip variants too;
+    ``normalize`` for the variants of the picture without borders, caption bars and
+    screenshot frames (:mod:`tipline.signals.normalize`);
     ``budget`` is the process's decoded-pixel budget the decode reserves from.
     """
 
@@ -47,11 +49,14 @@ class Photo:
         limits: MediaLimits | None = None,
         budget: PixelBudget | None = None,
         exif_raw: bool = False,
+        normalize: bool = False,
     ) -> None:
         self.data = data
         self.format = fmt
         self.decode = decode
         self.dihedral = dihedral
+        #: perceptual types also hash the picture without borders, captions, frames
+        self.normalize = normalize
         #: perceptual types also hash the pixels as stored, before EXIF orientation
         self.exif_raw = exif_raw
         #: the EXIF orientation the decode applied (1: none), known once decoded

@@ -93,6 +93,20 @@ def pdq_signals(
     return tuple(_signal(value, quality, name) for name, value in variants)
 
 
+def normalized_signals(pixels: npt.NDArray[np.uint8], *, fast: bool = False) -> tuple[Signal, ...]:
+    """PDQ of each box :func:`tipline.signals.normalize.normalize_boxes` finds (the
+    picture without borders, letterbox, caption bars, a screenshot's frame), as
+    variants named after the box (``trim``, ``uncaption``, ``trim+uncaption``)."""
+    from tipline.signals.normalize import crops
+
+    hasher = pdq_hash_fast if fast else pdq_hash
+    out: list[Signal] = []
+    for name, box in crops(pixels):
+        value, quality = hasher(box)
+        out.append(_signal(value, quality, name))
+    return tuple(out)
+
+
 def _signal(value: str, quality: int, variant: str | None) -> Signal:
     return Signal(
         type="pdq",
@@ -116,9 +130,12 @@ class PdqSignalType:
 
     def hash_photo(self, photo: Photo) -> tuple[Signal, ...]:
         """One PDQ signal, or eight named variants when ``photo.dihedral``; with
+        ``photo.normalize`` also the variants of :func:`normalized_signals`; with
         ``photo.exif_raw`` also the variant ``exif_raw`` (:data:`EXIF_RAW`), the hash of
         the pixels as stored, when the file has an EXIF orientation."""
         signals = pdq_signals(photo.pixels(), dihedral=photo.dihedral, fast=photo.fast)
+        if photo.normalize:
+            signals = (*signals, *normalized_signals(photo.pixels(), fast=photo.fast))
         if photo.exif_raw and not photo.dihedral:
             raw = photo.raw_pixels()
             if raw is not None:

@@ -21,3 +21,6 @@ class Match:
     # video only: share of query frames matched and of compared (bank) frames matched, 0-100
     query_match_percent: float | None = None
     compared_match_percent: float | None = None
+    #: the query's variant that matched (``flipx``, ``trim``, ``uncaption``...; None:
+    #: the query as given)
+    variant: str | None = None

@@ -397,6 +397,7 @@ class Matcher:
                 matched_value=None if by_frames else _closest(signal_type, signal, hit, dist),
                 query_match_percent=q,
                 compared_match_percent=c,
+                variant=signal.variant,
             )
             if hit.bank.is_allow_bank:
                 reason = hit.entry.source or hit.bank.description or "allow-listed"
@@ -406,7 +407,7 @@ class Matcher:
             if self.only_banks is not None and hit.bank.name not in self.only_banks:
                 continue
             key = (m.bank, m.entry_id, m.signal_type)
-            if key not in best or m.distance < best[key].distance:
+            if key not in best or _rank(m) < _rank(best[key]):
                 best[key] = m
                 if entry_pks is not None:
                     entry_pks[(m.bank, m.entry_id)] = pk
@@ -539,3 +540,9 @@ def open_matcher(database_url: str | None = None, *, banks: Sequence[str] | None
     """Factory for worker processes (``module:function`` loaders): a Matcher on the
     configured database and index folder."""
     return Matcher.open(database_url, banks=banks)
+
+
+def _rank(m: Match) -> tuple[int, int]:
+    """Which of two matches of one entry is reported: the smaller distance; on a tie,
+    the query as given before one of its variants."""
+    return (m.distance, 0 if m.variant in (None, "orig") else 1)

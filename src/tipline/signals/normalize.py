@@ -1,0 +1,183 @@
+"""Query-side normalisation: the picture inside borders, letterbox bars, caption bars
+and screenshot frames, as crop boxes of the decoded pixels.
+
+Hash-only banks hold the PDQ of the original picture; a re-shared copy with a border,
+a caption or a window frame around it hashes far from it. :func:`normalize_boxes`
+finds the boxes that remove those additions; each box is hashed as an extra PDQ
+variant of the query (see :mod:`tipline.signals.pdq`), never of a bank entry.
+
+* ``trim``: rows/columns from each edge whose pixels are (almost all) one colour -
+  padding, letterbox and pillarbox bars, uniform frames.
+* ``uncaption``: a top or bottom band, up to :data:`MAX_CAPTION` of the height, whose
+  rows are mostly one background colour with sparse text on it.
+* ``trim+uncaption``: both, repeated up to :data:`ROUNDS` times (a screenshot's desktop,
+  then its window frame and title bar).
+
+Only boxes that differ meaningfully from the whole image, keep at least
+:data:`MIN_AREA` of its area and differ from each other are returned. Pure numpy.
+"""
+
+from __future__ import annotations
+
+from typing import Final, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+#: a pixel belongs to a bar when no channel differs from the bar's colour by more
+TOLERANCE: Final = 24
+#: share of a row/column's pixels of the bar's colour for it to be a uniform border
+UNIFORM: Final = 0.97
+#: share of a row's pixels of the background colour for it to belong to a caption band
+CAPTION_BACKGROUND: Final = 0.5
+#: share of a caption band's rows that are uniform (the rest carry its text)
+CAPTION_UNIFORM_ROWS: Final = 0.5
+#: largest caption band, as a share of the height
+MAX_CAPTION: Final = 0.30
+#: smallest caption band, as a share of the height
+MIN_CAPTION: Final = 0.03
+#: largest border trimmed from one edge, as a share of the side
+MAX_BORDER: Final = 0.45
+#: a box is returned only when it removes at least this share of a side on some edge
+MIN_CUT: Final = 0.02
+#: smallest share of the image's area a box keeps
+MIN_AREA: Final = 0.40
+#: trim/uncaption rounds for ``trim+uncaption``
+ROUNDS: Final = 4
+#: sides under this many pixels are never cut further
+MIN_SIDE: Final = 16
+
+
+class Box(NamedTuple):
+    """Rows ``top:bottom`` and columns ``left:right`` of the pixels."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+    @property
+    def area(self) -> int:
+        """Pixels inside the box."""
+        return max(0, self.bottom - self.top) * max(0, self.right - self.left)
+
+
+def _near(lines: npt.NDArray[np.uint8], colour: npt.NDArray[np.int16]) -> npt.NDArray[np.float64]:
+    """Share of each line's pixels (``lines``: N x L x 3) within TOLERANCE of ``colour``."""
+    diff = np.abs(lines.astype(np.int16) - colour).max(axis=2)
+    return np.asarray((diff <= TOLERANCE).mean(axis=1), dtype=np.float64)
+
+
+def _leading(flags: npt.NDArray[np.bool_]) -> int:
+    """Number of leading True values."""
+    misses = np.flatnonzero(~flags)
+    return int(misses[0]) if misses.size else int(flags.size)
+
+
+def _edge_lines(pixels: npt.NDArray[np.uint8], edge: str, depth: int) -> npt.NDArray[np.uint8]:
+    """The ``depth`` outermost lines from ``edge``, outermost first, as N x L x 3."""
+    if edge == "top":
+        return pixels[:depth]
+    if edge == "bottom":
+        return pixels[::-1][:depth]
+    if edge == "left":
+        return pixels[:, :depth].transpose(1, 0, 2)
+    return pixels[:, ::-1][:, :depth].transpose(1, 0, 2)
+
+
+def _colour(line: npt.NDArray[np.uint8]) -> npt.NDArray[np.int16]:
+    return np.asarray(np.median(line, axis=0), dtype=np.int16)
+
+
+def _cut(box: Box, edge: str, n: int) -> Box:
+    if edge == "top":
+        return box._replace(top=box.top + n)
+    if edge == "bottom":
+        return box._replace(bottom=box.bottom - n)
+    if edge == "left":
+        return box._replace(left=box.left + n)
+    return box._replace(right=box.right - n)
+
+
+def _view(pixels: npt.NDArray[np.uint8], box: Box) -> npt.NDArray[np.uint8]:
+    return pixels[box.top : box.bottom, box.left : box.right]
+
+
+def trim(pixels: npt.NDArray[np.uint8], box: Box) -> Box:
+    """``box`` without the uniform borders on each of its edges."""
+    for edge in ("top", "bottom", "left", "right"):
+        view = _view(pixels, box)
+        h, w = view.shape[:2]
+        side = h if edge in ("top", "bottom") else w
+        if side < MIN_SIDE:
+            continue
+        lines = _edge_lines(view, edge, int(side * MAX_BORDER))
+        if lines.shape[0] == 0:
+            continue
+        n = _leading(_near(lines, _colour(lines[0])) >= UNIFORM)
+        box = _cut(box, edge, n)
+    return box
+
+
+def uncaption(pixels: npt.NDArray[np.uint8], box: Box) -> Box:
+    """``box`` without a caption band at its top and/or bottom: rows from the edge that
+    are mostly the edge's background colour (text on a plain bar), at least
+    MIN_CAPTION and at most MAX_CAPTION of the height, starting with a uniform row and
+    at least CAPTION_UNIFORM_ROWS of them uniform."""
+    for edge in ("top", "bottom"):
+        view = _view(pixels, box)
+        h = view.shape[0]
+        if h < MIN_SIDE:
+            continue
+        lines = _edge_lines(view, edge, int(h * MAX_CAPTION) + 1)
+        if lines.shape[0] == 0:
+            continue
+        near = _near(lines, _colour(lines[0]))
+        n = _leading(near >= CAPTION_BACKGROUND)
+        if not int(h * MIN_CAPTION) <= n <= int(h * MAX_CAPTION):
+            continue
+        # a plain bar with sparse text: mostly uniform rows (a natural sky is not)
+        if near[0] >= UNIFORM and (near[:n] >= UNIFORM).mean() >= CAPTION_UNIFORM_ROWS:
+            box = _cut(box, edge, n)
+    return box
+
+
+def normalize_boxes(pixels: npt.NDArray[np.uint8]) -> dict[str, Box]:
+    """Named crop boxes of ``pixels`` (``H x W x 3`` uint8): ``trim``, ``uncaption``,
+    ``trim+uncaption``, each only when it cuts at least MIN_CUT of a side, keeps at
+    least MIN_AREA of the area and differs from the boxes named before it."""
+    h, w = pixels.shape[:2]
+    full = Box(0, h, 0, w)
+    if min(h, w) < MIN_SIDE:
+        return {}
+    trimmed = trim(pixels, full)
+    combined = full
+    for _ in range(ROUNDS):
+        step = uncaption(pixels, trim(pixels, combined))
+        if step == combined:
+            break
+        combined = step
+    candidates = {
+        "trim": trimmed,
+        "uncaption": uncaption(pixels, full),
+        "trim+uncaption": combined,
+    }
+    out: dict[str, Box] = {}
+    for name, box in candidates.items():
+        if box.bottom - box.top < MIN_SIDE or box.right - box.left < MIN_SIDE:
+            continue
+        if box.area < MIN_AREA * full.area:
+            continue
+        cuts = (box.top / h, (h - box.bottom) / h, box.left / w, (w - box.right) / w)
+        if max(cuts) < MIN_CUT or box in out.values():
+            continue
+        out[name] = box
+    return out
+
+
+def crops(pixels: npt.NDArray[np.uint8]) -> list[tuple[str, npt.NDArray[np.uint8]]]:
+    """``[(name, contiguous pixels of the box)]`` for :func:`normalize_boxes`."""
+    return [
+        (name, np.ascontiguousarray(_view(pixels, box)))
+        for name, box in normalize_boxes(pixels).items()
+    ]

@@ -1,0 +1,200 @@
+"""Query-side normalisation (``signals/normalize.py``): the box finder on generated
+pictures, its PDQ variants against a brute-force crop hashed with ``pdqhash``, and
+``tipline match --normalize`` end to end against a bank entry added from the original."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pdqhash
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageDraw, ImageOps
+
+from _cli import run_tipline
+from tipline.signals.decode import DecodeMode
+from tipline.signals.hashing import HashOptions, hash_bytes
+from tipline.signals.normalize import Box, normalize_boxes
+from tipline.signals.pdq import bits_to_hex
+
+
+def _picture(w: int = 320, h: int = 240, seed: int = 0) -> Image.Image:
+    """A busy benign picture: smooth gradients plus random coloured ellipses."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack(
+        [(x * 255 // w), (y * 255 // h), ((x + y) * 127 // (w + h)) + 64], axis=2
+    ).astype(np.uint8)
+    img = Image.fromarray(base)
+    draw = ImageDraw.Draw(img)
+    for _ in range(40):
+        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
+        r = int(rng.integers(5, 40))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        draw.ellipse((x0 - r, y0 - r, x0 + r, y0 + r), fill=colour)
+    return img
+
+
+def _pixels(img: Image.Image) -> np.ndarray:
+    return np.asarray(img.convert("RGB"))
+
+
+def _close(box: Box, expected: Box, slack: int = 2) -> bool:
+    return all(abs(a - b) <= slack for a, b in zip(box, expected, strict=True))
+
+
+def test_plain_picture_has_no_boxes():
+    assert normalize_boxes(_pixels(_picture())) == {}
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    border=st.integers(min_value=8, max_value=60),
+    colour=st.tuples(*[st.integers(0, 255)] * 3),
+    seed=st.integers(0, 3),
+)
+def test_padding_of_any_width_and_colour_is_trimmed(border, colour, seed):
+    img = _picture(seed=seed)
+    padded = ImageOps.expand(img, border=border, fill=colour)
+    boxes = normalize_boxes(_pixels(padded))
+    expected = Box(border, border + img.height, border, border + img.width)
+    assert _close(boxes["trim"], expected), (boxes, expected)
+
+
+@pytest.mark.parametrize("bar", [12, 30, 48])
+def test_letterbox_bars_are_trimmed(bar):
+    img = _picture()
+    canvas = Image.new("RGB", (img.width, img.height + 2 * bar), (0, 0, 0))
+    canvas.paste(img, (0, bar))
+    boxes = normalize_boxes(_pixels(canvas))
+    assert _close(boxes["trim"], Box(bar, bar + img.height, 0, img.width))
+
+
+@pytest.mark.parametrize("where", ["top", "bottom"])
+def test_caption_band_with_text_is_cut(where):
+    img = _picture()
+    bar = 50
+    canvas = Image.new("RGB", (img.width, img.height + bar), (255, 255, 255))
+    top = bar if where == "top" else 0
+    canvas.paste(img, (0, top))
+    y = bar // 3 if where == "top" else img.height + bar // 3
+    ImageDraw.Draw(canvas).text((10, y), "a caption on a plain bar", fill=(0, 0, 0))
+    boxes = normalize_boxes(_pixels(canvas))
+    assert _close(boxes["uncaption"], Box(top, top + img.height, 0, img.width))
+
+
+def test_screenshot_frame_needs_trim_and_uncaption():
+    img = _picture()
+    w, h = img.size
+    canvas = Image.new("RGB", (w + 120, h + 120), (40, 90, 140))  # the desktop
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((50, 30, 50 + w + 20, 30 + h + 50), fill=(225, 225, 225))  # the window
+    draw.text((70, 40), "photo.jpg - Image Viewer", fill=(0, 0, 0))
+    canvas.paste(img, (60, 70))
+    boxes = normalize_boxes(_pixels(canvas))
+    assert _close(boxes["trim+uncaption"], Box(70, 70 + h, 60, 60 + w))
+
+
+def test_boxes_keep_enough_of_the_area():
+    img = _picture()
+    # a 40 px picture inside a huge uniform canvas: trimmed away to < 40% of the area
+    canvas = Image.new("RGB", (img.width * 3, img.height * 3), (255, 255, 255))
+    canvas.paste(img, (img.width, img.height))
+    assert normalize_boxes(_pixels(canvas)) == {}
+
+
+def _png(img: Image.Image) -> bytes:
+    out = io.BytesIO()
+    img.save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("decode", [DecodeMode.EXACT, DecodeMode.FAST])
+def test_variant_hash_equals_brute_force_crop_hashed_with_pdqhash(decode):
+    img = _picture(seed=2)
+    padded = ImageOps.expand(img, border=24, fill=(255, 255, 255))
+    data = _png(padded)
+    result = hash_bytes(data, "x.png", HashOptions(signals=("pdq",), normalize=True, decode=decode))
+    by_variant = {s.variant: s.value for s in result.signals}
+    assert set(by_variant) >= {None, "trim"}
+    # brute force: decode with Pillow, crop by hand, hash with the reference library
+    pixels = _pixels(Image.open(io.BytesIO(data)))
+    box = normalize_boxes(pixels)["trim"]
+    crop = np.ascontiguousarray(pixels[box.top : box.bottom, box.left : box.right])
+    bits, _ = pdqhash.compute(crop)
+    twin = int(bits_to_hex(bits), 16)
+    distance = (int(by_variant["trim"], 16) ^ twin).bit_count()
+    assert distance <= (0 if decode is DecodeMode.EXACT else 8)
+    # and the crop is the picture: close to the unpadded original's PDQ
+    original = int(bits_to_hex(pdqhash.compute(_pixels(img))[0]), 16)
+    assert (twin ^ original).bit_count() <= 31
+
+
+def test_normalize_off_adds_no_variant():
+    padded = ImageOps.expand(_picture(), border=24, fill=(0, 0, 0))
+    result = hash_bytes(_png(padded), "x.png", HashOptions(signals=("pdq",)))
+    assert [s.variant for s in result.signals] == [None]
+
+
+@pytest.fixture
+def cli(db_url, tmp_path):
+    env = {
+        **os.environ,
+        "TIPLINE_DATA_DIR": str(tmp_path / "data"),
+        "TIPLINE_DATABASE_URL": db_url,
+    }
+
+    def run(*args: str):
+        proc = run_tipline(args, env=env, cwd=tmp_path)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        return proc
+
+    return run
+
+
+def test_match_normalize_finds_padded_captioned_letterboxed_copies(cli, tmp_path, reference_dir):
+    original = Image.open(reference_dir / "pdq" / "bridge-mods" / "aaa-orig.jpg").convert("RGB")
+    original.thumbnail((640, 640))
+    known = tmp_path / "known.png"
+    original.save(known)
+    assert cli("bank", "create", "known").returncode == 0
+    added = cli("bank", "add", "known", str(known))
+    assert added.returncode == 0, added.stderr
+    w, h = original.size
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    ImageOps.expand(original, border=w // 10, fill=(255, 255, 255)).save(copies / "padded.jpg")
+    box = Image.new("RGB", (w, h + h // 5), (0, 0, 0))
+    box.paste(original, (0, h // 10))
+    box.save(copies / "letterboxed.jpg")
+    cap = Image.new("RGB", (w, h + h // 6), (255, 255, 255))
+    cap.paste(original, (0, h // 6))
+    ImageDraw.Draw(cap).text((20, h // 18), "look at this bridge " * 3, fill=(0, 0, 0))
+    cap.save(copies / "captioned.jpg")
+    _picture(w, h, seed=7).save(copies / "unrelated.jpg")
+
+    plain = cli("match", "-f", "jsonl", str(copies))
+    matched_plain = {r["item"] for r in map(_json, plain.stdout.splitlines())}
+    edited = ("padded.jpg", "letterboxed.jpg", "captioned.jpg")
+    assert not any(p.endswith(edited) for p in matched_plain)
+
+    r = cli("match", "--normalize", "-f", "jsonl", str(copies))
+    assert r.returncode == 0, r.stderr
+    rows = {os.path.basename(row["item"]): row for row in map(_json, r.stdout.splitlines())}
+    assert set(rows) == {"padded.jpg", "letterboxed.jpg", "captioned.jpg"}
+    assert rows["padded.jpg"]["variant"] in ("trim", "trim+uncaption")
+    assert rows["letterboxed.jpg"]["variant"] in ("trim", "trim+uncaption")
+    assert rows["captioned.jpg"]["variant"] in ("uncaption", "trim+uncaption")
+    assert all(row["bank"] == "known" and row["distance"] <= 31 for row in rows.values())
+
+    text = cli("match", "--normalize", str(copies / "padded.jpg"))
+    assert "\tvariant=trim" in text.stdout
+
+
+def _json(line: str):
+    import json
+
+    return json.loads(line)

@@ -244,7 +244,7 @@ def test_no_serious_accessibility_violations(page: Any, web: WebServer) -> None:
 
 def test_desk_pages_have_no_serious_accessibility_violations(browser: Any, tmp_path: Path) -> None:
     """The clearinghouse analyst's desk (a server of both roles, reports filed through
-    the intake): dashboard, queue and a report page, reached by keyboard login."""
+    the intake): dashboard, queue, a report and a cluster page, reached by keyboard login."""
     from axe_playwright_python.sync_playwright import Axe
 
     from test_web_desk import PASSWORD as DESK_PASSWORD
@@ -273,6 +273,7 @@ def test_desk_pages_have_no_serious_accessibility_violations(browser: Any, tmp_p
                 ("desk", "/web/desk", "Analyst desk"),
                 ("desk queue", "/web/desk/queue", "Triage queue"),
                 ("desk report", f"/web/desk/reports/{ids[1]}", f"Received report {ids[1]}"),
+                ("desk cluster", "/web/desk/clusters/1", "Cluster 1"),
             ):
                 page.goto(path)
                 expect(page.locator("h1")).to_have_text(heading)

@@ -140,13 +140,28 @@ def test_desk_pages(seeded: tuple[IntakeServer, list[int]]) -> None:
         assert "pdq distance" in report.text
         assert "<img" not in report.text  # media is never shown here
         assert web.get("/web/desk/reports/999999").status_code == 404
+        cluster_id = re.search(r'href="/web/desk/clusters/(\d+)"', report.text)
+        assert cluster_id is not None
+        cluster = web.get(f"/web/desk/clusters/{cluster_id.group(1)}")
+        assert cluster.status_code == 200, cluster.text
+        members = _rows(cluster.text, "cluster-files")[1:]
+        assert [int(row[1]) for row in members] == [r1, r2]
+        assert members[0][-1] == "first file of the cluster"
+        assert members[1][-1].startswith("pdq distance")
+        assert "<img" not in cluster.text
+        assert web.get("/web/desk/clusters/999999").status_code == 404
 
     with closing(_login(srv, "boss")) as web:
         assert web.get("/web/desk").status_code == 200
     for name in ("rev", "tenant-ana"):
         with closing(_login(srv, name)) as web:
             assert 'href="/web/desk"' not in web.get("/web/review").text
-            for path in ("/web/desk", "/web/desk/queue", f"/web/desk/reports/{r1}"):
+            for path in (
+                "/web/desk",
+                "/web/desk/queue",
+                f"/web/desk/reports/{r1}",
+                "/web/desk/clusters/1",
+            ):
                 assert web.get(path).status_code == 403, (name, path)
     anonymous = httpx.get(f"{srv.url.removesuffix('/ispws')}/web/desk", trust_env=False)
     assert anonymous.status_code == 303

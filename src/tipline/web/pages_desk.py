@@ -52,3 +52,14 @@ def desk_report_page(request: Request, report_id: int = Path(..., ge=1, le=2**63
     ws = current(request)
     view = queue.report_view(web(request).db.sessions, ws.principal, report_id)
     return render(request, "desk_report.html", {"v": view}, ws=ws)
+
+
+@router.get("/clusters/{cluster_id}", response_class=HTMLResponse)
+def desk_cluster_page(
+    request: Request, cluster_id: int = Path(..., ge=1, le=2**63 - 1)
+) -> Response:
+    """One cluster: its files across reports and providers (hashes only) and the links
+    (signal, distance) explaining each file's membership (audited)."""
+    ws = current(request)
+    view = queue.cluster_view(web(request).db.sessions, ws.principal, cluster_id)
+    return render(request, "desk_cluster.html", {"c": view}, ws=ws)

@@ -64,18 +64,27 @@ def pdq_dihedral(pixels: npt.NDArray[np.uint8]) -> tuple[list[tuple[str, str]], 
 
 def pdq_hash_fast(pixels: npt.NDArray[np.uint8]) -> tuple[str, int]:
     """As :func:`pdq_hash` through the numba kernel of :mod:`tipline.signals.pdq_fast`
-    (equal up to float rounding, several times faster); tiny images use ``pdqhash``."""
+    (equal up to float rounding, several times faster); tiny images, and images whose
+    DCT coefficients tie at the median (flat or periodic pictures, where float rounding
+    decides the bits), use ``pdqhash``."""
     if min(pixels.shape[:2]) < pdq_fast.PHOTO_MIN_SIDE:
         return pdq_hash(pixels)
-    value, quality = pdq_fast.pdq_photo(pixels)
+    result = pdq_fast.pdq_photo(pixels)
+    if result is None:
+        return pdq_hash(pixels)
+    value, quality = result
     return value.hex(), quality
 
 
 def pdq_dihedral_fast(pixels: npt.NDArray[np.uint8]) -> tuple[list[tuple[str, str]], int]:
-    """As :func:`pdq_dihedral` through the numba kernel; tiny images use ``pdqhash``."""
+    """As :func:`pdq_dihedral` through the numba kernel; tiny images and median ties
+    use ``pdqhash`` (as :func:`pdq_hash_fast`)."""
     if min(pixels.shape[:2]) < pdq_fast.PHOTO_MIN_SIDE:
         return pdq_dihedral(pixels)
-    hashes, quality = pdq_fast.pdq_photo_dihedral(pixels)
+    result = pdq_fast.pdq_photo_dihedral(pixels)
+    if result is None:
+        return pdq_dihedral(pixels)
+    hashes, quality = result
     return [(name, h.hex()) for name, h in zip(DIHEDRAL_VARIANTS, hashes, strict=True)], quality
 
 

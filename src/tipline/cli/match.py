@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import sys
@@ -183,7 +184,9 @@ def match_command(
                 disable=not (err_console.is_terminal and len(items) > 1),
             )
             results = hash_many(files, options, jobs, limits=MediaLimits.of(get_settings()))
-            with progress:
+            # not entered when hidden: rich 13 prints a blank line stopping a Progress
+            # on a non-terminal
+            with contextlib.nullcontext() if progress.disable else progress:
                 task = progress.add_task("match", total=len(items))
                 for entry in items:
                     result: HashResult = entry if isinstance(entry, HashResult) else next(results)

@@ -17,6 +17,9 @@ Contenders, in the same run, on the same files:
   the query, a match on any).
 * ``tipline-exact``: the query hashed with the reference decode instead (the fast vs
   reference decode effect on recall).
+* ``tipline-normalize``: ``tipline match --normalize``: the query also hashed without
+  its uniform borders, letterbox, caption bars and screenshot frame
+  (:mod:`tipline.signals.normalize`), a match on any variant.
 * ``sift`` (``--perception``): Thorn's ``perception`` local-descriptor deduplication
   (SIFT, ratio test, RANSAC), the strongest open anchor for crops, with its defaults.
 
@@ -266,6 +269,7 @@ class Hashers:
         self.fast = HashOptions(signals=("pdq",))
         self.dihedral = HashOptions(signals=("pdq",), dihedral=True)
         self.exact = HashOptions(signals=("pdq",), decode=DecodeMode.EXACT)
+        self.normalize = HashOptions(signals=("pdq",), normalize=True)
 
     def tipline(self, path: Path, options: object) -> list[int]:
         from tipline.signals.hashing import hash_bytes
@@ -319,6 +323,7 @@ def main() -> None:
             "tipline": lambda p: hashers.tipline(p, hashers.fast),
             "tipline-dihedral": lambda p: hashers.tipline(p, hashers.dihedral),
             "tipline-exact": lambda p: hashers.tipline(p, hashers.exact),
+            "tipline-normalize": lambda p: hashers.tipline(p, hashers.normalize),
         }
         for warm in contenders.values():  # same warm-up for every contender
             warm(orig_paths[0])

@@ -68,10 +68,23 @@ def _near(lines: npt.NDArray[np.uint8], colour: npt.NDArray[np.int16]) -> npt.ND
     return np.asarray((diff <= TOLERANCE).mean(axis=1), dtype=np.float64)
 
 
-def _leading(flags: npt.NDArray[np.bool_]) -> int:
-    """Number of leading True values."""
-    misses = np.flatnonzero(~flags)
-    return int(misses[0]) if misses.size else int(flags.size)
+def _run(
+    lines: npt.NDArray[np.uint8], colour: npt.NDArray[np.int16], threshold: float
+) -> npt.NDArray[np.float64]:
+    """:func:`_near` of the leading lines whose share is >= ``threshold`` (only those),
+    read in doubling chunks so a picture's edge costs a few lines, not the image."""
+    out: list[npt.NDArray[np.float64]] = []
+    start, size = 0, 8
+    while start < lines.shape[0]:
+        near = _near(lines[start : start + size], colour)
+        misses = np.flatnonzero(near < threshold)
+        if misses.size:
+            out.append(near[: misses[0]])
+            break
+        out.append(near)
+        start += size
+        size *= 2
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def _edge_lines(pixels: npt.NDArray[np.uint8], edge: str, depth: int) -> npt.NDArray[np.uint8]:
@@ -114,8 +127,7 @@ def trim(pixels: npt.NDArray[np.uint8], box: Box) -> Box:
         lines = _edge_lines(view, edge, int(side * MAX_BORDER))
         if lines.shape[0] == 0:
             continue
-        n = _leading(_near(lines, _colour(lines[0])) >= UNIFORM)
-        box = _cut(box, edge, n)
+        box = _cut(box, edge, _run(lines, _colour(lines[0]), UNIFORM).size)
     return box
 
 
@@ -132,12 +144,12 @@ def uncaption(pixels: npt.NDArray[np.uint8], box: Box) -> Box:
         lines = _edge_lines(view, edge, int(h * MAX_CAPTION) + 1)
         if lines.shape[0] == 0:
             continue
-        near = _near(lines, _colour(lines[0]))
-        n = _leading(near >= CAPTION_BACKGROUND)
+        near = _run(lines, _colour(lines[0]), CAPTION_BACKGROUND)
+        n = near.size
         if not int(h * MIN_CAPTION) <= n <= int(h * MAX_CAPTION):
             continue
         # a plain bar with sparse text: mostly uniform rows (a natural sky is not)
-        if near[0] >= UNIFORM and (near[:n] >= UNIFORM).mean() >= CAPTION_UNIFORM_ROWS:
+        if near[0] >= UNIFORM and (near >= UNIFORM).mean() >= CAPTION_UNIFORM_ROWS:
             box = _cut(box, edge, n)
     return box
 

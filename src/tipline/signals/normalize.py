@@ -165,7 +165,8 @@ def normalize_boxes(pixels: npt.NDArray[np.uint8]) -> dict[str, Box]:
     trimmed = trim(pixels, full)
     combined = full
     for _ in range(ROUNDS):
-        step = uncaption(pixels, trim(pixels, combined))
+        # caption first: a trim stops at a text line, where a caption band starts
+        step = trim(pixels, uncaption(pixels, combined))
         if step == combined:
             break
         combined = step

@@ -414,3 +414,22 @@ def test_every_step_is_audited(
         "exchange.remove",
     ]
     assert secrets == 0
+
+
+def test_a_damaged_stored_checkpoint_is_refused_and_nothing_applied(
+    publisher: tuple[Database, exchanges.Publisher], subscriber: Database
+) -> None:
+    pub_db, pub = publisher
+    _publish(pub_db, "CONFIRMED", 5)
+    with feed_server(pub_db, pub) as server:
+        _add(subscriber, server)
+        from tipline.services.exchanges.configure import get_row
+
+        with transaction(subscriber.sessions) as s:
+            get_row(s, "ch", for_update=True).checkpoint = {"seq": "3", "instance": None}
+        with pytest.raises(ConfigError, match="exchange reset ch"):
+            exchanges.sync_exchange(subscriber, "ch", factory=_factory(Sleeps()))
+        assert _state(subscriber, "synced") == {}
+        exchanges.reset_exchange(subscriber, "ch")
+        exchanges.sync_exchange(subscriber, "ch", factory=_factory(Sleeps()))
+    assert _state(subscriber, "synced") == _state(pub_db, "CONFIRMED")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,12 +23,45 @@ from urllib.parse import urlsplit
 from tipline.banks.model import BankSignal
 from tipline.errors import ConfigError, FeedRefusedError, HashFormatError
 from tipline.services.exchanges.http import Fetcher
-from tipline.services.exchanges.model import CheckpointJson, Delta, ExchangeSpec, Page
+from tipline.services.exchanges.model import (
+    CheckpointJson,
+    Delta,
+    ExchangeSpec,
+    Page,
+    check_fields,
+)
 from tipline.services.exchanges.signing import VerifyKey
 from tipline.signals.base import parse_typed_hash, signal_types
 
 KIND = "tipline-feed"
 PAGE_SIZE = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class FeedCheckpoint:
+    """Where a feed sync stands: the publisher's database instance, the change sequence
+    applied, and when the last applied page was issued."""
+
+    instance: str | None
+    seq: int
+    issued_at: str | None
+
+    @classmethod
+    def from_json(cls, exchange: str, data: CheckpointJson | None) -> FeedCheckpoint:
+        """The stored form read back (ConfigError when it is not one)."""
+        if data is None:
+            return cls(None, 0, None)
+        f = check_fields(
+            exchange,
+            KIND,
+            data,
+            {"instance": (str, type(None)), "seq": (int,), "issued_at": (str, type(None))},
+        )
+        return cls(f["instance"], f["seq"], f["issued_at"])
+
+    def as_json(self) -> dict[str, Any]:
+        """The stored form."""
+        return {"instance": self.instance, "seq": self.seq, "issued_at": self.issued_at}
 
 
 def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -70,7 +104,7 @@ class FeedAdapter:
 
     def fetch(self, checkpoint: CheckpointJson | None) -> Iterator[Page]:
         """Pages after ``checkpoint`` until the publisher has no more."""
-        cp = dict(checkpoint or {"instance": None, "seq": 0, "issued_at": None})
+        cp = FeedCheckpoint.from_json(self.spec.name, checkpoint).as_json()
         while True:
             params = {"after": str(int(cp["seq"])), "limit": str(self.page_size)}
             document = self.fetcher.get_parsed(self.url, params, json.loads)

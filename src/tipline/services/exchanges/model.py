@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from tipline.banks.model import BankSignal
+from tipline.errors import ConfigError
 
 #: JSON form of a checkpoint, as stored in ``exchanges.checkpoint``
 CheckpointJson = Mapping[str, Any]
@@ -137,6 +138,23 @@ class Totals:
         self.stale += other.stale
         for k, v in other.unsupported.items():
             self.unsupported[k] = self.unsupported.get(k, 0) + v
+
+
+def check_fields(
+    exchange: str, kind: str, data: CheckpointJson, types: Mapping[str, tuple[type, ...]]
+) -> dict[str, Any]:
+    """``data`` (a stored checkpoint) when each field of ``types`` has one of its types;
+    ConfigError naming the exchange otherwise (``tipline exchange reset`` starts over)."""
+    out: dict[str, Any] = {}
+    for key, allowed in types.items():
+        value = data.get(key)
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise ConfigError(
+                f"exchange {exchange!r}: the stored checkpoint is not a {kind} checkpoint "
+                f"({key}={value!r}); `tipline exchange reset {exchange}` starts over"
+            )
+        out[key] = value
+    return out
 
 
 def iter_nothing() -> Iterator[Page]:

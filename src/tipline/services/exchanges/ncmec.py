@@ -24,6 +24,7 @@ import io
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -35,7 +36,13 @@ from tipline.banks.formats import ncmec as ncmec_xml
 from tipline.banks.formats.entries import ParsedEntry
 from tipline.errors import ConfigError, ExchangeError
 from tipline.services.exchanges.http import Fetcher
-from tipline.services.exchanges.model import CheckpointJson, Delta, ExchangeSpec, Page
+from tipline.services.exchanges.model import (
+    CheckpointJson,
+    Delta,
+    ExchangeSpec,
+    Page,
+    check_fields,
+)
 
 KIND = "ncmec"
 #: NCMEC's environments (base URLs as NCMEC documents them)
@@ -71,6 +78,30 @@ def _unix(stamp: str | None) -> int:
         return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
     except ValueError:
         return 0
+
+
+@dataclass(frozen=True, slots=True)
+class NcmecCheckpoint:
+    """Where a sync stands (stored as JSON on the exchange; see the module docstring)."""
+
+    start: int
+    to: int | None
+    next: str | None
+
+    @classmethod
+    def from_json(cls, exchange: str, data: CheckpointJson) -> NcmecCheckpoint:
+        """The stored form read back (ConfigError when it is not one)."""
+        f = check_fields(
+            exchange,
+            KIND,
+            data,
+            {"from": (int,), "to": (int, type(None)), "next": (str, type(None))},
+        )
+        return cls(f["from"], f["to"], f["next"])
+
+    def as_json(self) -> dict[str, Any]:
+        """The stored form."""
+        return {"from": self.start, "to": self.to, "next": self.next}
 
 
 def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -246,7 +277,8 @@ class NcmecAdapter:
 
     def fetch(self, checkpoint: CheckpointJson | None) -> Iterator[Page]:
         """Pages of every window from the checkpoint up to a minute ago."""
-        cp: dict[str, Any] = dict(checkpoint or {"from": self.start, "to": None, "next": None})
+        start = {"from": self.start, "to": None, "next": None}
+        cp = NcmecCheckpoint.from_json(self.spec.name, checkpoint or start).as_json()
         horizon = int(self.clock()) - SETTLE_SECONDS
         window = self.window
         while True:

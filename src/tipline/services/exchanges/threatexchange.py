@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -24,7 +25,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from tipline.banks.model import BankSignal
 from tipline.errors import ConfigError, ExchangeError, HashFormatError
 from tipline.services.exchanges.http import Fetcher
-from tipline.services.exchanges.model import CheckpointJson, Delta, ExchangeSpec, Page
+from tipline.services.exchanges.model import (
+    CheckpointJson,
+    Delta,
+    ExchangeSpec,
+    Page,
+    check_fields,
+)
 from tipline.signals.base import parse_typed_hash
 
 KIND = "threatexchange"
@@ -34,6 +41,30 @@ TYPES: dict[str, str] = {"HASH_PDQ": "pdq", "HASH_MD5": "md5"}
 FIELDS = "id,indicator,type,creation_time,last_updated,should_delete,tags,status"
 SETTLE_SECONDS = 60
 PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TeCheckpoint:
+    """Where a sync stands (stored as JSON on the exchange; see the module docstring)."""
+
+    since: int
+    stop: int | None
+    next: str | None
+
+    @classmethod
+    def from_json(cls, exchange: str, data: CheckpointJson) -> TeCheckpoint:
+        """The stored form read back (ConfigError when it is not one)."""
+        f = check_fields(
+            exchange,
+            KIND,
+            data,
+            {"since": (int,), "stop": (int, type(None)), "next": (str, type(None))},
+        )
+        return cls(f["since"], f["stop"], f["next"])
+
+    def as_json(self) -> dict[str, Any]:
+        """The stored form."""
+        return {"since": self.since, "stop": self.stop, "next": self.next}
 
 
 def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -139,7 +170,8 @@ class ThreatExchangeAdapter:
 
     def fetch(self, checkpoint: CheckpointJson | None) -> Iterator[Page]:
         """Updates since the checkpoint up to a minute ago."""
-        cp: dict[str, Any] = dict(checkpoint or {"since": self.start, "stop": None, "next": None})
+        start = {"since": self.start, "stop": None, "next": None}
+        cp = TeCheckpoint.from_json(self.spec.name, checkpoint or start).as_json()
         since, stop, nxt = int(cp["since"]), cp.get("stop"), cp.get("next")
         if stop is None:
             stop = int(self.clock()) - SETTLE_SECONDS

@@ -349,11 +349,18 @@ def _by_bank(
     return out
 
 
+#: Longest signal a GET query may carry. Every GET route's parameters are bounded so that
+#: even fully percent-encoded (12 bytes per character) the request line stays under the
+#: HTTP server's own limit (~64 KB), beyond which uvicorn answers a plain-text 400 that no
+#: route can document; long values (vPDQ of long videos) go in a POST body.
+_GET_SIGNAL_CHARS = 2048
+
+
 @router.get("/m/raw_lookup", response_model=RawLookupResponse, responses=problems(400, 422))
 def hma_raw_lookup(
-    signal: str = Query(..., max_length=8192),
+    signal: str = Query(..., max_length=_GET_SIGNAL_CHARS),
     signal_type: str = Query(..., max_length=40),
-    banks: str | None = Query(None, max_length=4096),
+    banks: str | None = Query(None, max_length=1024),
     include_distance: bool = Query(False),
     ctx: ServiceContext = Depends(get_ctx),
     who: Principal = Depends(require_hma(Permission.MATCH)),
@@ -376,12 +383,12 @@ def _lookup_map(
 
 @router.get("/m/lookup", responses=problems(400, 415, 422))
 async def hma_lookup_get(
-    url: str | None = Query(None, max_length=4096),
+    url: str | None = Query(None, max_length=2048),
     content_type: str | None = Query(None, max_length=20),
     types: str | None = Query(None, max_length=200),
     signal_type: str | None = Query(None, max_length=40),
-    signal: str | None = Query(None, max_length=8192),
-    banks: str | None = Query(None, max_length=4096),
+    signal: str | None = Query(None, max_length=1024),
+    banks: str | None = Query(None, max_length=512),
     seed: str | None = Query(None, max_length=200),
     bypass_coinflip: bool = Query(False),
     ctx: ServiceContext = Depends(get_ctx),

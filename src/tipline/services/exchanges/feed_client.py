@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from tipline.banks.model import BankSignal
 from tipline.errors import ConfigError, FeedRefusedError, HashFormatError
+from tipline.services.exchanges.feed import FEED_FORMAT
 from tipline.services.exchanges.http import Fetcher
 from tipline.services.exchanges.model import (
     CheckpointJson,
@@ -117,7 +118,7 @@ class FeedAdapter:
 
     def _checked(self, page: dict[str, Any], cp: Mapping[str, Any]) -> dict[str, Any]:
         """``page`` when it answers our request in order; FeedRefusedError otherwise."""
-        if page.get("format") != "tipline-feed/1":
+        if page.get("format") != FEED_FORMAT:
             raise FeedRefusedError(f"feed page refused: unknown format {page.get('format')!r}")
         if page.get("feed") != self.feed:
             raise FeedRefusedError(

@@ -139,12 +139,17 @@ def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _members(body: bytes) -> list[dict[str, Any]]:
-    """Every ``<member id="...">name</member>`` of a document."""
+def _root(body: bytes) -> Any:
+    """The root element of an XML answer (defusedxml; ValueError when malformed)."""
     try:
-        root = SafeET.fromstring(body, forbid_dtd=True)
+        return SafeET.fromstring(body, forbid_dtd=True)
     except (SyntaxError, DefusedXmlException) as exc:
         raise ValueError(f"malformed XML: {exc}") from None
+
+
+def _members(body: bytes) -> list[dict[str, Any]]:
+    """Every ``<member id="...">name</member>`` of a document."""
+    root = _root(body)
     out: list[dict[str, Any]] = []
     for el in root.iter():
         if el.tag.rsplit("}", 1)[-1] == "member" and el.get("id"):
@@ -154,10 +159,7 @@ def _members(body: bytes) -> list[dict[str, Any]]:
 
 def _reasons(body: bytes) -> dict[str, str]:
     """guid -> name of the ``availableFeedbackReasons`` document."""
-    try:
-        root = SafeET.fromstring(body, forbid_dtd=True)
-    except (SyntaxError, DefusedXmlException) as exc:
-        raise ValueError(f"malformed XML: {exc}") from None
+    root = _root(body)
     return {
         str(el.get("guid")): str(el.get("name") or "")
         for el in root.iter()
@@ -167,10 +169,7 @@ def _reasons(body: bytes) -> dict[str, str]:
 
 def _paging_next(body: bytes) -> str | None:
     """The ``<paging><next>`` path of a page (ValueError when the page is not XML)."""
-    try:
-        root = SafeET.fromstring(body, forbid_dtd=True)
-    except (SyntaxError, DefusedXmlException) as exc:
-        raise ValueError(f"malformed XML: {exc}") from None
+    root = _root(body)
     if root.tag.rsplit("}", 1)[-1] != "queryResult":
         raise ValueError(f"not a queryResult document: <{root.tag}>")
     for el in root.iter():

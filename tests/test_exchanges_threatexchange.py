@@ -175,7 +175,7 @@ def _state(db: Database) -> dict[str, tuple[str, ...]]:
     }
 
 
-def test_sync_equals_the_updates_and_keeps_no_token(db: Database, te: TeState) -> None:
+def _add(db: Database, te: TeState) -> None:
     exchanges.add_exchange(
         db,
         "te",
@@ -184,6 +184,10 @@ def test_sync_equals_the_updates_and_keeps_no_token(db: Database, te: TeState) -
         config={"privacy_group": GROUP, "url": te.base, "start": NOW - 200_000},
         credential_env=ENV,
     )
+
+
+def test_sync_equals_the_updates_and_keeps_no_token(db: Database, te: TeState) -> None:
+    _add(db, te)
     te.faults = ["ok", "500", "429"]
     sleeps = Sleeps()
     report = exchanges.sync_exchange(db, "te", factory=_factory(sleeps))
@@ -199,14 +203,7 @@ def test_sync_equals_the_updates_and_keeps_no_token(db: Database, te: TeState) -
 
 
 def test_a_paging_link_to_another_host_is_refused(db: Database, te: TeState) -> None:
-    exchanges.add_exchange(
-        db,
-        "te",
-        kind="threatexchange",
-        bank="te",
-        config={"privacy_group": GROUP, "url": te.base, "start": NOW - 200_000},
-        credential_env=ENV,
-    )
+    _add(db, te)
     te.faults = ["evil"]
     with pytest.raises(ExchangeError, match="another host"):
         exchanges.sync_exchange(db, "te", factory=_factory(Sleeps()))
@@ -214,14 +211,7 @@ def test_a_paging_link_to_another_host_is_refused(db: Database, te: TeState) -> 
 
 
 def test_an_interrupted_sync_resumes_from_a_token_free_link(db: Database, te: TeState) -> None:
-    exchanges.add_exchange(
-        db,
-        "te",
-        kind="threatexchange",
-        bank="te",
-        config={"privacy_group": GROUP, "url": te.base, "start": NOW - 200_000},
-        credential_env=ENV,
-    )
+    _add(db, te)
     exchanges.sync_exchange(db, "te", factory=_factory(Sleeps()), max_pages=1)
     cp = exchanges.exchange_status(db, "te").checkpoint
     assert cp is not None and cp["next"] and "access_token" not in cp["next"]

@@ -279,6 +279,39 @@ def test_synthetic_video_equals_pdqhash_on_decoded_frames(
     assert max(drift) <= 2 and np.mean(drift) <= 0.2, drift
 
 
+@pytest.mark.parametrize("pixels", ["rgb", "grey"])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "color=c=gray:s=320x240:r=5:d=2",  # flat: every coefficient ties at the median
+        "color=c=black:s=320x240:r=5:d=2,drawbox=x=160:w=160:h=240:c=white:t=fill",
+        "nullsrc=s=320x240:r=5:d=2,geq=lum='if(mod(floor(X/16),2),235,16)':cb=128:cr=128",
+        "smptebars=s=320x240:r=5:d=2",
+    ],
+)
+def test_frames_that_tie_at_the_median_hash_exactly_as_pdqhash(
+    tmp_path: Path, source: str, pixels: Literal["rgb", "grey"]
+) -> None:
+    """Flat, two-tone and striped frames leave DCT coefficients tied at the median, where
+    float rounding would decide the kernel's bits (a flat grey frame was 111 bits from
+    pdqhash); such frames are hashed by pdqhash itself: distance 0 on every frame."""
+    path = tmp_path / "synthetic.mp4"
+    _ffmpeg("-f", "lavfi", "-i", source, "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path))
+    pix_fmt = "rgb24" if pixels == "rgb" else "gray"
+    raw = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path),
+         "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    decoded = np.frombuffer(raw, np.uint8).reshape(-1, 240, 320, 3 if pixels == "rgb" else 1)
+    frames = hash_video_frames(str(path), fps=0, pixels=pixels)
+    assert len(frames) == len(decoded) == 10
+    for frame, pix in zip(frames, decoded, strict=True):
+        bits, quality = pdqhash.compute(np.ascontiguousarray(np.broadcast_to(pix, (240, 320, 3))))
+        assert frame.hash.hex() == bits_to_hex(bits)
+        assert frame.quality == quality
+
+
 def test_vpdq_package_gives_the_same_verdict(media: dict[str, Path]) -> None:
     vpdq = pytest.importorskip("vpdq")
     theirs = [

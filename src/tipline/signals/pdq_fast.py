@@ -22,6 +22,7 @@ from typing import Final, cast
 import numba
 import numpy as np
 import numpy.typing as npt
+import pdqhash
 
 from tipline.errors import MediaError
 
@@ -226,9 +227,16 @@ _DCT: Final = _dct_matrix()
 class LumaHasher:
     """PDQ of many same-size luma frames: :meth:`add` one ``H x W`` frame at a time
     (uint8 grey or float32 luma), :meth:`finish` gives ``(hashes, qualities)`` for a
-    batch. Not thread-safe; one per decoding stream."""
+    batch. Not thread-safe; one per decoding stream.
 
-    def __init__(self, height: int, width: int, batch: int = _BATCH) -> None:
+    With ``exact_ties`` (video frames), a frame whose DCT coefficients tie at the
+    median (:func:`ties_at_median`: flat, striped or symmetric frames such as a black
+    or a test-card frame) is hashed by ``pdqhash`` itself at :meth:`add`, as photos
+    are, so float rounding never decides its bits."""
+
+    def __init__(
+        self, height: int, width: int, batch: int = _BATCH, *, exact_ties: bool = False
+    ) -> None:
         """Weights for ``height x width`` frames; at most ``batch`` frames per finish."""
         if height < MIN_HASHABLE_DIM or width < MIN_HASHABLE_DIM:
             raise MediaError(f"{width}x{height} frames are too small for PDQ")
@@ -238,6 +246,8 @@ class LumaHasher:
         self._tmp = np.empty((height, 64), dtype=np.float32)
         self._out = np.empty((batch, 64, 64), dtype=np.float32)
         self._n = 0
+        self._exact_ties = exact_ties
+        self._exact: dict[int, tuple[bytes, int]] = {}
 
     @property
     def full(self) -> bool:
@@ -255,13 +265,35 @@ class LumaHasher:
         else:
             any_order = pixels.dtype == np.uint8 and _any_order_ok(self.width)
             _sample64(pixels, *self._rows, *self._cols, self._tmp, self._out[self._n], any_order)
+        if self._exact_ties and ties_at_median(self._out[self._n : self._n + 1]):
+            self._exact[self._n] = _reference_pdq(pixels)
         self._n += 1
 
     def finish(self) -> tuple[list[bytes], list[int]]:
         """``(32-byte hashes, qualities 0-100)`` of the frames added since the last call."""
         a = self._out[: self._n]
         self._n = 0
-        return pdq_from_64x64(a)
+        hashes, qualities = pdq_from_64x64(a)
+        for slot, (value, quality) in self._exact.items():
+            hashes[slot], qualities[slot] = value, quality
+        self._exact.clear()
+        return hashes, qualities
+
+
+def _reference_pdq(pixels: npt.NDArray[np.generic]) -> tuple[bytes, int]:
+    """``pdqhash.compute`` of one frame (grey frames as three equal channels; float
+    luma rounded to bytes, the nearest picture ``pdqhash`` reads)."""
+    if pixels.ndim == 2:
+        grey = (
+            np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+            if pixels.dtype.kind == "f"
+            else pixels.astype(np.uint8, copy=False)
+        )
+        rgb = np.ascontiguousarray(np.broadcast_to(grey[:, :, None], (*grey.shape, 3)))
+    else:
+        rgb = np.ascontiguousarray(pixels, dtype=np.uint8)
+    bits, quality = pdqhash.compute(rgb)
+    return np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes(), int(quality)
 
 
 def pdq_from_64x64(a: npt.NDArray[np.float32]) -> tuple[list[bytes], list[int]]:

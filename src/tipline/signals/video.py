@@ -326,7 +326,7 @@ def iter_video_frames(
     buf = bytearray(frame_bytes)
     view = memoryview(buf)
     luma = np.frombuffer(buf, dtype=np.uint8).reshape(shape)
-    hasher = LumaHasher(info.height, info.width)
+    hasher = LumaHasher(info.height, info.width, exact_ties=True)
     rate32 = np.float32(info.frame_rate)
     numbers: list[int] = []
 

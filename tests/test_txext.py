@@ -16,7 +16,7 @@ from threatexchange.extensions.manifest import ThreatExchangeExtensionManifest
 from threatexchange.signal_type.pdq.pdq_index import PDQIndex
 
 from tipline.errors import IndexCorruptError
-from tipline.txext import TX_MANIFEST, TiplinePDQIndex, TiplinePdqSignal
+from tipline.txext import TX_MANIFEST, TiplineHashedPdqSignal, TiplinePDQIndex, TiplinePdqSignal
 
 ZERO = "0" * 64
 ONES = "f" * 64
@@ -56,7 +56,10 @@ def _round_trip(index: TiplinePDQIndex[object]) -> TiplinePDQIndex[object]:
 def test_manifest_loads_through_pytx() -> None:
     manifest = ThreatExchangeExtensionManifest.load_from_module_name("tipline.txext")
     assert manifest is TX_MANIFEST
-    assert [s.get_name() for s in manifest.signal_types] == ["pdq"]
+    # pytx's CLI always loads its own ``pdq``: the extension's type needs its own name.
+    assert [s.get_name() for s in manifest.signal_types] == ["tipline_pdq"]
+    assert TiplineHashedPdqSignal.get_index_cls() is TiplinePDQIndex
+    assert TiplinePdqSignal.get_name() == "pdq"
     assert TiplinePdqSignal.get_index_cls() is TiplinePDQIndex
 
 
@@ -141,3 +144,94 @@ def test_serialization_is_checked_and_json_only() -> None:
         TiplinePDQIndex.build([(ZERO, object())]).serialize(io.BytesIO())
     with pytest.raises(ValueError):
         TiplinePDQIndex.build([("not a hash", 1)])
+
+
+def _pytx_cli_entries() -> list[tuple[str, object]]:
+    """Entries as pytx's CLI indexes them: ``[(collab, FetchedSignalMetadata)]``."""
+    from threatexchange.exchanges.fetch_state import (
+        FetchedSignalMetadata,
+        SignalOpinion,
+        SignalOpinionCategory,
+    )
+    from threatexchange.exchanges.impl.fb_threatexchange_api import (
+        FBThreatExchangeIndicatorRecord,
+        FBThreatExchangeOpinion,
+    )
+
+    opinions = [
+        FBThreatExchangeOpinion(True, SignalOpinionCategory.POSITIVE_CLASS, {"b", "a"}, 7, 12),
+        SignalOpinion(False, SignalOpinionCategory.NEGATIVE_CLASS, set()),
+    ]
+    record = FBThreatExchangeIndicatorRecord(opinions)
+    return [
+        (ZERO, [("local", FetchedSignalMetadata())]),
+        (ONES, [("te", record), ("local", FetchedSignalMetadata())]),
+    ]
+
+
+def test_pytx_cli_metadata_round_trips_without_pickle() -> None:
+    entries = _pytx_cli_entries()
+    loaded = _round_trip(TiplinePDQIndex.build(entries))
+    for hash_, meta in entries:
+        (match,) = loaded.query(hash_)
+        assert match.metadata == meta and match.similarity_info.distance == 0
+        assert [type(m) for _, m in match.metadata] == [type(m) for _, m in meta]
+    assert loaded.query("") == []  # no usable hash (pytx: quality < 50) matches nothing
+
+
+def test_tagged_metadata_only_rebuilds_loaded_pytx_metadata() -> None:
+    from tipline.txext import codec
+
+    record = _pytx_cli_entries()[1][1][0][1]
+    node = codec.encode(record)
+    assert codec.decode(node) == record
+    bad = [
+        {**node, "class": "os:_wrap_close"},  # loaded, but not pytx metadata
+        {**node, "class": "not_imported_module:Thing"},  # never imported by reading
+        {**node, "fields": {}},  # fields must be exactly the dataclass's
+        {
+            "$": "enum",
+            "class": "threatexchange.exchanges.fetch_state:SignalOpinionCategory",
+            "value": 99,
+        },
+        {"$": "set", "items": [[1]]},  # unhashable member
+        {"$": "nope"},
+        {"plain": "object"},
+    ]
+    for b in bad:
+        with pytest.raises(IndexCorruptError):
+            codec.decode(b)
+    assert "not_imported_module" not in __import__("sys").modules
+    with pytest.raises(TypeError):
+        codec.encode(object())
+    with pytest.raises(TypeError):
+        codec.encode(__import__("dataclasses").make_dataclass("X", ["a"])(1))
+    deep: object = 1
+    for _ in range(codec.MAX_DEPTH + 2):
+        deep = (deep,)
+    with pytest.raises(TypeError):
+        codec.encode(deep)
+
+
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.text(max_size=5)
+        | st.floats(allow_nan=False, allow_infinity=False),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.tuples(inner, inner)
+            | st.frozensets(st.integers() | st.text(max_size=3), max_size=3)
+            | st.dictionaries(st.text(max_size=3) | st.integers(), inner, max_size=3)
+        ),
+        max_leaves=12,
+    )
+)
+def test_tagged_metadata_round_trips(value: object) -> None:
+    import json
+
+    from tipline.txext import codec
+
+    assert codec.decode(json.loads(json.dumps(codec.encode(value)))) == value

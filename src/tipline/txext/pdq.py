@@ -7,9 +7,16 @@ hashing, recall 1.0) over the entries indexed so far, plus a brute-force pass ov
 ones added since (folded into a new base once :data:`REBUILD_AFTER` accumulate).
 
 ``serialize`` writes tipline's own segment file (the format of the matcher's index
-files: little-endian arrays, a header, per-section checksums), never pickle; entry
-metadata is stored as JSON, so it must be JSON-serializable (ints, strings, lists and
-dicts - what HMA stores: content ids). ``deserialize`` checks the checksums.
+files: little-endian arrays, a header, per-section checksums), never pickle. Entry
+metadata is stored as JSON: plain JSON values (what HMA stores: content ids) as they
+are, pytx's CLI metadata (collaboration names with ``FetchedSignalMetadata``
+dataclasses, enums, sets) as tagged JSON that :mod:`tipline.txext.codec` rebuilds
+without running any code from the file. ``deserialize`` checks the checksums.
+
+:class:`TiplinePdqSignal` is pytx's ``pdq`` with this index (for HMA's storage
+configuration, where it replaces ``PdqSignal``). :class:`TiplineHashedPdqSignal` is the
+same hash under its own name, ``tipline_pdq``, hashed by tipline: the pytx CLI always
+loads its own ``pdq``, so an extension can only add a type with another name.
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ from threatexchange.signal_type.index import (
 )
 from threatexchange.signal_type.pdq.signal import PdqSignal
 
+from tipline.errors import IndexCorruptError
 from tipline.index.pdq import PdqIndex, hashes_to_words
+from tipline.txext import codec
 
 T = t.TypeVar("T")
 
@@ -93,6 +102,8 @@ class TiplinePDQIndex(SignalTypeIndex[T]):
 
     def query(self, hash: str) -> t.Sequence[Match[T]]:
         """Every entry within :meth:`get_match_threshold` bits, with its distance."""
+        if not hash:
+            return []  # no usable hash (pytx's hashers answer "" below PDQ quality 50)
         query = _hash_bytes(hash)
         radius = self.get_match_threshold()
         found: list[tuple[int, int]] = []
@@ -116,17 +127,21 @@ class TiplinePDQIndex(SignalTypeIndex[T]):
 
     def serialize(self, fout: t.BinaryIO) -> None:
         """Write the index to ``fout`` as one tipline segment file."""
-        try:
-            meta = json.dumps(self._entries, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"TiplinePDQIndex stores entry metadata as JSON (never pickle): {exc}"
-            ) from None
+        if codec.is_plain_json(self._entries):
+            section, value = "entries_json", t.cast(t.Any, self._entries)
+        else:
+            try:
+                section, value = "entries_tagged", codec.encode(self._entries)
+            except TypeError as exc:
+                raise TypeError(
+                    f"TiplinePDQIndex stores entry metadata as JSON (never pickle): {exc}"
+                ) from None
+        meta = json.dumps(value, separators=(",", ":"), allow_nan=False)
         rows = self._rows()
         index = PdqIndex.build(np.arange(len(rows), dtype=np.int64), rows)
         extra: dict[str, np.ndarray[t.Any, t.Any]] = {
             "entry_words": hashes_to_words(rows),
-            "entries_json": np.frombuffer(meta.encode("utf-8"), np.uint8),
+            section: np.frombuffer(meta.encode("utf-8"), np.uint8),
         }
         fd, name = tempfile.mkstemp(prefix="tipline-pytx-", suffix=".seg")
         os.close(fd)
@@ -152,12 +167,21 @@ class TiplinePDQIndex(SignalTypeIndex[T]):
                     out.write(chunk)
             seg = read_segment(path, _KIND, verify=True)
             words = np.array(seg.arrays["entry_words"], dtype=np.uint64)
-            meta = bytes(np.asarray(seg.arrays["entries_json"], dtype=np.uint8))
+            tagged = "entries_tagged" in seg.arrays
+            section = seg.arrays["entries_tagged" if tagged else "entries_json"]
+            meta = bytes(np.asarray(section, dtype=np.uint8))
             base = PdqIndex.from_segment(seg)
         finally:
             path.unlink(missing_ok=True)
+        try:
+            loaded = json.loads(meta.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            raise IndexCorruptError("index entry metadata is not JSON") from None
+        entries = codec.decode(loaded) if tagged else loaded
+        if not isinstance(entries, list) or len(entries) * 4 != words.size:
+            raise IndexCorruptError("index entry metadata does not match its hashes")
         out_index: TiplinePDQIndex[T] = cls()
-        out_index._entries = list(json.loads(meta.decode("utf-8")))
+        out_index._entries = entries
         out_index._hashes = bytearray(words.astype(">u8").tobytes())
         out_index._base = base
         out_index._base_count = len(out_index._entries)
@@ -177,3 +201,42 @@ class TiplinePdqSignal(PdqSignal):
     def get_index_cls(cls) -> t.Any:
         """tipline's index."""
         return TiplinePDQIndex
+
+
+class TiplineHashedPdqSignal(TiplinePdqSignal):
+    """PDQ hashed by tipline and indexed by :class:`TiplinePDQIndex`, named
+    ``tipline_pdq`` so that pytx's CLI takes it beside its own ``pdq``.
+
+    Hashes as ``tipline hash`` does (the photo as shown, EXIF orientation applied, every
+    image mode converted to RGB the same way; pytx hashes palette and 1-bit images'
+    raw values), and like pytx's ``pdq`` answers ``""`` for a photo whose PDQ quality
+    is below 50, which then matches nothing.
+    """
+
+    @classmethod
+    def get_name(cls) -> str:
+        """``tipline_pdq``."""
+        return "tipline_pdq"
+
+    @classmethod
+    def hash_from_file(cls, file: Path) -> str:
+        """tipline's PDQ of the photo at ``file`` (ValueError when it is not one)."""
+        from tipline.signals.hashing import HashOptions, hash_path
+
+        return _usable_pdq(hash_path(str(file), HashOptions(signals=("pdq",))))
+
+    @classmethod
+    def hash_from_bytes(cls, bytes_: bytes) -> str:
+        """tipline's PDQ of a photo in memory (ValueError when it is not one)."""
+        from tipline.signals.hashing import HashOptions, hash_bytes
+
+        return _usable_pdq(hash_bytes(bytes_, "<bytes>", HashOptions(signals=("pdq",))))
+
+
+def _usable_pdq(result: t.Any) -> str:
+    if result.error is not None:
+        raise ValueError(f"{result.path}: {result.error}")
+    for signal in result.signals:
+        if signal.type == "pdq" and signal.variant is None:
+            return "" if signal.low_quality else str(signal.value)
+    raise ValueError(f"{result.path}: not a photo")

@@ -288,3 +288,95 @@ def test_desk_pages_have_no_serious_accessibility_violations(browser: Any, tmp_p
         finally:
             context.close()
     assert not found, found
+
+
+def _tab_to(page: Any, selector: str, *, presses: int = 300) -> None:
+    """Press Tab until the element ``selector`` has the focus (fails when it is never
+    reached: the control is not keyboard-reachable)."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.evaluate("s => document.activeElement.matches(s)", selector):
+            return
+    raise AssertionError(f"{selector} is not reachable with Tab")
+
+
+def _thumb_of(page: Any, file_id: str, level: int) -> Image.Image:
+    thumb = page.locator(f"#t-{file_id} img")
+    playwright_api.expect(thumb).to_have_attribute("data-level", str(level))
+    page.wait_for_function(
+        "id => { const i = document.querySelector('#t-' + id + ' img');"
+        " return i && i.complete && i.naturalWidth > 0; }",
+        arg=file_id,
+    )
+    return Image.open(io.BytesIO(thumb.screenshot())).convert("RGB")
+
+
+def test_analyst_desk_with_the_keyboard_only(browser: Any, tmp_path: Path) -> None:
+    """A server of the clearinghouse role alone: an analyst logs in with the keyboard and
+    lands on the desk; on a report the files are blurred grey thumbnails; reveal, route
+    and confirm are reached with Tab and used with Enter and Space; axe-core finds no
+    serious or critical violation on the report page with its forms and preview."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    from test_web_desk_actions import PASSWORD as DESK_PASSWORD
+    from test_web_desk_actions import clearinghouse_desk
+
+    expect = playwright_api.expect
+    with clearinghouse_desk(f"sqlite:///{tmp_path / 'desk.db'}", tmp_path) as (srv, (r1, _)):
+        context = browser.new_context(
+            base_url=srv.url.removesuffix("/ispws"),
+            viewport={"width": 1280, "height": 900},
+            device_scale_factor=1,
+        )
+        context.set_default_timeout(WAIT_MS)
+        try:
+            page = context.new_page()
+            page.goto("/web")
+            expect(page.locator("#name")).to_be_focused()
+            page.keyboard.type("ana")
+            page.keyboard.press("Tab")
+            page.keyboard.type(DESK_PASSWORD)
+            page.keyboard.press("Enter")
+            expect(page.locator("h1")).to_have_text("Analyst desk")  # the analyst's landing
+
+            page.goto(f"/web/desk/reports/{r1}")
+            expect(page.locator("h1")).to_have_text(f"Received report {r1}")
+            file_id = page.locator("li.thumb").first.get_attribute("id").removeprefix("t-")
+            blurred = _thumb_of(page, file_id, 0)
+            assert _colour(blurred) < 3, "a desk thumbnail opens grayscale"
+            _shot(page, "desk-report-blurred.png")
+
+            for level in (1, 2, 3):
+                _tab_to(page, f"#t-{file_id} button")
+                page.keyboard.press("Enter")
+                expect(page.locator(f"#t-{file_id} img")).to_have_attribute(
+                    "data-level", str(level)
+                )
+            revealed = _thumb_of(page, file_id, 3)
+            assert _colour(revealed) > 5, "level 3 is the picture in colour"
+            assert _edges(blurred) < _edges(revealed) / 4, "the thumbnail opens blurred"
+            expect(page.locator("#exposure")).to_contain_text("Unblurred today: 1 of 1")
+
+            _tab_to(page, "#route-form button")
+            page.keyboard.press("Enter")
+            expect(page.locator("#agency")).to_contain_text("California ICAC Task Force")
+            expect(page.locator("#package-members")).to_contain_text(f"media/{file_id}.jpg")
+
+            bad = [
+                f"{v['id']} ({v['impact']}): {v['help']}"
+                for v in Axe().run(page).response["violations"]
+                if v.get("impact") in ("serious", "critical")
+            ]
+            assert not bad, bad
+            _shot(page, "desk-report-routed.png")
+
+            # a radio group is one Tab stop (on "none"); an arrow key moves to A1
+            _tab_to(page, "#confirm-form input[name=classification]")
+            page.keyboard.press("ArrowRight")
+            expect(page.locator("#cls-A1")).to_be_checked()
+            _tab_to(page, "#confirm-form button[type=submit]")
+            page.keyboard.press("Enter")
+            expect(page.locator("#done")).to_contain_text("Confirmed")
+            expect(page.locator("#decided")).to_contain_text("Confirmed by user:ana")
+        finally:
+            context.close()

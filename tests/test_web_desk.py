@@ -138,7 +138,9 @@ def test_desk_pages(seeded: tuple[IntakeServer, list[int]]) -> None:
         assert "reported@example.org" in report.text
         assert f'href="/web/desk/reports/{r1}"' in report.text  # cluster link and linked report
         assert "pdq distance" in report.text
-        assert "<img" not in report.text  # media is never shown here
+        # its one file as a thumbnail: a signed desk URL at level 0, nothing else
+        images = re.findall(r'<img [^>]*src="([^"]+)"', report.text)
+        assert len(images) == 1 and re.match(r"/web/desk/files/[0-9a-f]+/0\.jpg\?exp=", images[0])
         assert web.get("/web/desk/reports/999999").status_code == 404
         cluster_id = re.search(r'href="/web/desk/clusters/(\d+)"', report.text)
         assert cluster_id is not None
@@ -153,6 +155,14 @@ def test_desk_pages(seeded: tuple[IntakeServer, list[int]]) -> None:
 
     with closing(_login(srv, "boss")) as web:
         assert web.get("/web/desk").status_code == 200
+    # where each lands after a login that names no page: analyst the desk, reviewer the queue
+    for name, landing in (("ana", "/web/desk"), ("rev", "/web/review"), ("boss", "/web/review")):
+        with httpx.Client(base_url=srv.url.removesuffix("/ispws"), trust_env=False) as fresh:
+            token = hidden(fresh.get("/web/login").text, "login_token")
+            data = {"login_token": token, "name": name, "password": PASSWORD}
+            first = fresh.post("/web/login", data=data)
+            assert first.headers["location"] == "/web"
+            assert fresh.get("/web").headers["location"] == landing, name
     for name in ("rev", "tenant-ana"):
         with closing(_login(srv, name)) as web:
             assert 'href="/web/desk"' not in web.get("/web/review").text

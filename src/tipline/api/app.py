@@ -39,8 +39,9 @@ ROUTE_MODULES: tuple[str, ...] = (
     "routes_hma",
 )
 
-#: The web UI (HTML pages under /web), mounted for the provider role. Loaded by name like
-#: the route modules: the adapters share this process's state, not each other's code.
+#: The web UI (HTML pages under /web): review for the provider role, the analyst's desk
+#: for the clearinghouse role. Loaded by name like the route modules: the adapters share
+#: this process's state, not each other's code.
 WEB_MODULE = "tipline.web.app"
 
 #: Route modules of the clearinghouse role (the ISPWS-compatible intake).
@@ -104,10 +105,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     for name in route_modules(settings):
         module = importlib.import_module(f"tipline.api.{name}")
         app.include_router(module.router)
-    if settings.role != "clearinghouse":
-        importlib.import_module(WEB_MODULE).mount(
-            app, db=ctx.db, settings=settings, vault=ctx.vault
-        )
+    importlib.import_module(WEB_MODULE).mount(app, db=ctx.db, settings=settings, vault=ctx.vault)
     # Outermost first: metrics see every response, including 413s from the body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

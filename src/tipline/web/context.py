@@ -27,9 +27,10 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from tipline.config import Settings
 from tipline.errors import NotFoundError, PermissionDeniedError, TiplineError
 from tipline.services import web_auth
+from tipline.services.auth import Role
 from tipline.services.database import Database
 from tipline.services.vault import Vault
-from tipline.services.web_auth import SessionPolicy, WebSession
+from tipline.services.web_auth import SessionPolicy, UserInfo, WebSession
 
 _log = logging.getLogger("tipline.web")
 HERE = Path(__file__).resolve().parent
@@ -58,11 +59,23 @@ class WebContext:
     settings: Settings
     vault: Callable[[], Vault]
     templates: Environment
+    #: the provider's review pages are served (role provider or both)
+    review_enabled: bool = True
+    #: the clearinghouse analyst's desk is served (role clearinghouse or both)
+    desk_enabled: bool = False
 
     @property
     def policy(self) -> SessionPolicy:
         """How long sessions live."""
         return SessionPolicy.from_settings(self.settings)
+
+    def landing(self, user: UserInfo) -> str:
+        """Where ``user`` starts after login: an analyst at the desk, anyone else at the
+        review queue (the desk where only the clearinghouse role runs)."""
+        analyst = user.role is Role.ANALYST and user.tenant is None
+        if self.desk_enabled and (analyst or not self.review_enabled):
+            return f"{PREFIX}/desk"
+        return f"{PREFIX}/review"
 
     def daily_limit(self, ws: WebSession) -> int:
         """The reviewer's exposure limit: their own when lower than the organisation's."""
@@ -150,20 +163,24 @@ async def form_of(request: Request, ws: WebSession) -> dict[str, str]:
     return fields
 
 
-def media_url(ws: WebSession, item_id: str, level: int, ttl: int) -> str:
-    """A signed URL of an item's media at ``level``, valid ``ttl`` seconds, in this
+def media_url(ws: WebSession, item_id: str, level: int, ttl: int, *, kind: str = "media") -> str:
+    """A signed URL of a review item's media (``kind`` "media") or of a received file's
+    desk thumbnail (``kind`` "desk") at ``level``, valid ``ttl`` seconds, in this
     session only."""
     expires = int(time.time()) + ttl
-    sig = ws.mac(f"media:{item_id}:{level}:{expires}")
-    return f"{PREFIX}/media/{quote(item_id)}/{level}.jpg?exp={expires}&sig={sig}"
+    sig = ws.mac(f"{kind}:{item_id}:{level}:{expires}")
+    where = "desk/files" if kind == "desk" else "media"
+    return f"{PREFIX}/{where}/{quote(item_id)}/{level}.jpg?exp={expires}&sig={sig}"
 
 
-def media_signature_ok(ws: WebSession, item_id: str, level: int, exp: str, sig: str) -> bool:
-    """True when ``sig`` signs this item, level and expiry for this session and the
-    expiry is in the future."""
+def media_signature_ok(
+    ws: WebSession, item_id: str, level: int, exp: str, sig: str, *, kind: str = "media"
+) -> bool:
+    """True when ``sig`` signs this kind, item, level and expiry for this session and
+    the expiry is in the future."""
     if not exp.isdigit() or len(exp) > 12 or int(exp) < time.time():
         return False
-    expected = ws.mac(f"media:{item_id}:{level}:{exp}")
+    expected = ws.mac(f"{kind}:{item_id}:{level}:{exp}")
     return hmac.compare_digest(expected.encode(), sig.encode("utf-8", "replace"))
 
 
@@ -183,7 +200,7 @@ class WebRoute(APIRoute):
             try:
                 response = await inner(request)
             except LoginRequired as exc:
-                target = request.url.path if request.method == "GET" else f"{PREFIX}/review"
+                target = request.url.path if request.method == "GET" else PREFIX
                 response = RedirectResponse(
                     f"{PREFIX}/login?next={quote(target)}&why={quote(str(exc))}", status_code=303
                 )

@@ -25,10 +25,18 @@ router = APIRouter(prefix=PREFIX, route_class=WebRoute, include_in_schema=False)
 
 
 def _safe_next(value: str | None) -> str:
-    """Only a path of this UI (never another site) is a place to go after login."""
+    """Only a path of this UI (never another site) is a place to go after login; by
+    default the UI's root, which sends each user to their own landing page."""
     if value and value.startswith(f"{PREFIX}/") and "//" not in value and "\\" not in value:
         return value
-    return f"{PREFIX}/review"
+    return PREFIX
+
+
+@router.get("")
+def root(request: Request) -> Response:
+    """The user's landing page: the desk for an analyst, the review queue otherwise."""
+    ws = current(request)
+    return RedirectResponse(web(request).landing(ws.user), status_code=303)
 
 
 def _cookie(response: Response, request: Request, name: str, value: str, max_age: int) -> None:
@@ -111,13 +119,13 @@ async def logout(request: Request) -> Response:
 
 
 @router.get("/preferences", response_class=HTMLResponse)
-def preferences_page(request: Request) -> Response:
+def preferences_page(request: Request, saved: str | None = None) -> Response:
     """The reviewer's defaults."""
     ws = current(request)
     return render(
         request,
         "preferences.html",
-        {"org_limit": web(request).settings.web_daily_exposure_limit},
+        {"org_limit": web(request).settings.web_daily_exposure_limit, "saved": saved == "1"},
         ws=ws,
     )
 
@@ -136,4 +144,4 @@ async def preferences_submit(request: Request) -> Response:
     web_auth.set_preferences(
         web(request).db.sessions, ws.user, default_level=level, daily_limit=limit
     )
-    return RedirectResponse(f"{PREFIX}/review?done=preferences", status_code=303)
+    return RedirectResponse(f"{PREFIX}/preferences?saved=1", status_code=303)

@@ -1,16 +1,21 @@
 """The clearinghouse analyst's desk: a dashboard of what arrived and what waits, the
-triaged queue with each score's factors, and one received report (hashes only, never
-media). Role analyst or admin, users bound to no tenant (the same rule as the analyst
-API); mounted with the clearinghouse role (``tipline serve --role both``)."""
+triaged queue with each score's factors, one received report (its files as blurred
+thumbnails, the decision and routing forms, the referral package preview) and one
+cluster. Role analyst or admin, users bound to no tenant (the same rule as the analyst
+API); mounted with the clearinghouse role (``tipline serve --role clearinghouse`` or
+``both``). The forms and the thumbnails are in :mod:`.pages_desk_actions`."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
 from tipline.services.clearinghouse import dashboard, queue
+from tipline.services.clearinghouse.triage import CLASSIFICATIONS
+from tipline.services.desk import report as desk_report
+from tipline.services.review.media import MAX_LEVEL, VIEW_LEVEL
 from tipline.web import svg
-from tipline.web.context import PREFIX, WebRoute, current, render, web
+from tipline.web.context import PREFIX, WebRoute, current, media_url, render, web
 
 router = APIRouter(prefix=f"{PREFIX}/desk", route_class=WebRoute, include_in_schema=False)
 
@@ -45,13 +50,51 @@ def desk_queue_page(request: Request) -> Response:
     return render(request, "desk_queue.html", {"items": items}, ws=ws)
 
 
+#: what a finished desk action says on the report page (fixed texts)
+_DONE = {
+    "confirm": "Confirmed: its new material was published to the hash list",
+    "reject": "Rejected",
+    "route": "Routed: this decision is now in force",
+}
+
+
 @router.get("/reports/{report_id}", response_class=HTMLResponse)
-def desk_report_page(request: Request, report_id: int = Path(..., ge=1, le=2**63 - 1)) -> Response:
-    """One received report: incident, reported persons, files (hashes), clusters and the
-    links explaining them, linked reports, triage (audited as a report view)."""
+def desk_report_page(
+    request: Request,
+    report_id: int = Path(..., ge=1, le=2**63 - 1),
+    blur: str | None = Query(None, max_length=32),
+    done: str | None = Query(None, max_length=16),
+) -> Response:
+    """One received report: incident, reported persons, files as blurred thumbnails with
+    their hashes, clusters and the links explaining them, linked reports, triage, the
+    decision forms, routing and the referral package preview (audited as a report
+    view)."""
     ws = current(request)
-    view = queue.report_view(web(request).db.sessions, ws.principal, report_id)
-    return render(request, "desk_report.html", {"v": view}, ws=ws)
+    ctx = web(request)
+    view = desk_report.open_report(
+        ctx.db.sessions,
+        ws.principal,
+        report_id,
+        default_level=ws.user.default_level,
+        daily_limit=ctx.daily_limit(ws),
+        blur=blur,
+    )
+    ttl = ctx.settings.web_media_url_seconds
+    thumbs = {f: media_url(ws, f, level, ttl, kind="desk") for f, level in view.shown.items()}
+    return render(
+        request,
+        "desk_report.html",
+        {
+            "v": view.view,
+            "d": view,
+            "thumbs": thumbs,
+            "max_level": MAX_LEVEL,
+            "view_level": VIEW_LEVEL,
+            "classifications": CLASSIFICATIONS,
+            "done": _DONE.get(done or ""),
+        },
+        ws=ws,
+    )
 
 
 @router.get("/clusters/{cluster_id}", response_class=HTMLResponse)

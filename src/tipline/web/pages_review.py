@@ -50,12 +50,6 @@ def _opt_id(value: str | None) -> str | None:
     return value if value and _ID.match(value) else None
 
 
-@router.get("", include_in_schema=False)
-def root() -> Response:
-    """The UI starts at the queue."""
-    return RedirectResponse(f"{PREFIX}/review", status_code=303)
-
-
 @router.get("/review", response_class=HTMLResponse)
 def queue_page(
     request: Request,

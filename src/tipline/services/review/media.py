@@ -217,18 +217,18 @@ class Rendered:
     level: int
 
 
-def render_image(data: bytes, level: int, *, max_pixels: int) -> bytes:
-    """JPEG of ``data`` at reveal ``level`` (see the module table); MediaError when the
-    bytes are not a decodable image."""
+def render_image(data: bytes, level: int, *, max_pixels: int, side: int = MAX_SIDE) -> bytes:
+    """JPEG of ``data`` at reveal ``level`` (see the module table), at most ``side``
+    pixels a side; MediaError when the bytes are not a decodable image."""
     im = open_image(data, max_pixels=max_pixels)
-    im.draft("RGB", (MAX_SIDE, MAX_SIDE))
+    im.draft("RGB", (side, side))
     try:
         im.load()
         im = ImageOps.exif_transpose(im) or im
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
         raise MediaError(f"cannot decode the image: {exc}") from None
     im = im.convert("RGB")
-    im.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+    im.thumbnail((side, side), Image.Resampling.LANCZOS)
     if level < MAX_LEVEL:
         im = im.convert("L")
     radius = _BLUR.get(level)

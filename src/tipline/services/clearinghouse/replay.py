@@ -1,0 +1,377 @@
+"""Hash-level replay of a report stream through de-duplication and clustering.
+
+The same semantics as :func:`.dedup.dedup_report` followed by :func:`.clusters.assign`,
+on precomputed signals (:mod:`.replay_stream`) instead of the database:
+
+* a file matches the *indexed* files of earlier reports (same content: a digest link;
+  PDQ within ``pdq_distance`` bits when both have a PDQ hash of at least
+  ``min_pdq_quality``; vPDQ within ``vpdq_distance`` percent) and every earlier file of
+  its own report (the same test, strongest signal first);
+* its links are the strongest match per other file, at most :data:`.dedup.MAX_LINKS`,
+  ordered by (signal rank, distance, other file);
+* it is indexed unless one of those links is to an indexed file by digest or within
+  ``near_copy_bits`` PDQ bits;
+* clusters are the connected components of the links (what ``assign``'s opening and
+  merging of clusters amounts to); a cluster is named by its first file.
+
+The work is split in epochs (runs of whole reports). The search of an epoch's contents
+against everything indexed before it and the epoch's own first copies
+(:class:`.replay_search.SearchState`) is the parallel part, on one or many workers; the
+resolution of those matches into links, in arrival order, is sequential, as the real
+intake's de-duplication lock makes it. Both use the same index, so the outcome does not
+depend on the number of epochs or workers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from tipline.errors import InputError
+from tipline.services.clearinghouse.dedup import MAX_LINKS, DedupSettings
+from tipline.services.clearinghouse.replay_search import PDQ, SHA256, VPDQ, Arrays, SearchState
+from tipline.services.clearinghouse.replay_stream import PHOTO, VIDEO, Stream
+from tipline.signals.vpdq import DISTANCE_THRESHOLD as FRAME_DISTANCE
+from tipline.signals.vpdq import QUALITY_THRESHOLD as FRAME_QUALITY
+
+I64 = npt.NDArray[np.int64]
+Words = npt.NDArray[np.uint64]
+#: searches one epoch: (epoch targets, query contents, signals) -> matches
+Searcher = Callable[[Arrays, I64, "Signals"], Arrays]
+#: tells the searchers which of the epoch's targets were indexed
+Committer = Callable[[Arrays], None]
+
+
+def words_of(hashes: npt.NDArray[np.uint8]) -> Words:
+    """(n, 32) uint8 hashes as (n, 4) native uint64 words (as the PDQ index holds them)."""
+    words: Words = np.ascontiguousarray(hashes).view(">u8").astype(np.uint64).reshape(-1, 4)
+    return words
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Per content, what de-duplication matches it by (see :func:`.dedup.file_signals`)."""
+
+    has_pdq: npt.NDArray[np.bool_]
+    pdq_words: Words
+    usable_start: I64  # (contents + 1,) usable frames of c: usable_words[start[c]:start[c+1]]
+    usable_words: Words
+
+    def usable(self, content: int) -> Words:
+        """The distinct usable frames (quality >= vPDQ's floor) of a video content."""
+        return self.usable_words[self.usable_start[content] : self.usable_start[content + 1]]
+
+    def has_vpdq(self, content: int) -> bool:
+        """Whether the content has a vPDQ signal (a usable frame)."""
+        return bool(self.usable_start[content + 1] > self.usable_start[content])
+
+
+def signals_of(stream: Stream, settings: DedupSettings) -> Signals:
+    """The signals of every content of ``stream``."""
+    kind, quality = stream.content_kind, stream.content_quality
+    has_pdq = (kind == PHOTO) & (quality >= settings.min_pdq_quality)
+    usable_video = (kind == VIDEO) & (quality >= FRAME_QUALITY)
+    counts = np.diff(stream.frame_start)
+    owner = np.repeat(np.arange(kind.shape[0], dtype=np.int64), counts)
+    keep = usable_video[owner]
+    words = words_of(stream.frames)[keep]
+    owner = owner[keep]
+    rows = np.arange(owner.shape[0])
+    if rows.shape[0]:  # vPDQ matches each distinct frame hash once (first kept)
+        keyed = np.concatenate([owner[:, None].astype(np.uint64), words], axis=1)
+        _, first = np.unique(keyed, axis=0, return_index=True)
+        rows = np.sort(first)
+    per = np.bincount(owner[rows], minlength=kind.shape[0]).astype(np.int64)
+    return Signals(
+        has_pdq=has_pdq,
+        pdq_words=words_of(stream.content_pdq),
+        usable_start=np.concatenate([[0], np.cumsum(per)]).astype(np.int64),
+        usable_words=np.ascontiguousarray(words[rows]),
+    )
+
+
+def pdq_bits(a: Words, b: Words) -> int:
+    """Hamming distance of two (4,) word hashes."""
+    return int(np.bitwise_count(a ^ b).sum())
+
+
+def vpdq_percent_distance(query: Words, target: Words) -> int:
+    """vPDQ's distance of two usable frame sets: 100 - floor(min(query %, compared %))."""
+    close = np.bitwise_count(query[:, None, :] ^ target[None, :, :]).sum(axis=2) <= FRAME_DISTANCE
+    q: float = int(close.any(axis=1).sum()) * 100 / int(query.shape[0])
+    c: float = int(close.any(axis=0).sum()) * 100 / int(target.shape[0])
+    return 100 - math.floor(min(q, c))
+
+
+@dataclass
+class ReplayResult:
+    """What a replay found, and what it cost."""
+
+    cluster: I64  # per file: its cluster, named by the cluster's first file
+    indexed: npt.NDArray[np.bool_]
+    links: I64  # (k, 4): file, other file, signal (replay_search codes), distance
+    epochs: int
+    search_seconds: float = 0.0  # wall time of the parallel searches
+    resolve_seconds: float = 0.0  # wall time of the sequential resolution (driver)
+    resolve_cpu_seconds: float = 0.0
+    worker_stats: list[dict[str, float]] = field(default_factory=list)
+
+
+class _UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, x: int) -> int:
+        parent = self.parent
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)  # the root is the first file
+
+    def labels(self) -> I64:
+        return np.array([self.find(x) for x in range(len(self.parent))], dtype=np.int64)
+
+
+class Resolver:
+    """The sequential half: an epoch's matches into links, indexed flags and clusters."""
+
+    def __init__(self, stream: Stream, signals: Signals, settings: DedupSettings) -> None:
+        """Nothing resolved yet."""
+        self.stream, self.signals, self.settings = stream, signals, settings
+        n = stream.files
+        self.report_of = stream.report_of_files().tolist()
+        self.content = stream.file_content.tolist()
+        self.indexed = bytearray(n)
+        self.indexed_content = [-1] * stream.content_kind.shape[0]
+        self.uf = _UnionFind(n)
+        self.links: list[tuple[int, int, int, int]] = []
+
+    def _within(self, c: int, other: int) -> tuple[int, int] | None:
+        if c == other:
+            return (SHA256, 0)
+        sig, st = self.signals, self.settings
+        if sig.has_pdq[c] and sig.has_pdq[other]:
+            d = pdq_bits(sig.pdq_words[c], sig.pdq_words[other])
+            return (PDQ, d) if d <= st.pdq_distance else None
+        if sig.has_vpdq(c) and sig.has_vpdq(other):
+            d = vpdq_percent_distance(sig.usable(c), sig.usable(other))
+            return (VPDQ, d) if d <= st.vpdq_distance else None
+        return None
+
+    def resolve(self, lo: int, hi: int, matches: Arrays) -> None:
+        """Resolve files ``lo..hi-1`` (whole reports) given the epoch's ``matches``."""
+        order = np.argsort(matches["content"], kind="stable")
+        m_content = matches["content"][order]
+        m_file = matches["file"][order].tolist()
+        m_signal = matches["signal"][order].tolist()
+        m_dist = matches["distance"][order].tolist()
+        keys, starts = np.unique(m_content, return_index=True)
+        ends = np.r_[starts[1:], m_content.shape[0]]
+        span = dict(
+            zip(keys.tolist(), zip(starts.tolist(), ends.tolist(), strict=True), strict=True)
+        )
+        report_start = self.stream.report_start
+        report_of, content, indexed = self.report_of, self.content, self.indexed
+        near = self.settings.near_copy_bits
+        for i in range(lo, hi):
+            r, c = report_of[i], content[i]
+            best: dict[int, tuple[int, int]] = {}
+            a, b = span.get(c, (0, 0))
+            for k in range(a, b):
+                j = m_file[k]
+                if j >= i or report_of[j] == r or not indexed[j]:
+                    continue
+                link = (SHA256, 0) if content[j] == c else (m_signal[k], m_dist[k])
+                if j not in best or link < best[j]:
+                    best[j] = link
+            f = self.indexed_content[c]
+            if f >= 0 and report_of[f] != r:
+                best[f] = (SHA256, 0)
+            for k in range(int(report_start[r]), i):
+                found = self._within(c, content[k])
+                if found is not None:
+                    best[k] = found
+            links = sorted(best.items(), key=lambda x: (x[1], x[0]))[:MAX_LINKS]
+            represented = any(
+                indexed[o] and (s == SHA256 or (s == PDQ and d <= near)) for o, (s, d) in links
+            )
+            if not represented:
+                indexed[i] = 1
+                if self.indexed_content[c] < 0:
+                    self.indexed_content[c] = i
+            for o, (s, d) in links:
+                self.links.append((i, o, s, d))
+                self.uf.union(i, o)
+
+    def result(self, epochs: int) -> ReplayResult:
+        """The outcome so far."""
+        links = np.array(self.links, dtype=np.int64).reshape(-1, 4)
+        return ReplayResult(
+            cluster=self.uf.labels(),
+            indexed=np.frombuffer(bytes(self.indexed), dtype=np.uint8).astype(bool),
+            links=links,
+            epochs=epochs,
+        )
+
+
+def epoch_bounds(stream: Stream, epochs: int) -> list[tuple[int, int]]:
+    """File ranges of ``epochs`` runs of whole reports of about equal file counts."""
+    if epochs < 1:
+        raise InputError("replay: epochs must be >= 1")
+    cuts = np.searchsorted(stream.report_start, np.linspace(0, stream.files, epochs + 1))
+    bounds = sorted({int(stream.report_start[min(c, stream.reports)]) for c in cuts})
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def first_files(stream: Stream) -> I64:
+    """The first file of every content."""
+    n = stream.files
+    first = np.full(stream.content_kind.shape[0], n, dtype=np.int64)
+    np.minimum.at(first, stream.file_content, np.arange(n, dtype=np.int64))
+    return first
+
+
+def epoch_targets(stream: Stream, signals: Signals, first: I64, lo: int, hi: int) -> Arrays:
+    """The epoch's first copies with a PDQ or vPDQ signal: what it adds to the index."""
+    contents = np.flatnonzero((first >= lo) & (first < hi))
+    photos = contents[signals.has_pdq[contents]]
+    counts = np.diff(signals.usable_start)
+    videos = contents[counts[contents] > 0]
+    return {
+        "t_photo_file": first[photos],
+        "t_photo_words": signals.pdq_words[photos],
+        "t_video_file": first[videos],
+        "t_video_frames": counts[videos],
+        "t_frame_words": _frames_of(signals, videos),
+    }
+
+
+def _frames_of(signals: Signals, videos: I64) -> Words:
+    if not videos.shape[0]:
+        return np.zeros((0, 4), dtype=np.uint64)
+    starts, ends = signals.usable_start[videos], signals.usable_start[videos + 1]
+    lengths = ends - starts
+    rows = np.repeat(starts, lengths) + (
+        np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    )
+    frames: Words = signals.usable_words[rows]
+    return frames
+
+
+def query_contents(stream: Stream, signals: Signals, lo: int, hi: int) -> I64:
+    """The distinct contents of files ``lo..hi-1`` that have a PDQ or vPDQ signal."""
+    contents = np.unique(stream.file_content[lo:hi])
+    counts = np.diff(signals.usable_start)
+    return contents[signals.has_pdq[contents] | (counts[contents] > 0)]
+
+
+def query_arrays(signals: Signals, contents: I64) -> Arrays:
+    """The search input for ``contents``."""
+    photos = contents[signals.has_pdq[contents]]
+    videos = contents[~signals.has_pdq[contents]]
+    return {
+        "q_photo_content": photos,
+        "q_photo_words": signals.pdq_words[photos],
+        "q_video_content": videos,
+        "q_video_frames": np.diff(signals.usable_start)[videos],
+        "q_frame_words": _frames_of(signals, videos),
+    }
+
+
+def split_queries(signals: Signals, contents: I64, parts: int) -> list[I64]:
+    """``contents`` in ``parts`` runs of about equal search cost (a photo costs one
+    lookup, a video one per usable frame)."""
+    cost = np.where(signals.has_pdq[contents], 1, np.diff(signals.usable_start)[contents])
+    total = np.cumsum(cost)
+    if not total.shape[0]:
+        return [contents[:0] for _ in range(parts)]
+    cuts = np.searchsorted(total, np.linspace(0, total[-1], parts + 1)[1:-1], side="right")
+    return list(np.split(contents, cuts))
+
+
+def replay(
+    stream: Stream,
+    settings: DedupSettings,
+    search: Searcher,
+    commit: Committer,
+    *,
+    epochs: int,
+    on_epoch: Callable[[int, int], None] | None = None,
+) -> ReplayResult:
+    """Replay ``stream`` in ``epochs`` epochs through ``search`` (parallel) and the
+    :class:`Resolver` (sequential)."""
+    signals = signals_of(stream, settings)
+    first = first_files(stream)
+    resolver = Resolver(stream, signals, settings)
+    search_wall = resolve_wall = resolve_cpu = 0.0
+    bounds = epoch_bounds(stream, epochs)
+    for number, (lo, hi) in enumerate(bounds):
+        targets = epoch_targets(stream, signals, first, lo, hi)
+        started = time.perf_counter()
+        matches = search(targets, query_contents(stream, signals, lo, hi), signals)
+        search_wall += time.perf_counter() - started
+        started, cpu = time.perf_counter(), time.process_time()
+        resolver.resolve(lo, hi, matches)
+        indexed = np.frombuffer(bytes(resolver.indexed), dtype=np.uint8).astype(bool)
+        commit(
+            {
+                "photo": indexed[targets["t_photo_file"]],
+                "video": indexed[targets["t_video_file"]],
+            }
+        )
+        resolve_wall += time.perf_counter() - started
+        resolve_cpu += time.process_time() - cpu
+        if on_epoch is not None:
+            on_epoch(number + 1, len(bounds))
+    result = resolver.result(len(bounds))
+    result.search_seconds, result.resolve_seconds = search_wall, resolve_wall
+    result.resolve_cpu_seconds = resolve_cpu
+    return result
+
+
+def local_searcher(settings: DedupSettings) -> tuple[Searcher, Committer, SearchState]:
+    """One in-process :class:`SearchState` as searcher (no parallelism)."""
+    state = SearchState(settings.pdq_distance, settings.vpdq_distance)
+
+    def search(targets: Arrays, contents: I64, signals: Signals) -> Arrays:
+        return state.search(targets, query_arrays(signals, contents))
+
+    return search, state.commit, state
+
+
+def pair_scores(cluster: Sequence[int] | I64, truth: Sequence[int] | I64) -> tuple[float, float]:
+    """Pairwise (precision, recall) of ``cluster`` against ``truth`` (per file): the
+    share of same-cluster file pairs that are one item, and of same-item pairs that
+    share a cluster."""
+    c = np.asarray(cluster, dtype=np.int64)
+    t = np.asarray(truth, dtype=np.int64)
+
+    def pairs(*keys: I64) -> int:
+        _, counts = np.unique(np.stack(keys), axis=1, return_counts=True)
+        return int((counts * (counts - 1) // 2).sum())
+
+    both, found, true = pairs(c, t), pairs(c), pairs(t)
+    return both / max(1, found), both / max(1, true)
+
+
+def report_groups(stream: Stream) -> I64:
+    """Reports linked by a shared account or address (as :mod:`.links`), as connected
+    components named by their first report."""
+    uf = _UnionFind(stream.reports)
+    for key in (stream.report_account, stream.report_ip):
+        order = np.argsort(key, kind="stable")
+        same = np.flatnonzero(key[order][1:] == key[order][:-1])
+        for a, b in zip(order[same].tolist(), order[same + 1].tolist(), strict=True):
+            uf.union(a, b)
+    return uf.labels()

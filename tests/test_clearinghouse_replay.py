@@ -1,0 +1,201 @@
+"""The hash-level replay: generator shape, exact agreement with a brute-force
+transcription of dedup/clusters, independence of epochs and workers, Ray."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tests._replay_brute import as_link_set, brute_replay
+
+from tipline._optional import require
+from tipline.errors import InputError
+from tipline.services.clearinghouse.dedup import MAX_LINKS, DedupSettings
+from tipline.services.clearinghouse.replay import (
+    ReplayResult,
+    local_searcher,
+    pair_scores,
+    replay,
+    report_groups,
+)
+from tipline.services.clearinghouse.replay_search import pack, unpack
+from tipline.services.clearinghouse.replay_stream import VIDEO, ReplaySpec, Stream, generate
+
+SETTINGS = DedupSettings()
+#: small, but with everything that decides links: bursts of noisy re-shares (more than
+#: MAX_LINKS indexed variants), look-alike items, low quality, exact copies, videos
+DENSE = ReplaySpec(
+    reports=400,
+    seed=7,
+    viral_share=0.5,
+    burst_reports=200,
+    viral_exact_share=0.1,
+    lookalike_share=0.15,
+    low_quality_share=0.08,
+    mean_frames=4.0,
+)
+
+
+def _local(stream: Stream, epochs: int, dedup: DedupSettings = SETTINGS) -> ReplayResult:
+    search, commit, _ = local_searcher(dedup)
+    return replay(stream, dedup, search, commit, epochs=epochs)
+
+
+def _same(result: ReplayResult, brute: tuple[list[int], list[bool], set[Any]]) -> None:
+    cluster, indexed, links = brute
+    assert result.cluster.tolist() == cluster
+    assert result.indexed.tolist() == indexed
+    assert as_link_set(result.links) == links
+    assert len(links) == result.links.shape[0]
+
+
+def test_generated_stream_has_the_shape_asked_for() -> None:
+    spec = ReplaySpec(reports=6000, seed=1)
+    stream = generate(spec)
+    assert stream.reports == 6000
+    assert 2.6 <= stream.files / stream.reports <= 3.1
+    items = np.unique(stream.file_item).shape[0]
+    assert 2.9 <= stream.files / items <= 3.3
+    assert 0.40 <= stream.video_file_share() <= 0.54
+    # exact copies share a content; new copies of one item are perceptually near
+    assert stream.content_kind.shape[0] < stream.files
+    assert np.array_equal(np.diff(stream.frame_start) > 0, stream.content_kind == VIDEO)
+    again = generate(spec)
+    assert np.array_equal(again.file_content, stream.file_content)
+    assert np.array_equal(again.frames, stream.frames)
+    other = generate(ReplaySpec(reports=6000, seed=2))
+    assert not np.array_equal(other.content_pdq[:100], stream.content_pdq[:100])
+
+
+def test_generator_refuses_nonsense() -> None:
+    with pytest.raises(InputError):
+        generate(ReplaySpec(reports=0))
+    with pytest.raises(InputError):
+        generate(ReplaySpec(video_share=1.5))
+
+
+@pytest.fixture(scope="module")
+def dense() -> tuple[Stream, tuple[list[int], list[bool], set[Any]]]:
+    stream = generate(DENSE)
+    return stream, brute_replay(stream, SETTINGS)
+
+
+def test_replay_equals_brute_force_on_a_dense_stream(
+    dense: tuple[Stream, tuple[list[int], list[bool], set[Any]]],
+) -> None:
+    stream, brute = dense
+    result = _local(stream, epochs=3)
+    _same(result, brute)
+    # the stream exercises what decides links and the index
+    per_file = np.bincount(result.links[:, 0], minlength=stream.files)
+    assert per_file.max() == MAX_LINKS
+    assert 0 < result.indexed.sum() < stream.files
+    signals = set(result.links[:, 2].tolist())
+    assert signals == {0, 3, 4}
+    _, recall = pair_scores(result.cluster, stream.file_item)
+    assert recall < 1.0  # low-quality items are found by exact copies only
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    reports=st.integers(1, 70),
+    epochs=st.integers(1, 5),
+    near=st.integers(0, 31),
+    pdq=st.integers(10, 40),
+    vpdq=st.integers(0, 60),
+)
+def test_replay_equals_brute_force(
+    seed: int, reports: int, epochs: int, near: int, pdq: int, vpdq: int
+) -> None:
+    spec = ReplaySpec(
+        reports=reports,
+        seed=seed,
+        viral_share=0.3,
+        burst_reports=15,
+        viral_exact_share=0.2,
+        lookalike_share=0.2,
+        low_quality_share=0.1,
+        mean_frames=3.0,
+    )
+    dedup = DedupSettings(pdq_distance=pdq, vpdq_distance=vpdq, near_copy_bits=near)
+    stream = generate(spec)
+    _same(_local(stream, epochs, dedup), brute_replay(stream, dedup))
+
+
+def test_epochs_do_not_change_the_outcome() -> None:
+    stream = generate(ReplaySpec(reports=900, seed=11))
+    one, many = _local(stream, 1), _local(stream, 7)
+    assert many.epochs == 7
+    assert np.array_equal(one.cluster, many.cluster)
+    assert np.array_equal(one.indexed, many.indexed)
+    assert np.array_equal(one.links, many.links)
+
+
+def test_pair_scores_and_report_groups() -> None:
+    # found {0,1,2} {3}; truth {0,1} {2,3}: 1 of 3 found pairs true, 1 of 2 true found
+    assert pair_scores([0, 0, 0, 3], [5, 5, 6, 6]) == (1 / 3, 1 / 2)
+    assert pair_scores([0, 1], [0, 1]) == (0.0, 0.0)
+    stream = generate(ReplaySpec(reports=400, seed=3, shared_ip_share=0.0))
+    groups = report_groups(stream)
+    account = stream.report_account
+    for a in range(0, 400, 7):  # same account, same group; one group, a shared key
+        same = np.flatnonzero(account == account[a])
+        assert (groups[same] == groups[a]).all()
+        members = np.flatnonzero(groups == groups[a])
+        assert np.unique(account[members]).shape[0] == 1  # no shared addresses here
+
+
+def test_blobs_round_trip_and_refuse_other_types() -> None:
+    arrays = {
+        "a": np.arange(5, dtype=np.int64),
+        "w": np.arange(8, dtype=np.uint64).reshape(2, 4),
+        "e": np.zeros((0, 4), dtype=np.uint64),
+        "b": np.array([True, False]),
+    }
+    back = unpack(pack(arrays))
+    assert list(back) == list(arrays)
+    for k, v in arrays.items():
+        assert back[k].dtype == v.dtype and np.array_equal(back[k], v)
+    with pytest.raises(InputError):
+        unpack(pack({"x": np.zeros(2, dtype=np.float64)}))
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[Any]:
+    ray = require("ray")
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.ray
+def test_replay_on_ray_equals_brute_force_and_local(
+    ray_cluster: Any, dense: tuple[Stream, tuple[list[int], list[bool], set[Any]]]
+) -> None:
+    from tipline.services.clearinghouse.replay_ray import RaySearch
+
+    stream, brute = dense
+    searcher = RaySearch("auto", SETTINGS, workers=2)
+    try:
+        on_ray = replay(stream, SETTINGS, searcher.search, searcher.commit, epochs=4)
+        stats = searcher.stats()
+    finally:
+        searcher.close()
+    _same(on_ray, brute)
+    assert len(stats) == 2 and all(s["cpu_seconds"] > 0 and s["peak_mib"] > 0 for s in stats)
+    bigger = generate(ReplaySpec(reports=800, seed=5))
+    searcher = RaySearch("auto", SETTINGS)
+    try:
+        on_ray = replay(bigger, SETTINGS, searcher.search, searcher.commit, epochs=3)
+    finally:
+        searcher.close()
+    local = _local(bigger, 5)
+    assert np.array_equal(on_ray.cluster, local.cluster)
+    assert np.array_equal(on_ray.links, local.links)

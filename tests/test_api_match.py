@@ -225,3 +225,54 @@ def test_match_needs_match_role(server: Server) -> None:
     r = server.client("hasher").post("/v1/match", content=sample_images()[0].read_bytes())
     assert r.status_code == 403
     assert isinstance(httpx.codes(r.status_code), int)
+
+
+def _padded(path: str) -> bytes:
+    """The picture with a 12% white border all round: plain PDQ misses it."""
+    from PIL import ImageOps
+
+    with Image.open(path) as im:
+        rgb = im.convert("RGB")
+    out = io.BytesIO()
+    ImageOps.expand(rgb, border=max(rgb.size) * 12 // 100, fill=(255, 255, 255)).save(
+        out, format="PNG"
+    )
+    return out.getvalue()
+
+
+def test_normalised_match_by_default_with_switches_and_history(
+    server: Server, seeded: dict[str, str]
+) -> None:
+    path = sample_images()[2]
+    data = _padded(str(path))
+    m = server.client("matcher")
+    plain = m.post("/v1/match", params={"normalize": "false"}, content=data).json()
+    assert [x for x in plain["matches"] if x["signal_type"] == "pdq"] == []
+    assert all(s.get("variant") is None for s in plain["signals"])
+
+    resp = m.post("/v1/match", params={"content_id": "padded-1"}, content=data)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    pdq = [x for x in body["matches"] if x["signal_type"] == "pdq"]
+    assert [(x["entry_id"], x["variant"]) for x in pdq] == [(path.stem, "trim")]
+    trim = next(s["value"] for s in body["signals"] if s.get("variant") == "trim")
+    assert pdq[0]["query_value"] == trim
+    assert pdq[0]["distance"] == hamming_hex(trim, seeded[path.stem]) <= 31
+    history = server.client("reviewer").get(
+        "/v1/matches", params={"submission_id": body["submission_id"]}
+    )
+    assert [(h["entry_id"], h["variant"]) for h in history.json()] == [(path.stem, "trim")]
+
+    curator = server.client("curator")
+    off = curator.patch("/v1/banks/known", json={"normalize": False})
+    assert off.status_code == 200 and off.json()["normalize"] is False, off.text
+    try:
+        assert m.post("/v1/match", content=data).json()["matches"] == []
+        # the picture as given still matches a bank with the switch off
+        exact = m.post("/v1/match", content=path.read_bytes()).json()
+        assert {x["signal_type"] for x in exact["matches"]} >= {"pdq", "md5"}
+    finally:
+        on = curator.patch("/v1/banks/known", json={"normalize": True})
+        assert on.status_code == 200 and on.json()["normalize"] is True
+    again = m.post("/v1/match", content=data).json()
+    assert [x["variant"] for x in again["matches"]] == ["trim"]

@@ -1,6 +1,7 @@
 """Query-side normalisation (``signals/normalize.py``): the box finder on generated
 pictures, its PDQ variants against a brute-force crop hashed with ``pdqhash``, and
-``tipline match --normalize`` end to end against a bank entry added from the original."""
+``tipline match`` (normalised by default) end to end against a bank entry added from
+the original."""
 
 from __future__ import annotations
 
@@ -176,12 +177,13 @@ def test_match_normalize_finds_padded_captioned_letterboxed_copies(cli, tmp_path
     cap.save(copies / "captioned.jpg")
     _picture(w, h, seed=7).save(copies / "unrelated.jpg")
 
-    plain = cli("match", "-f", "jsonl", str(copies))
+    plain = cli("match", "--no-normalize", "-f", "jsonl", str(copies))
     matched_plain = {r["item"] for r in map(_json, plain.stdout.splitlines())}
     edited = ("padded.jpg", "letterboxed.jpg", "captioned.jpg")
     assert not any(p.endswith(edited) for p in matched_plain)
 
-    r = cli("match", "--normalize", "-f", "jsonl", str(copies))
+    # on by default
+    r = cli("match", "-f", "jsonl", str(copies))
     assert r.returncode == 0, r.stderr
     rows = {os.path.basename(row["item"]): row for row in map(_json, r.stdout.splitlines())}
     assert set(rows) == {"padded.jpg", "letterboxed.jpg", "captioned.jpg"}
@@ -190,8 +192,18 @@ def test_match_normalize_finds_padded_captioned_letterboxed_copies(cli, tmp_path
     assert rows["captioned.jpg"]["variant"] in ("uncaption", "trim+uncaption")
     assert all(row["bank"] == "known" and row["distance"] <= 31 for row in rows.values())
 
-    text = cli("match", "--normalize", str(copies / "padded.jpg"))
+    text = cli("match", str(copies / "padded.jpg"))
     assert "\tvariant=trim" in text.stdout
+
+    # the bank's switch turns the normalised variants off for that bank only
+    off = cli("bank", "set", "known", "--no-normalize")
+    assert off.returncode == 0 and "normalize off" in off.stdout, off.stderr
+    assert "normalize    no" in cli("bank", "show", "known").stdout
+    r = cli("match", "-f", "jsonl", str(copies))
+    assert r.stdout == "" and "no matches" in r.stderr
+    assert cli("bank", "set", "known", "--normalize").returncode == 0
+    r = cli("match", "-f", "jsonl", str(copies))
+    assert {os.path.basename(row["item"]) for row in map(_json, r.stdout.splitlines())} == set(rows)
 
 
 def _json(line: str):

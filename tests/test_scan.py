@@ -602,3 +602,45 @@ def test_resume_from_another_folder(media: Path, tmp_path: Path) -> None:
         row = store.get_scan(session, scan_id)
     engine.dispose()
     assert list(row.sources) == [str(home / "pics"), f"@{home / 'list.txt'}", "-"]
+
+
+def test_scan_matches_normalised_variants_by_default(db_url: str, tmp_path: Path) -> None:
+    from PIL import ImageOps
+
+    from tipline.services.banks import add_entry, create_bank
+    from tipline.services.database import open_database
+    from tipline.services.scan import default_matcher_loader
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    original = scene(21)
+    original.save(tmp_path / "original.png")
+    ImageOps.expand(original, border=50, fill=(0, 0, 0)).save(folder / "padded.png")
+    scene(22).save(folder / "other.png")
+    db = open_database(db_url)
+    create_bank(db, "known")
+    pdq = hash_path(str(tmp_path / "original.png"), HashOptions()).signals[0].value
+    add_entry(db, "known", [f"pdq:{pdq}"], entry_id="orig")
+    db.close()
+
+    def scan(options: ScanOptions) -> dict[str, dict[str, Any]]:
+        request = ScanRequest(
+            sources=(str(folder),),
+            options=options,
+            database_url=db_url,
+            matcher=default_matcher_loader(db_url, index_dir=tmp_path / "index"),
+        )
+        return items_of(db_url, run_scan(request).scan_id)
+
+    items = scan(ScanOptions())
+    padded = items[str(folder / "padded.png")]
+    assert [(m["entry_id"], m["variant"]) for m in padded["matches"]] == [("orig", "trim")]
+    trim = next(s for s in padded["signals"] if s.get("variant") == "trim")
+    assert padded["matches"][0]["query_value"] == trim["value"]
+    assert items[str(folder / "other.png")]["matches"] == []
+
+    items = scan(ScanOptions(normalize=False))
+    assert items[str(folder / "padded.png")]["matches"] == []
+    # scans recorded before the switch existed resume as they ran: without it
+    assert ScanOptions.from_json({"signals": []}).normalize is False
+    assert ScanOptions.from_json(ScanOptions().to_json()).normalize is True

@@ -26,12 +26,15 @@ RAW_MEDIA_BODY = {
 }
 
 
-def hash_options(signals: str | None, dihedral: bool = False) -> HashOptions:
-    """Options from a comma-separated ``signals`` query value (InputError if unknown)."""
+def hash_options(
+    signals: str | None, dihedral: bool = False, *, normalize: bool = False
+) -> HashOptions:
+    """Options from a comma-separated ``signals`` query value (InputError if unknown);
+    ``normalize`` adds the PDQ variants without borders, captions and frames."""
     names: tuple[str, ...] = ()
     if signals:
         names = check_signal_names(s for s in signals.split(",") if s.strip())
-    return HashOptions(signals=names, dihedral=dihedral)
+    return HashOptions(signals=names, dihedral=dihedral, normalize=normalize)
 
 
 async def read_media(request: Request) -> bytes:

@@ -47,6 +47,11 @@ class BankIn(BaseModel):
     )
     allow: bool = Field(False, description="an allow bank: its entries suppress matches")
     enabled: bool = True
+    normalize: bool = Field(
+        True,
+        description="also match queries without their borders, caption bars and "
+        "screenshot frames (the query's normalised PDQ variants)",
+    )
 
 
 class BankPatch(BaseModel):
@@ -59,6 +64,9 @@ class BankPatch(BaseModel):
         None, description="signal type -> match threshold (JSON integers only)"
     )
     enabled: bool | None = None
+    normalize: bool | None = Field(
+        None, description="match the query's normalised variants (borders etc. removed)"
+    )
 
 
 class BankOut(BaseModel):
@@ -69,6 +77,7 @@ class BankOut(BaseModel):
     enabled: bool
     allow: bool
     thresholds: dict[str, int]
+    normalize: bool = Field(description="the query's normalised variants match here too")
     tenant: str | None
     entries: int
     disabled_entries: int
@@ -84,6 +93,7 @@ class BankOut(BaseModel):
             enabled=b.enabled,
             allow=b.is_allow_bank,
             thresholds=dict(b.thresholds),
+            normalize=b.normalize,
             tenant=b.tenant,
             entries=info.entries,
             disabled_entries=info.disabled_entries,
@@ -171,6 +181,7 @@ def create_bank(
         enabled=body.enabled,
         tenant=who.tenant,
         actor=who,
+        normalize=body.normalize,
     )
     return BankOut.of(banks.show_bank(bank_db(ctx), body.name.strip()))
 
@@ -199,6 +210,7 @@ def patch_bank(
         thresholds=body.thresholds,
         description=body.description,
         actor=who,
+        normalize=body.normalize,
     )
     return BankOut.of(banks.show_bank(bank_db(ctx), name))
 

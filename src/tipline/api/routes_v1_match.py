@@ -55,7 +55,9 @@ class MatchOut(BaseModel):
     query_match_percent: float | None = None
     compared_match_percent: float | None = None
     variant: str | None = Field(
-        None, description="the query's variant that matched (e.g. flipx); null: as given"
+        None,
+        description="the query's variant that matched (trim, uncaption, trim+uncaption: "
+        "normalised; flipx...: dihedral); null: as given",
     )
 
     @classmethod
@@ -190,9 +192,10 @@ def _hash_match_and_record(
     data: bytes,
     name: str,
     submission: SubmissionFacts | None,
+    normalize: bool,
 ) -> MatchResult:
     """Hash, match and record on one worker thread (one hop off the event loop)."""
-    result = hash_or_raise(ctx, data, name, hash_options(None))
+    result = hash_or_raise(ctx, data, name, hash_options(None, normalize=normalize))
     return _match_and_record_sync(ctx, who, list(result.signals), submission, data)
 
 
@@ -200,6 +203,11 @@ _CONTENT_ID = Query(None, min_length=1, max_length=256, description="platform's 
 _UPLOADER = Query(None, max_length=256, description="uploader account")
 _UPLOAD_IP = Query(None, max_length=64, description="upload IP address")
 _UPLOADED_AT = Query(None, description="upload time, ISO 8601 with zone")
+_NORMALIZE = Query(
+    True,
+    description="also match photos without their borders, letterbox, caption bars and "
+    "screenshot frames (each match names the variant; false: the picture as given only)",
+)
 
 
 @router.post(
@@ -211,6 +219,7 @@ async def match_upload(
     uploader_account: str | None = _UPLOADER,
     upload_ip: str | None = _UPLOAD_IP,
     uploaded_at: datetime | None = _UPLOADED_AT,
+    normalize: bool = _NORMALIZE,
     extra: UploadFacts = Depends(),
     ctx: ServiceContext = Depends(get_ctx),
     who: Principal = Depends(_match),
@@ -223,7 +232,13 @@ async def match_upload(
     access = media_access(ctx, who, "match.upload", {"bytes": len(data), "content_id": content_id})
     try:
         out = await run_in_threadpool(
-            _hash_match_and_record, ctx, who, data, content_id or "upload", submission
+            _hash_match_and_record,
+            ctx,
+            who,
+            data,
+            content_id or "upload",
+            submission,
+            normalize,
         )
     finally:
         await access
@@ -237,6 +252,7 @@ async def match_url(
     uploader_account: str | None = _UPLOADER,
     upload_ip: str | None = _UPLOAD_IP,
     uploaded_at: datetime | None = _UPLOADED_AT,
+    normalize: bool = _NORMALIZE,
     extra: UploadFacts = Depends(),
     ctx: ServiceContext = Depends(get_ctx),
     who: Principal = Depends(_match),
@@ -245,7 +261,7 @@ async def match_url(
     submission = _submission(content_id, uploader_account, upload_ip, uploaded_at, extra)
     await record_media_access(ctx, who, "match.url", {"url": url, "content_id": content_id})
     fetched = await fetch_media(ctx, url)
-    result = await hash_upload(ctx, fetched.data, url, hash_options(None))
+    result = await hash_upload(ctx, fetched.data, url, hash_options(None, normalize=normalize))
     return await _match_and_record(ctx, who, list(result.signals), submission, fetched.data)
 
 

@@ -66,6 +66,9 @@ class MatchRecordOut(BaseModel):
     distance: int
     query_value: str | None
     labels: list[str]
+    variant: str | None = Field(
+        None, description="the query's variant that matched (e.g. trim); null: as given"
+    )
 
 
 class ReviewFactsIn(BaseModel):

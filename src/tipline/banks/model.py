@@ -48,3 +48,5 @@ class Bank:
     is_allow_bank: bool = False  # entries here suppress matches (known false positives)
     thresholds: dict[str, int] = field(default_factory=dict)  # per signal type; else default
     tenant: str | None = None
+    #: query variants without borders, caption bars and screenshot frames match here too
+    normalize: bool = True

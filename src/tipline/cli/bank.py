@@ -49,6 +49,7 @@ def _info_json(info: svc.BankInfo) -> dict[str, Any]:
         "enabled": b.enabled,
         "allow_bank": b.is_allow_bank,
         "thresholds": b.thresholds,
+        "normalize": b.normalize,
         "tenant": b.tenant,
         "entries": info.entries,
         "disabled_entries": info.disabled_entries,
@@ -80,6 +81,11 @@ def create_command(
         False, "--allow", help="An allow-bank: its entries suppress matches (false positives)."
     ),
     disabled: bool = typer.Option(False, "--disabled", help="Create the bank switched off."),
+    normalize: bool = typer.Option(
+        True,
+        "--normalize/--no-normalize",
+        help="Match queries without their borders, caption bars and screenshot frames too.",
+    ),
 ) -> None:
     """Create a bank."""
     db = open_database()
@@ -91,6 +97,7 @@ def create_command(
             thresholds=_thresholds(threshold),
             allow=allow,
             enabled=not disabled,
+            normalize=normalize,
         )
     finally:
         db.close()
@@ -149,6 +156,7 @@ def show_command(
     _print(f"allow-bank   {'yes' if b.is_allow_bank else 'no'}")
     thresholds = ", ".join(f"{k}={v}" for k, v in sorted(b.thresholds.items())) or "defaults"
     _print(f"thresholds   {thresholds}")
+    _print(f"normalize    {'yes' if b.normalize else 'no'}")
     _print(f"entries      {info.entries} ({info.disabled_entries} disabled)")
     for kind, count in sorted(info.signals.items()):
         _print(f"  {kind:<10} {count}")
@@ -392,17 +400,27 @@ def set_command(
         [], "--threshold", "-t", help="TYPE=N match threshold; repeatable."
     ),
     description: str | None = typer.Option(None, "--description", "-d", help="New description."),
+    normalize: bool | None = typer.Option(
+        None,
+        "--normalize/--no-normalize",
+        help="Match queries without their borders, caption bars and screenshot frames too.",
+    ),
 ) -> None:
-    """Change a bank's thresholds or description."""
+    """Change a bank's thresholds, description or normalised matching."""
     db = open_database()
     try:
         bank = svc.update_bank(
-            db, name, thresholds=_thresholds(threshold) or None, description=description
+            db,
+            name,
+            thresholds=_thresholds(threshold) or None,
+            description=description,
+            normalize=normalize,
         )
     finally:
         db.close()
     thresholds = ", ".join(f"{k}={v}" for k, v in sorted(bank.thresholds.items())) or "defaults"
-    _print(f"bank {bank.name}: thresholds {thresholds}")
+    normalized = "on" if bank.normalize else "off"
+    _print(f"bank {bank.name}: thresholds {thresholds}; normalize {normalized}")
 
 
 def register(app: typer.Typer) -> None:

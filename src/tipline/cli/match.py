@@ -100,10 +100,10 @@ def match_command(
         False, "--dihedral", help="Also match the 7 rotated/flipped PDQs of photos."
     ),
     normalize: bool = typer.Option(
-        False,
-        "--normalize",
+        True,
+        "--normalize/--no-normalize",
         help="Also match photos without their borders, letterbox, caption bars and "
-        "screenshot frames (PDQ variants trim, uncaption, trim+uncaption).",
+        "screenshot frames (PDQ variants trim, uncaption, trim+uncaption; on by default).",
     ),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Hashing worker processes."),
 ) -> None:

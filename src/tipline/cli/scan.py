@@ -101,6 +101,12 @@ def scan_command(
         "", "--signals", "-s", help="Comma-separated signals (default pdq,md5,sha256)."
     ),
     dihedral: bool = typer.Option(False, "--dihedral", help="Also the 7 rotated/flipped PDQs."),
+    normalize: bool = typer.Option(
+        True,
+        "--normalize/--no-normalize",
+        help="Also match photos without their borders, letterbox, caption bars and "
+        "screenshot frames (on by default; the match says which variant matched).",
+    ),
     exact_decode: bool = typer.Option(False, "--exact-decode", help="Full-resolution decode."),
     follow_symlinks: bool = typer.Option(
         False, "--follow-symlinks", help="Follow symbolic links in folders (loops refused)."
@@ -131,6 +137,7 @@ def scan_command(
         decode=DecodeMode.EXACT if exact_decode else DecodeMode.FAST,
         follow_symlinks=follow_symlinks,
         batch_size=batch_size,
+        normalize=normalize and not no_match,
     )
     request = ScanRequest(
         sources=tuple(sources or ()),

@@ -126,9 +126,12 @@ def create_bank(
     enabled: bool = True,
     tenant: str | None = None,
     actor: Actor = DEFAULT_ACTOR,
+    normalize: bool = True,
 ) -> Bank:
-    """Create a bank; ConflictError when the name is taken (for a tenant's bank worded
-    the same whoever holds the name: bank names are global, see docs/api.md)."""
+    """Create a bank (``normalize``: match normalised query variants too, see
+    :mod:`tipline.signals.normalize`); ConflictError when the name is taken (for a
+    tenant's bank worded the same whoever holds the name: bank names are global, see
+    docs/api.md)."""
     bank = Bank(
         name=check_bank_name(name),
         description=description,
@@ -136,6 +139,7 @@ def create_bank(
         is_allow_bank=allow,
         thresholds=check_thresholds(thresholds or {}),
         tenant=tenant,
+        normalize=normalize,
     )
     with transaction(db.sessions) as s:
         try:
@@ -153,7 +157,12 @@ def create_bank(
             actor,
             "bank.create",
             ("bank", bank.name),
-            {"allow": allow, "enabled": enabled, "thresholds": dict(bank.thresholds)},
+            {
+                "allow": allow,
+                "enabled": enabled,
+                "thresholds": dict(bank.thresholds),
+                "normalize": normalize,
+            },
             tenant=tenant,
         )
     return bank
@@ -185,18 +194,27 @@ def update_bank(
     thresholds: Mapping[str, int] | None = None,
     description: str | None = None,
     actor: Actor = DEFAULT_ACTOR,
+    normalize: bool | None = None,
 ) -> Bank:
-    """Switch a bank on/off or change its thresholds/description."""
+    """Switch a bank on/off, change its thresholds/description, or switch matching of
+    normalised query variants (``normalize``) on/off."""
     clean = check_thresholds(thresholds) if thresholds is not None else None
     with transaction(db.sessions) as s:
-        row = repo.update_bank(s, name, enabled=enabled, thresholds=clean, description=description)
+        row = repo.update_bank(
+            s,
+            name,
+            enabled=enabled,
+            thresholds=clean,
+            description=description,
+            normalize=normalize,
+        )
         action = {True: "bank.enable", False: "bank.disable", None: "bank.update"}[enabled]
         _audit(
             s,
             actor,
             action,
             ("bank", name),
-            {"thresholds": clean, "description": description},
+            {"thresholds": clean, "description": description, "normalize": normalize},
             tenant=row.tenant,
         )
         return repo.to_bank(row)

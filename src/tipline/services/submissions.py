@@ -143,6 +143,8 @@ class MatchRecord:
     distance: int
     query_value: str | None
     labels: tuple[str, ...]
+    #: the query's variant that matched (``trim``, ``flipx``...; None: as given)
+    variant: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +302,7 @@ def record_batch(
                     distance=m.distance,
                     query_value=m.query_value,
                     labels=m.labels,
+                    variant=m.variant,
                 ),
             )
             for submission_id, matches in history
@@ -471,6 +474,7 @@ def list_matches(
                 distance=r.distance,
                 query_value=r.query_value,
                 labels=tuple(r.labels),
+                variant=r.variant,
             )
             for r in rows
         ]

@@ -58,7 +58,8 @@ class HashOptions:
     #: stored: what python-threatexchange / HMA hash)
     exif_raw: bool = False
     #: photos also get PDQ variants ``trim``, ``uncaption``, ``trim+uncaption``: the
-    #: picture without borders, caption bars, screenshot frames (matching only; never
+    #: picture without borders, caption bars, screenshot frames; videos the vPDQ variant
+    #: ``trim``: the frames without letterbox / pillarbox bars (matching only; never
     #: for bank entries)
     normalize: bool = False
 
@@ -187,11 +188,15 @@ def hash_video(
 
 
 def _video_signals(
-    path: str, types: Sequence[SignalType], fps: float, limits: MediaLimits
+    path: str,
+    types: Sequence[SignalType],
+    fps: float,
+    limits: MediaLimits,
+    normalize: bool = False,
 ) -> tuple[Signal, ...]:
     streamed = [d for t in types if isinstance(d := getattr(t, "file_digest", None), str)]
     results: dict[str, Sequence[Signal]] = {}
-    with Video(path, fps=fps, limits=limits, digests=streamed) as video:
+    with Video(path, fps=fps, limits=limits, digests=streamed, normalize=normalize) as video:
         # frames first, so the streamed digests overlap the decoding
         for signal_type in sorted(types, key=_is_digest):
             results[signal_type.name] = cast(VideoHasher, signal_type).hash_video(video)
@@ -208,7 +213,7 @@ def _hash_video(path: str, options: HashOptions, limits: MediaLimits) -> tuple[S
         raise MissingExtraError(
             f"video hashing is not available ({exc}); install it with: pip install 'tipline[video]'"
         ) from None
-    return _video_signals(path, wanted, options.video_fps, limits)
+    return _video_signals(path, wanted, options.video_fps, limits, options.normalize)
 
 
 def _unexpected(exc: Exception) -> MediaError:

@@ -117,11 +117,15 @@ class Video:
         fps: float = 1.0,
         limits: MediaLimits | None = None,
         digests: Iterable[str] = (),
+        normalize: bool = False,
     ) -> None:
         self.path = path
         self.fps = fps
         self.limits = limits or MediaLimits()
+        #: perceptual types also hash the frames without letterbox / pillarbox bars
+        self.normalize = normalize
         self._frames: list[VideoFrame] | None = None
+        self._trimmed: list[VideoFrame] | None = None
         self._digests = _FileDigests(path, sorted(set(digests)))
         if self._digests.hashers:
             self._digests.start()
@@ -133,10 +137,23 @@ class Video:
         and MissingExtraError when video support is not installed.
         """
         if self._frames is None:
-            from tipline.signals.video import hash_video_frames
+            if self.normalize:
+                from tipline.signals.video import hash_video_normalized
 
-            self._frames = hash_video_frames(self.path, self.fps, limits=self.limits)
+                hashed = hash_video_normalized(self.path, self.fps, limits=self.limits)
+                self._frames, self._trimmed = hashed.frames, hashed.trimmed
+            else:
+                from tipline.signals.video import hash_video_frames
+
+                self._frames = hash_video_frames(self.path, self.fps, limits=self.limits)
         return self._frames
+
+    def trimmed_frames(self) -> list[VideoFrame] | None:
+        """With ``normalize``, the frames hashed without the letterbox / pillarbox bars
+        found once for the whole video (None: no bars, or ``normalize`` off); decoded
+        with :meth:`frames`, in the same pass."""
+        self.frames()
+        return self._trimmed
 
     def digest(self, algorithm: str) -> str:
         """Hex digest (hashlib ``algorithm``) of the file's bytes."""

@@ -19,6 +19,7 @@ Only boxes that differ meaningfully from the whole image, keep at least
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final, NamedTuple
 
 import numpy as np
@@ -46,6 +47,15 @@ MIN_AREA: Final = 0.40
 ROUNDS: Final = 4
 #: sides under this many pixels are never cut further
 MIN_SIDE: Final = 16
+
+#: names of the normalised variants a query can have (a bank's ``normalize`` switch
+#: turns matching of exactly these on or off)
+VARIANTS: Final = frozenset({"trim", "uncaption", "trim+uncaption"})
+
+
+def is_normalized(variant: str | None) -> bool:
+    """Whether ``variant`` names a normalised variant of a query (:data:`VARIANTS`)."""
+    return variant in VARIANTS
 
 
 class Box(NamedTuple):
@@ -186,6 +196,36 @@ def normalize_boxes(pixels: npt.NDArray[np.uint8]) -> dict[str, Box]:
             continue
         out[name] = box
     return out
+
+
+def common_trim(frames: Sequence[npt.NDArray[np.uint8]]) -> Box | None:
+    """The box without the bars every informative frame of a video shares (each edge
+    cut by the least any frame allows), or None when no edge loses MIN_CUT of its side.
+
+    ``frames``: ``H x W x 3`` RGB or ``H x W`` grey pixels of the same size. A frame
+    whose trim keeps under MIN_AREA of it (a black or blank frame) tells nothing and is
+    skipped; one frame whose picture reaches an edge keeps that edge uncut.
+    """
+    boxes: list[Box] = []
+    for frame in frames:
+        pixels = frame if frame.ndim == 3 else frame[:, :, None]
+        h, w = pixels.shape[:2]
+        if min(h, w) < MIN_SIDE:
+            return None
+        box = trim(pixels, Box(0, h, 0, w))
+        if box.area >= MIN_AREA * h * w:
+            boxes.append(box)
+    if not boxes:
+        return None
+    h, w = frames[0].shape[:2]
+    box = Box(
+        min(b.top for b in boxes),
+        max(b.bottom for b in boxes),
+        min(b.left for b in boxes),
+        max(b.right for b in boxes),
+    )
+    cuts = (box.top / h, (h - box.bottom) / h, box.left / w, (w - box.right) / w)
+    return box if max(cuts) >= MIN_CUT else None
 
 
 def crops(pixels: npt.NDArray[np.uint8]) -> list[tuple[str, npt.NDArray[np.uint8]]]:

@@ -36,6 +36,7 @@ from fractions import Fraction
 from typing import Final, Literal, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from tipline.errors import (
     DecompressionBombError,
@@ -45,6 +46,7 @@ from tipline.errors import (
 )
 from tipline.signals.base import VideoFrame
 from tipline.signals.limits import MediaLimits
+from tipline.signals.normalize import Box, common_trim
 from tipline.signals.pdq_fast import MIN_HASHABLE_DIM, LumaHasher
 
 #: What ffmpeg pipes to the hasher (see :func:`iter_video_frames`).
@@ -315,8 +317,54 @@ def iter_video_frames(
     exceeds ``max_video_seconds``.
     The ffmpeg process is killed and reaped however the iteration ends.
     """
-    limits = limits or MediaLimits()
     info = info or probe_video(path, limits=limits)
+    frames = _FrameHashes(info.height, info.width, info.frame_rate)
+    for number, luma in _decoded(path, fps, limits, info, threads, timeout, pixels):
+        if frames.full:
+            yield from frames.flush()
+        frames.add(number, luma)
+    yield from frames.flush()
+
+
+class _FrameHashes:
+    """A :class:`LumaHasher` with the frame numbers of its batch."""
+
+    def __init__(self, height: int, width: int, frame_rate: float) -> None:
+        self.hasher = LumaHasher(height, width, exact_ties=True)
+        self.rate32 = np.float32(frame_rate)
+        self.numbers: list[int] = []
+
+    @property
+    def full(self) -> bool:
+        return self.hasher.full
+
+    def add(self, number: int, luma: npt.NDArray[np.uint8]) -> None:
+        self.hasher.add(luma)
+        self.numbers.append(number)
+
+    def flush(self) -> list[VideoFrame]:
+        hashes, qualities = self.hasher.finish()
+        out = [
+            # vpdq stores the time as a float
+            VideoFrame(index=n, quality=q, hash=h, seconds=float(np.float32(n) / self.rate32))
+            for n, h, q in zip(self.numbers, hashes, qualities, strict=True)
+        ]
+        self.numbers.clear()
+        return out
+
+
+def _decoded(
+    path: str,
+    fps: float,
+    limits: MediaLimits | None,
+    info: VideoInfo,
+    threads: int,
+    timeout: float | None,
+    pixels: PixelFormat,
+) -> Iterator[tuple[int, npt.NDArray[np.uint8]]]:
+    """``(frame number, pixels)`` of the selected frames; the pixel buffer is reused
+    for the next frame. Errors as for :func:`iter_video_frames`."""
+    limits = limits or MediaLimits()
     step = frame_step(info.frame_rate, fps)
     if timeout is None:
         timeout = 60.0 + 2.0 * (info.duration or limits.max_video_seconds)
@@ -326,17 +374,6 @@ def iter_video_frames(
     buf = bytearray(frame_bytes)
     view = memoryview(buf)
     luma = np.frombuffer(buf, dtype=np.uint8).reshape(shape)
-    hasher = LumaHasher(info.height, info.width, exact_ties=True)
-    rate32 = np.float32(info.frame_rate)
-    numbers: list[int] = []
-
-    def flush() -> Iterator[VideoFrame]:
-        hashes, qualities = hasher.finish()
-        for number, h, q in zip(numbers, hashes, qualities, strict=True):
-            seconds = float(np.float32(number) / rate32)  # vpdq stores a float
-            yield VideoFrame(index=number, quality=q, hash=h, seconds=seconds)
-        numbers.clear()
-
     dec = _Ffmpeg(path, info, step, threads, pixels)
     timer = dec.kill_after(timeout)
     try:
@@ -353,10 +390,7 @@ def iter_video_frames(
                 raise DecompressionBombError(
                     f"decoded more than {limits.max_video_seconds:.0f} s of video"
                 )
-            if hasher.full:
-                yield from flush()
-            hasher.add(luma)
-            numbers.append(number)
+            yield number, luma
             selected += 1
         code = dec.finish()
         if dec.timed_out:
@@ -371,10 +405,89 @@ def iter_video_frames(
         if dec.problem is not None and (expected is None or selected < expected):
             count = f"{selected} of {expected}" if expected else f"{selected}"
             raise MediaError(f"corrupt or truncated video ({count} frames decoded): {dec.problem}")
-        yield from flush()
     finally:
         timer.cancel()
         dec.close()
+
+
+#: Frames (the first ones hashed) whose common bars decide a video's trim box.
+BAR_FRAMES: Final = 8
+#: Most bytes of frames kept while the trim box is not decided yet.
+BAR_BUFFER_BYTES: Final = 48 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class HashedVideo:
+    """A video's hashed frames and, when asked for and bars were found, the frames
+    hashed without their letterbox / pillarbox bars (``trim_box`` of the pixels)."""
+
+    frames: list[VideoFrame]
+    trimmed: list[VideoFrame] | None = None
+    trim_box: Box | None = None
+
+
+def hash_video_normalized(
+    path: str,
+    fps: float = 1.0,
+    *,
+    limits: MediaLimits | None = None,
+    threads: int = 0,
+    timeout: float | None = None,
+    pixels: PixelFormat = DEFAULT_PIXELS,
+) -> HashedVideo:
+    """The frames of :func:`hash_video_frames` and, from the same decode, the frames
+    without the bars :func:`tipline.signals.normalize.common_trim` finds on the first
+    :data:`BAR_FRAMES` hashed frames (decided once per video; frames after that are
+    cropped as they come, the first ones from a buffer)."""
+    info = probe_video(path, limits=limits)
+    plain = _FrameHashes(info.height, info.width, info.frame_rate)
+    out: list[VideoFrame] = []
+    trimmed_out: list[VideoFrame] = []
+    shape_bytes = info.height * info.width * (3 if pixels == "rgb" else 1)
+    keep = max(1, min(BAR_FRAMES, BAR_BUFFER_BYTES // max(shape_bytes, 1)))
+    pending: list[tuple[int, npt.NDArray[np.uint8]]] = []
+    decided = False
+    box: Box | None = None
+    trimmed: _FrameHashes | None = None
+
+    def decide() -> None:
+        nonlocal decided, box, trimmed
+        decided = True
+        box = common_trim([p for _, p in pending])
+        if box is not None and min(box.bottom - box.top, box.right - box.left) >= (
+            MIN_HASHABLE_DIM
+        ):
+            trimmed = _FrameHashes(box.bottom - box.top, box.right - box.left, info.frame_rate)
+            for n, p in pending:
+                add_trimmed(n, p)
+        else:
+            box = None
+        pending.clear()
+
+    def add_trimmed(number: int, frame: npt.NDArray[np.uint8]) -> None:
+        assert trimmed is not None and box is not None
+        if trimmed.full:
+            trimmed_out.extend(trimmed.flush())
+        crop = frame[box.top : box.bottom, box.left : box.right]
+        trimmed.add(number, np.ascontiguousarray(crop))
+
+    for number, frame in _decoded(path, fps, limits, info, threads, timeout, pixels):
+        if plain.full:
+            out.extend(plain.flush())
+        plain.add(number, frame)
+        if not decided:
+            pending.append((number, frame.copy()))
+            if len(pending) >= keep:
+                decide()
+        elif trimmed is not None:
+            add_trimmed(number, frame)
+    if not decided:
+        decide()
+    out.extend(plain.flush())
+    if trimmed is None:
+        return HashedVideo(out)
+    trimmed_out.extend(trimmed.flush())
+    return HashedVideo(out, trimmed_out, box)
 
 
 def _decode_failure(dec: _Ffmpeg, default: str) -> str:

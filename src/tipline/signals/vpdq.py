@@ -31,6 +31,7 @@ the frames match on both sides", vpdq's usual video-level verdict.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -55,6 +56,9 @@ MATCH_PERCENT: Final = 80.0
 #: Default :meth:`VpdqSignalType.distance` threshold (100 - MATCH_PERCENT).
 VPDQ_THRESHOLD: Final = 20
 PDQ_BYTES: Final = 32
+#: Variant name of a video's frames hashed without its letterbox / pillarbox bars (one
+#: of :data:`tipline.signals.normalize.VARIANTS`).
+TRIM_VARIANT: Final = "trim"
 
 
 def format_vpdq_text(frames: Iterable[VideoFrame]) -> str:
@@ -240,8 +244,13 @@ class VpdqSignalType:
     counterpart: ClassVar[str] = "pdq"
 
     def hash_video(self, video: Video) -> tuple[Signal, ...]:
-        """The vPDQ signal of the video's hashed frames."""
-        return (vpdq_signal(video.frames()),)
+        """The vPDQ signal of the video's hashed frames; with ``video.normalize`` and
+        bars found, also the variant ``trim``: the frames without the bars."""
+        signal = vpdq_signal(video.frames())
+        trimmed = video.trimmed_frames()
+        if trimmed is None:
+            return (signal,)
+        return (signal, dataclasses.replace(vpdq_signal(trimmed), variant=TRIM_VARIANT))
 
     def frames(self, value: str) -> list[VideoFrame]:
         """The frames of a canonical value (for the frame index)."""

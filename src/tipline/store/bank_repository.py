@@ -99,6 +99,7 @@ def to_bank(row: BankRow) -> Bank:
         is_allow_bank=row.is_allow_bank,
         thresholds={str(k): int(v) for k, v in (row.thresholds or {}).items()},
         tenant=row.tenant,
+        normalize=row.normalize,
     )
 
 
@@ -114,6 +115,7 @@ def create_bank(session: Session, bank: Bank) -> BankRow:
         is_allow_bank=bank.is_allow_bank,
         thresholds=dict(bank.thresholds),
         tenant=bank.tenant,
+        normalize=bank.normalize,
         created_at=now,
         updated_at=now,
     )
@@ -168,9 +170,12 @@ def update_bank(
     description: str | None = None,
     enabled: bool | None = None,
     thresholds: dict[str, int] | None = None,
+    normalize: bool | None = None,
 ) -> BankRow:
     """Change a bank's settings (``None`` leaves a field as it is)."""
     row = get_bank(session, name, for_update=True)
+    if normalize is not None:
+        row.normalize = normalize
     if description is not None:
         row.description = description
     if enabled is not None:
@@ -474,7 +479,7 @@ def _hits_query() -> Any:
     columns = (
         e.id, e.entry_id, e.labels, e.source, e.added_at, e.disabled, e.disabled_reason,
         b.id, b.name, b.description, b.enabled, b.is_allow_bank, b.thresholds, b.tenant,
-        g.type, g.value, e.disable_until,
+        g.type, g.value, e.disable_until, b.normalize,
     )
     # fmt: on
     return (
@@ -518,6 +523,7 @@ def hits(session: Session | Connection, entry_pks: Sequence[int]) -> dict[int, E
                     is_allow_bank=row[11],
                     thresholds={str(k): int(v) for k, v in (row[12] or {}).items()},
                     tenant=row[13],
+                    normalize=bool(row[17]),
                 )
             entry = BankEntry(
                 bank=bank.name,

@@ -89,6 +89,8 @@ class MatchRecordRow(Base):
     distance: Mapped[int] = mapped_column(Integer, nullable=False)
     query_value: Mapped[str | None] = mapped_column(Text, nullable=True)
     labels: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    #: the query's variant that matched (``trim``, ``flipx``...; None: as given)
+    variant: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
 class DecisionRow(Base):
@@ -120,6 +122,7 @@ class MatchFact:
     distance: int
     query_value: str | None = None
     labels: tuple[str, ...] = ()
+    variant: str | None = None
 
 
 def _tenant_is(column: Any, scope: str | None) -> ColumnElement[bool]:
@@ -238,6 +241,7 @@ def record_history(
             distance=m.distance,
             query_value=m.query_value,
             labels=list(m.labels),
+            variant=m.variant,
         )
         for submission_id, m in matches
     ]

@@ -9,7 +9,8 @@
   ``poll_interval`` seconds, 0.2 by default) and feeds them to the index's delta. A hash
   committed by any process is therefore matchable within ``poll_interval`` seconds
   (at once with ``poll_interval=0``, or after :meth:`Matcher.refresh`).
-* **Disables, thresholds, bank switches** are read from the database for every hit
+* **Disables, thresholds, bank switches** (including a bank's ``normalize`` switch for
+  the query's normalised variants) are read from the database for every hit
   when turning index hits into matches, so a disable takes effect on the very next call.
 * **Merge.** When the delta grows past ``merge_after`` signals a background thread folds
   it into new base files (searches continue on the old ones meanwhile).
@@ -58,6 +59,7 @@ from tipline.signals.base import (
     get_signal_type,
     index_kind,
 )
+from tipline.signals.normalize import is_normalized
 from tipline.store import bank_repository as repo
 
 #: Delta size (signals) that starts a background merge.
@@ -349,9 +351,13 @@ class Matcher:
         entry_pks: dict[tuple[str, str], int] | None = None,
         tenant: str | None = None,
     ) -> list[Match]:
-        """Matches of one media item's signals, best first.
+        """Matches of one media item's signals, best first: matches of the query as
+        given (exact PDQ) before matches of its variants, then by distance.
 
-        Each bank entry appears once per signal type (its smallest distance). When an
+        Each bank entry appears once per signal type (the query as given when it
+        matches, else its variant at the smallest distance). A normalised variant
+        (:data:`tipline.signals.normalize.VARIANTS`) matches only in banks whose
+        ``normalize`` switch is on. When an
         allow-bank entry matches, the matches it applies to are returned with
         ``suppressed_by`` and ``suppressed_reason`` set (callers act only on
         unsuppressed matches); see :func:`allow_applies` for which ones, given the
@@ -385,6 +391,8 @@ class Matcher:
                 continue
             if dist > self._threshold(hit.bank, signal.type):
                 continue
+            if not hit.bank.normalize and is_normalized(signal.variant):
+                continue
             signal_type = get_signal_type(signal.type)
             by_frames = index_kind(signal_type) is IndexKind.VIDEO
             m = Match(
@@ -411,7 +419,10 @@ class Matcher:
                 best[key] = m
                 if entry_pks is not None:
                     entry_pks[(m.bank, m.entry_id)] = pk
-        out = sorted(best.values(), key=lambda m: (m.distance, m.bank, m.entry_id, m.signal_type))
+        out = sorted(
+            best.values(),
+            key=lambda m: (*_rank(m), m.bank, m.entry_id, m.signal_type),
+        )
         if allows:
             allows.sort(key=lambda a: (a[0].distance, a[0].bank, a[0].entry_id))
             out = [_apply_allow(m, owners.get(m.bank), allows, tenant) for m in out]
@@ -543,6 +554,6 @@ def open_matcher(database_url: str | None = None, *, banks: Sequence[str] | None
 
 
 def _rank(m: Match) -> tuple[int, int]:
-    """Which of two matches of one entry is reported: the smaller distance; on a tie,
-    the query as given before one of its variants."""
-    return (m.distance, 0 if m.variant in (None, "orig") else 1)
+    """Order of matches, and which of two matches of one entry is reported: the query
+    as given (exact PDQ) before any of its variants, then the smaller distance."""
+    return (0 if m.variant in (None, "orig") else 1, m.distance)

@@ -27,6 +27,10 @@ class ScanOptions:
     #: against: the working folder the scan was started in, so a resume from any folder
     #: finds the same files (None: scans recorded before this was stored)
     base_dir: str | None = None
+    #: photos are also matched without their borders, letterbox, caption bars and
+    #: screenshot frames (:mod:`tipline.signals.normalize`); scans recorded before this
+    #: was stored resume without it
+    normalize: bool = True
 
     def to_json(self) -> dict[str, Any]:
         """JSON form stored in ``scans.options``."""
@@ -37,6 +41,7 @@ class ScanOptions:
             "follow_symlinks": self.follow_symlinks,
             "batch_size": self.batch_size,
             "base_dir": self.base_dir,
+            "normalize": self.normalize,
         }
 
     @classmethod
@@ -49,11 +54,17 @@ class ScanOptions:
             follow_symlinks=bool(data.get("follow_symlinks", False)),
             batch_size=int(data.get("batch_size", DEFAULT_BATCH_SIZE)),
             base_dir=data.get("base_dir"),
+            normalize=bool(data.get("normalize", False)),
         )
 
     def hash_options(self) -> HashOptions:
         """The hashing part."""
-        return HashOptions(signals=self.signals, dihedral=self.dihedral, decode=self.decode)
+        return HashOptions(
+            signals=self.signals,
+            dihedral=self.dihedral,
+            decode=self.decode,
+            normalize=self.normalize,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,11 +15,12 @@ on precomputed signals (:mod:`.replay_stream`) instead of the database:
   merging of clusters amounts to); a cluster is named by its first file.
 
 The work is split in epochs (runs of whole reports). The search of an epoch's contents
-against everything indexed before it and the epoch's own first copies
+against the first copies of everything before it and the epoch's own
 (:class:`.replay_search.SearchState`) is the parallel part, on one or many workers; the
 resolution of those matches into links, in arrival order, is sequential, as the real
-intake's de-duplication lock makes it. Both use the same index, so the outcome does not
-depend on the number of epochs or workers.
+intake's de-duplication lock makes it, and keeps only matches to files it has indexed.
+The next epoch is searched while one is resolved. The outcome does not depend on the
+number of epochs or workers.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -42,10 +44,19 @@ from tipline.signals.vpdq import QUALITY_THRESHOLD as FRAME_QUALITY
 
 I64 = npt.NDArray[np.int64]
 Words = npt.NDArray[np.uint64]
-#: searches one epoch: (epoch targets, query contents, signals) -> matches
-Searcher = Callable[[Arrays, I64, "Signals"], Arrays]
-#: tells the searchers which of the epoch's targets were indexed
-Committer = Callable[[Arrays], None]
+
+
+class Searcher(Protocol):
+    """Searches epochs in the order submitted (see :mod:`.replay_search`)."""
+
+    def submit(self, targets: Arrays, contents: I64, signals: Signals) -> Any:
+        """Start searching an epoch: its first copies (``targets``) and the contents
+        of its files."""
+        ...
+
+    def collect(self, handle: Any) -> Arrays:
+        """The matches of a submitted epoch."""
+        ...
 
 
 def words_of(hashes: npt.NDArray[np.uint8]) -> Words:
@@ -117,7 +128,7 @@ class ReplayResult:
     indexed: npt.NDArray[np.bool_]
     links: I64  # (k, 4): file, other file, signal (replay_search codes), distance
     epochs: int
-    search_seconds: float = 0.0  # wall time of the parallel searches
+    search_wait_seconds: float = 0.0  # wall time the resolution waited for searches
     resolve_seconds: float = 0.0  # wall time of the sequential resolution (driver)
     resolve_cpu_seconds: float = 0.0
     worker_stats: list[dict[str, float]] = field(default_factory=list)
@@ -303,51 +314,58 @@ def split_queries(signals: Signals, contents: I64, parts: int) -> list[I64]:
 def replay(
     stream: Stream,
     settings: DedupSettings,
-    search: Searcher,
-    commit: Committer,
+    searcher: Searcher,
     *,
     epochs: int,
     on_epoch: Callable[[int, int], None] | None = None,
 ) -> ReplayResult:
-    """Replay ``stream`` in ``epochs`` epochs through ``search`` (parallel) and the
-    :class:`Resolver` (sequential)."""
+    """Replay ``stream`` in ``epochs`` epochs: the search of each epoch (parallel, on
+    ``searcher``) is submitted before the previous one is resolved (sequentially, by
+    the :class:`Resolver`), so the two overlap."""
     signals = signals_of(stream, settings)
     first = first_files(stream)
     resolver = Resolver(stream, signals, settings)
-    search_wall = resolve_wall = resolve_cpu = 0.0
+    search_wait = resolve_wall = resolve_cpu = 0.0
     bounds = epoch_bounds(stream, epochs)
-    for number, (lo, hi) in enumerate(bounds):
+
+    def submit(number: int) -> Any:
+        lo, hi = bounds[number]
         targets = epoch_targets(stream, signals, first, lo, hi)
+        return searcher.submit(targets, query_contents(stream, signals, lo, hi), signals)
+
+    pending = submit(0)
+    for number, (lo, hi) in enumerate(bounds):
+        following = submit(number + 1) if number + 1 < len(bounds) else None
         started = time.perf_counter()
-        matches = search(targets, query_contents(stream, signals, lo, hi), signals)
-        search_wall += time.perf_counter() - started
+        matches = searcher.collect(pending)
+        search_wait += time.perf_counter() - started
         started, cpu = time.perf_counter(), time.process_time()
         resolver.resolve(lo, hi, matches)
-        indexed = np.frombuffer(bytes(resolver.indexed), dtype=np.uint8).astype(bool)
-        commit(
-            {
-                "photo": indexed[targets["t_photo_file"]],
-                "video": indexed[targets["t_video_file"]],
-            }
-        )
         resolve_wall += time.perf_counter() - started
         resolve_cpu += time.process_time() - cpu
+        pending = following
         if on_epoch is not None:
             on_epoch(number + 1, len(bounds))
     result = resolver.result(len(bounds))
-    result.search_seconds, result.resolve_seconds = search_wall, resolve_wall
+    result.search_wait_seconds, result.resolve_seconds = search_wait, resolve_wall
     result.resolve_cpu_seconds = resolve_cpu
     return result
 
 
-def local_searcher(settings: DedupSettings) -> tuple[Searcher, Committer, SearchState]:
-    """One in-process :class:`SearchState` as searcher (no parallelism)."""
-    state = SearchState(settings.pdq_distance, settings.vpdq_distance)
+class LocalSearcher:
+    """One in-process :class:`SearchState` (no parallelism; searches on submit)."""
 
-    def search(targets: Arrays, contents: I64, signals: Signals) -> Arrays:
-        return state.search(targets, query_arrays(signals, contents))
+    def __init__(self, settings: DedupSettings) -> None:
+        """An empty index with the distances of ``settings``."""
+        self.state = SearchState(settings.pdq_distance, settings.vpdq_distance)
 
-    return search, state.commit, state
+    def submit(self, targets: Arrays, contents: I64, signals: Signals) -> Arrays:
+        """Search now."""
+        return self.state.search(targets, query_arrays(signals, contents))
+
+    def collect(self, handle: Arrays) -> Arrays:
+        """The matches searched on submit."""
+        return handle
 
 
 def pair_scores(cluster: Sequence[int] | I64, truth: Sequence[int] | I64) -> tuple[float, float]:

@@ -41,17 +41,13 @@ class SearchActor:
         """:meth:`SearchState.search` on blobs."""
         return pack(self.state.search(unpack(targets), unpack(queries)))
 
-    def commit(self, indexed: bytes) -> None:
-        """:meth:`SearchState.commit` on a blob."""
-        self.state.commit(unpack(indexed))
-
     def stats(self) -> str:
         """:meth:`SearchState.stats` as JSON."""
         return json.dumps(self.state.stats())
 
 
 class RaySearch:
-    """A :data:`.replay.Searcher` / :data:`.replay.Committer` pair backed by actors."""
+    """A :class:`.replay.Searcher` backed by actors."""
 
     def __init__(self, address: str, settings: DedupSettings, workers: int | None = None) -> None:
         """Connect to Ray at ``address`` and start ``workers`` actors (default: one per
@@ -64,21 +60,20 @@ class RaySearch:
         ]
         self.ray.get([a.warm_up.remote() for a in self.actors])
 
-    def search(self, targets: Arrays, contents: I64, signals: Signals) -> Arrays:
-        """Every actor searches its slice of ``contents``; the matches, concatenated."""
+    def submit(self, targets: Arrays, contents: I64, signals: Signals) -> list[Any]:
+        """Start every actor on its slice of ``contents`` (actors run their calls in
+        order, so the next epoch may be submitted before this one is collected)."""
         ref = self.ray.put(pack(targets))
         parts = split_queries(signals, contents, len(self.actors))
-        futures = [
+        return [
             a.search.remote(ref, pack(query_arrays(signals, part)))
             for a, part in zip(self.actors, parts, strict=True)
         ]
-        results = [unpack(blob) for blob in self.ray.get(futures)]
-        return {k: np.concatenate([r[k] for r in results]) for k in results[0]}
 
-    def commit(self, indexed: Arrays) -> None:
-        """Every actor keeps the epoch's indexed targets."""
-        ref = self.ray.put(pack(indexed))
-        self.ray.get([a.commit.remote(ref) for a in self.actors])
+    def collect(self, handle: list[Any]) -> Arrays:
+        """The matches of a submitted epoch, concatenated."""
+        results = [unpack(blob) for blob in self.ray.get(handle)]
+        return {k: np.concatenate([r[k] for r in results]) for k in results[0]}
 
     def stats(self) -> list[dict[str, float]]:
         """Per actor: search CPU seconds and peak resident memory (MiB)."""

@@ -1,11 +1,14 @@
 """The parallel half of the replay: searching one epoch's files against the index.
 
 A :class:`SearchState` is what one search worker (a Ray actor, or the driver itself)
-holds: every file indexed so far (photos by PDQ, videos by their usable vPDQ frames),
-as :mod:`tipline.services.clearinghouse.dedup` keeps them in the files bank. For an
-epoch it builds one exact multi-index (:class:`tipline.index.pdq.PdqIndex`) over those
-plus the epoch's own first copies (which may become indexed while the epoch is
-resolved), and searches its share of the epoch's contents: photos within the PDQ
+holds: the first copy of every content seen in earlier epochs (photos by PDQ, videos by
+their usable vPDQ frames) -- a superset of what
+:mod:`tipline.services.clearinghouse.dedup` keeps in the files bank, which leaves out
+files represented by a near copy. Which of them are indexed is decided in order by
+:mod:`.replay`, which drops matches to files that are not, so epochs are searched
+without waiting for the earlier ones to be resolved. For an epoch it builds one exact
+multi-index (:class:`tipline.index.pdq.PdqIndex`) over those plus the epoch's own
+first copies, and searches its share of the epoch's contents: photos within the PDQ
 distance, videos frame by frame within vPDQ's frame distance, turned into vPDQ's
 percent distance exactly as the match index does. Every worker holds the whole index
 and gets a slice of the queries, so every pair within the distance meets in one
@@ -92,13 +95,11 @@ class SearchState:
         self.video_frames: list[I64] = []
         self.frame_words: list[Words] = []
         self.cpu_seconds = 0.0
-        self._epoch: Arrays = {}
 
     def search(self, epoch: Arrays, queries: Arrays) -> Arrays:
         """Matches of ``queries`` (contents) among the indexed files and ``epoch``'s
         first copies: ``content``, ``file``, ``signal`` (PDQ or VPDQ), ``distance``."""
         started = time.process_time()
-        self._epoch = epoch
         out_c: list[I64] = []
         out_f: list[I64] = []
         out_s: list[I64] = []
@@ -116,6 +117,7 @@ class SearchState:
                     out_s.append(np.full(rows.shape[0], PDQ, dtype=np.int64))
                     out_d.append(dist.astype(np.int64))
         self._search_videos(epoch, queries, (out_c, out_f, out_s, out_d))
+        self._keep(epoch)
         self.cpu_seconds += time.process_time() - started
         if not out_c:
             return {k: np.zeros(0, np.int64) for k in ("content", "file", "signal", "distance")}
@@ -163,20 +165,14 @@ class SearchState:
         out[2].append(np.full(int(keep.sum()), VPDQ, dtype=np.int64))
         out[3].append(distance[keep])
 
-    def commit(self, indexed: Arrays) -> None:
-        """Keep the epoch's first copies that the resolver indexed (``photo`` and
-        ``video``: one bool per epoch target)."""
-        epoch = self._epoch
-        photo = indexed["photo"]
-        self.photo_file.append(epoch["t_photo_file"][photo].copy())
-        self.photo_words.append(epoch["t_photo_words"][photo].copy())
-        video = indexed["video"]
-        counts = epoch["t_video_frames"]
-        self.video_file.append(epoch["t_video_file"][video].copy())
-        self.video_frames.append(counts[video].copy())
-        self.frame_words.append(epoch["t_frame_words"][np.repeat(video, counts)].copy())
+    def _keep(self, epoch: Arrays) -> None:
+        """Add the epoch's first copies to the index for the later epochs."""
+        self.photo_file.append(epoch["t_photo_file"].copy())
+        self.photo_words.append(epoch["t_photo_words"].copy())
+        self.video_file.append(epoch["t_video_file"].copy())
+        self.video_frames.append(epoch["t_video_frames"].copy())
+        self.frame_words.append(epoch["t_frame_words"].copy())
         self._compact()
-        self._epoch = {}
 
     def _compact(self) -> None:
         for name in ("photo_file", "photo_words", "video_file", "video_frames", "frame_words"):

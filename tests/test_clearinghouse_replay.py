@@ -18,12 +18,17 @@ from tipline.services.clearinghouse.dedup import MAX_LINKS, DedupSettings
 from tipline.services.clearinghouse.replay import (
     LocalSearcher,
     ReplayResult,
+    Signals,
     pair_scores,
     replay,
     report_groups,
+    vpdq_pair_distances,
+    words_of,
 )
 from tipline.services.clearinghouse.replay_search import pack, unpack
 from tipline.services.clearinghouse.replay_stream import VIDEO, ReplaySpec, Stream, generate
+from tipline.signals.base import VideoFrame
+from tipline.signals.vpdq import vpdq_distance
 
 SETTINGS = DedupSettings()
 #: small, but with everything that decides links: bursts of noisy re-shares (more than
@@ -124,6 +129,46 @@ def test_replay_equals_brute_force(
     dedup = DedupSettings(pdq_distance=pdq, vpdq_distance=vpdq, near_copy_bits=near)
     stream = generate(spec)
     _same(_local(stream, epochs, dedup), brute_replay(stream, dedup))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    sets=st.lists(
+        st.tuples(st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**32 - 1)),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_vectorised_vpdq_distance_is_vpdq_distance(sets: list[tuple[int, int, int]]) -> None:
+    # pairs of frame sets: random frames, some copied with a few bits flipped
+    frames, starts, pairs = [], [0], []
+    for na, nb, seed in sets:
+        rng = np.random.default_rng(seed)
+        a = rng.integers(0, 256, (na, 32), dtype=np.uint8)
+        b = rng.integers(0, 256, (nb, 32), dtype=np.uint8)
+        shared = min(na, nb, int(rng.integers(0, 7)))
+        noise = (rng.random((shared, 256)) < rng.random() * 0.2).astype(np.uint8)
+        b[:shared] = a[:shared] ^ np.packbits(noise, axis=1)
+        for block in (a, b):
+            frames.append(block)
+            starts.append(starts[-1] + block.shape[0])
+        pairs.append((len(starts) - 3, len(starts) - 2))
+    all_frames = np.concatenate(frames)
+    signals = Signals(
+        has_pdq=np.zeros(len(starts) - 1, dtype=bool),
+        pdq_words=np.zeros((len(starts) - 1, 4), dtype=np.uint64),
+        usable_start=np.array(starts, dtype=np.int64),
+        usable_words=words_of(all_frames),
+    )
+    a_idx = np.array([p[0] for p in pairs], dtype=np.int64)
+    b_idx = np.array([p[1] for p in pairs], dtype=np.int64)
+    got = vpdq_pair_distances(signals, a_idx, b_idx).tolist()
+
+    def video(c: int) -> list[VideoFrame]:
+        rows = all_frames[starts[c] : starts[c + 1]]
+        return [VideoFrame(k, 100, r.tobytes(), float(k)) for k, r in enumerate(rows)]
+
+    assert got == [vpdq_distance(video(a), video(b)) for a, b in pairs]
 
 
 def test_epochs_do_not_change_the_outcome() -> None:

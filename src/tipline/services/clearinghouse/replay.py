@@ -26,7 +26,6 @@ number of epochs or workers.
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -107,17 +106,66 @@ def signals_of(stream: Stream, settings: DedupSettings) -> Signals:
     )
 
 
-def pdq_bits(a: Words, b: Words) -> int:
-    """Hamming distance of two (4,) word hashes."""
-    return int(np.bitwise_count(a ^ b).sum())
+def _ranges(starts: I64, lengths: I64) -> I64:
+    """Concatenated ``starts[i] .. starts[i] + lengths[i] - 1``."""
+    offsets = np.arange(int(lengths.sum()), dtype=np.int64)
+    return np.repeat(starts, lengths) + offsets - np.repeat(np.cumsum(lengths) - lengths, lengths)
 
 
-def vpdq_percent_distance(query: Words, target: Words) -> int:
-    """vPDQ's distance of two usable frame sets: 100 - floor(min(query %, compared %))."""
-    close = np.bitwise_count(query[:, None, :] ^ target[None, :, :]).sum(axis=2) <= FRAME_DISTANCE
-    q: float = int(close.any(axis=1).sum()) * 100 / int(query.shape[0])
-    c: float = int(close.any(axis=0).sum()) * 100 / int(target.shape[0])
-    return 100 - math.floor(min(q, c))
+def vpdq_pair_distances(signals: Signals, a: I64, b: I64) -> I64:
+    """vPDQ's distance, 100 - floor(min(query %, compared %)), of every pair of video
+    contents ``(a[p], b[p])`` (their usable frames, within vPDQ's frame distance)."""
+    start, uw = signals.usable_start, signals.usable_words
+    na, nb = start[a + 1] - start[a], start[b + 1] - start[b]
+    if not a.shape[0]:
+        return np.zeros(0, dtype=np.int64)
+    p1 = np.repeat(np.arange(a.shape[0], dtype=np.int64), na)  # (pair, query frame)
+    qa = _ranges(start[a], na)
+    p2 = np.repeat(p1, nb[p1])  # (pair, query frame, target frame)
+    q2 = np.repeat(qa, nb[p1])
+    local = _ranges(np.zeros(p1.shape[0], dtype=np.int64), nb[p1])
+    t2 = start[b][p2] + local
+    close = np.bitwise_count(uw[q2] ^ uw[t2]).sum(axis=1) <= FRAME_DISTANCE
+    group = np.r_[0, np.cumsum(nb[p1])[:-1]]
+    q_hit = np.logical_or.reduceat(close, group)
+    q_matched = np.bincount(p1, weights=q_hit, minlength=a.shape[0])
+    width = np.int64(max(1, int(nb.max())))
+    targets = np.unique(p2[close] * width + local[close])
+    c_matched = np.bincount(targets // width, minlength=a.shape[0])
+    percent = np.minimum(q_matched * 100 / na, c_matched * 100 / nb)
+    distances: I64 = 100 - np.floor(percent).astype(np.int64)
+    return distances
+
+
+def within_reports(
+    stream: Stream, signals: Signals, settings: DedupSettings, lo: int, hi: int
+) -> tuple[I64, I64, I64, I64]:
+    """Every (file, earlier file of its report, signal, distance) match among files
+    ``lo..hi-1``, as dedup's ``_within`` decides it (digests, then PDQ, then vPDQ);
+    sorted by file, then earlier file."""
+    report_of = np.repeat(np.arange(stream.reports, dtype=np.int64), np.diff(stream.report_start))
+    files = np.arange(lo, hi, dtype=np.int64)
+    first = stream.report_start[report_of[lo:hi]]
+    before = files - first
+    i = np.repeat(files, before)
+    k = _ranges(first, before)
+    ci, ck = stream.file_content[i], stream.file_content[k]
+    signal = np.full(i.shape[0], -1, dtype=np.int64)
+    distance = np.zeros(i.shape[0], dtype=np.int64)
+    same = ci == ck
+    signal[same] = SHA256
+    both_pdq = ~same & signals.has_pdq[ci] & signals.has_pdq[ck]
+    bits = np.bitwise_count(signals.pdq_words[ci[both_pdq]] ^ signals.pdq_words[ck[both_pdq]])
+    d = bits.sum(axis=1).astype(np.int64)
+    rows = np.flatnonzero(both_pdq)[d <= settings.pdq_distance]
+    signal[rows], distance[rows] = PDQ, d[d <= settings.pdq_distance]
+    frames = np.diff(signals.usable_start)
+    both_vpdq = ~same & ~both_pdq & (frames[ci] > 0) & (frames[ck] > 0)
+    d = vpdq_pair_distances(signals, ci[both_vpdq], ck[both_vpdq])
+    rows = np.flatnonzero(both_vpdq)[d <= settings.vpdq_distance]
+    signal[rows], distance[rows] = VPDQ, d[d <= settings.vpdq_distance]
+    keep = signal >= 0
+    return i[keep], k[keep], signal[keep], distance[keep]
 
 
 @dataclass
@@ -168,18 +216,6 @@ class Resolver:
         self.uf = _UnionFind(n)
         self.links: list[tuple[int, int, int, int]] = []
 
-    def _within(self, c: int, other: int) -> tuple[int, int] | None:
-        if c == other:
-            return (SHA256, 0)
-        sig, st = self.signals, self.settings
-        if sig.has_pdq[c] and sig.has_pdq[other]:
-            d = pdq_bits(sig.pdq_words[c], sig.pdq_words[other])
-            return (PDQ, d) if d <= st.pdq_distance else None
-        if sig.has_vpdq(c) and sig.has_vpdq(other):
-            d = vpdq_percent_distance(sig.usable(c), sig.usable(other))
-            return (VPDQ, d) if d <= st.vpdq_distance else None
-        return None
-
     def resolve(self, lo: int, hi: int, matches: Arrays) -> None:
         """Resolve files ``lo..hi-1`` (whole reports) given the epoch's ``matches``."""
         order = np.argsort(matches["content"], kind="stable")
@@ -192,7 +228,10 @@ class Resolver:
         span = dict(
             zip(keys.tolist(), zip(starts.tolist(), ends.tolist(), strict=True), strict=True)
         )
-        report_start = self.stream.report_start
+        w_file, w_other, w_signal, w_dist = (
+            x.tolist() for x in within_reports(self.stream, self.signals, self.settings, lo, hi)
+        )
+        w = 0
         report_of, content, indexed = self.report_of, self.content, self.indexed
         near = self.settings.near_copy_bits
         for i in range(lo, hi):
@@ -209,10 +248,9 @@ class Resolver:
             f = self.indexed_content[c]
             if f >= 0 and report_of[f] != r:
                 best[f] = (SHA256, 0)
-            for k in range(int(report_start[r]), i):
-                found = self._within(c, content[k])
-                if found is not None:
-                    best[k] = found
+            while w < len(w_file) and w_file[w] == i:  # earlier files of the report
+                best[w_other[w]] = (w_signal[w], w_dist[w])
+                w += 1
             links = sorted(best.items(), key=lambda x: (x[1], x[0]))[:MAX_LINKS]
             represented = any(
                 indexed[o] and (s == SHA256 or (s == PDQ and d <= near)) for o, (s, d) in links

@@ -360,6 +360,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Web UI: after this many minutes in one session every page suggests a break",
     )
+    review_two_person_unmatched: bool = Field(
+        default=False,
+        description="Review: an item that matched no bank (sent to review by "
+        "POST /v1/submissions/{id}/review) is confirmed only when two different reviewers "
+        "confirm it; the first confirmation waits for the second",
+    )
     web_review_bank_severity: dict[str, int] = Field(
         default_factory=dict,
         description="Web UI: queue priority of each bank (higher first; default 0), as JSON",

@@ -14,6 +14,7 @@ from tipline.api.schemas import SignalIn, SubmissionMeta, canonical_signals, pro
 from tipline.services import actions, submissions
 from tipline.services.auth import Permission, Principal
 from tipline.services.database import in_transaction
+from tipline.services.review import decisions, flag
 
 router = APIRouter(prefix="/v1", tags=["submissions"])
 _ID = Path(..., min_length=1, max_length=26)
@@ -144,6 +145,20 @@ class ReviewDecisionIn(BaseModel):
     facts: ReviewFactsIn | None = None
 
 
+class FlagIn(BaseModel):
+    """Why a submission that matched no bank should be reviewed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(..., min_length=1, max_length=2000, description="e.g. a user's report")
+
+
+class FlagOut(BaseModel):
+    """The review item made for a flagged submission."""
+
+    item_id: str
+
+
 def _match_out(row: submissions.MatchRecord) -> MatchRecordOut:
     return MatchRecordOut.model_validate(row)
 
@@ -234,6 +249,25 @@ def add_decision(
     return _decision_out(decision)
 
 
+@router.post(
+    "/submissions/{submission_id}/review",
+    response_model=FlagOut,
+    status_code=201,
+    responses=problems(400, 404, 409),
+)
+def flag_for_review(
+    body: FlagIn,
+    submission_id: str = _ID,
+    ctx: ServiceContext = Depends(get_ctx),
+    who: Principal = Depends(require(Permission.SUBMIT)),
+) -> FlagOut:
+    """Send a recorded submission to the review queue although it matched no bank (a
+    user's report, a moderator's suspicion); audited as `review.flag`. 409 when it was
+    flagged before. Under `TIPLINE_REVIEW_TWO_PERSON_UNMATCHED` such an item is
+    confirmed only by two different reviewers (in the web UI)."""
+    return FlagOut(item_id=flag.flag_submission(ctx.sessions, who, submission_id, note=body.note))
+
+
 @router.get(
     "/submissions/{submission_id}/decisions",
     response_model=list[DecisionOut],
@@ -272,12 +306,13 @@ def decide_review(
     ctx: ServiceContext = Depends(get_ctx),
     who: Principal = Depends(require(Permission.REVIEW)),
 ) -> None:
-    """Confirm or reject a pending review item (audited)."""
-    in_transaction(
+    """Confirm or reject a pending review item (audited). Under the two-person rule an
+    item that matched no bank is confirmed in the web UI only (409 here)."""
+    decisions.decide_item(
         ctx.sessions,
-        actions.decide,
+        who,
         item_id,
         actions.ReviewStatus(body.decision),
-        actor=who,
         facts=body.facts.model_dump() if body.facts else None,
+        two_person_rule=ctx.settings.review_two_person_unmatched,
     )

@@ -75,3 +75,18 @@ class ReviewRevealRow(Base):
     tenant: Mapped[str | None] = mapped_column(String(64), nullable=True)
     level: Mapped[int] = mapped_column(Integer, nullable=False)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class ReviewFirstConfirmationRow(Base):
+    """The first of two confirmations of an item that matched no bank, under the
+    two-person rule: who confirmed, when, and what they concluded. The item stays
+    pending until a different reviewer confirms it too."""
+
+    __tablename__ = "review_first_confirmations"
+
+    item_id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    actor: Mapped[str] = mapped_column(String(64), nullable=False)
+    tenant: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    #: classification, file annotations, viewed
+    facts: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)

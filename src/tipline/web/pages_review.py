@@ -32,6 +32,7 @@ _ID = re.compile(r"^[0-9A-Za-z]{1,26}$")
 #: is shown but validated ids)
 _DONE = {
     "confirm": "Confirmed",
+    "confirm_first": "First confirmation recorded: a different reviewer must confirm",
     "false_positive": "Marked as a false positive",
     "escalate": "Escalated",
     "skip": "Skipped",
@@ -210,6 +211,8 @@ async def decide(request: Request, item_id: str) -> Response:
         )
         report_id = outcome.report_id
         note = "no-report" if outcome.report_error else None
+        if outcome.awaiting_second:
+            verdict, note = "confirm_first", None
     elif verdict == decisions.Verdict.FALSE_POSITIVE.value:
         outcome = decisions.false_positive(ctx.db, who, item_id, reason=fields.get("reason", ""))
         note = "no-allow" if outcome.allow_error else None

@@ -11,18 +11,20 @@ the tenant's allow bank with the reviewer's reason, so the same file stops match
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.config import Settings
 from tipline.errors import ConflictError, InputError, NotFoundError, TiplineError
 from tipline.services import actions, audit, banks
-from tipline.services.auth import Principal
+from tipline.services.auth import Principal, can_see_tenant
 from tipline.services.database import Database
 from tipline.services.reports import service as reports
+from tipline.services.review import two_person
 from tipline.services.review.media import VIEW_LEVEL, revealed_level
 from tipline.services.review.queue import (
     CLASSIFICATIONS,
@@ -74,6 +76,8 @@ class Outcome:
     report_error: str | None = None
     allow_entry: str | None = None
     allow_error: str | None = None
+    #: the two-person rule: this was the first confirmation; a second reviewer must confirm
+    awaiting_second: bool = False
 
 
 def _check_lease(session: Session, who: Principal, item: ReviewItem, now: datetime) -> None:
@@ -116,29 +120,78 @@ def confirm(
 ) -> Outcome:
     """Confirm the match and queue its report (``fileViewedByEsp`` = revealed at level
     2+). A report that cannot be built (reporting not configured, no media kept)
-    leaves the decision in place and says why in ``report_error``."""
+    leaves the decision in place and says why in ``report_error``.
+
+    Under the two-person rule (``settings.review_two_person_unmatched``) an item that
+    matched no bank needs two reviewers: the first confirmation is recorded and the
+    item stays pending (``awaiting_second``); the same reviewer again is refused
+    (ConflictError, audited); another reviewer's confirmation decides it."""
     if classification not in CLASSIFICATIONS:
         raise InputError(f"classification must be one of {', '.join(CLASSIFICATIONS)}")
     unknown = sorted(set(file_annotations) - set(FILE_ANNOTATIONS))
     if unknown:
         raise InputError(f"unknown file annotation(s): {', '.join(unknown)}")
     now = now or utcnow()
+    refused: two_person.FirstConfirmation | None = None
     with transaction(db.sessions) as session:
         item = visible_item(session, who, item_id)
         _check_lease(session, who, item, now)
         viewed = revealed_level(session, who, item_id) >= VIEW_LEVEL
-        release_in(session, who, item_id)
-        decision_id = actions.decide(
-            session,
-            item_id,
-            actions.ReviewStatus.CONFIRMED,
-            actor=who,
-            facts={
-                "viewed": viewed,
-                "classification": classification,
-                "file_annotations": sorted(set(file_annotations)),
-                "potential_meme": "potentialMeme" in file_annotations,
-            },
+        facts = {
+            "viewed": viewed,
+            "classification": classification,
+            "file_annotations": sorted(set(file_annotations)),
+            "potential_meme": "potentialMeme" in file_annotations,
+        }
+        first = None
+        if settings.review_two_person_unmatched and two_person.unmatched(item):
+            first, recorded = two_person.claim_first(session, who, item, facts, now)
+            if first.actor == who.key_id and not recorded:
+                refused = first  # the same reviewer again: audited, then refused
+            elif recorded:
+                release_in(session, who, item_id)
+                audit.append(
+                    session,
+                    actor=who,
+                    action="review.confirm_first",
+                    target=("review_item", item_id),
+                    details={"classification": classification, "viewed": viewed},
+                    tenant=item.tenant,
+                )
+                return Outcome(item_id, Verdict.CONFIRM, None, viewed, awaiting_second=True)
+            else:
+                facts["viewed"] = viewed = viewed or bool(first.facts.get("viewed"))
+        if refused is not None:
+            audit.append(
+                session,
+                actor=who,
+                action="review.confirm_refused",
+                target=("review_item", item_id),
+                details={"reason": "two-person rule: the same reviewer cannot confirm twice"},
+                tenant=item.tenant,
+            )
+        else:
+            release_in(session, who, item_id)
+            decision_id = actions.decide(
+                session, item_id, actions.ReviewStatus.CONFIRMED, actor=who, facts=facts
+            )
+            if first is not None:
+                audit.append(
+                    session,
+                    actor=who,
+                    action="review.confirm_second",
+                    target=("review_item", item_id),
+                    details={
+                        "first_by": first.actor,
+                        "first_classification": first.classification,
+                        "classification": classification,
+                    },
+                    tenant=item.tenant,
+                )
+    if refused is not None:
+        raise ConflictError(
+            f"you gave the first confirmation at {refused.at:%H:%M:%S} UTC; under the "
+            "two-person rule a different reviewer must confirm this item"
         )
     outcome = Outcome(item_id, Verdict.CONFIRM, decision_id, viewed)
     if decision_id is None:
@@ -148,6 +201,34 @@ def confirm(
     except TiplineError as exc:
         return Outcome(item_id, Verdict.CONFIRM, decision_id, viewed, report_error=exc.message)
     return Outcome(item_id, Verdict.CONFIRM, decision_id, viewed, report_id=summary.id)
+
+
+def decide_item(
+    sessions: sessionmaker[Session],
+    who: Principal,
+    item_id: str,
+    status: actions.ReviewStatus,
+    *,
+    facts: Mapping[str, Any] | None,
+    two_person_rule: bool,
+) -> str | None:
+    """A decision given whole by an API client (:func:`actions.decide`). Under the
+    two-person rule an item that matched no bank cannot be confirmed this way
+    (ConflictError): two reviewers confirm it in the web UI."""
+    with transaction(sessions) as session:
+        item = session.get(ReviewItem, item_id) if len(item_id) <= 26 else None
+        if (
+            two_person_rule
+            and status is actions.ReviewStatus.CONFIRMED
+            and item is not None
+            and can_see_tenant(who, item.tenant, write=True)
+            and two_person.unmatched(item)
+        ):
+            raise ConflictError(
+                f"review item {item_id} matched no bank: under the two-person rule two "
+                "different reviewers confirm it in the web UI"
+            )
+        return actions.decide(session, item_id, status, actor=who, facts=facts)
 
 
 def allow_bank_name(tenant: str | None) -> str:

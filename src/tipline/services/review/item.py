@@ -21,7 +21,14 @@ from tipline.services.review.media import (
     media_row,
     revealed_level,
 )
-from tipline.services.review.queue import Lease, claim_in, classification_of, visible_item
+from tipline.services.review.queue import (
+    Lease,
+    claim_in,
+    classification_of,
+    lease_of,
+    visible_item,
+)
+from tipline.services.review.two_person import FirstConfirmation, first_of, unmatched
 from tipline.services.submissions import Submission
 from tipline.store.base import utcnow
 from tipline.store.db import transaction
@@ -71,6 +78,10 @@ class ItemView:
     #: highest level the reviewer revealed (-1: none)
     revealed: int
     exposure: Exposure
+    #: matched no bank: sent to review with this note (see :mod:`.flag`)
+    flag_note: str | None = None
+    #: the two-person rule: the first confirmation, when one was given
+    first: FirstConfirmation | None = None
 
 
 def _matches(session: Session, item_details: str, item_bank: str, event_id: str) -> list[MatchLine]:
@@ -111,7 +122,13 @@ def open_item(
     now = now or utcnow()
     with transaction(sessions) as session:
         item = visible_item(session, who, item_id)
-        lease = claim_in(session, who, item, lease_seconds=lease_seconds, now=now)
+        first = first_of(session, item_id)
+        if first is not None and first.actor == who.key_id:
+            # the two-person rule: whoever confirmed first does not hold the item back
+            # from the second reviewer by opening it again
+            lease = lease_of(session, who, item_id, now)
+        else:
+            lease = claim_in(session, who, item, lease_seconds=lease_seconds, now=now)
         state = session.get(ReviewLeaseRow, item_id)
         submission = None
         if len(item.event_id) <= 26:
@@ -143,6 +160,8 @@ def open_item(
             level=max(revealed, min(default_level, 1)),
             revealed=revealed,
             exposure=seen,
+            flag_note=json.loads(item.details).get("flag") if unmatched(item) else None,
+            first=first,
         )
         audit.append(
             session,

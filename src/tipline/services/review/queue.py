@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tipline.errors import InputError, NotFoundError
 from tipline.services import audit
 from tipline.services.auth import Permission, Principal, require_tenant, tenant_clause
+from tipline.services.review import two_person
 from tipline.store.base import utcnow
 from tipline.store.db import transaction
 from tipline.store.jobs import ReviewItem
@@ -72,6 +73,8 @@ class QueueEntry:
     signal_types: tuple[str, ...]
     escalated: bool
     lease: Lease
+    #: the two-person rule: who gave the first confirmation (None: nobody yet)
+    first_by: str | None = None
 
 
 def classification_of(labels: Sequence[str]) -> str | None:
@@ -141,12 +144,14 @@ def list_queue(
         items = list(session.execute(query).scalars())
         ids = [i.id for i in items]
         leases: dict[str, ReviewLeaseRow] = {}
+        firsts: dict[str, two_person.FirstConfirmation] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             for row in session.scalars(
                 select(ReviewLeaseRow).where(ReviewLeaseRow.item_id.in_(chunk))
             ):
                 leases[row.item_id] = row
+            firsts.update(two_person.firsts_of(session, chunk))
         classes = _classifications(session, items)
     out = []
     for item in items:
@@ -170,6 +175,7 @@ def list_queue(
                 signal_types=tuple(sorted({str(h.get("signal_type")) for h in hits})),
                 escalated=escalated,
                 lease=_lease_of(lease_row, who, now),
+                first_by=firsts[item.id].actor if item.id in firsts else None,
             )
         )
     if stored == QueueStatus.PENDING.value:
@@ -212,6 +218,11 @@ def visible_item(session: Session, who: Principal, item_id: str) -> ReviewItem:
         raise NotFoundError(f"no review item {item_id!r}")
     require_tenant(who, item.tenant, write=True, what=f"review item {item_id!r}")
     return item
+
+
+def lease_of(session: Session, who: Principal, item_id: str, now: datetime) -> Lease:
+    """The lease on ``item_id`` as it stands, without claiming it."""
+    return _lease_of(session.get(ReviewLeaseRow, item_id, populate_existing=True), who, now)
 
 
 def claim_in(

@@ -133,6 +133,7 @@ def main() -> None:
     groups_wall = time.perf_counter() - groups_started
 
     search_cpu = sum(s["cpu_seconds"] for s in stats)
+    build_cpu = sum(s["build_seconds"] for s in stats)
     kinds = stream.content_kind[stream.file_content]
     precision, recall = pair_scores(result.cluster, stream.file_item)
     has_signal = signals.has_pdq | (np.diff(signals.usable_start) > 0)
@@ -147,7 +148,8 @@ def main() -> None:
     )
     print(
         f"  {stream.reports / wall:,.0f} reports/s, {stream.files / wall:,.0f} files/s; "
-        f"CPU: search {search_cpu:.0f} s, driver {driver_cpu:.0f} s "
+        f"CPU: search {search_cpu:.0f} s (index builds {build_cpu:.0f} s), "
+        f"driver {driver_cpu:.0f} s "
         f"({(search_cpu + driver_cpu) / stream.files * 1e6:.0f} us per file)"
     )
     print(

@@ -25,7 +25,7 @@ from tipline.services.clearinghouse.replay import (
     vpdq_pair_distances,
     words_of,
 )
-from tipline.services.clearinghouse.replay_search import pack, unpack
+from tipline.services.clearinghouse.replay_search import GrowingIndex, pack, unpack
 from tipline.services.clearinghouse.replay_stream import VIDEO, ReplaySpec, Stream, generate
 from tipline.signals.base import VideoFrame
 from tipline.signals.vpdq import vpdq_distance
@@ -192,6 +192,37 @@ def test_pair_scores_and_report_groups() -> None:
         assert (groups[same] == groups[a]).all()
         members = np.flatnonzero(groups == groups[a])
         assert np.unique(account[members]).shape[0] == 1  # no shared addresses here
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    batches=st.lists(st.integers(0, 40), min_size=1, max_size=12),
+    seed=st.integers(0, 2**32 - 1),
+    radius=st.integers(0, 64),
+)
+def test_growing_index_finds_what_brute_force_finds(
+    batches: list[int], seed: int, radius: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    index = GrowingIndex(min_main=16)  # main rebuilt every few batches, a delta between
+    added = np.zeros((0, 4), dtype=np.uint64)
+    for size in batches:
+        base = added[rng.integers(0, added.shape[0], size)] if added.shape[0] else None
+        fresh = words_of(rng.integers(0, 256, (size, 32), dtype=np.uint8))
+        if base is not None:  # near copies of earlier hashes, so searches find something
+            flips = words_of(np.packbits(rng.random((size, 256)) < 0.08, axis=1))
+            fresh = np.where(rng.random((size, 1)) < 0.5, base ^ flips, fresh)
+        index.add(fresh)
+        added = np.concatenate([added, fresh])
+        assert len(index) == added.shape[0]
+        for q in added[rng.integers(0, added.shape[0], 3)] if added.shape[0] else []:
+            numbers, dist = index.search(q.reshape(1, 4), radius)
+            truth = np.bitwise_count(added ^ q).sum(axis=1)
+            expect = np.flatnonzero(truth <= radius)
+            order = np.argsort(numbers)
+            assert numbers[order].tolist() == expect.tolist()
+            assert dist[order].tolist() == truth[expect].tolist()
+    assert index.main is not None or sum(batches) <= 4
 
 
 def test_blobs_round_trip_and_refuse_other_types() -> None:

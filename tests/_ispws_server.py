@@ -6,7 +6,8 @@ serves the same paths.
 Faults (decided per request from a seeded RNG, before anything is done):
 ``500_before`` / ``drop_before`` (nothing done), ``500_after`` / ``drop_after`` /
 ``timeout_after`` (the request took effect, the answer is lost), ``garbage_after``
-(took effect, answered with a broken document).
+(took effect, answered with a broken document), ``bad_encoding_after`` (took effect,
+answered with a body that claims gzip and is not: the client cannot decode it).
 """
 
 from __future__ import annotations
@@ -192,6 +193,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         elif fault == "garbage_after":
             self._send(200, b"<reportResponse><responseCode>0</respons")
+        elif fault == "bad_encoding_after":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", "12")
+            self.end_headers()
+            self.wfile.write(b"not gzip at all"[:12])
         else:
             self._send(200, answer)
 

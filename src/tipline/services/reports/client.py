@@ -168,6 +168,10 @@ class IspwsClient:
             raise OutcomeUnknownError(f"{path}: no answer in time ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise OutcomeUnknownError(f"{path}: connection lost ({type(exc).__name__})") from None
+        except httpx.HTTPError as exc:
+            # e.g. a body that claims an encoding it does not have (DecodingError): the
+            # request was sent, its answer cannot be read
+            raise OutcomeUnknownError(f"{path}: unreadable answer ({type(exc).__name__})") from None
         if response.status_code >= 500:
             raise OutcomeUnknownError(f"{path}: HTTP {response.status_code}")
         if response.status_code == 401:

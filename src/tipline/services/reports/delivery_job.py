@@ -128,6 +128,10 @@ class DeliveryJob:
             )
         finally:
             timer.cancel()
+            # also when the run failed: the job's own retry waits for the job runner's
+            # backoff (minutes after a few failures), the outbox's work must not
+            with transaction(self.sessions) as session:
+                schedule_follow_up(session, now=utcnow())
         self.totals.add(
             finished=stats.finished,
             failed=stats.failed,
@@ -136,6 +140,7 @@ class DeliveryJob:
             calls=stats.calls,
             retries=stats.retries,
             transactions=stats.transactions,
+            errors=stats.errors,
         )
         if stats.finished or stats.failed:
             log.info(
@@ -144,8 +149,6 @@ class DeliveryJob:
                 stats.finished,
                 stats.failed,
             )
-        with transaction(self.sessions) as session:
-            schedule_follow_up(session, now=utcnow())
 
     def close(self) -> None:
         """Close the client's pooled connections."""

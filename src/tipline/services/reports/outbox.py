@@ -113,7 +113,8 @@ StepHook = Callable[[str, str, str], None]
 @dataclass(frozen=True, slots=True)
 class DeliveryPolicy:
     """Retry rules: ``max_attempts`` failed attempts in a row before the operator queue;
-    ``lease_seconds`` must exceed the longest single call (timeout included)."""
+    ``lease_seconds`` must exceed the longest single call (timeout included): a runner's
+    lease on a report is extended each time it marks a step in flight."""
 
     max_attempts: int = 12
     backoff: Backoff = field(default_factory=lambda: Backoff(base=2.0, maximum=900.0))
@@ -132,6 +133,8 @@ class DeliveryStats:
     retries: int = 0
     #: database transactions that recorded steps (each holds the steps of many reports)
     transactions: int = 0
+    #: unexpected errors in a delivery thread (logged; the report was let go for a retry)
+    errors: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -517,19 +520,57 @@ class Deliverer:
         finally:
             self.commits.close()
             self.stats.transactions = self.commits.transactions
+            self.release_held()
         return self.stats
+
+    def release_held(self) -> int:
+        """Free every lease this runner still holds (its threads are done: a report still
+        leased was dropped by an error), so the next runner takes it at once instead of
+        when the lease expires. A step left in flight is recovered by that runner."""
+        try:
+            with self.sessions() as session, session.begin():
+                result = session.execute(
+                    update(ReportOutboxRow)
+                    .where(ReportOutboxRow.lease_owner == self.owner)
+                    .values(lease_owner=None, lease_expires_at=None),
+                    execution_options={"synchronize_session": False},
+                )
+        except Exception as exc:  # the database is gone: the leases expire instead
+            log.error("report delivery: could not free this runner's leases (%s)", exc)
+            return 0
+        return int(getattr(result, "rowcount", 0) or 0)
 
     def _worker(self, stop: threading.Event, until_idle: bool, poll_seconds: float) -> None:
         while not stop.is_set():
-            claimed = self._in_transaction(None, self._prepare_claimed, claim=True)
-            if claimed is not None:
-                report_id, call = claimed
-                self._drive(report_id, call)
-                continue
-            wait = self._idle_wait(until_idle, poll_seconds)
+            report_id: str | None = None
+            try:
+                claimed = self._in_transaction(None, self._prepare_claimed, claim=True)
+                if claimed is not None:
+                    report_id, call = claimed
+                    self._drive(report_id, call)
+                    continue
+                wait = self._idle_wait(until_idle, poll_seconds)
+            except Exception as exc:
+                # a thread that died here would keep its report leased until the lease
+                # expired, and nothing would look at it before then
+                self._after_error(report_id, exc)
+                wait = poll_seconds
             if wait is None:
                 return
             stop.wait(wait)
+
+    def _after_error(self, report_id: str | None, exc: Exception) -> None:
+        """An unexpected error while driving ``report_id`` (or looking for work): log it
+        and let the report go with a retry counted, so the next runner takes it."""
+        self.stats.add(errors=1)
+        message = f"unexpected error: {type(exc).__name__}: {exc}"
+        log.error("report delivery: %s (report %s)", message, report_id or "-")
+        if report_id is None:
+            return
+        try:
+            self._in_transaction(report_id, self._errored, message[:2000])
+        except Exception as again:  # freed when this run ends (release_held), or expires
+            log.error("report delivery: could not let report %s go (%s)", report_id, again)
 
     def _in_transaction(
         self, report_id: str | None, work: Callable[..., T], *args: Any, claim: bool = False
@@ -608,7 +649,7 @@ class Deliverer:
                 raise _StoredFileError(
                     f"stored file {call.evidence_id} no longer has MD5 {call.md5}"
                 )
-        except (_StoredFileError, TiplineError) as exc:
+        except (_StoredFileError, TiplineError, OSError) as exc:
             self._in_transaction(
                 report_id, self._unreadable, report_id, call, f"cannot read the file: {exc}"
             )
@@ -702,9 +743,33 @@ class Deliverer:
                 fx.count(failed=1)
                 return None
         row.inflight = True
+        # the lease covers this call from now (a long drive of many files keeps it)
+        row.lease_expires_at = self.clock() + timedelta(seconds=self.policy.lease_seconds)
         self._event(session, report.id, call.step.value, "start")
         fx.note(report.id, call.step.value, "start")
         return call
+
+    def _errored(self, session: Session, fx: _Effects, report_id: str, message: str) -> None:
+        """Count a failed attempt for an unexpected error and free the lease for a retry
+        after the backoff (the operator queue once attempts run out). A step left in
+        flight stays so: whoever takes the report next treats its outcome as unknown."""
+        owned = self._owned(session, report_id)
+        if owned is None:
+            return
+        row, report = owned
+        row.attempts += 1
+        row.last_error = message
+        self._event(session, report_id, row.step, "error", message)
+        fx.note(report_id, row.step, "error")
+        if row.attempts >= self.policy.max_attempts:
+            self._to_operator(session, row, report, None, f"gave up: {message}")
+            fx.count(failed=1)
+            return
+        delay = self.policy.backoff.delay(row.attempts, self.rng)
+        row.next_at = self.clock() + timedelta(seconds=delay)
+        row.lease_owner = None
+        row.lease_expires_at = None
+        fx.count(retries=1)
 
     def _unreadable(
         self, session: Session, fx: _Effects, report_id: str, call: _Call, message: str

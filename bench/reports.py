@@ -5,9 +5,11 @@ one ~1 MB JPEG.
 
 Phases (the same N reports):
 
-* ``build``: ``create_from_decision`` per report (read the media back from the vault,
-  MD5 + SHA-1, build the XML, XSD validation, XML preserved in the vault, outbox row),
-  on ``--workers`` threads;
+* ``build``: ``batch.create_from_decisions`` in batches of ``--batch`` decisions (one
+  transaction per batch, two batches in progress at once; per report: read the media
+  back from the vault, MD5 + SHA-1, build the XML, XSD validation, XML preserved in the
+  vault, outbox row) on ``--workers`` threads; ``--batch 1``: ``create_from_decision``
+  per report on ``--workers`` threads (one transaction each, as the API does);
 * ``deliver``: the outbox delivers every report (``--in-flight`` reports at once, their
   steps group-committed) to a receiver in its own process (so it does not share this
   process's GIL) that validates every XML body against the XSD and MD5s every upload.
@@ -175,6 +177,12 @@ def main() -> None:
     parser.add_argument("--reports", type=int, default=400)
     parser.add_argument("--workers", type=int, default=4, help="threads building reports")
     parser.add_argument("--in-flight", type=int, default=8, help="reports delivered at once")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=50,
+        help="decisions per build transaction (1: one report per transaction, as the API)",
+    )
     args = parser.parse_args()
 
     from pydantic import SecretStr
@@ -183,7 +191,7 @@ def main() -> None:
     from tipline.config import Settings
     from tipline.services import vault as v
     from tipline.services.auth import Principal, Role
-    from tipline.services.reports import builder, service
+    from tipline.services.reports import batch, builder, service
     from tipline.services.reports.client import IspwsClient
     from tipline.services.reports.facts import ReviewFacts
     from tipline.store import submissions as sub
@@ -278,15 +286,37 @@ def main() -> None:
         def _commit(*_: object) -> None:
             sql["commits"] += 1
 
-        with _Meter(parent, sql) as build, ThreadPoolExecutor(args.workers) as pool:
-            list(
-                pool.map(
-                    lambda d: service.create_from_decision(
-                        sessions, who, d, settings=settings, evidence=evidence
-                    ),
-                    decisions,
+        if args.batch > 1:
+            # batches of decisions, one transaction each; two batches in progress at once
+            # (one commits while the other builds), each building on --workers threads
+            chunks = [decisions[i : i + args.batch] for i in range(0, n, args.batch)]
+
+            def build_chunk(chunk: list[str]) -> None:
+                outcomes = batch.create_from_decisions(
+                    sessions,
+                    who,
+                    chunk,
+                    settings=settings,
+                    evidence=evidence,
+                    batch_size=len(chunk),
+                    threads=args.workers,
                 )
-            )
+                failed = [o.error for o in outcomes if o.error]
+                if failed:
+                    raise SystemExit(f"build failed: {failed[0]}")
+
+            with _Meter(parent, sql) as build, ThreadPoolExecutor(2) as pool:
+                list(pool.map(build_chunk, chunks))
+        else:
+            with _Meter(parent, sql) as build, ThreadPoolExecutor(args.workers) as pool:
+                list(
+                    pool.map(
+                        lambda d: service.create_from_decision(
+                            sessions, who, d, settings=settings, evidence=evidence
+                        ),
+                        decisions,
+                    )
+                )
 
         with _Meter(parent, sql) as deliver:
             stats = service.deliver(
@@ -322,7 +352,8 @@ def main() -> None:
     anchor_rate = n / anchor.wall
     print(
         f"report pipeline, {n} reports of one {len(jpeg) / 1e6:.2f} MB JPEG each, "
-        f"build on {args.workers} threads, {args.in_flight} reports in flight, {backend}, "
+        f"build on {args.workers} threads in batches of {args.batch}, "
+        f"{args.in_flight} reports in flight, {backend}, "
         f"{os.cpu_count()} CPUs"
     )
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (1 min), uptime: {_uptime()}")

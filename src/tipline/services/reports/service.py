@@ -109,15 +109,42 @@ def queue_report(
     evidence: EvidenceFiles,
 ) -> ReportRow:
     """Build and validate ``content``'s XML, store the report with its files and queue
-        its delivery, all in the caller's transaction (audited as ``report.create``); the XML
+    its delivery, all in the caller's transaction (audited as ``report.create``); the XML
     is also preserved in ``evidence``.
 
-        ``evidence_ids[i]`` names the stored bytes of ``content.files[i]``, whose MD5 and
-        SHA-1 the caller computed from those bytes.
+    ``evidence_ids[i]`` names the stored bytes of ``content.files[i]``, whose MD5 and
+    SHA-1 the caller computed from those bytes.
     """
     if len(evidence_ids) != len(content.files):
         raise InputError("one evidence id per report file is needed")
     xml = builder.build_report(content)
+    report, children = report_rows(
+        content, xml, evidence_ids, kind=kind, source=source, tenant=tenant, actor=actor
+    )
+    session.add(report)
+    session.flush()
+    session.add_all(children)
+    session.flush()
+    evidence.keep_report_xml(session, tenant, report.id, xml)
+    delivery_job.enqueue_delivery(session)  # a job per report, due once this commits
+    # appended at commit with the media read and the XML's vault record: the audit
+    # chain's head is locked for the commit only, not for the rest of the transaction
+    defer_created(session, report, content, actor=actor)
+    return report
+
+
+def report_rows(
+    content: ReportContent,
+    xml: bytes,
+    evidence_ids: Sequence[str],
+    *,
+    kind: ReportKind,
+    source: str,
+    tenant: str | None,
+    actor: str | Principal,
+) -> tuple[ReportRow, list[ReportFileRow | ReportOutboxRow]]:
+    """The rows of a new queued report (built ``xml``): the report, then its files and
+    its outbox row (added after the report is flushed)."""
     now = utcnow()
     report = ReportRow(
         id=content.report_id,
@@ -132,11 +159,10 @@ def queue_report(
         created_at=now,
         created_by=actor.key_id if isinstance(actor, Principal) else actor,
     )
-    session.add(report)
-    session.flush()
+    children: list[ReportFileRow | ReportOutboxRow] = []
     for seq, (file, evidence_id) in enumerate(zip(content.files, evidence_ids, strict=True)):
         _check_file(file)
-        session.add(
+        children.append(
             ReportFileRow(
                 report_id=report.id,
                 seq=seq,
@@ -151,7 +177,7 @@ def queue_report(
                 described=False,
             )
         )
-    session.add(
+    children.append(
         ReportOutboxRow(
             report_id=report.id,
             tenant=tenant,
@@ -163,26 +189,27 @@ def queue_report(
             next_at=now,
         )
     )
-    session.flush()
-    evidence.keep_report_xml(session, tenant, report.id, xml)
-    delivery_job.enqueue_delivery(session)  # a job per report, due once this commits
-    # appended at commit with the media read and the XML's vault record: the audit
-    # chain's head is locked for the commit only, not for the rest of the transaction
+    return report, children
+
+
+def defer_created(
+    session: Session, report: ReportRow, content: ReportContent, *, actor: str | Principal
+) -> None:
+    """Audit ``report.create`` at the commit of the caller's transaction."""
     audit.defer(
         session,
         actor=actor,
         action="report.create",
         target=("report", report.id),
         details={
-            "kind": kind.value,
-            "source": source,
+            "kind": report.kind,
+            "source": report.source,
             "files": len(content.files),
             "xml_sha256": report.xml_sha256,
             "viewed": [f.viewed_by_esp for f in content.files],
         },
-        tenant=tenant,
+        tenant=report.tenant,
     )
-    return report
 
 
 def _check_file(file: ReportedFile) -> None:

@@ -20,11 +20,20 @@ Contenders, in the same run, on the same files:
 * ``tipline-normalize``: ``tipline match --normalize``: the query also hashed without
   its uniform borders, letterbox, caption bars and screenshot frame
   (:mod:`tipline.signals.normalize`), a match on any variant.
+* ``tipline-regions``: the bank-side tier: each bank entry (originals and distractor
+  tiles alike) also holds the region descriptors ``tipline bank add`` stores for media
+  (PDQ of crops up to 10% and rotations up to 5 degrees of the original,
+  :mod:`tipline.signals.regions`); the query is hashed as ``tipline match`` does; a
+  match is any query hash within 31 bits of any of the entry's hashes. Hashing every
+  distractor's regions is slow, so only the first ``--region-distractors`` tiles are
+  entries for this contender (its pair count is printed). ``tipline-robust``: the same
+  bank with the query-side normalisation too (both tiers).
 * ``sift`` (``--perception``): Thorn's ``perception`` local-descriptor deduplication
   (SIFT, ratio test, RANSAC), the strongest open anchor for crops, with its defaults.
 
 Printed: recall per transform family for each contender, the false-match count over
-the unrelated pairs compared (with their number), and the time per query.
+the unrelated pairs compared (with their number), the time per query, and for the
+region contenders the time to compute one entry's regions and the hashes compared.
 
 Usage: ``python bench/robustness.py [--distractors 2000] [--perception]``
 """
@@ -290,6 +299,12 @@ def main() -> None:
     parser.add_argument("--originals", type=int, default=30)
     parser.add_argument("--distractors", type=int, default=2000)
     parser.add_argument("--perception", action="store_true", help="also run Thorn's SIFT")
+    parser.add_argument(
+        "--region-distractors",
+        type=int,
+        default=300,
+        help="distractor tiles whose regions are hashed for the region contenders",
+    )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -350,6 +365,16 @@ def main() -> None:
                         fm += _near(variants, other)
             results[name] = per
             false[name] = fm
+        _regions(
+            queries,
+            orig_paths,
+            tile_paths[: args.region_distractors],
+            {"tipline-regions": hashers.fast, "tipline-robust": hashers.normalize},
+            hashers,
+            results,
+            false,
+            seconds,
+        )
         if args.perception:
             _sift(queries, orig_paths, tile_paths, results, false, seconds)
         names = list(results)
@@ -366,6 +391,67 @@ def main() -> None:
             + "".join(f"{false.get(n + ' pairs', pairs):>18,}" for n in names)
         )
         print(f"{'ms per query':28}" + "".join(f"{1000 * seconds[n]:18.1f}" for n in names))
+
+
+def _words(values: list[int]) -> np.ndarray:
+    """256-bit ints as an (n, 4) uint64 array."""
+    raw = b"".join(v.to_bytes(32, "big") for v in values)
+    return np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(len(values), 4)
+
+
+def _regions(
+    queries: list[tuple[int, str, str, Path]],
+    orig_paths: list[Path],
+    tile_paths: list[tuple[int, Path]],
+    contenders: dict[str, object],
+    hashers: Hashers,
+    results: dict[str, dict[str, list[bool]]],
+    false: dict[str, int],
+    seconds: dict[str, float],
+) -> None:
+    """The bank-side tier: every entry's reference PDQ plus its region descriptors."""
+    from tipline.services.regions.descriptors import media_regions
+
+    owners: list[int] = []  # hash row -> entry number
+    sources: list[int] = []  # entry number -> original it was cut from (itself for originals)
+    values: list[int] = []
+    started = time.perf_counter()
+    entries = [(i, p) for i, p in enumerate(orig_paths)] + list(tile_paths)
+    for n, (src, path) in enumerate(entries):
+        hashes = [hashers.tipline(path, hashers.exact)[0]]
+        hashes += [int(v, 16) for _, v in media_regions(path.read_bytes())]
+        owners += [n] * len(hashes)
+        sources.append(src)
+        values += hashes
+    per_entry = (time.perf_counter() - started) / len(entries)
+    bank = _words(values)
+    owner = np.asarray(owners)
+    source = np.asarray(sources)
+    n_orig = len(orig_paths)
+    for name, options in contenders.items():
+        started = time.perf_counter()
+        per: dict[str, list[bool]] = {}
+        fm = pairs = 0
+        for i, family, _, path in queries:
+            variants = hashers.tipline(path, options)
+            hit = np.zeros(len(entries), dtype=bool)
+            for v in variants:
+                d = np.bitwise_count(bank ^ _words([v])).sum(axis=1)
+                hit[owner[d <= THRESHOLD]] = True
+            per.setdefault(family, []).append(bool(hit[i]))
+            unrelated = source != i
+            unrelated[:n_orig] = np.arange(n_orig) != i
+            pairs += int(unrelated.sum())
+            fm += int((hit & unrelated).sum())
+        seconds[name] = (time.perf_counter() - started) / len(queries)
+        results[name] = per
+        false[name] = fm
+        false[name + " pairs"] = pairs
+    print(
+        f"region contenders: {len(entries)} entries, {len(values):,} hashes "
+        f"({len(values) / len(entries):.0f} per entry), {1000 * per_entry:.0f} ms per entry "
+        "to hash its regions"
+    )
 
 
 def _sift(

@@ -276,3 +276,26 @@ def test_normalised_match_by_default_with_switches_and_history(
         assert on.status_code == 200 and on.json()["normalize"] is True
     again = m.post("/v1/match", content=data).json()
     assert [x["variant"] for x in again["matches"]] == ["trim"]
+
+
+def test_upload_match_crop_through_the_bank_side_region_tier(
+    server: Server, seeded: dict[str, str]
+) -> None:
+    """Entries added by media upload keep region descriptors: a 10% corner crop matches
+    with tier "region", the region named, the distance the brute-force one to the
+    region's hash."""
+    path = sample_images()[0]
+    with Image.open(path) as im:
+        img = im.convert("RGB")
+    w, h = img.size
+    out = io.BytesIO()
+    img.crop((w // 10, h // 10, w, h)).save(out, format="JPEG", quality=85)
+    query = hash_bytes(out.getvalue(), "q", HashOptions(signals=("pdq",))).signals[0].value
+    assert hamming_hex(query, seeded[path.stem]) > 31  # plain PDQ misses it
+    resp = server.client("matcher").post("/v1/match", content=out.getvalue())
+    assert resp.status_code == 200, resp.text
+    pdq = [m for m in resp.json()["matches"] if m["signal_type"] == "pdq"]
+    assert [(m["entry_id"], m["tier"]) for m in pdq] == [(path.stem, "region")]
+    assert pdq[0]["region"].startswith("crop:")
+    assert pdq[0]["distance"] == hamming_hex(pdq[0]["query_value"], pdq[0]["matched_value"])
+    assert pdq[0]["distance"] <= 31

@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from starlette.concurrency import run_in_threadpool
 
 from tipline.api.audit_log import record_media_access
 from tipline.api.context import ServiceContext, get_ctx
@@ -22,6 +23,7 @@ from tipline.banks.model import BankEntry
 from tipline.services import bank_media, banks, input_limits
 from tipline.services.auth import Permission, Principal, can_see_tenant
 from tipline.services.database import Database
+from tipline.signals.limits import MediaLimits
 
 router = APIRouter(prefix="/v1", tags=["banks"])
 _read = require(Permission.BANK_READ)
@@ -283,15 +285,17 @@ async def add_media(
     await record_media_access(ctx, who, "bank.media.upload", {"bank": name, "bytes": len(data)})
     # Reference decode: hashes stored in a bank are shared (see services.bank_media).
     result = await hash_upload(ctx, data, "upload", bank_media.BANK_HASH_OPTIONS)
-    signals = bank_media.entry_signals(result)
-    entry = banks.add_entry(
+    entry = await run_in_threadpool(
+        bank_media.add_media_bytes,
         bank_db(ctx),
         name,
-        signals,
+        data,
+        result,
         entry_id=entry_id,
         labels=[x for x in (labels or "").split(",") if x.strip()],
         source="upload",
         actor=who,
+        limits=MediaLimits.of(ctx.settings),
     )
     return EntryOut.of(entry)
 

@@ -59,6 +59,14 @@ class MatchOut(BaseModel):
         description="the query's variant that matched (trim, uncaption, trim+uncaption: "
         "normalised; flipx...: dihedral); null: as given",
     )
+    tier: str | None = Field(
+        None,
+        description="robust tier that matched: 'region' (a stored crop or small rotation "
+        "of the entry's original, named in 'region'); null: exact PDQ",
+    )
+    region: str | None = Field(
+        None, description="with tier 'region': the region (e.g. crop:l2t0r4b0, rotate:3)"
+    )
 
     @classmethod
     def of(cls, m: Match) -> MatchOut:
@@ -76,6 +84,8 @@ class MatchOut(BaseModel):
             query_match_percent=m.query_match_percent,
             compared_match_percent=m.compared_match_percent,
             variant=m.variant,
+            tier=m.tier,
+            region=m.region,
         )
 
 

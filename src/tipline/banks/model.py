@@ -50,3 +50,6 @@ class Bank:
     tenant: str | None = None
     #: query variants without borders, caption bars and screenshot frames match here too
     normalize: bool = True
+    #: the bank-side robust tier: entries added from media also match crops and small
+    #: rotations of the original (their region descriptors, :mod:`tipline.signals.regions`)
+    region_matching: bool = True

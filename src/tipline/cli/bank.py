@@ -51,6 +51,7 @@ def _info_json(info: svc.BankInfo) -> dict[str, Any]:
         "thresholds": b.thresholds,
         "normalize": b.normalize,
         "tenant": b.tenant,
+        "region_matching": b.region_matching,
         "entries": info.entries,
         "disabled_entries": info.disabled_entries,
         "signals": info.signals,
@@ -157,6 +158,7 @@ def show_command(
     thresholds = ", ".join(f"{k}={v}" for k, v in sorted(b.thresholds.items())) or "defaults"
     _print(f"thresholds   {thresholds}")
     _print(f"normalize    {'yes' if b.normalize else 'no'}")
+    _print(f"regions      {'on' if b.region_matching else 'off'} (crops and small rotations)")
     _print(f"entries      {info.entries} ({info.disabled_entries} disabled)")
     for kind, count in sorted(info.signals.items()):
         _print(f"  {kind:<10} {count}")
@@ -405,8 +407,14 @@ def set_command(
         "--normalize/--no-normalize",
         help="Match queries without their borders, caption bars and screenshot frames too.",
     ),
+    region_matching: bool | None = typer.Option(
+        None,
+        "--region-matching/--no-region-matching",
+        help="Switch the bank-side robust tier on/off: entries added from media also "
+        "match crops (up to 10%) and rotations (up to 5 degrees) of their original.",
+    ),
 ) -> None:
-    """Change a bank's thresholds, description or normalised matching."""
+    """Change a bank's thresholds, description, normalised matching or region matching."""
     db = open_database()
     try:
         bank = svc.update_bank(
@@ -415,12 +423,17 @@ def set_command(
             thresholds=_thresholds(threshold) or None,
             description=description,
             normalize=normalize,
+            region_matching=region_matching,
         )
     finally:
         db.close()
     thresholds = ", ".join(f"{k}={v}" for k, v in sorted(bank.thresholds.items())) or "defaults"
     normalized = "on" if bank.normalize else "off"
-    _print(f"bank {bank.name}: thresholds {thresholds}; normalize {normalized}")
+    regions = "on" if bank.region_matching else "off"
+    _print(
+        f"bank {bank.name}: thresholds {thresholds}; normalize {normalized}; "
+        f"region matching {regions}"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -58,6 +58,8 @@ _CSV_HEADER = [
     "query_match_percent",
     "compared_match_percent",
     "variant",
+    "tier",
+    "region",
 ]
 
 
@@ -74,6 +76,8 @@ def _row(item: str, m: Match) -> dict[str, Any]:
         "query_match_percent": m.query_match_percent,
         "compared_match_percent": m.compared_match_percent,
         "variant": m.variant,
+        "tier": m.tier,
+        "region": m.region,
     }
 
 
@@ -156,6 +160,8 @@ def match_command(
                     )
                     if m.variant is not None:
                         line += f"\tvariant={m.variant}"
+                    if m.tier is not None:
+                        line += f"\ttier={m.tier}\tregion={m.region}"
                     if m.query_match_percent is not None:
                         line += (
                             f"\tquery={m.query_match_percent:.1f}%"

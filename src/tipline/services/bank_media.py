@@ -19,6 +19,7 @@ from tipline.config import Settings
 from tipline.errors import InputError
 from tipline.services import banks
 from tipline.services.database import Database
+from tipline.services.regions.descriptors import media_regions
 from tipline.signals.decode import DecodeMode
 from tipline.signals.hashing import HashOptions, HashResult, hash_path
 from tipline.signals.limits import MediaLimits
@@ -53,17 +54,52 @@ def add_media_file(
     settings: Settings | None = None,
 ) -> BankEntry:
     """Hash the photo or video at ``path`` (reference decode) and add its signals as one
-    entry of ``bank`` (audited). Media errors carry ``path``."""
+    entry of ``bank`` with a photo's region descriptors (crops and small rotations,
+    :mod:`tipline.services.regions`) (audited). Media errors carry ``path``."""
     limits = MediaLimits.of(settings) if settings is not None else None
     result = hash_path(path, BANK_HASH_OPTIONS, limits=limits)
     if result.error is not None and result.error.path is None:
         result.error.path = path
+    signals = entry_signals(result)
+    regions: list[tuple[str, str]] = []
+    if result.media == "photo":
+        with open(path, "rb") as f:
+            regions = media_regions(f.read(), limits)
     return banks.add_entry(
         db,
         bank,
-        entry_signals(result),
+        signals,
         entry_id=entry_id,
         labels=labels,
         source=source,
         actor=actor,
+        regions=regions,
+    )
+
+
+def add_media_bytes(
+    db: Database,
+    bank: str,
+    data: bytes,
+    result: HashResult,
+    *,
+    entry_id: str | None = None,
+    labels: Sequence[str] = (),
+    source: str | None = None,
+    actor: banks.Actor = banks.DEFAULT_ACTOR,
+    limits: MediaLimits | None = None,
+) -> BankEntry:
+    """Add uploaded media already hashed with :data:`BANK_HASH_OPTIONS` (``result``) as
+    one entry of ``bank``, with a photo's region descriptors (audited)."""
+    signals = entry_signals(result)
+    regions = media_regions(data, limits) if result.media == "photo" else []
+    return banks.add_entry(
+        db,
+        bank,
+        signals,
+        entry_id=entry_id,
+        labels=labels,
+        source=source,
+        actor=actor,
+        regions=regions,
     )

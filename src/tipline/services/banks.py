@@ -31,6 +31,7 @@ from tipline.services.auth import Principal, require_tenant
 from tipline.services.database import Database
 from tipline.signals.base import get_signal_type, parse_typed_hash
 from tipline.store import bank_repository as repo
+from tipline.store import region_repository as region_repo
 from tipline.store.db import transaction
 
 #: Entries written per transaction during an import.
@@ -193,11 +194,13 @@ def update_bank(
     enabled: bool | None = None,
     thresholds: Mapping[str, int] | None = None,
     description: str | None = None,
+    region_matching: bool | None = None,
     actor: Actor = DEFAULT_ACTOR,
     normalize: bool | None = None,
 ) -> Bank:
-    """Switch a bank on/off, change its thresholds/description, or switch matching of
-    normalised query variants (``normalize``) on/off."""
+    """Switch a bank on/off, change its thresholds/description, switch matching of
+    normalised query variants (``normalize``) on/off, or its bank-side robust tier
+    (``region_matching``: crops and small rotations of entries added from media)."""
     clean = check_thresholds(thresholds) if thresholds is not None else None
     with transaction(db.sessions) as s:
         row = repo.update_bank(
@@ -207,16 +210,17 @@ def update_bank(
             thresholds=clean,
             description=description,
             normalize=normalize,
+            region_matching=region_matching,
         )
         action = {True: "bank.enable", False: "bank.disable", None: "bank.update"}[enabled]
-        _audit(
-            s,
-            actor,
-            action,
-            ("bank", name),
-            {"thresholds": clean, "description": description, "normalize": normalize},
-            tenant=row.tenant,
-        )
+        details: dict[str, Any] = {
+            "thresholds": clean,
+            "description": description,
+            "normalize": normalize,
+        }
+        if region_matching is not None:
+            details["region_matching"] = region_matching
+        _audit(s, actor, action, ("bank", name), details, tenant=row.tenant)
         return repo.to_bank(row)
 
 
@@ -286,11 +290,14 @@ def add_entry(
     labels: Sequence[str] = (),
     source: str | None = None,
     actor: Actor = DEFAULT_ACTOR,
+    regions: Sequence[tuple[str, str]] = (),
 ) -> BankEntry:
     """Add one entry; its hashes are matchable by every matcher within a second.
 
     ``signals`` are ``type:value`` strings or :class:`BankSignal` values (validated
-    again). Without ``entry_id`` one is derived from the first signal.
+    again). Without ``entry_id`` one is derived from the first signal. ``regions`` are
+    the ``(name, PDQ hex)`` region descriptors of an entry added from media
+    (:mod:`tipline.services.regions`), stored in the same transaction.
     """
     from tipline.banks.formats import check_entry_id, derived_entry_id
 
@@ -306,17 +313,28 @@ def add_entry(
         row = repo.get_bank(s, bank)
         if repo.existing_entry_ids(s, row.id, [eid]):
             raise ConflictError(f"bank {bank!r} already has an entry {eid!r}")
-        repo.insert_entries(s, row.id, [repo.NewEntry(eid, parsed, clean_labels, source)])
-        _audit(
-            s,
-            actor,
-            "entry.add",
-            ("entry", f"{bank}/{eid}"),
-            {"signals": [x.type for x in parsed], "labels": list(clean_labels)},
-            tenant=row.tenant,
-        )
+        (pk,) = repo.insert_entries(s, row.id, [repo.NewEntry(eid, parsed, clean_labels, source)])
+        stored = region_repo.insert_regions(s, pk, _checked_regions(regions))
+        details: dict[str, object] = {
+            "signals": [x.type for x in parsed],
+            "labels": list(clean_labels),
+        }
+        if stored:
+            details["regions"] = stored
+        _audit(s, actor, "entry.add", ("entry", f"{bank}/{eid}"), details, tenant=row.tenant)
         entry = repo.get_entry(s, row, eid)
         return repo.to_entry(entry, bank, parsed)
+
+
+def _checked_regions(regions: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Region descriptors validated: short names, canonical 64-hex PDQ values."""
+    pdq = get_signal_type("pdq")
+    out: list[tuple[str, str]] = []
+    for name, value in regions:
+        if not name or len(name) > 40:
+            raise InputError(f"bad region name {name!r}")
+        out.append((name, pdq.parse(value)))
+    return out
 
 
 def set_entries_disabled(

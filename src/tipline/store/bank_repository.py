@@ -100,6 +100,7 @@ def to_bank(row: BankRow) -> Bank:
         thresholds={str(k): int(v) for k, v in (row.thresholds or {}).items()},
         tenant=row.tenant,
         normalize=row.normalize,
+        region_matching=bool(row.region_matching),
     )
 
 
@@ -116,6 +117,7 @@ def create_bank(session: Session, bank: Bank) -> BankRow:
         thresholds=dict(bank.thresholds),
         tenant=bank.tenant,
         normalize=bank.normalize,
+        region_matching=bank.region_matching,
         created_at=now,
         updated_at=now,
     )
@@ -171,11 +173,14 @@ def update_bank(
     enabled: bool | None = None,
     thresholds: dict[str, int] | None = None,
     normalize: bool | None = None,
+    region_matching: bool | None = None,
 ) -> BankRow:
     """Change a bank's settings (``None`` leaves a field as it is)."""
     row = get_bank(session, name, for_update=True)
     if normalize is not None:
         row.normalize = normalize
+    if region_matching is not None:
+        row.region_matching = region_matching
     if description is not None:
         row.description = description
     if enabled is not None:
@@ -479,7 +484,7 @@ def _hits_query() -> Any:
     columns = (
         e.id, e.entry_id, e.labels, e.source, e.added_at, e.disabled, e.disabled_reason,
         b.id, b.name, b.description, b.enabled, b.is_allow_bank, b.thresholds, b.tenant,
-        g.type, g.value, e.disable_until, b.normalize,
+        g.type, g.value, e.disable_until, b.normalize, b.region_matching,
     )
     # fmt: on
     return (
@@ -524,6 +529,7 @@ def hits(session: Session | Connection, entry_pks: Sequence[int]) -> dict[int, E
                     thresholds={str(k): int(v) for k, v in (row[12] or {}).items()},
                     tenant=row[13],
                     normalize=bool(row[17]),
+                    region_matching=bool(row[18]),
                 )
             entry = BankEntry(
                 bank=bank.name,

@@ -55,6 +55,10 @@ class BankRow(Base):
     #: signal type name -> match threshold in that type's distance unit
     thresholds: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     tenant: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    #: the bank-side robust tier (region descriptors of entries added from media) is on
+    region_matching: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=True, server_default=true()
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     #: match the query's normalised variants (borders, captions, frames removed) too
@@ -102,4 +106,21 @@ class BankSignalRow(Base):
     )
     type: Mapped[str] = mapped_column(String(40), nullable=False)
     value: Mapped[str] = mapped_column(Text, nullable=False)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class BankRegionRow(Base):
+    """One region descriptor of an entry added from media: the PDQ (``value``, 64 hex)
+    of a crop or small rotation of the original, named by ``region``
+    (:mod:`tipline.signals.regions`); ``seq`` is the entry's change sequence when added."""
+
+    __tablename__ = "bank_regions"
+    __table_args__ = (Index("ix_bank_regions_seq", "seq"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    entry_pk: Mapped[int] = mapped_column(
+        BigId, ForeignKey("bank_entries.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    region: Mapped[str] = mapped_column(String(40), nullable=False)
+    value: Mapped[str] = mapped_column(String(64), nullable=False)
     seq: Mapped[int] = mapped_column(BigInteger, nullable=False)

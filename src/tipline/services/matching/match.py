@@ -24,3 +24,8 @@ class Match:
     #: the query's variant that matched (``flipx``, ``trim``, ``uncaption``...; None:
     #: the query as given)
     variant: str | None = None
+    #: the robust tier that matched: ``region`` (the bank-side tier: a stored crop or
+    #: small rotation of the entry's original, named in ``region``); None: the exact tier
+    tier: str | None = None
+    #: with ``tier="region"``: which region of the original (``crop:l2t0r4b0``, ``rotate:3``)
+    region: str | None = None

@@ -24,6 +24,12 @@
   a shared allow bank applies to all); suppressed matches are returned flagged with
   ``suppressed_by`` and ``suppressed_reason`` (the allow entry's source, else the allow
   bank's description).
+* **Robust tier, bank side.** Every PDQ query signal is also searched among the region
+  descriptors (crops and small rotations) of entries added from media
+  (:mod:`tipline.services.regions`), at the bank's PDQ threshold, in banks with
+  ``region_matching`` on; such matches carry ``tier="region"`` and the region's name
+  and come after every exact-tier match (an entry matched by both is reported once,
+  by the exact tier).
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from tipline.services.matching.signal_rows import (
     hamming_rows,
     video_frames,
 )
+from tipline.services.regions.index import RegionHit, RegionIndex
 from tipline.signals.base import (
     IndexKind,
     Signal,
@@ -74,6 +81,12 @@ VPDQ_FRAME_DISTANCE = 31
 
 #: (entry pk, distance, query %, compared %) of one index hit
 Candidate = tuple[int, int, float | None, float | None]
+#: (query signal, entry pk, distance, query %, compared %, region or None) of one hit
+_Hit = tuple[Signal, int, int, float | None, float | None, RegionHit | None]
+#: Query signal type searched against the bank-side region descriptors.
+REGION_QUERY_TYPE = "pdq"
+#: ``Match.tier`` of a match through a region descriptor (the bank-side robust tier).
+REGION_TIER = "region"
 
 
 class Matcher:
@@ -122,6 +135,8 @@ class Matcher:
         self._delta = SignalRows()
         self._merging: SignalRows | None = None
         self._video_delta: dict[str, VideoIndex] = {}
+        #: the bank-side robust tier's descriptors (searched with every PDQ query)
+        self._regions = RegionIndex()
         self.refresh(force=True)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -182,6 +197,7 @@ class Matcher:
                         added += len(page)
                     if len(page) < PAGE:
                         break
+                self._regions.refresh(s)
                 if force or now - self._banks_at >= BANKS_REFRESH_SECONDS or added:
                     self._banks = [repo.to_bank(b) for b in repo.list_banks(s)]
                     self._banks_at = now
@@ -351,8 +367,9 @@ class Matcher:
         entry_pks: dict[tuple[str, str], int] | None = None,
         tenant: str | None = None,
     ) -> list[Match]:
-        """Matches of one media item's signals, best first: matches of the query as
-        given (exact PDQ) before matches of its variants, then by distance.
+        """Matches of one media item's signals, best first: exact-tier matches before
+        robust-tier (region) ones; among each, matches of the query as given (exact PDQ)
+        before matches of its variants, then by distance.
 
         Each bank entry appears once per signal type (the query as given when it
         matches, else its variant at the smallest distance). A normalised variant
@@ -369,10 +386,13 @@ class Matcher:
         """
         self.refresh()
         with self._lock:
-            hits: list[tuple[Signal, int, int, float | None, float | None]] = []
+            hits: list[_Hit] = []
             for signal in signals:
                 for pk, dist, q, c in self._candidates(signal):
-                    hits.append((signal, pk, dist, q, c))
+                    hits.append((signal, pk, dist, q, c, None))
+                if signal.type == REGION_QUERY_TYPE:
+                    for rh in self._regions.search(signal.value, self._radius(signal.type)):
+                        hits.append((signal, rh.entry_pk, rh.distance, None, None, rh))
         if not hits:
             return []
         pks = sorted({h[1] for h in hits})
@@ -385,7 +405,7 @@ class Matcher:
         best: dict[tuple[str, str, str], Match] = {}
         owners: dict[str, str | None] = {}  # bank name -> tenant, of the matches kept
         allows: list[tuple[Match, str, str | None]] = []  # (hit, reason, allow bank tenant)
-        for signal, pk, dist, q, c in hits:
+        for signal, pk, dist, q, c, region in hits:
             hit = entries.get(pk)
             if hit is None or hit.entry.disabled or not self._searched(hit.bank):
                 continue
@@ -393,8 +413,16 @@ class Matcher:
                 continue
             if not hit.bank.normalize and is_normalized(signal.variant):
                 continue
+            if region is not None and not hit.bank.region_matching:
+                continue
             signal_type = get_signal_type(signal.type)
             by_frames = index_kind(signal_type) is IndexKind.VIDEO
+            if region is not None:
+                matched: str | None = region.value
+            elif by_frames:
+                matched = None
+            else:
+                matched = _closest(signal_type, signal, hit, dist)
             m = Match(
                 bank=hit.bank.name,
                 entry_id=hit.entry.entry_id,
@@ -402,10 +430,12 @@ class Matcher:
                 distance=dist,
                 labels=hit.entry.labels,
                 query_value=None if by_frames else signal.value,
-                matched_value=None if by_frames else _closest(signal_type, signal, hit, dist),
+                matched_value=matched,
                 query_match_percent=q,
                 compared_match_percent=c,
                 variant=signal.variant,
+                tier=None if region is None else REGION_TIER,
+                region=None if region is None else region.region,
             )
             if hit.bank.is_allow_bank:
                 reason = hit.entry.source or hit.bank.description or "allow-listed"
@@ -553,7 +583,8 @@ def open_matcher(database_url: str | None = None, *, banks: Sequence[str] | None
     return Matcher.open(database_url, banks=banks)
 
 
-def _rank(m: Match) -> tuple[int, int]:
-    """Order of matches, and which of two matches of one entry is reported: the query
-    as given (exact PDQ) before any of its variants, then the smaller distance."""
-    return (0 if m.variant in (None, "orig") else 1, m.distance)
+def _rank(m: Match) -> tuple[int, int, int]:
+    """Order of matches, and which of two matches of one entry is reported: an
+    exact-tier match before a robust-tier one (:data:`REGION_TIER`), the query as given
+    (exact PDQ) before any of its variants, then the smaller distance."""
+    return (0 if m.tier is None else 1, 0 if m.variant in (None, "orig") else 1, m.distance)

@@ -24,7 +24,7 @@ from sqlalchemy import select
 from _geo import city_record, write_geo_db
 from _intake_media import report_xml
 from _intake_server import IntakeServer, intake_server
-from _web_seed import picture
+from _web_seed import picture, video
 from _web_server import hidden
 from test_clearinghouse_analyst import PASSWORDS, file_report, wait_triaged
 from tipline.config import RoutingAgency, RoutingTable
@@ -166,10 +166,12 @@ def test_an_analyst_decides_from_the_desk(desk: tuple[IntakeServer, list[int]]) 
             assert other.get(thumbs[first]).status_code == 403
         assert len(_actions(srv, "web.refused")) == refused_before + 3
 
-        # a reveal needs the form's CSRF token
+        # a reveal needs the form's CSRF token, and the file must be the report's
         csrf = hidden(page.text, "csrf")
         reveal = f"/web/desk/reports/{r1}/files/{first}/reveal"
         assert web.post(reveal, data={"level": "2"}).status_code == 403
+        elsewhere = f"/web/desk/reports/{r2}/files/{first}/reveal"
+        assert web.post(elsewhere, data={"csrf": csrf, "level": "1"}).status_code == 404
         with srv.sessions() as s:
             assert s.scalars(select(ReviewRevealRow)).first() is None
         for level in (1, 2):
@@ -258,3 +260,28 @@ def test_an_analyst_decides_from_the_desk(desk: tuple[IntakeServer, list[int]]) 
     with closing(rev):
         assert landed.url.path == "/web/desk" and landed.status_code == 403
         assert rev.get(f"/web/desk/reports/{r1}").status_code == 403
+
+
+def test_a_video_on_the_desk_is_a_blurred_grey_contact_sheet(
+    desk: tuple[IntakeServer, list[int]], tmp_path: Path
+) -> None:
+    srv, _ = desk
+    clip = video(tmp_path)
+    rid, (fid,) = file_report(srv, "esp-b", [clip], xml=report_xml())
+    wait_triaged(srv, rid)
+    web, _ = _login(srv, "ana")
+    with closing(web):
+        page = web.get(f"/web/desk/reports/{rid}")
+        assert "a video shown as a contact sheet, never played" in page.text
+        assert "<video" not in page.text
+        sheet = _jpeg(web.get(_thumbs(page.text)[fid]).content)
+        # 12 frames in 3 rows of 4 (each 4:3), scaled to 320 px wide: grey and blurred
+        assert sheet.width == 320 and abs(sheet.height - 180) <= 2
+        assert _colour(sheet) < 1.0
+        csrf = hidden(page.text, "csrf")
+        reveal = f"/web/desk/reports/{rid}/files/{fid}/reveal"
+        for level in (1, 2, 3):
+            assert web.post(reveal, data={"csrf": csrf, "level": str(level)}).status_code == 303
+        page = web.get(f"/web/desk/reports/{rid}")
+        sharp = _jpeg(web.get(_thumbs(page.text)[fid]).content)
+        assert _colour(sharp) > 5.0 and _edges(sheet) < _edges(sharp) / 4

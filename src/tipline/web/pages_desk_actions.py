@@ -79,7 +79,9 @@ async def desk_reveal(request: Request, file_id: str, report_id: int = _REPORT_I
     except ValueError:
         raise InputError("reveal level must be a number") from None
     file_id = _file_id(file_id)
-    media.reveal(ctx.db.sessions, ws.principal, file_id, level, daily_limit=ctx.daily_limit(ws))
+    media.reveal(
+        ctx.db.sessions, ws.principal, report_id, file_id, level, daily_limit=ctx.daily_limit(ws)
+    )
     return RedirectResponse(f"{PREFIX}/desk/reports/{report_id}#f-{file_id}", status_code=303)
 
 

@@ -49,25 +49,28 @@ THUMB_SIDE = 320
 TARGET_FILE = "intake_file"
 
 
-def _file(session: Session, who: Principal, file_id: str) -> IntakeFileRow:
+def _file(
+    session: Session, who: Principal, file_id: str, report_id: int | None = None
+) -> IntakeFileRow:
     require(who, Permission.INTAKE_READ)
     who.require(Permission.EVIDENCE_READ)
     row = session.get(IntakeFileRow, file_id) if len(file_id) <= 32 else None
-    if row is None:
-        raise NotFoundError(f"no received file {file_id!r}")
+    if row is None or (report_id is not None and int(row.report_id) != report_id):
+        raise NotFoundError(f"no received file {file_id!r} in this report")
     return row
 
 
 def reveal(
     sessions: sessionmaker[Session],
     who: Principal,
+    report_id: int,
     file_id: str,
     level: int,
     *,
     daily_limit: int,
     now: datetime | None = None,
 ) -> int:
-    """Record that ``who`` asked to see ``file_id`` at ``level`` (audited as
+    """Record that ``who`` asked to see ``file_id`` of ``report_id`` at ``level`` (audited as
     ``desk.reveal``); :class:`ExposureLimitError` (audited as ``desk.reveal_refused``)
     when a new file at level 2+ would pass the daily limit."""
     if not 0 <= level <= MAX_LEVEL:
@@ -75,7 +78,7 @@ def reveal(
     now = now or utcnow()
     refused = None
     with transaction(sessions) as session:
-        row = _file(session, who, file_id)
+        row = _file(session, who, file_id, report_id)
         if level >= VIEW_LEVEL and revealed_level(session, who, row.vault_id) < VIEW_LEVEL:
             seen = exposure_in(session, who, daily_limit, now)
             if seen.reached:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
+from enum import StrEnum
 from typing import IO, Any
 
 import typer
@@ -15,6 +17,7 @@ from tipline.banks.model import BankEntry
 from tipline.cli.console import err_console, out_console
 from tipline.errors import ConflictError, ImportFormatError, InputError, MediaError
 from tipline.services import bank_media
+from tipline.services import bank_sources as sources
 from tipline.services import banks as svc
 from tipline.services.database import open_database
 
@@ -169,10 +172,32 @@ def show_command(
             _print(f"  {s.type} {s.value}")
 
 
+class ImportSource(StrEnum):
+    """Systems ``bank import --from`` reads directly."""
+
+    HMA = "hma"
+    PYTX = "pytx"
+
+
 @bank_app.command("import")
 def import_command(
-    name: str = typer.Argument(..., help="Bank name."),
-    path: str = typer.Argument(..., help="Hash-list file, or '-' for stdin."),
+    name: str = typer.Argument(
+        ..., help="Bank name (with --from hma: HMA's database URL, postgresql://...)."
+    ),
+    path: str | None = typer.Argument(
+        None,
+        help="Hash-list file, or '-' for stdin (with --from pytx: the state folder).",
+        show_default=False,
+    ),
+    source: ImportSource | None = typer.Option(
+        None,
+        "--from",
+        help="Read another system: 'hma' copies every bank of an HMA database into the "
+        "tipline bank of the same name; 'pytx' reads a threatexchange CLI state folder.",
+    ),
+    only: list[str] = typer.Option(
+        [], "--only", help="With --from hma: only this HMA bank; repeatable."
+    ),
     fmt: ImportFormat | None = typer.Option(
         None, "--format", "-f", help="File format (default from the extension; text is hma)."
     ),
@@ -185,8 +210,28 @@ def import_command(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not list bad lines."),
 ) -> None:
-    """Import a hash list (streamed). Bad lines go to stderr with their line numbers;
-    exit status 1 when any line was bad or a duplicate."""
+    """Import a hash list (streamed), or the banks of HMA or python-threatexchange.
+    Bad lines go to stderr with their line numbers; exit status 1 when any line was bad
+    or a duplicate.
+
+    --from hma URL: every bank of HMA's database (read-only) into the tipline bank of
+    the same name, created when missing; each content becomes entry hma-<content id>
+    with its signals, note, metadata and disable_until_ts. --from pytx BANK FOLDER:
+    the local_file collaborations of a threatexchange state folder; the others exist
+    only as pickles, which tipline does not load: they are listed with the
+    threatexchange dataset command that exports them (exit status 1)."""
+
+    def on_error(exc: ImportFormatError) -> None:
+        if not quiet:
+            err_console.print(f"error: {exc}", markup=False, highlight=False)
+
+    if source is not None:
+        _import_from(source, name, path, only, fmt, atomic, batch_size, as_json, on_error)
+        return
+    if only:
+        raise InputError("--only goes with --from hma")
+    if path is None:
+        raise InputError("missing the hash-list file (or '-' for stdin)")
     chosen = fmt or guess_format(path)
     stream: IO[bytes]
     size: int | None = None
@@ -200,10 +245,6 @@ def import_command(
             raise InputError(f"cannot open {path}: {exc.strerror}") from None
         size = os.fstat(stream.fileno()).st_size
         label = path
-
-    def on_error(exc: ImportFormatError) -> None:
-        if not quiet:
-            err_console.print(f"error: {exc}", markup=False, highlight=False)
 
     progress = Progress(
         TextColumn("importing"),
@@ -245,13 +286,119 @@ def import_command(
         if summary.skipped_no_signal:
             line += f", {summary.skipped_no_signal} entries without a supported fingerprint"
         _print(line)
-        if summary.rolled_back:
-            _print("--atomic: nothing was imported (the import was rolled back)")
-        for kind, count in sorted(summary.unsupported.items()):
-            _print(f"unsupported fingerprint type {kind}: {count} (not matchable, not stored)")
-        for field, count in sorted(summary.ignored_fields.items()):
-            _print(f"ignored field {field}: {count}")
+        _print_summary_details(summary)
     if summary.errors or summary.duplicates:
+        raise typer.Exit(1)
+
+
+def _print_summary_details(summary: svc.ImportSummary) -> None:
+    if summary.rolled_back:
+        _print("--atomic: nothing was imported (the import was rolled back)")
+    for kind, count in sorted(summary.unsupported.items()):
+        _print(f"unsupported fingerprint type {kind}: {count} (not matchable, not stored)")
+    for field, count in sorted(summary.ignored_fields.items()):
+        _print(f"ignored field {field}: {count}")
+
+
+def _import_line(imp: sources.BankImport, into: str, bad: str) -> str:
+    s = imp.summary
+    line = (
+        f"{imp.bank}: imported {s.imported} entries into {into}"
+        + (" (created)" if imp.created else "")
+        + f"; {s.duplicates} duplicates, {s.errors} {bad}"
+    )
+    if s.skipped_no_signal:
+        line += f", {s.skipped_no_signal} without a supported fingerprint"
+    return line
+
+
+def _import_from(
+    source: ImportSource,
+    first: str,
+    second: str | None,
+    only: list[str],
+    fmt: ImportFormat | None,
+    atomic: bool,
+    batch_size: int,
+    as_json: bool,
+    on_error: Callable[[ImportFormatError], None],
+) -> None:
+    if fmt is not None or atomic:
+        raise InputError("--format and --atomic do not go with --from")
+    db = open_database()
+    try:
+        if source is ImportSource.HMA:
+            if second is not None:
+                raise InputError("--from hma takes one argument: HMA's database URL")
+            imports = sources.import_from_hma(
+                db, first, only=only, batch_size=batch_size, on_error=on_error
+            )
+            refused: list[tuple[Any, str]] = []
+            failed: list[tuple[Any, str]] = []
+        else:
+            if second is None:
+                raise InputError("--from pytx takes the bank and the state folder")
+            if only:
+                raise InputError("--only goes with --from hma")
+            done = sources.import_from_pytx(
+                db, first, second, batch_size=batch_size, on_error=on_error
+            )
+            imports, refused, failed = done.imports, done.refused, done.failed
+    finally:
+        db.close()
+    bad = (
+        any(i.error or i.summary.errors or i.summary.duplicates for i in imports)
+        or refused
+        or failed
+    )
+    if as_json:
+        _print(
+            json.dumps(
+                {
+                    "imports": [
+                        {
+                            "error": i.error,
+                            "source": i.bank,
+                            "created": i.created,
+                            "notes": i.notes,
+                            **i.summary.to_json(),
+                        }
+                        for i in imports
+                    ],
+                    "refused": [{"collab": c.name, "api": c.api, "run": r} for c, r in refused],
+                    "failed": [{"collab": c.name, "reason": r} for c, r in failed],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for imp in imports:
+            if imp.error is not None:
+                err_console.print(
+                    f"error: bank {imp.bank!r} not imported: {imp.error}",
+                    markup=False,
+                    highlight=False,
+                )
+                continue
+            if source is ImportSource.HMA:
+                _print(_import_line(imp, imp.bank, "bad contents"))
+            else:
+                _print(_import_line(imp, first, "bad lines"))
+            for note in imp.notes:
+                _print(f"  note: {note}")
+            _print_summary_details(imp.summary)
+        for collab, command in refused:
+            err_console.print(
+                f"refused: collab {collab.name!r} ({collab.api}) is stored by threatexchange "
+                f"as a pickle, which tipline does not load; run: {command}",
+                markup=False,
+                highlight=False,
+            )
+        for collab, reason in failed:
+            err_console.print(
+                f"error: collab {collab.name!r}: {reason}", markup=False, highlight=False
+            )
+    if bad:
         raise typer.Exit(1)
 
 

@@ -415,6 +415,10 @@ class ImportSummary:
         }
 
 
+#: Called in the inserting transaction with each batch's new entries and primary keys.
+AfterInsert = Callable[[Session, list[tuple[ParsedEntry, int]]], None]
+
+
 class _Importer:
     def __init__(
         self,
@@ -436,6 +440,7 @@ class _Importer:
         self.pending: list[ParsedEntry] = []
         self.deleted: list[ParsedEntry] = []
         self.failed = False
+        self.after_insert: AfterInsert | None = None
 
     def error(self, exc: ImportFormatError, *, duplicate: bool = False) -> None:
         if duplicate:
@@ -497,11 +502,13 @@ class _Importer:
                 fresh.append(item)
         if self.atomic and self.failed:
             return  # everything will be rolled back; keep reading to report errors
-        repo.insert_entries(
+        pks = repo.insert_entries(
             session,
             bank_id,
             [repo.NewEntry(i.entry_id or "", i.signals, i.labels, i.source) for i in fresh],
         )
+        if self.after_insert is not None and fresh:
+            self.after_insert(session, list(zip(fresh, pks, strict=True)))
         self.summary.imported += len(fresh)
         deleted, self.deleted = self.deleted, []
         if deleted:
@@ -534,19 +541,57 @@ def import_entries(
     ``atomic`` everything is one transaction, rolled back if any line was bad or a
     duplicate. ``progress`` is called with the bytes read so far after each batch.
     """
-    importer = _Importer(
-        db, bank, atomic=atomic, batch_size=batch_size, on_error=on_error, path=path
-    )
-    with db.sessions() as s:
-        bank_row = repo.get_bank(s, bank)
-        bank_id, bank_tenant = bank_row.id, bank_row.tenant
 
     def tell() -> None:
         if progress is not None:
             with contextlib.suppress(OSError, ValueError):
                 progress(stream.tell())
 
-    items = read_entries(fmt, stream, path=path)
+    return import_items(
+        db,
+        bank,
+        read_entries(fmt, stream, path=path),
+        path=path,
+        atomic=atomic,
+        batch_size=batch_size,
+        on_error=on_error,
+        progress=tell,
+        actor=actor,
+    )
+
+
+def import_items(
+    db: Database,
+    bank: str,
+    items: Iterable[ParsedEntry | ImportFormatError],
+    *,
+    path: str | None = None,
+    atomic: bool = False,
+    batch_size: int = DEFAULT_BATCH,
+    on_error: Callable[[ImportFormatError], None] | None = None,
+    progress: Callable[[], None] | None = None,
+    after_insert: AfterInsert | None = None,
+    audit_details: Mapping[str, Any] | None = None,
+    actor: Actor = DEFAULT_ACTOR,
+) -> ImportSummary:
+    """Import parsed ``items`` into ``bank`` as :func:`import_entries` does (batches,
+    duplicates, ``atomic``); ``after_insert`` sees each batch's new entries in its
+    transaction; ``audit_details`` are added to the ``bank.import`` audit record."""
+    importer = _Importer(
+        db, bank, atomic=atomic, batch_size=batch_size, on_error=on_error, path=path
+    )
+    importer.after_insert = after_insert
+    with db.sessions() as s:
+        bank_row = repo.get_bank(s, bank)
+        bank_id, bank_tenant = bank_row.id, bank_row.tenant
+
+    def tell() -> None:
+        if progress is not None:
+            progress()
+
+    def details() -> dict[str, Any]:
+        return {**importer.summary.to_json(), **(audit_details or {})}
+
     if atomic:
         session = db.sessions()
         try:
@@ -564,7 +609,7 @@ def import_entries(
                     actor,
                     "bank.import",
                     ("bank", bank),
-                    importer.summary.to_json(),
+                    details(),
                     tenant=bank_tenant,
                 )
         except _Rollback:
@@ -587,7 +632,7 @@ def import_entries(
                 actor,
                 "bank.import",
                 ("bank", bank),
-                importer.summary.to_json(),
+                details(),
                 tenant=bank_tenant,
             )
     tell()

@@ -84,6 +84,21 @@ def _bank(s: Session, who: Principal, name: str, *, write: bool) -> BankRow:
     return row
 
 
+def set_disable_until(entry: BankEntryRow, disable_until_ts: int, *, now: float) -> None:
+    """Apply HMA's ``disable_until_ts`` to an entry row: ``1`` (or a time already
+    past) enables it, ``0`` disables it, a later time disables it until then."""
+    if disable_until_ts == ENABLED or (disable_until_ts != DISABLED and disable_until_ts <= now):
+        entry.disabled, entry.disabled_reason, entry.disable_until = False, None, None
+        return
+    entry.disabled = True
+    entry.disable_until = None if disable_until_ts == DISABLED else disable_until_ts
+    entry.disabled_reason = (
+        "disabled (HMA)"
+        if disable_until_ts == DISABLED
+        else f"disabled until {disable_until_ts} (HMA)"
+    )
+
+
 def _disable_until_ts(row: BankEntryRow) -> int:
     if not row.disabled:
         return ENABLED
@@ -188,18 +203,7 @@ def update_content(
         entry = repo.entry_by_pk(s, row, content_id)
         details: dict[str, Any] = {"hma_id": content_id}
         if disable_until_ts is not None:
-            if disable_until_ts == ENABLED or (
-                disable_until_ts != DISABLED and disable_until_ts <= now
-            ):
-                entry.disabled, entry.disabled_reason, entry.disable_until = False, None, None
-            else:
-                entry.disabled = True
-                entry.disable_until = None if disable_until_ts == DISABLED else disable_until_ts
-                entry.disabled_reason = (
-                    "disabled (HMA)"
-                    if disable_until_ts == DISABLED
-                    else f"disabled until {disable_until_ts} (HMA)"
-                )
+            set_disable_until(entry, disable_until_ts, now=now)
             details["disable_until_ts"] = disable_until_ts
         if note is not _UNSET:
             entry.note = clean_note

@@ -54,7 +54,12 @@ NEGATIVE_CATEGORIES = frozenset({"NEGATIVE_CLASS"})
 PLAIN_COLUMNS = ("entry_id", "signal_type", "signal_value", "labels", "source")
 HMA_COLUMNS = ("signal_type", "signal_value", "entry_id", "labels", "source")
 #: signal type names used by python-threatexchange -> tipline names
-TE_ALIASES = {"photo_md5": "md5", "photo_sha1": "sha1", "photo_sha256": "sha256"}
+TE_ALIASES = {
+    "photo_md5": "md5",
+    "photo_sha1": "sha1",
+    "photo_sha256": "sha256",
+    "tipline_pdq": "pdq",  # tipline's pytx extension (tipline.txext): the same PDQ
+}
 
 
 def split_labels(text: str) -> tuple[str, ...]:

@@ -299,3 +299,49 @@ def test_grid_is_configurable():
     assert "rotate:3" in names
     assert all(n.startswith(("crop:", "rotate:")) for n in names)
     assert len(names) <= grid.size()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_region_index_equals_brute_force_across_rebuilds(db, monkeypatch, seed):
+    """Base multi-index plus brute-force delta, rebuilt as rows arrive, answers exactly
+    what a brute-force scan of every stored region answers (each entry once, at its
+    closest region)."""
+    from tipline.services.regions import index as region_index
+
+    monkeypatch.setattr(region_index, "REBUILD_AFTER", 40)
+    rng = np.random.default_rng(seed)
+    centre = rng.integers(0, 256, 32, dtype=np.uint8)
+
+    def near(bits: int) -> str:
+        flip = np.zeros(256, np.uint8)
+        flip[rng.choice(256, bits, replace=False)] = 1
+        return (centre ^ np.packbits(flip)).tobytes().hex()
+
+    svc.create_bank(db, "b")
+    idx = region_index.RegionIndex()
+    stored: list[tuple[int, str, str]] = []  # (entry number, region, value)
+    for batch in range(4):
+        for k in range(5):
+            n = batch * 5 + k
+            regions = [(f"crop:{n}-{j}", near(int(rng.integers(0, 60)))) for j in range(12)]
+            entry = svc.add_entry(db, "b", [f"pdq:{near(100)}"], entry_id=f"E{n}", regions=regions)
+            assert entry.entry_id == f"E{n}"
+            stored += [(n, name, value) for name, value in regions]
+        with db.sessions() as s:
+            idx.refresh(s)
+        assert len(idx) == len(stored)
+        pk_of = svc.entry_numbers(db, {"b": [f"E{n}" for n in range(batch * 5 + 5)]})
+        for radius in (10, 31, 45):
+            q = near(int(rng.integers(0, 20)))
+            expected: dict[int, tuple[int, str]] = {}
+            for n, name, value in stored:
+                d = (int(q, 16) ^ int(value, 16)).bit_count()
+                pk = pk_of[("b", f"E{n}")]
+                if d <= radius and (pk not in expected or d < expected[pk][0]):
+                    expected[pk] = (d, name)
+            got = {h.entry_pk: (h.distance, h.region) for h in idx.search(q, radius)}
+            assert {k: v[0] for k, v in got.items()} == {k: v[0] for k, v in expected.items()}
+            value_of = {name: value for _, name, value in stored}
+            for d, name in got.values():
+                assert (int(q, 16) ^ int(value_of[name], 16)).bit_count() == d
+    assert idx._base is not None  # the base index was rebuilt on the way

@@ -8,9 +8,11 @@ CSRF-checked forms; a second decision is a conflict. On SQLite and PostgreSQL.""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
+import zipfile
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -29,9 +31,7 @@ from _web_server import hidden
 from test_clearinghouse_analyst import PASSWORDS, file_report, wait_triaged
 from tipline.config import RoutingAgency, RoutingTable
 from tipline.services import web_auth
-from tipline.services.auth import Principal, Role
-from tipline.services.clearinghouse import referral
-from tipline.services.vault import Vault
+from tipline.services.auth import Role
 from tipline.store.audit import AuditRecord
 from tipline.store.clearinghouse_triage import TriageRow
 from tipline.store.web import ReviewRevealRow
@@ -212,12 +212,18 @@ def test_an_analyst_decides_from_the_desk(desk: tuple[IntakeServer, list[int]]) 
         members = re.findall(
             r"<li>([^<]+)</li>", page.text.split('id="package-members"', 1)[1].split("</ul>")[0]
         )
-        analyst = Principal("user:ana", Role.ANALYST)
-        vault = Vault.from_settings(srv.settings)
-        built = referral.build_referral(
-            srv.sessions, vault, r1, Path(srv.settings.data_dir) / "p.zip", actor=analyst
-        )
-        assert sorted(members) == sorted(built.members)
+        # the package downloaded from the desk (CSRF-checked) has exactly those members
+        referral_url = f"/web/desk/reports/{r1}/referral"
+        assert web.post(referral_url).status_code == 403
+        package = web.post(referral_url, data={"csrf": csrf})
+        assert package.status_code == 200, package.text
+        assert package.headers["content-type"] == "application/zip"
+        assert package.headers["cache-control"] == "no-store"
+        assert package.headers["x-content-sha256"] == hashlib.sha256(package.content).hexdigest()
+        with zipfile.ZipFile(io.BytesIO(package.content)) as z:
+            assert sorted(members) == sorted(z.namelist())
+        ((actor, details),) = _actions(srv, "referral.package")
+        assert actor == "user:ana" and details["media_files"] == 2
         assert sum(m.startswith("media/") for m in members) == 2
 
         # decisions: CSRF-checked, audited with the analyst, a second one is a conflict

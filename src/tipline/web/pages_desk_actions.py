@@ -1,6 +1,7 @@
 """What an analyst does on the desk's report page: see a file's thumbnail (a signed,
 short-lived URL of this session; rendered blurred and grey unless revealed), reveal
-it further, confirm or reject the report, route it again. Every form is CSRF-checked;
+it further, confirm or reject the report, route it again, download its referral
+package. Every form is CSRF-checked;
 each action is audited by its service."""
 
 from __future__ import annotations
@@ -8,7 +9,8 @@ from __future__ import annotations
 import re
 
 from fastapi import APIRouter, Path, Request, Response
-from fastapi.responses import RedirectResponse
+from fastapi.responses import FileResponse, RedirectResponse
+from starlette.background import BackgroundTask
 
 from tipline.errors import InputError, PermissionDeniedError
 from tipline.services import web_auth
@@ -115,4 +117,21 @@ async def desk_route(request: Request, report_id: int = _REPORT_ID) -> Response:
     actions.route(ctx.db.sessions, ctx.settings, ws.principal, report_id)
     return RedirectResponse(
         f"{PREFIX}/desk/reports/{report_id}?done=route#routing", status_code=303
+    )
+
+
+@router.post("/reports/{report_id}/referral")
+async def desk_referral(request: Request, report_id: int = _REPORT_ID) -> Response:
+    """Build the routed report's referral package and download it (media as the routing
+    rule allows; audited as ``referral.package``)."""
+    ws = current(request)
+    ctx = web(request)
+    await form_of(request, ws)
+    info = actions.build_package(ctx.db.sessions, ctx.vault(), ws.principal, report_id)
+    return FileResponse(
+        info.path,
+        media_type="application/zip",
+        filename=f"referral-{report_id}-{info.id}.zip",
+        headers={**SECURITY_HEADERS, "X-Content-SHA256": info.sha256},
+        background=BackgroundTask(actions.discard_package, info),
     )

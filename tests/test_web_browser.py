@@ -341,6 +341,11 @@ def test_analyst_desk_with_the_keyboard_only(browser: Any, tmp_path: Path) -> No
 
             page.goto(f"/web/desk/reports/{r1}")
             expect(page.locator("h1")).to_have_text(f"Received report {r1}")
+            expect(page.locator("html")).to_have_attribute("data-keys", "on")
+            for key in ("1", "c", "r", "s"):  # the review page's single keys do nothing here
+                page.keyboard.press(key)
+            expect(page.locator("#desk-confirm-form")).to_be_visible()
+            expect(page.locator("#done")).to_have_count(0)
             file_id = page.locator("li.thumb").first.get_attribute("id").removeprefix("t-")
             blurred = _thumb_of(page, file_id, 0)
             assert _colour(blurred) < 3, "a desk thumbnail opens grayscale"
@@ -371,10 +376,10 @@ def test_analyst_desk_with_the_keyboard_only(browser: Any, tmp_path: Path) -> No
             _shot(page, "desk-report-routed.png")
 
             # a radio group is one Tab stop (on "none"); an arrow key moves to A1
-            _tab_to(page, "#confirm-form input[name=classification]")
+            _tab_to(page, "#desk-confirm-form input[name=classification]")
             page.keyboard.press("ArrowRight")
-            expect(page.locator("#cls-A1")).to_be_checked()
-            _tab_to(page, "#confirm-form button[type=submit]")
+            expect(page.locator("#desk-cls-A1")).to_be_checked()
+            _tab_to(page, "#desk-confirm-form button[type=submit]")
             page.keyboard.press("Enter")
             expect(page.locator("#done")).to_contain_text("Confirmed")
             expect(page.locator("#decided")).to_contain_text("Confirmed by user:ana")

@@ -238,7 +238,7 @@ def test_an_analyst_decides_from_the_desk(desk: tuple[IntakeServer, list[int]]) 
         assert confirmed.status_code == 303, confirmed.text
         page = web.get(confirmed.headers["location"])
         assert "Confirmed: its new material was published" in page.text
-        assert 'id="confirm-form"' not in page.text
+        assert 'id="desk-confirm-form"' not in page.text
         again = web.post(f"/web/desk/reports/{r1}/decide", data={"csrf": csrf, "verdict": "reject"})
         assert again.status_code == 409 and "already confirmed" in again.text
         rejected = web.post(

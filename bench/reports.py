@@ -5,6 +5,9 @@ one ~1 MB JPEG.
 
 Phases (the same N reports):
 
+* setup (untimed): what matching and review leave behind: a submission per report
+  with its media in the vault and, unless ``--no-recorded-digests``, the MD5, SHA-1 and
+  SHA-256 signals the matcher computed, and a confirmed decision;
 * ``build``: ``batch.create_from_decisions`` in batches of ``--batch`` decisions (one
   transaction per batch, two batches in progress at once; per report: read the media
   back from the vault, MD5 + SHA-1, build the XML, XSD validation, XML preserved in the
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import io
 import multiprocessing
 import os
@@ -178,6 +182,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="threads building reports")
     parser.add_argument("--in-flight", type=int, default=8, help="reports delivered at once")
     parser.add_argument(
+        "--recorded-digests",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="submissions carry the MD5/SHA-1/SHA-256 the matcher computed at match time "
+        "(the build then does not decrypt and hash the media)",
+    )
+    parser.add_argument(
         "--batch",
         type=int,
         default=50,
@@ -245,9 +256,19 @@ def main() -> None:
         t0 = time.perf_counter()
         with transaction(sessions) as session:
             for i in range(n):
+                media = jpeg + i.to_bytes(4, "big")  # distinct bytes, trailing after EOI
+                signals = (
+                    [
+                        {"type": name, "value": hashlib.new(name, media).hexdigest()}
+                        for name in ("md5", "sha1", "sha256")
+                    ]
+                    if args.recorded_digests
+                    else []
+                )
                 row = sub.create_submission(
                     session,
                     tenant=None,
+                    signals=signals,
                     content_id=f"c{i}",
                     created_by="bench",
                     uploader_account=f"user-{i}",
@@ -258,7 +279,7 @@ def main() -> None:
                 v.store(
                     session,
                     vault,
-                    jpeg + i.to_bytes(4, "big"),  # distinct bytes, trailing after EOI
+                    media,
                     kind=v.EvidenceKind.MEDIA,
                     actor="bench",
                     filename=f"photo-{i}.jpg",
@@ -353,6 +374,7 @@ def main() -> None:
     print(
         f"report pipeline, {n} reports of one {len(jpeg) / 1e6:.2f} MB JPEG each, "
         f"build on {args.workers} threads in batches of {args.batch}, "
+        f"digests recorded at match time: {'yes' if args.recorded_digests else 'no'}, "
         f"{args.in_flight} reports in flight, {backend}, "
         f"{os.cpu_count()} CPUs"
     )

@@ -25,7 +25,7 @@ from tipline.services.vault.evidence import VaultEvidence
 from tipline.services.vault.keys import Keyring, MasterKey
 from tipline.store import submissions as sub
 from tipline.store.audit import AuditRecord
-from tipline.store.db import make_engine, session_factory, upgrade
+from tipline.store.db import make_engine, session_factory, transaction, upgrade
 from tipline.store.jobs import Job
 from tipline.store.models import import_all_models
 from tipline.store.reports import ReportFileRow, ReportOutboxRow, ReportRow
@@ -153,3 +153,57 @@ def test_batch_size_is_bounded(sessions: sessionmaker[Session], evidence: VaultE
         batch.create_from_decisions(
             sessions, ACME, ["x"], settings=_settings(), evidence=evidence, batch_size=0
         )
+
+
+def _with_signals(
+    sessions: sessionmaker[Session], vault: v.Vault, data: bytes, signals: list[dict[str, str]]
+) -> str:
+    with transaction(sessions) as session:
+        row = sub.create_submission(
+            session,
+            tenant="acme",
+            content_id="c-sig",
+            created_by="test",
+            uploader_account="user-7",
+            file_name="x.jpg",
+            signals=signals,
+        )
+        v.store(
+            session,
+            vault,
+            data,
+            kind=v.EvidenceKind.MEDIA,
+            actor="test",
+            tenant="acme",
+            filename="x.jpg",
+            submission_id=row.id,
+        )
+        return row.id
+
+
+def test_digests_the_matcher_recorded_spare_reading_the_file(
+    sessions: sessionmaker[Session], vault: v.Vault, evidence: VaultEvidence
+) -> None:
+    """A file whose MD5, SHA-1 and SHA-256 the matcher recorded (the SHA-256 the vault
+    holds for its bytes) is reported without decrypting it; a file whose recorded SHA-256
+    is another file's is read and hashed."""
+    data = b"\xff\xd8benign-signals\xff\xd9"
+    digests = {name: hashlib.new(name, data).hexdigest() for name in ("md5", "sha1", "sha256")}
+    recorded = [{"type": t, "value": value} for t, value in digests.items()]
+    known = _with_signals(sessions, vault, data, recorded)
+    other = b"\xff\xd8benign-other\xff\xd9"
+    # signals of different bytes than those kept: never trusted
+    wrong = _with_signals(sessions, vault, other, recorded)
+    decisions = [_decide(sessions, s, ReviewFacts()) for s in (known, wrong)]
+    outcomes = batch.create_from_decisions(
+        sessions, ACME, decisions, settings=_settings(), evidence=evidence
+    )
+    assert all(o.report is not None for o in outcomes)
+    with sessions() as session:
+        reads = session.scalars(
+            select(AuditRecord.target_id).where(AuditRecord.action == "vault.read")
+        ).all()
+        files = {f.submission_id: f for f in session.scalars(select(ReportFileRow))}
+    assert files[known].md5 == digests["md5"] and files[known].sha1 == digests["sha1"]
+    assert files[wrong].md5 == hashlib.md5(other).hexdigest()
+    assert reads == [files[wrong].evidence_id]  # only the file whose digests were not known

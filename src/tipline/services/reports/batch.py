@@ -35,6 +35,7 @@ from tipline.services.reports.facts import ReviewFacts, review_facts_from_json
 from tipline.services.reports.model import ReportContent, Reporter
 from tipline.services.reports.outbox import ReportStatus
 from tipline.services.reports.service import (
+    FileDigests,
     ReportKind,
     ReportSummary,
     _summary,
@@ -42,6 +43,7 @@ from tipline.services.reports.service import (
     evidence_from_settings,
     file_of,
     new_report_id,
+    recorded_digests,
     report_rows,
     reporter_from_settings,
     user_of,
@@ -71,7 +73,8 @@ class _Planned:
     facts: ReviewFacts
     media: list[StoredFile]
     additional_info: str | None
-    loads: list[Callable[[], bytes]] | None = None
+    #: per file: its recorded digests, or a function reading its bytes
+    sources: list[FileDigests | Callable[[], bytes]] | None = None
     content: ReportContent | None = None
     xml: bytes | None = None
     error: str | None = None
@@ -120,9 +123,13 @@ def _batch(
         planned = _plan(session, who, decision_ids, evidence, done)
         if not planned:
             return done
-        # the reads are audited in this transaction; the bytes are read by the threads
+        # files whose digests the matcher recorded are not read; the other reads are
+        # audited in this transaction and done by the threads
         for plan in planned:
-            plan.loads = [evidence.opener(session, m.evidence_id) for m in plan.media]
+            plan.sources = [
+                recorded_digests(plan.submission, m) or evidence.opener(session, m.evidence_id)
+                for m in plan.media
+            ]
         list(pool.map(lambda p: _build(p, settings, reporter), planned))
         built = [p for p in planned if p.error is None]
         for plan in planned:
@@ -279,12 +286,14 @@ def _plan(
 
 def _build(plan: _Planned, settings: Settings, reporter: Reporter) -> None:
     """Read the files, build and validate the document (no database: any thread)."""
-    assert plan.loads is not None
+    assert plan.sources is not None
     try:
         submission = plan.submission
         files = tuple(
-            file_of(submission, m, load(), plan.facts)
-            for m, load in zip(plan.media, plan.loads, strict=True)
+            file_of(
+                submission, m, source if isinstance(source, FileDigests) else source(), plan.facts
+            )
+            for m, source in zip(plan.media, plan.sources, strict=True)
         )
         plan.content = ReportContent(
             report_id=new_report_id(),

@@ -24,11 +24,13 @@ from tipline.errors import InputError, NotFoundError
 
 @dataclass(frozen=True, slots=True)
 class StoredFile:
-    """One stored file: the store's id, the name it was uploaded under, its size."""
+    """One stored file: the store's id, the name it was uploaded under, its size, and
+    the SHA-256 (hex) the store recorded for its bytes when it knows one."""
 
     evidence_id: str
     file_name: str
     size: int
+    sha256: str | None = None
 
 
 class EvidenceFiles(Protocol):

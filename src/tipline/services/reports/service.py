@@ -92,6 +92,28 @@ def digests(data: bytes) -> FileDigests:
     )
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
+def recorded_digests(submission: SubmissionRow, stored: StoredFile) -> FileDigests | None:
+    """MD5 and SHA-1 of ``stored``'s bytes without reading them: the digests the matcher
+    recorded with the submission (its ``md5``, ``sha1`` and ``sha256`` signals), used
+    only when their SHA-256 is the one the evidence store recorded for these bytes (so
+    they are digests of the same bytes); None otherwise (read the bytes and hash them)."""
+    if stored.sha256 is None:
+        return None
+    values: dict[str, str] = {}
+    for signal in submission.signals or ():
+        if isinstance(signal, dict) and isinstance(signal.get("value"), str):
+            values.setdefault(str(signal.get("type")), str(signal["value"]).lower())
+    if values.get("sha256") != stored.sha256.lower():
+        return None
+    md5, sha1 = values.get("md5", ""), values.get("sha1", "")
+    if len(md5) != 32 or len(sha1) != 40 or not set(md5 + sha1) <= _HEX:
+        return None
+    return FileDigests(md5=md5, sha1=sha1, size=stored.size)
+
+
 def new_report_id() -> str:
     """A new report id (ULID)."""
     return str(ULID())
@@ -318,13 +340,14 @@ def _perceptual(submission: SubmissionRow) -> tuple[tuple[str, str], ...]:
 def file_of(
     submission: SubmissionRow,
     stored: StoredFile,
-    data: bytes,
+    data: bytes | FileDigests,
     facts: ReviewFacts,
     *,
     potential_meme: bool | None = None,
 ) -> ReportedFile:
-    """One ``fileDetails`` from a submission, its stored bytes and the review facts."""
-    d = digests(data)
+    """One ``fileDetails`` from a submission, its stored bytes (or their digests) and
+    the review facts."""
+    d = data if isinstance(data, FileDigests) else digests(data)
     url = submission.meta.get("url") if isinstance(submission.meta, dict) else None
     return ReportedFile(
         file_name=submission.file_name or stored.file_name or submission.content_id,
@@ -464,7 +487,10 @@ def queue_submission_report(
 ) -> ReportRow:
     """Build and queue the report of one submission's files, as ``facts`` describe them
     (the reviewer's, or :class:`ReviewFacts` defaults for a file nobody viewed)."""
-    datas = [evidence.read(session, m.evidence_id) for m in media]
+    # the bytes are read (and the read audited) only when their digests are not known
+    datas = [
+        recorded_digests(submission, m) or evidence.read(session, m.evidence_id) for m in media
+    ]
     files = tuple(file_of(submission, m, d, facts) for m, d in zip(media, datas, strict=True))
     content = ReportContent(
         report_id=new_report_id(),

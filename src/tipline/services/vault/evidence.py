@@ -52,7 +52,7 @@ class VaultEvidence:
             )
             .order_by(EvidenceItemRow.id)
         ).scalars()
-        return [StoredFile(row.id, row.filename or row.id, row.size) for row in rows]
+        return [StoredFile(row.id, row.filename or row.id, row.size, row.sha256) for row in rows]
 
     #: every read checks the plaintext's SHA-256 and size against the item's record
     verifies_content = True

@@ -299,3 +299,28 @@ def test_upload_match_crop_through_the_bank_side_region_tier(
     assert pdq[0]["region"].startswith("crop:")
     assert pdq[0]["distance"] == hamming_hex(pdq[0]["query_value"], pdq[0]["matched_value"])
     assert pdq[0]["distance"] <= 31
+
+
+def test_region_matching_is_switched_per_bank_through_the_api(
+    server: Server, seeded: dict[str, str]
+) -> None:
+    path = sample_images()[0]
+    with Image.open(path) as im:
+        img = im.convert("RGB")
+    w, h = img.size
+    out = io.BytesIO()
+    img.crop((0, 0, w - w // 10, h - h // 10)).save(out, format="JPEG", quality=85)
+    curator, matcher = server.client("curator"), server.client("matcher")
+    assert curator.get("/v1/banks/known").json()["region_matching"] is True
+    try:
+        off = curator.patch("/v1/banks/known", json={"region_matching": False})
+        assert off.status_code == 200 and off.json()["region_matching"] is False
+        body = matcher.post("/v1/match", content=out.getvalue()).json()
+        assert [m for m in body["matches"] if m["signal_type"] == "pdq"] == []
+    finally:
+        on = curator.patch("/v1/banks/known", json={"region_matching": True})
+        assert on.json()["region_matching"] is True
+    body = matcher.post("/v1/match", content=out.getvalue()).json()
+    assert [(m["entry_id"], m["tier"]) for m in body["matches"] if m["signal_type"] == "pdq"] == [
+        (path.stem, "region")
+    ]

@@ -69,6 +69,11 @@ class BankPatch(BaseModel):
     normalize: bool | None = Field(
         None, description="match the query's normalised variants (borders etc. removed)"
     )
+    region_matching: bool | None = Field(
+        None,
+        description="the bank-side robust tier: entries added from media also match "
+        "crops (up to 10%) and rotations (up to 5 degrees) of their original",
+    )
 
 
 class BankOut(BaseModel):
@@ -80,6 +85,9 @@ class BankOut(BaseModel):
     allow: bool
     thresholds: dict[str, int]
     normalize: bool = Field(description="the query's normalised variants match here too")
+    region_matching: bool = Field(
+        description="entries added from media also match crops and small rotations"
+    )
     tenant: str | None
     entries: int
     disabled_entries: int
@@ -96,6 +104,7 @@ class BankOut(BaseModel):
             allow=b.is_allow_bank,
             thresholds=dict(b.thresholds),
             normalize=b.normalize,
+            region_matching=b.region_matching,
             tenant=b.tenant,
             entries=info.entries,
             disabled_entries=info.disabled_entries,
@@ -203,7 +212,8 @@ def patch_bank(
     ctx: ServiceContext = Depends(get_ctx),
     who: Principal = Depends(_write),
 ) -> BankOut:
-    """Switch a bank on or off, change thresholds or description (audited)."""
+    """Switch a bank on or off, change thresholds or description, switch normalised or
+    region matching (audited)."""
     visible_bank(ctx, who, name, write=True)
     banks.update_bank(
         bank_db(ctx),
@@ -213,6 +223,7 @@ def patch_bank(
         description=body.description,
         actor=who,
         normalize=body.normalize,
+        region_matching=body.region_matching,
     )
     return BankOut.of(banks.show_bank(bank_db(ctx), name))
 
@@ -279,7 +290,9 @@ async def add_media(
 ) -> EntryOut:
     """Hash the uploaded media and add its signals as a new entry (audited). Photos are
     hashed with the reference decode (full resolution, as pdqhash and HMA decode), so
-    banks hold the PDQ other implementations compute."""
+    banks hold the PDQ other implementations compute; a photo also gets its region
+    descriptors (PDQ of crops and small rotations, kept apart from the entry's
+    signals) so crops up to 10% and rotations up to 5 degrees of it match."""
     visible_bank(ctx, who, name, write=True)
     data = await read_media(request)
     await record_media_access(ctx, who, "bank.media.upload", {"bank": name, "bytes": len(data)})

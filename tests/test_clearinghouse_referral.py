@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from _clearinghouse_fixtures import (
     ip_event,
     make_intake,
 )
+from _clock import HANG_SECONDS
 from _geo import city_record, write_geo_db
 from _intake_server import intake_server
 from tipline.config import RoutingAgency, RoutingTable
@@ -280,9 +282,25 @@ def test_route_and_package_over_http_and_the_cli(tmp_path: Path, geo_path: Path)
         with httpx.Client(base_url=base, timeout=120) as http:
             path = f"/v1/clearinghouse/reports/{report_id}"
             bearer = {"Authorization": f"Bearer {reviewer}"}
-            assert http.get(f"{path}/routing", headers=bearer).status_code == 404
+            # the server routes the report as it triages it (a geolocation database is set)
+            deadline = time.monotonic() + HANG_SECONDS  # bounds a failure only
+            while (auto := http.get(f"{path}/routing", headers=bearer)).status_code == 404:
+                assert time.monotonic() < deadline, "the report was not routed after triage"
+                time.sleep(0.05)
+            assert (
+                auto.json()["agency"] == "icac-ca" and auto.json()["decided_by"] == "clearinghouse"
+            )
             denied = http.post(f"{path}/route", headers={"Authorization": f"Bearer {matcher}"})
             assert denied.status_code == 403
+            # an analyst overrides the table, then routes by the table again
+            moved = http.post(
+                f"{path}/route", json={"agency": "nca", "note": "liaison asked"}, headers=bearer
+            )
+            assert moved.status_code == 200, moved.text
+            assert (moved.json()["agency"], moved.json()["rule"]) == ("nca", "analyst")
+            assert moved.json()["explanation"]["override"]["replaces"] == auto.json()["id"]
+            unknown = http.post(f"{path}/route", json={"agency": "nobody"}, headers=bearer)
+            assert unknown.status_code == 400 and "unknown agency" in unknown.text
             routed = http.post(f"{path}/route", headers=bearer)
             assert routed.status_code == 200, routed.text
             assert routed.json()["agency"] == "icac-ca" and routed.json()["rule_key"] == "US-CA"

@@ -16,8 +16,8 @@ from sqlalchemy import select
 from _clearinghouse_fixtures import file_report, ip_event, make_intake
 from _geo import city_record, write_geo_db
 from tipline.config import RoutingAgency, RoutingTable, Settings
-from tipline.errors import ConfigError, ConflictError, NotFoundError
-from tipline.services.clearinghouse import routing
+from tipline.errors import ConfigError, ConflictError, InputError, NotFoundError
+from tipline.services.clearinghouse import Triager, routing, triage_report
 from tipline.services.clearinghouse.geoip import (
     GeoDatabase,
     IpStatus,
@@ -26,6 +26,7 @@ from tipline.services.clearinghouse.geoip import (
     open_geo_database,
 )
 from tipline.services.clearinghouse.routing import IpEvidence, decide
+from tipline.services.database import Database
 from tipline.store.audit import AuditRecord
 from tipline.store.referrals import RoutingDecisionRow
 
@@ -388,3 +389,97 @@ def _names(item: object) -> list[str]:
     if table is not None:
         names.append(str(table.name))
     return names
+
+
+# --- routing as reports are triaged; analysts' overrides -------------------------------
+
+
+def test_triage_routes_each_report_and_an_analyst_can_override(
+    geo: GeoDatabase, tmp_path: Path, db_url: str
+) -> None:
+    with make_intake(tmp_path / "ch", db_url) as intake:
+        engine = intake.sessions.kw["bind"]
+        url = engine.url.render_as_string(hide_password=False)
+        db = Database(engine, intake.sessions, url)
+        settings = Settings(  # type: ignore[call-arg]
+            data_dir=tmp_path / "ch",
+            database_url=url,
+            geoip_database=geo.path,
+            routing_table=TABLE,
+        )
+        ca, _ = file_report(intake, person_ips=(ip_event("8.1.0.1"),))
+        nowhere, _ = file_report(intake, person_ips=(ip_event("10.0.0.1"),))
+        by_hand, _ = file_report(intake, person_ips=(ip_event("81.2.69.5"),))
+        hand = routing.route_report(
+            routing.router_from_settings(intake.sessions, settings), by_hand, actor="cli"
+        )
+        triager = Triager.open(db, settings)
+        try:
+            outcomes = {rid: triage_report(triager, rid) for rid in (ca, nowhere, by_hand)}
+        finally:
+            triager.close()
+        assert {rid: o.routed_to for rid, o in outcomes.items() if o} == {
+            ca: "icac-ca",
+            nowhere: "triage",
+            by_hand: None,  # routed before triage: left as it was
+        }
+        auto = routing.latest_decision(intake.sessions, ca)
+        assert (auto.rule, auto.rule_key, auto.decided_by) == (
+            "subdivision",
+            "US-CA",
+            "clearinghouse",
+        )
+        assert routing.latest_decision(intake.sessions, nowhere).rule == "unlocated"
+        assert routing.latest_decision(intake.sessions, by_hand).id == hand.id
+
+        # an analyst sends the report elsewhere: a new decision in force, the old kept
+        moved = routing.override(
+            intake.sessions, settings, ca, "nca", actor="key-ana", note="suspect moved to the UK"
+        )
+        assert routing.latest_decision(intake.sessions, ca).id == moved.id
+        assert (moved.agency, moved.rule, moved.rule_key, moved.media_allowed) == (
+            "nca",
+            "analyst",
+            "nca",
+            False,
+        )
+        assert moved.explanation["override"] == {
+            "by": "key-ana",
+            "note": "suspect moved to the UK",
+            "replaces": auto.id,
+            "replaced_agency": "icac-ca",
+            "replaced_rule": "subdivision",
+        }
+        with pytest.raises(InputError, match="unknown agency 'fbi'"):
+            routing.override(intake.sessions, settings, ca, "fbi", actor="key-ana")
+        still_open, _ = file_report(intake, finish=False)
+        with pytest.raises(ConflictError, match="open"):
+            routing.override(intake.sessions, settings, still_open, "nca", actor="key-ana")
+        with intake.sessions() as s:
+            audited = [
+                (r.actor, json.loads(r.details)["agency"], json.loads(r.details)["automatic"])
+                for r in s.scalars(
+                    select(AuditRecord)
+                    .where(
+                        AuditRecord.action == "routing.decide",
+                        AuditRecord.target_id == str(ca),
+                    )
+                    .order_by(AuditRecord.seq)
+                )
+            ]
+        assert audited == [("clearinghouse", "icac-ca", True), ("key-ana", "nca", False)]
+
+
+def test_without_a_geolocation_database_triage_routes_nothing(tmp_path: Path, db_url: str) -> None:
+    with make_intake(tmp_path / "ch", db_url) as intake:
+        engine = intake.sessions.kw["bind"]
+        url = engine.url.render_as_string(hide_password=False)
+        settings = Settings(data_dir=tmp_path / "ch", database_url=url)  # type: ignore[call-arg]
+        rid, _ = file_report(intake, person_ips=(ip_event("8.1.0.1"),))
+        triager = Triager.open(Database(engine, intake.sessions, url), settings)
+        try:
+            outcome = triage_report(triager, rid)
+        finally:
+            triager.close()
+        assert outcome is not None and outcome.routed_to is None
+        assert routing.unrouted_reports(intake.sessions) == [rid]

@@ -220,6 +220,13 @@ class Settings(BaseSettings):
     intake_max_xml_bytes: int = Field(
         default=4 * 1024**2, ge=1, description="Clearinghouse intake: largest XML document, bytes"
     )
+    intake_hash_processes: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description="Clearinghouse intake: processes hashing uploaded files beside each "
+        "serving process (0 = in the request's thread, holding the GIL during PDQ)",
+    )
     hma_compat_role: Literal["hasher", "matcher", "curator"] | None = Field(
         default=None,
         description="HMA compatibility: role given to requests WITHOUT an API key on the "

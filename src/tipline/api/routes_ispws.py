@@ -19,6 +19,7 @@ from starlette.datastructures import UploadFile
 from tipline.api.context import ServiceContext, get_ctx
 from tipline.services import clearinghouse, vault
 from tipline.services.clearinghouse import IntakeAuthError, IspwsAnswer
+from tipline.services.clearinghouse.hashpool import HashPool
 from tipline.signals.limits import MediaLimits
 
 router = APIRouter(prefix="/ispws", tags=["clearinghouse intake (ISPWS)"])
@@ -75,6 +76,11 @@ def the_intake(ctx: ServiceContext) -> clearinghouse.Intake:
         if not isinstance(found, clearinghouse.Intake):
             worker = clearinghouse.TriageWorker.open(ctx.db, ctx.settings)
             ctx.services["triage_worker"] = worker
+            pool = None
+            if ctx.settings.intake_hash_processes > 0:
+                pool = HashPool(ctx.settings.intake_hash_processes)
+                ctx.services["intake_hash_pool"] = pool
+                pool.start()
             found = clearinghouse.Intake(
                 sessions=ctx.sessions,
                 vault=vault.Vault.from_settings(ctx.settings),
@@ -83,6 +89,7 @@ def the_intake(ctx: ServiceContext) -> clearinghouse.Intake:
                 limits=MediaLimits.of(ctx.settings),
                 on_finish=worker.submit,
                 triage_grace_seconds=ctx.settings.clearinghouse_triage_grace_seconds,
+                hash_pool=pool,
             )
             ctx.services["intake"] = found
         return found

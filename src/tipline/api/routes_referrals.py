@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path as FsPath
 from typing import Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Body, Depends, Path, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
@@ -38,7 +38,7 @@ class DecisionOut(BaseModel):
     agency: str | None
     agency_name: str | None
     media_allowed: bool = Field(description="packages for this decision may carry media")
-    rule: str = Field(description="subdivision, country, fallback, unlocated or unrouted")
+    rule: str = Field(description="subdivision, country, fallback, unlocated, unrouted or analyst")
     rule_key: str | None = Field(description="e.g. US-CA or GB")
     country: str | None
     subdivision: str | None
@@ -61,16 +61,35 @@ class MediaChoice(StrEnum):
     EXCLUDE = "exclude"
 
 
-@router.post("/{report_id}/route", response_model=DecisionOut, responses=problems(404, 409, 503))
+class RouteIn(BaseModel):
+    """An analyst's choice of agency (none: the routing table decides)."""
+
+    agency: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="an agency of the routing table; overrides the table's rules",
+    )
+    note: str | None = Field(default=None, max_length=2000, description="why (kept)")
+
+
+@router.post(
+    "/{report_id}/route", response_model=DecisionOut, responses=problems(400, 404, 409, 503)
+)
 def route_report(
     report_id: int = _REPORT,
+    body: RouteIn = Body(default_factory=RouteIn),
     ctx: ServiceContext = Depends(get_ctx),
     who: Principal = Depends(_route),
 ) -> DecisionOut:
-    """Route a finished report now (audited as `routing.decide`); the new decision is
-    the one in force."""
-    decided = routing.route(ctx.sessions, ctx.settings, [report_id], actor=who)
-    return DecisionOut.of(decided[0])
+    """Route a finished report now (audited as `routing.decide`): by the routing table,
+    or to the `agency` named (rule `analyst`, the replaced decision kept in the
+    explanation). The new decision is the one in force. Reports are also routed
+    automatically as they are triaged when a geolocation database is configured."""
+    decided = routing.route_one(
+        ctx.sessions, ctx.settings, report_id, actor=who, agency=body.agency, note=body.note
+    )
+    return DecisionOut.of(decided)
 
 
 @router.get("/{report_id}/routing", response_model=DecisionOut, responses=problems(404))

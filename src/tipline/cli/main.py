@@ -40,6 +40,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "exchange",
     "user",
     "referral",
+    "analyst",
 )
 
 

@@ -32,6 +32,7 @@ from tipline.errors import AuthError, InputError, TiplineError
 from tipline.services import audit, jobs, vault
 from tipline.services.clearinghouse import providers
 from tipline.services.clearinghouse.answers import Code, IspwsAnswer, refused
+from tipline.services.clearinghouse.hashpool import HashPool
 from tipline.services.clearinghouse.providers import ProviderInfo
 from tipline.services.reports.builder import (
     ReportSchemaError,
@@ -87,6 +88,8 @@ class Intake:
     on_finish: Callable[[int], None] | None = None
     #: seconds, see ``on_finish``
     triage_grace_seconds: float = 30.0
+    #: hashes uploaded files in worker processes (None: in the calling thread)
+    hash_pool: HashPool | None = None
 
 
 class _Refused(Exception):
@@ -269,9 +272,12 @@ def upload(
 
 
 def _signals(
-    data: bytes, name: str, limits: MediaLimits
+    intake: Intake, data: bytes, name: str
 ) -> tuple[str | None, list[dict[str, Any]], str | None]:
-    result = hash_bytes(data, name, INTAKE_HASH_OPTIONS, limits=limits)
+    if intake.hash_pool is not None:
+        result = intake.hash_pool.hash(data, name, INTAKE_HASH_OPTIONS, intake.limits)
+    else:
+        result = hash_bytes(data, name, INTAKE_HASH_OPTIONS, limits=intake.limits)
     if result.error is not None:
         return None, [], str(result.error)[:2000]
     signals = [
@@ -287,7 +293,7 @@ def _store_file(
     md5 = hashlib.md5(data).hexdigest()
     sha1 = hashlib.sha1(data).hexdigest()
     sha256 = hashlib.sha256(data).hexdigest()
-    media, signals, hash_error = _signals(data, name, intake.limits)
+    media, signals, hash_error = _signals(intake, data, name)
     file_id = uuid.uuid4().hex
     clean_name = name if len(name) <= 256 and name.isprintable() else None
     try:

@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tipline.config import TRIAGE_WEIGHTS, Settings
 from tipline.errors import InputError
 from tipline.services import audit, jobs
-from tipline.services.clearinghouse import clusters, dedup, facts, links, triage
+from tipline.services.clearinghouse import clusters, dedup, facts, links, routing, triage
 from tipline.services.clearinghouse.intake import (
     FINISHED,
     TARGET_REPORT,
@@ -66,12 +66,18 @@ class Triager:
         default_factory=lambda: triage.TriagePolicy(weights=dict(TRIAGE_WEIGHTS))
     )
     clock: Callable[[], datetime] = utcnow
+    #: routes each report as it is triaged (None: routing is not configured)
+    router: routing.Router | None = None
 
     @classmethod
     def open(cls, db: Database, settings: Settings, **kwargs: Any) -> Triager:
         """A triager on ``db`` with the index folder, distances and weights of
-        ``settings`` (:class:`~tipline.errors.ConfigError` on unknown weights)."""
+        ``settings`` (:class:`~tipline.errors.ConfigError` on unknown weights), routing
+        every report it triages when a geolocation database is configured
+        (:class:`~tipline.errors.ConfigError` when it or the routing table is unusable)."""
         policy = triage.TriagePolicy.of(settings)
+        if settings.geoip_database is not None and "router" not in kwargs:
+            kwargs["router"] = routing.router_from_settings(db.sessions, settings)
         # triage_report refreshes it under the lock; no extra look per file
         matcher = Matcher(
             db, settings.resolved_index_dir(), poll_interval=3600.0, system_banks=True
@@ -94,6 +100,8 @@ class TriageOutcome:
     known_files: int
     linked_reports: int
     clusters: tuple[int, ...]
+    #: the agency it was routed to (None: not routed now, or routed to nobody)
+    routed_to: str | None = None
 
 
 def _report_facts(xml: str) -> facts.ReportFacts:
@@ -204,6 +212,17 @@ def triage_report(triager: Triager, report_id: int) -> TriageOutcome | None:
         )
         session.flush()
         rescored = _rescore_links(session, linked, triager.policy)
+        routed = None
+        if triager.router is not None:
+            routed = routing.route_triaged(
+                session,
+                triager.router,
+                report,
+                [(str(row.id), row.details_xml) for row in rows],
+                actor=ACTOR,
+            )
+            if routed is not None:
+                outcome = replace(outcome, routed_to=routed.agency)
         jobs.settle(session, triage_job_key(report_id))
         audit.append(
             session,
@@ -218,6 +237,7 @@ def triage_report(triager: Triager, report_id: int) -> TriageOutcome | None:
                 "clusters": list(outcome.clusters),
                 "linked_reports": sorted(linked)[:50],
                 "rescored": rescored,
+                "routed_to": routed.agency if routed else None,
             },
         )
     return outcome

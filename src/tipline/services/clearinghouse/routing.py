@@ -427,50 +427,178 @@ def _report_evidence(session: Session, report_id: int) -> list[IpEvidence]:
         raise ConflictError(f"intake report {report_id}: unreadable XML ({exc})") from None
 
 
-def route_report(router: Router, report_id: int, *, actor: str | audit.ActorLike) -> DecisionInfo:
-    """Route a finished report: decide, store the decision, audit ``routing.decide``."""
-    with router.sessions() as session:
-        evidence = _report_evidence(session, report_id)
+def _store(
+    session: Session,
+    clock: Callable[[], datetime],
+    report_id: int,
+    decision: Decision,
+    *,
+    actor: str | audit.ActorLike,
+    addresses: int,
+    automatic: bool = False,
+) -> DecisionInfo:
+    """Store ``decision`` for ``report_id`` and audit ``routing.decide``, in the caller's
+    transaction."""
+    row = RoutingDecisionRow(
+        id=str(ULID()),
+        report_id=report_id,
+        agency=decision.agency,
+        agency_name=decision.agency_name,
+        media_allowed=decision.media_allowed,
+        rule=decision.rule,
+        rule_key=decision.rule_key,
+        country=decision.country,
+        subdivision=decision.subdivision,
+        ip=decision.ip,
+        explanation=decision.explanation,
+        decided_at=clock(),
+        decided_by=_actor_id(actor),
+    )
+    session.add(row)
+    session.flush()
+    audit.append(
+        session,
+        actor=actor,
+        action="routing.decide",
+        target=(TARGET_REPORT, str(report_id)),
+        details={
+            "decision": row.id,
+            "agency": decision.agency,
+            "rule": decision.rule,
+            "rule_key": decision.rule_key,
+            "country": decision.country,
+            "subdivision": decision.subdivision,
+            "ip": decision.ip,
+            "addresses": addresses,
+            "automatic": automatic,
+        },
+    )
+    return DecisionInfo.of(row)
+
+
+def _decide(router: Router, evidence: list[IpEvidence]) -> Decision:
     decision = decide(evidence, router.geo.locate, router.table)
     decision.explanation["database"] = {
         "type": router.geo.database_type,
         "build_epoch": router.geo.build_epoch,
     }
+    return decision
+
+
+def route_report(router: Router, report_id: int, *, actor: str | audit.ActorLike) -> DecisionInfo:
+    """Route a finished report: decide, store the decision, audit ``routing.decide``."""
+    with router.sessions() as session:
+        evidence = _report_evidence(session, report_id)
+    decision = _decide(router, evidence)
     with transaction(router.sessions) as session:
-        row = RoutingDecisionRow(
-            id=str(ULID()),
-            report_id=report_id,
-            agency=decision.agency,
-            agency_name=decision.agency_name,
-            media_allowed=decision.media_allowed,
-            rule=decision.rule,
-            rule_key=decision.rule_key,
-            country=decision.country,
-            subdivision=decision.subdivision,
-            ip=decision.ip,
-            explanation=decision.explanation,
-            decided_at=router.clock(),
-            decided_by=_actor_id(actor),
+        return _store(
+            session, router.clock, report_id, decision, actor=actor, addresses=len(evidence)
         )
-        session.add(row)
-        session.flush()
-        audit.append(
-            session,
-            actor=actor,
-            action="routing.decide",
-            target=(TARGET_REPORT, str(report_id)),
-            details={
-                "decision": row.id,
-                "agency": decision.agency,
-                "rule": decision.rule,
-                "rule_key": decision.rule_key,
-                "country": decision.country,
-                "subdivision": decision.subdivision,
-                "ip": decision.ip,
-                "addresses": len(evidence),
-            },
-        )
-        return DecisionInfo.of(row)
+
+
+def route_triaged(
+    session: Session,
+    router: Router,
+    report: IntakeReportRow,
+    files: Iterable[tuple[str, str | None]],
+    *,
+    actor: str,
+) -> DecisionInfo | None:
+    """Route a report as it is triaged, in the triage's transaction (``files``: id and
+    fileDetails XML of each); None when it already has a decision (routed by hand
+    before triage) or its stored XML cannot be read."""
+    report_id = int(report.id)
+    decided = session.scalar(
+        select(RoutingDecisionRow.id).where(RoutingDecisionRow.report_id == report_id).limit(1)
+    )
+    if decided is not None:
+        return None
+    try:
+        evidence = report_ips(report.xml, files)
+    except InputError:  # stored documents were validated on intake
+        return None
+    decision = _decide(router, evidence)
+    return _store(
+        session,
+        router.clock,
+        report_id,
+        decision,
+        actor=actor,
+        addresses=len(evidence),
+        automatic=True,
+    )
+
+
+def route_one(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    report_id: int,
+    *,
+    actor: str | audit.ActorLike,
+    agency: str | None = None,
+    note: str | None = None,
+) -> DecisionInfo:
+    """Route one finished report: by the routing table, or to ``agency`` when an
+    analyst names one (:func:`override`)."""
+    if agency is not None:
+        return override(sessions, settings, report_id, agency, actor=actor, note=note)
+    return route(sessions, settings, [report_id], actor=actor)[0]
+
+
+#: rule of a decision an analyst made by naming the agency
+RULE_ANALYST = "analyst"
+
+
+def override(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    report_id: int,
+    agency: str,
+    *,
+    actor: str | audit.ActorLike,
+    note: str | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> DecisionInfo:
+    """Route a finished report to ``agency`` (an agency of the routing table) by hand,
+    whatever the table's rules say: a new decision in force (rule ``analyst``) that
+    keeps the one it replaces in its explanation; audited as ``routing.decide``.
+    A principal needs ``route`` and no tenant."""
+    if isinstance(actor, Principal):
+        from tipline.services.clearinghouse import queue
+
+        queue.require(actor, Permission.ROUTE)
+    table = table_from_settings(settings)
+    found = table.agencies.get(agency)
+    if found is None:
+        known = ", ".join(sorted(table.agencies)) or "none"
+        raise InputError(f"unknown agency {agency!r} (the routing table has: {known})")
+    with sessions() as session:
+        evidence = _report_evidence(session, report_id)
+    try:
+        previous: DecisionInfo | None = latest_decision(sessions, report_id)
+    except NotFoundError:
+        previous = None
+    decision = Decision(
+        agency=agency,
+        agency_name=found.name,
+        media_allowed=bool(found.media),
+        rule=RULE_ANALYST,
+        rule_key=agency,
+        country=previous.country if previous else None,
+        subdivision=previous.subdivision if previous else None,
+        ip=previous.ip if previous else None,
+        explanation={
+            "override": {
+                "by": _actor_id(actor),
+                "note": (note or "")[:2000] or None,
+                "replaces": previous.id if previous else None,
+                "replaced_agency": previous.agency if previous else None,
+                "replaced_rule": previous.rule if previous else None,
+            }
+        },
+    )
+    with transaction(sessions) as session:
+        return _store(session, clock, report_id, decision, actor=actor, addresses=len(evidence))
 
 
 def router_from_settings(sessions: sessionmaker[Session], settings: Settings) -> Router:

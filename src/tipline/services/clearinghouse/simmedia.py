@@ -109,14 +109,19 @@ def _drawing(seed: int, side: int) -> Image.Image:
     return img
 
 
-def original(source: Source, side: int) -> Image.Image:
-    """The item's original picture, longest side ``side`` pixels (RGB)."""
+def original(source: Source, side: int, *, upscale: bool = False) -> Image.Image:
+    """The item's original picture, longest side at most ``side`` pixels (RGB); exactly
+    ``side`` with ``upscale`` (a smaller wallpaper quadrant is enlarged)."""
     if source.wallpaper is None:
         return _drawing(source.seed, side)
     full = _wallpaper(source.wallpaper, min(_WALLPAPER_SIDE, 2 * side))
     w, h = full.size
     left, top = (source.quadrant % 2) * w // 2, (source.quadrant // 2) * h // 2
     part = full.crop((left, top, left + w // 2, top + h // 2))
+    if upscale and max(part.size) < side:
+        scale = side / max(part.size)
+        size = (max(1, round(part.width * scale)), max(1, round(part.height * scale)))
+        return part.resize(size, Image.Resampling.LANCZOS)
     part.thumbnail((side, side))
     return part
 

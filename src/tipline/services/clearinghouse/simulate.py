@@ -107,6 +107,9 @@ class SimulationSpec:
     providers: tuple[str, ...] = ("esp-sim",)
     #: longest side of photos, pixels; width of videos, pixels; video length, seconds
     photo_side: int = 320
+    #: enlarge sources smaller than ``photo_side`` (wallpaper quadrants are 0.3-1 MP), so
+    #: every original has exactly that longest side
+    upscale: bool = False
     video_side: int = 96
     video_seconds: float = 1.0
     #: wallpaper folder used for half the items (the rest are drawings); None: drawings
@@ -245,7 +248,7 @@ def _sources(spec: SimulationSpec, count: int, rng: random.Random) -> list[Sourc
             drawing += 1
             if drawing > 50 * count + 1000:
                 raise InputError("simulate: cannot draw enough distinct pictures")
-        picture = simmedia.original(source, spec.photo_side)
+        picture = simmedia.original(source, spec.photo_side, upscale=spec.upscale)
         value, quality = simmedia.pdq_of(picture)
         bits = np.unpackbits(np.frombuffer(value, dtype=np.uint8))
         if quality < MIN_ITEM_QUALITY:
@@ -430,7 +433,8 @@ class Renderer:
         if found is None:
             if len(self._originals) > 64:
                 self._originals.clear()
-            found = simmedia.original(item.source, self.plan.spec.photo_side)
+            spec = self.plan.spec
+            found = simmedia.original(item.source, spec.photo_side, upscale=spec.upscale)
             self._originals[item.number] = found
         return found
 
@@ -585,51 +589,12 @@ def run(
     stats = RunStats()
     for done, report in enumerate(plan.reports, 1):
         files = [(f, renderer.render(f)) for f in report.files]
-        content, reported = _content(plan, report, files)
-        account = plan.accounts[report.account]
         remote_id: int | None = None
-        file_ids: list[str | None] = [None] * len(files)
+        file_ids: tuple[str | None, ...] = (None,) * len(files)
         if clients is not None:
-            client = clients[account.provider]
-            remote_id = client.submit(build_report(content))
-            for k, ((planned, data), meta) in enumerate(zip(files, reported, strict=True)):
-                answer = client.upload(remote_id, planned.name, data)
-                file_ids[k] = answer.file_id
-                client.fileinfo(
-                    build_file_details(meta, report_id=remote_id, file_id=str(answer.file_id))
-                )
-            client.finish(remote_id)
-        line = {
-            "kind": "report",
-            "number": report.number,
-            "report_id": remote_id,
-            "provider": account.provider,
-            "account": account.id,
-            "country": account.country,
-            "subdivision": account.subdivision,
-            "at": report.at.isoformat(),
-            "viral_item": plan.items[report.viral_item].id
-            if report.viral_item is not None
-            else None,
-            "incident_type": report.incident_type.value,
-            "escalate": report.escalate,
-            "files": [
-                {
-                    "item": plan.items[planned.item].id,
-                    "media": plan.items[planned.item].media,
-                    "name": planned.name,
-                    "file_id": file_ids[k],
-                    "size": len(data),
-                    **simmedia.digest(data),
-                    "transform": planned.transform.as_dict(),
-                    "pdq_from_original": renderer.pdq_distance(planned, data),
-                    "classification": planned.classification.value
-                    if planned.classification
-                    else None,
-                }
-                for k, (planned, data) in enumerate(files)
-            ],
-        }
+            client = clients[plan.accounts[report.account].provider]
+            remote_id, file_ids = submit_report(client, plan, report, files)
+        line = report_line(plan, report, files, remote_id, file_ids, renderer)
         truth.write(json.dumps(line, sort_keys=True) + "\n")
         truth.flush()
         stats.reports += 1
@@ -639,6 +604,64 @@ def run(
         if progress is not None:
             progress(done, len(plan.reports))
     return stats
+
+
+def submit_report(
+    client: IspwsClient,
+    plan: Plan,
+    report: PlannedReport,
+    files: Sequence[tuple[PlannedFile, bytes]],
+) -> tuple[int, tuple[str | None, ...]]:
+    """Submit one planned report with its rendered ``files`` (submit, upload and
+    fileinfo per file, finish); the receiver's report id and file ids."""
+    content, reported = _content(plan, report, files)
+    remote_id = client.submit(build_report(content))
+    file_ids: list[str | None] = []
+    for (planned, data), meta in zip(files, reported, strict=True):
+        answer = client.upload(remote_id, planned.name, data)
+        file_ids.append(answer.file_id)
+        client.fileinfo(build_file_details(meta, report_id=remote_id, file_id=str(answer.file_id)))
+    client.finish(remote_id)
+    return remote_id, tuple(file_ids)
+
+
+def report_line(
+    plan: Plan,
+    report: PlannedReport,
+    files: Sequence[tuple[PlannedFile, bytes]],
+    remote_id: int | None,
+    file_ids: Sequence[str | None],
+    renderer: Renderer,
+) -> dict[str, Any]:
+    """The truth line of one report (receiver ids None in a dry run)."""
+    account = plan.accounts[report.account]
+    return {
+        "kind": "report",
+        "number": report.number,
+        "report_id": remote_id,
+        "provider": account.provider,
+        "account": account.id,
+        "country": account.country,
+        "subdivision": account.subdivision,
+        "at": report.at.isoformat(),
+        "viral_item": plan.items[report.viral_item].id if report.viral_item is not None else None,
+        "incident_type": report.incident_type.value,
+        "escalate": report.escalate,
+        "files": [
+            {
+                "item": plan.items[planned.item].id,
+                "media": plan.items[planned.item].media,
+                "name": planned.name,
+                "file_id": file_ids[k],
+                "size": len(data),
+                **simmedia.digest(data),
+                "transform": planned.transform.as_dict(),
+                "pdq_from_original": renderer.pdq_distance(planned, data),
+                "classification": planned.classification.value if planned.classification else None,
+            }
+            for k, (planned, data) in enumerate(files)
+        ],
+    }
 
 
 def check_url(url: str, *, allow_remote: bool = False) -> str:

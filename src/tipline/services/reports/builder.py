@@ -53,6 +53,9 @@ def _etree() -> Any:
 
 
 _local = threading.local()
+#: libxml2 fails to parse a schema while another thread parses one ("Document is not
+#: valid XML Schema"): each thread builds its validator under this lock
+_SCHEMA_BUILD = threading.Lock()
 
 
 def schema_bytes() -> bytes:
@@ -66,7 +69,8 @@ def _schema() -> Any:
     if schema is None:
         etree = _etree()
         parser = etree.XMLParser(resolve_entities=False, no_network=True)
-        schema = etree.XMLSchema(etree.fromstring(schema_bytes(), parser))
+        with _SCHEMA_BUILD:
+            schema = etree.XMLSchema(etree.fromstring(schema_bytes(), parser))
         _local.schema = schema
     return schema
 

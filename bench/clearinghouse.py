@@ -1,0 +1,440 @@
+"""Sustained clearinghouse intake: reports of 1-3 MP JPEGs submitted over ISPWS by
+concurrent clients to a real ``tipline serve --role clearinghouse`` on 127.0.0.1, against
+hashing the same files alone, in the same run.
+
+The stream is a ``tipline simulate`` plan (seeded) made of photos only: wallpaper
+quadrants (enlarged) and generated drawings with an 1800-px longest side, their exact
+copies and resized (0.72-1), cropped and re-encoded ones (about 1-3 MP), ~3.1 files per
+item, a viral burst, two providers, 92% of accounts abroad. Every file is rendered
+before anything is timed and written to a folder (the hashing anchor reads files, as
+``bench/hashing.py`` does).
+
+* ``hashing only`` (the anchor): ``hash_many`` over the same files with the intake's
+  own options (MD5, SHA-1, SHA-256, PDQ with the reference decode, as every file the
+  clearinghouse receives is hashed) on ``--workers`` forkserver processes, warmed first;
+  run before and after the intake, the ratio uses their mean. For reference, the
+  default options of ``bench/hashing.py`` (fast decode, no SHA-1) are timed too.
+* ``intake``: a fresh PostgreSQL schema (SQLite without a URL, and then it says so), the
+  server started as ``tipline serve --role clearinghouse --workers N`` (uvicorn, the
+  evidence vault with its default 1 MiB chunks and a master key), ``--clients`` threads
+  submitting whole reports (submit, upload and fileinfo per file, finish) with
+  tipline's ISPWS client, each report's de-duplication, clustering and triage done by the
+  server's own thread after ``/finish``. Timed from the first submit to the moment every
+  report sits triaged in the queue. Server CPU time (its worker processes) is read
+  from /proc; PostgreSQL's own CPU is not in it.
+
+Printed: files/s and reports/s of both, intake / hashing only (target >= 0.8), reports/s
+against NCMEC's 2023 average (1.15 reports/s, 3.3 files/s), finish -> triaged latency
+(server timestamps) p50/p95/p99/max (target p99 <= 2 s), pairwise clustering precision
+and recall against the simulator's truth (targets 99.9% / 98%), and the load average.
+
+Usage::
+
+    TIPLINE_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
+        python bench/clearinghouse.py [--reports 150] [--clients 4] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(BENCH_DIR))
+
+import httpx  # noqa: E402
+import psutil  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
+
+from clearinghouse_triage import database  # noqa: E402
+from tipline.config import Settings  # noqa: E402
+from tipline.services import clearinghouse  # noqa: E402
+from tipline.services.clearinghouse import simulate as sim  # noqa: E402
+from tipline.services.clearinghouse.intake import INTAKE_HASH_OPTIONS  # noqa: E402
+from tipline.services.database import open_database  # noqa: E402
+from tipline.services.reports.client import IspwsClient  # noqa: E402
+from tipline.services.vault import MasterKey  # noqa: E402
+from tipline.services.vault.keys import write_key_file  # noqa: E402
+from tipline.signals.hashing import HashOptions, hash_many, process_pool  # noqa: E402
+from tipline.store.clearinghouse import IntakeFileRow, IntakeReportRow  # noqa: E402
+from tipline.store.clearinghouse_triage import FileDedupRow, TriageRow  # noqa: E402
+
+PASSWORDS = {"esp-bench-a": "bench-provider-a-pw", "esp-bench-b": "bench-provider-b-pw"}
+#: NCMEC 2023: 36.2M reports, ~105M files in a year
+NCMEC_REPORTS_PER_S, NCMEC_FILES_PER_S = 1.15, 3.3
+#: bounds a hang only
+HANG_SECONDS = 1800.0
+
+
+@dataclass
+class Stream:
+    plan: sim.Plan
+    #: per report, its files' bytes in plan order
+    files: list[list[tuple[sim.PlannedFile, bytes]]]
+    paths: list[str]
+
+    @property
+    def count(self) -> int:
+        return len(self.paths)
+
+
+def render(spec: sim.SimulationSpec, folder: Path) -> Stream:
+    plan = sim.plan(spec)
+    renderer = sim.Renderer(plan)
+    files: list[list[tuple[sim.PlannedFile, bytes]]] = []
+    paths: list[str] = []
+    folder.mkdir()
+    for report in plan.reports:
+        rendered = [(f, renderer.render(f)) for f in report.files]
+        files.append(rendered)
+        for k, (_, data) in enumerate(rendered):
+            path = folder / f"r{report.number:05d}-{k}.jpg"
+            path.write_bytes(data)
+            paths.append(str(path))
+    return Stream(plan, files, paths)
+
+
+def _tree_cpu(proc: psutil.Process) -> float:
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def hashing_only(paths: Sequence[str], options: HashOptions, jobs: int) -> tuple[float, float]:
+    """Wall seconds and worker CPU seconds to hash ``paths`` on a warmed pool."""
+    me = psutil.Process()
+    with process_pool(jobs) as pool:
+        for _ in hash_many(paths[: 4 * jobs], options, jobs, executor=pool):
+            pass
+        cpu0 = _tree_cpu(me) - _own_cpu()
+        start = time.perf_counter()
+        results = list(hash_many(paths, options, jobs, executor=pool))
+        wall = time.perf_counter() - start
+        cpu = _tree_cpu(me) - _own_cpu() - cpu0
+    bad = [r for r in results if not r.ok]
+    if bad:
+        raise SystemExit(f"hashing failed: {bad[0].error}")
+    return wall, cpu
+
+
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tipline() -> list[str]:
+    found = Path(sys.executable).with_name("tipline")
+    if found.exists():
+        return [str(found)]
+    which = shutil.which("tipline")
+    return [which] if which else [sys.executable, "-m", "tipline.cli.main"]
+
+
+@contextmanager
+def server(
+    db_url: str, folder: Path, workers: int, hash_processes: int
+) -> Iterator[tuple[str, psutil.Process]]:
+    """``tipline serve --role clearinghouse`` on a free 127.0.0.1 port."""
+    folder.mkdir(parents=True, exist_ok=True)
+    key_file = folder / "master.key"
+    write_key_file(key_file, MasterKey.generate())
+    env = {
+        **os.environ,
+        "TIPLINE_DATABASE_URL": db_url,
+        "TIPLINE_DATA_DIR": str(folder),
+        "TIPLINE_VAULT_MASTER_KEY_FILE": str(key_file),
+        "TIPLINE_ROLE": "clearinghouse",
+        "TIPLINE_INTAKE_MAX_FILE_BYTES": str(16 << 20),
+        "TIPLINE_INTAKE_HASH_PROCESSES": str(hash_processes),
+        "PYTHONPATH": str(REPO / "src"),
+    }
+    settings = Settings(  # type: ignore[call-arg]
+        data_dir=folder, database_url=db_url, role="clearinghouse", vault_master_key_file=key_file
+    )
+    db = open_database(settings=settings)
+    for name, password in PASSWORDS.items():
+        clearinghouse.add_provider(db.sessions, name, password)
+    db.close()
+    port = _free_port()
+    command = [
+        *_tipline(),
+        "serve",
+        "--role",
+        "clearinghouse",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+    ]
+    proc = subprocess.Popen(command, env=env)
+    base = f"http://127.0.0.1:{port}/ispws"
+    try:
+        deadline = time.monotonic() + 120
+        name, password = next(iter(PASSWORDS.items()))
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"tipline serve exited with {proc.returncode}")
+            try:
+                if httpx.get(f"{base}/status", auth=(name, password), timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("tipline serve did not answer within 120 s")
+            time.sleep(0.2)
+        # every worker answers (each builds its intake and opens its triage thread)
+        for _ in range(8 * workers):
+            httpx.get(f"{base}/status", auth=(name, password), timeout=30)
+        yield base, psutil.Process(proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class Intake:
+    seconds: float  # first submit -> every report triaged
+    submit_seconds: float  # first submit -> last finish answered
+    server_cpu: float
+    latencies: list[float]
+    precision: float
+    recall: float
+    reports: int
+    files: int
+
+
+def _pairs(groups: dict[str, str], files: list[str]) -> set[tuple[str, str]]:
+    by: dict[str, list[str]] = {}
+    for f in files:
+        by.setdefault(groups[f], []).append(f)
+    return {(x, y) for members in by.values() for x, y in combinations(sorted(members), 2)}
+
+
+def intake(
+    stream: Stream,
+    db_url: str,
+    folder: Path,
+    clients: int,
+    workers: int,
+    hash_processes: int,
+    profile: Path | None = None,
+) -> Intake:
+    plan = stream.plan
+    with server(db_url, folder, workers, hash_processes) as (base, proc):
+        http = {name: IspwsClient(base, name, pw) for name, pw in PASSWORDS.items()}
+        item_of: dict[str, str] = {}
+        ids: list[int] = []
+        lock = threading.Lock()
+
+        def send(number: int) -> None:
+            report = plan.reports[number]
+            provider = plan.accounts[report.account].provider
+            rid, fids = sim.submit_report(http[provider], plan, report, stream.files[number])
+            with lock:
+                ids.append(rid)
+                for (planned, _), fid in zip(stream.files[number], fids, strict=True):
+                    item_of[str(fid)] = plan.items[planned.item].id
+
+        engine_settings = Settings(database_url=db_url, data_dir=folder)  # type: ignore[call-arg]
+        db = open_database(settings=engine_settings)
+        spy = None
+        if profile is not None:  # sampled stacks of the server's processes (py-spy)
+            spy = subprocess.Popen(
+                ["py-spy", "record", "--pid", str(proc.pid), "--subprocesses", "--rate", "50",
+                 "--format", "raw", "--output", str(profile), "--nonblocking"],
+                stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+            time.sleep(2)
+        cpu0 = _tree_cpu(proc)
+        start = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(send, range(len(plan.reports))))
+        submitted = time.perf_counter() - start
+        deadline = time.monotonic() + HANG_SECONDS
+        while True:
+            with db.sessions() as s:
+                count = int(s.scalar(select(func.count()).select_from(TriageRow)) or 0)
+            if count >= len(ids) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        seconds = time.perf_counter() - start
+        cpu = _tree_cpu(proc) - cpu0
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=120)
+        for client in http.values():
+            client.close()
+        with db.sessions() as s:
+            rows = s.execute(
+                select(IntakeReportRow.finished_at, TriageRow.triaged_at).join(
+                    TriageRow, TriageRow.report_id == IntakeReportRow.id
+                )
+            ).all()
+            found = s.execute(select(FileDedupRow.file_id, FileDedupRow.cluster_id))
+            cluster_of = {str(f): str(c) for f, c in found}
+            stored = len(list(s.scalars(select(IntakeFileRow.id))))
+        db.close()
+    latencies = sorted((t - f).total_seconds() for f, t in rows if f is not None)
+    files = sorted(item_of)
+    missing = [f for f in files if f not in cluster_of]
+    if missing or stored != len(files):
+        raise SystemExit(f"{len(missing)} files not de-duplicated, {stored} stored of {len(files)}")
+    truth, found = _pairs(item_of, files), _pairs(cluster_of, files)
+    both = len(truth & found)
+    return Intake(
+        seconds=seconds,
+        submit_seconds=submitted,
+        server_cpu=cpu,
+        latencies=latencies,
+        precision=both / max(1, len(found)),
+        recall=both / max(1, len(truth)),
+        reports=len(ids),
+        files=len(files),
+    )
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reports", type=int, default=150)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--clients", type=int, default=4, help="concurrent submitting threads")
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes")
+    parser.add_argument(
+        "--hash-processes",
+        type=int,
+        default=2,
+        help="hashing processes beside each server worker (TIPLINE_INTAKE_HASH_PROCESSES)",
+    )
+    parser.add_argument("--side", type=int, default=1800, help="longest side of originals")
+    parser.add_argument(
+        "--profile", type=Path, help="write py-spy's sampled stacks of the server here"
+    )
+    args = parser.parse_args()
+    pg = os.environ.get("TIPLINE_TEST_POSTGRES_URL")
+    spec = sim.SimulationSpec(
+        seed=args.seed,
+        reports=args.reports,
+        providers=tuple(PASSWORDS),
+        video_share=0.0,
+        photo_side=args.side,
+        upscale=True,
+        viral_bursts=1,
+        burst_reports=max(2, args.reports // 15),
+    )
+    print(f"database: {'PostgreSQL' if pg else 'SQLite (no TIPLINE_TEST_POSTGRES_URL)'}")
+    print(f"cpus: {os.cpu_count()}  load before: {_load()}")
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="tipline-chbench-") as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        stream = render(spec, root / "files")
+        sizes = [os.path.getsize(p) for p in stream.paths]
+        from PIL import Image
+
+        pixels = []
+        for p in stream.paths:
+            with Image.open(p) as im:
+                pixels.append(im.width * im.height / 1e6)
+        print(
+            f"stream: {len(stream.plan.reports)} reports, {stream.count} JPEGs, "
+            f"{len(stream.plan.items)} items; {min(pixels):.1f}-{max(pixels):.1f} MP "
+            f"(mean {statistics.fmean(pixels):.2f}), mean {statistics.fmean(sizes) / 1024:.0f} KiB"
+            f" (planned and rendered in {time.perf_counter() - t0:.0f} s)"
+        )
+        fast_wall, fast_cpu = hashing_only(stream.paths, HashOptions(), cores)
+        before_wall, before_cpu = hashing_only(stream.paths, INTAKE_HASH_OPTIONS, cores)
+        with database(pg, root) as url:
+            folder = root / "server"
+            run = intake(
+                stream, url, folder, args.clients, args.workers, args.hash_processes, args.profile
+            )
+        after_wall, after_cpu = hashing_only(stream.paths, INTAKE_HASH_OPTIONS, cores)
+    n = stream.count
+    anchor_wall = (before_wall + after_wall) / 2
+    anchor_cpu = (before_cpu + after_cpu) / 2
+    intake_rate = n / run.seconds
+    print(f"\n{'contender':<44}{'files/s':>9}{'reports/s':>11}{'CPU ms/file':>13}")
+    rows = [
+        ("hashing only, bench/hashing.py options", fast_wall, fast_cpu),
+        ("hashing only, intake options (before)", before_wall, before_cpu),
+        ("hashing only, intake options (after)", after_wall, after_cpu),
+        ("intake: ISPWS -> triaged (server CPU)", run.seconds, run.server_cpu),
+    ]
+    reports = len(stream.plan.reports)
+    for label, wall, cpu in rows:
+        print(f"{label:<44}{n / wall:>9.1f}{reports / wall:>11.2f}{1000 * cpu / n:>13.1f}")
+    print(
+        f"intake answered every /finish after {run.submit_seconds:.1f} s, "
+        f"every report triaged after {run.seconds:.1f} s ({args.clients} clients, "
+        f"{args.workers} server workers, {args.hash_processes} hashing processes each; "
+        f"hashing only on {cores} processes)"
+    )
+    print(
+        f"ratio intake / hashing only (intake options): wall {intake_rate * anchor_wall / n:.2f}"
+        f" (target >= 0.8), CPU per file {anchor_cpu / run.server_cpu:.2f}"
+    )
+    print(
+        f"ratio intake / hashing only (bench/hashing.py options): wall "
+        f"{intake_rate * fast_wall / n:.2f}"
+    )
+    print(
+        f"vs NCMEC 2023 average ({NCMEC_REPORTS_PER_S} reports/s, {NCMEC_FILES_PER_S} files/s):"
+        f" {reports / run.seconds / NCMEC_REPORTS_PER_S:.1f}x reports/s, "
+        f"{intake_rate / NCMEC_FILES_PER_S:.1f}x files/s "
+        f"(this stream: {n / reports:.2f} files per report)"
+    )
+    lat = run.latencies
+    if len(lat) >= 2:
+        q = statistics.quantiles(lat, n=100, method="inclusive")
+        print(
+            f"finish -> triaged (s), {len(lat)} reports: p50 {q[49]:.3f}  p95 {q[94]:.3f}  "
+            f"p99 {q[98]:.3f} (target <= 2)  max {lat[-1]:.3f}"
+        )
+    print(
+        f"clustering vs simulator truth, {run.files} files: precision {run.precision:.4f}"
+        f" (target 0.999), recall {run.recall:.4f} (target 0.98)"
+    )
+    print(f"load after: {_load()}")
+
+
+if __name__ == "__main__":
+    main()

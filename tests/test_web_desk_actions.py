@@ -47,7 +47,7 @@ TABLE = RoutingTable(
 def clearinghouse_desk(db_url: str, data_dir: Path) -> Iterator[tuple[IntakeServer, list[int]]]:
     """The clearinghouse role alone, a daily exposure limit of 1, users ana (analyst) and
     rev (reviewer), two triaged reports: r1 with two generated pictures (an address
-    located in California, routed to an agency that takes media), r2 with one."""
+    located in California, routed as triaged to an agency that takes media), r2 with one."""
     data_dir.mkdir(parents=True, exist_ok=True)
     geo = write_geo_db(data_dir / "geo.mmdb", {"8.0.0.0/8": city_record("US", "CA")})
     with intake_server(
@@ -202,8 +202,10 @@ def test_an_analyst_decides_from_the_desk(desk: tuple[IntakeServer, list[int]]) 
         colour = _jpeg(web.get(_thumbs(web.get(f"/web/desk/reports/{r1}").text)[first]).content)
         assert _colour(colour) > 5.0
 
-        # routing from the desk; the preview names exactly the built package's members
-        assert "Not routed yet." in page.text
+        # routed as it was triaged (a geolocation database is set); routed again from the
+        # desk; the preview names exactly the built package's members
+        assert "Not routed yet." not in page.text
+        assert "California ICAC Task Force" in page.text
         routed = web.post(f"/web/desk/reports/{r1}/route", data={"csrf": csrf})
         assert routed.status_code == 303, routed.text
         page = web.get(routed.headers["location"])

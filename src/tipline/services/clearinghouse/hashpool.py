@@ -40,11 +40,12 @@ class HashPool:
                 self._pool = process_pool(self.processes)
             return self._pool
 
-    def start(self) -> None:
-        """Start every worker now (and wait until they answer)."""
+    def start(self) -> set[int]:
+        """Start the workers now (and wait until they answer); their process ids."""
         pool = self._executor()
-        for future in [pool.submit(os.getpid) for _ in range(self.processes)]:
-            future.result()
+        return {
+            future.result() for future in [pool.submit(os.getpid) for _ in range(self.processes)]
+        }
 
     def hash(self, data: bytes, name: str, options: HashOptions, limits: MediaLimits) -> HashResult:
         """:func:`hash_bytes` of ``data`` in a worker process."""

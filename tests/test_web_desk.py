@@ -152,6 +152,14 @@ def test_desk_pages(seeded: tuple[IntakeServer, list[int]]) -> None:
         assert members[1][-1].startswith("pdq distance")
         assert "<img" not in cluster.text
         assert web.get("/web/desk/clusters/999999").status_code == 404
+        # routing without a geolocation database: a 503 page naming no setting or path
+        csrf = hidden(report.text, "csrf")
+        unrouted = web.post(f"/web/desk/reports/{r2}/route", data={"csrf": csrf})
+        assert unrouted.status_code == 503
+        assert (
+            "the details are in the server" in unrouted.text
+            and "TIPLINE_GEOIP" not in unrouted.text
+        )
 
     with closing(_login(srv, "boss")) as web:
         assert web.get("/web/desk").status_code == 200

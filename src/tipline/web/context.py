@@ -223,6 +223,8 @@ def _error_page(request: Request, exc: TiplineError) -> Response:
             details={"path": request.url.path, "message": exc.message},
         )
     status = exc.status if 400 <= exc.status < 600 else 500
-    if status >= 500:
+    message = exc.message
+    if status >= 500:  # as the API: no internals (paths, settings) on the page, only in the log
         _log.error("web request failed: %s %s: %s", request.method, request.url.path, exc)
-    return render(request, "error.html", {"message": exc.message, "status": status}, status=status)
+        message = "The service could not do this now; the details are in the server's log."
+    return render(request, "error.html", {"message": message, "status": status}, status=status)

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageOps
 from _cli import run_tipline
 from tipline.signals.decode import DecodeMode
 from tipline.signals.hashing import HashOptions, hash_bytes
-from tipline.signals.normalize import Box, normalize_boxes
+from tipline.signals.normalize import Box, is_normalized, normalize_boxes
 from tipline.signals.pdq import bits_to_hex
 
 
@@ -187,9 +187,11 @@ def test_match_normalize_finds_padded_captioned_letterboxed_copies(cli, tmp_path
     assert r.returncode == 0, r.stderr
     rows = {os.path.basename(row["item"]): row for row in map(_json, r.stdout.splitlines())}
     assert set(rows) == {"padded.jpg", "letterboxed.jpg", "captioned.jpg"}
-    assert rows["padded.jpg"]["variant"] in ("trim", "trim+uncaption")
-    assert rows["letterboxed.jpg"]["variant"] in ("trim", "trim+uncaption")
-    assert rows["captioned.jpg"]["variant"] in ("uncaption", "trim+uncaption")
+    # the closest of the variants that cut the addition (a letterbox bar without text
+    # is also a caption band)
+    assert rows["padded.jpg"]["variant"].startswith("trim")
+    assert is_normalized(rows["letterboxed.jpg"]["variant"])
+    assert "uncaption" in rows["captioned.jpg"]["variant"]
     assert all(row["bank"] == "known" and row["distance"] <= 31 for row in rows.values())
 
     text = cli("match", str(copies / "padded.jpg"))

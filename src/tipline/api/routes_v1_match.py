@@ -56,8 +56,8 @@ class MatchOut(BaseModel):
     compared_match_percent: float | None = None
     variant: str | None = Field(
         None,
-        description="the query's variant that matched (trim, uncaption, trim+uncaption: "
-        "normalised; flipx...: dihedral); null: as given",
+        description="the query's variant that matched (trim, trim-even, uncaption, "
+        "trim+uncaption...: normalised; flipx...: dihedral); null: as given",
     )
     tier: str | None = Field(
         None,

@@ -107,7 +107,8 @@ def match_command(
         True,
         "--normalize/--no-normalize",
         help="Also match photos without their borders, letterbox, caption bars and "
-        "screenshot frames (PDQ variants trim, uncaption, trim+uncaption; on by default).",
+        "screenshot frames (PDQ variants trim, trim-even, uncaption, trim+uncaption...; on by "
+        "default).",
     ),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Hashing worker processes."),
 ) -> None:

@@ -57,7 +57,7 @@ class HashOptions:
     #: photos with an EXIF orientation also get PDQ variant ``exif_raw`` (the pixels as
     #: stored: what python-threatexchange / HMA hash)
     exif_raw: bool = False
-    #: photos also get PDQ variants ``trim``, ``uncaption``, ``trim+uncaption``: the
+    #: photos also get PDQ variants ``trim``, ``uncaption``... (normalize.VARIANTS): the
     #: picture without borders, caption bars, screenshot frames; videos the vPDQ variant
     #: ``trim``: the frames without letterbox / pillarbox bars (matching only; never
     #: for bank entries)

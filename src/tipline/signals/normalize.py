@@ -7,11 +7,16 @@ finds the boxes that remove those additions; each box is hashed as an extra PDQ
 variant of the query (see :mod:`tipline.signals.pdq`), never of a bank entry.
 
 * ``trim``: rows/columns from each edge whose pixels are (almost all) one colour -
-  padding, letterbox and pillarbox bars, uniform frames.
+  padding, letterbox and pillarbox bars, uniform frames (up to :data:`TRIM_RUNS`
+  nested ones of different colours per edge).
+* ``trim-even``: ``trim`` with opposite edges cut alike (the smaller cut): padding and
+  letterbox bars come in equal pairs, and a picture's own flat edge beside a bar of
+  its colour would otherwise be cut with it.
 * ``uncaption``: a top or bottom band, up to :data:`MAX_CAPTION` of the height, whose
   rows are mostly one background colour with sparse text on it.
 * ``trim+uncaption``: both, repeated up to :data:`ROUNDS` times (a screenshot's desktop,
-  then its window frame and title bar).
+  then its window frame and title bar); ``trim+uncaption-even`` with the left and right
+  edges cut alike at each step.
 
 Only boxes that differ meaningfully from the whole image, keep at least
 :data:`MIN_AREA` of its area and differ from each other are returned. Pure numpy.
@@ -26,7 +31,8 @@ import numpy as np
 import numpy.typing as npt
 
 #: a pixel belongs to a bar when no channel differs from the bar's colour by more
-TOLERANCE: Final = 24
+#: (tight: a picture's own flat edge next to a bar of nearly its colour stays in)
+TOLERANCE: Final = 8
 #: share of a row/column's pixels of the bar's colour for it to be a uniform border
 UNIFORM: Final = 0.97
 #: share of a row's pixels of the background colour for it to belong to a caption band
@@ -43,6 +49,8 @@ MAX_BORDER: Final = 0.45
 MIN_CUT: Final = 0.02
 #: smallest share of the image's area a box keeps
 MIN_AREA: Final = 0.40
+#: runs of one colour after another that :func:`trim` cuts from one edge
+TRIM_RUNS: Final = 3
 #: trim/uncaption rounds for ``trim+uncaption``
 ROUNDS: Final = 4
 #: sides under this many pixels are never cut further
@@ -50,7 +58,9 @@ MIN_SIDE: Final = 16
 
 #: names of the normalised variants a query can have (a bank's ``normalize`` switch
 #: turns matching of exactly these on or off)
-VARIANTS: Final = frozenset({"trim", "uncaption", "trim+uncaption"})
+VARIANTS: Final = frozenset(
+    {"trim", "trim-even", "uncaption", "trim+uncaption", "trim+uncaption-even"}
+)
 
 
 def is_normalized(variant: str | None) -> bool:
@@ -135,17 +145,25 @@ def trim(pixels: npt.NDArray[np.uint8], box: Box) -> Box:
         if side < MIN_SIDE:
             continue
         lines = _edge_lines(view, edge, int(side * MAX_BORDER))
-        if lines.shape[0] == 0:
-            continue
-        box = _cut(box, edge, _run(lines, _colour(lines[0]), UNIFORM).size)
+        cut = 0
+        # nested frames (a desktop, a window's frame, the blended line between them):
+        # each run of one colour, then the next, up to TRIM_RUNS of them
+        for _ in range(TRIM_RUNS):
+            if cut >= lines.shape[0]:
+                break
+            n = _run(lines[cut:], _colour(lines[cut]), UNIFORM).size
+            if n == 0:
+                break
+            cut += n
+        box = _cut(box, edge, cut)
     return box
 
 
 def uncaption(pixels: npt.NDArray[np.uint8], box: Box) -> Box:
     """``box`` without a caption band at its top and/or bottom: rows from the edge that
     are mostly the edge's background colour (text on a plain bar), at least
-    MIN_CAPTION and at most MAX_CAPTION of the height, starting with a uniform row and
-    at least CAPTION_UNIFORM_ROWS of them uniform."""
+    MIN_CAPTION and at most MAX_CAPTION of the height, at least CAPTION_UNIFORM_ROWS
+    of them uniform."""
     for edge in ("top", "bottom"):
         view = _view(pixels, box)
         h = view.shape[0]
@@ -159,31 +177,54 @@ def uncaption(pixels: npt.NDArray[np.uint8], box: Box) -> Box:
         if not int(h * MIN_CAPTION) <= n <= int(h * MAX_CAPTION):
             continue
         # a plain bar with sparse text: mostly uniform rows (a natural sky is not)
-        if near[0] >= UNIFORM and (near >= UNIFORM).mean() >= CAPTION_UNIFORM_ROWS:
+        if (near >= UNIFORM).mean() >= CAPTION_UNIFORM_ROWS:
             box = _cut(box, edge, n)
     return box
 
 
+def _even(box: Box, h: int, w: int) -> Box:
+    """``box`` with each pair of opposite edges cut by the smaller of their two cuts:
+    padding and letterbox bars come in equal pairs, and a picture whose own edge is
+    as flat as the bar beside it made one of the pair look wider."""
+    tb = min(box.top, h - box.bottom)
+    lr = min(box.left, w - box.right)
+    return Box(tb, h - tb, lr, w - lr)
+
+
+def _frames(pixels: npt.NDArray[np.uint8], full: Box, *, even: bool) -> Box:
+    """Caption bands and borders cut in turn, ROUNDS times at most (a screenshot's
+    desktop, then its window's title bar and frame); with ``even``, each trim cuts
+    the left and right edges alike (the smaller cut: a window's side frames match)."""
+    box = full
+    for _ in range(ROUNDS):
+        # caption first: a trim stops at a text line, where a caption band starts
+        inner = uncaption(pixels, box)
+        step = trim(pixels, inner)
+        if even:
+            lr = min(step.left - inner.left, inner.right - step.right)
+            step = step._replace(left=inner.left + lr, right=inner.right - lr)
+        if step == box:
+            break
+        box = step
+    return box
+
+
 def normalize_boxes(pixels: npt.NDArray[np.uint8]) -> dict[str, Box]:
-    """Named crop boxes of ``pixels`` (``H x W x 3`` uint8): ``trim``, ``uncaption``,
-    ``trim+uncaption``, each only when it cuts at least MIN_CUT of a side, keeps at
-    least MIN_AREA of the area and differs from the boxes named before it."""
+    """Named crop boxes of ``pixels`` (``H x W x 3`` uint8): ``trim``, ``trim-even``,
+    ``uncaption``, ``trim+uncaption``, ``trim+uncaption-even``, each only when it cuts
+    at least MIN_CUT of a side, keeps at least MIN_AREA of the area and differs from
+    the boxes named before it."""
     h, w = pixels.shape[:2]
     full = Box(0, h, 0, w)
     if min(h, w) < MIN_SIDE:
         return {}
     trimmed = trim(pixels, full)
-    combined = full
-    for _ in range(ROUNDS):
-        # caption first: a trim stops at a text line, where a caption band starts
-        step = trim(pixels, uncaption(pixels, combined))
-        if step == combined:
-            break
-        combined = step
     candidates = {
         "trim": trimmed,
+        "trim-even": _even(trimmed, h, w),
         "uncaption": uncaption(pixels, full),
-        "trim+uncaption": combined,
+        "trim+uncaption": _frames(pixels, full, even=False),
+        "trim+uncaption-even": _frames(pixels, full, even=True),
     }
     out: dict[str, Box] = {}
     for name, box in candidates.items():

@@ -105,7 +105,8 @@ def pdq_signals(
 def normalized_signals(pixels: npt.NDArray[np.uint8], *, fast: bool = False) -> tuple[Signal, ...]:
     """PDQ of each box :func:`tipline.signals.normalize.normalize_boxes` finds (the
     picture without borders, letterbox, caption bars, a screenshot's frame), as
-    variants named after the box (``trim``, ``uncaption``, ``trim+uncaption``)."""
+    variants named after the box (``trim``, ``uncaption``...: one of
+    :data:`tipline.signals.normalize.VARIANTS`)."""
     from tipline.signals.normalize import crops
 
     hasher = pdq_hash_fast if fast else pdq_hash

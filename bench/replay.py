@@ -143,7 +143,8 @@ def main() -> None:
     indexed = int(result.indexed.sum())
     print(
         f"replay: {epochs} epochs, {len(stats)} search workers: wall {wall:.0f} s "
-        f"(in-order resolution {result.resolve_seconds:.0f} s, overlapping the searches; "
+        f"(in-order resolution {result.resolve_seconds:.0f} s, "
+        f"{result.resolve_cpu_seconds:.0f} CPU-s, overlapping the searches; "
         f"waiting for searches {result.search_wait_seconds:.0f} s)"
     )
     print(
@@ -198,7 +199,7 @@ def main() -> None:
         * scale
         * (photo_lookups * cost(photo_index * scale) + frame_lookups * cost(frame_index * scale))
     )
-    year_serial = result.resolve_seconds * scale
+    year_serial = result.resolve_cpu_seconds * scale  # one dedicated core
     index_gib = (photo_index + frame_index) * scale * INDEX_BYTES / 2**30
     print(
         f"year ({YEAR_REPORTS:,} reports, {YEAR_FILES:,} files, x{scale:.1f} this run): "

@@ -181,3 +181,45 @@ def test_failed_report_retried_and_unfinished_one_retracted(tmp_path: Path) -> N
         env["TIPLINE_REPORT_ISPWS_PASSWORD"] = rx.password
         assert "finished 1, failed 0" in _cli(env, "deliver").stderr
         assert list(rx.receiver.finished_by_ref()) == [failing["id"]]
+
+
+def test_create_many_reports_per_batch_and_names_what_failed(tmp_path: Path) -> None:
+    key = base64.b64encode(os.urandom(32)).decode()
+    settings = Settings(
+        data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", vault_master_key=key
+    )
+    import_all_models()
+    engine = make_engine(settings=settings)
+    upgrade(engine)
+    engine.dispose()
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    env = {
+        **os.environ,
+        "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "TIPLINE_DATA_DIR": str(tmp_path),
+        "TIPLINE_DATABASE_URL": settings.resolved_database_url(),
+        "TIPLINE_VAULT_MASTER_KEY": key,
+        "TIPLINE_REPORT_REPORTER_EMAIL": "reports@example.org",
+    }
+    decisions = [_confirmed_decision(settings, f"m{i}") for i in range(3)]
+    listed = tmp_path / "ids.txt"
+    listed.write_text(f"{decisions[2]}\n\n", encoding="utf-8")
+    made = _cli(
+        env, "create-many", decisions[0], "no-such-decision", decisions[1],
+        "--from-file", str(listed), "--batch-size", "2", "--json",
+    )  # fmt: skip
+    assert made.returncode == 2
+    assert made.stderr.strip().splitlines() == ["error: 1 of 4 decision(s) not reported"]
+    lines = [json.loads(line) for line in made.stdout.splitlines()]
+    assert [line["decision"] for line in lines] == [
+        decisions[0], "no-such-decision", decisions[1], decisions[2]
+    ]  # fmt: skip
+    assert "no decision" in lines[1]["error"]
+    assert {line.get("status") for line in lines} == {"queued", None}
+    again = _cli(env, "create-many", *decisions)  # already made: the same reports
+    assert again.returncode == 0, again.stderr
+    assert [row.split()[0] for row in again.stdout.splitlines()] == [
+        lines[i]["id"] for i in (0, 2, 3)
+    ]
+    empty = _cli(env, "create-many")
+    assert empty.returncode == 2 and empty.stderr.strip() == "error: no decision ids given"

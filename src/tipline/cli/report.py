@@ -1,6 +1,7 @@
-"""``tipline report``: CyberTipline reports — build from a decision, list with delivery
-state, show, download the XML, retract, retry, read the operator queue, and deliver
-the queued reports to the configured ISPWS endpoint (with a progress bar)."""
+"""``tipline report``: CyberTipline reports — build from a decision (or many, one
+transaction per batch), list with delivery state, show, download the XML, retract,
+retry, read the operator queue, and deliver the queued reports to the configured ISPWS
+endpoint (with a progress bar)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from tipline.cli.console import err_console, out_console
 from tipline.config import get_settings
 from tipline.errors import InputError
 from tipline.services.auth import Principal
-from tipline.services.reports import service
+from tipline.services.reports import batch, service
 from tipline.services.reports.outbox import ReportStatus
 
 report_app = typer.Typer(
@@ -49,6 +50,75 @@ def create_command(
     with service.reports_database(settings) as sessions:
         s = service.create_from_decision(sessions, Principal.cli(), decision_id, settings=settings)
     out_console.print(_json(dataclasses.asdict(s)) if as_json else _line(s), markup=False)
+
+
+@report_app.command("create-many")
+def create_many_command(
+    decision_ids: list[str] = typer.Argument(None, help="Confirmed decisions' ids."),
+    from_file: Path | None = typer.Option(
+        None, "--from-file", help="Also read decision ids from this file, one per line."
+    ),
+    batch_size: int = typer.Option(
+        64, "--batch-size", min=1, max=1000, help="Decisions per database transaction."
+    ),
+    threads: int = typer.Option(
+        2, "--threads", min=1, max=64, help="Threads building documents at once."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per decision."),
+) -> None:
+    """Build and queue the reports of many confirmed decisions, one transaction per
+    batch (a decision that cannot be reported does not stop the others). Exits
+    non-zero when any decision was not reported."""
+    ids = list(decision_ids or [])
+    if from_file is not None:
+        try:
+            text = from_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read {from_file}: {exc}") from None
+        ids += [line.strip() for line in text.splitlines() if line.strip()]
+    if not ids:
+        raise InputError("no decision ids given")
+    if len(ids) > 1_000_000:
+        raise InputError("at most 1,000,000 decisions per run")
+    settings = get_settings()
+    with service.reports_database(settings) as sessions:
+        progress = Progress(
+            TextColumn("reporting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        )
+        with progress:
+            task = progress.add_task("create", total=len(ids))
+            outcomes = batch.create_from_decisions(
+                sessions,
+                Principal.cli(),
+                ids,
+                settings=settings,
+                batch_size=batch_size,
+                threads=threads,
+                on_batch=lambda n: progress.advance(task, n),
+            )
+    failed = 0
+    for o in outcomes:
+        if o.report is None:
+            failed += 1
+            if as_json:
+                out_console.print(
+                    _json({"decision": o.decision_id, "error": o.error}), markup=False
+                )
+            else:
+                err_console.print(f"{o.decision_id}: {o.error}", markup=False)
+        elif as_json:
+            out_console.print(
+                _json({"decision": o.decision_id, **dataclasses.asdict(o.report)}), markup=False
+            )
+        else:
+            out_console.print(_line(o.report), markup=False)
+    if failed:
+        raise InputError(f"{failed} of {len(ids)} decision(s) not reported")
 
 
 @report_app.command("auto")

@@ -89,10 +89,12 @@ def create_from_decisions(
     evidence: EvidenceFiles | None = None,
     batch_size: int = DEFAULT_BATCH,
     threads: int = 1,
+    on_batch: Callable[[int], None] | None = None,
 ) -> list[Outcome]:
     """Build and queue the reports of confirmed decisions, ``batch_size`` per
     transaction; one :class:`Outcome` per decision, in order (a decision already
-    reported answers with that report)."""
+    reported answers with that report). ``on_batch`` is told how many decisions each
+    committed batch held (for progress)."""
     who.require(Permission.REPORT)
     if not 1 <= batch_size <= 1000:
         raise InputError("batch size must be between 1 and 1000")
@@ -106,6 +108,8 @@ def create_from_decisions(
             chunk = list(dict.fromkeys(decision_ids[start : start + batch_size]))
             done = _batch(sessions, who, chunk, settings, evidence, reporter, pool)
             outcomes.extend(done[d] for d in decision_ids[start : start + batch_size])
+            if on_batch is not None:
+                on_batch(len(decision_ids[start : start + batch_size]))
     return outcomes
 
 

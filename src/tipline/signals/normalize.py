@@ -49,6 +49,8 @@ MAX_BORDER: Final = 0.45
 MIN_CUT: Final = 0.02
 #: smallest share of the image's area a box keeps
 MIN_AREA: Final = 0.40
+#: pixels of a line read to decide whether it belongs to a bar (evenly spaced)
+SAMPLES: Final = 256
 #: runs of one colour after another that :func:`trim` cuts from one edge
 TRIM_RUNS: Final = 3
 #: trim/uncaption rounds for ``trim+uncaption``
@@ -83,8 +85,10 @@ class Box(NamedTuple):
 
 
 def _near(lines: npt.NDArray[np.uint8], colour: npt.NDArray[np.int16]) -> npt.NDArray[np.float64]:
-    """Share of each line's pixels (``lines``: N x L x 3) within TOLERANCE of ``colour``."""
-    diff = np.abs(lines.astype(np.int16) - colour).max(axis=2)
+    """Share of each line's pixels (``lines``: N x L x 3) within TOLERANCE of ``colour``,
+    estimated on at most about SAMPLES pixels spread along each line."""
+    step = max(1, lines.shape[1] // SAMPLES)
+    diff = np.abs(lines[:, ::step].astype(np.int16) - colour).max(axis=2)
     return np.asarray((diff <= TOLERANCE).mean(axis=1), dtype=np.float64)
 
 
@@ -191,15 +195,34 @@ def _even(box: Box, h: int, w: int) -> Box:
     return Box(tb, h - tb, lr, w - lr)
 
 
-def _frames(pixels: npt.NDArray[np.uint8], full: Box, *, even: bool) -> Box:
+class _Cuts:
+    """:func:`trim` and :func:`uncaption` of one picture, each box worked out once."""
+
+    def __init__(self, pixels: npt.NDArray[np.uint8]) -> None:
+        self.pixels = pixels
+        self._trim: dict[Box, Box] = {}
+        self._uncaption: dict[Box, Box] = {}
+
+    def trim(self, box: Box) -> Box:
+        if box not in self._trim:
+            self._trim[box] = trim(self.pixels, box)
+        return self._trim[box]
+
+    def uncaption(self, box: Box) -> Box:
+        if box not in self._uncaption:
+            self._uncaption[box] = uncaption(self.pixels, box)
+        return self._uncaption[box]
+
+
+def _frames(cuts: _Cuts, full: Box, *, even: bool) -> Box:
     """Caption bands and borders cut in turn, ROUNDS times at most (a screenshot's
     desktop, then its window's title bar and frame); with ``even``, each trim cuts
     the left and right edges alike (the smaller cut: a window's side frames match)."""
     box = full
     for _ in range(ROUNDS):
         # caption first: a trim stops at a text line, where a caption band starts
-        inner = uncaption(pixels, box)
-        step = trim(pixels, inner)
+        inner = cuts.uncaption(box)
+        step = cuts.trim(inner)
         if even:
             lr = min(step.left - inner.left, inner.right - step.right)
             step = step._replace(left=inner.left + lr, right=inner.right - lr)
@@ -218,13 +241,14 @@ def normalize_boxes(pixels: npt.NDArray[np.uint8]) -> dict[str, Box]:
     full = Box(0, h, 0, w)
     if min(h, w) < MIN_SIDE:
         return {}
-    trimmed = trim(pixels, full)
+    cuts = _Cuts(_planes(pixels))
+    trimmed = cuts.trim(full)
     candidates = {
         "trim": trimmed,
         "trim-even": _even(trimmed, h, w),
-        "uncaption": uncaption(pixels, full),
-        "trim+uncaption": _frames(pixels, full, even=False),
-        "trim+uncaption-even": _frames(pixels, full, even=True),
+        "uncaption": cuts.uncaption(full),
+        "trim+uncaption": _frames(cuts, full, even=False),
+        "trim+uncaption-even": _frames(cuts, full, even=True),
     }
     out: dict[str, Box] = {}
     for name, box in candidates.items():
@@ -232,8 +256,8 @@ def normalize_boxes(pixels: npt.NDArray[np.uint8]) -> dict[str, Box]:
             continue
         if box.area < MIN_AREA * full.area:
             continue
-        cuts = (box.top / h, (h - box.bottom) / h, box.left / w, (w - box.right) / w)
-        if max(cuts) < MIN_CUT or box in out.values():
+        shares = (box.top / h, (h - box.bottom) / h, box.left / w, (w - box.right) / w)
+        if max(shares) < MIN_CUT or box in out.values():
             continue
         out[name] = box
     return out
@@ -269,9 +293,27 @@ def common_trim(frames: Sequence[npt.NDArray[np.uint8]]) -> Box | None:
     return box if max(cuts) >= MIN_CUT else None
 
 
+def _planes(pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """``pixels``, or its one plane (``H x W x 1``) when it repeats one plane three
+    times (the fast decoder's luma of a JPEG): a third of the reading."""
+    if pixels.ndim == 3 and pixels.strides[2] == 0:
+        return pixels[:, :, :1]
+    return pixels
+
+
+def _crop(pixels: npt.NDArray[np.uint8], box: Box) -> npt.NDArray[np.uint8]:
+    """The box's pixels, contiguous; a repeated plane stays one plane (copied once,
+    viewed three times), as the PDQ kernel reads it."""
+    view = _view(pixels, box)
+    if view.ndim == 3 and view.strides[2] == 0:
+        plane = np.ascontiguousarray(view[:, :, 0])
+        out: npt.NDArray[np.uint8] = np.lib.stride_tricks.as_strided(
+            plane, shape=(*plane.shape, 3), strides=(*plane.strides, 0), writeable=False
+        )
+        return out
+    return np.ascontiguousarray(view)
+
+
 def crops(pixels: npt.NDArray[np.uint8]) -> list[tuple[str, npt.NDArray[np.uint8]]]:
     """``[(name, contiguous pixels of the box)]`` for :func:`normalize_boxes`."""
-    return [
-        (name, np.ascontiguousarray(_view(pixels, box)))
-        for name, box in normalize_boxes(pixels).items()
-    ]
+    return [(name, _crop(pixels, box)) for name, box in normalize_boxes(pixels).items()]

@@ -104,9 +104,7 @@ def test_undecodable_answer_is_an_unknown_outcome_not_a_lost_thread(
     engine.dispose()
 
 
-def test_a_thread_that_fails_mid_report_lets_the_report_go(
-    db_url: str, tmp_path: Path
-) -> None:
+def test_a_thread_that_fails_mid_report_lets_the_report_go(db_url: str, tmp_path: Path) -> None:
     """An unexpected error in a delivery thread after it marked a call in flight (here
     raised by the step hook): the report is let go at once with the attempt counted, the
     next runner treats the call as interrupted, and the report is finished once."""
@@ -156,9 +154,7 @@ def test_a_thread_that_fails_mid_report_lets_the_report_go(
     engine.dispose()
 
 
-def test_lease_lasts_as_long_as_the_runner_drives_the_report(
-    db_url: str, tmp_path: Path
-) -> None:
+def test_lease_lasts_as_long_as_the_runner_drives_the_report(db_url: str, tmp_path: Path) -> None:
     """A report whose steps together outlast the lease: each step in flight extends it,
     so the report is never free for a second runner while a live one drives it (the
     second would count a false orphan and submit it again)."""

@@ -57,7 +57,7 @@ def test_manifest_loads_through_pytx() -> None:
     manifest = ThreatExchangeExtensionManifest.load_from_module_name("tipline.txext")
     assert manifest is TX_MANIFEST
     # pytx's CLI always loads its own ``pdq``: the extension's type needs its own name.
-    assert [s.get_name() for s in manifest.signal_types] == ["tipline_pdq"]
+    assert [s.get_name() for s in manifest.signal_types] == ["tipline_pdq", "tipline_vpdq"]
     assert TiplineHashedPdqSignal.get_index_cls() is TiplinePDQIndex
     assert TiplinePdqSignal.get_name() == "pdq"
     assert TiplinePdqSignal.get_index_cls() is TiplinePDQIndex
@@ -235,3 +235,116 @@ def test_tagged_metadata_round_trips(value: object) -> None:
     from tipline.txext import codec
 
     assert codec.decode(json.loads(json.dumps(codec.encode(value)))) == value
+
+
+def _video(rng: random.Random, centres: list[str], frames: int, noise: int) -> str:
+    """pytx's vPDQ JSON form: frames near ``centres`` (some repeated, some low quality)."""
+    items = []
+    for i in range(frames):
+        h = _flip(rng.choice(centres), rng.randrange(0, noise + 1), rng)
+        quality = rng.choice([100, 100, 100, 90, 60, 49, 20])
+        items.append(f"{h},{quality},{float(i):.3}")
+    return __import__("json").dumps(items)
+
+
+def _video_answers(index: object, query: str) -> list[tuple[float, float, object]]:
+    found = [
+        (
+            m.similarity_info.query_match_percent,
+            m.similarity_info.compared_match_percent,
+            m.metadata,
+        )
+        for m in index.query(query)  # type: ignore[attr-defined]
+    ]
+    return sorted(found, key=lambda x: (x[0], x[1], str(x[2])))
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 25))
+def test_vpdq_index_matches_pytx_vpdqindex(seed: int, n: int) -> None:
+    pytest.importorskip("vpdq")
+    from threatexchange.extensions.vpdq.vpdq_index import VPDQIndex
+
+    from tipline.txext import TiplineVPDQIndex
+
+    rng = random.Random(seed)
+    centres = [f"{rng.getrandbits(256):064x}" for _ in range(12)]
+    entries: list[tuple[str, object]] = []
+    while len(entries) < n:
+        video = _video(rng, rng.sample(centres, rng.randrange(1, 5)), rng.randrange(1, 12), 20)
+        try:
+            VPDQIndex.build([(video, 0)])
+        except ValueError:  # no usable frame: both refuse it
+            with pytest.raises(ValueError):
+                TiplineVPDQIndex.build([(video, 0)])
+            continue
+        entries.append((video, {"id": len(entries)}))
+    queries = [entries[rng.randrange(len(entries))][0] for _ in range(5)] + [
+        _video(rng, rng.sample(centres, rng.randrange(1, 4)), rng.randrange(1, 12), 40)
+        for _ in range(10)
+    ]
+    ours, theirs = TiplineVPDQIndex.build(entries), VPDQIndex.build(entries)
+    loaded = TiplineVPDQIndex.deserialize(io.BytesIO(_bytes(ours)))
+    for q in queries:
+        assert _video_answers(ours, q) == _video_answers(theirs, q) == _video_answers(loaded, q)
+    extra = entries[0][0]
+    ours.add(extra, "added")
+    theirs.add(extra, "added")
+    loaded.add(extra, "added")
+    for q in queries[:5]:
+        assert _video_answers(ours, q) == _video_answers(theirs, q) == _video_answers(loaded, q)
+    COMPARED["queries"] += 3 * len(queries)
+    print(f"\nvPDQ: {COMPARED['queries']} queries compared with pytx so far")
+
+
+def _bytes(index: object) -> bytes:
+    buf = io.BytesIO()
+    index.serialize(buf)  # type: ignore[attr-defined]
+    assert not buf.getvalue().startswith(b"\x80")
+    return buf.getvalue()
+
+
+def test_vpdq_index_file_is_checked() -> None:
+    from tipline.txext import TiplineVPDQIndex, TiplineVpdqSignal
+
+    (example,) = TiplineVpdqSignal.get_examples()
+    assert TiplineVpdqSignal.validate_signal_str(example) == example
+    assert TiplineVpdqSignal.compare_hash(example, example).match
+    data = bytearray(_bytes(TiplineVPDQIndex.build([(example, "x")])))
+    assert [
+        m.metadata for m in TiplineVPDQIndex.deserialize(io.BytesIO(bytes(data))).query(example)
+    ] == ["x"]
+    data[data.index(b"f8f8f0ce") + 3] ^= 0x01  # inside the videos section
+    with pytest.raises(IndexCorruptError):
+        TiplineVPDQIndex.deserialize(io.BytesIO(bytes(data)))
+    with pytest.raises(ValueError):
+        TiplineVPDQIndex.build([("not a video hash", 1)])
+
+
+def test_vpdq_low_quality_first_occurrence_is_dropped_before_dedup_as_pytx() -> None:
+    pytest.importorskip("vpdq")
+    import json
+
+    from threatexchange.extensions.vpdq.vpdq_index import VPDQIndex
+
+    from tipline.txext import TiplineVPDQIndex
+
+    rng = random.Random(7)
+    a, b, c = (f"{rng.getrandbits(256):064x}" for _ in range(3))
+    # ``a`` first at quality 20, again at 100: pytx filters first, so ``a`` counts.
+    bank = json.dumps([f"{a},20,0.0", f"{b},100,1.0", f"{a},100,2.0", f"{c},100,3.0"])
+    entries: list[tuple[str, object]] = [(bank, "bank")]
+    queries = [
+        json.dumps([f"{a},100,0.0"]),
+        json.dumps([f"{a},100,0.0", f"{b},100,1.0"]),
+        json.dumps([f"{a},30,0.0", f"{a},100,1.0", f"{c},100,2.0"]),
+        json.dumps([f"{_flip(c, 31, rng)},100,0.0", f"{_flip(b, 32, rng)},100,1.0"]),
+    ]
+    ours, theirs = TiplineVPDQIndex.build(entries), VPDQIndex.build(entries)
+    for q in queries:
+        assert _video_answers(ours, q) == _video_answers(theirs, q), q
+    assert _video_answers(ours, queries[0]) == [(100.0, 100 / 3, "bank")]
+    with pytest.raises(ValueError):  # nothing usable: both refuse it
+        TiplineVPDQIndex.build([(json.dumps([f"{a},49,0.0"]), 1)])
+    with pytest.raises(ValueError):
+        VPDQIndex.build([(json.dumps([f"{a},49,0.0"]), 1)])

@@ -168,3 +168,42 @@ def test_threatexchange_cli_with_the_extension_matches_like_tipline(
     assert {
         (one, c.strip("()"), int(d)) for _, d, c, _ in (x.split(" ") for x in out.splitlines())
     } == {w for w in want if w[0] == one}
+
+
+def test_threatexchange_cli_hashes_and_matches_video_with_tipline_vpdq(
+    tx, tmp_path: Path, reference_dir: Path
+) -> None:
+    if not TX.exists():
+        pytest.skip("the threatexchange console script is not installed")
+    import json
+
+    from tipline.signals.vpdq import format_pytx_json, parse_vpdq_text
+
+    run, state = tx
+    run("config", "extensions", "add", "tipline.txext")
+    known = reference_dir / "video" / "chair-19-sd-bar.mp4"
+    other = reference_dir / "video" / "chair-22-with-large-logo-bar.mp4"
+    hashed = run_tipline(["hash", "-s", "vpdq", "-f", "jsonl", str(known)])
+    assert hashed.returncode == 0, hashed.stderr
+    (signal,) = json.loads(hashed.stdout)["signals"]
+    want = format_pytx_json(parse_vpdq_text(signal["value"]))
+    line = run("hash", "-S", "tipline_vpdq", "video", str(known))
+    assert line == f"tipline_vpdq {want}\n"  # tipline's frames, in pytx's JSON form
+    (tmp_path / "videos.txt").write_text(line)
+    run(
+        "config",
+        "collab",
+        "edit",
+        "local_file",
+        "--create",
+        "videos",
+        "--filename",
+        str(tmp_path / "videos.txt"),
+    )
+    run("fetch")
+    index_file = state / "index" / "tipline_vpdq.index"
+    assert index_file.is_file() and not index_file.read_bytes().startswith(b"\x80")
+    assert _in_process(state, "match", "-S", "tipline_vpdq", "video", str(known)) == (
+        "tipline_vpdq 100%[100%] (videos) INVESTIGATION_SEED\n"
+    )
+    assert _in_process(state, "match", "-S", "tipline_vpdq", "video", str(other)) == ""

@@ -167,3 +167,36 @@ def _dataclass(node: dict[str, t.Any], depth: int) -> object:
     for key, value in fields.items():
         object.__setattr__(obj, key, decode(value, depth + 1))
     return obj
+
+
+def dump_entries(entries: list[t.Any]) -> tuple[str, bytes]:
+    """``(section name, JSON bytes)`` of an index's entry metadata: ``entries_json``
+    when plain JSON, else ``entries_tagged`` (TypeError for what cannot be stored)."""
+    if is_plain_json(entries):
+        section, value = "entries_json", t.cast(t.Any, entries)
+    else:
+        try:
+            section, value = "entries_tagged", encode(entries)
+        except TypeError as exc:
+            raise TypeError(
+                f"index entry metadata is stored as JSON (never pickle): {exc}"
+            ) from None
+    return section, json.dumps(value, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def load_entries(sections: t.Mapping[str, t.Any]) -> list[t.Any]:
+    """The entry metadata :func:`dump_entries` wrote (IndexCorruptError otherwise)."""
+    import numpy as np
+
+    tagged = "entries_tagged" in sections
+    try:
+        raw = bytes(np.asarray(sections["entries_tagged" if tagged else "entries_json"], np.uint8))
+        loaded = json.loads(raw.decode("utf-8"))
+    except KeyError:
+        raise IndexCorruptError("index entry metadata is missing") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise IndexCorruptError("index entry metadata is not JSON") from None
+    entries = decode(loaded) if tagged else loaded
+    if not isinstance(entries, list):
+        raise IndexCorruptError("index entry metadata is not a list")
+    return entries

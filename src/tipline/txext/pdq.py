@@ -21,7 +21,6 @@ loads its own ``pdq``, so an extension can only add a type with another name.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import typing as t
@@ -127,21 +126,12 @@ class TiplinePDQIndex(SignalTypeIndex[T]):
 
     def serialize(self, fout: t.BinaryIO) -> None:
         """Write the index to ``fout`` as one tipline segment file."""
-        if codec.is_plain_json(self._entries):
-            section, value = "entries_json", t.cast(t.Any, self._entries)
-        else:
-            try:
-                section, value = "entries_tagged", codec.encode(self._entries)
-            except TypeError as exc:
-                raise TypeError(
-                    f"TiplinePDQIndex stores entry metadata as JSON (never pickle): {exc}"
-                ) from None
-        meta = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        section, meta = codec.dump_entries(self._entries)
         rows = self._rows()
         index = PdqIndex.build(np.arange(len(rows), dtype=np.int64), rows)
         extra: dict[str, np.ndarray[t.Any, t.Any]] = {
             "entry_words": hashes_to_words(rows),
-            section: np.frombuffer(meta.encode("utf-8"), np.uint8),
+            section: np.frombuffer(meta, np.uint8),
         }
         fd, name = tempfile.mkstemp(prefix="tipline-pytx-", suffix=".seg")
         os.close(fd)
@@ -167,18 +157,11 @@ class TiplinePDQIndex(SignalTypeIndex[T]):
                     out.write(chunk)
             seg = read_segment(path, _KIND, verify=True)
             words = np.array(seg.arrays["entry_words"], dtype=np.uint64)
-            tagged = "entries_tagged" in seg.arrays
-            section = seg.arrays["entries_tagged" if tagged else "entries_json"]
-            meta = bytes(np.asarray(section, dtype=np.uint8))
+            entries = codec.load_entries(seg.arrays)
             base = PdqIndex.from_segment(seg)
         finally:
             path.unlink(missing_ok=True)
-        try:
-            loaded = json.loads(meta.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            raise IndexCorruptError("index entry metadata is not JSON") from None
-        entries = codec.decode(loaded) if tagged else loaded
-        if not isinstance(entries, list) or len(entries) * 4 != words.size:
+        if len(entries) * 4 != words.size:
             raise IndexCorruptError("index entry metadata does not match its hashes")
         out_index: TiplinePDQIndex[T] = cls()
         out_index._entries = entries

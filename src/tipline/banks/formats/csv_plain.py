@@ -59,6 +59,7 @@ TE_ALIASES = {
     "photo_sha1": "sha1",
     "photo_sha256": "sha256",
     "tipline_pdq": "pdq",  # tipline's pytx extension (tipline.txext): the same PDQ
+    "tipline_vpdq": "vpdq",  # and the same vPDQ
 }
 
 

@@ -179,6 +179,9 @@ def _import_hma_bank(
             row.content_metadata = extra.metadata
             set_disable_until(row, extra.disable_until_ts, now=moment)
             repo.touch(session, row)
+        # What is left belongs to duplicates (already imported): the batch is done, and
+        # the reader has not yielded the next one yet, so memory stays one batch.
+        extras.clear()
 
     summary = bank_svc.import_items(
         db,

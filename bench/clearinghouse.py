@@ -212,9 +212,11 @@ def server(
             if time.monotonic() > deadline:
                 raise SystemExit("tipline serve did not answer within 120 s")
             time.sleep(0.2)
-        # every worker answers (each builds its intake and opens its triage thread)
+        # every worker answers (each builds its intake, starts its hashing processes and
+        # opens its triage thread) and has verified each provider's password (scrypt)
         for _ in range(8 * workers):
-            httpx.get(f"{base}/status", auth=(name, password), timeout=30)
+            for user, secret in PASSWORDS.items():
+                httpx.get(f"{base}/status", auth=(user, secret), timeout=30)
         yield base, psutil.Process(proc.pid)
     finally:
         proc.terminate()

@@ -257,6 +257,9 @@ def test_reports_link_by_shared_identifiers(env: Env) -> None:
         from tipline.services.clearinghouse import links
 
         got = {r: set(links.linked(s, r)) for r in (r1, r2, r3, r4, r5, r6)}
+        # the grouped count the link factor's refresh uses agrees with the lists
+        counted = links.counts(s, [r1, r2, r3, r4, r5, r6, 999_999])
+    assert counted == {**{r: len(found) for r, found in got.items()}, 999_999: 0}
     assert got[r1] == {r2, r4, r6}
     assert got[r3] == set() and got[r5] == set()
     assert env.triage(r2).linked_reports == 1

@@ -123,11 +123,19 @@ def _rescore_links(
 ) -> list[int]:
     """Bring the link factor of pending linked reports up to date; their ids."""
     done: list[int] = []
-    for rid in sorted(report_ids)[:MAX_RESCORED]:
-        row = session.get(TriageRow, rid)
-        if row is None or row.status != PENDING:
+    chosen = sorted(report_ids)[:MAX_RESCORED]
+    rows = {
+        int(row.report_id): row
+        for row in session.scalars(
+            select(TriageRow).where(TriageRow.report_id.in_(chosen), TriageRow.status == PENDING)
+        )
+    }
+    counted = links.counts(session, rows)
+    for rid in chosen:
+        row = rows.get(rid)
+        if row is None:
             continue
-        count = len(links.linked(session, rid))
+        count = counted[rid]
         if count == row.linked_reports:
             continue
         factor = triage.Factor(

@@ -255,10 +255,11 @@ def _sources(spec: SimulationSpec, count: int, rng: random.Random) -> list[Sourc
             continue
         if any(_moved(picture, probe, bits) > MAX_PROBE_DISTANCE for probe in _PROBES):
             continue
-        frame = picture.copy()
-        frame.thumbnail((spec.video_side, spec.video_side))
-        if simmedia.pdq_of(frame)[1] < MIN_FRAME_QUALITY:
-            continue
+        if spec.video_share > 0:
+            frame = picture.copy()
+            frame.thumbnail((spec.video_side, spec.video_side))
+            if simmedia.pdq_of(frame)[1] < MIN_FRAME_QUALITY:
+                continue
         if hashes:
             nearest = int(np.min(np.count_nonzero(np.stack(hashes) != bits, axis=1)))
             if nearest < MIN_ITEM_DISTANCE:

@@ -184,6 +184,39 @@ def media_signature_ok(
     return hmac.compare_digest(expected.encode(), sig.encode("utf-8", "replace"))
 
 
+def require_media_signature(
+    request: Request,
+    ws: WebSession,
+    target_id: str,
+    level: int,
+    exp: str,
+    sig: str,
+    *,
+    kind: str,
+    details: dict[str, object],
+) -> None:
+    """Refuse (audited, with ``details``) a media URL not signed for this session, kind,
+    target and level, or expired."""
+    if media_signature_ok(ws, target_id, level, exp[:16], sig[:128], kind=kind):
+        return
+    web_auth.refuse(
+        web(request).db.sessions,
+        actor=ws.principal,
+        reason="bad or expired media URL",
+        details=details,
+    )
+    refused = PermissionDeniedError("this media link is not valid (expired or altered)")
+    refused.audited = True  # type: ignore[attr-defined]
+    raise refused
+
+
+def media_response(data: bytes, media_type: str) -> Response:
+    """Rendered media with the web UI's safe headers (``no-store`` included), inline."""
+    return Response(
+        data, media_type=media_type, headers={**SECURITY_HEADERS, "Content-Disposition": "inline"}
+    )
+
+
 def new_login_token() -> str:
     """The value of the pre-login CSRF cookie (double submit)."""
     return secrets.token_urlsafe(24)

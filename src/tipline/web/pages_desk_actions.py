@@ -12,8 +12,7 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 from starlette.background import BackgroundTask
 
-from tipline.errors import InputError, PermissionDeniedError
-from tipline.services import web_auth
+from tipline.errors import InputError
 from tipline.services.desk import actions, media
 from tipline.signals.limits import MediaLimits
 from tipline.web.context import (
@@ -22,7 +21,8 @@ from tipline.web.context import (
     WebRoute,
     current,
     form_of,
-    media_signature_ok,
+    media_response,
+    require_media_signature,
     web,
 )
 
@@ -44,16 +44,10 @@ def desk_file(request: Request, file_id: str, level: int, exp: str = "", sig: st
     ws = current(request)
     ctx = web(request)
     file_id = _file_id(file_id)
-    if not media_signature_ok(ws, file_id, level, exp[:16], sig[:128], kind="desk"):
-        web_auth.refuse(
-            ctx.db.sessions,
-            actor=ws.principal,
-            reason="bad or expired media URL",
-            details={"intake_file": file_id, "level": level},
-        )
-        refused = PermissionDeniedError("this media link is not valid (expired or altered)")
-        refused.audited = True  # type: ignore[attr-defined]
-        raise refused
+    require_media_signature(
+        request, ws, file_id, level, exp, sig, kind="desk",
+        details={"intake_file": file_id, "level": level},
+    )  # fmt: skip
     rendered = media.render(
         ctx.db.sessions,
         ctx.vault(),
@@ -63,11 +57,7 @@ def desk_file(request: Request, file_id: str, level: int, exp: str = "", sig: st
         default_level=ws.user.default_level,
         limits=MediaLimits.of(ctx.settings),
     )
-    return Response(
-        rendered.data,
-        media_type=rendered.media_type,
-        headers={**SECURITY_HEADERS, "Content-Disposition": "inline"},
-    )
+    return media_response(rendered.data, rendered.media_type)
 
 
 @router.post("/reports/{report_id}/files/{file_id}/reveal")

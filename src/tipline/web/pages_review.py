@@ -7,21 +7,20 @@ import re
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from tipline.errors import InputError, PermissionDeniedError
-from tipline.services import web_auth
+from tipline.errors import InputError
 from tipline.services.reports import service as reports
 from tipline.services.review import decisions, item, media
 from tipline.services.review.queue import CLASSIFICATIONS, QueueStatus, list_queue, release
 from tipline.signals.limits import MediaLimits
 from tipline.web.context import (
     PREFIX,
-    SECURITY_HEADERS,
     WebRoute,
     current,
     form_of,
-    media_signature_ok,
+    media_response,
     media_url,
     render,
+    require_media_signature,
     web,
 )
 
@@ -161,16 +160,10 @@ def media_file(
     ws = current(request)
     ctx = web(request)
     item_id = _item_id(item_id)
-    if not media_signature_ok(ws, item_id, level, exp, sig):
-        web_auth.refuse(
-            ctx.db.sessions,
-            actor=ws.principal,
-            reason="bad or expired media URL",
-            details={"item": item_id, "level": level},
-        )
-        refused = PermissionDeniedError("this media link is not valid (expired or altered)")
-        refused.audited = True  # type: ignore[attr-defined]
-        raise refused
+    require_media_signature(
+        request, ws, item_id, level, exp, sig, kind="media",
+        details={"item": item_id, "level": level},
+    )  # fmt: skip
     rendered = media.render(
         ctx.db.sessions,
         ctx.vault(),
@@ -180,11 +173,7 @@ def media_file(
         default_level=ws.user.default_level,
         limits=MediaLimits.of(ctx.settings),
     )
-    return Response(
-        rendered.data,
-        media_type=rendered.media_type,
-        headers={**SECURITY_HEADERS, "Content-Disposition": "inline"},
-    )
+    return media_response(rendered.data, rendered.media_type)
 
 
 @router.post("/review/{item_id}/decide")

@@ -29,15 +29,12 @@ from tipline.services.review.media import (
     VIEW_LEVEL,
     ExposureLimitError,
     Rendered,
-    contact_sheet,
     exposure_in,
-    render_image,
+    render_evidence,
     revealed_level,
 )
 from tipline.services.vault import Vault
-from tipline.services.vault.items import plaintext
 from tipline.signals.limits import MediaLimits
-from tipline.signals.sniff import SniffedKind, sniff
 from tipline.store.base import utcnow
 from tipline.store.clearinghouse import IntakeFileRow
 from tipline.store.db import transaction
@@ -171,11 +168,4 @@ def render(
             tenant=item.tenant,
         )
         session.expunge(item)
-    data = b"".join(plaintext(vault, item))
-    if sniff(data[:64]).kind is SniffedKind.VIDEO:
-        data = contact_sheet(data, limits=limits)
-    return Rendered(
-        render_image(data, level, max_pixels=limits.max_image_pixels, side=THUMB_SIDE),
-        "image/jpeg",
-        level,
-    )
+    return render_evidence(vault, item, level, limits=limits, side=THUMB_SIDE)

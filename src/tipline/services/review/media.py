@@ -307,9 +307,19 @@ def render(
             details={"via": "review", "review_item": item_id, "level": level},
             tenant=row.tenant,
         )
-    data = b"".join(plaintext(vault, row))
+    return render_evidence(vault, row, level, limits=limits)
+
+
+def render_evidence(
+    vault: Vault, item: EvidenceItemRow, level: int, *, limits: MediaLimits, side: int = MAX_SIDE
+) -> Rendered:
+    """A kept picture or video (as its contact sheet) decrypted and rendered at
+    ``level``, at most ``side`` pixels a side; the caller has checked and audited."""
+    data = b"".join(plaintext(vault, item))
     if sniff(data[:64]).kind is SniffedKind.VIDEO:
         data = contact_sheet(data, limits=limits)
     return Rendered(
-        render_image(data, level, max_pixels=limits.max_image_pixels), "image/jpeg", level
+        render_image(data, level, max_pixels=limits.max_image_pixels, side=side),
+        "image/jpeg",
+        level,
     )

@@ -329,8 +329,9 @@ def _hash_chunk(
     return [hash_path(p, options, limits=limits) for p in paths]
 
 
-def process_pool(jobs: int) -> ProcessPoolExecutor:
-    """A pool of ``jobs`` hashing worker processes, reusable across :func:`hash_many` calls.
+def process_pool(jobs: int, *, nice: int = 0) -> ProcessPoolExecutor:
+    """A pool of ``jobs`` hashing worker processes, reusable across :func:`hash_many` calls;
+    ``nice`` > 0 lowers the workers' scheduling priority by that much (``os.nice``).
 
     Uses forkserver: workers never inherit the parent's threads (progress bars, DB pools).
     """
@@ -344,6 +345,10 @@ def process_pool(jobs: int) -> ProcessPoolExecutor:
             "tipline.signals.warm",
         ]
     )
+    if nice > 0:
+        return ProcessPoolExecutor(
+            max_workers=jobs, mp_context=ctx, initializer=os.nice, initargs=(nice,)
+        )
     return ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
 
 

@@ -21,6 +21,11 @@ from concurrent.futures.process import BrokenProcessPool
 from tipline.signals.hashing import HashOptions, HashResult, hash_bytes, process_pool
 from tipline.signals.limits import MediaLimits
 
+#: the workers yield the CPU to the serving process (its triage thread holds the
+#: de-duplication lock; a report waits for it from /finish): they still use every idle
+#: cycle, so the intake's throughput is the same
+NICE = 10
+
 
 class HashPool:
     """``processes`` hashing workers, started on first use; safe to share between
@@ -37,7 +42,7 @@ class HashPool:
             if self._closed:
                 raise RuntimeError("hash pool closed")
             if self._pool is None:
-                self._pool = process_pool(self.processes)
+                self._pool = process_pool(self.processes, nice=NICE)
             return self._pool
 
     def start(self) -> set[int]:

@@ -97,6 +97,23 @@ def test_bank_lifecycle(cli, tmp_path):
     assert r.returncode == 2 and r.stderr.strip() == "error: no bank named 'missing'"
 
 
+def test_bank_auto_report_policy_is_set_and_shown(cli):
+    r = cli("bank", "create", "trusted", "--auto-report", "exact")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(cli("bank", "show", "trusted", "--json").stdout)["auto_report"] == "exact"
+    r = cli("bank", "set", "trusted", "--auto-report", "OFF")
+    assert r.returncode == 0 and "auto-report off" in r.stdout, r.stderr
+    assert "auto-report  off" in cli("bank", "show", "trusted").stdout
+    r = cli("bank", "set", "trusted", "--auto-report", "always")
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        "error: auto-report policy must be one of default, off, exact, trusted, not 'always'"
+    )
+    r = cli("bank", "create", "other")
+    banks = {b["name"]: b for b in json.loads(cli("bank", "list", "--json").stdout)}
+    assert banks["other"]["auto_report"] == "default" and banks["trusted"]["auto_report"] == "off"
+
+
 def test_bank_add_media_files_stores_the_reference_pdq(cli, tmp_path):
     data, reference, fast = drift_jpeg()
     (tmp_path / "drift.jpg").write_bytes(data)

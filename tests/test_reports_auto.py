@@ -119,18 +119,76 @@ def _reports(sessions: sessionmaker[Session]) -> int:
         return int(session.execute(select(func.count()).select_from(ReportRow)).scalar_one())
 
 
-def test_policy_covers_only_exact_unsuppressed_matches_of_auto_banks() -> None:
+def _banks(sessions: sessionmaker[Session], **modes: str) -> None:
+    with transaction(sessions) as session:
+        for name, mode in modes.items():
+            session.add(BankRow(name=name, auto_report=mode))
+
+
+def test_policy_covers_only_exact_unsuppressed_matches_of_auto_banks(
+    sessions: sessionmaker[Session],
+) -> None:
     policy = AutoReportPolicy.from_settings(_settings(report_auto_banks=["trusted", "t2"]))
-    assert policy is not None
-    assert AutoReportPolicy.from_settings(Settings()) is None
     near = Match(bank="trusted", entry_id="e2", signal_type="pdq", distance=0)
     other = Match(bank="community", entry_id="e3", signal_type="md5", distance=0)
     allowed = Match(
         bank="trusted", entry_id="e4", signal_type="sha256", distance=0, suppressed_by="allow/x"
     )
     sha = Match(bank="t2", entry_id="e5", signal_type="sha256", distance=0)
-    assert policy.covers([near, other, allowed]) == []
-    assert policy.covers([EXACT, near, sha, EXACT]) == ["t2/e5", "trusted/e1"]
+    _banks(sessions, trusted="default", community="default")  # t2: no row, counts as default
+    with sessions() as session:
+        assert policy.covers(session, [near, other, allowed]) == []
+        assert policy.covers(session, [EXACT, near, sha, EXACT]) == ["t2/e5", "trusted/e1"]
+        assert AutoReportPolicy.from_settings(Settings()).covers(session, [EXACT, sha]) == []
+
+
+def test_each_bank_policy_decides_which_matches_are_reported(
+    sessions: sessionmaker[Session],
+) -> None:
+    # listed in the settings, but each bank's own policy decides; default follows the list
+    policy = AutoReportPolicy.from_settings(_settings(report_auto_banks=["listed", "off"]))
+    _banks(sessions, listed="default", unlisted="default", off="off", exact="exact")
+    _banks(sessions, trust="trusted")
+
+    def covers(*matches: Match) -> list[str]:
+        with sessions() as session:
+            return policy.covers(session, list(matches))
+
+    def m(bank: str, kind: str, distance: int = 0, **kw: str) -> Match:
+        return Match(
+            bank=bank, entry_id=f"{kind}{distance}", signal_type=kind, distance=distance, **kw
+        )
+
+    assert covers(m("listed", "md5"), m("unlisted", "md5"), m("off", "sha256")) == ["listed/md50"]
+    assert covers(m("exact", "sha1"), m("exact", "pdq"), m("exact", "md5", 3)) == ["exact/sha10"]
+    assert covers(
+        m("trust", "sha256"),
+        m("trust", "pdq"),
+        m("trust", "pdq", 4),  # a near match is never reported unseen
+        m("trust", "pdq", variant="uncaption"),
+        m("trust", "pdq", tier="region"),
+        m("trust", "vpdq"),
+        m("trust", "md5", suppressed_by="allow/x"),
+    ) == ["trust/pdq0", "trust/sha2560"]
+
+
+def test_a_bank_policy_applies_at_match_time_and_to_report_auto(
+    sessions: sessionmaker[Session], vault: v.Vault
+) -> None:
+    _banks(sessions, trusted="off", exact="exact")
+    # listed in report_auto_banks but switched off on the bank: no report, either path
+    sid = _match(sessions, vault, [EXACT])
+    assert sid is not None and _reports(sessions) == 0
+    evidence = VaultEvidence(vault, actor=DELIVERY)
+    assert service.auto_report(sessions, sid, settings=_settings(), evidence=evidence) is None
+    # a bank set to exact is reported although the settings list no bank
+    unlisted = _settings(report_auto_banks=[])
+    hit = Match(bank="exact", entry_id="e9", signal_type="sha256", distance=0)
+    sid = _match(sessions, vault, [hit], settings=unlisted, content_id="c-2")
+    (report,) = service.list_reports(sessions, ACME_ADMIN)
+    assert report.source == f"auto:{sid}" and report.kind == "auto"
+    with sessions() as session:
+        assert service.auto_report_matches(session, str(sid), unlisted) == ["exact/e9"]
 
 
 def test_exact_trusted_match_queues_a_not_viewed_report_with_the_media_kept(
@@ -353,6 +411,35 @@ def test_api_match_queues_the_auto_report(tmp_path: Path) -> None:
         finally:
             engine.dispose()
         assert len(not_queued) == 1 and "no media" in not_queued[0]
+
+
+def test_api_bank_policy_is_set_shown_and_applied_by_v1_match(tmp_path: Path) -> None:
+    env = {
+        "TIPLINE_VAULT_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "TIPLINE_REPORT_REPORTER_EMAIL": "reports@example.org",
+    }  # no report_auto_banks: only the bank's own policy can report
+    known = _picture(3)
+    with running_server(f"sqlite:///{tmp_path / 'tipline.db'}", tmp_path, env=env) as server:
+        curator = server.client("a_curator")
+        bad = curator.post("/v1/banks", json={"name": "trusted", "auto_report": "always"})
+        assert bad.status_code == 422, bad.text
+        made = curator.post("/v1/banks", json={"name": "trusted", "auto_report": "off"})
+        assert made.status_code == 201 and made.json()["auto_report"] == "off", made.text
+        assert curator.post("/v1/banks/trusted/media?entry_id=k1", content=known).is_success
+        matcher = server.client("a_matcher")
+        reviewer = server.client("a_reviewer")
+        first = matcher.post("/v1/match", params={"content_id": "c-1"}, content=known)
+        assert first.status_code == 200 and first.json()["matched"], first.text
+        assert reviewer.get("/v1/reports").json() == []
+        patched = curator.patch("/v1/banks/trusted", json={"auto_report": "exact"})
+        assert patched.status_code == 200 and patched.json()["auto_report"] == "exact"
+        assert curator.get("/v1/banks/trusted").json()["auto_report"] == "exact"
+        second = matcher.post("/v1/match", params={"content_id": "c-2"}, content=known)
+        assert second.status_code == 200, second.text
+        listed = reviewer.get("/v1/reports").json()
+        assert [(r["kind"], r["source"]) for r in listed] == [
+            ("auto", f"auto:{second.json()['submission_id']}")
+        ]
 
 
 def test_scan_queues_one_auto_report_per_file(db_url: str, tmp_path: Path) -> None:

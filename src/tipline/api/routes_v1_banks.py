@@ -19,6 +19,7 @@ from tipline.api.context import ServiceContext, get_ctx
 from tipline.api.deps import require
 from tipline.api.media import RAW_MEDIA_BODY, hash_upload, read_media
 from tipline.api.schemas import problems
+from tipline.banks.auto_report import AutoReport
 from tipline.banks.model import BankEntry
 from tipline.services import bank_media, banks, input_limits
 from tipline.services.auth import Permission, Principal, can_see_tenant
@@ -54,6 +55,12 @@ class BankIn(BaseModel):
         description="also match queries without their borders, caption bars and "
         "screenshot frames (the query's normalised PDQ variants)",
     )
+    auto_report: AutoReport = Field(
+        "default",
+        description="auto-report policy at match time: default (exact digest matches "
+        "when the settings list the bank in report_auto_banks), off, exact (exact digest "
+        "matches) or trusted (exact digest matches and PDQ matches at distance 0)",
+    )
 
 
 class BankPatch(BaseModel):
@@ -74,6 +81,12 @@ class BankPatch(BaseModel):
         description="the bank-side robust tier: entries added from media also match "
         "crops (up to 10%) and rotations (up to 5 degrees) of their original",
     )
+    auto_report: AutoReport | None = Field(
+        None,
+        description="auto-report policy at match time: default (exact digest matches "
+        "when the settings list the bank in report_auto_banks), off, exact (exact digest "
+        "matches) or trusted (exact digest matches and PDQ matches at distance 0)",
+    )
 
 
 class BankOut(BaseModel):
@@ -88,6 +101,7 @@ class BankOut(BaseModel):
     region_matching: bool = Field(
         description="entries added from media also match crops and small rotations"
     )
+    auto_report: str = Field(description="auto-report policy at match time")
     tenant: str | None
     entries: int
     disabled_entries: int
@@ -105,6 +119,7 @@ class BankOut(BaseModel):
             thresholds=dict(b.thresholds),
             normalize=b.normalize,
             region_matching=b.region_matching,
+            auto_report=b.auto_report,
             tenant=b.tenant,
             entries=info.entries,
             disabled_entries=info.disabled_entries,
@@ -193,6 +208,7 @@ def create_bank(
         tenant=who.tenant,
         actor=who,
         normalize=body.normalize,
+        auto_report=body.auto_report,
     )
     return BankOut.of(banks.show_bank(bank_db(ctx), body.name.strip()))
 
@@ -213,7 +229,7 @@ def patch_bank(
     who: Principal = Depends(_write),
 ) -> BankOut:
     """Switch a bank on or off, change thresholds or description, switch normalised or
-    region matching (audited)."""
+    region matching, set the auto-report policy (audited)."""
     visible_bank(ctx, who, name, write=True)
     banks.update_bank(
         bank_db(ctx),
@@ -224,6 +240,7 @@ def patch_bank(
         actor=who,
         normalize=body.normalize,
         region_matching=body.region_matching,
+        auto_report=body.auto_report,
     )
     return BankOut.of(banks.show_bank(bank_db(ctx), name))
 

@@ -53,3 +53,7 @@ class Bank:
     #: the bank-side robust tier: entries added from media also match crops and small
     #: rotations of the original (their region descriptors, :mod:`tipline.signals.regions`)
     region_matching: bool = True
+    #: auto-report policy at match time: ``default`` (the bank is reported when listed
+    #: in the settings' ``report_auto_banks``), ``off``, ``exact`` or ``trusted``
+    #: (:mod:`tipline.banks.auto_report`)
+    auto_report: str = "default"

@@ -55,6 +55,7 @@ def _info_json(info: svc.BankInfo) -> dict[str, Any]:
         "normalize": b.normalize,
         "tenant": b.tenant,
         "region_matching": b.region_matching,
+        "auto_report": b.auto_report,
         "entries": info.entries,
         "disabled_entries": info.disabled_entries,
         "signals": info.signals,
@@ -90,6 +91,13 @@ def create_command(
         "--normalize/--no-normalize",
         help="Match queries without their borders, caption bars and screenshot frames too.",
     ),
+    auto_report: str = typer.Option(
+        "default",
+        "--auto-report",
+        help="Auto-report policy at match time: default (exact digest matches when "
+        "report_auto_banks lists the bank), off, exact (exact digest matches) or trusted "
+        "(exact digest matches and PDQ matches at distance 0).",
+    ),
 ) -> None:
     """Create a bank."""
     db = open_database()
@@ -102,6 +110,7 @@ def create_command(
             allow=allow,
             enabled=not disabled,
             normalize=normalize,
+            auto_report=auto_report,
         )
     finally:
         db.close()
@@ -162,6 +171,7 @@ def show_command(
     _print(f"thresholds   {thresholds}")
     _print(f"normalize    {'yes' if b.normalize else 'no'}")
     _print(f"regions      {'on' if b.region_matching else 'off'} (crops and small rotations)")
+    _print(f"auto-report  {b.auto_report}")
     _print(f"entries      {info.entries} ({info.disabled_entries} disabled)")
     for kind, count in sorted(info.signals.items()):
         _print(f"  {kind:<10} {count}")
@@ -560,8 +570,16 @@ def set_command(
         help="Switch the bank-side robust tier on/off: entries added from media also "
         "match crops (up to 10%) and rotations (up to 5 degrees) of their original.",
     ),
+    auto_report: str | None = typer.Option(
+        None,
+        "--auto-report",
+        help="Auto-report policy at match time: default (exact digest matches when "
+        "report_auto_banks lists the bank), off, exact (exact digest matches) or trusted "
+        "(exact digest matches and PDQ matches at distance 0).",
+    ),
 ) -> None:
-    """Change a bank's thresholds, description, normalised matching or region matching."""
+    """Change a bank's thresholds, description, normalised or region matching, or its
+    auto-report policy."""
     db = open_database()
     try:
         bank = svc.update_bank(
@@ -571,6 +589,7 @@ def set_command(
             description=description,
             normalize=normalize,
             region_matching=region_matching,
+            auto_report=auto_report,
         )
     finally:
         db.close()
@@ -579,7 +598,7 @@ def set_command(
     regions = "on" if bank.region_matching else "off"
     _print(
         f"bank {bank.name}: thresholds {thresholds}; normalize {normalized}; "
-        f"region matching {regions}"
+        f"region matching {regions}; auto-report {bank.auto_report}"
     )
 
 

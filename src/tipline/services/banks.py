@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from sqlalchemy.orm import Session
 
+from tipline.banks.auto_report import check_mode
 from tipline.banks.formats import (
     ImportFormat,
     ParsedEntry,
@@ -128,9 +129,11 @@ def create_bank(
     tenant: str | None = None,
     actor: Actor = DEFAULT_ACTOR,
     normalize: bool = True,
+    auto_report: str = "default",
 ) -> Bank:
     """Create a bank (``normalize``: match normalised query variants too, see
-    :mod:`tipline.signals.normalize`); ConflictError when the name is taken (for a
+    :mod:`tipline.signals.normalize`; ``auto_report``: its auto-report policy, see
+    :mod:`tipline.banks.auto_report`); ConflictError when the name is taken (for a
     tenant's bank worded the same whoever holds the name: bank names are global, see
     docs/api.md)."""
     bank = Bank(
@@ -141,6 +144,7 @@ def create_bank(
         thresholds=check_thresholds(thresholds or {}),
         tenant=tenant,
         normalize=normalize,
+        auto_report=check_mode(auto_report),
     )
     with transaction(db.sessions) as s:
         try:
@@ -163,6 +167,7 @@ def create_bank(
                 "enabled": enabled,
                 "thresholds": dict(bank.thresholds),
                 "normalize": normalize,
+                "auto_report": bank.auto_report,
             },
             tenant=tenant,
         )
@@ -197,11 +202,14 @@ def update_bank(
     region_matching: bool | None = None,
     actor: Actor = DEFAULT_ACTOR,
     normalize: bool | None = None,
+    auto_report: str | None = None,
 ) -> Bank:
     """Switch a bank on/off, change its thresholds/description, switch matching of
     normalised query variants (``normalize``) on/off, or its bank-side robust tier
-    (``region_matching``: crops and small rotations of entries added from media)."""
+    (``region_matching``: crops and small rotations of entries added from media), or
+    set its auto-report policy (``auto_report``, :mod:`tipline.banks.auto_report`)."""
     clean = check_thresholds(thresholds) if thresholds is not None else None
+    mode = check_mode(auto_report) if auto_report is not None else None
     with transaction(db.sessions) as s:
         row = repo.update_bank(
             s,
@@ -211,6 +219,7 @@ def update_bank(
             description=description,
             normalize=normalize,
             region_matching=region_matching,
+            auto_report=mode,
         )
         action = {True: "bank.enable", False: "bank.disable", None: "bank.update"}[enabled]
         details: dict[str, Any] = {
@@ -220,6 +229,8 @@ def update_bank(
         }
         if region_matching is not None:
             details["region_matching"] = region_matching
+        if mode is not None:
+            details["auto_report"] = mode
         _audit(s, actor, action, ("bank", name), details, tenant=row.tenant)
         return repo.to_bank(row)
 

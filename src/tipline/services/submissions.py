@@ -258,7 +258,7 @@ def record_batch(
         if outcome.submission is None and not outcome.matches:
             ids.append(None)
             continue
-        covered = auto_report.covers(outcome.matches) if auto_report is not None else []
+        covered = auto_report.covers(session, outcome.matches) if auto_report is not None else []
         facts = outcome.submission
         if facts is None and covered:
             facts = _implicit_facts(outcome)

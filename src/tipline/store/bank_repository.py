@@ -101,6 +101,7 @@ def to_bank(row: BankRow) -> Bank:
         tenant=row.tenant,
         normalize=row.normalize,
         region_matching=bool(row.region_matching),
+        auto_report=row.auto_report,
     )
 
 
@@ -118,6 +119,7 @@ def create_bank(session: Session, bank: Bank) -> BankRow:
         tenant=bank.tenant,
         normalize=bank.normalize,
         region_matching=bank.region_matching,
+        auto_report=bank.auto_report,
         created_at=now,
         updated_at=now,
     )
@@ -174,9 +176,12 @@ def update_bank(
     thresholds: dict[str, int] | None = None,
     normalize: bool | None = None,
     region_matching: bool | None = None,
+    auto_report: str | None = None,
 ) -> BankRow:
     """Change a bank's settings (``None`` leaves a field as it is)."""
     row = get_bank(session, name, for_update=True)
+    if auto_report is not None:
+        row.auto_report = auto_report
     if normalize is not None:
         row.normalize = normalize
     if region_matching is not None:

@@ -65,6 +65,10 @@ class BankRow(Base):
     normalize: Mapped[bool] = mapped_column(
         Boolean, nullable=False, default=True, server_default=true()
     )
+    #: auto-report policy at match time (:mod:`tipline.banks.auto_report`)
+    auto_report: Mapped[str] = mapped_column(
+        String(16), nullable=False, default="default", server_default="default"
+    )
 
 
 class BankEntryRow(Base):

@@ -1,8 +1,10 @@
 """The auto-report policy at match time.
 
-When an item's match is an exact digest match (MD5, SHA-1, SHA-256) of an entry in a
-bank whose policy is auto-report (``report_auto_banks``: banks whose entries a trusted
-source confirmed), :func:`tipline.services.submissions.record_batch` keeps the item's
+When an item's match is one its bank's auto-report policy reports
+(:mod:`tipline.banks.auto_report`: by default an exact digest match, MD5, SHA-1,
+SHA-256, of an entry in a bank listed in ``report_auto_banks``, banks whose entries a
+trusted source confirmed; per bank ``off``, ``exact`` or ``trusted``),
+:func:`tipline.services.submissions.record_batch` keeps the item's
 media in the evidence vault and queues its report in the same transaction as the
 match: :func:`queue_at_match`. Nobody viewed the file and the report says so
 (``fileViewedByEsp`` and ``exifViewedByEsp`` false).
@@ -32,9 +34,9 @@ from tipline.services import audit
 from tipline.services.matching.match import Match
 from tipline.services.reports.facts import ReviewFacts
 from tipline.services.reports.outbox import ReportStatus
+from tipline.services.reports.policy import covered
 from tipline.services.reports.service import (
     DELIVERY_PRINCIPAL,
-    EXACT_SIGNAL_TYPES,
     ReportKind,
     existing_report,
     queue_submission_report,
@@ -54,28 +56,28 @@ ACTOR = "auto-report"
 
 @dataclass(frozen=True)
 class AutoReportPolicy:
-    """The auto-report policy of ``settings`` (banks, reporter, platform)."""
+    """The auto-report policy at match time: each bank's own policy, with the
+    settings' ``report_auto_banks`` for banks left at ``default`` (and the reporter,
+    platform and vault facts of ``settings``)."""
 
     settings: Settings
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AutoReportPolicy | None:
-        """The policy, or None when no bank is listed in ``report_auto_banks``."""
-        return cls(settings) if settings.report_auto_banks else None
+    def from_settings(cls, settings: Settings) -> AutoReportPolicy:
+        """The policy of ``settings`` (banks' own policies are read at match time)."""
+        return cls(settings)
 
-    def covers(self, matches: Sequence[Match]) -> list[str]:
-        """``bank/entry`` of the matches the policy reports: exact digest matches
-        (distance 0), not suppressed by an allow bank, in an auto-report bank."""
-        banks = set(self.settings.report_auto_banks)
-        return sorted(
-            {
-                f"{m.bank}/{m.entry_id}"
+    def covers(self, session: Session, matches: Sequence[Match]) -> list[str]:
+        """``bank/entry`` of the matches the policy reports: not suppressed by an allow
+        bank, distance 0, and reported by their bank's policy (read in ``session``)."""
+        return covered(
+            session,
+            self.settings,
+            (
+                (m.bank, m.entry_id, m.signal_type, m.distance, m.variant, m.tier)
                 for m in matches
                 if m.suppressed_by is None
-                and m.distance == 0
-                and m.signal_type in EXACT_SIGNAL_TYPES
-                and m.bank in banks
-            }
+            ),
         )
 
 

@@ -44,6 +44,7 @@ from tipline.services.reports.outbox import (
     StepHook,
     outbox_size,
 )
+from tipline.services.reports.policy import covered
 from tipline.services.vault import Vault
 from tipline.services.vault.evidence import VaultEvidence
 from tipline.store.base import utcnow
@@ -242,7 +243,6 @@ def _check_file(file: ReportedFile) -> None:
 # -- reports from decisions and from the auto-report policy ---------------------------
 
 #: signal types whose matches are exact (a digest of the bytes)
-EXACT_SIGNAL_TYPES = frozenset({"md5", "sha1", "sha256", "video_md5", "video_sha256"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -518,19 +518,26 @@ def queue_submission_report(
 
 
 def auto_report_matches(session: Session, submission_id: str, settings: Settings) -> list[str]:
-    """The auto-report policy: ``bank/entry`` of this submission's exact digest matches
-    in a bank listed in ``report_auto_banks`` (entries a trusted source confirmed)."""
-    if not settings.report_auto_banks:
-        return []
+    """The auto-report policy: ``bank/entry`` of this submission's recorded matches
+    (distance 0) that their bank's policy reports (:mod:`tipline.banks.auto_report`;
+    ``default``: exact digest matches in a bank listed in ``report_auto_banks``)."""
     rows = session.execute(
-        select(MatchRecordRow.bank, MatchRecordRow.entry_id).where(
+        select(
+            MatchRecordRow.bank,
+            MatchRecordRow.entry_id,
+            MatchRecordRow.signal_type,
+            MatchRecordRow.distance,
+            MatchRecordRow.variant,
+        ).where(
             MatchRecordRow.submission_id == submission_id,
-            MatchRecordRow.bank.in_(settings.report_auto_banks),
-            MatchRecordRow.signal_type.in_(sorted(EXACT_SIGNAL_TYPES)),
             MatchRecordRow.distance == 0,
         )
     ).all()
-    return sorted({f"{bank}/{entry}" for bank, entry in rows})
+    return covered(
+        session,
+        settings,
+        ((bank, entry, kind, dist, variant, None) for bank, entry, kind, dist, variant in rows),
+    )
 
 
 def auto_report(

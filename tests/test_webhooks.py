@@ -519,3 +519,16 @@ def test_worker_logs_never_show_secrets_or_url_tokens(
     output = done.stdout + done.stderr
     assert "HTTP 500" in output  # the failure is logged ...
     assert "url-token" not in output and secret not in output  # ... without secrets
+
+
+def test_a_variant_match_says_so_in_the_event_and_the_review_item(engine: Engine) -> None:
+    reviewer = Principal("rev1", Role.REVIEWER, None)
+    hit = MatchHit(bank="x", signal_type="pdq", distance=12, entry_id="x-1", variant="trim")
+    event = MatchEvent(event_id="e9", hits=[hit], content_id="c-e9")
+    assert event.as_json()["matches"][0]["variant"] == "trim"
+    assert _event("e8", "x").as_json()["matches"][0]["variant"] is None
+    with transaction(session_factory(engine)) as session:
+        actions.add_rule(session, action="enqueue_review", bank="x")
+        actions.on_match(session, event, actor="key1")
+        items = actions.review_queue(session, actor=reviewer)
+    assert [i["details"]["matches"][0]["variant"] for i in items] == ["trim"]

@@ -51,6 +51,8 @@ class MatchHit:
     signal_type: str
     distance: int
     entry_id: str | None = None
+    #: the query's variant that matched (``trim``...; None: the media as given)
+    variant: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -280,6 +280,7 @@ def record_batch(
                         signal_type=m.signal_type,
                         distance=m.distance,
                         entry_id=m.entry_id,
+                        variant=m.variant,
                     )
                     for m in outcome.matches
                     if m.suppressed_by is None

@@ -49,6 +49,8 @@ class MatchLine:
     signal_type: str
     distance: int
     labels: tuple[str, ...]
+    #: the query's variant that matched (``trim``...; None: the media as given)
+    variant: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,7 @@ def _matches(session: Session, item_details: str, item_bank: str, event_id: str)
             signal_type=str(hit.get("signal_type", "?")),
             distance=int(hit.get("distance", 0)),
             labels=labels.get((str(hit.get("bank")), str(hit.get("entry_id"))), ()),
+            variant=hit.get("variant") if isinstance(hit.get("variant"), str) else None,
         )
         for hit in sorted(hits, key=lambda h: int(h.get("distance", 0)))
     ]

@@ -140,6 +140,12 @@ def test_policy_covers_only_exact_unsuppressed_matches_of_auto_banks(
         assert policy.covers(session, [near, other, allowed]) == []
         assert policy.covers(session, [EXACT, near, sha, EXACT]) == ["t2/e5", "trusted/e1"]
         assert AutoReportPolicy.from_settings(Settings()).covers(session, [EXACT, sha]) == []
+        assert policy.covers_each(session, [[near], [], [sha, other], [EXACT]]) == [
+            [],
+            [],
+            ["t2/e5"],
+            ["trusted/e1"],
+        ]
 
 
 def test_each_bank_policy_decides_which_matches_are_reported(

@@ -254,11 +254,15 @@ def record_batch(
     events: list[actions.MatchEvent] = []
     kept: list[tuple[Outcome, str | None]] = []
     to_report: dict[int, tuple[store.SubmissionRow, list[str]]] = {}
-    for outcome in outcomes:
+    reportable = (  # each outcome's matches the auto-report policy covers (one read)
+        auto_report.covers_each(session, [o.matches for o in outcomes])
+        if auto_report is not None
+        else [[] for _ in outcomes]
+    )
+    for outcome, covered in zip(outcomes, reportable, strict=True):
         if outcome.submission is None and not outcome.matches:
             ids.append(None)
             continue
-        covered = auto_report.covers(session, outcome.matches) if auto_report is not None else []
         facts = outcome.submission
         if facts is None and covered:
             facts = _implicit_facts(outcome)

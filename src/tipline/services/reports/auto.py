@@ -34,7 +34,7 @@ from tipline.services import audit
 from tipline.services.matching.match import Match
 from tipline.services.reports.facts import ReviewFacts
 from tipline.services.reports.outbox import ReportStatus
-from tipline.services.reports.policy import covered
+from tipline.services.reports.policy import covered_many
 from tipline.services.reports.service import (
     DELIVERY_PRINCIPAL,
     ReportKind,
@@ -70,14 +70,21 @@ class AutoReportPolicy:
     def covers(self, session: Session, matches: Sequence[Match]) -> list[str]:
         """``bank/entry`` of the matches the policy reports: not suppressed by an allow
         bank, distance 0, and reported by their bank's policy (read in ``session``)."""
-        return covered(
+        return self.covers_each(session, [matches])[0]
+
+    def covers_each(self, session: Session, items: Sequence[Sequence[Match]]) -> list[list[str]]:
+        """:meth:`covers` for each item of a batch, the banks' policies read once."""
+        return covered_many(
             session,
             self.settings,
-            (
-                (m.bank, m.entry_id, m.signal_type, m.distance, m.variant, m.tier)
-                for m in matches
-                if m.suppressed_by is None
-            ),
+            [
+                [
+                    (m.bank, m.entry_id, m.signal_type, m.distance, m.variant, m.tier)
+                    for m in matches
+                    if m.suppressed_by is None
+                ]
+                for matches in items
+            ],
         )
 
 

@@ -4,7 +4,7 @@ each bank's policy (:mod:`tipline.banks.auto_report`) read in the caller's sessi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -31,22 +31,30 @@ def bank_modes(session: Session, names: Iterable[str]) -> dict[str, str]:
 def covered(session: Session, settings: Settings, matches: Iterable[MatchKey]) -> list[str]:
     """Sorted ``bank/entry`` of the matches their bank's policy reports at match time
     (a bank without a row, deleted since, counts as ``default``)."""
-    candidates = [m for m in matches if m[3] == 0]  # only distance 0 is ever reported
-    if not candidates:
-        return []
-    modes = bank_modes(session, (m[0] for m in candidates))
+    return covered_many(session, settings, [matches])[0]
+
+
+def covered_many(
+    session: Session, settings: Settings, items: Sequence[Iterable[MatchKey]]
+) -> list[list[str]]:
+    """:func:`covered` for each item's matches, the banks' policies read once."""
+    candidates = [[m for m in matches if m[3] == 0] for matches in items]  # distance 0 only
+    modes = bank_modes(session, (m[0] for ms in candidates for m in ms))
     listed = set(settings.report_auto_banks)
-    return sorted(
-        {
-            f"{bank}/{entry}"
-            for bank, entry, signal_type, distance, variant, tier in candidates
-            if reports(
-                modes.get(bank, "default"),
-                listed=bank in listed,
-                signal_type=signal_type,
-                distance=distance,
-                variant=variant,
-                tier=tier,
-            )
-        }
-    )
+    return [
+        sorted(
+            {
+                f"{bank}/{entry}"
+                for bank, entry, signal_type, distance, variant, tier in ms
+                if reports(
+                    modes.get(bank, "default"),
+                    listed=bank in listed,
+                    signal_type=signal_type,
+                    distance=distance,
+                    variant=variant,
+                    tier=tier,
+                )
+            }
+        )
+        for ms in candidates
+    ]

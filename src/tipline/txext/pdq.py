@@ -21,8 +21,6 @@ loads its own ``pdq``, so an extension can only add a type with another name.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import typing as t
 from pathlib import Path
 
@@ -37,7 +35,7 @@ from threatexchange.signal_type.pdq.signal import PdqSignal
 
 from tipline.errors import IndexCorruptError
 from tipline.index.pdq import PdqIndex, hashes_to_words
-from tipline.txext import codec
+from tipline.txext import codec, streams
 
 T = t.TypeVar("T")
 
@@ -46,7 +44,6 @@ MATCH_THRESHOLD = 31
 #: Hashes added after the last (re)build searched by brute force before a rebuild.
 REBUILD_AFTER = 20_000
 _KIND = "pytx-pdq"
-_CHUNK = 1 << 20
 
 Match = IndexMatchUntyped[SignalSimilarityInfoWithIntDistance, T]
 
@@ -133,34 +130,15 @@ class TiplinePDQIndex(SignalTypeIndex[T]):
             "entry_words": hashes_to_words(rows),
             section: np.frombuffer(meta, np.uint8),
         }
-        fd, name = tempfile.mkstemp(prefix="tipline-pytx-", suffix=".seg")
-        os.close(fd)
-        path = Path(name)
-        try:
-            index.save(path, extra=extra, kind=_KIND)
-            with open(path, "rb") as fin:
-                while chunk := fin.read(_CHUNK):
-                    fout.write(chunk)
-        finally:
-            path.unlink(missing_ok=True)
+        streams.write_to_stream(lambda path: index.save(path, extra=extra, kind=_KIND), fout)
 
     @classmethod
     def deserialize(cls, fin: t.BinaryIO) -> TiplinePDQIndex[T]:
         """Read an index written by :meth:`serialize` (IndexCorruptError when damaged)."""
-        from tipline.index.files import read_segment
-
-        fd, name = tempfile.mkstemp(prefix="tipline-pytx-", suffix=".seg")
-        path = Path(name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                while chunk := fin.read(_CHUNK):
-                    out.write(chunk)
-            seg = read_segment(path, _KIND, verify=True)
+        with streams.segment_from_stream(fin, _KIND) as seg:
             words = np.array(seg.arrays["entry_words"], dtype=np.uint64)
             entries = codec.load_entries(seg.arrays)
             base = PdqIndex.from_segment(seg)
-        finally:
-            path.unlink(missing_ok=True)
         if len(entries) * 4 != words.size:
             raise IndexCorruptError("index entry metadata does not match its hashes")
         out_index: TiplinePDQIndex[T] = cls()

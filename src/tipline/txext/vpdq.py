@@ -18,8 +18,6 @@ ffmpeg decoder, one frame per second as pytx) and indexed by this index.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import typing as t
 from pathlib import Path
 
@@ -30,7 +28,7 @@ from threatexchange.signal_type import signal_base
 from threatexchange.signal_type.index import IndexMatchUntyped, SignalTypeIndex
 
 from tipline.errors import IndexCorruptError, TiplineError
-from tipline.index.files import read_segment, write_segment
+from tipline.index.files import write_segment
 from tipline.index.video import VideoIndex
 from tipline.signals.base import VideoFrame
 from tipline.signals.vpdq import (
@@ -40,7 +38,7 @@ from tipline.signals.vpdq import (
     format_vpdq_text,
     parse_vpdq_text,
 )
-from tipline.txext import codec
+from tipline.txext import codec, streams
 
 T = t.TypeVar("T")
 
@@ -48,7 +46,6 @@ T = t.TypeVar("T")
 QUERY_MATCH_PERCENT = 80.0
 INDEX_MATCH_PERCENT = 0.0
 _KIND = "pytx-vpdq"
-_CHUNK = 1 << 20
 
 
 def _similarity(query_percent: float, compared_percent: float) -> t.Any:
@@ -120,41 +117,23 @@ class TiplineVPDQIndex(SignalTypeIndex[T]):
         """Write the index to ``fout`` as one tipline segment file."""
         section, meta = codec.dump_entries(self._entries)
         videos = "\x00".join(format_vpdq_text(f) for f in self._frames).encode("utf-8")
-        fd, name = tempfile.mkstemp(prefix="tipline-pytx-", suffix=".seg")
-        os.close(fd)
-        path = Path(name)
-        try:
-            write_segment(
-                path,
-                _KIND,
-                {"count": len(self._entries)},
-                {
-                    "videos_text": np.frombuffer(videos, np.uint8),
-                    section: np.frombuffer(meta, np.uint8),
-                },
-            )
-            with open(path, "rb") as fin:
-                while chunk := fin.read(_CHUNK):
-                    fout.write(chunk)
-        finally:
-            path.unlink(missing_ok=True)
+        arrays = {
+            "videos_text": np.frombuffer(videos, np.uint8),
+            section: np.frombuffer(meta, np.uint8),
+        }
+        streams.write_to_stream(
+            lambda path: write_segment(path, _KIND, {"count": len(self._entries)}, arrays), fout
+        )
 
     @classmethod
     def deserialize(cls, fin: t.BinaryIO) -> TiplineVPDQIndex[T]:
         """Read an index written by :meth:`serialize` (IndexCorruptError when damaged)."""
-        fd, name = tempfile.mkstemp(prefix="tipline-pytx-", suffix=".seg")
-        path = Path(name)
         try:
-            with os.fdopen(fd, "wb") as out:
-                while chunk := fin.read(_CHUNK):
-                    out.write(chunk)
-            seg = read_segment(path, _KIND, verify=True)
-            entries = codec.load_entries(seg.arrays)
-            raw = bytes(np.asarray(seg.arrays["videos_text"], np.uint8))
+            with streams.segment_from_stream(fin, _KIND) as seg:
+                entries = codec.load_entries(seg.arrays)
+                raw = bytes(np.asarray(seg.arrays["videos_text"], np.uint8))
         except KeyError:
             raise IndexCorruptError("index without its videos") from None
-        finally:
-            path.unlink(missing_ok=True)
         texts = raw.decode("utf-8", errors="strict").split("\x00") if raw else []
         if len(texts) != len(entries):
             raise IndexCorruptError("index entry metadata does not match its videos")

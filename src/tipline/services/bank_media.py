@@ -60,21 +60,14 @@ def add_media_file(
     result = hash_path(path, BANK_HASH_OPTIONS, limits=limits)
     if result.error is not None and result.error.path is None:
         result.error.path = path
-    signals = entry_signals(result)
-    regions: list[tuple[str, str]] = []
+    data = b""
     if result.media == "photo":
         with open(path, "rb") as f:
-            regions = media_regions(f.read(), limits)
-    return banks.add_entry(
-        db,
-        bank,
-        signals,
-        entry_id=entry_id,
-        labels=labels,
-        source=source,
-        actor=actor,
-        regions=regions,
-    )
+            data = f.read()
+    return add_media_bytes(
+        db, bank, data, result, entry_id=entry_id, labels=labels, source=source, actor=actor,
+        limits=limits,
+    )  # fmt: skip
 
 
 def add_media_bytes(

@@ -26,6 +26,7 @@ from sqlalchemy import Engine, Table, bindparam, event, func, insert, select, tr
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.errors import AuditChainError, InputError
+from tipline.services.group_commit import next_batch
 from tipline.store.audit import GENESIS_HASH, AuditHead, AuditRecord
 from tipline.store.base import utcnow
 
@@ -420,20 +421,9 @@ class Batcher:
     def _run(self) -> None:
         stop = False
         while not stop:
-            first = self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                batch.append(more)
-            self._write(batch)
+            batch, stop = next_batch(self._queue, self._max_batch)
+            if batch:
+                self._write(batch)
 
     def _write(self, batch: list[tuple[Pending, Future[int]]]) -> None:
         live = [(item, f) for item, f in batch if f.set_running_or_notify_cancel()]

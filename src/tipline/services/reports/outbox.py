@@ -59,6 +59,7 @@ from ulid import ULID
 
 from tipline.errors import TiplineError
 from tipline.services import audit
+from tipline.services.group_commit import next_batch
 from tipline.services.jobs import Backoff
 from tipline.services.reports import builder
 from tipline.services.reports.client import (
@@ -288,20 +289,9 @@ class _GroupCommit:
             thread.join()
 
     def _loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)  # stop after this batch
-                    break
-                batch.append(more)
+        stop = False
+        while not stop:
+            batch, stop = next_batch(self._queue, self._max_batch)
             live = [q for q in batch if q.future.set_running_or_notify_cancel()]
             if live:
                 self._apply(live)

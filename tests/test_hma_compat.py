@@ -366,6 +366,47 @@ def test_lookup_by_url_and_upload(server: Server, image_server: str) -> None:
     assert server.client("hasher").get("/m/lookup", params={"url": url}).status_code == 403
 
 
+def _corner_crop(data: bytes, share: float = 0.08) -> bytes:
+    """A JPEG of the picture with ``share`` of its width and height cut off (right,
+    bottom): far from the original's PDQ."""
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    w, h = image.size
+    buf = io.BytesIO()
+    image.crop((0, 0, w - round(w * share), h - round(h * share))).save(buf, "JPEG", quality=88)
+    return buf.getvalue()
+
+
+def test_content_added_from_a_photo_matches_its_crops(server: Server, image_server: str) -> None:
+    """Content added from a photo (upload or URL) keeps the bank-side region descriptors
+    (issue #15): an 8% corner crop looks it up; the same hash added as a bare signal has
+    no pixels, so the crop does not match it."""
+    c, m = server.client("curator"), server.client("matcher")
+    original = IMAGES["photo1.jpg"]
+    crop = _corner_crop(original)
+    plain = _pdq(original, "exact")
+    assert bin(int(plain, 16) ^ int(_pdq(crop, "exact"), 16)).count("1") > 31
+    bank = "REGION_CONTENT"
+    _bank(c, bank)
+    uploaded = c.post(f"/c/bank/{bank}/content", files={"photo": ("o.jpg", original)})
+    assert uploaded.status_code == 200, uploaded.text
+    by_url = c.post(f"/c/bank/{bank}/content?url={image_server}/photo1.jpg")
+    assert by_url.status_code == 200, by_url.text
+    bare = "REGION_SIGNAL_ONLY"
+    _bank(c, bare)
+    assert c.post(f"/c/bank/{bare}/signal", json={"pdq": plain}).status_code == 200
+
+    found = m.post("/m/lookup", files={"photo": ("crop.jpg", crop, "image/jpeg")}).json()
+    hits = found["pdq"]
+    assert sorted(h["bank_content_id"] for h in hits[bank]) == sorted(
+        (uploaded.json()["id"], by_url.json()["id"])
+    )
+    assert all(int(h["distance"]) <= 31 for h in hits[bank])
+    assert bare not in hits
+    # the original itself still matches all three exactly
+    exact = m.get("/m/raw_lookup", params={"signal_type": "pdq", "signal": plain}).json()
+    assert len(exact["matches"]) >= 3
+
+
 def test_compare(server: Server) -> None:
     m = server.client("matcher")
     resp = m.post("/m/compare", json={"pdq": [SPECIMEN1, SPECIMEN2]})

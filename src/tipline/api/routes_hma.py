@@ -41,6 +41,7 @@ from tipline.services.matching.match import Match
 from tipline.signals.base import Signal, get_signal_type
 from tipline.signals.decode import DecodeMode
 from tipline.signals.hashing import HashOptions, HashResult
+from tipline.signals.limits import MediaLimits
 from tipline.signals.pdq import EXIF_RAW, LOW_QUALITY_THRESHOLD
 from tipline.signals.vpdq import to_pytx_json
 
@@ -181,6 +182,11 @@ def _banks_filter(banks_param: str | None) -> set[str] | None:
     return set(banks_param.split(",")) if banks_param else None
 
 
+def _photo(result: HashResult, data: bytes) -> bytes | None:
+    """The bytes of a photo (kept for a bank's region descriptors), else None."""
+    return data if result.media == "photo" else None
+
+
 async def _hash_url(
     ctx: ServiceContext,
     who: Principal,
@@ -188,7 +194,8 @@ async def _hash_url(
     content_type: str | None,
     types: str | None,
     decode: DecodeMode = DecodeMode.FAST,
-) -> Hashes:
+) -> tuple[Hashes, bytes | None]:
+    """The fetched media's hashes, and its bytes when it is a photo."""
     await record_media_access(ctx, who, "hma.hash.url", {"url": url})
     fetched = await fetch_media(ctx, url)
     kind = content_type or ""
@@ -206,7 +213,7 @@ async def _hash_url(
     wanted = _types(kind, types)
     options = HashOptions(signals=wanted, decode=decode, exif_raw=True)
     result = await hash_upload(ctx, fetched.data, url, options)
-    return _as_map(result)
+    return _as_map(result), _photo(result, fetched.data)
 
 
 async def _read_form(request: Request) -> FormData:
@@ -226,9 +233,9 @@ async def _hash_form(
     form: FormData,
     types: str | None,
     decode: DecodeMode = DecodeMode.FAST,
-) -> Hashes:
+) -> tuple[Hashes, bytes | None]:
     """Hash the one file of ``form``; its field name (``photo``/``video``) is its HMA
-    content type."""
+    content type. Returns the hashes, and the bytes when the file is a photo."""
     files = [(k, v) for k, v in form.multi_items() if isinstance(v, UploadFile)]
     if not files:
         raise InputError("Missing multipart/form-data file upload")
@@ -240,7 +247,7 @@ async def _hash_form(
     await record_media_access(ctx, who, "hma.hash.upload", {"bytes": len(data)})
     options = HashOptions(signals=wanted, decode=decode, exif_raw=True)
     result = await hash_upload(ctx, data, upload.filename or "upload", options)
-    return _as_map(result)
+    return _as_map(result), _photo(result, data)
 
 
 async def _hash_request(
@@ -252,7 +259,7 @@ async def _hash_request(
 ) -> Hashes:
     form = await _read_form(request)
     try:
-        return await _hash_form(ctx, who, form, types, decode)
+        return (await _hash_form(ctx, who, form, types, decode))[0]
     finally:
         await form.close()  # spooled temporary files go at once, also on errors
 
@@ -270,7 +277,7 @@ async def hma_hash_url(
 ) -> dict[str, str]:
     """Fetch ``url`` and return ``{signal type: hash}`` (PDQ ``""`` below quality 50),
     computed like python-threatexchange (reference decode, EXIF ignored)."""
-    return _first(await _hash_url(ctx, who, url, content_type, types, DecodeMode.EXACT))
+    return _first((await _hash_url(ctx, who, url, content_type, types, DecodeMode.EXACT))[0])
 
 
 @router.post("/h/hash", openapi_extra=_MULTIPART_BODY, responses=problems(400, 415))
@@ -400,7 +407,7 @@ async def hma_lookup_get(
     wanted = _banks_filter(banks)
     if url:
         who.require(Permission.HASH)
-        hashes = await _hash_url(ctx, who, url, content_type, types)
+        hashes, _ = await _hash_url(ctx, who, url, content_type, types)
         result = await run_in_threadpool(_lookup_map, ctx, who, hashes, wanted)
         if signal_type is not None:
             return result.get(signal_type, {})
@@ -735,9 +742,9 @@ async def hma_bank_add_content(
         note = hma.check_note(raw_note)
         # Reference decode: hashes stored in a bank are shared (see services.bank_media).
         if url:
-            hashes = await _hash_url(ctx, who, url, content_type, types, DecodeMode.EXACT)
+            hashes, photo = await _hash_url(ctx, who, url, content_type, types, DecodeMode.EXACT)
         elif form is not None and any(isinstance(v, UploadFile) for _, v in form.multi_items()):
-            hashes = await _hash_form(ctx, who, form, types, DecodeMode.EXACT)
+            hashes, photo = await _hash_form(ctx, who, form, types, DecodeMode.EXACT)
         else:
             raise InputError("Neither `url` nor multipart file upload was received")
     finally:
@@ -745,7 +752,15 @@ async def hma_bank_add_content(
             await form.close()
     content = await run_in_threadpool(
         lambda: hma.add_content(
-            ctx.db, who, bank_name, hashes, note=note, metadata=metadata, source=hma.SOURCE_CONTENT
+            ctx.db,
+            who,
+            bank_name,
+            hashes,
+            note=note,
+            metadata=metadata,
+            source=hma.SOURCE_CONTENT,
+            photo=photo,
+            limits=MediaLimits.of(ctx.settings),
         )
     )
     return _added(content)

@@ -17,6 +17,7 @@ from tipline.api.schemas import problems
 from tipline.services.auth import Permission, Principal
 from tipline.services.clearinghouse import decisions, queue
 from tipline.services.clearinghouse.dedup import DedupSettings
+from tipline.signals.limits import MediaLimits
 
 router = APIRouter(prefix="/v1/clearinghouse", tags=["clearinghouse analysts"])
 _read = require(Permission.INTAKE_READ)
@@ -69,13 +70,16 @@ class ReportSummaryOut(BaseModel):
 
 class KnownMatchOut(BaseModel):
     """A match of the file in a known hash list (distance: bits for PDQ, percent for
-    vPDQ, 0 for digests)."""
+    vPDQ, 0 for digests); ``tier`` ``region`` when it matched a crop or small rotation
+    of the entry's original (named by ``region``)."""
 
     bank: str
     entry_id: str
     signal: str
     distance: int
     labels: list[str]
+    tier: str | None = None
+    region: str | None = None
 
 
 class FileLinkOut(BaseModel):
@@ -317,6 +321,8 @@ def confirm_report(
             report_id,
             bank=ctx.settings.clearinghouse_publish_bank,
             settings=DedupSettings.of(ctx.settings),
+            vault=ctx.vault(),
+            limits=MediaLimits.of(ctx.settings),
             file_ids=body.files,
             classification=body.classification,
             note=body.note,

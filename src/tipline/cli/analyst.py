@@ -15,6 +15,8 @@ from tipline.services.auth import Principal
 from tipline.services.clearinghouse import decisions, queue, routing
 from tipline.services.clearinghouse.dedup import DedupSettings
 from tipline.services.database import open_database
+from tipline.services.vault import Vault
+from tipline.signals.limits import MediaLimits
 
 analyst_app = typer.Typer(
     help="The clearinghouse analyst's desk: queue, show, confirm, reject, route.",
@@ -127,6 +129,8 @@ def confirm_command(
             report_id,
             bank=settings.clearinghouse_publish_bank,
             settings=DedupSettings.of(settings),
+            vault=Vault.from_settings(settings),
+            limits=MediaLimits.of(settings),
             file_ids=files or None,
             classification=classification,
             note=note,

@@ -25,8 +25,11 @@ from tipline.errors import HashFormatError, InputError
 from tipline.services.auth import Principal, require_tenant
 from tipline.services.banks import _audit, create_bank
 from tipline.services.database import Database
+from tipline.services.regions.descriptors import media_regions
 from tipline.signals.base import IndexKind, get_signal_type, index_kind
+from tipline.signals.limits import MediaLimits
 from tipline.store import bank_repository as repo
+from tipline.store import region_repository as region_repo
 from tipline.store.bank_tables import BankEntryRow, BankRow, BankSignalRow
 from tipline.store.db import transaction
 
@@ -126,10 +129,14 @@ def add_content(
     note: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     source: str = SOURCE_CONTENT,
+    photo: bytes | None = None,
+    limits: MediaLimits | None = None,
 ) -> Content:
     """A new content in ``bank`` holding ``signals`` (type -> value, or a list of values
     of one media item, the first being HMA's; parsed to canonical form, InputError naming
-    the bad one), always under a fresh id."""
+    the bad one), always under a fresh id. ``photo``, the bytes the signals were hashed
+    from (already read under ``limits``), adds the content's region descriptors (crops
+    and small rotations of it match too: :mod:`tipline.services.regions`)."""
     if not signals:
         raise InputError("No signals given")
     parsed: list[BankSignal] = []
@@ -148,23 +155,21 @@ def add_content(
             if signal not in parsed:
                 parsed.append(signal)
     clean_note = check_note(note)
+    regions = media_regions(photo, limits) if photo else []
     entry_id = f"hma-{ULID()}"
     with transaction(db.sessions) as s:
         row = _bank(s, who, bank, write=True)
         (pk,) = repo.insert_entries(s, row.id, [repo.NewEntry(entry_id, tuple(parsed), (), source)])
+        stored = region_repo.insert_regions(s, pk, regions)
         entry = s.get(BankEntryRow, pk)
         assert entry is not None
         entry.note = clean_note
         entry.content_metadata = dict(metadata) if metadata else None
         s.flush()
-        _audit(
-            s,
-            who,
-            "entry.add",
-            ("entry", f"{bank}/{entry_id}"),
-            {"signals": [x.type for x in parsed], "hma_id": pk},
-            tenant=row.tenant,
-        )
+        details: dict[str, Any] = {"signals": [x.type for x in parsed], "hma_id": pk}
+        if stored:
+            details["regions"] = stored
+        _audit(s, who, "entry.add", ("entry", f"{bank}/{entry_id}"), details, tenant=row.tenant)
         return _content(s, row, entry)
 
 

@@ -15,11 +15,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from tipline.errors import ConflictError, InputError, NotFoundError
 from tipline.services import audit
 from tipline.services.auth import Permission, Principal
-from tipline.services.clearinghouse import clusters, publishing
+from tipline.services.clearinghouse import clusters, published_regions, publishing
 from tipline.services.clearinghouse.dedup import DedupSettings
 from tipline.services.clearinghouse.intake import TARGET_REPORT
 from tipline.services.clearinghouse.queue import require
 from tipline.services.clearinghouse.triage import CLASSIFICATIONS
+from tipline.services.vault import Vault
+from tipline.signals.limits import MediaLimits
 from tipline.store.base import utcnow
 from tipline.store.clearinghouse import IntakeFileRow
 from tipline.store.clearinghouse_triage import FileDedupRow, TriageRow
@@ -60,6 +62,48 @@ def _note(note: str | None) -> str | None:
     return note or None
 
 
+def _chosen(
+    session: Session, report_id: int, file_ids: Sequence[str] | None
+) -> list[tuple[IntakeFileRow, FileDedupRow]]:
+    """The report's files to publish: those named (of this report), else every file
+    not matching a known hash list."""
+    rows: list[tuple[IntakeFileRow, FileDedupRow]] = list(
+        session.execute(
+            select(IntakeFileRow, FileDedupRow)
+            .join(FileDedupRow, FileDedupRow.file_id == IntakeFileRow.id)
+            .where(IntakeFileRow.report_id == report_id)
+            .order_by(IntakeFileRow.uploaded_at, IntakeFileRow.id)
+        )
+    )
+    if file_ids is not None:
+        unknown = set(file_ids) - {f.id for f, _ in rows}
+        if unknown:
+            raise InputError(f"not files of report {report_id}: {', '.join(sorted(unknown))}")
+        return [(f, d) for f, d in rows if f.id in set(file_ids)]
+    return [(f, d) for f, d in rows if d.state != "known"]
+
+
+def _photo_regions(
+    sessions: sessionmaker[Session],
+    vault: Vault,
+    who: Principal,
+    report_id: int,
+    bank: str,
+    file_ids: Sequence[str] | None,
+    limits: MediaLimits | None,
+) -> published_regions.PhotoRegions:
+    """Region descriptors of the photos the confirmation is about to publish, read
+    from the vault before its transaction (:mod:`.published_regions`)."""
+    with sessions() as session:
+        triage = session.get(TriageRow, report_id)
+        if triage is None or triage.status != PENDING:
+            return published_regions.PhotoRegions()  # the transaction says why
+        files = [f for f, _ in _chosen(session, report_id, file_ids)]
+        present = publishing.already_published(session, bank, [f.sha256 for f in files])
+    files = [f for f in files if f.sha256 not in present]
+    return published_regions.read_regions(sessions, vault, who, report_id, files, limits=limits)
+
+
 def confirm(
     sessions: sessionmaker[Session],
     who: Principal,
@@ -67,35 +111,28 @@ def confirm(
     *,
     bank: str,
     settings: DedupSettings,
+    vault: Vault | None,
+    limits: MediaLimits | None = None,
     file_ids: Sequence[str] | None = None,
     classification: str | None = None,
     note: str | None = None,
 ) -> Decision:
     """Confirm a pending report and publish its files' hashes to ``bank``: the files
-    named (of this report), else every file not matching a known hash list."""
+    named (of this report), else every file not matching a known hash list. With the
+    evidence ``vault``, each published photo also gets its region descriptors (crops
+    and small rotations match it from then on; :mod:`.published_regions`)."""
     require(who, Permission.INTAKE_DECIDE)
     if classification is not None and classification.upper() not in CLASSIFICATIONS:
         raise InputError(f"classification must be one of {', '.join(CLASSIFICATIONS)}")
     note = _note(note)
+    found = published_regions.PhotoRegions()
+    if vault is not None:
+        found = _photo_regions(sessions, vault, who, report_id, bank, file_ids, limits)
     with transaction(sessions) as session:
         # first, as triage does: the two never wait for each other's locks in a cycle
         clusters.lock(session)
         triage = _pending(session, report_id)
-        rows = list(
-            session.execute(
-                select(IntakeFileRow, FileDedupRow)
-                .join(FileDedupRow, FileDedupRow.file_id == IntakeFileRow.id)
-                .where(IntakeFileRow.report_id == report_id)
-                .order_by(IntakeFileRow.uploaded_at, IntakeFileRow.id)
-            )
-        )
-        if file_ids is not None:
-            unknown = set(file_ids) - {f.id for f, _ in rows}
-            if unknown:
-                raise InputError(f"not files of report {report_id}: {', '.join(sorted(unknown))}")
-            chosen = [(f, d) for f, d in rows if f.id in set(file_ids)]
-        else:
-            chosen = [(f, d) for f, d in rows if d.state != "known"]
+        chosen = _chosen(session, report_id, file_ids)
         done = publishing.publish(
             session,
             bank,
@@ -103,6 +140,7 @@ def confirm(
             labels=[classification.upper()] if classification else [],
             source=f"clearinghouse report {report_id}",
             settings=settings,
+            regions=found.by_sha256,
         )
         for _, d in chosen:
             d.published = True
@@ -118,19 +156,24 @@ def confirm(
                 target=("bank", bank),
                 details={"allow": False, "enabled": True, "thresholds": {}},
             )
+        details: dict[str, object] = {
+            "bank": bank,
+            "files": [f.id for f, _ in chosen],
+            "published": list(done.added),
+            "already_published": list(done.present),
+            "classification": classification.upper() if classification else None,
+            "note": note,
+        }
+        if done.regions:
+            details["regions"] = done.regions
+        if found.failed:
+            details["regions_failed"] = dict(sorted(found.failed.items()))
         audit.append(
             session,
             actor=who,
             action="clearinghouse.confirm",
             target=(TARGET_REPORT, str(report_id)),
-            details={
-                "bank": bank,
-                "files": [f.id for f, _ in chosen],
-                "published": list(done.added),
-                "already_published": list(done.present),
-                "classification": classification.upper() if classification else None,
-                "note": note,
-            },
+            details=details,
         )
     return Decision(report_id, CONFIRMED, who.key_id, now, note, bank, done.added, done.present)
 

@@ -196,6 +196,8 @@ def dedup_report(
                         "distance": m.distance,
                         "labels": list(m.labels),
                     }
+                    if m.tier is not None:  # robust tier: a crop or rotation of the entry
+                        known[key] |= {"tier": m.tier, "region": m.region}
                 continue
             else:
                 continue

@@ -7,11 +7,13 @@ One entry per distinct file content: entry id = the file's SHA-256; signals MD5,
 SHA-256 and the PDQ or vPDQ hash de-duplication uses (PDQ under the quality floor is
 left out: it would match flat pictures everywhere); labels = the classification the
 analyst gave; source = the report. A content already in the list is not added twice.
+A photo's region descriptors (:mod:`.published_regions`), when given, are stored with
+its entry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -20,6 +22,7 @@ from tipline.banks.model import Bank, BankSignal
 from tipline.errors import NotFoundError
 from tipline.services.clearinghouse.dedup import DedupSettings, file_signals
 from tipline.store import bank_repository as repo
+from tipline.store import region_repository as region_repo
 from tipline.store.clearinghouse import IntakeFileRow
 
 
@@ -32,6 +35,8 @@ class Published:
     present: tuple[str, ...]
     #: the hash list was created by this publication
     created: bool = False
+    #: region descriptors stored with the added entries
+    regions: int = 0
 
 
 def publish_bank(session: Session, name: str) -> tuple[int, bool]:
@@ -44,6 +49,15 @@ def publish_bank(session: Session, name: str) -> tuple[int, bool]:
         return int(repo.create_bank(session, bank).id), True
 
 
+def already_published(session: Session, name: str, sha256s: Sequence[str]) -> set[str]:
+    """Which of the contents ``sha256s`` the hash list ``name`` already holds."""
+    try:
+        bank_id = int(repo.get_bank(session, name).id)
+    except NotFoundError:
+        return set()
+    return set(repo.existing_entry_ids(session, bank_id, list(sha256s)))
+
+
 def publish(
     session: Session,
     bank: str,
@@ -52,8 +66,10 @@ def publish(
     labels: Sequence[str],
     source: str,
     settings: DedupSettings,
+    regions: Mapping[str, Sequence[tuple[str, str]]] | None = None,
 ) -> Published:
-    """Add the files' hashes to the hash list ``bank`` in the caller's transaction."""
+    """Add the files' hashes to the hash list ``bank`` in the caller's transaction,
+    with the region descriptors of ``regions`` (by SHA-256) for the entries added."""
     bank_id, created = publish_bank(session, bank)
     wanted: dict[str, IntakeFileRow] = {}
     for row in files:
@@ -69,5 +85,10 @@ def publish(
         for sha256, row in wanted.items()
         if sha256 not in present
     ]
-    repo.insert_entries(session, bank_id, entries)
-    return Published(bank, tuple(e.entry_id for e in entries), tuple(sorted(present)), created)
+    pks = repo.insert_entries(session, bank_id, entries)
+    stored = sum(
+        region_repo.insert_regions(session, pk, (regions or {}).get(e.entry_id, ()))
+        for pk, e in zip(pks, entries, strict=True)
+    )
+    added = tuple(e.entry_id for e in entries)
+    return Published(bank, added, tuple(sorted(present)), created, stored)

@@ -18,6 +18,7 @@ from tipline.services.auth import Principal
 from tipline.services.clearinghouse import decisions, referral, routing
 from tipline.services.clearinghouse.dedup import DedupSettings
 from tipline.services.vault import Vault
+from tipline.signals.limits import MediaLimits
 
 
 class Verdict(enum.Enum):
@@ -53,6 +54,8 @@ def decide(
         report_id,
         bank=settings.clearinghouse_publish_bank,
         settings=DedupSettings.of(settings),
+        vault=Vault.from_settings(settings),
+        limits=MediaLimits.of(settings),
         classification=(classification or "").strip() or None,
         note=note,
     )

@@ -72,6 +72,7 @@ def _settings(**kw: object) -> Settings:
         "report_reporter_email": "reports@example.org",
         "report_platform": "Example Photos",
         "report_auto_banks": ["trusted"],
+        "report_viral_hold_seconds": 0,  # queued at once (bundling: test_reports_viral.py)
     }
     return Settings(**(base | kw))  # type: ignore[arg-type]
 

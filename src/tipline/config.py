@@ -205,6 +205,19 @@ class Settings(BaseSettings):
     report_viral_max_distance: int = Field(
         default=31, ge=0, le=255, description="Reports: PDQ bits for one perceptual cluster"
     )
+    report_viral_hold_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="Reports: how long a match-time auto-report of a picture waits (at "
+        "most; never beyond the viral window) to collect the other uploads of its "
+        "perceptual cluster into one report before delivery; 0 turns match-time "
+        "bundling off",
+    )
+    report_urgent_banks: list[str] = Field(
+        default_factory=list,
+        description="Reports: banks whose auto-reports are urgent: never held nor "
+        "bundled, queued for delivery at once",
+    )
 
     role: Literal["provider", "clearinghouse", "both"] = Field(
         default="provider",

@@ -57,19 +57,25 @@ def _report_handlers(
     db: Database, in_flight: int, lease_seconds: float
 ) -> tuple[dict[str, Any], str | None]:
     """Report delivery (``report.deliver`` jobs) when an ISPWS endpoint and account are
-    configured; without them the jobs wait (and the note says why)."""
+    configured; without them the jobs wait (and the note says why). Held match-time
+    bundles are released (``report.release`` jobs) either way."""
     from tipline.config import get_settings
-    from tipline.services.reports import delivery_job, service
+    from tipline.services.reports import delivery_job, service, viral
 
     settings = get_settings()
+    # held match-time bundles are released (built, kept, queued) with or without delivery
+    release = viral.ReleaseJob(
+        db.sessions, settings, service.evidence_from_settings(db.sessions, settings)
+    )
+    viral.ensure_release_scheduled(db.sessions)
     try:
         handler = service.delivery_job_handler(
             db.sessions, settings, in_flight=in_flight, budget_seconds=lease_seconds / 3
         )
     except service.ReportingNotConfiguredError as exc:
-        return {}, f"report delivery off: {exc.message}"
+        return {viral.RELEASE_JOB_KIND: release}, f"report delivery off: {exc.message}"
     delivery_job.ensure_delivery_scheduled(db.sessions)
-    return {delivery_job.DELIVERY_JOB_KIND: handler}, None
+    return {delivery_job.DELIVERY_JOB_KIND: handler, viral.RELEASE_JOB_KIND: release}, None
 
 
 def worker_command(

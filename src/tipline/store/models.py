@@ -14,6 +14,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "submissions",
     "vault",
     "reports",
+    "report_bundles",
     "clearinghouse",
     "referrals",
     "exchanges",

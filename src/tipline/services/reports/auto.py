@@ -17,6 +17,11 @@ the report once the cause is fixed. One report per submission (source
 submission with the content id and MD5 of a file already reported (a platform
 retrying a call, a folder scanned again) is not reported again
 (``report.already_reported``).
+
+An auto-report of a picture (a PDQ hash) is bundled with the other uploads of its
+perceptual cluster while it is held (``report_viral_hold_seconds``, see
+:mod:`tipline.services.reports.viral`); urgent ones (``report_urgent_banks``) and
+those without a PDQ hash are queued for delivery at once.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from tipline.config import Settings
 from tipline.errors import TiplineError
 from tipline.services import audit
 from tipline.services.matching.match import Match
+from tipline.services.reports import viral
 from tipline.services.reports.facts import ReviewFacts
 from tipline.services.reports.outbox import ReportStatus
 from tipline.services.reports.policy import covered_many
@@ -165,6 +171,22 @@ def queue_at_match(
     settings = policy.settings
     try:
         reporter = reporter_from_settings(settings)
+        pdq = viral.bundle_key(settings, submission, matched)
+        if pdq is not None:
+            viral.lock_tenant(session, submission.tenant)  # held to the match's commit
+            with session.begin_nested():  # a refused fact drops the report, not the match
+                row = viral.queue_or_join(
+                    session,
+                    submission,
+                    media,
+                    matched,
+                    pdq=pdq,
+                    settings=settings,
+                    reporter=reporter,
+                    evidence=evidence,
+                    actor=ACTOR,
+                )
+            return row.id
         with session.begin_nested():  # a refused fact drops the report, not the match
             row = queue_submission_report(
                 session,

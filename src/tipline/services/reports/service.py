@@ -49,6 +49,7 @@ from tipline.services.vault import Vault
 from tipline.services.vault.evidence import VaultEvidence
 from tipline.store.base import utcnow
 from tipline.store.db import transaction
+from tipline.store.report_bundles import ReportBundleRow
 from tipline.store.reports import (
     OperatorItemRow,
     ReportEventRow,
@@ -261,7 +262,8 @@ class ReportSummary:
     finished_at: datetime | None
     retracted_at: datetime | None
     last_error: str | None
-    #: next delivery step (None when no delivery work is left)
+    #: next delivery step (None when no delivery work is left; ``held`` while a
+    #: match-time bundle collects uploads, until ``next_attempt_at``)
     step: str | None
     attempts: int
     next_attempt_at: datetime | None
@@ -558,8 +560,8 @@ def auto_report(
         submission = session.get(SubmissionRow, submission_id)
         if submission is None:
             raise NotFoundError(f"no submission {submission_id!r}")
-        existing = existing_report(session, source)
-        if existing is not None:
+        existing = existing_report(session, source) or _reported_in(session, submission_id)
+        if existing is not None:  # its own report, or a bundle it joined
             return _summary(session, existing)
         matched = auto_report_matches(session, submission_id, settings)
         if not matched:
@@ -597,6 +599,18 @@ def _summary(session: Session, row: ReportRow) -> ReportSummary:
     files = session.execute(
         select(func.count()).where(ReportFileRow.report_id == row.id)
     ).scalar_one()
+    held = (
+        session.get(ReportBundleRow, row.id)
+        if outbox is None and row.status == ReportStatus.QUEUED.value
+        else None
+    )
+    if held is not None and held.released_at is None:
+        # held to collect its cluster's uploads (services/reports/viral.py)
+        step: str | None = "held"
+        next_at: datetime | None = held.hold_until
+    else:
+        step = outbox.step if outbox else None
+        next_at = outbox.next_at if outbox else None
     return ReportSummary(
         id=row.id,
         tenant=row.tenant,
@@ -610,9 +624,9 @@ def _summary(session: Session, row: ReportRow) -> ReportSummary:
         finished_at=row.finished_at,
         retracted_at=row.retracted_at,
         last_error=row.last_error,
-        step=outbox.step if outbox else None,
+        step=step,
         attempts=outbox.attempts if outbox else 0,
-        next_attempt_at=outbox.next_at if outbox else None,
+        next_attempt_at=next_at,
     )
 
 

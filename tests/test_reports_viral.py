@@ -1,0 +1,393 @@
+"""Viral bundling at match time: auto-reports of one perceptual cluster, by different
+accounts, collect into one held report, released by the job runner as one document
+(``batchedReport VIRAL_POTENTIAL_MEME`` once the threshold is reached); released reports
+never change; urgent and non-bundle-able reports are never held; two matches at once
+never make two bundles nor lose a file (threads, SQLite and PostgreSQL). Every document
+is validated against NCMEC's schema. All media are benign placeholder bytes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from lxml import etree
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from _clock import HANG_SECONDS, ManualClock
+from tipline.config import Settings
+from tipline.services import submissions
+from tipline.services import vault as v
+from tipline.services.auth import Principal, Role
+from tipline.services.jobs import JobRunner
+from tipline.services.matching.match import Match
+from tipline.services.reports import builder, service, viral
+from tipline.services.reports.auto import AutoReportPolicy
+from tipline.services.reports.model import file_from_json
+from tipline.services.vault.blobs import BlobStore
+from tipline.services.vault.evidence import VaultEvidence
+from tipline.services.vault.keys import Keyring, MasterKey
+from tipline.signals.base import Signal
+from tipline.store.audit import AuditRecord
+from tipline.store.base import utcnow
+from tipline.store.db import make_engine, session_factory, upgrade
+from tipline.store.models import import_all_models
+from tipline.store.report_bundles import ReportBundleRow
+from tipline.store.reports import ReportFileRow, ReportOutboxRow, ReportRow
+
+ACME = Principal("acme00000001", Role.MATCHER, "acme")
+ACME_ADMIN = Principal("acme00000002", Role.ADMIN, "acme")
+OTHER = Principal("othr00000001", Role.MATCHER, "other")
+DELIVERY = Principal("report-delivery", Role.ADMIN)
+EXACT = Match(bank="trusted", entry_id="e1", signal_type="md5", distance=0)
+URGENT = Match(bank="urgent", entry_id="u1", signal_type="sha256", distance=0)
+MEME = "f" * 64
+NEAR = "f" * 60 + "0000"  # 16 bits from MEME
+FAR = "0" * 64
+SCHEMA = etree.XMLSchema(etree.fromstring(builder.schema_bytes()))
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    import_all_models()
+    eng = make_engine(db_url)
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return session_factory(engine)
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> v.Vault:
+    return v.Vault(BlobStore(tmp_path / "vault"), Keyring(MasterKey.generate()))
+
+
+def _settings(**kw: object) -> Settings:
+    base: dict[str, object] = {
+        "report_reporter_email": "reports@example.org",
+        "report_platform": "Example Photos",
+        "report_auto_banks": ["trusted", "urgent"],
+        "report_urgent_banks": ["urgent"],
+        "report_viral_threshold": 3,
+        "report_viral_hold_seconds": 600,
+        "report_viral_window_seconds": 3600,
+    }
+    return Settings(**(base | kw))  # type: ignore[arg-type]
+
+
+def _upload(
+    sessions: sessionmaker[Session],
+    vault: v.Vault,
+    n: int,
+    user: str,
+    *,
+    pdq: str | None = MEME,
+    who: Principal = ACME,
+    match: Match = EXACT,
+    settings: Settings | None = None,
+) -> str:
+    """One upload of a benign placeholder file matching a trusted bank's entry."""
+    signals = [Signal(type="md5", value=f"{n:032x}")]
+    if pdq is not None:
+        signals.append(Signal(type="pdq", value=pdq))
+    facts = submissions.SubmissionFacts(
+        f"c-{n}", uploader_account=user, upload_ip="198.51.100.9", upload_port=40000 + n
+    )
+    sid = submissions.match_and_record(
+        sessions,
+        who,
+        signals,
+        lambda _session: [match],
+        submission=facts,
+        media=f"benign placeholder {n}".encode(),
+        vault=vault,
+        auto_report=AutoReportPolicy.from_settings(settings or _settings()),
+    ).submission_id
+    assert sid is not None
+    return sid
+
+
+def _reports(sessions: sessionmaker[Session]) -> list[ReportRow]:
+    with sessions() as session:
+        return list(session.scalars(select(ReportRow).order_by(ReportRow.created_at)))
+
+
+def _files(sessions: sessionmaker[Session], report_id: str) -> list[ReportFileRow]:
+    with sessions() as session:
+        return list(
+            session.scalars(
+                select(ReportFileRow)
+                .where(ReportFileRow.report_id == report_id)
+                .order_by(ReportFileRow.seq)
+            )
+        )
+
+
+def _actions(sessions: sessionmaker[Session]) -> list[str]:
+    with sessions() as session:
+        return list(session.scalars(select(AuditRecord.action).order_by(AuditRecord.seq)))
+
+
+def _release(
+    sessions: sessionmaker[Session], vault: v.Vault, settings: Settings | None = None
+) -> list[str]:
+    """Release every held bundle as if its hold were over."""
+    later = utcnow() + timedelta(hours=2)
+    evidence = VaultEvidence(vault, actor=DELIVERY)
+    return viral.release_due(sessions, settings or _settings(), evidence, now=later)
+
+
+def _valid(sessions: sessionmaker[Session], report: ReportRow) -> etree._Element:
+    """The report's document and every file's fileDetails, checked against the XSD."""
+    doc = etree.fromstring(report.xml.encode("utf-8"))
+    SCHEMA.assertValid(doc)
+    for n, row in enumerate(_files(sessions, report.id)):
+        details = builder.build_file_details(
+            file_from_json(row.details), report_id=4_000_000, file_id=f"{n:032x}", validate=False
+        )
+        SCHEMA.assertValid(etree.fromstring(details))
+    return doc
+
+
+def test_uploads_of_one_cluster_collect_in_one_held_report_released_as_viral(
+    sessions: sessionmaker[Session], vault: v.Vault
+) -> None:
+    sids = [
+        _upload(sessions, vault, 1, "user-1"),
+        _upload(sessions, vault, 2, "user-2", pdq=NEAR),
+        _upload(sessions, vault, 3, "user-1"),  # same account again: 2 accounts so far
+        _upload(sessions, vault, 4, "user-3"),  # the threshold: 3 accounts
+    ]
+    (report,) = _reports(sessions)
+    assert report.kind == "bundle" and report.source == f"auto:{sids[0]}"
+    (summary,) = service.list_reports(sessions, ACME_ADMIN)
+    assert summary.status == "queued" and summary.step == "held" and summary.files == 4
+    assert summary.next_attempt_at is not None
+    with sessions() as session:
+        assert session.get(ReportOutboxRow, report.id) is None  # nothing can be sent yet
+        bundle = session.get(ReportBundleRow, report.id)
+        assert bundle is not None and bundle.viral and bundle.released_at is None
+    assert [f.submission_id for f in _files(sessions, report.id)] == sids
+    # a submission that joined is already reported: `tipline report auto` says so
+    evidence = VaultEvidence(vault, actor=DELIVERY)
+    again = service.auto_report(sessions, sids[2], settings=_settings(), evidence=evidence)
+    assert again is not None and again.id == report.id
+
+    assert _release(sessions, vault) == [report.id]
+    (report,) = _reports(sessions)
+    doc = _valid(sessions, report)
+    assert doc.find("batchedReport").get("reason") == "VIRAL_POTENTIAL_MEME"
+    users = [u.findtext("espIdentifier") for u in doc.findall("personOrUserReported")]
+    assert users == ["user-1", "user-2", "user-3"]
+    ports = {e.findtext("port") for e in doc.iter("ipCaptureEvent")}
+    assert ports == {"40001", "40002", "40003", "40004"}
+    assert "4 uploads of one perceptual cluster by 3 accounts" in doc.findtext("additionalInfo")
+    for row in _files(sessions, report.id):
+        file = file_from_json(row.details)
+        assert file.potential_meme and not file.viewed_by_esp and not file.exif_viewed_by_esp
+    (summary,) = service.list_reports(sessions, ACME_ADMIN)
+    assert summary.step == "submit" and summary.status == "queued"
+    actions = _actions(sessions)
+    assert actions.count("report.create") == 1 and actions.count("report.bundle_join") == 3
+    assert actions.count("report.viral") == 1 and actions.count("report.release") == 1
+    assert _release(sessions, vault) == []  # released once
+
+
+def test_below_the_threshold_one_report_not_marked_viral(
+    sessions: sessionmaker[Session], vault: v.Vault
+) -> None:
+    _upload(sessions, vault, 1, "user-1")
+    _upload(sessions, vault, 2, "user-2")
+    (report,) = _reports(sessions)
+    _release(sessions, vault)
+    (report,) = _reports(sessions)
+    doc = _valid(sessions, report)
+    assert doc.find("batchedReport") is None
+    assert len(doc.findall("personOrUserReported")) == 2
+    assert not any(file_from_json(r.details).potential_meme for r in _files(sessions, report.id))
+
+
+def test_other_clusters_tenants_and_times_found_their_own_bundles(
+    sessions: sessionmaker[Session], vault: v.Vault
+) -> None:
+    _upload(sessions, vault, 1, "user-1")
+    _upload(sessions, vault, 2, "user-2", pdq=FAR)  # another picture
+    _upload(sessions, vault, 3, "user-3", who=OTHER)  # another tenant
+    assert len(_reports(sessions)) == 3
+    # a single upload is released as a plain auto-report
+    _release(sessions, vault)
+    for report in _reports(sessions):
+        assert report.kind == "auto" and len(_files(sessions, report.id)) == 1
+        assert _valid(sessions, report).find("batchedReport") is None
+
+
+def test_a_released_report_never_changes_and_later_bundles_count_the_cluster(
+    sessions: sessionmaker[Session], vault: v.Vault
+) -> None:
+    _upload(sessions, vault, 1, "user-1")
+    _upload(sessions, vault, 2, "user-2")
+    (first,) = _release(sessions, vault)
+    xml_before = _reports(sessions)[0].xml
+    _upload(sessions, vault, 3, "user-3")  # the cluster's third account, after release
+    reports = _reports(sessions)
+    assert len(reports) == 2
+    assert reports[0].id == first and reports[0].xml == xml_before
+    assert len(_files(sessions, first)) == 2
+    with sessions() as session:
+        later = session.get(ReportBundleRow, reports[1].id)
+        assert later is not None and later.viral  # 3 accounts in the cluster's window
+        assert not session.get(ReportBundleRow, first).viral  # type: ignore[union-attr]
+    _release(sessions, vault)
+    doc = _valid(sessions, _reports(sessions)[1])
+    assert doc.find("batchedReport").get("reason") == "VIRAL_POTENTIAL_MEME"
+
+
+def test_urgent_unhashed_and_unheld_reports_are_queued_at_once(
+    sessions: sessionmaker[Session], vault: v.Vault
+) -> None:
+    _upload(sessions, vault, 1, "user-1")  # held: the bundle others would join
+    _upload(sessions, vault, 2, "user-2", match=URGENT)
+    _upload(sessions, vault, 3, "user-3", pdq=None)  # no PDQ hash (e.g. a video)
+    _upload(sessions, vault, 4, "user-4", settings=_settings(report_viral_hold_seconds=0))
+    steps = {s.source: s.step for s in service.list_reports(sessions, ACME_ADMIN)}
+    assert sorted(steps.values(), key=str) == ["held", "submit", "submit", "submit"]
+    with sessions() as session:
+        assert session.execute(select(func.count(ReportBundleRow.report_id))).scalar_one() == 1
+
+
+def test_a_report_retracted_while_held_is_not_released_and_not_joined(
+    sessions: sessionmaker[Session], vault: v.Vault
+) -> None:
+    _upload(sessions, vault, 1, "user-1")
+    (report,) = _reports(sessions)
+    assert service.retract(sessions, ACME_ADMIN, report.id).status == "retracted"
+    _upload(sessions, vault, 2, "user-2")
+    reports = _reports(sessions)
+    assert len(reports) == 2 and len(_files(sessions, report.id)) == 1
+    assert _release(sessions, vault) == [reports[1].id]
+    with sessions() as session:
+        assert session.get(ReportOutboxRow, report.id) is None
+
+
+def test_the_job_runner_releases_a_bundle_when_its_hold_is_over(
+    engine: Engine, sessions: sessionmaker[Session], vault: v.Vault
+) -> None:
+    _upload(sessions, vault, 1, "user-1")
+    _upload(sessions, vault, 2, "user-2")
+    clock = ManualClock()
+    settings = _settings()
+    handler = viral.ReleaseJob(
+        sessions, settings, VaultEvidence(vault, actor=DELIVERY), clock=clock.now
+    )
+    runner = JobRunner(engine, {viral.RELEASE_JOB_KIND: handler}, clock=clock)
+    assert runner.run_once() == 0  # held: the release job is not due
+    assert [s.step for s in service.list_reports(sessions, ACME_ADMIN)] == ["held"]
+    clock.advance(601)
+    assert runner.run_once() == 1
+    (summary,) = service.list_reports(sessions, ACME_ADMIN)
+    assert summary.step == "submit" and summary.files == 2
+    assert viral.ensure_release_scheduled(sessions) is None  # nothing held any more
+
+
+def test_concurrent_matches_make_one_bundle_and_lose_no_file(
+    sessions: sessionmaker[Session], vault: v.Vault
+) -> None:
+    threads, each = 6, 3
+    barrier = threading.Barrier(threads)
+    made: list[str] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work(t: int) -> None:
+        try:
+            barrier.wait(timeout=HANG_SECONDS)
+            for k in range(each):
+                n = t * each + k + 1
+                sid = _upload(sessions, vault, n, f"user-{n}", pdq=MEME if k % 2 else NEAR)
+                with lock:
+                    made.append(sid)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    pool = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(timeout=HANG_SECONDS)
+    assert not errors, errors
+    (report,) = _reports(sessions)
+    files = _files(sessions, report.id)
+    assert sorted(f.submission_id for f in files) == sorted(made)
+    assert [f.seq for f in files] == list(range(threads * each))
+    _release(sessions, vault)
+    doc = _valid(sessions, _reports(sessions)[0])
+    assert len(doc.findall("personOrUserReported")) == threads * each
+    assert doc.find("batchedReport") is not None
+
+
+def test_concurrent_bundling_decisions_without_other_locks_stay_one_bundle(
+    sessions: sessionmaker[Session], vault: v.Vault
+) -> None:
+    """The bundling step alone, in concurrent transactions that take no other lock
+    before it (the match path's rules also lock the audit chain, which would hide a
+    missing lock of ours): every round makes one bundle holding every upload."""
+    from tipline.services.reports.auto import queue_at_match
+    from tipline.store.db import transaction
+    from tipline.store.submissions import SubmissionRow
+
+    policy = AutoReportPolicy.from_settings(_settings(report_viral_threshold=50))
+    threads, rounds = 6, 3
+    for r in range(rounds):
+        pdq = f"{r + 1:x}" * 64  # one cluster per round, far from the others
+        sids = []
+        for t in range(threads):
+            n = 100 * (r + 1) + t
+            facts = submissions.SubmissionFacts(
+                f"c-{n}", uploader_account=f"user-{n}", upload_ip="198.51.100.9"
+            )
+            made = submissions.create_submission(
+                sessions, ACME, facts, [{"type": "pdq", "value": pdq}]
+            )
+            with transaction(sessions) as session:
+                v.keep_for_report(
+                    session, vault, f"benign {n}".encode(), submission_id=made.id,
+                    actor=ACME, tenant="acme",
+                )  # fmt: skip
+            sids.append(made.id)
+        barrier = threading.Barrier(threads)
+        errors: list[BaseException] = []
+
+        def work(sid: str, barrier: threading.Barrier, errors: list[BaseException]) -> None:
+            try:
+                with transaction(sessions) as session:
+                    row = session.get(SubmissionRow, sid)
+                    assert row is not None
+                    barrier.wait(timeout=HANG_SECONDS)
+                    assert queue_at_match(session, policy, vault, row, ["trusted/e1"])
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        pool = [threading.Thread(target=work, args=(sid, barrier, errors)) for sid in sids]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join(timeout=HANG_SECONDS)
+        assert not errors, errors
+        with sessions() as session:
+            holding = set(
+                session.scalars(
+                    select(ReportFileRow.report_id).where(ReportFileRow.submission_id.in_(sids))
+                )
+            )
+            files = session.scalars(
+                select(ReportFileRow.submission_id).where(ReportFileRow.report_id.in_(holding))
+            ).all()
+        assert len(holding) == 1, f"round {r}: {len(holding)} bundles"
+        assert sorted(files) == sorted(sids)

@@ -19,6 +19,8 @@ Usage::
     python bench/replay.py                 # 20,000 reports, a few minutes
     python bench/replay.py --reports 300000
     python bench/replay.py --month         # 3M reports, 9M files: hours on 2 cores
+    python bench/replay.py --month --stream-dir DIR   # generated once into DIR, then
+                                           # memory-mapped from there (run under nice)
 """
 
 from __future__ import annotations
@@ -45,7 +47,13 @@ from tipline.services.clearinghouse.replay import (  # noqa: E402
     signals_of,
 )
 from tipline.services.clearinghouse.replay_ray import RaySearch  # noqa: E402
-from tipline.services.clearinghouse.replay_stream import ReplaySpec, generate  # noqa: E402
+from tipline.services.clearinghouse.replay_search import memory_now  # noqa: E402
+from tipline.services.clearinghouse.replay_stream import (  # noqa: E402
+    ReplaySpec,
+    generate,
+    load_stream,
+    save_stream,
+)
 
 MONTH_REPORTS = 3_000_000
 YEAR_REPORTS, YEAR_FILES = 36_000_000, 105_000_000
@@ -75,6 +83,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=0, help="default: ~100k files each")
     parser.add_argument("--workers", type=int, default=0, help="default: one per CPU")
     parser.add_argument("--node-cores", type=int, default=32, help="cores per projected node")
+    parser.add_argument(
+        "--stream-dir",
+        type=Path,
+        help="read the stream from here (generated and written first if absent)",
+    )
     args = parser.parse_args()
     reports = MONTH_REPORTS if args.month else args.reports
     print(f"load before: {os.getloadavg()[0]:.1f} (1-min average)")
@@ -90,7 +103,14 @@ def main() -> None:
     )
 
     started = time.perf_counter()
-    stream = generate(ReplaySpec(reports=reports, seed=args.seed))
+    if args.stream_dir is not None and (args.stream_dir / "file_content.npy").is_file():
+        stream = load_stream(args.stream_dir)
+    else:
+        stream = generate(ReplaySpec(reports=reports, seed=args.seed))
+        if args.stream_dir is not None:
+            save_stream(stream, args.stream_dir)
+            del stream
+            stream = load_stream(args.stream_dir)
     settings = DedupSettings()
     signals = signals_of(stream, settings)
     videos = int((stream.content_kind == 1).sum())
@@ -112,19 +132,30 @@ def main() -> None:
         configure_logging=False,
     )
     try:
+        driver_before = memory_now()
         searcher = RaySearch("auto", settings, args.workers or None)
         epochs = args.epochs or max(2, round(stream.files / FILES_PER_EPOCH))
         cpu0 = time.process_time()
         started = time.perf_counter()
 
         def progress(done: int, total: int) -> None:
-            if done % max(1, total // 10) == 0:
-                print(f"  epoch {done}/{total}, {time.perf_counter() - started:.0f} s", flush=True)
+            if done % max(1, total // 20) == 0 or done == total:
+                print(
+                    f"  epoch {done}/{total} ({done / total:.0%} of the files): wall "
+                    f"{time.perf_counter() - started:.0f} s, driver CPU "
+                    f"{time.process_time() - cpu0:.0f} s, driver private "
+                    f"{memory_now().get('private_mib', 0):.0f} MiB, "
+                    f"load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
 
         result = replay(stream, settings, searcher, epochs=epochs, on_epoch=progress)
         wall = time.perf_counter() - started
         driver_cpu = time.process_time() - cpu0
         stats = searcher.stats()
+        build_cpu = searcher.writer.build_seconds
+        index_bytes = sum(p.stat().st_size for p in searcher.directory.iterdir())
+        driver_after = memory_now()
         searcher.close()
     finally:
         ray.shutdown()
@@ -133,13 +164,14 @@ def main() -> None:
     groups_wall = time.perf_counter() - groups_started
 
     search_cpu = sum(s["cpu_seconds"] for s in stats)
-    build_cpu = sum(s["build_seconds"] for s in stats)
     kinds = stream.content_kind[stream.file_content]
     precision, recall = pair_scores(result.cluster, stream.file_item)
     has_signal = signals.has_pdq | (np.diff(signals.usable_start) > 0)
     matchable = has_signal[stream.file_content]
     _, recall_matchable = pair_scores(result.cluster[matchable], stream.file_item[matchable])
-    lookups = int(signals.has_pdq.sum()) + int(signals.usable_words.shape[0])  # per content
+    photo_lookups = int(sum(s["photo_lookups"] for s in stats))
+    frame_lookups = int(sum(s["frame_lookups"] for s in stats))
+    lookups = photo_lookups + frame_lookups
     indexed = int(result.indexed.sum())
     print(
         f"replay: {epochs} epochs, {len(stats)} search workers: wall {wall:.0f} s "
@@ -149,17 +181,26 @@ def main() -> None:
     )
     print(
         f"  {stream.reports / wall:,.0f} reports/s, {stream.files / wall:,.0f} files/s; "
-        f"CPU: search {search_cpu:.0f} s (index builds {build_cpu:.0f} s), "
-        f"driver {driver_cpu:.0f} s "
+        f"CPU: search {search_cpu:.0f} s, "
+        f"driver {driver_cpu:.0f} s (of which index builds {build_cpu:.0f} s) "
         f"({(search_cpu + driver_cpu) / stream.files * 1e6:.0f} us per file)"
     )
     print(
-        "  peak memory per worker: "
-        + ", ".join(f"{s['peak_mib']:.0f} MiB" for s in stats)
-        + f"; driver {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+        "  memory per worker (peak RSS incl. the shared index pages / PSS / private at "
+        "the end): "
+        + ", ".join(
+            f"{s['peak_mib']:.0f}/{s.get('pss_mib', 0):.0f}/{s.get('private_mib', 0):.0f} MiB"
+            for s in stats
+        )
+        + f"; driver peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} "
+        f"MiB (private {driver_before.get('private_mib', 0):.0f} MiB before the replay, "
+        f"{driver_after.get('private_mib', 0):.0f} after); index files "
+        f"{index_bytes / 2**20:,.0f} MiB (one copy per node)"
     )
     print(
-        f"  lookups {lookups:,} ({search_cpu / lookups * 1e6:.0f} us CPU each, "
+        f"  lookups {lookups:,} ({photo_lookups:,} photos, {frame_lookups:,} frames of "
+        f"{int(signals.usable_words.shape[0]):,} usable; "
+        f"{search_cpu / max(1, lookups) * 1e6:.0f} us CPU each, "
         f"{search_cpu / lookups / anchor_large:.2f}x the bare lookup at {large:,}); "
         f"indexed files {indexed:,}, links {result.links.shape[0]:,}, "
         f"clusters {np.unique(result.cluster).shape[0]:,}"
@@ -185,7 +226,6 @@ def main() -> None:
     indexed_contents = np.zeros(stream.content_kind.shape[0], dtype=bool)
     indexed_contents[stream.file_content[first]] = result.indexed[first]
     frames = np.diff(signals.usable_start)
-    photo_lookups, frame_lookups = int(signals.has_pdq.sum()), int(frames.sum())
     photo_index = int((indexed_contents & signals.has_pdq).sum())
     frame_index = int(frames[indexed_contents].sum())
 

@@ -3,7 +3,9 @@ transcription of dedup/clusters, independence of epochs and workers, Ray."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,8 +27,21 @@ from tipline.services.clearinghouse.replay import (
     vpdq_pair_distances,
     words_of,
 )
-from tipline.services.clearinghouse.replay_search import GrowingIndex, pack, unpack
-from tipline.services.clearinghouse.replay_stream import VIDEO, ReplaySpec, Stream, generate
+from tipline.services.clearinghouse.replay_search import (
+    GrowingIndex,
+    IndexReader,
+    frames_to_search,
+    pack,
+    unpack,
+)
+from tipline.services.clearinghouse.replay_stream import (
+    VIDEO,
+    ReplaySpec,
+    Stream,
+    generate,
+    load_stream,
+    save_stream,
+)
 from tipline.signals.base import VideoFrame
 from tipline.signals.vpdq import vpdq_distance
 
@@ -73,6 +88,25 @@ def test_generated_stream_has_the_shape_asked_for() -> None:
     assert np.array_equal(again.frames, stream.frames)
     other = generate(ReplaySpec(reports=6000, seed=2))
     assert not np.array_equal(other.content_pdq[:100], stream.content_pdq[:100])
+
+
+def test_saved_stream_loads_memory_mapped_and_replays_the_same(tmp_path: Path) -> None:
+    stream = generate(ReplaySpec(reports=300, seed=4))
+    save_stream(stream, tmp_path / "s")
+    back = load_stream(tmp_path / "s")
+    assert isinstance(back.frames, np.memmap)
+    for name in ("report_start", "file_content", "file_item", "content_pdq", "frames"):
+        assert np.array_equal(getattr(back, name), getattr(stream, name))
+    again = _local(back, 2)
+    first = _local(stream, 2)
+    assert np.array_equal(again.cluster, first.cluster)
+    assert np.array_equal(again.links, first.links)
+    (tmp_path / "s" / "frames.npy").unlink()
+    with pytest.raises(InputError):
+        load_stream(tmp_path / "s")
+    np.save(tmp_path / "s" / "frames.npy", stream.frames[:-1], allow_pickle=False)
+    with pytest.raises(InputError):
+        load_stream(tmp_path / "s")
 
 
 def test_generator_refuses_nonsense() -> None:
@@ -204,7 +238,16 @@ def test_growing_index_finds_what_brute_force_finds(
     batches: list[int], seed: int, radius: int
 ) -> None:
     rng = np.random.default_rng(seed)
-    index = GrowingIndex(min_main=16)  # main rebuilt every few batches, a delta between
+    with tempfile.TemporaryDirectory() as tmp:
+        _grow_and_search(Path(tmp), rng, batches, radius)
+
+
+def _grow_and_search(
+    directory: Path, rng: np.random.Generator, batches: list[int], radius: int
+) -> None:
+    # main rebuilt every few batches, a delta between; the reader maps the files
+    index = GrowingIndex(directory, "photo", min_main=16)
+    reader = IndexReader(directory)
     added = np.zeros((0, 4), dtype=np.uint64)
     for size in batches:
         base = added[rng.integers(0, added.shape[0], size)] if added.shape[0] else None
@@ -212,17 +255,34 @@ def test_growing_index_finds_what_brute_force_finds(
         if base is not None:  # near copies of earlier hashes, so searches find something
             flips = words_of(np.packbits(rng.random((size, 256)) < 0.08, axis=1))
             fresh = np.where(rng.random((size, 1)) < 0.5, base ^ flips, fresh)
-        index.add(fresh)
+        ids = 1000 + np.arange(added.shape[0], added.shape[0] + size, dtype=np.int64)
+        index.add(ids, fresh)
         added = np.concatenate([added, fresh])
         assert len(index) == added.shape[0]
+        reader.use(index.manifest())
         for q in added[rng.integers(0, added.shape[0], 3)] if added.shape[0] else []:
-            numbers, dist = index.search(q.reshape(1, 4), radius)
+            _, numbers, dist = reader.search(q.reshape(1, 4), radius)
             truth = np.bitwise_count(added ^ q).sum(axis=1)
             expect = np.flatnonzero(truth <= radius)
             order = np.argsort(numbers)
-            assert numbers[order].tolist() == expect.tolist()
+            assert numbers[order].tolist() == (1000 + expect).tolist()
             assert dist[order].tolist() == truth[expect].tolist()
     assert index.main is not None or sum(batches) <= 4
+
+
+@settings(max_examples=60, deadline=None)
+@given(counts=st.lists(st.integers(1, 64), min_size=1, max_size=8), distance=st.integers(0, 120))
+def test_frames_searched_are_enough_to_find_every_match(counts: list[int], distance: int) -> None:
+    # a video of n frames is within the distance of another only when at least
+    # ceil(n * (100 - d) / 100) of its frames match (its percentage, floored, >= 100 - d)
+    n = np.array(counts, dtype=np.int64)
+    searched = frames_to_search(n, distance)
+    assert ((searched >= 1) & (searched <= n)).all()
+    for frames, k in zip(counts, searched.tolist(), strict=True):
+        # the most frames that can match while missing all k searched ones
+        best = frames - k
+        within = 100 - int(np.floor(best * 100 / frames)) <= distance
+        assert not within or distance >= 100
 
 
 def test_blobs_round_trip_and_refuse_other_types() -> None:

@@ -276,3 +276,105 @@ def mih_search(
             out_dist[count] = d
         count += 1
     return count
+
+
+@_jit
+def mih_search_many(
+    queries: Any,
+    first: Any,
+    radius: Any,
+    words: Any,
+    starts: Any,
+    widths: Any,
+    r_hi: Any,
+    n_hi: Any,
+    tables: Any,
+    table_base: Any,
+    masks: Any,
+    mask_base: Any,
+    count_lo: Any,
+    count_hi: Any,
+    probe_key: Any,
+    probe_lo: Any,
+    probe_hi: Any,
+    cand: Any,
+    radii: Any,
+    one_rows: Any,
+    one_dist: Any,
+    out_query: Any,
+    out_rows: Any,
+    out_dist: Any,
+    filled: Any,
+) -> Any:
+    """:func:`mih_search` of ``queries[first:]`` in turn, results appended to
+    ``out_query``/``out_rows``/``out_dist`` from ``filled`` on.
+
+    Returns ``(next, filled)``: ``next == len(queries)`` when every query is done;
+    otherwise query ``next`` did not fit (too many candidates for ``cand``, results
+    for ``one_rows``, or room left in the outputs) and the caller searches it alone.
+    """
+    for k in range(first, queries.shape[0]):
+        count = mih_search(
+            queries[k : k + 1],
+            radius,
+            words,
+            starts,
+            widths,
+            r_hi,
+            n_hi,
+            tables,
+            table_base,
+            masks,
+            mask_base,
+            count_lo,
+            count_hi,
+            probe_key,
+            probe_lo,
+            probe_hi,
+            cand,
+            radii,
+            one_rows,
+            one_dist,
+        )
+        if count < 0 or count > one_rows.shape[0] or filled + count > out_rows.shape[0]:
+            return k, filled
+        for i in range(count):
+            out_query[filled + i] = k
+            out_rows[filled + i] = one_rows[i]
+            out_dist[filled + i] = one_dist[i]
+        filled += count
+    return queries.shape[0], filled
+
+
+@_jit
+def frame_set_distances(
+    a_words: Any, a_start: Any, a: Any, b_words: Any, b_start: Any, b: Any, radius: int, out: Any
+) -> None:
+    """vPDQ's distance of frame sets ``a[p]`` and ``b[p]`` for every ``p`` into
+    ``out[p]``: 100 - floor(min(query %, compared %)), a frame matching when within
+    ``radius`` bits of a frame of the other set (set ``a[p]`` is
+    ``a_words[a_start[a[p]]:a_start[a[p] + 1]]``, likewise ``b``)."""
+    width = 1
+    for p in range(b.shape[0]):
+        width = max(width, b_start[b[p] + 1] - b_start[b[p]])
+    hit = np.zeros(width, np.bool_)
+    for p in range(a.shape[0]):
+        sa, ea = a_start[a[p]], a_start[a[p] + 1]
+        sb, eb = b_start[b[p]], b_start[b[p] + 1]
+        hit[: eb - sb] = False
+        q_matched = 0
+        for i in range(sa, ea):
+            q0, q1, q2, q3 = a_words[i, 0], a_words[i, 1], a_words[i, 2], a_words[i, 3]
+            found = False
+            for j in range(sb, eb):
+                if _distance(b_words, j, q0, q1, q2, q3) <= radius:
+                    found = True
+                    hit[j - sb] = True
+            if found:
+                q_matched += 1
+        c_matched = 0
+        for j in range(eb - sb):
+            if hit[j]:
+                c_matched += 1
+        percent = min(q_matched * 100 / (ea - sa), c_matched * 100 / (eb - sb))
+        out[p] = 100 - np.int64(np.floor(percent))

@@ -547,6 +547,56 @@ class PdqIndex:
             out.append(finalize(self.ids[rows], dist))
         return out
 
+    def search_rows_many(
+        self, queries: npt.NDArray[np.uint64], radius: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], DistArray]:
+        """:meth:`search_rows` of every (n, 4) word query in one kernel call (no Python
+        per query): ``(query, row, distance)`` of every hit, grouped by query in order."""
+        radius = check_radius(radius)
+        n = queries.shape[0]
+        plan = self._plan(radius)
+        if plan is None or n == 0:
+            return self._search_one_by_one(queries, radius)
+        queries = np.ascontiguousarray(queries, dtype=np.uint64)
+        sc = self._scratch(int(plan.count_hi.sum()), len(self.widths))
+        size = max(1024, 4 * n)
+        out_q, out_r, out_d = (np.empty(size, np.int64) for _ in range(3))
+        a = self._a
+        first = filled = 0
+        while first < n:
+            first, filled = K.mih_search_many(
+                queries, first, radius, self.words, self.starts, self.widths,
+                plan.r_hi, plan.n_hi, a["tables"], a["table_base"], plan.masks,
+                plan.mask_base, plan.count_lo, plan.count_hi, sc.probe_key, sc.probe_lo,
+                sc.probe_hi, sc.cand, sc.radii, sc.out_rows, sc.out_dist,
+                out_q, out_r, out_d, filled,
+            )  # fmt: skip
+            if first == n:
+                break
+            rows, dist = self.search_rows(queries[first : first + 1], radius)
+            sc = self._scratch(int(plan.count_hi.sum()), len(self.widths))
+            need = filled + rows.shape[0]
+            if need + 4096 > out_q.shape[0]:  # room for the queries after this one
+                bigger = max(need + 4096, 2 * out_q.shape[0])
+                out_q, out_r, out_d = (np.resize(x, bigger) for x in (out_q, out_r, out_d))
+            out_q[filled:need], out_r[filled:need], out_d[filled:need] = first, rows, dist
+            filled, first = need, first + 1
+        return out_q[:filled].copy(), out_r[:filled].copy(), out_d[:filled].copy()
+
+    def _search_one_by_one(
+        self, queries: npt.NDArray[np.uint64], radius: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], DistArray]:
+        found = [self.search_rows(queries[k : k + 1], radius) for k in range(queries.shape[0])]
+        if not found:
+            empty = np.zeros(0, np.int64)
+            return empty, empty.copy(), empty.copy()
+        counts = [f[0].shape[0] for f in found]
+        return (
+            np.repeat(np.arange(len(found), dtype=np.int64), counts),
+            np.concatenate([f[0] for f in found]).astype(np.int64),
+            np.concatenate([f[1] for f in found]).astype(np.int64),
+        )
+
     def warm_up(self) -> None:
         """Compile/load the numba kernels now so the first lookup is not slow."""
         q = np.zeros((1, 4), np.uint64)

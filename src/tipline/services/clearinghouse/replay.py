@@ -26,9 +26,14 @@ number of epochs or workers.
 from __future__ import annotations
 
 import itertools
+import shutil
+import tempfile
 import time
+import weakref
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -36,9 +41,17 @@ import numpy.typing as npt
 
 from tipline.errors import InputError
 from tipline.services.clearinghouse.dedup import MAX_LINKS, DedupSettings
-from tipline.services.clearinghouse.replay_search import PDQ, SHA256, VPDQ, Arrays, SearchState
+from tipline.services.clearinghouse.replay_search import (
+    PDQ,
+    SHA256,
+    VPDQ,
+    Arrays,
+    IndexWriter,
+    SearchState,
+    concat_ranges,
+    frame_pair_distances,
+)
 from tipline.services.clearinghouse.replay_stream import PHOTO, VIDEO, Stream
-from tipline.signals.vpdq import DISTANCE_THRESHOLD as FRAME_DISTANCE
 from tipline.signals.vpdq import QUALITY_THRESHOLD as FRAME_QUALITY
 
 I64 = npt.NDArray[np.int64]
@@ -106,35 +119,11 @@ def signals_of(stream: Stream, settings: DedupSettings) -> Signals:
     )
 
 
-def _ranges(starts: I64, lengths: I64) -> I64:
-    """Concatenated ``starts[i] .. starts[i] + lengths[i] - 1``."""
-    offsets = np.arange(int(lengths.sum()), dtype=np.int64)
-    return np.repeat(starts, lengths) + offsets - np.repeat(np.cumsum(lengths) - lengths, lengths)
-
-
 def vpdq_pair_distances(signals: Signals, a: I64, b: I64) -> I64:
     """vPDQ's distance, 100 - floor(min(query %, compared %)), of every pair of video
     contents ``(a[p], b[p])`` (their usable frames, within vPDQ's frame distance)."""
     start, uw = signals.usable_start, signals.usable_words
-    na, nb = start[a + 1] - start[a], start[b + 1] - start[b]
-    if not a.shape[0]:
-        return np.zeros(0, dtype=np.int64)
-    p1 = np.repeat(np.arange(a.shape[0], dtype=np.int64), na)  # (pair, query frame)
-    qa = _ranges(start[a], na)
-    p2 = np.repeat(p1, nb[p1])  # (pair, query frame, target frame)
-    q2 = np.repeat(qa, nb[p1])
-    local = _ranges(np.zeros(p1.shape[0], dtype=np.int64), nb[p1])
-    t2 = start[b][p2] + local
-    close = np.bitwise_count(uw[q2] ^ uw[t2]).sum(axis=1) <= FRAME_DISTANCE
-    group = np.r_[0, np.cumsum(nb[p1])[:-1]]
-    q_hit = np.logical_or.reduceat(close, group)
-    q_matched = np.bincount(p1, weights=q_hit, minlength=a.shape[0])
-    width = np.int64(max(1, int(nb.max())))
-    targets = np.unique(p2[close] * width + local[close])
-    c_matched = np.bincount(targets // width, minlength=a.shape[0])
-    percent = np.minimum(q_matched * 100 / na, c_matched * 100 / nb)
-    distances: I64 = 100 - np.floor(percent).astype(np.int64)
-    return distances
+    return frame_pair_distances(uw, start, a, uw, start, b)
 
 
 def within_reports(
@@ -143,12 +132,11 @@ def within_reports(
     """Every (file, earlier file of its report, signal, distance) match among files
     ``lo..hi-1``, as dedup's ``_within`` decides it (digests, then PDQ, then vPDQ);
     sorted by file, then earlier file."""
-    report_of = np.repeat(np.arange(stream.reports, dtype=np.int64), np.diff(stream.report_start))
     files = np.arange(lo, hi, dtype=np.int64)
-    first = stream.report_start[report_of[lo:hi]]
+    first = stream.report_start[np.searchsorted(stream.report_start, files, side="right") - 1]
     before = files - first
     i = np.repeat(files, before)
-    k = _ranges(first, before)
+    k = concat_ranges(first, before)
     ci, ck = stream.file_content[i], stream.file_content[k]
     signal = np.full(i.shape[0], -1, dtype=np.int64)
     distance = np.zeros(i.shape[0], dtype=np.int64)
@@ -182,9 +170,18 @@ class ReplayResult:
     worker_stats: list[dict[str, float]] = field(default_factory=list)
 
 
+def _int_array(values: npt.NDArray[np.int64]) -> array[int]:
+    """``values`` as a compact ``array('q')`` (8 bytes an item, fast to index from Python)."""
+    out = array("q")
+    out.frombytes(np.ascontiguousarray(values, dtype=np.int64).tobytes())
+    return out
+
+
 class _UnionFind:
+    """Union-find over 0..n-1 in one compact array; a root is its set's smallest member."""
+
     def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
+        self.parent = _int_array(np.arange(n, dtype=np.int64))
 
     def find(self, x: int) -> int:
         parent = self.parent
@@ -199,22 +196,32 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)  # the root is the first file
 
     def labels(self) -> I64:
-        return np.array([self.find(x) for x in range(len(self.parent))], dtype=np.int64)
+        """Every member's root (pointer jumping, vectorised)."""
+        parent = np.frombuffer(self.parent, dtype=np.int64).copy()
+        while True:
+            up = parent[parent]
+            if np.array_equal(up, parent):
+                return parent
+            parent = up
 
 
 class Resolver:
-    """The sequential half: an epoch's matches into links, indexed flags and clusters."""
+    """The sequential half: an epoch's matches into links, indexed flags and clusters.
+
+    Its state is compact arrays (8 bytes per file for each of report, content and
+    union-find parent, one byte for the indexed flag, 8 per content, 32 per link), no
+    Python object per file."""
 
     def __init__(self, stream: Stream, signals: Signals, settings: DedupSettings) -> None:
         """Nothing resolved yet."""
         self.stream, self.signals, self.settings = stream, signals, settings
         n = stream.files
-        self.report_of = stream.report_of_files().tolist()
-        self.content = stream.file_content.tolist()
+        self.report_of = _int_array(stream.report_of_files())
+        self.content = _int_array(stream.file_content)
         self.indexed = bytearray(n)
-        self.indexed_content = [-1] * stream.content_kind.shape[0]
+        self.indexed_content = _int_array(np.full(stream.content_kind.shape[0], -1))
         self.uf = _UnionFind(n)
-        self.links: list[tuple[int, int, int, int]] = []
+        self.link_blocks: list[I64] = []
 
     def resolve(self, lo: int, hi: int, matches: Arrays) -> None:
         """Resolve files ``lo..hi-1`` (whole reports) given the epoch's ``matches``."""
@@ -234,6 +241,7 @@ class Resolver:
         w = 0
         report_of, content, indexed = self.report_of, self.content, self.indexed
         near = self.settings.near_copy_bits
+        found: list[tuple[int, int, int, int]] = []
         for i in range(lo, hi):
             r, c = report_of[i], content[i]
             best: dict[int, tuple[int, int]] = {}
@@ -260,12 +268,17 @@ class Resolver:
                 if self.indexed_content[c] < 0:
                     self.indexed_content[c] = i
             for o, (s, d) in links:
-                self.links.append((i, o, s, d))
+                found.append((i, o, s, d))
                 self.uf.union(i, o)
+        self.link_blocks.append(np.array(found, dtype=np.int64).reshape(-1, 4))
 
     def result(self, epochs: int) -> ReplayResult:
         """The outcome so far."""
-        links = np.array(self.links, dtype=np.int64).reshape(-1, 4)
+        links = (
+            np.concatenate(self.link_blocks)
+            if self.link_blocks
+            else np.zeros((0, 4), dtype=np.int64)
+        )
         return ReplayResult(
             cluster=self.uf.labels(),
             indexed=np.frombuffer(bytes(self.indexed), dtype=np.uint8).astype(bool),
@@ -391,18 +404,25 @@ def replay(
 
 
 class LocalSearcher:
-    """One in-process :class:`SearchState` (no parallelism; searches on submit)."""
+    """One in-process :class:`SearchState` over an index in a temporary directory (no
+    parallelism; searches on submit)."""
 
-    def __init__(self, settings: DedupSettings) -> None:
-        """An empty index with the distances of ``settings``."""
-        self.state = SearchState(settings.pdq_distance, settings.vpdq_distance)
+    def __init__(self, settings: DedupSettings, directory: Path | None = None) -> None:
+        """An empty index with the distances of ``settings``, written under
+        ``directory`` (default: a temporary directory removed with this object)."""
+        if directory is None:
+            directory = Path(tempfile.mkdtemp(prefix="tipline-replay-"))
+            weakref.finalize(self, shutil.rmtree, directory, ignore_errors=True)
+        self.writer = IndexWriter(directory)
+        self.state = SearchState(directory, settings.pdq_distance, settings.vpdq_distance)
 
     def submit(self, targets: Arrays, contents: I64, signals: Signals) -> Arrays:
         """Search now."""
-        return self.state.search(targets, query_arrays(signals, contents))
+        return self.state.search(self.writer.add(targets), query_arrays(signals, contents))
 
     def collect(self, handle: Arrays) -> Arrays:
         """The matches searched on submit."""
+        self.writer.prune()
         return handle
 
 

@@ -1,7 +1,10 @@
-"""The replay's searches on a Ray cluster: one actor per CPU, each holding the whole
-index (:class:`.replay_search.SearchState`) and searching a slice of every epoch's
-contents. Epoch data and results cross as :func:`.replay_search.pack` blobs; the
-epoch's targets are put in the object store once and read by every actor.
+"""The replay's searches on a Ray cluster: one actor per CPU, each searching a slice of
+every epoch's contents (:class:`.replay_search.SearchState`) against the index the
+driver writes once (:class:`.replay_search.IndexWriter`) into a directory every actor
+memory-maps: one copy of the index per node, in its page cache, whatever the number of
+actors. On a cluster of several nodes that directory must be on storage every node
+reads (as ``tipline scan``'s index folder). Queries and results cross as
+:func:`.replay_search.pack` blobs, the index as JSON manifests naming its files.
 
 Ray is optional and loaded only through :func:`tipline._optional.require` (via
 :func:`tipline.services.scan.ray_pool.connect`).
@@ -10,6 +13,9 @@ Ray is optional and loaded only through :func:`tipline._optional.require` (via
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,24 +28,30 @@ from tipline.services.clearinghouse.replay import (
     query_arrays,
     split_queries,
 )
-from tipline.services.clearinghouse.replay_search import Arrays, SearchState, pack, unpack
+from tipline.services.clearinghouse.replay_search import (
+    Arrays,
+    IndexWriter,
+    SearchState,
+    pack,
+    unpack,
+)
 from tipline.services.scan.ray_pool import connect
 
 
 class SearchActor:
     """The body of one Ray actor (blobs in and out)."""
 
-    def __init__(self, pdq_distance: int, vpdq_distance: int) -> None:
-        """An empty index with these distances."""
-        self.state = SearchState(pdq_distance, vpdq_distance)
+    def __init__(self, directory: str, pdq_distance: int, vpdq_distance: int) -> None:
+        """Search the index written under ``directory`` with these distances."""
+        self.state = SearchState(directory, pdq_distance, vpdq_distance)
 
     def warm_up(self) -> None:
         """Load the index kernels (compiled once per machine) before timing starts."""
         PdqIndex.from_words(np.zeros(1, np.int64), np.zeros((1, 4), np.uint64)).warm_up()
 
-    def search(self, targets: bytes, queries: bytes) -> bytes:
-        """:meth:`SearchState.search` on blobs."""
-        return pack(self.state.search(unpack(targets), unpack(queries)))
+    def search(self, manifest: str, queries: bytes) -> bytes:
+        """:meth:`SearchState.search` on a blob."""
+        return pack(self.state.search(manifest, unpack(queries)))
 
     def stats(self) -> str:
         """:meth:`SearchState.stats` as JSON."""
@@ -49,34 +61,51 @@ class SearchActor:
 class RaySearch:
     """A :class:`.replay.Searcher` backed by actors."""
 
-    def __init__(self, address: str, settings: DedupSettings, workers: int | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        settings: DedupSettings,
+        workers: int | None = None,
+        directory: Path | None = None,
+    ) -> None:
         """Connect to Ray at ``address`` and start ``workers`` actors (default: one per
-        cluster CPU)."""
+        cluster CPU) searching an index written under ``directory`` (default: a new
+        temporary directory, removed by :meth:`close`; give a shared one for a cluster
+        of several nodes)."""
         self.ray = connect(address)
+        self._owned = directory is None
+        self.directory = (
+            Path(tempfile.mkdtemp(prefix="tipline-replay-")) if directory is None else directory
+        )
+        self.writer = IndexWriter(self.directory)
         count = workers or max(1, int(self.ray.cluster_resources().get("CPU", 1)))
         actor = self.ray.remote(num_cpus=1)(SearchActor)
         self.actors: list[Any] = [
-            actor.remote(settings.pdq_distance, settings.vpdq_distance) for _ in range(count)
+            actor.remote(str(self.directory), settings.pdq_distance, settings.vpdq_distance)
+            for _ in range(count)
         ]
         self.ray.get([a.warm_up.remote() for a in self.actors])
 
     def submit(self, targets: Arrays, contents: I64, signals: Signals) -> list[Any]:
-        """Start every actor on its slice of ``contents`` (actors run their calls in
-        order, so the next epoch may be submitted before this one is collected)."""
-        ref = self.ray.put(pack(targets))
+        """Add the epoch's first copies to the index, then start every actor on its
+        slice of ``contents`` (actors run their calls in order, so the next epoch may be
+        submitted before this one is collected)."""
+        manifest = self.writer.add(targets)
         parts = split_queries(signals, contents, len(self.actors))
         return [
-            a.search.remote(ref, pack(query_arrays(signals, part)))
+            a.search.remote(manifest, pack(query_arrays(signals, part)))
             for a, part in zip(self.actors, parts, strict=True)
         ]
 
     def collect(self, handle: list[Any]) -> Arrays:
         """The matches of a submitted epoch, concatenated."""
         results = [unpack(blob) for blob in self.ray.get(handle)]
+        self.writer.prune()
         return {k: np.concatenate([r[k] for r in results]) for k in results[0]}
 
     def stats(self) -> list[dict[str, float]]:
-        """Per actor: search CPU seconds and peak resident memory (MiB)."""
+        """Per actor: search CPU seconds, lookups and memory (MiB, see
+        :meth:`SearchState.stats`)."""
         return [json.loads(s) for s in self.ray.get([a.stats.remote() for a in self.actors])]
 
     def close(self) -> None:
@@ -84,3 +113,5 @@ class RaySearch:
         for a in self.actors:
             self.ray.kill(a)
         self.actors = []
+        if self._owned:
+            shutil.rmtree(self.directory, ignore_errors=True)

@@ -24,7 +24,8 @@ exact copies can be found.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -273,3 +274,38 @@ def generate(spec: ReplaySpec) -> Stream:
         frame_start=frame_start,
         frames=frames,
     )
+
+
+def save_stream(stream: Stream, directory: Path) -> None:
+    """Write ``stream`` as one ``.npy`` file per array under ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for f in fields(Stream):
+        np.save(directory / f"{f.name}.npy", getattr(stream, f.name), allow_pickle=False)
+
+
+def load_stream(directory: Path) -> Stream:
+    """A stream written by :func:`save_stream`, memory-mapped read-only (a replay then
+    reads each epoch's part as it goes); InputError when a file is missing or the
+    arrays disagree."""
+    arrays: dict[str, np.ndarray] = {}
+    for f in fields(Stream):
+        path = directory / f"{f.name}.npy"
+        if not path.is_file():
+            raise InputError(f"replay stream: {path} is missing")
+        arrays[f.name] = np.load(path, mmap_mode="r", allow_pickle=False)
+    stream = Stream(**arrays)
+    contents = stream.content_kind.shape[0]
+    ok = (
+        stream.report_start.shape[0] >= 1
+        and int(stream.report_start[-1]) == stream.files
+        and stream.file_item.shape == stream.file_content.shape
+        and stream.report_account.shape == stream.report_ip.shape == (stream.reports,)
+        and stream.content_pdq.shape == (contents, 32)
+        and stream.content_quality.shape == (contents,)
+        and stream.frame_start.shape == (contents + 1,)
+        and stream.frames.shape == (int(stream.frame_start[-1]), 32)
+        and (stream.files == 0 or 0 <= int(stream.file_content.max()) < contents)
+    )
+    if not ok:
+        raise InputError(f"replay stream: the arrays under {directory} disagree")
+    return stream

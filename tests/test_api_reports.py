@@ -19,7 +19,7 @@ from _ispws_server import ispws_server
 from tipline.config import Settings
 from tipline.demo import sample_images
 from tipline.services import vault as v
-from tipline.services.reports import service
+from tipline.services.reports import builder, service
 from tipline.services.reports.facts import ReviewFacts
 from tipline.store import submissions as sub
 from tipline.store.db import make_engine, session_factory, transaction
@@ -46,7 +46,12 @@ def server(settings: Settings) -> Iterator[Server]:
         yield srv
 
 
-def _decision(settings: Settings, tenant: str, viewed: bool) -> str:
+def _decision(
+    settings: Settings,
+    tenant: str,
+    viewed: bool,
+    kind: sub.DecisionKind = sub.DecisionKind.CONFIRMED,
+) -> str:
     engine = make_engine(settings=settings)
     try:
         with transaction(session_factory(engine)) as session:
@@ -74,7 +79,7 @@ def _decision(settings: Settings, tenant: str, viewed: bool) -> str:
                 session,
                 tenant,
                 row.id,
-                sub.DecisionKind.CONFIRMED,
+                kind,
                 decided_by="rev",
                 facts=ReviewFacts(viewed=viewed).as_json(),
             ).id
@@ -282,3 +287,57 @@ def test_review_decision_on_another_tenants_item_is_not_found(server: Server) ->
     rejected = reviewer.post(f"/v1/review/{item['id']}/decision", json={"decision": "rejected"})
     assert rejected.status_code == 204, rejected.text
     assert reviewer.get("/v1/vault/items", params={"submission_id": submission_id}).json() == []
+
+
+def test_batch_report_route(server: Server, settings: Settings) -> None:
+    client = server.client("a_reviewer")
+    a1 = _decision(settings, "tenant-a", viewed=True)
+    a2 = _decision(settings, "tenant-a", viewed=False)
+    dismissed = _decision(settings, "tenant-a", viewed=False, kind=sub.DecisionKind.DISMISSED)
+    b1 = _decision(settings, "tenant-b", viewed=False)
+    body = {"decisions": [a1, b1, a2, "01NOSUCHDECISION000000000", dismissed, a1]}
+
+    matcher = {"Authorization": f"Bearer {server.keys['a_matcher']}"}
+    assert client.post("/v1/reports/batch", json=body, headers=matcher).status_code == 403
+    anonymous = server.client(None)
+    assert anonymous.post("/v1/reports/batch", json=body).status_code == 401
+    for bad in ({"decisions": []}, {"decisions": ["x"] * 1001}, {"decisions": ["x" * 27]}):
+        refused = client.post("/v1/reports/batch", json=bad)
+        assert refused.status_code == 422, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+
+    answer = client.post("/v1/reports/batch", json=body)
+    assert answer.status_code == 200, answer.text
+    made = answer.json()
+    assert made["reported"] == 3 and made["failed"] == 3
+    outcomes = made["outcomes"]
+    assert [o["decision_id"] for o in outcomes] == body["decisions"]
+    first, other_tenant, second, unknown, not_confirmed, again = outcomes
+    assert first["report"]["status"] == "queued" and first["report"]["step"] == "submit"
+    assert second["report"]["id"] != first["report"]["id"] and second["error"] is None
+    assert again["report"]["id"] == first["report"]["id"]
+    assert other_tenant["report"] is None and "no decision" in other_tenant["error"]
+    assert unknown["report"] is None and "no decision" in unknown["error"]
+    assert not_confirmed["report"] is None and "confirmed" in not_confirmed["error"]
+
+    schema = etree.XMLSchema(etree.fromstring(builder.schema_bytes()))
+    viewed = {}
+    for outcome in (first, second):
+        report_id = outcome["report"]["id"]
+        schema.assertValid(etree.fromstring(client.get(f"/v1/reports/{report_id}/xml").content))
+        shown = client.get(f"/v1/reports/{report_id}").json()
+        viewed[outcome["decision_id"]] = shown["files"][0]["viewed_by_esp"]
+    assert viewed == {a1: True, a2: False}
+
+    # asking again answers the reports already made; tenant-b reports its own
+    assert [
+        o["report"]["id"] if o["report"] else None
+        for o in client.post("/v1/reports/batch", json=body).json()["outcomes"]
+    ] == [o["report"]["id"] if o["report"] else None for o in outcomes]
+    globex = server.client("b_admin")
+    theirs = globex.post("/v1/reports/batch", json={"decisions": [b1, a1]}).json()
+    assert theirs["reported"] == 1 and theirs["outcomes"][0]["report"]["tenant"] == "tenant-b"
+    assert "no decision" in theirs["outcomes"][1]["error"]
+    assert [r["id"] for r in globex.get("/v1/reports").json()] == [
+        theirs["outcomes"][0]["report"]["id"]
+    ]

@@ -1,21 +1,22 @@
-"""CyberTipline reports (``/v1/reports``): build one from a confirmed decision, list
+"""CyberTipline reports (``/v1/reports``): build one from a confirmed decision (or many
+at once, ``POST /v1/reports/batch``, the twin of ``tipline report create-many``), list
 them with their delivery state, show one, download its XML, retract, retry, and read
 the operator queue. Delivery itself runs in ``tipline report deliver``."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from tipline.api.context import ServiceContext, get_ctx
 from tipline.api.deps import require
 from tipline.api.schemas import problems
 from tipline.services.auth import Permission, Principal
-from tipline.services.reports import service
+from tipline.services.reports import batch, service
 from tipline.services.reports.outbox import ReportStatus
 
 router = APIRouter(prefix="/v1", tags=["reports"])
@@ -86,6 +87,77 @@ def report_decision(
     return ReportOut.of(
         service.create_from_decision(ctx.sessions, who, decision_id, settings=ctx.settings)
     )
+
+
+#: decisions one batch request may name (``tipline report create-many`` takes more)
+MAX_BATCH = 1000
+
+
+class BatchReportIn(BaseModel):
+    """Confirmed decisions to report, each in its own report."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decisions: list[Annotated[str, StringConstraints(min_length=1, max_length=26)]] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description=f"decision ids (1 to {MAX_BATCH}); a repeated id is answered once per mention",
+    )
+    batch_size: int = Field(
+        64, ge=1, le=MAX_BATCH, description="decisions per database transaction"
+    )
+
+
+class BatchOutcomeOut(BaseModel):
+    """One decision's result: its report (made now, or the one already made for it), or
+    why none was made (``error``: not found or another tenant's, not confirmed, a file
+    already reported, no stored media, a fact the schema refuses)."""
+
+    decision_id: str
+    report: ReportOut | None
+    error: str | None
+
+
+class BatchReportOut(BaseModel):
+    """Every decision's outcome, in the order asked; ``failed`` counts the errors."""
+
+    reported: int
+    failed: int
+    outcomes: list[BatchOutcomeOut]
+
+
+@router.post(
+    "/reports/batch",
+    response_model=BatchReportOut,
+    responses=problems(503),
+)
+def report_decisions(
+    body: BatchReportIn,
+    ctx: ServiceContext = Depends(get_ctx),
+    who: Principal = Depends(_report),
+) -> BatchReportOut:
+    """Build and queue the reports of many confirmed decisions, ``batch_size`` per
+    transaction (as ``tipline report create-many``). A decision that cannot be reported
+    is answered with its error and does not stop the others; a decision of another
+    tenant is answered as not found. 200 even when some failed: read ``failed``."""
+    outcomes = batch.create_from_decisions(
+        ctx.sessions,
+        who,
+        body.decisions,
+        settings=ctx.settings,
+        batch_size=body.batch_size,
+        threads=2,
+    )
+    out = [
+        BatchOutcomeOut(
+            decision_id=o.decision_id,
+            report=ReportOut.of(o.report) if o.report is not None else None,
+            error=o.error,
+        )
+        for o in outcomes
+    ]
+    failed = sum(1 for o in out if o.report is None)
+    return BatchReportOut(reported=len(out) - failed, failed=failed, outcomes=out)
 
 
 @router.get("/reports", response_model=list[ReportOut], responses=problems())

@@ -33,6 +33,8 @@ def _json(value: Any) -> str:
 def _line(s: service.ReportSummary) -> str:
     remote = s.remote_id if s.remote_id is not None else "-"
     step = f"next {s.step} (attempt {s.attempts + 1})" if s.step else "-"
+    if s.step == "held" and s.next_attempt_at is not None:  # a match-time viral bundle
+        step = f"held until {s.next_attempt_at.isoformat(timespec='seconds')}"
     orphans = f"\torphans {s.orphans}" if s.orphans else ""
     error = f"\t{s.last_error}" if s.last_error else ""
     return (

@@ -16,6 +16,13 @@ killed at any instant resumes from the database alone:
   replace the same file's; "already finished" after a lost finish answer and "already
   retracted" after a lost retract answer mean the step is done.
 
+One call is sent without waiting for its in-flight mark to commit: the fileinfo that
+follows a successful upload. Its outcome commits with the upload's (one transaction,
+both steps' events), and until then the step log holds the upload in flight, so a
+runner taking over retracts and starts again exactly as after a crash mid-upload.
+Every submit, upload and finish waits for its mark, and a finish for the receiver's
+file ids to be recorded.
+
 Timeouts, dropped connections and 5xx answers are treated exactly like a crash
 mid-call (outcome unknown); they and explicit server failures retry with exponential
 backoff and jitter. A refusal (schema rejection, authentication, a report gone) and
@@ -32,8 +39,10 @@ change queued while the previous transaction was committing in a single transact
 (rows of all its reports read in two queries, changes flushed in a few bulk
 statements, the audit records appended together just before COMMIT), and a thread
 sends its next request only once the transaction holding its ``inflight`` mark has
-committed. The guarantees above are per step and unchanged; a transaction that fails
-is rolled back and its steps are applied again one per transaction.
+committed. The transaction recording a thread's finish also leases that thread's next
+report and marks its submit in flight. The guarantees above are per step and
+unchanged; a transaction that fails is rolled back and its steps are applied again one
+per transaction.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ import queue
 import random
 import socket
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -136,6 +146,8 @@ class DeliveryStats:
     transactions: int = 0
     #: unexpected errors in a delivery thread (logged; the report was let go for a retry)
     errors: int = 0
+    #: CPU seconds of the thread that commits the steps' records
+    commit_cpu_seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -177,11 +189,16 @@ class _Call:
     file_name: str | None = None
     md5: str | None = None
     final: bool = False
-    #: a fileinfo's file (as stored) and the receiver's id for it
+    #: a fileinfo's file (as stored) and the receiver's id for it; an upload carries
+    #: its file's details too, for the fileinfo that follows it
     details: dict[str, Any] | None = None
     file_id: str | None = None
     #: reads an upload's bytes (after the transaction that audited the read committed)
     load: Callable[[], bytes] | None = None
+    #: this runner's lease on the report, as last committed
+    lease_until: datetime | None = None
+    #: a call sent and answered before its record committed: the receiver's answer
+    result: object = None
 
 
 T = TypeVar("T")
@@ -261,9 +278,11 @@ class _GroupCommit:
         self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        #: transactions committed and steps applied (for the benchmark)
+        #: transactions committed, steps applied and this thread's CPU seconds in them
+        #: (for the benchmark)
         self.transactions = 0
         self.steps = 0
+        self.cpu_seconds = 0.0
 
     def run(
         self, report_id: str | None, work: _Work, *, claim: bool = False
@@ -297,6 +316,13 @@ class _GroupCommit:
                 self._apply(live)
 
     def _transact(self, batch: list[_Queued]) -> list[tuple[Any, _Effects]]:
+        started = time.thread_time()
+        try:
+            return self._transact_timed(batch)
+        finally:
+            self.cpu_seconds += time.thread_time() - started
+
+    def _transact_timed(self, batch: list[_Queued]) -> list[tuple[Any, _Effects]]:
         results: list[tuple[Any, _Effects]] = []
         with self._sessions() as session, session.begin(), session.no_autoflush:
             # no autoflush: every step's changes go out in one flush at COMMIT (bulk
@@ -510,6 +536,7 @@ class Deliverer:
         finally:
             self.commits.close()
             self.stats.transactions = self.commits.transactions
+            self.stats.commit_cpu_seconds = self.commits.cpu_seconds
             self.release_held()
         return self.stats
 
@@ -536,8 +563,10 @@ class Deliverer:
             try:
                 claimed = self._in_transaction(None, self._prepare_claimed, claim=True)
                 if claimed is not None:
-                    report_id, call = claimed
-                    self._drive(report_id, call)
+                    while claimed is not None:
+                        report_id, call = claimed
+                        # the transaction recording a finish leases the next report
+                        claimed = self._drive(report_id, call, stop=stop)
                     continue
                 wait = self._idle_wait(until_idle, poll_seconds)
             except Exception as exc:
@@ -615,17 +644,103 @@ class Deliverer:
         retry, or fails."""
         self._drive(report_id, self._in_transaction(report_id, self._prepare))
 
-    def _drive(self, report_id: str, call: _Call | None) -> None:
+    def _drive(
+        self, report_id: str, call: _Call | None, *, stop: threading.Event | None = None
+    ) -> tuple[str, _Call | None] | None:
+        """Run the calls of ``report_id`` until it is done, waits or fails. With
+        ``stop`` (not set), the transaction that records a finish also leases the next
+        due report and marks its first call in flight: returns that report and call."""
+        # calls sent without a committed in-flight mark (see _follow_on), whose outcomes
+        # are recorded together with the next call's outcome
+        chained: list[_Call] = []
         while call is not None:
             self.stats.add(calls=1)
             if call.step is Step.UPLOAD and not self._load(report_id, call):
-                return
+                return None
             try:
                 result = self._send(call)
             except IspwsError as exc:
-                call = self._in_transaction(report_id, self._failed, call, exc)
+                call = self._in_transaction(report_id, self._failed, call, exc, chained)
+                chained = []
                 continue
-            call = self._in_transaction(report_id, self._succeeded, call, result)
+            following = self._follow_on(call, result)
+            if following is not None:
+                call.result = result
+                chained.append(call)
+                self._notify(report_id, following.step.value, "start")
+                call = following
+                continue
+            if call.step is Step.FINISH and stop is not None and not stop.is_set():
+                return self._in_transaction(
+                    report_id,
+                    self._finished_then_claim,
+                    report_id,
+                    call,
+                    result,
+                    chained,
+                    claim=True,
+                )
+            call = self._in_transaction(report_id, self._succeeded, call, result, chained)
+            chained = []
+        return None
+
+    def _finished_then_claim(
+        self,
+        session: Session,
+        fx: _Effects,
+        claimed: str | None,
+        report_id: str,
+        call: _Call,
+        result: object,
+        chained: list[_Call],
+    ) -> tuple[str, _Call | None] | None:
+        """Record a finish, then prepare the report leased in the same transaction."""
+        self._succeeded(session, fx, report_id, call, result, chained)
+        return self._prepare_claimed(session, fx, claimed)
+
+    def _follow_on(self, call: _Call, result: object) -> _Call | None:
+        """The call that follows a successful ``call`` when it may be sent before the
+        outcome of ``call`` is committed, else None.
+
+        That is the fileinfo after its upload: until the upload's outcome commits, the
+        step log holds the upload in flight, and a runner that takes the report over
+        from there retracts the remote report and starts again, so a crash between the
+        two leaves no file unknown on a finished report; repeating a fileinfo is
+        harmless. Submits, uploads and finishes wait for their in-flight mark (with the
+        receiver's file ids, before a finish) to commit, and nothing is chained once
+        less than half of the lease is left (the next commit extends it)."""
+        if call.lease_until is None or call.remote_id is None:
+            return None
+        if self.clock() + timedelta(seconds=self.policy.lease_seconds / 2) > call.lease_until:
+            return None
+        if call.step is Step.UPLOAD:
+            file_id = getattr(result, "file_id", None)
+            if getattr(result, "md5", None) != call.md5 or not file_id or call.details is None:
+                return None  # recorded first: a wrong MD5 retracts
+            following = _Call(
+                step=Step.FILEINFO,
+                remote_id=call.remote_id,
+                file_seq=call.file_seq,
+                details=call.details,
+                file_id=file_id,
+            )
+        else:
+            return None
+        following.lease_until = call.lease_until
+        return following
+
+    def _record_chained(
+        self, session: Session, fx: _Effects, report_id: str, chained: list[_Call]
+    ) -> bool:
+        """Record the outcomes of chained calls, in order (False: the report is no
+        longer this runner's)."""
+        for done in chained:
+            if self._succeeded(session, fx, report_id, done, done.result) is None:
+                return False
+            # the call that followed was announced to the step hook when it was sent
+            if fx.notes and fx.notes[-1][2] == "start":
+                fx.notes.pop()
+        return True
 
     def _load(self, report_id: str, call: _Call) -> bool:
         """Read an upload's bytes (its read audited in the committed step); a file that
@@ -701,6 +816,7 @@ class Deliverer:
                     file.file_name,
                     file.md5,
                 )
+                call.details = file.details
             else:
                 # the document is built (and validated) by the sending thread, not
                 # inside the group transaction
@@ -735,6 +851,7 @@ class Deliverer:
         row.inflight = True
         # the lease covers this call from now (a long drive of many files keeps it)
         row.lease_expires_at = self.clock() + timedelta(seconds=self.policy.lease_seconds)
+        call.lease_until = row.lease_expires_at
         self._event(session, report.id, call.step.value, "start")
         fx.note(report.id, call.step.value, "start")
         return call
@@ -795,10 +912,18 @@ class Deliverer:
         return client.retract(call.remote_id)
 
     def _succeeded(
-        self, session: Session, fx: _Effects, report_id: str, call: _Call, result: object
+        self,
+        session: Session,
+        fx: _Effects,
+        report_id: str,
+        call: _Call,
+        result: object,
+        chained: list[_Call] | None = None,
     ) -> _Call | None:
-        """Record a successful step and, in the same transaction, mark the next one in
-        flight; returns the next call, None when done."""
+        """Record a successful step (after the chained calls before it) and, in the same
+        transaction, mark the next one in flight; returns the next call, None when done."""
+        if chained and not self._record_chained(session, fx, report_id, chained):
+            return None
         done_phase = "ok"
         owned = self._owned(session, report_id)
         if owned is None:
@@ -947,10 +1072,19 @@ class Deliverer:
             row.step, row.final_retract = Step.RETRACT.value, False
 
     def _failed(
-        self, session: Session, fx: _Effects, report_id: str, call: _Call, exc: IspwsError
+        self,
+        session: Session,
+        fx: _Effects,
+        report_id: str,
+        call: _Call,
+        exc: IspwsError,
+        chained: list[_Call] | None = None,
     ) -> _Call | None:
-        """Record a failed step; when the step turned out done and more follow, mark the
-        next one in flight in the same transaction and return it."""
+        """Record a failed step (after the chained calls before it); when the step
+        turned out done and more follow, mark the next one in flight in the same
+        transaction and return it."""
+        if chained and not self._record_chained(session, fx, report_id, chained):
+            return None
         message = str(exc)
         code = exc.response_code
         refused = isinstance(exc, ReceiverRefusedError)

@@ -306,6 +306,11 @@ def main() -> None:
         help="distractor tiles whose regions are hashed for the region contenders",
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--misses",
+        type=Path,
+        help="write each contender's missed queries (list and image files) to this folder",
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
     originals = _originals(args.originals)
@@ -377,6 +382,8 @@ def main() -> None:
         )
         if args.perception:
             _sift(queries, orig_paths, tile_paths, results, false, seconds)
+        if args.misses:
+            _write_misses(args.misses, queries, results)
         names = list(results)
         print(f"\nrecall at one global rule (PDQ: distance <= {THRESHOLD}; SIFT: its defaults)")
         print(f"{'family':28}" + "".join(f"{n:>18}" for n in names))
@@ -391,6 +398,31 @@ def main() -> None:
             + "".join(f"{false.get(n + ' pairs', pairs):>18,}" for n in names)
         )
         print(f"{'ms per query':28}" + "".join(f"{1000 * seconds[n]:18.1f}" for n in names))
+
+
+def _write_misses(
+    folder: Path,
+    queries: list[tuple[int, str, str, Path]],
+    results: dict[str, dict[str, list[bool]]],
+) -> None:
+    """``folder/<contender>.txt``: one line per missed query (original, family,
+    transform, file), and the missed query files under ``folder/<contender>/``."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, per in results.items():
+        seen: dict[str, int] = {}
+        lines = []
+        for i, family, transform, path in queries:
+            k = seen.get(family, 0)
+            seen[family] = k + 1
+            if per[family][k]:
+                continue
+            lines.append(f"{i}\t{family}\t{transform}\t{path.name}")
+            (folder / name).mkdir(exist_ok=True)
+            shutil.copy(path, folder / name / path.name)
+        (folder / f"{name}.txt").write_text("".join(line + "\n" for line in lines))
+    print(f"missed queries written to {folder}")
 
 
 def _words(values: list[int]) -> np.ndarray:

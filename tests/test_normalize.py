@@ -47,6 +47,11 @@ def _close(box: Box, expected: Box, slack: int = 2) -> bool:
     return all(abs(a - b) <= slack for a, b in zip(box, expected, strict=True))
 
 
+def _found(boxes: dict[str, Box], expected: Box, slack: int = 2) -> bool:
+    """Whether one of the variants is the expected box (equal boxes are named once)."""
+    return any(_close(box, expected, slack) for box in boxes.values())
+
+
 def test_plain_picture_has_no_boxes():
     assert normalize_boxes(_pixels(_picture())) == {}
 
@@ -107,6 +112,165 @@ def test_boxes_keep_enough_of_the_area():
     assert normalize_boxes(_pixels(canvas)) == {}
 
 
+def _with_caption(img: Image.Image, bar: int, where: str, colour, ink) -> Image.Image:
+    canvas = Image.new("RGB", (img.width, img.height + bar), colour)
+    canvas.paste(img, (0, bar if where == "top" else 0))
+    y = bar // 3 if where == "top" else img.height + bar // 3
+    ImageDraw.Draw(canvas).text((10, y), "a caption on a plain bar", fill=ink)
+    return canvas
+
+
+def _white_top_picture(w: int = 320, h: int = 240) -> Image.Image:
+    """A picture whose top is mostly white: dark patches at both sides only."""
+    img = _picture(w, h, seed=3)
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((0, 0, w, h // 3), fill=(255, 255, 255))
+    draw.rectangle((0, 0, w // 8, h // 3), fill=(20, 20, 20))
+    draw.rectangle((w - w // 8, 0, w, h // 3), fill=(20, 20, 20))
+    return img
+
+
+@pytest.mark.parametrize("where", ["top", "bottom"])
+def test_caption_over_a_picture_whose_edge_is_the_bar_colour(where):
+    # the picture's own white edge continues the white bar past MAX_CAPTION, so the
+    # band of the bar's colour is refused; ``frame`` cuts where the picture starts
+    img = _white_top_picture()
+    if where == "bottom":
+        img = ImageOps.flip(img)
+    top = 40 if where == "top" else 0
+    boxes = normalize_boxes(_pixels(_with_caption(img, 40, where, (255, 255, 255), (0, 0, 0))))
+    assert "uncaption" not in boxes
+    assert _found(boxes, Box(top, top + img.height, 0, img.width)), boxes
+
+
+def test_caption_kept_apart_from_the_pictures_own_dark_bottom():
+    # a dark, fading bottom edge looks like a second caption band to ``uncaption``
+    img = _picture(seed=4)
+    w, h = img.size
+    shade = np.asarray(img).astype(np.float64)
+    # a night sky: the lower 60% darkens slowly to near black, with grain
+    y = np.arange(h)[:, None, None]
+    light = np.where(y < 0.4 * h, 1.0, ((h - y) / (0.6 * h)) ** 3)
+    grain = np.random.default_rng(4).normal(0, 3, shade.shape)
+    img = Image.fromarray(np.clip(shade * light + 6 + grain, 0, 255).astype(np.uint8))
+    boxes = normalize_boxes(_pixels(_with_caption(img, 50, "top", (255, 255, 255), (0, 0, 0))))
+    assert boxes["uncaption"].bottom < 50 + h - 20  # the dark sky taken for a band
+    assert _found(boxes, Box(50, 50 + h, 0, w)), boxes
+
+
+def _window(img: Image.Image, frame=(225, 225, 225)) -> tuple[Image.Image, Box]:
+    w, h = img.size
+    canvas = Image.new("RGB", (w + 200, h + 200), (40, 90, 140))  # the desktop
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((90, 60, 90 + w + 20, 60 + h + 50), fill=frame)
+    draw.text((110, 70), "photo.jpg - Image Viewer", fill=(0, 0, 0))
+    canvas.paste(img, (100, 100))
+    return canvas, Box(100, 100 + h, 100, 100 + w)
+
+
+def test_window_frame_beside_a_picture_edge_of_nearly_its_colour():
+    # the picture's edges are 219..225 grey (within TOLERANCE of the 225 frame) and
+    # fade into a gradient: ``frame`` stops at the step between frame and picture
+    img = _picture(640, 480, seed=5)
+    w, h = img.size
+    a = np.asarray(img).astype(np.float64)
+    y, x = np.mgrid[0:h, 0:w]
+    edge = np.minimum.reduce([x, y, w - 1 - x, h - 1 - y]).astype(np.float64)
+    grey = (219 - edge * 0.4)[:, :, None]
+    keep = np.clip((edge - 20) / 20, 0, 1)[:, :, None]
+    img = Image.fromarray((a * keep + grey * (1 - keep)).astype(np.uint8))
+    canvas, expected = _window(img)
+    for data in (_pixels(canvas), _pixels(Image.open(io.BytesIO(_jpeg(canvas))))):
+        boxes = normalize_boxes(data)
+        assert _found(boxes, expected), boxes
+
+
+def _jpeg(img: Image.Image, quality: int = 92) -> bytes:
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
+def _ink(colour) -> tuple[int, int, int]:
+    return (0, 0, 0) if sum(colour) > 380 else (255, 255, 255)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    share=st.floats(min_value=0.06, max_value=0.28),
+    colour=st.tuples(*[st.integers(0, 255)] * 3),
+    where=st.sampled_from(["top", "bottom"]),
+    seed=st.integers(0, 5),
+)
+def test_caption_of_any_height_and_colour_gives_back_the_picture(share, colour, where, seed):
+    img = _picture(seed=seed)
+    bar = int(img.height * share / (1 - share))
+    canvas = _with_caption(img, bar, where, colour, _ink(colour))
+    top = bar if where == "top" else 0
+    expected = Box(top, top + img.height, 0, img.width)
+    boxes = normalize_boxes(_pixels(canvas))
+    assert _found(boxes, expected), (boxes, expected)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    frame=st.tuples(*[st.integers(150, 255)] * 3),
+    seed=st.integers(0, 5),
+    quality=st.sampled_from([None, 95]),
+)
+def test_window_screenshot_of_any_frame_colour_gives_back_the_picture(frame, seed, quality):
+    # (a picture under 40% of the screenshot's area is not cut out: MIN_AREA; a JPEG of
+    # quality 80 decoded to RGB smears the thin frame's chroma past TOLERANCE: the fast
+    # decoder's luma does not, see docs/robustness.md)
+    canvas, expected = _window(_picture(480, 360, seed=seed), frame)
+    pixels = _pixels(canvas if quality is None else Image.open(io.BytesIO(_jpeg(canvas, quality))))
+    boxes = normalize_boxes(pixels)
+    assert _found(boxes, expected), (boxes, expected)
+
+
+def _valid(boxes: dict[str, Box], h: int, w: int) -> bool:
+    return all(
+        0 <= b.top < b.bottom <= h and 0 <= b.left < b.right <= w and b.area >= 0.4 * h * w
+        for b in boxes.values()
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    h=st.integers(1, 90),
+    w=st.integers(1, 90),
+    kind=st.sampled_from(["flat", "noise", "stripes", "bars"]),
+    seed=st.integers(0, 2**16),
+)
+def test_never_crashes_on_tiny_flat_or_odd_images(h, w, kind, seed):
+    rng = np.random.default_rng(seed)
+    if kind == "flat":
+        pixels = np.full((h, w, 3), rng.integers(0, 256, 3), np.uint8)
+    elif kind == "noise":
+        pixels = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+    elif kind == "stripes":
+        pixels = np.repeat(rng.integers(0, 256, (h, 1, 3)), w, axis=1).astype(np.uint8)
+    else:
+        pixels = np.zeros((h, w, 3), np.uint8)
+        pixels[h // 4 : h - h // 4, w // 4 : w - w // 4] = rng.integers(0, 256, (1, 1, 3))
+    boxes = normalize_boxes(pixels)
+    assert _valid(boxes, h, w)
+    grey = np.lib.stride_tricks.as_strided(
+        np.ascontiguousarray(pixels[:, :, 0]), shape=(h, w, 3), strides=(w, 1, 0)
+    )
+    assert _valid(normalize_boxes(grey), h, w)
+
+
+def test_huge_flat_and_framed_images():
+    flat = np.full((6000, 4000, 3), 200, np.uint8)
+    assert normalize_boxes(flat) == {}
+    framed = np.full((6000, 4000, 3), 225, np.uint8)
+    inner = np.asarray(_picture(3600, 5400, seed=1))
+    framed[300:5700, 200:3800] = inner
+    boxes = normalize_boxes(framed)
+    assert _close(boxes["trim"], Box(300, 5700, 200, 3800), slack=3), boxes
+
+
 def _png(img: Image.Image) -> bytes:
     out = io.BytesIO()
     img.save(out, format="PNG")
@@ -132,6 +296,21 @@ def test_variant_hash_equals_brute_force_crop_hashed_with_pdqhash(decode):
     # and the crop is the picture: close to the unpadded original's PDQ
     original = int(bits_to_hex(pdqhash.compute(_pixels(img))[0]), 16)
     assert (twin ^ original).bit_count() <= 31
+
+
+@pytest.mark.parametrize("decode", [DecodeMode.EXACT, DecodeMode.FAST])
+def test_frame_variant_hash_equals_brute_force_crop_hashed_with_pdqhash(decode):
+    img = _white_top_picture()
+    data = _png(_with_caption(img, 40, "top", (255, 255, 255), (0, 0, 0)))
+    options = HashOptions(signals=("pdq",), normalize=True, decode=decode)
+    by_variant = {s.variant: s.value for s in hash_bytes(data, "x.png", options).signals}
+    pixels = _pixels(Image.open(io.BytesIO(data)))
+    box = normalize_boxes(pixels)["frame"]
+    assert _close(box, Box(40, 40 + img.height, 0, img.width))
+    crop = np.ascontiguousarray(pixels[box.top : box.bottom, box.left : box.right])
+    twin = int(bits_to_hex(pdqhash.compute(crop)[0]), 16)
+    distance = (int(by_variant["frame"], 16) ^ twin).bit_count()
+    assert distance <= (0 if decode is DecodeMode.EXACT else 8)
 
 
 def test_normalize_off_adds_no_variant():

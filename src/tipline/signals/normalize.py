@@ -17,6 +17,13 @@ variant of the query (see :mod:`tipline.signals.pdq`), never of a bank entry.
 * ``trim+uncaption``: both, repeated up to :data:`ROUNDS` times (a screenshot's desktop,
   then its window frame and title bar); ``trim+uncaption-even`` with the left and right
   edges cut alike at each step.
+* ``frame``: ``trim+uncaption`` for pictures whose own edge has the colour of the bar
+  or frame beside it, where the cuts above stop at the wrong line: only borders that
+  are flat and end sharply are trimmed (:func:`trim_sharp`: a step in the lines' mean
+  ends a window frame beside a picture edge of nearly its colour; a picture's own flat
+  edge drifts or fades out and is kept), and a caption band is cut at the farthest
+  row where its uniform rows give way to the picture (:func:`uncaption_sharp`: a
+  white bar over a picture whose top is mostly white).
 
 Only boxes that differ meaningfully from the whole image, keep at least
 :data:`MIN_AREA` of its area and differ from each other are returned. Pure numpy.
@@ -24,7 +31,7 @@ Only boxes that differ meaningfully from the whole image, keep at least
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
 
 import numpy as np
@@ -57,11 +64,27 @@ TRIM_RUNS: Final = 3
 ROUNDS: Final = 4
 #: sides under this many pixels are never cut further
 MIN_SIDE: Final = 16
+#: ``frame``: a border's lines keep their mean within this many levels of its first
+#: line's, and a line whose mean jumps by as much from the line before ends it (a window
+#: frame beside a picture edge of nearly its colour: within TOLERANCE, yet a step no
+#: smooth picture makes from one line to the next)
+STEP: Final = 3.0
+#: ``frame``: a run is cut only when the first line after it keeps under this share of
+#: the run's colour (or a STEP ends it): a picture's own flat edge fades out gradually
+SHARP_AFTER: Final = 0.8
+#: ``frame``: lines after a border that a lossy codec may have blurred into it
+BLUR_LINES: Final = 3
+#: ``frame``: a caption band ends where a uniform row is followed by a row at least
+#: this share of pixels further from the band's colour
+SHARP_DROP: Final = 0.1
+#: ``frame``: runs of one colour after another its trim may cut from one edge (each must
+#: end sharply, so more of them are safe: a desktop, blended lines, a window's frame)
+FRAME_RUNS: Final = 6
 
 #: names of the normalised variants a query can have (a bank's ``normalize`` switch
 #: turns matching of exactly these on or off)
 VARIANTS: Final = frozenset(
-    {"trim", "trim-even", "uncaption", "trim+uncaption", "trim+uncaption-even"}
+    {"trim", "trim-even", "uncaption", "trim+uncaption", "trim+uncaption-even", "frame"}
 )
 
 
@@ -178,11 +201,137 @@ def uncaption(pixels: npt.NDArray[np.uint8], box: Box) -> Box:
             continue
         near = _run(lines, _colour(lines[0]), CAPTION_BACKGROUND)
         n = near.size
-        if not int(h * MIN_CAPTION) <= n <= int(h * MAX_CAPTION):
+        if not max(1, int(h * MIN_CAPTION)) <= n <= int(h * MAX_CAPTION):
             continue
         # a plain bar with sparse text: mostly uniform rows (a natural sky is not)
         if (near >= UNIFORM).mean() >= CAPTION_UNIFORM_ROWS:
             box = _cut(box, edge, n)
+    return box
+
+
+def _means(lines: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
+    """Mean level of each line (``lines``: N x L x C), on about SAMPLES pixels of it."""
+    step = max(1, lines.shape[1] // SAMPLES)
+    return np.asarray(lines[:, ::step].mean(axis=(1, 2)), dtype=np.float64)
+
+
+def _sharp_run(lines: npt.NDArray[np.uint8]) -> int:
+    """Length of the leading run of ``lines`` that is a border ending sharply, 0 when
+    there is none. The run: uniform lines of the first line's colour whose mean stays
+    within STEP of the first line's (a border is flat). It ends sharply at a line whose
+    mean jumps by STEP from the line before (a frame beside a picture edge of nearly
+    its colour), or when one of the BLUR_LINES + 1 lines after it keeps under
+    SHARP_AFTER of the colour (a codec's blurred lines are cut with the run). A run
+    that drifts or fades out instead is a picture's own flat edge: 0."""
+    colour = _colour(lines[0])
+    n = _run(lines, colour, UNIFORM).size
+    if n == 0:
+        return 0
+    means = _means(lines[: n + 1])
+    drift = np.flatnonzero(np.abs(means - means[0]) >= STEP)
+    if drift.size:
+        j = int(drift[0])
+        if abs(means[j] - means[j - 1]) >= STEP:
+            return j
+        if j < n:
+            return 0
+    after = np.flatnonzero(_near(lines[n : n + BLUR_LINES + 1], colour) < SHARP_AFTER)
+    return n + int(after[0]) if after.size else 0
+
+
+def trim_sharp(pixels: npt.NDArray[np.uint8], box: Box) -> Box:
+    """``box`` without the borders on each of its edges that end sharply (up to
+    FRAME_RUNS nested ones per edge, see :func:`_sharp_run`): a window frame beside a
+    picture edge of nearly its colour stops at the step between them, and a picture's
+    own flat edge, which fades out, is kept. Each edge may lose MAX_BORDER of the
+    side of ``box`` as given (a small picture on a wide canvas is cut out whole, and
+    then refused by its area)."""
+    given = {"top": box.bottom - box.top, "left": box.right - box.left}
+    for edge in ("top", "bottom", "left", "right"):
+        view = _view(pixels, box)
+        side = view.shape[0] if edge in ("top", "bottom") else view.shape[1]
+        if min(view.shape[:2]) < MIN_SIDE:
+            continue
+        depth = int(given["top" if edge in ("top", "bottom") else "left"] * MAX_BORDER)
+        lines = _edge_lines(view, edge, min(depth, side - 1))
+        cut = 0
+        for _ in range(FRAME_RUNS):
+            if cut >= lines.shape[0]:
+                break
+            n = _sharp_run(lines[cut:])
+            if n == 0:
+                break
+            cut += n
+        box = _cut(box, edge, cut)
+    return box
+
+
+def _band_ends(near: npt.NDArray[np.float64], uniform: npt.NDArray[np.bool_]) -> list[int]:
+    """Rows where a band may end: after each last uniform row of a stretch, the row of
+    least share among the next BLUR_LINES + 1 (a codec's blurred rows go with the
+    band) when it is at least SHARP_DROP under the uniform row's share."""
+    ends: list[int] = []
+    for last in np.flatnonzero(uniform[:-1] & ~uniform[1:]):
+        window = near[last + 1 : last + 2 + BLUR_LINES]
+        j = int(np.argmin(window))
+        if window[j] <= near[last] - SHARP_DROP:
+            ends.append(int(last) + 1 + j)
+    return ends
+
+
+def _flat_band(
+    lines: npt.NDArray[np.uint8], near: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """``near`` (shares of the band's colour, row by row) up to the first uniform row
+    whose mean is STEP or more from the first uniform row's: a band's background is flat,
+    so it ends there. A row that steps abruptly (STEP from the row before) stays, with
+    share 0, as the row after the band; one reached by a drift (a picture's own
+    gradient) does not, so no band ends at it."""
+    uniform = near >= UNIFORM
+    if not uniform.any():
+        return near
+    means = _means(lines[: near.size])
+    ref = means[int(np.argmax(uniform))]
+    off = np.flatnonzero(uniform & (np.abs(means - ref) >= STEP))
+    if not off.size:
+        return near
+    stop = int(off[0])
+    if abs(means[stop] - means[stop - 1]) >= STEP:
+        out = near[: stop + 1].copy()
+        out[stop] = 0.0
+        return out
+    return near[:stop]
+
+
+def uncaption_sharp(pixels: npt.NDArray[np.uint8], box: Box) -> Box:
+    """``box`` without a caption band at its top and/or bottom, cut at the FARTHEST row
+    (at most MAX_CAPTION of the height) where a uniform row of the band's colour is
+    followed by a row SHARP_DROP less of it (:func:`_band_ends`), the band up to there
+    being mostly that colour (every row CAPTION_BACKGROUND, CAPTION_UNIFORM_ROWS of
+    them uniform, its uniform rows of one flat mean: :func:`_flat_band`): a caption over
+    a picture whose own edge is mostly the bar's colour ends where the picture starts, not where the
+    colour does."""
+    for edge in ("top", "bottom"):
+        view = _view(pixels, box)
+        h = view.shape[0]
+        if min(view.shape[:2]) < MIN_SIDE:
+            continue
+        limit = int(h * MAX_CAPTION)
+        lines = _edge_lines(view, edge, limit + 1)
+        if lines.shape[0] < 2:
+            continue
+        colour = _colour(lines[0])
+        near = _run(lines, colour, CAPTION_BACKGROUND)
+        if near.size < lines.shape[0]:
+            near = np.concatenate([near, _near(lines[near.size : near.size + 1], colour)])
+        near = _flat_band(lines, near)
+        uniform = near >= UNIFORM
+        ends = np.asarray(_band_ends(near, uniform), dtype=np.int64)
+        ends = ends[(ends >= max(1, int(h * MIN_CAPTION))) & (ends <= limit)]
+        shares = np.cumsum(uniform)[ends - 1] / ends
+        ends = ends[shares >= CAPTION_UNIFORM_ROWS]
+        if ends.size:
+            box = _cut(box, edge, int(ends[-1]))
     return box
 
 
@@ -196,33 +345,36 @@ def _even(box: Box, h: int, w: int) -> Box:
 
 
 class _Cuts:
-    """:func:`trim` and :func:`uncaption` of one picture, each box worked out once."""
+    """:func:`trim` and :func:`uncaption` (or with ``sharp``, :func:`trim_sharp` and
+    :func:`uncaption_sharp`) of one picture, each box worked out once."""
 
     def __init__(self, pixels: npt.NDArray[np.uint8]) -> None:
         self.pixels = pixels
-        self._trim: dict[Box, Box] = {}
-        self._uncaption: dict[Box, Box] = {}
+        self._done: dict[tuple[str, Box], Box] = {}
 
-    def trim(self, box: Box) -> Box:
-        if box not in self._trim:
-            self._trim[box] = trim(self.pixels, box)
-        return self._trim[box]
+    def _get(self, cut: Callable[[npt.NDArray[np.uint8], Box], Box], box: Box) -> Box:
+        key = (cut.__name__, box)
+        if key not in self._done:
+            self._done[key] = cut(self.pixels, box)
+        return self._done[key]
 
-    def uncaption(self, box: Box) -> Box:
-        if box not in self._uncaption:
-            self._uncaption[box] = uncaption(self.pixels, box)
-        return self._uncaption[box]
+    def trim(self, box: Box, *, sharp: bool = False) -> Box:
+        return self._get(trim_sharp if sharp else trim, box)
+
+    def uncaption(self, box: Box, *, sharp: bool = False) -> Box:
+        return self._get(uncaption_sharp if sharp else uncaption, box)
 
 
-def _frames(cuts: _Cuts, full: Box, *, even: bool) -> Box:
+def _frames(cuts: _Cuts, full: Box, *, even: bool, sharp: bool = False) -> Box:
     """Caption bands and borders cut in turn, ROUNDS times at most (a screenshot's
     desktop, then its window's title bar and frame); with ``even``, each trim cuts
-    the left and right edges alike (the smaller cut: a window's side frames match)."""
+    the left and right edges alike (the smaller cut: a window's side frames match);
+    with ``sharp``, only borders and bands that end sharply (``frame``)."""
     box = full
     for _ in range(ROUNDS):
         # caption first: a trim stops at a text line, where a caption band starts
-        inner = cuts.uncaption(box)
-        step = cuts.trim(inner)
+        inner = cuts.uncaption(box, sharp=sharp)
+        step = cuts.trim(inner, sharp=sharp)
         if even:
             lr = min(step.left - inner.left, inner.right - step.right)
             step = step._replace(left=inner.left + lr, right=inner.right - lr)
@@ -234,7 +386,8 @@ def _frames(cuts: _Cuts, full: Box, *, even: bool) -> Box:
 
 def normalize_boxes(pixels: npt.NDArray[np.uint8]) -> dict[str, Box]:
     """Named crop boxes of ``pixels`` (``H x W x 3`` uint8): ``trim``, ``trim-even``,
-    ``uncaption``, ``trim+uncaption``, ``trim+uncaption-even``, each only when it cuts
+    ``uncaption``, ``trim+uncaption``, ``trim+uncaption-even``, ``frame`` (at most six
+    PDQs more per query), each only when it cuts
     at least MIN_CUT of a side, keeps at least MIN_AREA of the area and differs from
     the boxes named before it."""
     h, w = pixels.shape[:2]
@@ -249,6 +402,7 @@ def normalize_boxes(pixels: npt.NDArray[np.uint8]) -> dict[str, Box]:
         "uncaption": cuts.uncaption(full),
         "trim+uncaption": _frames(cuts, full, even=False),
         "trim+uncaption-even": _frames(cuts, full, even=True),
+        "frame": _frames(cuts, full, even=False, sharp=True),
     }
     out: dict[str, Box] = {}
     for name, box in candidates.items():

@@ -75,6 +75,58 @@ def _lookup_cost(size: int, lookups: int, rng: np.random.Generator) -> float:
     return (time.process_time() - started) / lookups
 
 
+def _pairs(n: np.ndarray) -> np.ndarray:
+    return n * (n - 1) // 2
+
+
+def _worst(stream: object, result: object) -> None:
+    """The clusters that cost most precision (false pairs: files of different items)
+    and the items that cost most recall (pairs split across clusters), with what
+    joined them: the links between files of different items."""
+    cluster, item = result.cluster, stream.file_item  # type: ignore[attr-defined]
+    content = stream.file_content  # type: ignore[attr-defined]
+    kind, quality = stream.content_kind, stream.content_quality  # type: ignore[attr-defined]
+    _, c_inv, c_size = np.unique(cluster, return_inverse=True, return_counts=True)
+    key = np.unique(np.stack([cluster, item]), axis=1, return_counts=True)
+    (kc, _), kn = key
+    same = np.bincount(np.searchsorted(np.unique(cluster), kc), weights=_pairs(kn))
+    false = _pairs(c_size) - same
+    links = result.links  # type: ignore[attr-defined]
+    cross = links[item[links[:, 0]] != item[links[:, 1]]]
+    for c in np.argsort(-false)[:3]:
+        if false[c] <= 0:
+            break
+        files = np.flatnonzero(c_inv == c)
+        items, counts = np.unique(item[files], return_counts=True)
+        top = np.argsort(-counts)[:4]
+        desc = ", ".join(
+            f"item {items[t]} x{counts[t]} "
+            f"({'video' if kind[content[files[item[files] == items[t]][0]]] else 'photo'}, "
+            f"quality {quality[content[files[item[files] == items[t]][0]]]})"
+            for t in top
+        )
+        joins = cross[np.isin(cross[:, 0], files)]
+        sig, dist = joins[:, 2], joins[:, 3]
+        print(
+            f"  false pairs {int(false[c]):,} in a cluster of {files.shape[0]:,} files "
+            f"({items.shape[0]} items: {desc}); cross-item links {joins.shape[0]} "
+            f"(signal codes {np.unique(sig).tolist()}, distances {np.unique(dist)[:8].tolist()})"
+        )
+    i_keys, i_size = np.unique(item, return_counts=True)
+    together = np.bincount(np.searchsorted(i_keys, key[0][1]), weights=_pairs(kn))
+    missed = _pairs(i_size) - together
+    for t in np.argsort(-missed)[:3]:
+        if missed[t] <= 0:
+            break
+        files = np.flatnonzero(item == i_keys[t])
+        c0 = content[files[0]]
+        print(
+            f"  missed pairs {int(missed[t]):,}: item {i_keys[t]} ({files.shape[0]} files, "
+            f"{'video' if kind[c0] else 'photo'}, quality {quality[c0]}) in "
+            f"{np.unique(cluster[files]).shape[0]} clusters"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reports", type=int, default=20_000)
@@ -217,6 +269,7 @@ def main() -> None:
         f"  linked-report groups {np.unique(groups).shape[0]:,} of {stream.reports:,} "
         f"reports in {groups_wall:.1f} s"
     )
+    _worst(stream, result)
 
     # A year: every lookup's cost grows with its index (the anchor's exponent); the
     # index grows through the year, so a lookup costs on average cost(end) / (1 + g).

@@ -30,7 +30,6 @@ import shutil
 import tempfile
 import time
 import weakref
-from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
 from tipline.errors import InputError
 from tipline.services.clearinghouse.dedup import MAX_LINKS, DedupSettings
@@ -170,107 +170,172 @@ class ReplayResult:
     worker_stats: list[dict[str, float]] = field(default_factory=list)
 
 
-def _int_array(values: npt.NDArray[np.int64]) -> array[int]:
-    """``values`` as a compact ``array('q')`` (8 bytes an item, fast to index from Python)."""
-    out = array("q")
-    out.frombytes(np.ascontiguousarray(values, dtype=np.int64).tobytes())
-    return out
+#: how a link is packed for sorting: signal, distance, then the other file
+_SIGNAL_SHIFT, _DIST_SHIFT, _FILE_MASK = 52, 42, (1 << 42) - 1
 
 
-class _UnionFind:
-    """Union-find over 0..n-1 in one compact array; a root is its set's smallest member."""
+@njit(cache=True, nogil=True)
+def _find(parent: I64, x: int) -> int:  # pragma: no cover - compiled
+    while parent[x] != x:
+        parent[x] = parent[parent[x]]
+        x = parent[x]
+    return x
 
-    def __init__(self, n: int) -> None:
-        self.parent = _int_array(np.arange(n, dtype=np.int64))
 
-    def find(self, x: int) -> int:
-        parent = self.parent
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
+@njit(cache=True, nogil=True)
+def _resolve_kernel(  # pragma: no cover - compiled (its Python twin: tests/_replay_brute.py)
+    lo: int,
+    hi: int,
+    report_of: I64,
+    content: I64,
+    indexed: npt.NDArray[np.uint8],
+    indexed_content: I64,
+    parent: I64,
+    seen: I64,
+    m_start: I64,
+    m_end: I64,
+    m_file: I64,
+    m_signal: I64,
+    m_dist: I64,
+    w_file: I64,
+    w_other: I64,
+    w_signal: I64,
+    w_dist: I64,
+    max_links: int,
+    near: int,
+    keys: I64,
+    out: I64,
+) -> int:
+    """The in-order resolution of files ``lo..hi-1`` (see :meth:`Resolver.resolve`);
+    links written to ``out``, their count returned."""
+    n_out = 0
+    w = 0
+    for i in range(lo, hi):
+        r, c = report_of[i], content[i]
+        m = 0
+        for k in range(m_start[i - lo], m_end[i - lo]):
+            j = m_file[k]
+            if j >= i or report_of[j] == r or indexed[j] == 0:
+                continue
+            if content[j] == c:
+                keys[m] = j
+            else:
+                keys[m] = (m_signal[k] << _SIGNAL_SHIFT) | (m_dist[k] << _DIST_SHIFT) | j
+            m += 1
+        f = indexed_content[c]
+        if f >= 0 and report_of[f] != r:
+            keys[m] = f
+            m += 1
+        while w < w_file.shape[0] and w_file[w] == i:  # earlier files of the report
+            keys[m] = (w_signal[w] << _SIGNAL_SHIFT) | (w_dist[w] << _DIST_SHIFT) | w_other[w]
+            m += 1
+            w += 1
+        ordered = np.sort(keys[:m])  # by signal, distance, file: the strongest first
+        first = n_out
+        represented = False
+        for key in ordered:
+            o = key & _FILE_MASK
+            if seen[o] == i:  # a weaker link to a file already linked
+                continue
+            seen[o] = i
+            s, d = key >> _SIGNAL_SHIFT, (key >> _DIST_SHIFT) & 1023
+            out[n_out, 0], out[n_out, 1], out[n_out, 2], out[n_out, 3] = i, o, s, d
+            n_out += 1
+            if indexed[o] and (s == SHA256 or (s == PDQ and d <= near)):
+                represented = True
+            if n_out - first == max_links:
+                break
+        if not represented:
+            indexed[i] = 1
+            if indexed_content[c] < 0:
+                indexed_content[c] = i
+        for t in range(first, n_out):
+            ra, rb = _find(parent, i), _find(parent, out[t, 1])
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)  # the root is the first file
+    return n_out
 
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
+
+@njit(cache=True, nogil=True)
+def _union_pairs(parent: I64, a: I64, b: I64) -> None:  # pragma: no cover - compiled
+    for t in range(a.shape[0]):
+        ra, rb = _find(parent, a[t]), _find(parent, b[t])
         if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)  # the root is the first file
+            parent[max(ra, rb)] = min(ra, rb)
 
-    def labels(self) -> I64:
-        """Every member's root (pointer jumping, vectorised)."""
-        parent = np.frombuffer(self.parent, dtype=np.int64).copy()
-        while True:
-            up = parent[parent]
-            if np.array_equal(up, parent):
-                return parent
-            parent = up
+
+def _labels(parent: I64) -> I64:
+    """Every member's root (pointer jumping, vectorised): the smallest of its set."""
+    labels = parent.copy()
+    while True:
+        up = labels[labels]
+        if np.array_equal(up, labels):
+            return labels
+        labels = up
 
 
 class Resolver:
     """The sequential half: an epoch's matches into links, indexed flags and clusters.
 
-    Its state is compact arrays (8 bytes per file for each of report, content and
-    union-find parent, one byte for the indexed flag, 8 per content, 32 per link), no
-    Python object per file."""
+    Its state is compact arrays (8 bytes per file for each of report, content,
+    union-find parent and a scratch stamp, one byte for the indexed flag, 8 per
+    content, 32 per link kept), no Python object per file; the per-file loop is
+    compiled (:func:`_resolve_kernel`)."""
 
     def __init__(self, stream: Stream, signals: Signals, settings: DedupSettings) -> None:
         """Nothing resolved yet."""
         self.stream, self.signals, self.settings = stream, signals, settings
         n = stream.files
-        self.report_of = _int_array(stream.report_of_files())
-        self.content = _int_array(stream.file_content)
-        self.indexed = bytearray(n)
-        self.indexed_content = _int_array(np.full(stream.content_kind.shape[0], -1))
-        self.uf = _UnionFind(n)
+        self.report_of = np.ascontiguousarray(stream.report_of_files(), dtype=np.int64)
+        self.content = np.ascontiguousarray(stream.file_content, dtype=np.int64)
+        self.indexed = np.zeros(n, dtype=np.uint8)
+        self.indexed_content = np.full(stream.content_kind.shape[0], -1, dtype=np.int64)
+        self.parent = np.arange(n, dtype=np.int64)
+        self.seen = np.full(n, -1, dtype=np.int64)
         self.link_blocks: list[I64] = []
 
     def resolve(self, lo: int, hi: int, matches: Arrays) -> None:
-        """Resolve files ``lo..hi-1`` (whole reports) given the epoch's ``matches``."""
+        """Resolve files ``lo..hi-1`` (whole reports) given the epoch's ``matches``:
+        for each file in order, its links are the strongest match per other file --
+        to indexed files of earlier reports (a digest link for the same content) and to
+        every earlier file of its report -- the :data:`MAX_LINKS` strongest kept; it is
+        indexed unless a link is to an indexed file by digest or within the near-copy
+        bits; its links join clusters."""
         order = np.argsort(matches["content"], kind="stable")
-        m_content = matches["content"][order]
-        m_file = matches["file"][order].tolist()
-        m_signal = matches["signal"][order].tolist()
-        m_dist = matches["distance"][order].tolist()
-        keys, starts = np.unique(m_content, return_index=True)
-        ends = np.r_[starts[1:], m_content.shape[0]]
-        span = dict(
-            zip(keys.tolist(), zip(starts.tolist(), ends.tolist(), strict=True), strict=True)
+        m_content = np.ascontiguousarray(matches["content"][order], dtype=np.int64)
+        files = self.content[lo:hi]
+        m_start = np.searchsorted(m_content, files, side="left").astype(np.int64)
+        m_end = np.searchsorted(m_content, files, side="right").astype(np.int64)
+        w_file, w_other, w_signal, w_dist = within_reports(
+            self.stream, self.signals, self.settings, lo, hi
         )
-        w_file, w_other, w_signal, w_dist = (
-            x.tolist() for x in within_reports(self.stream, self.signals, self.settings, lo, hi)
+        per_file = (m_end - m_start) + 1 + np.bincount(w_file - lo, minlength=hi - lo)
+        keys = np.empty(max(1, int(per_file.max()) if per_file.shape[0] else 1), np.int64)
+        out = np.empty((int(np.minimum(per_file, MAX_LINKS).sum()), 4), dtype=np.int64)
+        count = _resolve_kernel(
+            lo,
+            hi,
+            self.report_of,
+            self.content,
+            self.indexed,
+            self.indexed_content,
+            self.parent,
+            self.seen,
+            m_start,
+            m_end,
+            np.ascontiguousarray(matches["file"][order], dtype=np.int64),
+            np.ascontiguousarray(matches["signal"][order], dtype=np.int64),
+            np.ascontiguousarray(matches["distance"][order], dtype=np.int64),
+            w_file,
+            w_other,
+            w_signal,
+            w_dist,
+            MAX_LINKS,
+            self.settings.near_copy_bits,
+            keys,
+            out,
         )
-        w = 0
-        report_of, content, indexed = self.report_of, self.content, self.indexed
-        near = self.settings.near_copy_bits
-        found: list[tuple[int, int, int, int]] = []
-        for i in range(lo, hi):
-            r, c = report_of[i], content[i]
-            best: dict[int, tuple[int, int]] = {}
-            a, b = span.get(c, (0, 0))
-            for k in range(a, b):
-                j = m_file[k]
-                if j >= i or report_of[j] == r or not indexed[j]:
-                    continue
-                link = (SHA256, 0) if content[j] == c else (m_signal[k], m_dist[k])
-                if j not in best or link < best[j]:
-                    best[j] = link
-            f = self.indexed_content[c]
-            if f >= 0 and report_of[f] != r:
-                best[f] = (SHA256, 0)
-            while w < len(w_file) and w_file[w] == i:  # earlier files of the report
-                best[w_other[w]] = (w_signal[w], w_dist[w])
-                w += 1
-            links = sorted(best.items(), key=lambda x: (x[1], x[0]))[:MAX_LINKS]
-            represented = any(
-                indexed[o] and (s == SHA256 or (s == PDQ and d <= near)) for o, (s, d) in links
-            )
-            if not represented:
-                indexed[i] = 1
-                if self.indexed_content[c] < 0:
-                    self.indexed_content[c] = i
-            for o, (s, d) in links:
-                found.append((i, o, s, d))
-                self.uf.union(i, o)
-        self.link_blocks.append(np.array(found, dtype=np.int64).reshape(-1, 4))
+        self.link_blocks.append(out[:count].copy())
 
     def result(self, epochs: int) -> ReplayResult:
         """The outcome so far."""
@@ -280,8 +345,8 @@ class Resolver:
             else np.zeros((0, 4), dtype=np.int64)
         )
         return ReplayResult(
-            cluster=self.uf.labels(),
-            indexed=np.frombuffer(bytes(self.indexed), dtype=np.uint8).astype(bool),
+            cluster=_labels(self.parent),
+            indexed=self.indexed.astype(bool),
             links=links,
             epochs=epochs,
         )
@@ -444,10 +509,9 @@ def pair_scores(cluster: Sequence[int] | I64, truth: Sequence[int] | I64) -> tup
 def report_groups(stream: Stream) -> I64:
     """Reports linked by a shared account or address (as :mod:`.links`), as connected
     components named by their first report."""
-    uf = _UnionFind(stream.reports)
+    parent = np.arange(stream.reports, dtype=np.int64)
     for key in (stream.report_account, stream.report_ip):
         order = np.argsort(key, kind="stable")
         same = np.flatnonzero(key[order][1:] == key[order][:-1])
-        for a, b in zip(order[same].tolist(), order[same + 1].tolist(), strict=True):
-            uf.union(a, b)
-    return uf.labels()
+        _union_pairs(parent, order[same].astype(np.int64), order[same + 1].astype(np.int64))
+    return _labels(parent)

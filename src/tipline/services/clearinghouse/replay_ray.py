@@ -13,6 +13,7 @@ Ray is optional and loaded only through :func:`tipline._optional.require` (via
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -52,6 +53,10 @@ class SearchActor:
     def search(self, manifest: str, queries: bytes) -> bytes:
         """:meth:`SearchState.search` on a blob."""
         return pack(self.state.search(manifest, unpack(queries)))
+
+    def pid(self) -> int:
+        """The actor's process id (to read its CPU time from outside while it works)."""
+        return os.getpid()
 
     def stats(self) -> str:
         """:meth:`SearchState.stats` as JSON."""
@@ -102,6 +107,10 @@ class RaySearch:
         results = [unpack(blob) for blob in self.ray.get(handle)]
         self.writer.prune()
         return {k: np.concatenate([r[k] for r in results]) for k in results[0]}
+
+    def pids(self) -> list[int]:
+        """The actors' process ids."""
+        return [int(p) for p in self.ray.get([a.pid.remote() for a in self.actors])]
 
     def stats(self) -> list[dict[str, float]]:
         """Per actor: search CPU seconds, lookups and memory (MiB, see

@@ -391,3 +391,44 @@ def test_concurrent_bundling_decisions_without_other_locks_stay_one_bundle(
             ).all()
         assert len(holding) == 1, f"round {r}: {len(holding)} bundles"
         assert sorted(files) == sorted(sids)
+
+
+def test_a_released_viral_bundle_is_delivered_with_every_file(
+    sessions: sessionmaker[Session], vault: v.Vault
+) -> None:
+    """The receiver (a real HTTP server validating every body against the XSD) gets
+    one report naming every account, and every file, potential meme, NOT viewed, with
+    its MD5; a later upload of the cluster is a new report."""
+    import hashlib
+
+    from _ispws_server import ispws_server
+
+    for n in range(1, 5):
+        _upload(sessions, vault, n, f"user-{n}")
+    (report_id,) = _release(sessions, vault)
+    evidence = VaultEvidence(vault, actor=DELIVERY)
+    with ispws_server() as rx:
+        delivery = _settings(
+            report_ispws_url=rx.url,
+            report_ispws_username=rx.username,
+            report_ispws_password=rx.password,
+        )
+        assert service.deliver(sessions, settings=delivery, evidence=evidence).finished == 1
+        assert rx.receiver.rejections == []
+        (remote,) = rx.receiver.reports.values()
+    doc = etree.fromstring(remote.xml)
+    assert doc.find("batchedReport").get("reason") == "VIRAL_POTENTIAL_MEME"
+    assert len(doc.findall("personOrUserReported")) == 4
+    assert sorted(f.md5 for f in remote.files.values()) == sorted(
+        hashlib.md5(f"benign placeholder {n}".encode(), usedforsecurity=False).hexdigest()
+        for n in range(1, 5)
+    )
+    for file in remote.files.values():
+        assert file.details is not None
+        details = etree.fromstring(file.details)
+        assert details.findtext("fileViewedByEsp") == "false"
+        assert details.findtext("potentialMeme") == "true"
+    (summary,) = service.list_reports(sessions, ACME_ADMIN)
+    assert summary.id == report_id and summary.status == "finished"
+    _upload(sessions, vault, 5, "user-5")
+    assert len(_reports(sessions)) == 2 and len(_files(sessions, report_id)) == 4

@@ -586,7 +586,7 @@ def _release(
             inflight=False,
             final_retract=False,
             attempts=0,
-            next_at=now,
+            next_at=min(now, utcnow()),  # due at once, whatever clock ``now`` came from
         )
     )
     session.flush()

@@ -1,0 +1,189 @@
+"""Match-time viral bundling benchmark: N uploads of one meme (one PDQ cluster, a few
+bits apart) by N accounts, each an exact match of a trusted bank's entry, recorded by
+``submissions.match_and_record`` on ``--threads`` threads (the media, a few KB of benign
+random bytes, kept in the vault; the report queued in the match's transaction).
+
+* anchor (same run, another tenant): ``report_viral_hold_seconds=0``, one report per
+  upload, queued for delivery at once (the path without bundling);
+* bundled: the default hold, every upload joins the one held report of its cluster
+  (per-tenant lock, the upload's facts checked against the XSD, its file row added);
+  then ``viral.release_due`` builds, validates and keeps the one document (N accounts)
+  and queues it.
+
+Printed: uploads/s of each (the whole match transaction: submission, match history,
+vault, rules, audit, report), their ratio, reports made, and the release's time. Not
+included: hashing and matching (the matches are given), delivery.
+
+Usage::
+
+    TIPLINE_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
+        python bench/viral.py [--uploads 300] [--threads 4]
+
+Without a PostgreSQL URL it falls back to SQLite and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+sys.path.insert(0, str(REPO / "src"))
+
+
+@contextmanager
+def _database() -> Iterator[tuple[str, str]]:
+    from sqlalchemy import create_engine, text
+
+    url = os.environ.get("TIPLINE_BENCH_POSTGRES_URL") or os.environ.get(
+        "TIPLINE_TEST_POSTGRES_URL"
+    )
+    if not url:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite:///{tmp}/bench.db", "SQLite (no PostgreSQL URL set)"
+        return
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{sep}options=-csearch_path%3D{schema}", "PostgreSQL"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def _flip(base: int, rng: random.Random, bits: int) -> str:
+    value = base
+    for b in rng.sample(range(256), bits):
+        value ^= 1 << b
+    return f"{value:064x}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--uploads", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--media-bytes", type=int, default=4096)
+    args = parser.parse_args()
+
+    from sqlalchemy import func, select
+
+    from tipline.config import Settings
+    from tipline.services import submissions
+    from tipline.services import vault as v
+    from tipline.services.auth import Principal, Role
+    from tipline.services.matching.match import Match
+    from tipline.services.reports import viral
+    from tipline.services.reports.auto import AutoReportPolicy
+    from tipline.services.vault.evidence import VaultEvidence
+    from tipline.signals.base import Signal
+    from tipline.store.base import utcnow
+    from tipline.store.db import make_engine, session_factory, upgrade
+    from tipline.store.models import import_all_models
+    from tipline.store.reports import ReportRow
+
+    rng = random.Random(7)
+    meme = rng.getrandbits(256)
+    exact = Match(bank="trusted", entry_id="e1", signal_type="md5", distance=0)
+    with _database() as (url, label), tempfile.TemporaryDirectory() as tmp:
+        import_all_models()
+        engine = make_engine(url)
+        upgrade(engine)
+        sessions = session_factory(engine)
+        key = base64.b64encode(os.urandom(32)).decode()
+        base = {
+            "report_reporter_email": "reports@example.org",
+            "report_platform": "Example Photos",
+            "report_auto_banks": ["trusted"],
+            "report_viral_threshold": 50,
+            "vault_master_key": key,
+            "data_dir": Path(tmp),
+        }
+        anchor_settings = Settings(**(base | {"report_viral_hold_seconds": 0}))  # type: ignore[arg-type]
+        bundled_settings = Settings(**base)  # type: ignore[arg-type]
+        the_vault = v.Vault.from_settings(bundled_settings)
+
+        def run(settings: Settings, tenant: str) -> float:
+            who = Principal(f"bench-{tenant}"[:12], Role.MATCHER, tenant)
+            policy = AutoReportPolicy.from_settings(settings)
+
+            def one(n: int) -> None:
+                local = random.Random(n)
+                signals = [
+                    Signal(type="md5", value=f"{n:032x}"),
+                    Signal(type="pdq", value=_flip(meme, local, 8)),
+                ]
+                facts = submissions.SubmissionFacts(
+                    f"{tenant}-{n}",
+                    uploader_account=f"user-{n}",
+                    upload_ip="198.51.100.9",
+                    upload_port=40000 + n % 20000,
+                )
+                submissions.match_and_record(
+                    sessions,
+                    who,
+                    signals,
+                    lambda _s: [exact],
+                    submission=facts,
+                    media=local.randbytes(args.media_bytes),
+                    vault=the_vault,
+                    auto_report=policy,
+                )
+
+            start = time.perf_counter()
+            with ThreadPoolExecutor(args.threads) as pool:
+                list(pool.map(one, range(args.uploads)))
+            return time.perf_counter() - start
+
+        def reports(tenant: str) -> int:
+            with sessions() as session:
+                return int(
+                    session.execute(
+                        select(func.count()).where(ReportRow.tenant == tenant)
+                    ).scalar_one()
+                )
+
+        anchor = run(anchor_settings, "anchor")
+        bundled = run(bundled_settings, "bundled")
+        evidence = VaultEvidence(the_vault, actor=Principal("report-delivery", Role.ADMIN))
+        start = time.perf_counter()
+        released = viral.release_due(
+            sessions, bundled_settings, evidence, now=utcnow() + timedelta(hours=1)
+        )
+        release = time.perf_counter() - start
+        load = os.getloadavg()[0]
+        n = args.uploads
+        print(f"database: {label}; {n} uploads by {n} accounts, {args.threads} threads")
+        print(f"machine load average (1 min) at the end: {load:.1f} on {os.cpu_count()} CPUs")
+        print(
+            f"anchor  (hold 0, one report per upload): {n / anchor:7.1f} uploads/s, "
+            f"{reports('anchor')} reports"
+        )
+        print(
+            f"bundled (held, joined):                  {n / bundled:7.1f} uploads/s, "
+            f"{reports('bundled')} report(s); ratio to anchor {anchor / bundled:.2f}"
+        )
+        print(
+            f"release of {len(released)} bundle ({n} files, {n} accounts, viral): "
+            f"{release * 1000:.0f} ms"
+        )
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    main()

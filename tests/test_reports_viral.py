@@ -37,6 +37,7 @@ from tipline.store.db import make_engine, session_factory, upgrade
 from tipline.store.models import import_all_models
 from tipline.store.report_bundles import ReportBundleRow
 from tipline.store.reports import ReportFileRow, ReportOutboxRow, ReportRow
+from tipline.store.submissions import SubmissionRow
 
 ACME = Principal("acme00000001", Role.MATCHER, "acme")
 ACME_ADMIN = Principal("acme00000002", Role.ADMIN, "acme")
@@ -86,7 +87,7 @@ def _upload(
     sessions: sessionmaker[Session],
     vault: v.Vault,
     n: int,
-    user: str,
+    user: str | None,
     *,
     pdq: str | None = MEME,
     who: Principal = ACME,
@@ -249,15 +250,16 @@ def test_a_released_report_never_changes_and_later_bundles_count_the_cluster(
     assert doc.find("batchedReport").get("reason") == "VIRAL_POTENTIAL_MEME"
 
 
-def test_urgent_unhashed_and_unheld_reports_are_queued_at_once(
+def test_urgent_unhashed_anonymous_and_unheld_reports_are_queued_at_once(
     sessions: sessionmaker[Session], vault: v.Vault
 ) -> None:
     _upload(sessions, vault, 1, "user-1")  # held: the bundle others would join
     _upload(sessions, vault, 2, "user-2", match=URGENT)
     _upload(sessions, vault, 3, "user-3", pdq=None)  # no PDQ hash (e.g. a video)
     _upload(sessions, vault, 4, "user-4", settings=_settings(report_viral_hold_seconds=0))
+    _upload(sessions, vault, 5, None)  # no account (a scanned file): not about accounts
     steps = {s.source: s.step for s in service.list_reports(sessions, ACME_ADMIN)}
-    assert sorted(steps.values(), key=str) == ["held", "submit", "submit", "submit"]
+    assert sorted(steps.values(), key=str) == ["held", "submit", "submit", "submit", "submit"]
     with sessions() as session:
         assert session.execute(select(func.count(ReportBundleRow.report_id))).scalar_one() == 1
 
@@ -340,7 +342,6 @@ def test_concurrent_bundling_decisions_without_other_locks_stay_one_bundle(
     missing lock of ours): every round makes one bundle holding every upload."""
     from tipline.services.reports.auto import queue_at_match
     from tipline.store.db import transaction
-    from tipline.store.submissions import SubmissionRow
 
     policy = AutoReportPolicy.from_settings(_settings(report_viral_threshold=50))
     threads, rounds = 6, 3
@@ -432,3 +433,48 @@ def test_a_released_viral_bundle_is_delivered_with_every_file(
     assert summary.id == report_id and summary.status == "finished"
     _upload(sessions, vault, 5, "user-5")
     assert len(_reports(sessions)) == 2 and len(_files(sessions, report_id)) == 4
+
+
+def test_match_time_bundles_are_the_clusters_of_the_offline_plan(
+    sessions: sessionmaker[Session], vault: v.Vault
+) -> None:
+    """Twin check: uploads in time order, each by its own account, bundle at match time
+    exactly as :func:`bundling.plan` clusters them (the first open cluster whose
+    founding upload is within the PDQ distance; with threshold 2 and distinct accounts
+    every cluster of two or more is a bundle, the rest singles)."""
+    import random
+
+    from tipline.services.reports import bundling
+
+    rng = random.Random(11)
+    bases = [rng.getrandbits(256) for _ in range(3)]
+    pdqs = []
+    for _ in range(14):
+        value = rng.choice(bases) if rng.random() < 0.8 else rng.getrandbits(256)
+        for bit in rng.sample(range(256), rng.randint(0, 24)):
+            value ^= 1 << bit
+        pdqs.append(f"{value:064x}")
+    sids = [_upload(sessions, vault, n, f"user-{n}", pdq=pdq) for n, pdq in enumerate(pdqs)]
+    with sessions() as session:
+        at = {
+            sid: when
+            for sid, when in session.execute(
+                select(SubmissionRow.id, SubmissionRow.created_at).where(SubmissionRow.id.in_(sids))
+            )
+        }
+    expected = bundling.plan(
+        [
+            bundling.Upload(sid, f"user-{n}", at[sid], bytes.fromhex(pdq))
+            for n, (sid, pdq) in enumerate(zip(sids, pdqs, strict=True))
+        ],
+        window=timedelta(hours=1),
+        threshold=2,
+        max_distance=31,
+    )
+    want = sorted(
+        [sorted(u.key for u in b) for b in expected.bundles] + [[u.key] for u in expected.singles]
+    )
+    got = sorted(
+        sorted(str(f.submission_id) for f in _files(sessions, r.id)) for r in _reports(sessions)
+    )
+    assert got == want and len(expected.bundles) >= 2

@@ -5,11 +5,12 @@ by thousands of accounts becomes a few reports instead of thousands.
 How it works (:func:`queue_or_join`, called by
 :func:`tipline.services.reports.auto.queue_at_match` in the match's transaction):
 
-* An auto-report is *bundle-able* when the upload has a PDQ hash (a picture),
-  ``report_viral_hold_seconds`` is above 0, and none of its auto-reported matches is
-  in a bank of ``report_urgent_banks``. Anything else (videos, files without a PDQ,
-  urgent banks, hold 0) is queued for delivery at once, exactly as before: urgent and
-  non-bundle-able reports are never held.
+* An auto-report is *bundle-able* when the upload has a PDQ hash (a picture) and an
+  uploader account (bundles are about different accounts: a scanned folder's files
+  have none), ``report_viral_hold_seconds`` is above 0, and none of its auto-reported
+  matches is in a bank of ``report_urgent_banks``. Anything else (videos, files
+  without a PDQ or an account, urgent banks, hold 0) is queued for delivery at once,
+  exactly as before: urgent and non-bundle-able reports are never held.
 * A bundle-able upload joins the open bundle of its cluster: a report of the same
   tenant, still held (not yet released to the delivery outbox, so nothing of it was
   ever sent), whose founding upload is within ``report_viral_max_distance`` PDQ bits
@@ -129,9 +130,10 @@ def pdq_of(submission: SubmissionRow) -> str | None:
 
 def bundle_key(settings: Settings, submission: SubmissionRow, matched: Sequence[str]) -> str | None:
     """The PDQ hash the auto-report of ``submission`` is bundled on, or None when it is
-    queued at once (hold 0, no PDQ hash, or a match in an urgent bank)."""
+    queued at once (hold 0, no uploader account, no PDQ hash, or a match in an urgent
+    bank)."""
     rules = BundleRules.from_settings(settings)
-    if rules.hold <= timedelta(0):
+    if rules.hold <= timedelta(0) or not submission.uploader_account:
         return None
     if any(m.split("/", 1)[0] in rules.urgent_banks for m in matched):
         return None

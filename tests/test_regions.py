@@ -222,6 +222,40 @@ def test_hash_only_entries_have_no_regions(db, tmp_path, reference_dir):
         assert [m.entry_id for m in matcher.match_signals(_query(img))] == ["L1"]
 
 
+def test_regions_of_a_deleted_entry_never_match_the_entry_given_its_pk(db, tmp_path, monkeypatch):
+    """Index files keep rows of deleted entries; an entry pk given again (SQLite hands
+    out max + 1) must not inherit them: each region hit is checked against the stored
+    rows, in a Matcher that read the rows before the deletion and in one that maps the
+    file written before it."""
+    from tipline.services.regions import index as region_index
+    from tipline.signals.base import Signal
+
+    monkeypatch.setattr(region_index, "REBUILD_AFTER", 0)  # every refresh writes a file
+    rng = np.random.default_rng(3)
+    values = [rng.integers(0, 256, 32, dtype=np.uint8).tobytes().hex() for _ in range(6)]
+    svc.create_bank(db, "old")
+    svc.add_entry(db, "old", [f"pdq:{values[0]}"], entry_id="A", regions=[("crop:x", values[1])])
+    query = [Signal(type="pdq", value=values[1])]
+    with Matcher(db, tmp_path / "index", poll_interval=0) as before:
+        assert [(m.entry_id, m.tier) for m in before.match_signals(query)] == [("A", "region")]
+    pk_a = svc.entry_numbers(db, {"old": ["A"]})[("old", "A")]
+    svc.delete_bank(db, "old")
+    svc.create_bank(db, "new")
+    svc.add_entry(db, "new", [f"pdq:{values[2]}"], entry_id="B")
+    if db.engine.dialect.name == "sqlite":
+        assert svc.entry_numbers(db, {"new": ["B"]})[("new", "B")] == pk_a
+    with Matcher(db, tmp_path / "index", poll_interval=0) as after:
+        assert after._regions.from_file == 1  # A's row, from the file
+        assert after.match_signals(query) == []
+        # an entry with regions of its own matches through them
+        svc.add_entry(
+            db, "new", [f"pdq:{values[3]}"], entry_id="C", regions=[("crop:y", values[4])]
+        )
+        hit = after.match_signals([Signal(type="pdq", value=values[4])])
+        assert [(m.entry_id, m.region) for m in hit] == [("C", "crop:y")]
+        assert after.match_signals(query) == []
+
+
 def test_bad_region_values_are_refused_and_nothing_is_stored(db):
     from tipline.errors import HashFormatError, InputError
 
@@ -301,11 +335,14 @@ def test_grid_is_configurable():
     assert len(names) <= grid.size()
 
 
+@pytest.mark.parametrize("in_files", [False, True], ids=["memory", "files"])
 @pytest.mark.parametrize("seed", [1, 2])
-def test_region_index_equals_brute_force_across_rebuilds(db, monkeypatch, seed):
-    """Base multi-index plus brute-force delta, rebuilt as rows arrive, answers exactly
-    what a brute-force scan of every stored region answers (each entry once, at its
-    closest region)."""
+def test_region_index_equals_brute_force_across_rebuilds(db, monkeypatch, tmp_path, seed, in_files):
+    """Base multi-index (in memory, or an index file) plus brute-force delta, rebuilt as
+    rows arrive, answers exactly what a brute-force scan of every stored region answers
+    (each entry once, at its closest region); with files, a new index opened on the
+    folder (what a new Matcher does) reads only the rows after the file from the
+    database and answers the same."""
     from tipline.services.regions import index as region_index
 
     monkeypatch.setattr(region_index, "REBUILD_AFTER", 40)
@@ -318,7 +355,9 @@ def test_region_index_equals_brute_force_across_rebuilds(db, monkeypatch, seed):
         return (centre ^ np.packbits(flip)).tobytes().hex()
 
     svc.create_bank(db, "b")
-    idx = region_index.RegionIndex()
+    folder = tmp_path / "regions" if in_files else None
+    instance = "test-instance"
+    idx = region_index.RegionIndex(folder, instance)
     stored: list[tuple[int, str, str]] = []  # (entry number, region, value)
     for batch in range(4):
         for k in range(5):
@@ -331,6 +370,12 @@ def test_region_index_equals_brute_force_across_rebuilds(db, monkeypatch, seed):
             idx.refresh(s)
         assert len(idx) == len(stored)
         pk_of = svc.entry_numbers(db, {"b": [f"E{n}" for n in range(batch * 5 + 5)]})
+        reopened = region_index.RegionIndex(folder, instance) if in_files else None
+        if reopened is not None:
+            with db.sessions() as s:
+                read = reopened.refresh(s)
+            assert reopened.from_file + read == len(stored) == len(reopened)
+            assert reopened.from_file == (len(idx._base) if idx._base is not None else 0)
         for radius in (10, 31, 45):
             q = near(int(rng.integers(0, 20)))
             expected: dict[int, tuple[int, str]] = {}
@@ -339,9 +384,46 @@ def test_region_index_equals_brute_force_across_rebuilds(db, monkeypatch, seed):
                 pk = pk_of[("b", f"E{n}")]
                 if d <= radius and (pk not in expected or d < expected[pk][0]):
                     expected[pk] = (d, name)
-            got = {h.entry_pk: (h.distance, h.region) for h in idx.search(q, radius)}
-            assert {k: v[0] for k, v in got.items()} == {k: v[0] for k, v in expected.items()}
-            value_of = {name: value for _, name, value in stored}
-            for d, name in got.values():
-                assert (int(q, 16) ^ int(value_of[name], 16)).bit_count() == d
+            got = {h.entry_pk: (h.distance, h.region, h.value) for h in idx.search(q, radius)}
+            assert got == {
+                pk: (d, name, dict((r, v) for _, r, v in stored)[name])
+                for pk, (d, name) in expected.items()
+            }
+            if reopened is not None:
+                again = reopened.search(q, radius)
+                assert {h.entry_pk: (h.distance, h.region, h.value) for h in again} == got
     assert idx._base is not None  # the base index was rebuilt on the way
+    if folder is not None:
+        assert len(list(folder.glob("regions-*.tpi"))) == 1  # older files removed
+
+
+def test_region_index_file_of_another_database_or_damaged_is_not_used(db, tmp_path, monkeypatch):
+    """A file built from another database, or damaged, is ignored: every row is read
+    from the database and searches stay exact."""
+    from tipline.services.regions import index as region_index
+
+    monkeypatch.setattr(region_index, "REBUILD_AFTER", 10)
+    svc.create_bank(db, "b")
+    rng = np.random.default_rng(7)
+    values = [rng.integers(0, 256, 32, dtype=np.uint8).tobytes().hex() for _ in range(30)]
+    regions = [(f"crop:{j}", v) for j, v in enumerate(values)]
+    svc.add_entry(db, "b", [f"pdq:{values[0]}"], entry_id="E", regions=regions)
+    folder = tmp_path / "regions"
+    with db.sessions() as s:
+        region_index.RegionIndex(folder, "one").refresh(s)
+    (file,) = folder.glob("regions-*.tpi")
+
+    def fresh(instance: str) -> region_index.RegionIndex:
+        idx = region_index.RegionIndex(folder, instance)
+        with db.sessions() as s:
+            idx.refresh(s)
+        assert idx.search(values[17], 0)[0].region == "crop:17"
+        return idx
+
+    assert fresh("one").from_file == 30
+    assert fresh("two").from_file == 0  # another database's file (and now rebuilt)
+    (file,) = folder.glob("regions-*.tpi")
+    data = bytearray(file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    file.write_bytes(bytes(data))
+    assert fresh("two").from_file == 0

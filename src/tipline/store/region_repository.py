@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from sqlalchemy import Table, and_, func, insert, or_, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from tipline.store.bank_tables import BankEntryRow, BankRegionRow
@@ -65,3 +66,19 @@ def count_regions(session: Session, entry_pk: int) -> int:
             .where(BankRegionRow.entry_pk == entry_pk)
         ).scalar_one()
     )
+
+
+def stored_pairs(
+    session: Session | Connection, pairs: Sequence[tuple[int, str]]
+) -> set[tuple[int, str]]:
+    """Which ``(entry pk, PDQ hex)`` region descriptors are stored now (an index may
+    still hold rows of a deleted entry whose pk was given again)."""
+    if not pairs:
+        return set()
+    r = BankRegionRow
+    pks = sorted({pk for pk, _ in pairs})
+    values = sorted({v for _, v in pairs})
+    rows = session.execute(
+        select(r.entry_pk, r.value).where(r.entry_pk.in_(pks), r.value.in_(values)).distinct()
+    ).all()
+    return {(int(pk), str(v)) for pk, v in rows}

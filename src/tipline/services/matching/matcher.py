@@ -68,6 +68,7 @@ from tipline.signals.base import (
 )
 from tipline.signals.normalize import is_normalized
 from tipline.store import bank_repository as repo
+from tipline.store import region_repository as region_repo
 
 #: Delta size (signals) that starts a background merge.
 DEFAULT_MERGE_AFTER = 50_000
@@ -136,7 +137,7 @@ class Matcher:
         self._merging: SignalRows | None = None
         self._video_delta: dict[str, VideoIndex] = {}
         #: the bank-side robust tier's descriptors (searched with every PDQ query)
-        self._regions = RegionIndex()
+        self._regions = RegionIndex(self.dir / "regions", self.instance)
         self.refresh(force=True)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -396,12 +397,17 @@ class Matcher:
         if not hits:
             return []
         pks = sorted({h[1] for h in hits})
+        pairs = [(h[1], h[5].value) for h in hits if h[5] is not None]
         if session is not None:
             entries = repo.hits(session, pks)
+            stored = region_repo.stored_pairs(session, pairs)
         else:
             with self.db.engine.connect() as conn:
                 conn.execution_options(isolation_level="AUTOCOMMIT")
                 entries = repo.hits(conn, pks)
+                stored = region_repo.stored_pairs(conn, pairs)
+        if len(stored) < len(set(pairs)):  # rows of a deleted entry whose pk came back
+            hits = [h for h in hits if h[5] is None or (h[1], h[5].value) in stored]
         best: dict[tuple[str, str, str], Match] = {}
         owners: dict[str, str | None] = {}  # bank name -> tenant, of the matches kept
         allows: list[tuple[Match, str, str | None]] = []  # (hit, reason, allow bank tenant)

@@ -360,6 +360,28 @@ class Matcher:
         found = signal_type.match(signal.value, [v for _, v in items], self._radius(name))
         return [(items[row][0], distance, None, None) for row, distance in found]
 
+    def _drop_stale_regions(
+        self,
+        best: dict[tuple[str, str, str], Match],
+        pk_of: dict[tuple[str, str, str], int],
+        session: Session | None,
+    ) -> None:
+        """Drop region-tier matches whose descriptor is no longer stored: the region
+        index keeps rows of deleted entries, and an entry pk may be given again."""
+        pairs = {k: (pk_of[k], m.matched_value or "") for k, m in best.items() if m.tier}
+        if not pairs:
+            return
+        wanted = list(pairs.values())
+        if session is not None:
+            stored = region_repo.stored_pairs(session, wanted)
+        else:
+            with self.db.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                stored = region_repo.stored_pairs(conn, wanted)
+        for key, pair in pairs.items():
+            if pair not in stored:
+                del best[key]
+
     def match_signals(
         self,
         signals: Sequence[Signal],
@@ -397,18 +419,14 @@ class Matcher:
         if not hits:
             return []
         pks = sorted({h[1] for h in hits})
-        pairs = [(h[1], h[5].value) for h in hits if h[5] is not None]
         if session is not None:
             entries = repo.hits(session, pks)
-            stored = region_repo.stored_pairs(session, pairs)
         else:
             with self.db.engine.connect() as conn:
                 conn.execution_options(isolation_level="AUTOCOMMIT")
                 entries = repo.hits(conn, pks)
-                stored = region_repo.stored_pairs(conn, pairs)
-        if len(stored) < len(set(pairs)):  # rows of a deleted entry whose pk came back
-            hits = [h for h in hits if h[5] is None or (h[1], h[5].value) in stored]
         best: dict[tuple[str, str, str], Match] = {}
+        pk_of: dict[tuple[str, str, str], int] = {}
         owners: dict[str, str | None] = {}  # bank name -> tenant, of the matches kept
         allows: list[tuple[Match, str, str | None]] = []  # (hit, reason, allow bank tenant)
         for signal, pk, dist, q, c, region in hits:
@@ -453,8 +471,12 @@ class Matcher:
             key = (m.bank, m.entry_id, m.signal_type)
             if key not in best or _rank(m) < _rank(best[key]):
                 best[key] = m
-                if entry_pks is not None:
-                    entry_pks[(m.bank, m.entry_id)] = pk
+                pk_of[key] = pk
+        self._drop_stale_regions(best, pk_of, session)
+        if entry_pks is not None:
+            for key, pk in pk_of.items():
+                if key in best:
+                    entry_pks[key[:2]] = pk
         out = sorted(
             best.values(),
             key=lambda m: (*_rank(m), m.bank, m.entry_id, m.signal_type),

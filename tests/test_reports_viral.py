@@ -48,6 +48,7 @@ URGENT = Match(bank="urgent", entry_id="u1", signal_type="sha256", distance=0)
 MEME = "f" * 64
 NEAR = "f" * 60 + "0000"  # 16 bits from MEME
 FAR = "0" * 64
+BAD_PORT = 99  # upload number whose source port (70000) the schema refuses
 SCHEMA = etree.XMLSchema(etree.fromstring(builder.schema_bytes()))
 
 
@@ -99,7 +100,10 @@ def _upload(
     if pdq is not None:
         signals.append(Signal(type="pdq", value=pdq))
     facts = submissions.SubmissionFacts(
-        f"c-{n}", uploader_account=user, upload_ip="198.51.100.9", upload_port=40000 + n
+        f"c-{n}",
+        uploader_account=user,
+        upload_ip="198.51.100.9",
+        upload_port=70_000 if n == BAD_PORT else 40000 + n,
     )
     sid = submissions.match_and_record(
         sessions,
@@ -478,3 +482,21 @@ def test_match_time_bundles_are_the_clusters_of_the_offline_plan(
         sorted(str(f.submission_id) for f in _files(sessions, r.id)) for r in _reports(sessions)
     )
     assert got == want and len(expected.bundles) >= 2
+
+
+def test_a_refused_fact_drops_that_uploads_report_not_the_bundle(
+    sessions: sessionmaker[Session], vault: v.Vault
+) -> None:
+    from tipline.services import audit
+
+    _upload(sessions, vault, 1, "user-1")
+    refused = _upload(sessions, vault, BAD_PORT, "user-2")  # port 70000: not a port
+    _upload(sessions, vault, 3, "user-3")
+    (report,) = _reports(sessions)
+    assert refused not in {f.submission_id for f in _files(sessions, report.id)}
+    assert len(_files(sessions, report.id)) == 2
+    assert _actions(sessions).count("report.not_queued") == 1
+    with sessions() as session:  # the savepoint's rollback left the chain whole
+        assert audit.verify(session).ok
+    _release(sessions, vault)
+    _valid(sessions, _reports(sessions)[0])

@@ -285,19 +285,17 @@ def queue_or_join(
     user = user_of(submission, settings)
     # this upload alone must make a valid document (a refused fact drops its report, not
     # the bundle it would have joined); the whole bundle is validated again at release
-    info = _additional_info(matched, 1, 1, at, at)
-    builder.build_report(
-        _content(
-            new_report_id(),
-            reporter,
-            settings,
-            files,
-            [user],
-            incident_at=at,
-            viral=False,
-            additional_info=info,
-        )
+    alone = _content(
+        new_report_id(),
+        reporter,
+        settings,
+        files,
+        [user],
+        incident_at=at,
+        viral=False,
+        additional_info=_additional_info(matched, 1, 1, at, at),
     )
+    xml = builder.build_report(alone)  # the document of a bundle this upload founds
     for f in files:  # every file's fileDetails, viral or not, as delivery will send it
         for meme in (False, True):
             builder.build_file_details(replace(f, potential_meme=meme), report_id=1, file_id="1")
@@ -321,9 +319,8 @@ def queue_or_join(
         _join(session, report, bundle, submission, media, files, matched, actor=actor)
     else:
         report, bundle = _found(
-            session, submission, media, files, user, matched,
-            pdq=pdq, at=at, rules=rules, settings=settings, reporter=reporter,
-            evidence=evidence, actor=actor,
+            session, submission, media, alone, xml, matched,
+            pdq=pdq, at=at, rules=rules, actor=actor,
         )  # fmt: skip
         cluster.append(bundle)
     if not bundle.viral:
@@ -400,23 +397,16 @@ def _found(
     session: Session,
     submission: SubmissionRow,
     media: list[StoredFile],
-    files: Sequence[ReportedFile],
-    user: ReportedUser,
+    content: ReportContent,
+    xml: bytes,
     matched: Sequence[str],
     *,
     pdq: str,
     at: datetime,
     rules: BundleRules,
-    settings: Settings,
-    reporter: Reporter,
-    evidence: EvidenceFiles,
     actor: str | Principal,
 ) -> tuple[ReportRow, ReportBundleRow]:
-    content = _content(
-        new_report_id(), reporter, settings, files, [user],
-        incident_at=at, viral=False, additional_info=_additional_info(matched, 1, 1, at, at),
-    )  # fmt: skip
-    xml = builder.build_report(content)
+    files = content.files
     report, children = report_rows(
         content,
         xml,

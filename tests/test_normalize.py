@@ -199,14 +199,19 @@ def _ink(colour) -> tuple[int, int, int]:
 @given(
     share=st.floats(min_value=0.06, max_value=0.28),
     colour=st.tuples(*[st.integers(0, 255)] * 3),
-    where=st.sampled_from(["top", "bottom"]),
+    where=st.sampled_from(["top", "bottom", "both"]),
     seed=st.integers(0, 5),
 )
 def test_caption_of_any_height_and_colour_gives_back_the_picture(share, colour, where, seed):
     img = _picture(seed=seed)
     bar = int(img.height * share / (1 - share))
-    canvas = _with_caption(img, bar, where, colour, _ink(colour))
-    top = bar if where == "top" else 0
+    if where == "both":  # a meme: a band above and one below
+        top = bar
+        canvas = _with_caption(img, bar, "top", colour, _ink(colour))
+        canvas = _with_caption(canvas, bar, "bottom", colour, _ink(colour))
+    else:
+        top = bar if where == "top" else 0
+        canvas = _with_caption(img, bar, where, colour, _ink(colour))
     expected = Box(top, top + img.height, 0, img.width)
     boxes = normalize_boxes(_pixels(canvas))
     assert _found(boxes, expected), (boxes, expected)

@@ -19,7 +19,7 @@ variant of the query (see :mod:`tipline.signals.pdq`), never of a bank entry.
   edges cut alike at each step.
 * ``frame``: ``trim+uncaption`` for pictures whose own edge has the colour of the bar
   or frame beside it, where the cuts above stop at the wrong line: only borders that
-  are flat and end sharply are trimmed (:func:`trim_sharp`: a step in the lines' mean
+  are flat and end sharply are trimmed (:func:`trim_sharp`: a step in the lines' level
   ends a window frame beside a picture edge of nearly its colour; a picture's own flat
   edge drifts or fades out and is kept), and a caption band is cut at the farthest
   row where its uniform rows give way to the picture (:func:`uncaption_sharp`: a
@@ -64,8 +64,8 @@ TRIM_RUNS: Final = 3
 ROUNDS: Final = 4
 #: sides under this many pixels are never cut further
 MIN_SIDE: Final = 16
-#: ``frame``: a border's lines keep their mean within this many levels of its first
-#: line's, and a line whose mean jumps by as much from the line before ends it (a window
+#: ``frame``: a border's lines keep their level (median) within this many levels of its first
+#: line's, and a line whose level jumps by as much from the line before ends it (a window
 #: frame beside a picture edge of nearly its colour: within TOLERANCE, yet a step no
 #: smooth picture makes from one line to the next)
 STEP: Final = 3.0
@@ -209,17 +209,20 @@ def uncaption(pixels: npt.NDArray[np.uint8], box: Box) -> Box:
     return box
 
 
-def _means(lines: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
-    """Mean level of each line (``lines``: N x L x C), on about SAMPLES pixels of it."""
+def _levels(lines: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
+    """Level of each line (``lines``: N x L x C): the mean over its channels of their
+    medians on about SAMPLES pixels of it (a line of text on a bar keeps the bar's
+    level; a flat line of another shade does not)."""
     step = max(1, lines.shape[1] // SAMPLES)
-    return np.asarray(lines[:, ::step].mean(axis=(1, 2)), dtype=np.float64)
+    medians = np.median(lines[:, ::step], axis=1)
+    return np.asarray(medians.mean(axis=1), dtype=np.float64)
 
 
 def _sharp_run(lines: npt.NDArray[np.uint8]) -> int:
     """Length of the leading run of ``lines`` that is a border ending sharply, 0 when
-    there is none. The run: uniform lines of the first line's colour whose mean stays
+    there is none. The run: uniform lines of the first line's colour whose level stays
     within STEP of the first line's (a border is flat). It ends sharply at a line whose
-    mean jumps by STEP from the line before (a frame beside a picture edge of nearly
+    level jumps by STEP from the line before (a frame beside a picture edge of nearly
     its colour), or when one of the BLUR_LINES + 1 lines after it keeps under
     SHARP_AFTER of the colour (a codec's blurred lines are cut with the run). A run
     that drifts or fades out instead is a picture's own flat edge: 0."""
@@ -227,11 +230,11 @@ def _sharp_run(lines: npt.NDArray[np.uint8]) -> int:
     n = _run(lines, colour, UNIFORM).size
     if n == 0:
         return 0
-    means = _means(lines[: n + 1])
-    drift = np.flatnonzero(np.abs(means - means[0]) >= STEP)
+    levels = _levels(lines[: n + 1])
+    drift = np.flatnonzero(np.abs(levels - levels[0]) >= STEP)
     if drift.size:
         j = int(drift[0])
-        if abs(means[j] - means[j - 1]) >= STEP:
+        if abs(levels[j] - levels[j - 1]) >= STEP:
             return j
         if j < n:
             return 0
@@ -283,20 +286,20 @@ def _flat_band(
     lines: npt.NDArray[np.uint8], near: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]:
     """``near`` (shares of the band's colour, row by row) up to the first uniform row
-    whose mean is STEP or more from the first uniform row's: a band's background is flat,
+    whose level is STEP or more from the first uniform row's: a band's background is flat,
     so it ends there. A row that steps abruptly (STEP from the row before) stays, with
     share 0, as the row after the band; one reached by a drift (a picture's own
     gradient) does not, so no band ends at it."""
     uniform = near >= UNIFORM
     if not uniform.any():
         return near
-    means = _means(lines[: near.size])
-    ref = means[int(np.argmax(uniform))]
-    off = np.flatnonzero(uniform & (np.abs(means - ref) >= STEP))
+    levels = _levels(lines[: near.size])
+    ref = levels[int(np.argmax(uniform))]
+    off = np.flatnonzero(uniform & (np.abs(levels - ref) >= STEP))
     if not off.size:
         return near
     stop = int(off[0])
-    if abs(means[stop] - means[stop - 1]) >= STEP:
+    if abs(levels[stop] - levels[stop - 1]) >= STEP:
         out = near[: stop + 1].copy()
         out[stop] = 0.0
         return out
@@ -308,7 +311,7 @@ def uncaption_sharp(pixels: npt.NDArray[np.uint8], box: Box) -> Box:
     (at most MAX_CAPTION of the height) where a uniform row of the band's colour is
     followed by a row SHARP_DROP less of it (:func:`_band_ends`), the band up to there
     being mostly that colour (every row CAPTION_BACKGROUND, CAPTION_UNIFORM_ROWS of
-    them uniform, its uniform rows of one flat mean: :func:`_flat_band`): a caption over
+    them uniform, its uniform rows of one flat level: :func:`_flat_band`): a caption over
     a picture whose own edge is mostly the bar's colour ends where the picture starts, not where the
     colour does."""
     for edge in ("top", "bottom"):

@@ -218,7 +218,9 @@ def main() -> None:
                     flush=True,
                 )
 
-        result = replay(stream, settings, searcher, epochs=epochs, on_epoch=progress)
+        result = replay(
+            stream, settings, searcher, epochs=epochs, on_epoch=progress, signals=signals
+        )
         wall = time.perf_counter() - started
         driver_cpu = time.process_time() - cpu0
         stats = searcher.stats()

@@ -434,11 +434,14 @@ def replay(
     *,
     epochs: int,
     on_epoch: Callable[[int, int], None] | None = None,
+    signals: Signals | None = None,
 ) -> ReplayResult:
     """Replay ``stream`` in ``epochs`` epochs: the search of each epoch (parallel, on
     ``searcher``) is submitted before the previous one is resolved (sequentially, by
-    the :class:`Resolver`), so the two overlap."""
-    signals = signals_of(stream, settings)
+    the :class:`Resolver`), so the two overlap. ``signals``: those of
+    :func:`signals_of` for ``stream`` and ``settings`` when already computed."""
+    if signals is None:
+        signals = signals_of(stream, settings)
     first = first_files(stream)
     resolver = Resolver(stream, signals, settings)
     search_wait = resolve_wall = resolve_cpu = 0.0

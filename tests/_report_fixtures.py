@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from _clock import HANG_SECONDS
 from _report_samples import REPORTER, T0
 from tipline.services.jobs import Backoff
 from tipline.services.reports import service
@@ -104,11 +105,13 @@ def deliverer(
     username: str,
     password: str,
     *,
-    timeout: float = 5.0,
+    timeout: float = HANG_SECONDS,
     policy: DeliveryPolicy = FAST_RETRY,
     on_step: StepHook | None = None,
     seed: int = 0,
 ) -> Deliverer:
+    """A deliverer to ``url``; its HTTP timeout only catches a hang unless a test of
+    timeouts passes its own (a loaded machine answers in seconds: a resent report)."""
     client = IspwsClient(url, username, password, timeout=timeout)
     return Deliverer(
         sessions,

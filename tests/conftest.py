@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -176,3 +178,90 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url = str(request.getfixturevalue("postgres_url"))
     _migrated_postgres(url, request.getfixturevalue("_postgres_migration"))
     return url
+
+
+# -- parallel runs (pytest-xdist, scripts/test) ------------------------------------------
+# scripts/test spreads the tests over worker processes with ``--dist loadgroup``: a test
+# without a group goes to whichever worker is free, and the tests of one group run on one
+# worker, one after the other. Two kinds of tests are grouped here:
+# - every test of a module that uses a module- or session-scoped fixture of its own (a
+#   server, a Chromium, a hashed media set): spread over workers, each worker would build
+#   that fixture again;
+# - every test marked ``ray``: one worker at a time runs a local Ray cluster.
+
+
+def _shares_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    for defs in info.name2fixturedefs.values():
+        for fixturedef in defs:
+            # baseid "tests/test_x.py": defined in the test module itself (conftest and
+            # plugin fixtures, such as the migrated-database templates, are per worker)
+            if fixturedef.scope != "function" and fixturedef.baseid.endswith(".py"):
+                return True
+    return False
+
+
+#: Modules whose tests start servers, CLI processes, ffmpeg or Chromium and take tens of
+#: seconds each on a loaded machine: sent to the workers first, so that no worker is left
+#: with one of them at the end of a parallel run while the others sit idle.
+_LONG_FIRST = (
+    "test_schemathesis.py",
+    "test_exchanges_e2e.py",
+    "test_audit.py",
+    "test_reports_crash.py",
+    "test_clearinghouse_simtruth.py",
+    "test_txext_cli.py",
+    "test_video.py",
+    "test_web_browser.py",
+    "test_api_reports.py",
+    "test_api_webhooks.py",
+    "test_clearinghouse_e2e.py",
+    "test_serve_process.py",
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        if item.get_closest_marker("ray") is not None:
+            item.add_marker(pytest.mark.xdist_group("ray"))
+        elif _shares_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # every worker sorts the same way (xdist checks that they collected the same list);
+        # a stable sort keeps each module's tests in their order and a group together
+        def rank(item: pytest.Item) -> tuple[int, int]:
+            module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+            if module in _LONG_FIRST:
+                return (0, _LONG_FIRST.index(module))
+            if item.get_closest_marker("slow") is not None:
+                return (1, 0)
+            return (2, 0) if item.get_closest_marker("xdist_group") is not None else (3, 0)
+
+        items.sort(key=rank)
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """After the last Ray test of a run of them, collect Ray's garbage at once.
+
+    Ray's sockets are sometimes finalised after the cluster stops (an "Exception ignored
+    in BaseConnection.__del__" from Ray's internals), which pytest would report as an
+    error of whichever test the worker runs next.
+    """
+    try:
+        return (yield)
+    finally:
+        if item.get_closest_marker("ray") is not None and (
+            nextitem is None or nextitem.get_closest_marker("ray") is None
+        ):
+            hook = sys.unraisablehook
+            sys.unraisablehook = lambda unraisable: None
+            try:
+                gc.collect()
+            finally:
+                sys.unraisablehook = hook

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from sqlalchemy import select
 
 from _api_server import running_server
+from _cli import run_tipline
 from _report_fixtures import deliverer, open_db, queue_reports, run
 from tipline.services import clearinghouse
 from tipline.services.reports.evidence import DirectoryEvidence
@@ -68,15 +68,7 @@ def test_provider_client_delivers_to_the_clearinghouse(db_url: str, tmp_path: Pa
 def _tipline(data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TIPLINE_DATA_DIR": str(data_dir)}
     env.pop("TIPLINE_DATABASE_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "tipline.cli.main", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    return run_tipline(args, env=env, stdin=stdin)
 
 
 def test_provider_commands(tmp_path: Path) -> None:

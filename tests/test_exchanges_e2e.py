@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from _api_server import Server, running_server, server_on
+from _cli import run_tipline
 from _clock import HANG_SECONDS
 from _intake_media import pictures, report_xml, variant
 from tipline.config import Settings
@@ -32,6 +33,13 @@ PUBLISHED = "clearinghouse-confirmed"
 
 
 def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``tipline ARGS`` in this process (:mod:`_cli`): a fresh interpreter costs seconds
+    of CPU on a loaded machine, and the process itself is not what these steps test."""
+    return run_tipline(args, env={**os.environ, **env}, cwd=cwd)
+
+
+def _process(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``tipline ARGS`` as a process of its own (the worker: it installs signal handlers)."""
     return subprocess.run(
         [sys.executable, "-m", "tipline.cli.main", *args],
         env={**os.environ, **env},
@@ -143,7 +151,9 @@ def test_confirmed_at_the_clearinghouse_then_caught_at_the_provider(
         # a sync asked for over HTTP runs on a worker
         queued = provider.client("curator").post("/v1/exchanges/ch/sync")
         assert queued.status_code == 202, queued.text
-        worker = _cli("worker", "--exit-when-idle", "--poll-interval", "0.1", env=env, cwd=tmp_path)
+        worker = _process(
+            "worker", "--exit-when-idle", "--poll-interval", "0.1", env=env, cwd=tmp_path
+        )
         assert worker.returncode == 0, worker.stderr
         status = provider.client("admin").get("/v1/exchanges/ch").json()
         assert status["totals"]["pages"] == 2 and status["last_error"] is None

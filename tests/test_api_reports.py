@@ -301,7 +301,13 @@ def test_batch_report_route(server: Server, settings: Settings) -> None:
     assert client.post("/v1/reports/batch", json=body, headers=matcher).status_code == 403
     anonymous = server.client(None)
     assert anonymous.post("/v1/reports/batch", json=body).status_code == 401
-    for bad in ({"decisions": []}, {"decisions": ["x"] * 1001}, {"decisions": ["x" * 27]}):
+    for bad in (
+        {"decisions": []},
+        {"decisions": ["x"] * 1001},
+        {"decisions": ["x" * 27]},
+        {"decisions": ["01NUL\u0000"]},
+        {"decisions": [a1], "extra": 1},
+    ):
         refused = client.post("/v1/reports/batch", json=bad)
         assert refused.status_code == 422, refused.text
         assert refused.headers["content-type"].startswith("application/problem+json")

@@ -98,10 +98,13 @@ class BatchReportIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    decisions: list[Annotated[str, StringConstraints(min_length=1, max_length=26)]] = Field(
+    decisions: list[
+        Annotated[str, StringConstraints(min_length=1, max_length=26, pattern=r"^[0-9A-Za-z]+$")]
+    ] = Field(
         min_length=1,
         max_length=MAX_BATCH,
-        description=f"decision ids (1 to {MAX_BATCH}); a repeated id is answered once per mention",
+        description=f"decision ids (ULIDs; 1 to {MAX_BATCH}); a repeated id is answered once "
+        "per mention",
     )
     batch_size: int = Field(
         64, ge=1, le=MAX_BATCH, description="decisions per database transaction"

@@ -44,7 +44,13 @@ from sqlalchemy.orm import Session
 
 from tipline.errors import IndexCorruptError
 from tipline.index.files import read_segment
-from tipline.index.pdq import PdqIndex, check_radius, hashes_to_words, query_words
+from tipline.index.pdq import (
+    PdqIndex,
+    brute_force_rows,
+    check_radius,
+    hashes_to_words,
+    query_words,
+)
 from tipline.store import bank_repository as bank_repo
 from tipline.store import region_repository as regions_repo
 
@@ -119,6 +125,7 @@ class RegionIndex:
         self._entry: list[int] = []  # delta row -> entry pk
         self._region: list[int] = []  # delta row -> region name code
         self._hashes: list[bytes] = []  # delta row -> 32-byte PDQ
+        self._delta: npt.NDArray[np.uint64] | None = None  # the delta hashes as words
         #: rows the last open took from the index file (0: none, read from the database)
         self.from_file = 0
 
@@ -212,7 +219,7 @@ class RegionIndex:
         else:
             base = self._write(rows, delta_words, entry, region)
         self._base = base
-        self._entry, self._region, self._hashes = [], [], []
+        self._entry, self._region, self._hashes, self._delta = [], [], [], None
 
     def _write(
         self,
@@ -267,9 +274,11 @@ class RegionIndex:
                     value = base.index.words[p].astype(">u8").tobytes()
                     found.append((row, d, int(base.entry[row]), int(base.region[row]), value))
             if self._entry:
-                delta = np.frombuffer(b"".join(self._hashes), np.uint8)
-                delta = delta.reshape(len(self._entry), 32)
-                for i, d in _scan(delta, query, radius):
+                if self._delta is None or self._delta.shape[0] != len(self._hashes):
+                    joined = np.frombuffer(b"".join(self._hashes), np.uint8)
+                    self._delta = hashes_to_words(joined.reshape(len(self._hashes), 32))
+                rows, dist = brute_force_rows(query_words(query), radius, self._delta)
+                for i, d in zip(rows.tolist(), dist.tolist(), strict=True):
                     found.append((offset + i, d, self._entry[i], self._region[i], self._hashes[i]))
             best: dict[int, tuple[int, int, int, bytes]] = {}
             for row, d, pk, code, value in found:
@@ -279,9 +288,3 @@ class RegionIndex:
                 RegionHit(pk, names[code], value.hex(), d)
                 for pk, (d, _row, code, value) in best.items()
             ]
-
-
-def _scan(rows: npt.NDArray[np.uint8], query: bytes, radius: int) -> list[tuple[int, int]]:
-    q = np.frombuffer(query, np.uint8)
-    dist = np.unpackbits(rows ^ q, axis=1).sum(axis=1)
-    return [(int(i), int(dist[i])) for i in np.flatnonzero(dist <= radius)]

@@ -3,8 +3,10 @@
 On the benign wallpaper corpus at 3 MP (:mod:`corpus`, each file linked several times
 under distinct names, plus one re-shared copy of each - padded, letterboxed or
 captioned, what query-side normalisation is for - so a fifth of the items have
-borders), with a bank of 1,000,000 random PDQ entries plus the PDQs of
-a few corpus pictures (so some items match and fire the review-queue action):
+borders), with a bank of 1,000,000 random PDQ entries plus a few corpus pictures added from
+media (``add_media_file``: their PDQ and their ~584 region descriptors each, so the
+bank-side robust tier has rows to search; some items match and fire the review-queue
+action):
 
 * ``hash only``: :func:`tipline.signals.hashing.hash_many` on a warmed 2-process pool
   (PDQ + MD5 + SHA-256), nothing recorded - the anchor;
@@ -39,10 +41,12 @@ from pathlib import Path
 import numpy as np
 import psutil
 from PIL import Image, ImageDraw, ImageOps
+from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import build_corpus
 from tipline.services import actions
+from tipline.services.bank_media import add_media_file
 from tipline.services.banks import create_bank, import_entries
 from tipline.services.database import open_database
 from tipline.services.scan import (
@@ -52,7 +56,7 @@ from tipline.services.scan import (
     default_matcher_loader,
     run_scan,
 )
-from tipline.signals.hashing import HashOptions, hash_many, hash_path, process_pool
+from tipline.signals.hashing import HashOptions, hash_many, process_pool
 from tipline.store.db import transaction
 
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -71,13 +75,15 @@ class Rates:
 
 
 def _bank(n: int, matched: Sequence[str]) -> tuple[str, Path]:
-    """A SQLite database with bank ``bench`` of ``n`` random PDQs plus ``matched`` PDQs
-    (cached under bench/.cache), and its index folder."""
+    """A SQLite database with bank ``bench`` of ``n`` random PDQs plus the photos
+    ``matched`` added from media with their region descriptors (cached under
+    bench/.cache), and its index folder."""
     db_path = CACHE / f"scan-bank-{n}.db"
     index = CACHE / f"scan-index-{n}"
     url = f"sqlite:///{db_path}"
     marker = CACHE / f"scan-bank-{n}.ok"
-    if marker.exists() and marker.read_text() == "\n".join(matched):
+    stamp = "\n".join(["media+regions", *(Path(p).name for p in matched)])
+    if marker.exists() and marker.read_text() == stamp:
         return url, index
     for stale in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm"), marker):
         stale.unlink(missing_ok=True)
@@ -85,7 +91,7 @@ def _bank(n: int, matched: Sequence[str]) -> tuple[str, Path]:
     CACHE.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(20261125)
     hashes = rng.integers(0, 256, size=(n, 32), dtype=np.uint8)
-    lines = [f"pdq {h.tobytes().hex()}" for h in hashes] + [f"pdq {v}" for v in matched]
+    lines = [f"pdq {h.tobytes().hex()}" for h in hashes]
     data = ("\n".join(lines) + "\n").encode()
     db = open_database(url)
     create_bank(db, "bench")
@@ -94,10 +100,15 @@ def _bank(n: int, matched: Sequence[str]) -> tuple[str, Path]:
 
     summary = import_entries(db, "bench", io.BytesIO(data), ImportFormat.HMA)
     print(f"  bank: imported {summary.to_json()} in {time.perf_counter() - started:.1f} s")
+    for p in matched:
+        add_media_file(db, "bench", p)
+    with db.sessions() as s:
+        regions = s.execute(text("SELECT count(*) FROM bank_regions")).scalar_one()
+    print(f"  bank: {len(matched)} photos added from media, {regions} region descriptors")
     with transaction(db.sessions) as s:
         actions.add_rule(s, action="enqueue_review", bank="bench")
     db.close()
-    marker.write_text("\n".join(matched))
+    marker.write_text(stamp)
     return url, index
 
 
@@ -217,12 +228,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"load average before: {load} (other work on the machine skews the rates)")
     paths = _corpus(args.quick)
     originals = [p for p in paths if "/edited/" not in p]
-    matched = sorted(
-        s.value
-        for p in originals[:: max(1, len(originals) // 5)][:5]
-        for s in hash_path(p, HashOptions()).signals
-        if s.type == "pdq"
-    )
+    matched = originals[:: max(1, len(originals) // 5)][:5]
     url, index = _bank(n_bank, matched)
     loader = default_matcher_loader(url, index_dir=index, poll_interval=5.0)
     prepared = loader.load()  # build the index once, outside the clock

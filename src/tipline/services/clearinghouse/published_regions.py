@@ -70,6 +70,9 @@ def read_regions(
     wanted = photos(files)
     if not wanted:
         return out
+    if vault.keyring is None:  # nothing could be decrypted (and nothing is read)
+        out.failed.update((row.id, "the vault has no master key") for row in wanted)
+        return out
     readable: list[tuple[IntakeFileRow, EvidenceItemRow]] = []
     with transaction(sessions) as session:
         for row in wanted:

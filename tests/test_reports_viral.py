@@ -500,3 +500,78 @@ def test_a_refused_fact_drops_that_uploads_report_not_the_bundle(
         assert audit.verify(session).ok
     _release(sessions, vault)
     _valid(sessions, _reports(sessions)[0])
+
+
+def test_tipline_worker_releases_the_bundle_and_delivers_it(db_url: str, tmp_path: Path) -> None:
+    """A real ``tipline worker`` process runs the ``report.release`` job (the hold's end
+    simulated by moving the bundle's and its job's time to now: no waiting on the wall
+    clock) and then delivers the one report to the test receiver."""
+    import base64
+    import os
+    import subprocess
+    import sys
+
+    from pydantic import SecretStr
+    from sqlalchemy import update
+
+    from _ispws_server import ispws_server
+    from tipline.store.db import transaction
+    from tipline.store.jobs import Job
+
+    key = base64.b64encode(os.urandom(32)).decode()
+    with ispws_server() as rx:
+        settings = _settings(
+            data_dir=tmp_path / "data",
+            database_url=db_url,
+            vault_master_key=SecretStr(key),
+        )
+        import_all_models()
+        engine = make_engine(db_url)
+        sessions = session_factory(engine)
+        the_vault = v.Vault.from_settings(settings)
+        try:
+            for n in range(1, 4):
+                _upload(sessions, the_vault, n, f"user-{n}", settings=settings)
+            (report,) = _reports(sessions)
+            now = utcnow()
+            with transaction(sessions) as session:
+                session.execute(update(ReportBundleRow).values(hold_until=now))
+                session.execute(
+                    update(Job).where(Job.kind == viral.RELEASE_JOB_KIND).values(run_at=now)
+                )
+        finally:
+            engine.dispose()
+        env = dict(os.environ)
+        src = str(Path(__file__).resolve().parent.parent / "src")
+        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+        env |= {
+            "TIPLINE_DATA_DIR": str(settings.data_dir),
+            "TIPLINE_DATABASE_URL": db_url,
+            "TIPLINE_VAULT_MASTER_KEY": key,
+            "TIPLINE_REPORT_REPORTER_EMAIL": "reports@example.org",
+            "TIPLINE_REPORT_PLATFORM": "Example Photos",
+            "TIPLINE_REPORT_ISPWS_URL": rx.url,
+            "TIPLINE_REPORT_ISPWS_USERNAME": rx.username,
+            "TIPLINE_REPORT_ISPWS_PASSWORD": rx.password,
+        }
+        worker = [sys.executable, "-m", "tipline.cli.main", "worker"]
+        done = subprocess.run(
+            [*worker, "--exit-when-idle", "--poll-interval", "0.1"],
+            env=env,
+            capture_output=True,
+            timeout=HANG_SECONDS,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        assert rx.receiver.rejections == []
+        (remote,) = rx.receiver.reports.values()
+        assert remote.finished == 1 and len(remote.files) == 3
+    doc = etree.fromstring(remote.xml)
+    assert doc.find("batchedReport").get("reason") == "VIRAL_POTENTIAL_MEME"
+    assert len(doc.findall("personOrUserReported")) == 3
+    engine = make_engine(db_url)
+    try:
+        (summary,) = service.list_reports(session_factory(engine), ACME_ADMIN)
+        assert summary.id == report.id and summary.status == "finished"
+    finally:
+        engine.dispose()

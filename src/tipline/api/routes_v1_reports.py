@@ -26,7 +26,8 @@ _ID = Path(..., min_length=1, max_length=26, description="report id (ULID)")
 
 class ReportOut(BaseModel):
     """A report and its delivery state. ``step`` is the next ISPWS call (null when no
-    delivery work is left); ``orphans`` counts submits whose answer was lost (each may
+    delivery work is left; ``held`` while a match-time viral bundle collects uploads,
+    until ``next_attempt_at``); ``orphans`` counts submits whose answer was lost (each may
     have left an open report on the receiver, which is never finished)."""
 
     id: str

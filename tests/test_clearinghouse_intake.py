@@ -216,6 +216,42 @@ def test_authentication(srv: IntakeServer) -> None:
         assert answer(http.get("/status"))["code"] == 0
 
 
+def test_disabled_provider_is_refused_at_once(srv: IntakeServer) -> None:
+    """Remembered credentials do not outlive a disable: the very next call of every
+    kind is 401, audited, and changes nothing (the disable comes from another session,
+    as `tipline provider disable` in another process would do it)."""
+    from tipline.services import clearinghouse
+
+    image = IMAGE.read_bytes()
+    with client(srv, "esp-b", PASSWORD_B) as http:
+        open_id = int(str(submit(http)["reportId"]))
+        file_id = str(upload(http, open_id, image)["fileId"])
+        assert answer(http.post("/fileinfo", content=file_details(open_id, file_id)))["code"] == 0
+        before = counts(srv)
+        failed = actions(srv).count("intake.login_failed")
+        clearinghouse.disable_provider(srv.sessions, "esp-b")
+        calls = [
+            lambda: http.post("/upload", data={"id": str(open_id)}, files={"file": ("b", image)}),
+            lambda: http.post("/fileinfo", content=file_details(open_id, file_id)),
+            lambda: http.post("/finish", data={"id": str(open_id)}),
+            lambda: http.post("/retract", data={"id": str(open_id)}),
+            lambda: http.post("/finish", data={"id": "99999999"}),
+            lambda: http.post("/submit", content=REPORT),
+            lambda: http.get("/status"),
+        ]
+        for call in calls:
+            response = call()
+            assert response.status_code == 401 and response.content == b""
+    assert counts(srv) == before
+    assert actions(srv).count("intake.login_failed") == failed + len(calls)
+    with srv.sessions() as s:
+        report = s.get(IntakeReportRow, open_id)
+        assert report is not None and report.status == "open"
+    assert len(list(srv.settings.resolved_vault_dir().rglob("*.tpv"))) == before[2]
+    with client(srv) as http:  # the other provider is untouched
+        assert answer(http.get("/status"))["code"] == 0
+
+
 def test_bad_reports_are_refused_and_nothing_is_stored(srv: IntakeServer) -> None:
     with client(srv) as http:
         missing = submit(http, REPORT_MISSING_REPORTER)

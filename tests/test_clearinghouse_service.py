@@ -20,7 +20,7 @@ from tipline.config import Settings
 from tipline.services import clearinghouse, vault
 from tipline.services.clearinghouse import Code
 from tipline.services.vault import MasterKey
-from tipline.store.clearinghouse import IntakeReportRow
+from tipline.store.clearinghouse import IntakeFileRow, IntakeReportRow
 
 REPORT = (Path(__file__).parent / "golden" / "reports" / "minimal.report.xml").read_bytes()
 AUTH = "Basic " + base64.b64encode(b"esp-h:hypothesis-password").decode()
@@ -104,3 +104,45 @@ def test_upload_to_a_vault_without_key_saves_nothing(intake: clearinghouse.Intak
     assert answer.code is Code.SAVE_FAILED and "master key" in answer.description
     done = clearinghouse.finish(intake, AUTH, str(opened.report_id))
     assert done.ok and done.files == ()
+
+
+def test_finish_syncs_the_reports_files_and_refuses_a_lost_one(
+    intake: clearinghouse.Intake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Uploads write their vault files without waiting for the disk; ``/finish`` syncs
+    every file of the report before it commits, and a file lost before that (missing
+    or cut short, as after a power cut) leaves the report open with 1100."""
+    import os
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    blobs = intake.vault.blobs
+    opened = clearinghouse.submit(intake, AUTH, REPORT)
+    rid = str(opened.report_id)
+    for name in ("a.bin", "b.bin"):
+        assert clearinghouse.upload(intake, AUTH, rid, name, io.BytesIO(b"x" * 5000)).ok
+    assert synced == []  # nothing waited for the disk yet
+    done = clearinghouse.finish(intake, AUTH, rid)
+    assert done.ok and len(done.files) == 2
+    assert len(synced) >= 2  # each file (and its folders)
+
+    for damage in ("missing", "short"):
+        opened = clearinghouse.submit(intake, AUTH, REPORT)
+        rid = str(opened.report_id)
+        up = clearinghouse.upload(intake, AUTH, rid, "c.bin", io.BytesIO(b"y" * 5000))
+        with intake.sessions() as session:
+            item = session.scalar(
+                select(IntakeFileRow.vault_id).where(IntakeFileRow.id == up.file_id)
+            )
+        path = blobs.path(str(item))
+        if damage == "missing":
+            path.unlink()
+        else:
+            path.write_bytes(path.read_bytes()[:100])
+        refused = clearinghouse.finish(intake, AUTH, rid)
+        assert refused.code is Code.SAVE_FAILED
+        assert ("missing" if damage == "missing" else "incomplete") in refused.description
+        with intake.sessions() as session:
+            report = session.get(IntakeReportRow, int(rid))
+            assert report is not None and report.status == "open"

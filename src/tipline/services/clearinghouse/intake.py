@@ -33,7 +33,7 @@ from tipline.services import audit, jobs, vault
 from tipline.services.clearinghouse import providers
 from tipline.services.clearinghouse.answers import Code, IspwsAnswer, refused
 from tipline.services.clearinghouse.hashpool import HashPool
-from tipline.services.clearinghouse.providers import ProviderInfo
+from tipline.services.clearinghouse.providers import Caller, ProviderInfo
 from tipline.services.reports.builder import (
     ReportSchemaError,
     parse_untrusted,
@@ -46,6 +46,7 @@ from tipline.signals.limits import MediaLimits
 from tipline.store.base import utcnow
 from tipline.store.clearinghouse import IntakeFileRow, IntakeReportRow
 from tipline.store.db import transaction
+from tipline.store.vault import EvidenceItemRow
 
 #: signals computed on every uploaded file (digests always; PDQ for photos, vPDQ for videos)
 INTAKE_HASH_OPTIONS = HashOptions(
@@ -90,6 +91,8 @@ class Intake:
     triage_grace_seconds: float = 30.0
     #: hashes uploaded files in worker processes (None: in the calling thread)
     hash_pool: HashPool | None = None
+    #: credentials verified by this intake (each call still checks the account's row)
+    credentials: providers.Credentials = field(default_factory=providers.Credentials)
 
 
 class _Refused(Exception):
@@ -115,23 +118,50 @@ def _credentials(authorization: str | None) -> tuple[str, str] | None:
     return (name, password) if sep else None
 
 
-def authenticate(intake: Intake, authorization: str | None) -> ProviderInfo:
-    """The provider the ``Authorization`` header names; :class:`IntakeAuthError` (audited
-    as ``intake.login_failed``, with the user name only) otherwise."""
+def _login_failed(intake: Intake, name: str | None) -> IntakeAuthError:
+    with transaction(intake.sessions) as session:
+        audit.append(
+            session,
+            actor="intake",
+            action="intake.login_failed",
+            details={"user": name[:64] if name else None},
+        )
+    return IntakeAuthError("authentication required")
+
+
+def _caller(intake: Intake, authorization: str | None) -> Caller:
+    """The caller the ``Authorization`` header names: remembered (no database read;
+    each operation checks :func:`.providers.still_valid` in its own statement) or read
+    and verified now; :class:`IntakeAuthError` (audited as ``intake.login_failed``, with
+    the user name only) otherwise."""
     creds = _credentials(authorization)
+    if creds is None:
+        raise _login_failed(intake, None)
+    found = intake.credentials.get(*creds)
+    if found is not None:
+        return found
     with intake.sessions() as session:
-        found = providers.login(session, *creds) if creds else None
+        found = providers.login(session, *creds, intake.credentials)
     if found is None:
-        name = creds[0][:64] if creds else None
-        with transaction(intake.sessions) as session:
-            audit.append(
-                session,
-                actor="intake",
-                action="intake.login_failed",
-                details={"user": name},
-            )
-        raise IntakeAuthError("authentication required")
+        raise _login_failed(intake, creds[0])
     return found
+
+
+def authenticate(intake: Intake, authorization: str | None) -> ProviderInfo:
+    """The enabled provider the ``Authorization`` header names, checked against its
+    account now; :class:`IntakeAuthError` (audited as ``intake.login_failed``) otherwise."""
+    caller = _caller(intake, authorization)
+    with intake.sessions() as session:
+        ok = providers.confirm(session, caller)
+    if not ok:
+        intake.credentials.forget(caller.provider.id)
+        raise _login_failed(intake, caller.provider.name)
+    return caller.provider
+
+
+class _Disabled(Exception):
+    """The caller's account was disabled (or its password changed) since it was
+    remembered: roll back, answer 401."""
 
 
 def _refuse(
@@ -185,48 +215,67 @@ def _document(intake: Intake, body: bytes, root_tag: str) -> Any:
 
 def submit(intake: Intake, authorization: str | None, body: bytes) -> IspwsAnswer:
     """``POST /submit``: validate the ``<report>`` and open it; answers its ``reportId``."""
-    provider = authenticate(intake, authorization)
+    caller = _caller(intake, authorization)
+    provider = caller.provider
     try:
         root = _document(intake, body, "report")
     except _Refused as exc:
         return _refuse(intake, provider, "submit", exc.answer)
     incident = root.findtext("incidentSummary/incidentType")
-    with transaction(intake.sessions) as session:
-        row = IntakeReportRow(
-            provider_id=provider.id,
-            status=OPEN,
-            xml=body.decode("utf-8", "replace"),
-            xml_sha256=hashlib.sha256(body).hexdigest(),
-            incident_type=(incident or "")[:128] or None,
-            created_at=intake.clock(),
-        )
-        session.add(row)
-        session.flush()
-        report_id = int(row.id)
-        audit.append(
-            session,
-            actor=_actor(provider),
-            action="intake.submit",
-            target=(TARGET_REPORT, str(report_id)),
-            details={"sha256": row.xml_sha256, "bytes": len(body), "incident_type": incident},
-        )
+    try:
+        with transaction(intake.sessions) as session:
+            if not session.scalar(select(providers.still_valid(caller))):
+                raise _Disabled
+            row = IntakeReportRow(
+                provider_id=provider.id,
+                status=OPEN,
+                xml=body.decode("utf-8", "replace"),
+                xml_sha256=hashlib.sha256(body).hexdigest(),
+                incident_type=(incident or "")[:128] or None,
+                created_at=intake.clock(),
+            )
+            session.add(row)
+            session.flush()
+            report_id = int(row.id)
+            audit.append(
+                session,
+                actor=_actor(provider),
+                action="intake.submit",
+                target=(TARGET_REPORT, str(report_id)),
+                details={"sha256": row.xml_sha256, "bytes": len(body), "incident_type": incident},
+            )
+    except _Disabled:
+        intake.credentials.forget(provider.id)
+        raise _login_failed(intake, provider.name) from None
     return IspwsAnswer(Code.SUCCESS, "Success", report_id=report_id)
 
 
 def _open_report(
-    session: Session, provider: ProviderInfo, raw_id: str | None, *, lock: bool
+    session: Session, caller: Caller, raw_id: str | None, *, lock: bool
 ) -> IntakeReportRow:
-    """The provider's open report ``raw_id``; :class:`_Refused` (5001/5101/5102) otherwise.
-    Another provider's report is answered as not existing."""
+    """The caller's open report ``raw_id``, read with the check that the caller's
+    account is still valid (:class:`_Disabled` otherwise); :class:`_Refused`
+    (5001/5101/5102) when it is not open. Another provider's report is answered as not
+    existing."""
     try:
         report_id = int((raw_id or "").strip())
     except ValueError:
-        raise _Refused(refused(Code.REPORT_NOT_FOUND, "report does not exist")) from None
-    query = select(IntakeReportRow).where(IntakeReportRow.id == report_id)
-    if lock:
-        query = query.with_for_update()
-    row = session.scalar(query)
-    if row is None or row.provider_id != provider.id:
+        report_id = None
+    row = None
+    if report_id is not None and -(2**63) <= report_id < 2**63:
+        query = select(IntakeReportRow, providers.still_valid(caller)).where(
+            IntakeReportRow.id == report_id
+        )
+        if lock:
+            query = query.with_for_update(of=IntakeReportRow)
+        found = session.execute(query).first()
+        if found is not None:
+            row, valid = found
+            if not valid:
+                raise _Disabled
+    if row is None and not session.scalar(select(providers.still_valid(caller))):
+        raise _Disabled
+    if row is None or row.provider_id != caller.provider.id:
         raise _Refused(refused(Code.REPORT_NOT_FOUND, "report does not exist"))
     if row.status == RETRACTED:
         raise _Refused(refused(Code.REPORT_RETRACTED, "report already retracted", report_id))
@@ -249,11 +298,12 @@ def upload(
     stream: BinaryIO | None,
 ) -> IspwsAnswer:
     """``POST /upload``: attach a file to an open report; answers ``fileId`` and the MD5
-    of the bytes received. The file is hashed and kept encrypted in the vault."""
-    provider = authenticate(intake, authorization)
+    of the bytes received. The file is hashed and kept encrypted in the vault.
+
+    One transaction: the report (and the caller's account) is checked, locked and
+    written after the file is hashed, so a refused upload stores nothing."""
+    caller = _caller(intake, authorization)
     try:
-        with intake.sessions() as session:
-            _open_report(session, provider, report_id, lock=False)
         if stream is None:
             raise _Refused(refused(Code.INVALID_REQUEST, "multipart field 'file' is missing"))
         data = _read_limited(stream, intake.max_file_bytes)
@@ -266,41 +316,52 @@ def upload(
             )
         if not data:
             raise _Refused(refused(Code.MALFORMED_FILE, "empty file (0 bytes)"))
-        return _store_file(intake, provider, report_id, file_name or "upload", data)
+        return _store_file(intake, caller, report_id, file_name or "upload", data)
     except _Refused as exc:
-        return _refuse(intake, provider, "upload", exc.answer)
+        return _refuse(intake, caller.provider, "upload", exc.answer)
+    except _Disabled:
+        intake.credentials.forget(caller.provider.id)
+        raise _login_failed(intake, caller.provider.name) from None
 
 
 def _signals(
     intake: Intake, data: bytes, name: str
-) -> tuple[str | None, list[dict[str, Any]], str | None]:
+) -> tuple[str | None, list[dict[str, Any]], str | None, dict[str, str]]:
+    """Media kind, signals, hashing error and the digests the hashing computed."""
     if intake.hash_pool is not None:
         result = intake.hash_pool.hash(data, name, INTAKE_HASH_OPTIONS, intake.limits)
     else:
         result = hash_bytes(data, name, INTAKE_HASH_OPTIONS, limits=intake.limits)
+    digests = {s.type: s.value for s in result.signals if s.type in _DIGESTS and not s.variant}
     if result.error is not None:
-        return None, [], str(result.error)[:2000]
+        return None, [], str(result.error)[:2000], digests
     signals = [
         {"type": s.type, "value": s.value, "quality": s.quality, "variant": s.variant}
         for s in result.signals
     ]
-    return result.media, signals, None
+    return result.media, signals, None, digests
+
+
+_DIGESTS = ("md5", "sha1", "sha256")
 
 
 def _store_file(
-    intake: Intake, provider: ProviderInfo, raw_id: str | None, name: str, data: bytes
+    intake: Intake, caller: Caller, raw_id: str | None, name: str, data: bytes
 ) -> IspwsAnswer:
-    md5 = hashlib.md5(data).hexdigest()
-    sha1 = hashlib.sha1(data).hexdigest()
-    sha256 = hashlib.sha256(data).hexdigest()
-    media, signals, hash_error = _signals(intake, data, name)
+    provider = caller.provider
+    media, signals, hash_error, digests = _signals(intake, data, name)
+    # the file's digests: as the hashing computed them (of these bytes), else now
+    md5, sha1, sha256 = (
+        digests.get(kind) or hashlib.new(kind, data).hexdigest() for kind in _DIGESTS
+    )
     file_id = uuid.uuid4().hex
     clean_name = name if len(name) <= 256 and name.isprintable() else None
     try:
         with transaction(intake.sessions) as session:
-            sealed = vault.seal(session, intake.vault, data)
-            report = _open_report(session, provider, raw_id, lock=True)
+            report = _open_report(session, caller, raw_id, lock=True)
             report_id = int(report.id)
+            # the file is synced to disk when its report is finished (:func:`finish`)
+            sealed = vault.seal(session, intake.vault, data, sync=False)
             info = vault.store(
                 session,
                 intake.vault,
@@ -311,6 +372,7 @@ def _store_file(
                 filename=clean_name,
                 content_id=f"intake-file:{file_id}",
                 meta={"intake_report_id": report_id, "intake_file_id": file_id},
+                audit_at_commit=True,
             )
             session.add(
                 IntakeFileRow(
@@ -328,8 +390,7 @@ def _store_file(
                     uploaded_at=intake.clock(),
                 )
             )
-            session.flush()
-            audit.append(
+            audit.defer(
                 session,
                 actor=_actor(provider),
                 action="intake.upload",
@@ -350,12 +411,13 @@ def _store_file(
 
 def fileinfo(intake: Intake, authorization: str | None, body: bytes) -> IspwsAnswer:
     """``POST /fileinfo``: record the ``<fileDetails>`` of a file of an open report."""
-    provider = authenticate(intake, authorization)
+    caller = _caller(intake, authorization)
+    provider = caller.provider
     try:
         root = _document(intake, body, "fileDetails")
         file_id = (root.findtext("fileId") or "").strip()
         with transaction(intake.sessions) as session:
-            report = _open_report(session, provider, root.findtext("reportId"), lock=True)
+            report = _open_report(session, caller, root.findtext("reportId"), lock=True)
             report_id = int(report.id)
             row = session.get(IntakeFileRow, file_id)
             if row is None or row.report_id != report_id:
@@ -372,18 +434,25 @@ def fileinfo(intake: Intake, authorization: str | None, body: bytes) -> IspwsAns
             )
     except _Refused as exc:
         return _refuse(intake, provider, "fileinfo", exc.answer)
+    except _Disabled:
+        intake.credentials.forget(provider.id)
+        raise _login_failed(intake, provider.name) from None
     return IspwsAnswer(Code.SUCCESS, "Success", report_id=report_id)
 
 
 def finish(intake: Intake, authorization: str | None, report_id: str | None) -> IspwsAnswer:
     """``POST /finish``: close an open report; answers every file attached to it.
 
-    The report's de-duplication and triage job is queued in the same transaction, so a
-    finished report is always triaged, even if this process dies right after."""
-    provider = authenticate(intake, authorization)
+    Every file of the report is synced to disk (uploads write their encrypted files
+    without waiting for the disk) before the finish commits: a finished report's files
+    are durable. The report's de-duplication and triage job is queued in the same
+    transaction, so a finished report is always triaged, even if this process dies
+    right after."""
+    caller = _caller(intake, authorization)
+    provider = caller.provider
     try:
         with transaction(intake.sessions) as session:
-            report = _open_report(session, provider, report_id, lock=True)
+            report = _open_report(session, caller, report_id, lock=True)
             report.status = FINISHED
             report.finished_at = intake.clock()
             grace = intake.triage_grace_seconds if intake.on_finish is not None else 0.0
@@ -394,16 +463,21 @@ def finish(intake: Intake, authorization: str | None, report_id: str | None) -> 
                 idempotency_key=triage_job_key(int(report.id)),
                 run_at=report.finished_at + timedelta(seconds=grace),
             )
-            files = tuple(
-                session.scalars(
-                    select(IntakeFileRow.id)
-                    .where(IntakeFileRow.report_id == report.id)
-                    .order_by(IntakeFileRow.uploaded_at, IntakeFileRow.id)
-                )
-            )
-            session.flush()
+            rows = session.execute(
+                select(IntakeFileRow.id, EvidenceItemRow.id, EvidenceItemRow.blob_size)
+                .join(EvidenceItemRow, EvidenceItemRow.id == IntakeFileRow.vault_id)
+                .where(IntakeFileRow.report_id == report.id)
+                .order_by(IntakeFileRow.uploaded_at, IntakeFileRow.id)
+            ).all()
+            files = tuple(str(file_id) for file_id, _, _ in rows)
+            try:
+                vault.sync_files(intake.vault, [(str(v), int(n)) for _, v, n in rows])
+            except TiplineError as exc:  # a file lost before it reached the disk
+                raise _Refused(
+                    refused(Code.SAVE_FAILED, f"report not finished: {exc}", int(report.id))
+                ) from None
             number = int(report.id)
-            audit.append(
+            audit.defer(
                 session,
                 actor=_actor(provider),
                 action="intake.finish",
@@ -412,6 +486,9 @@ def finish(intake: Intake, authorization: str | None, report_id: str | None) -> 
             )
     except _Refused as exc:
         return _refuse(intake, provider, "finish", exc.answer)
+    except _Disabled:
+        intake.credentials.forget(provider.id)
+        raise _login_failed(intake, provider.name) from None
     if intake.on_finish is not None:
         intake.on_finish(number)
     return IspwsAnswer(Code.SUCCESS, "Success", report_id=number, files=files)
@@ -419,15 +496,15 @@ def finish(intake: Intake, authorization: str | None, report_id: str | None) -> 
 
 def retract(intake: Intake, authorization: str | None, report_id: str | None) -> IspwsAnswer:
     """``POST /retract``: withdraw an open report (a finished one cannot be)."""
-    provider = authenticate(intake, authorization)
+    caller = _caller(intake, authorization)
+    provider = caller.provider
     try:
         with transaction(intake.sessions) as session:
-            report = _open_report(session, provider, report_id, lock=True)
+            report = _open_report(session, caller, report_id, lock=True)
             report.status = RETRACTED
             report.retracted_at = intake.clock()
-            session.flush()
             number = int(report.id)
-            audit.append(
+            audit.defer(
                 session,
                 actor=_actor(provider),
                 action="intake.retract",
@@ -435,4 +512,7 @@ def retract(intake: Intake, authorization: str | None, report_id: str | None) ->
             )
     except _Refused as exc:
         return _refuse(intake, provider, "retract", exc.answer)
+    except _Disabled:
+        intake.credentials.forget(provider.id)
+        raise _login_failed(intake, provider.name) from None
     return IspwsAnswer(Code.SUCCESS, "Success", report_id=number)

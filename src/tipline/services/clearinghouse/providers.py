@@ -13,10 +13,10 @@ import re
 import secrets
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session, sessionmaker
 from ulid import ULID
 
@@ -142,39 +142,103 @@ def disable_provider(
         return ProviderInfo.of(row)
 
 
-#: credentials verified by this process: HMAC-SHA256 of the presented password keyed by
-#: the stored hash (no password is kept; a changed hash invalidates its entries)
-_VERIFIED: OrderedDict[str, None] = OrderedDict()
-_VERIFIED_MAX = 4096
-_VERIFIED_LOCK = threading.Lock()
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Credentials verified against ``password_hash``, the account's stored hash then.
+
+    Whether the account is still enabled (and its hash unchanged) is not known from a
+    remembered caller: :func:`still_valid` is that check, as a clause the caller's own
+    statement carries (no extra round trip), or :func:`confirm` as a read of its own.
+    """
+
+    provider: ProviderInfo
+    password_hash: str = field(repr=False)
 
 
-def _token(stored: str, name: str, password: str) -> str:
-    message = f"{name}\x00{password}".encode()
-    return hmac.new(stored.encode(), message, hashlib.sha256).hexdigest()
+class Credentials:
+    """Credentials one intake verified: a keyed digest of (name, password) -> the
+    :class:`Caller`. No password is kept (the key is random per instance); at most
+    ``max_entries``, the least recently used dropped first. Safe to share between
+    threads."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._known: OrderedDict[str, Caller] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key = secrets.token_bytes(32)
+
+    def _token(self, name: str, password: str) -> str:
+        message = f"{name}\x00{password}".encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def get(self, name: str, password: str) -> Caller | None:
+        """The caller these credentials opened before (no database read), or None."""
+        token = self._token(name, password)
+        with self._lock:
+            found = self._known.get(token)
+            if found is not None:
+                self._known.move_to_end(token)
+        return found
+
+    def put(self, name: str, password: str, caller: Caller) -> None:
+        """Remember verified credentials."""
+        with self._lock:
+            self._known[self._token(name, password)] = caller
+            while len(self._known) > self.max_entries:
+                self._known.popitem(last=False)
+
+    def forget(self, provider_id: str | None = None) -> None:
+        """Drop the credentials of ``provider_id``, or all of them."""
+        with self._lock:
+            for token in [
+                t for t, c in self._known.items() if provider_id in (None, c.provider.id)
+            ]:
+                del self._known[token]
 
 
-def login(session: Session, name: str, password: str) -> ProviderInfo | None:
-    """The enabled provider these credentials open, or None.
+def still_valid(caller: Caller) -> ColumnElement[bool]:
+    """A boolean SQL expression: the caller's account is enabled and its password hash
+    is the one the credentials were verified against (a disable, from any process, is
+    seen by the next statement that carries this)."""
+    row = IntakeProviderRow
+    return (
+        select(row.id)
+        .where(
+            row.id == caller.provider.id,
+            row.enabled.is_(True),
+            row.password_hash == caller.password_hash,
+        )
+        .exists()
+    )
 
-    Every ISPWS call carries the password, and scrypt costs about 40 ms of CPU, so a
-    process remembers credentials it has verified (as a keyed digest); the account's
-    row, and so a disable, is still read on every call.
+
+def confirm(session: Session, caller: Caller) -> bool:
+    """:func:`still_valid`, read now in ``session``."""
+    return bool(session.scalar(select(still_valid(caller))))
+
+
+def login(
+    session: Session, name: str, password: str, credentials: Credentials | None = None
+) -> Caller | None:
+    """The enabled provider these credentials open, read and verified now, or None.
+
+    Every ISPWS call carries the password, and scrypt costs about 40 ms of CPU, so
+    verified credentials are remembered in ``credentials``; the intake then checks a
+    remembered caller against its account's row in the statement of each call instead
+    of calling this again.
     """
     row = session.scalar(select(IntakeProviderRow).where(IntakeProviderRow.name == name))
-    if row is not None:
-        token = _token(row.password_hash, name, password)
-        with _VERIFIED_LOCK:
-            known = token in _VERIFIED
-            if known:
-                _VERIFIED.move_to_end(token)
-        if known:
-            return ProviderInfo.of(row) if row.enabled else None
+    if row is not None and credentials is not None:
+        cached = credentials.get(name, password)
+        if cached is not None and cached.password_hash == row.password_hash:
+            return Caller(ProviderInfo.of(row), row.password_hash) if row.enabled else None
     good = check_password(password, row.password_hash if row is not None else _DUMMY_HASH)
-    if row is None or not good:
+    if row is None or not good or not row.enabled:
         return None
-    with _VERIFIED_LOCK:
-        _VERIFIED[token] = None
-        while len(_VERIFIED) > _VERIFIED_MAX:
-            _VERIFIED.popitem(last=False)
-    return ProviderInfo.of(row) if row.enabled else None
+    caller = Caller(ProviderInfo.of(row), row.password_hash)
+    if credentials is not None:
+        credentials.put(name, password, caller)
+    return caller

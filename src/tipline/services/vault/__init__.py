@@ -32,6 +32,7 @@ from tipline.services.vault.items import (
     seal,
     show,
     store,
+    sync_files,
 )
 from tipline.services.vault.keys import Keyring, MasterKey
 from tipline.services.vault.retention import (
@@ -85,5 +86,6 @@ __all__ = [
     "seal",
     "show",
     "store",
+    "sync_files",
     "verify",
 ]

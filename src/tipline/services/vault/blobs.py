@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -36,10 +36,11 @@ class BlobStore:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     @contextlib.contextmanager
-    def writer(self, item_id: str) -> Iterator[BinaryIO]:
-        """A file to write item ``item_id`` into; renamed into place (and synced) when
-        the block exits normally, deleted when it raises. ConflictError-free: a new id
-        never has a file, and an existing file is refused."""
+    def writer(self, item_id: str, *, sync: bool = True) -> Iterator[BinaryIO]:
+        """A file to write item ``item_id`` into; renamed into place (and, with
+        ``sync``, synced with its folder) when the block exits normally, deleted when it
+        raises. ConflictError-free: a new id never has a file, and an existing file is
+        refused. Without ``sync`` the file is durable only once :meth:`sync` ran."""
         final = self.path(item_id)
         if final.exists():
             raise TiplineError(f"vault file for item {item_id} already exists")
@@ -52,13 +53,37 @@ class BlobStore:
             with os.fdopen(fd, "wb", buffering=1024**2) as out:
                 yield out
                 out.flush()
-                os.fsync(out.fileno())
+                if sync:
+                    os.fsync(out.fileno())
             os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            if sync:
+                _fsync_dir(final.parent)
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
+
+    def sync(self, items: Sequence[tuple[str, int]]) -> None:
+        """Make the files of ``items`` (item id, expected size in bytes), written
+        without ``sync``, durable: each file, then each of their folders once.
+        EvidenceIntegrityError when one is missing or not of its size (it was lost
+        before it reached the disk)."""
+        folders: set[Path] = set()
+        for item_id, size in items:
+            path = self.path(item_id)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                raise EvidenceIntegrityError(f"item {item_id}: file {path} is missing") from None
+            try:
+                if os.fstat(fd).st_size != size:
+                    raise EvidenceIntegrityError(f"item {item_id}: file {path} is incomplete")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            folders.add(path.parent)
+        for folder in sorted(folders):
+            _fsync_dir(folder)
 
     def open(self, item_id: str) -> BinaryIO:
         """The item's file for reading; EvidenceIntegrityError when it is missing."""

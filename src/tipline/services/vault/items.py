@@ -95,8 +95,12 @@ class SealedFile:
     chunk_size: int
 
 
-def seal(session: Session, vault: Vault, source: Source) -> SealedFile:
+def seal(session: Session, vault: Vault, source: Source, *, sync: bool = True) -> SealedFile:
     """Encrypt ``source`` into a new item file now (no row yet; nothing audited).
+
+    With ``sync`` (the default) the file is on disk when this returns; without it, it
+    is durable only after :func:`sync_files` (a caller groups the syncs of many files,
+    e.g. the clearinghouse intake syncs a report's files when the report is finished).
 
     Register it with :func:`store` (``sealed=``) or drop it with :func:`discard`. The
     file is deleted if ``session``'s transaction rolls back, and a file never
@@ -106,7 +110,7 @@ def seal(session: Session, vault: Vault, source: Source) -> SealedFile:
     keyring = vault.require_keyring()
     item_id = str(ULID())
     data_key = new_data_key()
-    with vault.blobs.writer(item_id) as out, _open_source(source) as src:
+    with vault.blobs.writer(item_id, sync=sync) as out, _open_source(source) as src:
         sealed = _format.encrypt(data_key, item_id, src, out, chunk_size=vault.chunk_size)
     _delete_on_rollback(session, vault, item_id)
     return SealedFile(
@@ -116,6 +120,13 @@ def seal(session: Session, vault: Vault, source: Source) -> SealedFile:
         wrap(keyring.current, data_key, item_id),
         vault.chunk_size,
     )
+
+
+def sync_files(vault: Vault, items: Sequence[tuple[str, int]]) -> None:
+    """Make the files of ``items`` (item id, its ``blob_size``) sealed without ``sync``
+    durable (each file, then each folder once); EvidenceIntegrityError when one is
+    missing or incomplete."""
+    vault.blobs.sync(items)
 
 
 def discard(vault: Vault, sealed: SealedFile) -> None:

@@ -1,17 +1,22 @@
-"""Sustained clearinghouse intake: reports of 1-3 MP JPEGs submitted over ISPWS by
-concurrent clients to a real ``tipline serve --role clearinghouse`` on 127.0.0.1, against
-hashing the same files alone, in the same run.
+"""Sustained clearinghouse intake: reports of 1-3 MP JPEGs and short videos submitted
+over ISPWS by concurrent clients to a real ``tipline serve --role clearinghouse`` on
+127.0.0.1, against hashing the same files alone, in the same run.
 
-The stream is a ``tipline simulate`` plan (seeded) made of photos only: wallpaper
-quadrants (enlarged) and generated drawings with an 1800-px longest side, their exact
-copies and resized (0.72-1), cropped and re-encoded ones (about 1-3 MP), ~3.1 files per
-item, a viral burst, two providers, 92% of accounts abroad. Every file is rendered
-before anything is timed and written to a folder (the hashing anchor reads files, as
-``bench/hashing.py`` does).
+Two streams, each a ``tipline simulate`` plan (seeded), each measured on its own (the
+ratio is printed for photos and overall): ``photos`` holds photos only; ``mixed`` has
+``--video-share`` (default 0.47, as the issue's stream) of its items as short videos
+(rendered by ffmpeg). Photos are wallpaper quadrants (enlarged) and generated drawings
+with an 1800-px longest side, their exact copies and resized (0.72-1), cropped and
+re-encoded ones (about 1-3 MP); ~3.1 files per item, a viral burst, two providers, 92%
+of accounts abroad. Every report is routed at triage (unless ``--no-routing``): the
+server gets the plan's synthetic geography as a generated ``.mmdb`` (as the tests build
+one) and a routing table of one agency per country and one ICAC task force per US
+state. Every file is rendered before anything is timed and written to a folder (the
+hashing anchor reads files, as ``bench/hashing.py`` does).
 
 * ``hashing only`` (the anchor): ``hash_many`` over the same files with the intake's
-  own options (MD5, SHA-1, SHA-256, PDQ with the reference decode, as every file the
-  clearinghouse receives is hashed) on ``--workers`` forkserver processes, warmed first;
+  own options (MD5, SHA-1, SHA-256, PDQ with the reference decode or vPDQ, as every
+  file the clearinghouse receives is hashed) on ``--workers`` forkserver processes, warmed first;
   run before and after the intake, the ratio uses their mean. For reference, the
   default options of ``bench/hashing.py`` (fast decode, no SHA-1) are timed too.
 * ``intake``: a fresh PostgreSQL schema (SQLite without a URL, and then it says so), the
@@ -26,12 +31,13 @@ before anything is timed and written to a folder (the hashing anchor reads files
 Printed: files/s and reports/s of both, intake / hashing only (target >= 0.8), reports/s
 against NCMEC's 2023 average (1.15 reports/s, 3.3 files/s), finish -> triaged latency
 (server timestamps) p50/p95/p99/max (target p99 <= 2 s), pairwise clustering precision
-and recall against the simulator's truth (targets 99.9% / 98%), and the load average.
+and recall against the simulator's truth (targets 99.9% / 98%), the routing rules that
+decided, and the load average.
 
 Usage::
 
     TIPLINE_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
-        python bench/clearinghouse.py [--reports 150] [--clients 4] [--workers 2]
+        python bench/clearinghouse.py [--reports 100] [--streams photos,mixed] [--clients 4]
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 
@@ -64,7 +70,7 @@ import psutil  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from clearinghouse_triage import database  # noqa: E402
-from tipline.config import Settings  # noqa: E402
+from tipline.config import RoutingAgency, RoutingTable, Settings  # noqa: E402
 from tipline.services import clearinghouse  # noqa: E402
 from tipline.services.clearinghouse import simulate as sim  # noqa: E402
 from tipline.services.clearinghouse.intake import INTAKE_HASH_OPTIONS  # noqa: E402
@@ -75,6 +81,7 @@ from tipline.services.vault.keys import write_key_file  # noqa: E402
 from tipline.signals.hashing import HashOptions, hash_many, process_pool  # noqa: E402
 from tipline.store.clearinghouse import IntakeFileRow, IntakeReportRow  # noqa: E402
 from tipline.store.clearinghouse_triage import FileDedupRow, TriageRow  # noqa: E402
+from tipline.store.referrals import RoutingDecisionRow  # noqa: E402
 
 PASSWORDS = {"esp-bench-a": "bench-provider-a-pw", "esp-bench-b": "bench-provider-b-pw"}
 #: NCMEC 2023: 36.2M reports, ~105M files in a year
@@ -104,21 +111,23 @@ def render(spec: sim.SimulationSpec, folder: Path) -> Stream:
     for report in plan.reports:
         rendered = [(f, renderer.render(f)) for f in report.files]
         files.append(rendered)
-        for k, (_, data) in enumerate(rendered):
-            path = folder / f"r{report.number:05d}-{k}.jpg"
+        for k, (planned, data) in enumerate(rendered):
+            path = folder / f"r{report.number:05d}-{k}{Path(planned.name).suffix}"
             path.write_bytes(data)
             paths.append(str(path))
     return Stream(plan, files, paths)
 
 
 def _tree_cpu(proc: psutil.Process) -> float:
+    """CPU seconds of ``proc`` and its live descendants, with the children each has
+    waited for (the ffmpeg processes that decode videos)."""
     total = 0.0
     for p in [proc, *proc.children(recursive=True)]:
         try:
             t = p.cpu_times()
         except psutil.NoSuchProcess:
             continue
-        total += t.user + t.system
+        total += t.user + t.system + t.children_user + t.children_system
     return total
 
 
@@ -158,15 +167,44 @@ def _tipline() -> list[str]:
     return [which] if which else [sys.executable, "-m", "tipline.cli.main"]
 
 
+def routing_table(plan: sim.Plan) -> RoutingTable:
+    """One agency per country of the synthetic geography and one ICAC task force per
+    US state, with an international fallback (the shape of NCMEC's referrals)."""
+    agencies: dict[str, RoutingAgency] = {"intl": RoutingAgency(name="International desk")}
+    countries: dict[str, str] = {}
+    subdivisions: dict[str, str] = {}
+    for region in plan.geography:
+        country, _, sub = region.partition("-")
+        if sub:
+            agencies[f"icac-{sub.lower()}"] = RoutingAgency(name=f"ICAC {sub}", media=True)
+            subdivisions[region] = f"icac-{sub.lower()}"
+        else:
+            agencies[f"le-{country.lower()}"] = RoutingAgency(name=f"Police {country}")
+            countries[country] = f"le-{country.lower()}"
+    return RoutingTable(
+        agencies=agencies, countries=countries, subdivisions=subdivisions, fallback="intl"
+    )
+
+
 @contextmanager
 def server(
-    db_url: str, folder: Path, workers: int, hash_processes: int
+    db_url: str, folder: Path, workers: int, hash_processes: int, plan: sim.Plan | None = None
 ) -> Iterator[tuple[str, psutil.Process]]:
-    """``tipline serve --role clearinghouse`` on a free 127.0.0.1 port."""
+    """``tipline serve --role clearinghouse`` on a free 127.0.0.1 port; with ``plan``,
+    routing every report at triage with the plan's synthetic geography (a generated
+    .mmdb, as the tests do) and :func:`routing_table`."""
     folder.mkdir(parents=True, exist_ok=True)
     key_file = folder / "master.key"
     write_key_file(key_file, MasterKey.generate())
+    routing: dict[str, str] = {}
+    if plan is not None:
+        geo = sim.write_geo_database(plan, folder / "geo.mmdb")
+        routing = {
+            "TIPLINE_GEOIP_DATABASE": str(geo),
+            "TIPLINE_ROUTING_TABLE": routing_table(plan).model_dump_json(),
+        }
     env = {
+        **routing,
         **os.environ,
         "TIPLINE_DATABASE_URL": db_url,
         "TIPLINE_DATA_DIR": str(folder),
@@ -237,6 +275,8 @@ class Intake:
     recall: float
     reports: int
     files: int
+    #: reports routed at triage, by rule (subdivision, country, fallback...)
+    routing: dict[str, int] = field(default_factory=dict)
 
 
 def _pairs(groups: dict[str, str], files: list[str]) -> set[tuple[str, str]]:
@@ -254,9 +294,13 @@ def intake(
     workers: int,
     hash_processes: int,
     profile: Path | None = None,
+    route: bool = True,
 ) -> Intake:
     plan = stream.plan
-    with server(db_url, folder, workers, hash_processes) as (base, proc):
+    with server(db_url, folder, workers, hash_processes, plan if route else None) as (
+        base,
+        proc,
+    ):
         http = {name: IspwsClient(base, name, pw) for name, pw in PASSWORDS.items()}
         item_of: dict[str, str] = {}
         ids: list[int] = []
@@ -309,6 +353,14 @@ def intake(
             found = s.execute(select(FileDedupRow.file_id, FileDedupRow.cluster_id))
             cluster_of = {str(f): str(c) for f, c in found}
             stored = len(list(s.scalars(select(IntakeFileRow.id))))
+            rules = dict(
+                s.execute(
+                    select(
+                        RoutingDecisionRow.rule,
+                        func.count(func.distinct(RoutingDecisionRow.report_id)),
+                    ).group_by(RoutingDecisionRow.rule)
+                ).all()
+            )
         db.close()
     latencies = sorted((t - f).total_seconds() for f, t in rows if f is not None)
     files = sorted(item_of)
@@ -326,6 +378,7 @@ def intake(
         recall=both / max(1, len(truth)),
         reports=len(ids),
         files=len(files),
+        routing={str(k): int(v) for k, v in rules.items()},
     )
 
 
@@ -334,37 +387,21 @@ def _load() -> str:
     return f"{one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min)"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reports", type=int, default=150)
-    parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--clients", type=int, default=4, help="concurrent submitting threads")
-    parser.add_argument("--workers", type=int, default=1, help="server worker processes")
-    parser.add_argument(
-        "--hash-processes",
-        type=int,
-        default=2,
-        help="hashing processes beside each server worker (TIPLINE_INTAKE_HASH_PROCESSES)",
-    )
-    parser.add_argument("--side", type=int, default=1800, help="longest side of originals")
-    parser.add_argument(
-        "--profile", type=Path, help="write py-spy's sampled stacks of the server here"
-    )
-    args = parser.parse_args()
+@dataclass
+class Measured:
+    """One stream's figures: intake / hashing only, per file CPU and wall."""
+
+    label: str
+    cpu_ratio: float
+    wall_ratio: float
+    p99: float
+
+
+def measure(label: str, spec: sim.SimulationSpec, args: argparse.Namespace) -> Measured:
+    """Render ``spec``, time hashing only, the intake, hashing only again; print."""
     pg = os.environ.get("TIPLINE_TEST_POSTGRES_URL")
-    spec = sim.SimulationSpec(
-        seed=args.seed,
-        reports=args.reports,
-        providers=tuple(PASSWORDS),
-        video_share=0.0,
-        photo_side=args.side,
-        upscale=True,
-        viral_bursts=1,
-        burst_reports=max(2, args.reports // 15),
-    )
-    print(f"database: {'PostgreSQL' if pg else 'SQLite (no TIPLINE_TEST_POSTGRES_URL)'}")
-    print(f"cpus: {os.cpu_count()}  load before: {_load()}")
     cores = os.cpu_count() or 1
+    print(f"\n== stream {label!r}: video share {spec.video_share:.2f}; load before: {_load()}")
     with tempfile.TemporaryDirectory(prefix="tipline-chbench-") as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()
@@ -373,13 +410,18 @@ def main() -> None:
         from PIL import Image
 
         pixels = []
+        videos = 0
         for p in stream.paths:
+            if not p.endswith(".jpg"):
+                videos += 1
+                continue
             with Image.open(p) as im:
                 pixels.append(im.width * im.height / 1e6)
         print(
-            f"stream: {len(stream.plan.reports)} reports, {stream.count} JPEGs, "
-            f"{len(stream.plan.items)} items; {min(pixels):.1f}-{max(pixels):.1f} MP "
-            f"(mean {statistics.fmean(pixels):.2f}), mean {statistics.fmean(sizes) / 1024:.0f} KiB"
+            f"stream: {len(stream.plan.reports)} reports, {stream.count} files "
+            f"({len(pixels)} JPEGs of {min(pixels):.1f}-{max(pixels):.1f} MP, mean "
+            f"{statistics.fmean(pixels):.2f}; {videos} videos), {len(stream.plan.items)} "
+            f"items; mean {statistics.fmean(sizes) / 1024:.0f} KiB per file"
             f" (planned and rendered in {time.perf_counter() - t0:.0f} s)"
         )
         fast_wall, fast_cpu = hashing_only(stream.paths, HashOptions(), cores)
@@ -387,14 +429,21 @@ def main() -> None:
         with database(pg, root) as url:
             folder = root / "server"
             run = intake(
-                stream, url, folder, args.clients, args.workers, args.hash_processes, args.profile
+                stream,
+                url,
+                folder,
+                args.clients,
+                args.workers,
+                args.hash_processes,
+                args.profile,
+                route=not args.no_routing,
             )
         after_wall, after_cpu = hashing_only(stream.paths, INTAKE_HASH_OPTIONS, cores)
     n = stream.count
     anchor_wall = (before_wall + after_wall) / 2
     anchor_cpu = (before_cpu + after_cpu) / 2
     intake_rate = n / run.seconds
-    print(f"\n{'contender':<44}{'files/s':>9}{'reports/s':>11}{'CPU ms/file':>13}")
+    print(f"{'contender':<44}{'files/s':>9}{'reports/s':>11}{'CPU ms/file':>13}")
     rows = [
         ("hashing only, bench/hashing.py options", fast_wall, fast_cpu),
         ("hashing only, intake options (before)", before_wall, before_cpu),
@@ -402,17 +451,19 @@ def main() -> None:
         ("intake: ISPWS -> triaged (server CPU)", run.seconds, run.server_cpu),
     ]
     reports = len(stream.plan.reports)
-    for label, wall, cpu in rows:
-        print(f"{label:<44}{n / wall:>9.1f}{reports / wall:>11.2f}{1000 * cpu / n:>13.1f}")
+    for row_label, wall, cpu in rows:
+        print(f"{row_label:<44}{n / wall:>9.1f}{reports / wall:>11.2f}{1000 * cpu / n:>13.1f}")
     print(
         f"intake answered every /finish after {run.submit_seconds:.1f} s, "
         f"every report triaged after {run.seconds:.1f} s ({args.clients} clients, "
         f"{args.workers} server workers, {args.hash_processes} hashing processes each; "
         f"hashing only on {cores} processes)"
     )
+    cpu_ratio = anchor_cpu / run.server_cpu
+    wall_ratio = intake_rate * anchor_wall / n
     print(
-        f"ratio intake / hashing only (intake options): wall {intake_rate * anchor_wall / n:.2f}"
-        f" (target >= 0.8), CPU per file {anchor_cpu / run.server_cpu:.2f}"
+        f"ratio intake / hashing only (intake options): wall {wall_ratio:.2f}"
+        f" (target >= 0.8), CPU per file {cpu_ratio:.2f}"
     )
     print(
         f"ratio intake / hashing only (bench/hashing.py options): wall "
@@ -425,8 +476,10 @@ def main() -> None:
         f"(this stream: {n / reports:.2f} files per report)"
     )
     lat = run.latencies
+    p99 = float("nan")
     if len(lat) >= 2:
         q = statistics.quantiles(lat, n=100, method="inclusive")
+        p99 = q[98]
         print(
             f"finish -> triaged (s), {len(lat)} reports: p50 {q[49]:.3f}  p95 {q[94]:.3f}  "
             f"p99 {q[98]:.3f} (target <= 2)  max {lat[-1]:.3f}"
@@ -435,7 +488,65 @@ def main() -> None:
         f"clustering vs simulator truth, {run.files} files: precision {run.precision:.4f}"
         f" (target 0.999), recall {run.recall:.4f} (target 0.98)"
     )
+    if run.routing:
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(run.routing.items()))
+        print(f"routed at triage ({sum(run.routing.values())} reports): {shown}")
     print(f"load after: {_load()}")
+    return Measured(label, cpu_ratio, wall_ratio, p99)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reports", type=int, default=100, help="reports per stream")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--clients", type=int, default=4, help="concurrent submitting threads")
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes")
+    parser.add_argument(
+        "--hash-processes",
+        type=int,
+        default=2,
+        help="hashing processes beside each server worker (TIPLINE_INTAKE_HASH_PROCESSES)",
+    )
+    parser.add_argument("--side", type=int, default=1800, help="longest side of originals")
+    parser.add_argument(
+        "--video-share", type=float, default=0.47, help="share of video items, mixed stream"
+    )
+    parser.add_argument(
+        "--streams",
+        default="photos,mixed",
+        help="which streams to run: photos (no video), mixed (--video-share), or both",
+    )
+    parser.add_argument(
+        "--no-routing", action="store_true", help="no geolocation database, no routing"
+    )
+    parser.add_argument(
+        "--profile", type=Path, help="write py-spy's sampled stacks of the server here"
+    )
+    args = parser.parse_args()
+    pg = os.environ.get("TIPLINE_TEST_POSTGRES_URL")
+    print(f"database: {'PostgreSQL' if pg else 'SQLite (no TIPLINE_TEST_POSTGRES_URL)'}")
+    print(f"cpus: {os.cpu_count()}")
+    results = []
+    for label in [x.strip() for x in args.streams.split(",") if x.strip()]:
+        if label not in ("photos", "mixed"):
+            raise SystemExit(f"unknown stream {label!r} (photos, mixed)")
+        spec = sim.SimulationSpec(
+            seed=args.seed,
+            reports=args.reports,
+            providers=tuple(PASSWORDS),
+            video_share=0.0 if label == "photos" else args.video_share,
+            photo_side=args.side,
+            upscale=True,
+            viral_bursts=1,
+            burst_reports=max(2, args.reports // 15),
+        )
+        results.append(measure(label, spec, args))
+    print("\nsummary, intake / hashing only (target >= 0.8):")
+    for m in results:
+        print(
+            f"  {m.label:<7} CPU per file {m.cpu_ratio:.2f}, wall {m.wall_ratio:.2f}, "
+            f"p99 finish -> triaged {m.p99:.2f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -37,60 +37,88 @@ def lock(session: Session) -> None:
     )
 
 
-def _clusters_of(session: Session, file_ids: Sequence[str]) -> dict[str, int]:
+def _clusters_of(session: Session, file_ids: Sequence[str]) -> dict[str, ClusterRow]:
+    """The cluster of each of ``file_ids`` that has one (one query)."""
     if not file_ids:
         return {}
     rows = session.execute(
-        select(FileDedupRow.file_id, FileDedupRow.cluster_id).where(
-            FileDedupRow.file_id.in_(list(file_ids))
-        )
+        select(FileDedupRow.file_id, ClusterRow)
+        .join(ClusterRow, ClusterRow.id == FileDedupRow.cluster_id)
+        .where(FileDedupRow.file_id.in_(list(file_ids)))
     )
-    return {str(f): int(c) for f, c in rows}
+    return {str(f): c for f, c in rows}
 
 
-def _merge(session: Session, target: ClusterRow, others: Sequence[ClusterRow]) -> None:
-    ids = [o.id for o in others]
-    session.execute(
-        update(FileDedupRow).where(FileDedupRow.cluster_id.in_(ids)).values(cluster_id=target.id),
-        execution_options={"synchronize_session": False},
-    )
-    for other in others:
-        target.size += other.size
-        other.size = 0
-        other.merged_into = target.id
+def _id(session: Session, row: ClusterRow) -> int:
+    """The id of ``row`` (a cluster opened in this transaction gets it by a flush)."""
+    if row.id is None:
+        session.flush()
+    return int(row.id)
 
 
 def assign(
     session: Session, outcomes: Sequence[FileDedup], *, report_id: int, now: datetime
 ) -> None:
     """Give every outcome its cluster (opening and merging clusters), then store the
-    files' rows and links."""
-    earlier = _clusters_of(
+    files' rows and links.
+
+    Batched: one query reads the clusters of every linked earlier file, and the new
+    clusters, the changed sizes, the files' rows and their links are written by two
+    flushes (a new cluster that absorbs an older one is the one case that flushes
+    earlier, as the relabelling needs its id)."""
+    cluster_of = _clusters_of(
         session, sorted({link.other_file_id for o in outcomes for link in o.links})
     )
+    opened: dict[int, int] = {}  # id() of a cluster opened here -> order of opening
+    merged: list[tuple[ClusterRow, ClusterRow]] = []  # (merged, into) awaiting an id
+
+    def rank(row: ClusterRow) -> tuple[int, int]:
+        # the largest first, then the oldest: every stored cluster is older than the
+        # ones opened here, which get increasing ids in the order they were opened
+        return (-row.size, int(row.id) if row.id is not None else _NEW + opened[id(row)])
+
     for outcome in outcomes:
-        ids = {
-            earlier[link.other_file_id] for link in outcome.links if link.other_file_id in earlier
+        linked = {
+            id(row): row
+            for link in outcome.links
+            if (row := cluster_of.get(link.other_file_id)) is not None
         }
-        if not ids:
-            cluster = ClusterRow(first_file_id=outcome.file_id, created_at=now, size=1)
+        if not linked:
+            cluster = ClusterRow(
+                first_file_id=outcome.file_id, created_at=now, size=1, merged_into=None
+            )
             session.add(cluster)
-            session.flush()
+            opened[id(cluster)] = len(opened)
         else:
-            rows = [session.get(ClusterRow, cid) for cid in sorted(ids)]
-            found = [r for r in rows if r is not None]
-            found.sort(key=lambda r: (-r.size, r.id))
+            found = sorted(linked.values(), key=rank)
             cluster, others = found[0], found[1:]
             if others:
-                _merge(session, cluster, others)
-                merged = {o.id for o in others}
-                for key, value in earlier.items():
-                    if value in merged:
-                        earlier[key] = cluster.id
+                stored = [int(o.id) for o in others if o.id is not None]
+                if stored:
+                    session.execute(
+                        update(FileDedupRow)
+                        .where(FileDedupRow.cluster_id.in_(stored))
+                        .values(cluster_id=_id(session, cluster)),
+                        execution_options={"synchronize_session": False},
+                    )
+                gone = {id(o) for o in others}
+                for other in others:
+                    cluster.size += other.size
+                    other.size = 0
+                    if cluster.id is not None:
+                        other.merged_into = cluster.id
+                    else:
+                        merged.append((other, cluster))
+                for key, value in cluster_of.items():
+                    if id(value) in gone:
+                        cluster_of[key] = cluster
             cluster.size += 1
-        earlier[outcome.file_id] = int(cluster.id)
+        cluster_of[outcome.file_id] = cluster
+    session.flush()  # the new clusters get their ids
+    for other, into in merged:
+        other.merged_into = into.id
     for outcome in outcomes:  # after the merges: a file seen earlier may have moved
-        outcome.cluster_id = earlier[outcome.file_id]
+        outcome.cluster_id = int(cluster_of[outcome.file_id].id)
     session.add_all(
         FileDedupRow(
             file_id=o.file_id,
@@ -115,3 +143,7 @@ def assign(
         for link in o.links
     )
     session.flush()
+
+
+#: ranks clusters opened in this transaction after every stored one
+_NEW = 2**62

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.errors import AuthError, InputError, TiplineError
@@ -300,8 +300,8 @@ def upload(
     """``POST /upload``: attach a file to an open report; answers ``fileId`` and the MD5
     of the bytes received. The file is hashed and kept encrypted in the vault.
 
-    One transaction: the report (and the caller's account) is checked, locked and
-    written after the file is hashed, so a refused upload stores nothing."""
+    One transaction, after the file is hashed: the report (and the caller's account)
+    is checked and locked, and the file registered; a refused upload stores nothing."""
     caller = _caller(intake, authorization)
     try:
         if stream is None:
@@ -358,10 +358,13 @@ def _store_file(
     clean_name = name if len(name) <= 256 and name.isprintable() else None
     try:
         with transaction(intake.sessions) as session:
+            # encrypted before the report is read: on SQLite a read snapshot held
+            # across the write would be refused if another upload commits meanwhile. The
+            # file is synced to disk when its report is finished (:func:`finish`); a
+            # refusal or rollback deletes it
+            sealed = vault.seal(session, intake.vault, data, sync=False)
             report = _open_report(session, caller, raw_id, lock=True)
             report_id = int(report.id)
-            # the file is synced to disk when its report is finished (:func:`finish`)
-            sealed = vault.seal(session, intake.vault, data, sync=False)
             info = vault.store(
                 session,
                 intake.vault,
@@ -419,12 +422,14 @@ def fileinfo(intake: Intake, authorization: str | None, body: bytes) -> IspwsAns
         with transaction(intake.sessions) as session:
             report = _open_report(session, caller, root.findtext("reportId"), lock=True)
             report_id = int(report.id)
-            row = session.get(IntakeFileRow, file_id)
-            if row is None or row.report_id != report_id:
+            described = session.execute(
+                update(IntakeFileRow)
+                .where(IntakeFileRow.id == file_id, IntakeFileRow.report_id == report_id)
+                .values(details_xml=body.decode("utf-8", "replace"), described_at=intake.clock())
+                .execution_options(synchronize_session=False)
+            )
+            if described.rowcount != 1:  # type: ignore[attr-defined]
                 raise _Refused(refused(Code.FILE_NOT_FOUND, "file does not exist", report_id))
-            row.details_xml = body.decode("utf-8", "replace")
-            row.described_at = intake.clock()
-            session.flush()
             audit.append(
                 session,
                 actor=_actor(provider),

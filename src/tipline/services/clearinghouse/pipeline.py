@@ -124,6 +124,8 @@ def _rescore_links(
     """Bring the link factor of pending linked reports up to date; their ids."""
     done: list[int] = []
     chosen = sorted(report_ids)[:MAX_RESCORED]
+    if not chosen:
+        return done
     rows = {
         int(row.report_id): row
         for row in session.scalars(
@@ -157,8 +159,12 @@ def triage_report(triager: Triager, report_id: int) -> TriageOutcome | None:
     None when there is nothing to do (unknown or unfinished report, already triaged)."""
     with transaction(triager.sessions) as session:
         clusters.lock(session)
-        report = session.get(IntakeReportRow, report_id)
-        done = session.get(TriageRow, report_id) is not None
+        found = session.execute(
+            select(IntakeReportRow, TriageRow.report_id)
+            .outerjoin(TriageRow, TriageRow.report_id == IntakeReportRow.id)
+            .where(IntakeReportRow.id == report_id)
+        ).first()
+        report, done = (found[0], found[1] is not None) if found is not None else (None, False)
         if report is None or report.status != FINISHED or done:
             jobs.settle(session, triage_job_key(report_id))
             return None

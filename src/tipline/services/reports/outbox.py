@@ -434,33 +434,28 @@ class Deliverer:
         return leased[0] if leased else None
 
     def _lease_many(self, session: Session, count: int) -> list[str]:
-        """Lease up to ``count`` due reports (two statements), soonest due first."""
+        """Lease up to ``count`` due reports (one statement), soonest due first."""
         now = self.clock()
         free = or_(ReportOutboxRow.lease_owner.is_(None), ReportOutboxRow.lease_expires_at < now)
-        query = (
+        due = (
             select(ReportOutboxRow.report_id)
             .where(ReportOutboxRow.next_at <= now, free)
             .order_by(ReportOutboxRow.next_at, ReportOutboxRow.report_id)
             .limit(count)
         )
         if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        due = list(session.execute(query).scalars())
-        if not due:
-            return []
-        taken = set(
-            session.execute(
-                update(ReportOutboxRow)
-                .where(ReportOutboxRow.report_id.in_(due), free)
-                .values(
-                    lease_owner=self.owner,
-                    lease_expires_at=now + timedelta(seconds=self.policy.lease_seconds),
-                )
-                .returning(ReportOutboxRow.report_id),
-                execution_options={"synchronize_session": False},
-            ).scalars()
-        )
-        return [report_id for report_id in due if report_id in taken]
+            due = due.with_for_update(skip_locked=True)
+        taken = session.execute(
+            update(ReportOutboxRow)
+            .where(ReportOutboxRow.report_id.in_(due), free)
+            .values(
+                lease_owner=self.owner,
+                lease_expires_at=now + timedelta(seconds=self.policy.lease_seconds),
+            )
+            .returning(ReportOutboxRow.report_id, ReportOutboxRow.next_at),
+            execution_options={"synchronize_session": False},
+        ).all()
+        return [report_id for report_id, _ in sorted(taken, key=lambda r: (r[1], r[0]))]
 
     def _preload(self, session: Session, report_ids: list[str]) -> None:
         """Load the outbox rows, reports and files of ``report_ids`` in one query, and

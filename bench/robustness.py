@@ -35,7 +35,8 @@ Printed: recall per transform family for each contender, the false-match count o
 the unrelated pairs compared (with their number), the time per query, and for the
 region contenders the time to compute one entry's regions and the hashes compared.
 
-Usage: ``python bench/robustness.py [--distractors 2000] [--perception]``
+Usage: ``python bench/robustness.py [--distractors 2000] [--perception] [--misses DIR]``
+(``--misses``: each contender's missed queries, listed and copied into ``DIR``)
 """
 
 from __future__ import annotations

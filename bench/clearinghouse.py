@@ -23,8 +23,10 @@ hashing anchor reads files, as ``bench/hashing.py`` does).
   server started as ``tipline serve --role clearinghouse --workers N`` (uvicorn, the
   evidence vault with its default 1 MiB chunks and a master key), ``--clients`` threads
   submitting whole reports (submit, upload and fileinfo per file, finish) with
-  tipline's ISPWS client, each report's de-duplication, clustering and triage done by the
-  server's own thread after ``/finish``. Timed from the first submit to the moment every
+  tipline's ISPWS client (after two small warm-up reports, triaged before the clock
+  starts, so the server's one-time costs are not in the figures), each report's
+  de-duplication, clustering and triage done by the server's own thread after
+  ``/finish``. Timed from the first submit to the moment every
   report sits triaged in the queue. Server CPU time (its worker processes) is read
   from /proc; PostgreSQL's own CPU is not in it.
 
@@ -56,7 +58,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
 
@@ -74,7 +76,7 @@ from tipline.config import RoutingAgency, RoutingTable, Settings  # noqa: E402
 from tipline.services import clearinghouse  # noqa: E402
 from tipline.services.clearinghouse import simulate as sim  # noqa: E402
 from tipline.services.clearinghouse.intake import INTAKE_HASH_OPTIONS  # noqa: E402
-from tipline.services.database import open_database  # noqa: E402
+from tipline.services.database import Database, open_database  # noqa: E402
 from tipline.services.reports.client import IspwsClient  # noqa: E402
 from tipline.services.vault import MasterKey  # noqa: E402
 from tipline.services.vault.keys import write_key_file  # noqa: E402
@@ -237,7 +239,7 @@ def server(
     proc = subprocess.Popen(command, env=env)
     base = f"http://127.0.0.1:{port}/ispws"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600
         name, password = next(iter(PASSWORDS.items()))
         while True:
             if proc.poll() is not None:
@@ -248,7 +250,7 @@ def server(
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise SystemExit("tipline serve did not answer within 120 s")
+                raise SystemExit("tipline serve did not answer within 600 s")
             time.sleep(0.2)
         # every worker answers (each builds its intake, starts its hashing processes and
         # opens its triage thread) and has verified each provider's password (scrypt)
@@ -286,6 +288,34 @@ def _pairs(groups: dict[str, str], files: list[str]) -> set[tuple[str, str]]:
     return {(x, y) for members in by.values() for x, y in combinations(sorted(members), 2)}
 
 
+def warm_up(http: dict[str, IspwsClient], plan: sim.Plan, reports: int, db: Database) -> int:
+    """Submit ``reports`` one-file reports (a small noise JPEG, far from every item) and
+    wait until they are triaged, so the server's one-time costs (its triage thread
+    opening the Matcher and index, the hashing processes' first hash) are paid before
+    the timed run; returns ``reports``."""
+    import io
+    import random
+
+    from PIL import Image
+
+    rng = random.Random(0)
+    first = plan.reports[0]
+    provider = plan.accounts[first.account].provider
+    for _ in range(reports):
+        noise = Image.frombytes("L", (96, 96), rng.randbytes(96 * 96)).convert("RGB")
+        out = io.BytesIO()
+        noise.save(out, "JPEG", quality=90)
+        report = replace(first, files=first.files[:1])
+        sim.submit_report(http[provider], plan, report, [(first.files[0], out.getvalue())])
+    deadline = time.monotonic() + HANG_SECONDS
+    while time.monotonic() < deadline:
+        with db.sessions() as s:
+            if int(s.scalar(select(func.count()).select_from(TriageRow)) or 0) >= reports:
+                break
+        time.sleep(0.05)
+    return reports
+
+
 def intake(
     stream: Stream,
     db_url: str,
@@ -317,6 +347,7 @@ def intake(
 
         engine_settings = Settings(database_url=db_url, data_dir=folder)  # type: ignore[call-arg]
         db = open_database(settings=engine_settings)
+        warm = warm_up(http, plan, 2 * workers, db)
         spy = None
         if profile is not None:  # sampled stacks of the server's processes (py-spy)
             spy = subprocess.Popen(
@@ -334,7 +365,7 @@ def intake(
         while True:
             with db.sessions() as s:
                 count = int(s.scalar(select(func.count()).select_from(TriageRow)) or 0)
-            if count >= len(ids) or time.monotonic() > deadline:
+            if count >= len(ids) + warm or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
         seconds = time.perf_counter() - start
@@ -346,13 +377,15 @@ def intake(
             client.close()
         with db.sessions() as s:
             rows = s.execute(
-                select(IntakeReportRow.finished_at, TriageRow.triaged_at).join(
-                    TriageRow, TriageRow.report_id == IntakeReportRow.id
-                )
+                select(IntakeReportRow.finished_at, TriageRow.triaged_at)
+                .join(TriageRow, TriageRow.report_id == IntakeReportRow.id)
+                .where(IntakeReportRow.id.in_(ids))
             ).all()
             found = s.execute(select(FileDedupRow.file_id, FileDedupRow.cluster_id))
             cluster_of = {str(f): str(c) for f, c in found}
-            stored = len(list(s.scalars(select(IntakeFileRow.id))))
+            stored = len(
+                list(s.scalars(select(IntakeFileRow.id).where(IntakeFileRow.report_id.in_(ids))))
+            )
             rules = dict(
                 s.execute(
                     select(

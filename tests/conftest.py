@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
+import re
 import shutil
 import sys
 import uuid
@@ -181,26 +183,47 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 # -- parallel runs (pytest-xdist, scripts/test) ------------------------------------------
-# scripts/test spreads the tests over worker processes with ``--dist loadgroup``: a test
-# without a group goes to whichever worker is free, and the tests of one group run on one
-# worker, one after the other. Two kinds of tests are grouped here:
-# - every test of a module that uses a module- or session-scoped fixture of its own (a
-#   server, a Chromium, a hashed media set): spread over workers, each worker would build
-#   that fixture again;
-# - every test marked ``ray``: one worker at a time runs a local Ray cluster.
+# scripts/test spreads the tests over worker processes with ``--dist loadgroup``, which
+# the scheduler below implements (xdist's own ``xdist_group`` marks have no effect with
+# pytest 9.2: xdist 3.8 renames ``item._nodeid``, which pytest no longer reads). A test
+# goes to whichever worker is free, except that one worker runs, one after the other:
+# - every test of a module that defines a module-, class- or session-scoped fixture (a
+#   server, a Chromium, a hashed media set): spread over workers, each would build it;
+# - every test of a module with Ray tests (``pytest.mark.ray``): one local Ray cluster
+#   at a time.
+# The groups are read from the test files' text: the controller process never imports
+# the tests, and the rule must be the same for every worker.
+
+_SHARED_FIXTURE = re.compile(r'@pytest\.fixture\(\s*scope="(?:module|class|package|session)"')
+_RAY_TESTS = re.compile(r"pytest\.mark\.ray\b")
 
 
-def _shares_module_fixture(item: pytest.Item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return False
-    for defs in info.name2fixturedefs.values():
-        for fixturedef in defs:
-            # baseid "tests/test_x.py": defined in the test module itself (conftest and
-            # plugin fixtures, such as the migrated-database templates, are per worker)
-            if fixturedef.scope != "function" and fixturedef.baseid.endswith(".py"):
-                return True
-    return False
+@functools.cache
+def _module_group(module: str) -> str | None:
+    """The group of every test in ``module`` (a path from the rootdir), or None."""
+    try:
+        source = (REPO / module).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    if _RAY_TESTS.search(source):
+        return "ray"
+    return module if _SHARED_FIXTURE.search(source) else None
+
+
+def _group(nodeid: str) -> str | None:
+    return _module_group(nodeid.split("::", 1)[0])
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid) or nodeid
+
+    return GroupScheduling(config, log)
 
 
 #: Modules whose tests start servers, CLI processes, ffmpeg or Chromium and take tens of
@@ -222,27 +245,34 @@ _LONG_FIRST = (
 )
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
-        if item.get_closest_marker("ray") is not None:
-            item.add_marker(pytest.mark.xdist_group("ray"))
-        elif _shares_module_fixture(item):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        # every worker sorts the same way (xdist checks that they collected the same list);
-        # a stable sort keeps each module's tests in their order and a group together
+        # the controller hands out work in this order (scripts/test: --no-loadscope-reorder);
+        # every worker sorts the same way (xdist checks that they collected the same list),
+        # and a stable sort keeps each module's tests in their order
         def rank(item: pytest.Item) -> tuple[int, int]:
             module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
             if module in _LONG_FIRST:
                 return (0, _LONG_FIRST.index(module))
             if item.get_closest_marker("slow") is not None:
                 return (1, 0)
-            return (2, 0) if item.get_closest_marker("xdist_group") is not None else (3, 0)
+            return (2, 0) if _group(item.nodeid) is not None else (3, 0)
 
         items.sort(key=rank)
+
+
+def init_local_ray(ray: Any, **kwargs: Any) -> None:
+    """``ray.init(**kwargs)`` for a test's local cluster, tried again (3 tries in all)
+    when Ray's own start-up wait runs out: ``ray._private.node`` gives the raylet a
+    hard-coded 30 s to register, which a loaded 2-core machine can exceed."""
+    for attempt in range(3):
+        try:
+            ray.init(**kwargs)
+            return
+        except Exception as exc:
+            if "timed out during startup" not in str(exc) or attempt == 2:
+                raise
+            ray.shutdown()
 
 
 @pytest.hookimpl(wrapper=True, trylast=True)

@@ -10,7 +10,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from _clearinghouse_fixtures import (
     ip_event,
     make_intake,
 )
+from _cli import run_tipline
 from _clock import HANG_SECONDS
 from _geo import city_record, write_geo_db
 from _intake_server import intake_server
@@ -331,14 +331,7 @@ def test_route_and_package_over_http_and_the_cli(tmp_path: Path, geo_path: Path)
         }
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, "-m", "tipline.cli.main", *args],
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=300,
-                check=False,
-            )
+            return run_tipline(args, env=env)  # in this process: see tests/_cli.py
 
         shown = cli("referral", "show", str(report_id), "--json")
         assert shown.returncode == 0, shown.stderr
@@ -384,9 +377,6 @@ def test_routing_without_a_geolocation_database_is_a_503_and_one_cli_line(
             "TIPLINE_DATA_DIR": str(tmp_path / "ch"),
         }
         env.pop("TIPLINE_GEOIP_DATABASE", None)
-        done = subprocess.run(
-            [sys.executable, "-m", "tipline.cli.main", "referral", "route"],
-            capture_output=True, text=True, env=env, timeout=300, check=False,
-        )  # fmt: skip
+        done = run_tipline(["referral", "route"], env=env)
         assert done.returncode == 2 and done.stderr.count("\n") == 1
         assert "TIPLINE_GEOIP_DATABASE" in done.stderr

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests._replay_brute import as_link_set, brute_replay
 
+from conftest import init_local_ray
 from tipline._optional import require
 from tipline.errors import InputError
 from tipline.services.clearinghouse.dedup import MAX_LINKS, DedupSettings
@@ -304,7 +305,9 @@ def test_blobs_round_trip_and_refuse_other_types() -> None:
 def ray_cluster() -> Iterator[Any]:
     ray = require("ray")
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        init_local_ray(
+            ray, num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False
+        )
         yield ray
     finally:
         ray.shutdown()

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import init_local_ray
 from tipline._optional import require
 from tipline.services.banks import add_entry, create_bank
 from tipline.services.database import open_database
@@ -36,7 +37,9 @@ def ray_cluster() -> Iterator[Any]:
     # Workers inherit this: one that reaches a file named 0-poison.jpg dies (os._exit).
     os.environ[CRASH_ON_ENV] = "0-poison.jpg"
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        init_local_ray(
+            ray, num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False
+        )
         yield ray
     finally:
         os.environ.pop(CRASH_ON_ENV, None)

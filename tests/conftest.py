@@ -214,6 +214,7 @@ def _group(nodeid: str) -> str | None:
     return _module_group(nodeid.split("::", 1)[0])
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of xdist's: unknown without it
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     if config.getvalue("dist") != "loadgroup":
         return None

@@ -33,7 +33,9 @@ Contenders, in the same run, on the same files:
 
 Printed: recall per transform family for each contender, the false-match count over
 the unrelated pairs compared (with their number), the time per query, and for the
-region contenders the time to compute one entry's regions and the hashes compared.
+region contenders the time to compute one entry's regions and the hashes compared; then
+recall per transform of the "handled today" family, and how many of the queries plain
+PDQ finds each contender finds too.
 
 Usage: ``python bench/robustness.py [--distractors 2000] [--perception] [--misses DIR]``
 (``--misses``: each contender's missed queries, listed and copied into ``DIR``)
@@ -399,6 +401,47 @@ def main() -> None:
             + "".join(f"{false.get(n + ' pairs', pairs):>18,}" for n in names)
         )
         print(f"{'ms per query':28}" + "".join(f"{1000 * seconds[n]:18.1f}" for n in names))
+        _print_handled(queries, results, names)
+
+
+def _by_transform(
+    queries: list[tuple[int, str, str, Path]], per: dict[str, list[bool]]
+) -> dict[tuple[str, str], list[bool]]:
+    """(family, transform) -> one contender's hit per query, in query order."""
+    seen: dict[str, int] = {}
+    out: dict[tuple[str, str], list[bool]] = {}
+    for _, family, transform, _ in queries:
+        k = seen.get(family, 0)
+        seen[family] = k + 1
+        out.setdefault((family, transform), []).append(per[family][k])
+    return out
+
+
+def _print_handled(
+    queries: list[tuple[int, str, str, Path]],
+    results: dict[str, dict[str, list[bool]]],
+    names: list[str],
+) -> None:
+    """Recall per transform of the "handled today" family, and how many of the queries
+    plain PDQ (python-threatexchange) finds each contender finds too: robust matching
+    must not lose what PDQ already handles."""
+    split = {n: _by_transform(queries, results[n]) for n in names}
+    print()
+    print(f"{'handled today, per transform':28}" + "".join(f"{n:>18}" for n in names))
+    for family, transform in split[names[0]]:
+        if family != "handled today":
+            continue
+        hits = [split[n][(family, transform)] for n in names]
+        print(f"  {transform:26}" + "".join(f"{100 * sum(h) / len(h):17.1f}%" for h in hits))
+    if "pdq" not in results:
+        return
+    found = [hit for hits in split["pdq"].values() for hit in hits]
+    kept = []
+    for n in names:
+        theirs = [hit for hits in split[n].values() for hit in hits]
+        both = sum(a and b for a, b in zip(found, theirs, strict=True))
+        kept.append(f"{both}/{sum(found)}")
+    print(f"{'plain PDQ matches kept':28}" + "".join(f"{k:>18}" for k in kept))
 
 
 def _write_misses(

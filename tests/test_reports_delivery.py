@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from _ispws_server import Faults, ispws_server
-from _report_fixtures import deliverer, open_db, queue_reports, run
+from _report_fixtures import HANG_SECONDS, deliverer, open_db, queue_reports, run
 from tipline.services.jobs import Backoff
 from tipline.services.reports.evidence import DirectoryEvidence
 from tipline.services.reports.outbox import DeliveryPolicy, outbox_size
@@ -162,9 +162,11 @@ def test_lost_upload_answer_restarts_with_a_retract(
             self.n = getattr(self, "n", 0) + 1
             return kind if self.n == 1 else None  # the first upload only
 
-    # the held answer outlasts the client's timeout whatever the machine's load
-    with ispws_server(faults=OnUpload(hold_seconds=30.0)) as rx:
-        d = deliverer(sessions, tmp_path / "ev", rx.url, rx.username, rx.password, timeout=2.0)
+    # only the timeout case needs a short client timeout, and it has 4x slack: the held
+    # answer outlasts it whatever the load, and an ordinary answer has 10 s
+    timeout = 10.0 if kind == "timeout_after" else HANG_SECONDS
+    with ispws_server(faults=OnUpload(hold_seconds=40.0)) as rx:
+        d = deliverer(sessions, tmp_path / "ev", rx.url, rx.username, rx.password, timeout=timeout)
         run(d)
         _check_receiver(rx.receiver, sessions, ids)
         reports = list(rx.receiver.reports.values())

@@ -34,8 +34,12 @@ CHECKS = ",".join(
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("fuzz")
-    # a vault key, as a serving deployment has (without one, /v1/vault/verify is a 503)
-    env = {"TIPLINE_VAULT_MASTER_KEY": base64.b64encode(os.urandom(32)).decode()}
+    # configured as a serving deployment is: a vault key (without one, /v1/vault/verify
+    # is a 503) and the reporting person (without one, /v1/reports/batch is a 503)
+    env = {
+        "TIPLINE_VAULT_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "TIPLINE_REPORT_REPORTER_EMAIL": "reports@example.org",
+    }
     with running_server(f"sqlite:///{data_dir / 'tipline.db'}", data_dir, env=env) as srv:
         srv.client("admin").post("/v1/banks", json={"name": "fuzz"})
         yield srv

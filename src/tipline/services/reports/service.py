@@ -217,9 +217,15 @@ def report_rows(
 
 
 def defer_created(
-    session: Session, report: ReportRow, content: ReportContent, *, actor: str | Principal
+    session: Session,
+    report: ReportRow,
+    content: ReportContent,
+    *,
+    actor: str | Principal,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """Audit ``report.create`` at the commit of the caller's transaction."""
+    """Audit ``report.create`` at the commit of the caller's transaction (``extra``:
+    further details, e.g. a held bundle's ``held_until``)."""
     audit.defer(
         session,
         actor=actor,
@@ -231,6 +237,7 @@ def defer_created(
             "files": len(content.files),
             "xml_sha256": report.xml_sha256,
             "viewed": [f.viewed_by_esp for f in content.files],
+            **(extra or {}),
         },
         tenant=report.tenant,
     )

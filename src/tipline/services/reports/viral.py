@@ -68,6 +68,7 @@ from tipline.services.reports.model import (
 from tipline.services.reports.outbox import ReportStatus, Step
 from tipline.services.reports.service import (
     ReportKind,
+    defer_created,
     file_of,
     new_report_id,
     recorded_digests,
@@ -406,7 +407,6 @@ def _found(
     rules: BundleRules,
     actor: str | Principal,
 ) -> tuple[ReportRow, ReportBundleRow]:
-    files = content.files
     report, children = report_rows(
         content,
         xml,
@@ -441,20 +441,8 @@ def _found(
         run_at=bundle.hold_until,
         idempotency_key=f"{RELEASE_JOB_KIND}:{report.id}",
     )
-    audit.defer(
-        session,
-        actor=actor,
-        action="report.create",
-        target=("report", report.id),
-        details={
-            "kind": report.kind,
-            "source": report.source,
-            "files": len(files),
-            "xml_sha256": report.xml_sha256,
-            "viewed": [f.viewed_by_esp for f in files],
-            "held_until": bundle.hold_until.isoformat(),
-        },
-        tenant=report.tenant,
+    defer_created(
+        session, report, content, actor=actor, extra={"held_until": bundle.hold_until.isoformat()}
     )
     return report, bundle
 

@@ -56,6 +56,39 @@ def test_bad_settings() -> None:
         plan([], window=WINDOW, threshold=1, max_distance=10)
     with pytest.raises(InputError):
         plan([], window=timedelta(0), threshold=2, max_distance=10)
+    with pytest.raises(InputError):
+        plan([], window=WINDOW, threshold=2, max_distance=10, max_files=0)
+
+
+@pytest.mark.parametrize(
+    ("max_files", "sizes", "singles"),
+    [(None, [7], 0), (8, [7], 0), (7, [7], 0), (6, [6, 1], 0), (3, [3, 3, 1], 0), (1, [1] * 5, 2)],
+)
+def test_the_file_cap_closes_a_cluster_at_the_boundary(
+    max_files: int | None, sizes: list[int], singles: int
+) -> None:
+    """7 uploads of one picture by 7 accounts, threshold 3: the cap splits them in time
+    order; a part after full ones counts their uploaders, so even a part of one upload
+    is a (viral) bundle once the cluster has 3 accounts."""
+    uploads = [Upload(f"s{i}", f"user-{i}", T0 + timedelta(seconds=i), bytes(32)) for i in range(7)]
+    result = plan(uploads, window=WINDOW, threshold=3, max_distance=0, max_files=max_files)
+    assert [len(b) for b in result.bundles] == sizes and len(result.singles) == singles
+    keys = [u.key for u in result.singles] + [u.key for b in result.bundles for u in b]
+    assert keys == [u.key for u in uploads]
+
+
+def test_an_upload_joins_only_a_cluster_with_room_for_all_its_files() -> None:
+    at = [T0 + timedelta(seconds=i) for i in range(5)]
+    uploads = [
+        Upload("a", "user-a", at[0], bytes(32), files=2),
+        Upload("b", "user-b", at[1], bytes(32), files=2),  # 4 > 3: founds a second
+        Upload("c", "user-c", at[2], bytes(32)),  # fills the first (3 of 3)
+        Upload("d", "user-d", at[3], bytes(32), files=4),  # more than a bundle holds
+        Upload("e", "user-e", at[4], bytes(32)),  # the second, with room
+    ]
+    result = plan(uploads, window=WINDOW, threshold=2, max_distance=0, max_files=3)
+    assert [[u.key for u in b] for b in result.bundles] == [["a", "c"], ["b", "e"]]
+    assert [u.key for u in result.singles] == ["d"]
 
 
 @settings(max_examples=60, deadline=None)
@@ -64,8 +97,11 @@ def test_bad_settings() -> None:
     n=st.integers(0, 40),
     threshold=st.integers(2, 6),
     max_distance=st.integers(0, 64),
+    max_files=st.one_of(st.none(), st.integers(1, 12)),
 )
-def test_plan_keeps_its_promises(seed: int, n: int, threshold: int, max_distance: int) -> None:
+def test_plan_keeps_its_promises(
+    seed: int, n: int, threshold: int, max_distance: int, max_files: int | None
+) -> None:
     rng = random.Random(seed)
     bases = [rng.randbytes(32) for _ in range(3)]
     uploads = [
@@ -76,15 +112,36 @@ def test_plan_keeps_its_promises(seed: int, n: int, threshold: int, max_distance
             None
             if rng.random() < 0.1
             else _flip(rng.choice(bases), rng.sample(range(256), rng.randrange(20))),
+            rng.choice([1, 1, 1, 2, 3]),
         )
         for i in range(n)
     ]
-    result = plan(uploads, window=WINDOW, threshold=threshold, max_distance=max_distance)
+    result = plan(
+        uploads,
+        window=WINDOW,
+        threshold=threshold,
+        max_distance=max_distance,
+        max_files=max_files,
+    )
     keys = [u.key for b in result.bundles for u in b] + [u.key for u in result.singles]
     assert sorted(keys) == sorted(u.key for u in uploads)  # each upload exactly once
     for bundle in result.bundles:
         founder = min(bundle, key=lambda u: (u.at, u.key))
-        assert len({u.uploader for u in bundle}) >= threshold
+        assert max_files is None or sum(u.files for u in bundle) <= max_files
+        # below the threshold alone only when it continues a full cluster: at least
+        # max_files files of nearby uploads came before it
+        earlier = sum(
+            u.files
+            for u in uploads
+            if u not in bundle
+            and u.pdq is not None
+            and founder.pdq is not None
+            and (u.at, u.key) < (founder.at, founder.key)
+            and _dist(u.pdq, founder.pdq) <= 2 * max_distance
+        )
+        assert len({u.uploader for u in bundle}) >= threshold or (
+            max_files is not None and earlier >= max_files
+        )
         for u in bundle:
             assert u.pdq is not None and founder.pdq is not None
             assert _dist(u.pdq, founder.pdq) <= max_distance

@@ -7,6 +7,7 @@ is validated against NCMEC's schema. All media are benign placeholder bytes."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -147,6 +148,19 @@ def _release(
     later = utcnow() + timedelta(hours=2)
     evidence = VaultEvidence(vault, actor=DELIVERY)
     return viral.release_due(sessions, settings or _settings(), evidence, now=later)
+
+
+def _preserved(session: Session, report_id: str) -> list[str]:
+    """SHA-256 of each report document the vault preserved for ``report_id``."""
+    from tipline.store.vault import EvidenceItemRow
+
+    return list(
+        session.scalars(
+            select(EvidenceItemRow.sha256).where(
+                EvidenceItemRow.kind == "report_xml", EvidenceItemRow.report_id == report_id
+            )
+        )
+    )
 
 
 def _valid(sessions: sessionmaker[Session], report: ReportRow) -> etree._Element:
@@ -439,13 +453,15 @@ def test_a_released_viral_bundle_is_delivered_with_every_file(
     assert len(_reports(sessions)) == 2 and len(_files(sessions, report_id)) == 4
 
 
+@pytest.mark.parametrize("max_files", [None, 3])
 def test_match_time_bundles_are_the_clusters_of_the_offline_plan(
-    sessions: sessionmaker[Session], vault: v.Vault
+    sessions: sessionmaker[Session], vault: v.Vault, max_files: int | None
 ) -> None:
     """Twin check: uploads in time order, each by its own account, bundle at match time
     exactly as :func:`bundling.plan` clusters them (the first open cluster whose
     founding upload is within the PDQ distance; with threshold 2 and distinct accounts
-    every cluster of two or more is a bundle, the rest singles)."""
+    every cluster of two or more is a bundle, the rest singles), also when a file cap
+    splits clusters (a full bundle is released at once; the plan closes the cluster)."""
     import random
 
     from tipline.services.reports import bundling
@@ -458,7 +474,11 @@ def test_match_time_bundles_are_the_clusters_of_the_offline_plan(
         for bit in rng.sample(range(256), rng.randint(0, 24)):
             value ^= 1 << bit
         pdqs.append(f"{value:064x}")
-    sids = [_upload(sessions, vault, n, f"user-{n}", pdq=pdq) for n, pdq in enumerate(pdqs)]
+    settings = _settings(report_viral_max_files=max_files or 1000)
+    sids = [
+        _upload(sessions, vault, n, f"user-{n}", pdq=pdq, settings=settings)
+        for n, pdq in enumerate(pdqs)
+    ]
     with sessions() as session:
         at = {
             sid: when
@@ -474,6 +494,7 @@ def test_match_time_bundles_are_the_clusters_of_the_offline_plan(
         window=timedelta(hours=1),
         threshold=2,
         max_distance=31,
+        max_files=max_files,
     )
     want = sorted(
         [sorted(u.key for u in b) for b in expected.bundles] + [[u.key] for u in expected.singles]
@@ -482,6 +503,54 @@ def test_match_time_bundles_are_the_clusters_of_the_offline_plan(
         sorted(str(f.submission_id) for f in _files(sessions, r.id)) for r in _reports(sessions)
     )
     assert got == want and len(expected.bundles) >= 2
+    if max_files is not None:  # the cap split a cluster here, so the test covers it
+        assert max(len(b) for b in expected.bundles) == max_files
+        assert len(expected.bundles) > len(bundling.plan(
+            expected.singles + [u for b in expected.bundles for u in b],
+            window=timedelta(hours=1), threshold=2, max_distance=31,
+        ).bundles)  # fmt: skip
+
+
+def test_a_full_bundle_is_released_at_once_and_the_next_upload_founds_another(
+    sessions: sessionmaker[Session], vault: v.Vault
+) -> None:
+    """``report_viral_max_files`` 3: one file short of the cap the bundle is held; the
+    join that fills it releases it in the match's transaction (final document valid,
+    preserved, queued, audited with reason ``full``); the cluster's next upload founds a
+    new held bundle, viral at once (the cluster already has 3 accounts)."""
+    settings = _settings(report_viral_max_files=3)
+    sids = [_upload(sessions, vault, n, f"user-{n}", settings=settings) for n in (1, 2)]
+    (first,) = _reports(sessions)
+    (summary,) = service.list_reports(sessions, ACME_ADMIN)
+    assert summary.step == "held" and summary.files == 2  # the boundary: 2 of 3
+    sids.append(_upload(sessions, vault, 3, "user-3", settings=settings))
+    (summary,) = service.list_reports(sessions, ACME_ADMIN)
+    assert summary.id == first.id and summary.step == "submit" and summary.files == 3
+    with sessions() as session:
+        assert session.get(ReportOutboxRow, first.id) is not None
+        assert session.get(ReportBundleRow, first.id).released_at is not None  # type: ignore[union-attr]
+        release = json.loads(
+            session.scalars(
+                select(AuditRecord.details).where(AuditRecord.action == "report.release")
+            ).one()
+        )
+        assert release["reason"] == "full" and release["files"] == 3
+        assert _preserved(session, first.id) == [_reports(sessions)[0].xml_sha256]
+    doc = _valid(sessions, _reports(sessions)[0])
+    assert doc.find("batchedReport").get("reason") == "VIRAL_POTENTIAL_MEME"
+    assert [f.submission_id for f in _files(sessions, first.id)] == sids
+    for n in range(4, 8):
+        _upload(sessions, vault, n, f"user-{n}", settings=settings)
+    reports = _reports(sessions)
+    assert [len(_files(sessions, r.id)) for r in reports] == [3, 3, 1]
+    steps = {s.id: s.step for s in service.list_reports(sessions, ACME_ADMIN)}
+    assert [steps[r.id] for r in reports] == ["submit", "submit", "held"]
+    with sessions() as session:
+        assert session.get(ReportBundleRow, reports[2].id).viral  # type: ignore[union-attr]
+    assert _release(sessions, vault, settings) == [reports[2].id]
+    for report in _reports(sessions):
+        _valid(sessions, report)
+    assert _release(sessions, vault, settings) == []  # the full ones were released once
 
 
 def test_a_refused_fact_drops_that_uploads_report_not_the_bundle(

@@ -213,6 +213,13 @@ class Settings(BaseSettings):
         "perceptual cluster into one report before delivery; 0 turns match-time "
         "bundling off",
     )
+    report_viral_max_files: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Reports: most files in one bundled report; a match-time bundle that "
+        "reaches it is released at once and the cluster's next upload starts a new one",
+    )
     report_urgent_banks: list[str] = Field(
         default_factory=list,
         description="Reports: banks whose auto-reports are urgent: never held nor "

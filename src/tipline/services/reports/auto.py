@@ -171,7 +171,7 @@ def queue_at_match(
     settings = policy.settings
     try:
         reporter = reporter_from_settings(settings)
-        pdq = viral.bundle_key(settings, submission, matched)
+        pdq = viral.bundle_key(settings, submission, matched, files=len(media))
         if pdq is not None:
             viral.lock_tenant(session, submission.tenant)  # held to the match's commit
             with session.begin_nested():  # a refused fact drops the report, not the match

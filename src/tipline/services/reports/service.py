@@ -1010,8 +1010,9 @@ def auto_report_many(
 
     Uploads of one perceptual cluster by at least ``report_viral_threshold`` distinct
     accounts of one tenant within ``report_viral_window_seconds`` become ONE batched
-    report (``VIRAL_POTENTIAL_MEME``, files marked potential memes, NOT viewed); the
-    others are reported one by one. Submissions already in a report are skipped.
+    report (``VIRAL_POTENTIAL_MEME``, files marked potential memes, NOT viewed) of at
+    most ``report_viral_max_files`` files; the others are reported one by one.
+    Submissions already in a report are skipped.
     """
     evidence = evidence or evidence_from_settings(sessions, settings)
     by_tenant: dict[str | None, list[bundling.Upload]] = {}
@@ -1037,6 +1038,7 @@ def auto_report_many(
                     uploader=submission.uploader_account,
                     at=submission.uploaded_at or submission.created_at,
                     pdq=_pdq_bytes(submission),
+                    files=max(1, len(evidence.media_of(session, submission.tenant, submission.id))),
                 )
             )
     out: list[ReportSummary] = []
@@ -1047,6 +1049,7 @@ def auto_report_many(
             window=window,
             threshold=settings.report_viral_threshold,
             max_distance=settings.report_viral_max_distance,
+            max_files=settings.report_viral_max_files,
         )
         for bundle in plan.bundles:
             out.append(_bundle_report(sessions, tenant, bundle, settings, evidence, actor))

@@ -26,8 +26,13 @@ How it works (:func:`queue_or_join`, called by
 * At ``hold_until`` a ``report.release`` job of the job runner (``tipline worker``)
   builds the final document from the report's files and uploaders, validates it against
   NCMEC's schema, preserves it in the vault and queues the report for delivery
-  (audited ``report.release``). A report released is never changed again: later
-  uploads of the cluster found a new bundle.
+  (audited ``report.release``, reason ``hold``). A report released is never changed
+  again: later uploads of the cluster found a new bundle.
+* A bundle holds at most ``report_viral_max_files`` files (the receiver never gets an
+  unbounded document): an upload joins only a held bundle with room for all its files,
+  and the join that fills a bundle releases it at once, in the match's transaction
+  (reason ``full``). The cluster's next upload founds a new bundle. An upload with more
+  files than that is never held.
 
 Concurrency: the join-or-found decision and the release take a per-tenant lock (a
 transaction-scoped advisory lock on PostgreSQL, the database write lock on SQLite), held
@@ -45,6 +50,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Literal
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -104,6 +110,8 @@ class BundleRules:
     threshold: int
     max_distance: int
     urgent_banks: frozenset[str]
+    #: most files of one bundle
+    max_files: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BundleRules:
@@ -115,6 +123,7 @@ class BundleRules:
             threshold=settings.report_viral_threshold,
             max_distance=settings.report_viral_max_distance,
             urgent_banks=frozenset(settings.report_urgent_banks),
+            max_files=settings.report_viral_max_files,
         )
 
 
@@ -129,12 +138,16 @@ def pdq_of(submission: SubmissionRow) -> str | None:
     return None
 
 
-def bundle_key(settings: Settings, submission: SubmissionRow, matched: Sequence[str]) -> str | None:
-    """The PDQ hash the auto-report of ``submission`` is bundled on, or None when it is
-    queued at once (hold 0, no uploader account, no PDQ hash, or a match in an urgent
-    bank)."""
+def bundle_key(
+    settings: Settings, submission: SubmissionRow, matched: Sequence[str], *, files: int = 1
+) -> str | None:
+    """The PDQ hash the auto-report of ``submission`` (``files`` files) is bundled on,
+    or None when it is queued at once (hold 0, no uploader account, no PDQ hash, a match
+    in an urgent bank, or more files than a bundle holds)."""
     rules = BundleRules.from_settings(settings)
     if rules.hold <= timedelta(0) or not submission.uploader_account:
+        return None
+    if files > rules.max_files:
         return None
     if any(m.split("/", 1)[0] in rules.urgent_banks for m in matched):
         return None
@@ -307,23 +320,29 @@ def queue_or_join(
             select(ReportRow).where(ReportRow.id.in_([b.report_id for b in cluster]))
         )
     }
-    open_ = [
+    held = [
         b
         for b in cluster
         if b.released_at is None
         and reports[b.report_id].status == ReportStatus.QUEUED.value
         and session.get(ReportOutboxRow, b.report_id) is None
     ]
+    counts = _file_counts(session, [b.report_id for b in held])
+    # a bundle with no room for this upload's files stays as it is (the cap is only
+    # reached by a join, which releases it at once, or was lowered since it was founded)
+    open_ = [b for b in held if counts.get(b.report_id, 0) + len(files) <= rules.max_files]
     if open_:
         bundle = open_[0]
         report = reports[bundle.report_id]
         _join(session, report, bundle, submission, media, files, matched, actor=actor)
+        in_bundle = counts.get(bundle.report_id, 0) + len(files)
     else:
         report, bundle = _found(
             session, submission, media, alone, xml, matched,
             pdq=pdq, at=at, rules=rules, actor=actor,
         )  # fmt: skip
         cluster.append(bundle)
+        in_bundle = len(files)
     if not bundle.viral:
         accounts = _uploaders(session, [b.report_id for b in cluster])
         if len(accounts) >= rules.threshold:
@@ -337,7 +356,21 @@ def queue_or_join(
                 tenant=tenant,
             )
     session.flush()
+    if in_bundle >= rules.max_files:  # full: nothing more may join, nothing to wait for
+        _release(session, report.id, settings, evidence, utcnow(), reason="full")
     return report
+
+
+def _file_counts(session: Session, report_ids: Sequence[str]) -> dict[str, int]:
+    """Files of each of the reports."""
+    if not report_ids:
+        return {}
+    rows = session.execute(
+        select(ReportFileRow.report_id, func.count())
+        .where(ReportFileRow.report_id.in_(list(report_ids)))
+        .group_by(ReportFileRow.report_id)
+    ).all()
+    return {str(report_id): int(n) for report_id, n in rows}
 
 
 def _join(
@@ -478,14 +511,24 @@ def release_due(
     for report_id, tenant in due:
         with transaction(sessions) as session:
             lock_tenant(session, tenant)
-            if _release(session, str(report_id), settings, evidence, now):
+            if _release(session, str(report_id), settings, evidence, now, reason="hold"):
                 released.append(str(report_id))
     return released
 
 
 def _release(
-    session: Session, report_id: str, settings: Settings, evidence: EvidenceFiles, now: datetime
+    session: Session,
+    report_id: str,
+    settings: Settings,
+    evidence: EvidenceFiles,
+    now: datetime,
+    *,
+    reason: Literal["hold", "full"],
 ) -> bool:
+    """Release one held bundle in the caller's transaction (the tenant locked): its
+    final document built, validated and preserved, its delivery queued. ``reason``:
+    its hold is over, or it holds ``report_viral_max_files`` files. False when it was
+    released already, retracted, or its document was refused (the report FAILED)."""
     bundle = session.get(ReportBundleRow, report_id, populate_existing=True)
     report = session.get(ReportRow, report_id, populate_existing=True)
     if bundle is None or report is None or bundle.released_at is not None:
@@ -583,6 +626,7 @@ def _release(
             "accounts": len(users),
             "viral": bundle.viral,
             "xml_sha256": report.xml_sha256,
+            "reason": reason,
         },
         tenant=report.tenant,
     )

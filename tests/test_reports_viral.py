@@ -644,3 +644,72 @@ def test_tipline_worker_releases_the_bundle_and_delivers_it(db_url: str, tmp_pat
         assert summary.id == report.id and summary.status == "finished"
     finally:
         engine.dispose()
+
+
+def test_tipline_report_deliver_releases_the_bundles_whose_hold_is_over(
+    db_url: str, tmp_path: Path
+) -> None:
+    """``tipline report deliver`` (no worker running) first releases the bundles whose
+    hold is over, by the release job's own function, and delivers them; a bundle still
+    held stays held and unsent."""
+    import base64
+    import os
+
+    from pydantic import SecretStr
+    from sqlalchemy import update
+
+    from _cli import run_tipline
+    from _ispws_server import ispws_server
+    from tipline.store.db import transaction
+
+    key = base64.b64encode(os.urandom(32)).decode()
+    with ispws_server() as rx:
+        settings = _settings(
+            data_dir=tmp_path / "data", database_url=db_url, vault_master_key=SecretStr(key)
+        )
+        import_all_models()
+        engine = make_engine(db_url)
+        sessions = session_factory(engine)
+        the_vault = v.Vault.from_settings(settings)
+        try:
+            for n in range(1, 4):
+                _upload(sessions, the_vault, n, f"user-{n}", settings=settings)
+            (due,) = _reports(sessions)
+            _upload(sessions, the_vault, 4, "user-4", pdq=FAR, settings=settings)
+            with transaction(sessions) as session:  # the first bundle's hold is over
+                session.execute(
+                    update(ReportBundleRow)
+                    .where(ReportBundleRow.report_id == due.id)
+                    .values(hold_until=utcnow() - timedelta(seconds=1))
+                )
+            assert service.pending_deliveries(sessions) == 1
+        finally:
+            engine.dispose()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TIPLINE_")} | {
+            "TIPLINE_DATA_DIR": str(settings.data_dir),
+            "TIPLINE_DATABASE_URL": db_url,
+            "TIPLINE_VAULT_MASTER_KEY": key,
+            "TIPLINE_REPORT_REPORTER_EMAIL": "reports@example.org",
+            "TIPLINE_REPORT_PLATFORM": "Example Photos",
+            "TIPLINE_REPORT_ISPWS_URL": rx.url,
+            "TIPLINE_REPORT_ISPWS_USERNAME": rx.username,
+            "TIPLINE_REPORT_ISPWS_PASSWORD": rx.password,
+        }
+        done = run_tipline(["report", "deliver"], env=env)
+        assert done.returncode == 0, done.stderr
+        assert "finished 1, failed 0" in done.stderr
+        assert rx.receiver.rejections == []
+        (remote,) = rx.receiver.reports.values()
+        assert remote.finished == 1 and len(remote.files) == 3
+    doc = etree.fromstring(remote.xml)
+    assert doc.find("batchedReport").get("reason") == "VIRAL_POTENTIAL_MEME"
+    assert len(doc.findall("personOrUserReported")) == 3
+    engine = make_engine(db_url)
+    try:
+        sessions = session_factory(engine)
+        states = {s.id: (s.status, s.step) for s in service.list_reports(sessions, ACME_ADMIN)}
+        assert states.pop(due.id) == ("finished", None)
+        assert list(states.values()) == [("queued", "held")]
+        assert _actions(sessions).count("report.release") == 1
+    finally:
+        engine.dispose()

@@ -253,9 +253,11 @@ def deliver_command(
 ) -> None:
     """Deliver every queued report to the configured ISPWS endpoint, then exit.
 
-    Safe to interrupt or kill at any moment: the next run resumes from the database.
-    Exits non-zero when a report went to the operator queue. With --no-wait, reports
-    backing off before a retry are left for the next run.
+    Held viral bundles whose hold is over are released first (as ``tipline worker``
+    does), so they are delivered in the same run. Safe to interrupt or kill at any
+    moment: the next run resumes from the database. Exits non-zero when a report went
+    to the operator queue. With --no-wait, reports backing off before a retry are left
+    for the next run.
     """
     settings = get_settings()
     lock = threading.Lock()

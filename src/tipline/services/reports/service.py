@@ -924,11 +924,17 @@ def deliver(
     transport: Any = None,
     wait_for_retries: bool = True,
 ) -> DeliveryStats:
-    """Deliver every queued report until the outbox is empty (failures go to the
-    operator queue); without ``wait_for_retries``, until nothing is due now."""
+    """Release the held viral bundles whose hold is over, then deliver every queued
+    report until the outbox is empty (failures go to the operator queue); without
+    ``wait_for_retries``, until nothing is due now."""
+    # the report.release job's own function, so a deployment that runs no `tipline
+    # worker` still sends its bundles (viral imports this module: imported here)
+    from tipline.services.reports import viral
+
     client = client_from_settings(settings, transport=transport)
     evidence = evidence or evidence_from_settings(sessions, settings)
     try:
+        viral.release_due(sessions, settings, evidence)
         deliverer = Deliverer(
             sessions, client, evidence, policy=policy_from_settings(settings), on_step=on_step
         )
@@ -958,9 +964,20 @@ def delivery_job_handler(
 
 
 def pending_deliveries(sessions: sessionmaker[Session]) -> int:
-    """Reports with delivery work left (for progress bars)."""
+    """Reports with delivery work left, held bundles due for release included (for
+    progress bars)."""
     with sessions() as session:
-        return outbox_size(session)
+        due = session.execute(
+            select(func.count())
+            .select_from(ReportBundleRow)
+            .join(ReportRow, ReportRow.id == ReportBundleRow.report_id)
+            .where(
+                ReportBundleRow.released_at.is_(None),
+                ReportBundleRow.hold_until <= utcnow(),
+                ReportRow.status == ReportStatus.QUEUED.value,
+            )
+        ).scalar_one()
+        return outbox_size(session) + int(due)
 
 
 # -- wiring for the adapters ----------------------------------------------------------

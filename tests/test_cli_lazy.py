@@ -4,8 +4,8 @@ The root group lists every command from ``tipline.cli.main.COMMANDS`` without im
 their modules. The table is held to the modules themselves: every module of
 ``tipline.cli`` with a ``register(app)`` is in it under the name it registers, and the
 root's help (and its typo suggestions) equal those of an app that imports them all.
-Starting a command imports only its own module: checked on ``sys.modules`` of a fresh
-interpreter.
+Starting a command imports only its own module, and a command's help not what only its
+work needs: checked on ``sys.modules`` of a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -125,3 +125,10 @@ def test_a_command_imports_only_its_own_module() -> None:
     loaded = _modules_after(["db", "--help"])
     commands = {f"tipline.cli.{module}" for module, _ in cli_main.COMMANDS.values()}
     assert loaded & commands == {"tipline.cli.db"}
+    assert "sqlalchemy" not in loaded  # only `db upgrade` needs it
+
+
+def test_bank_help_does_not_load_the_media_hashing() -> None:
+    loaded = _modules_after(["bank", "--help"])
+    assert "tipline.cli.bank" in loaded
+    assert "numba" not in loaded and "tipline.services.bank_media" not in loaded

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 from enum import StrEnum
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
@@ -16,10 +16,14 @@ from tipline.banks.formats import ImportFormat, guess_format
 from tipline.banks.model import BankEntry
 from tipline.cli.console import err_console, out_console
 from tipline.errors import ConflictError, ImportFormatError, InputError, MediaError
-from tipline.services import bank_media
-from tipline.services import bank_sources as sources
 from tipline.services import banks as svc
 from tipline.services.database import open_database
+
+if TYPE_CHECKING:
+    from tipline.services import bank_sources as sources
+
+# bank_media and bank_sources hash media (numba, numpy, Pillow): imported by the commands
+# that use them, so the other bank commands start without them.
 
 bank_app = typer.Typer(
     name="bank",
@@ -333,6 +337,8 @@ def _import_from(
     as_json: bool,
     on_error: Callable[[ImportFormatError], None],
 ) -> None:
+    from tipline.services import bank_sources as sources
+
     if fmt is not None or atomic:
         raise InputError("--format and --atomic do not go with --from")
     db = open_database()
@@ -499,6 +505,8 @@ def add_command(
         if not files:
             entry = svc.add_entry(db, name, items, entry_id=entry_id, labels=label, source=source)
             _print(f"added {entry.entry_id} to {name}")
+        if files:
+            from tipline.services import bank_media
         for path in files:
             try:
                 entry = bank_media.add_media_file(

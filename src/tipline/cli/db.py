@@ -6,7 +6,6 @@ import typer
 
 from tipline.cli.console import out_console
 from tipline.config import get_settings
-from tipline.services.database import upgrade_database
 
 db_app = typer.Typer(name="db", help="Database maintenance.", no_args_is_help=True)
 
@@ -14,6 +13,8 @@ db_app = typer.Typer(name="db", help="Database maintenance.", no_args_is_help=Tr
 @db_app.command("upgrade")
 def upgrade_command() -> None:
     """Apply every pending migration (every capability's branch) to the database."""
+    from tipline.services.database import upgrade_database  # SQLAlchemy: not for --help
+
     shown, heads = upgrade_database(get_settings())
     out_console.print(
         f"database {shown} is at {', '.join(heads) or 'no revision'}", markup=False, highlight=False

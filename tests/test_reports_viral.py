@@ -713,3 +713,63 @@ def test_tipline_report_deliver_releases_the_bundles_whose_hold_is_over(
         assert _actions(sessions).count("report.release") == 1
     finally:
         engine.dispose()
+
+
+def test_a_held_bundle_says_so_and_its_unfinished_document_is_refused(
+    db_url: str, sessions: sessionmaker[Session], vault: v.Vault, tmp_path: Path
+) -> None:
+    """While held a bundle has no final document (its release builds one from every
+    upload), so every view says "held: N uploads, document built at release" and every
+    download of the XML (service, ``tipline report xml``, ``GET /v1/reports/{id}/xml``)
+    is refused with that reason (409, one CLI line, audited); once released the final
+    document is what each of them gives, the one preserved in the vault."""
+    import hashlib
+    import os
+
+    from _api_server import running_server
+    from _cli import run_tipline
+    from tipline.errors import ConflictError
+
+    tenant_a = Principal("tena00000001", Role.MATCHER, "tenant-a")
+    cli = Principal.cli()
+    for n, user in ((1, "user-1"), (2, "user-2"), (3, "user-1")):
+        _upload(sessions, vault, n, user, who=tenant_a)
+    (report,) = _reports(sessions)
+    (summary,) = service.list_reports(sessions, cli)
+    assert (summary.step, summary.held_uploads, summary.held_accounts) == ("held", 3, 2)
+    with pytest.raises(ConflictError, match=r"held until .*3 upload\(s\) by 2 account\(s\)"):
+        service.report_xml(sessions, cli, report.id)
+    assert _actions(sessions).count("report.download_refused") == 1
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIPLINE_")} | {
+        "TIPLINE_DATA_DIR": str(tmp_path / "cli"),
+        "TIPLINE_DATABASE_URL": db_url,
+    }
+    got = run_tipline(["report", "xml", report.id], env=env)
+    assert got.returncode == 2 and got.stdout == ""
+    assert len(got.stderr.strip().splitlines()) == 1 and "held until" in got.stderr
+    held = "3 upload(s) by 2 account(s) so far, document built at release"
+    assert held in run_tipline(["report", "list"], env=env).stdout
+    assert held in run_tipline(["report", "show", report.id], env=env).stdout.splitlines()[0]
+
+    env = {"TIPLINE_REPORT_REPORTER_EMAIL": "reports@example.org"}
+    with running_server(db_url, tmp_path / "api", env=env) as srv:
+        client = srv.client("a_reviewer")
+        refused = client.get(f"/v1/reports/{report.id}/xml")
+        assert refused.status_code == 409 and "held until" in refused.json()["detail"]
+        (listed,) = client.get("/v1/reports").json()
+        assert (listed["step"], listed["held_uploads"], listed["held_accounts"]) == ("held", 3, 2)
+        assert _actions(sessions).count("report.download_refused") == 3
+
+        assert _release(sessions, vault) == [report.id]
+        final = client.get(f"/v1/reports/{report.id}/xml")
+        assert final.status_code == 200, final.text
+    (report,) = _reports(sessions)
+    assert final.content == report.xml.encode() == service.report_xml(sessions, cli, report.id)
+    with sessions() as session:
+        assert _preserved(session, report.id) == [hashlib.sha256(final.content).hexdigest()]
+    doc = _valid(sessions, report)
+    assert len(doc.findall("personOrUserReported")) == 2
+    assert "3 uploads of one perceptual cluster by 2 accounts" in doc.findtext("additionalInfo")
+    (summary,) = service.list_reports(sessions, cli)
+    assert summary.step == "submit" and summary.held_uploads is None

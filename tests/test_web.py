@@ -485,6 +485,48 @@ def test_confirm_reports_what_the_reviewer_revealed(web: WebServer) -> None:
     client.close()
 
 
+def test_a_held_viral_bundle_is_listed_as_held_without_its_unfinished_xml(
+    web: WebServer,
+) -> None:
+    """A match-time viral bundle still collecting uploads has no final document: the
+    reports page says so (uploads and accounts so far) and offers no XML, and the XML
+    page refuses it with the reason (409)."""
+    from tipline.services.matching.match import Match
+    from tipline.services.reports import service as reports
+    from tipline.services.reports.auto import AutoReportPolicy
+    from tipline.signals.base import Signal
+
+    policy = AutoReportPolicy.from_settings(
+        web.settings.model_copy(update={"report_auto_banks": ["trusted"]})
+    )
+    uploader = Principal("acmeheld0001", Role.MATCHER, "acme")
+    for n in (1, 2):
+        submissions.match_and_record(
+            web.db.sessions,
+            uploader,
+            [Signal(type="md5", value=f"{900 + n:032x}"), Signal(type="pdq", value="e" * 64)],
+            lambda _session: [Match(bank="trusted", entry_id="t1", signal_type="md5", distance=0)],
+            submission=submissions.SubmissionFacts(
+                f"held-{n}", uploader_account=f"held-user-{n}", upload_ip="198.51.100.7"
+            ),
+            media=f"benign held placeholder {n}".encode(),
+            vault=Vault.from_settings(web.settings),
+            auto_report=policy,
+        )
+    (held,) = [
+        s
+        for s in reports.list_reports(web.db.sessions, _principal(web, "alice"))
+        if s.step == "held"
+    ]
+    client = web.login("alice")
+    row = client.get("/web/reports").text.split(f'id="r-{held.id}"', 1)[1].split("</tr>", 1)[0]
+    assert "2 uploads by 2 accounts so far, final document built at release" in row
+    assert "/xml" not in row
+    refused = client.get(f"/web/reports/{held.id}/xml")
+    assert refused.status_code == 409 and "held until" in refused.text
+    client.close()
+
+
 def test_another_tenants_item_is_not_found_and_audited(web: WebServer) -> None:
     client = web.login("eve")
     item_id = web.seeded.items[2]

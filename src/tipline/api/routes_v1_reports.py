@@ -45,6 +45,14 @@ class ReportOut(BaseModel):
     step: str | None
     attempts: int
     next_attempt_at: datetime | None
+    held_uploads: int | None = Field(
+        default=None,
+        description="while held: uploads collected so far (its document is built at "
+        "release; null otherwise)",
+    )
+    held_accounts: int | None = Field(
+        default=None, description="while held: distinct uploader accounts so far"
+    )
 
     @classmethod
     def of(cls, s: service.ReportSummary) -> ReportOut:
@@ -218,7 +226,7 @@ def show_report(
     response_class=Response,
     responses={
         200: {"content": {"application/xml": {}}, "description": "the report document"},
-        **problems(404),
+        **problems(404, 409),
     },
 )
 def report_xml(
@@ -226,7 +234,8 @@ def report_xml(
     ctx: ServiceContext = Depends(get_ctx),
     who: Principal = Depends(_report),
 ) -> Response:
-    """The ``<report>`` document exactly as built and submitted (audited)."""
+    """The ``<report>`` document exactly as built and submitted (audited); 409 while the
+    report is a held viral bundle, whose document is built at release."""
     data = service.report_xml(ctx.sessions, who, report_id)
     return Response(
         content=data,

@@ -34,7 +34,11 @@ def _line(s: service.ReportSummary) -> str:
     remote = s.remote_id if s.remote_id is not None else "-"
     step = f"next {s.step} (attempt {s.attempts + 1})" if s.step else "-"
     if s.step == "held" and s.next_attempt_at is not None:  # a match-time viral bundle
-        step = f"held until {s.next_attempt_at.isoformat(timespec='seconds')}"
+        step = (
+            f"held until {s.next_attempt_at.isoformat(timespec='seconds')}: "
+            f"{s.held_uploads} upload(s) by {s.held_accounts} account(s) so far, "
+            "document built at release"
+        )
     orphans = f"\torphans {s.orphans}" if s.orphans else ""
     error = f"\t{s.last_error}" if s.last_error else ""
     return (
@@ -195,7 +199,8 @@ def xml_command(
     report_id: str = typer.Argument(...),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file."),
 ) -> None:
-    """The report document exactly as built and submitted."""
+    """The report document exactly as built and submitted (refused while the report
+    is a held viral bundle: its document is built at release)."""
     settings = get_settings()
     with service.reports_database(settings) as sessions:
         data = service.report_xml(sessions, Principal.cli(), report_id)

@@ -274,6 +274,10 @@ class ReportSummary:
     step: str | None
     attempts: int
     next_attempt_at: datetime | None
+    #: while held: the uploads and distinct accounts collected so far (its document is
+    #: built at release; None otherwise)
+    held_uploads: int | None = None
+    held_accounts: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -601,20 +605,43 @@ def auto_report(
 # -- reading, retracting, retrying -----------------------------------------------------
 
 
+def _held(
+    session: Session, row: ReportRow, outbox: ReportOutboxRow | None
+) -> ReportBundleRow | None:
+    """The bundle of ``row`` while it is held to collect its cluster's uploads
+    (services/reports/viral.py): no final document yet, nothing to deliver."""
+    if outbox is not None or row.status != ReportStatus.QUEUED.value:
+        return None
+    bundle = session.get(ReportBundleRow, row.id)
+    return bundle if bundle is not None and bundle.released_at is None else None
+
+
+def _held_counts(session: Session, report_id: str) -> tuple[int, int]:
+    """Distinct uploads and uploader accounts in a held bundle."""
+    uploads, accounts = session.execute(
+        select(
+            func.count(func.distinct(ReportFileRow.submission_id)),
+            func.count(func.distinct(SubmissionRow.uploader_account)),
+        )
+        .select_from(ReportFileRow)
+        .join(SubmissionRow, SubmissionRow.id == ReportFileRow.submission_id)
+        .where(ReportFileRow.report_id == report_id)
+    ).one()
+    return int(uploads), int(accounts)
+
+
 def _summary(session: Session, row: ReportRow) -> ReportSummary:
     outbox = session.get(ReportOutboxRow, row.id)
     files = session.execute(
         select(func.count()).where(ReportFileRow.report_id == row.id)
     ).scalar_one()
-    held = (
-        session.get(ReportBundleRow, row.id)
-        if outbox is None and row.status == ReportStatus.QUEUED.value
-        else None
-    )
-    if held is not None and held.released_at is None:
-        # held to collect its cluster's uploads (services/reports/viral.py)
+    held = _held(session, row, outbox)
+    uploads: int | None = None
+    accounts: int | None = None
+    if held is not None:
         step: str | None = "held"
         next_at: datetime | None = held.hold_until
+        uploads, accounts = _held_counts(session, row.id)
     else:
         step = outbox.step if outbox else None
         next_at = outbox.next_at if outbox else None
@@ -634,6 +661,8 @@ def _summary(session: Session, row: ReportRow) -> ReportSummary:
         step=step,
         attempts=outbox.attempts if outbox else 0,
         next_attempt_at=next_at,
+        held_uploads=uploads,
+        held_accounts=accounts,
     )
 
 
@@ -723,19 +752,41 @@ def get_report(sessions: sessionmaker[Session], who: Principal, report_id: str) 
 
 
 def report_xml(sessions: sessionmaker[Session], who: Principal, report_id: str) -> bytes:
-    """The report document exactly as built and submitted (audited as ``report.download``)."""
+    """The report document exactly as built and submitted (audited as ``report.download``).
+
+    ConflictError while the report is a held viral bundle: it has no final document
+    until its release builds one from every upload it collected (the refusal is
+    audited as ``report.download_refused``)."""
     who.require(Permission.REPORT)
     with transaction(sessions) as session:
         row = _visible(session, who, report_id, write=False)
+        held = _held(session, row, session.get(ReportOutboxRow, row.id))
+        if held is None:
+            audit.append(
+                session,
+                actor=who,
+                action="report.download",
+                target=("report", row.id),
+                details={"xml_sha256": row.xml_sha256},
+                tenant=row.tenant,
+            )
+            return row.xml.encode("utf-8")
+        uploads, accounts = _held_counts(session, row.id)
+        refusal = (
+            f"report {row.id} is a viral bundle held until "
+            f"{held.hold_until.isoformat(timespec='seconds')} to collect its cluster's "
+            f"uploads ({uploads} upload(s) by {accounts} account(s) so far); its document "
+            "is built, validated and preserved at release: download it then"
+        )
         audit.append(
             session,
             actor=who,
-            action="report.download",
+            action="report.download_refused",
             target=("report", row.id),
-            details={"xml_sha256": row.xml_sha256},
+            details={"reason": "held", "held_until": held.hold_until.isoformat()},
             tenant=row.tenant,
         )
-        return row.xml.encode("utf-8")
+    raise ConflictError(refusal)
 
 
 def retract(sessions: sessionmaker[Session], who: Principal, report_id: str) -> ReportSummary:

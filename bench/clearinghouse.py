@@ -133,6 +133,12 @@ def _tree_cpu(proc: psutil.Process) -> float:
     return total
 
 
+def _process_cpu(proc: psutil.Process) -> float:
+    """CPU seconds of ``proc`` alone (all its threads: HTTP, intake calls, triage)."""
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
 def hashing_only(paths: Sequence[str], options: HashOptions, jobs: int) -> tuple[float, float]:
     """Wall seconds and worker CPU seconds to hash ``paths`` on a warmed pool."""
     me = psutil.Process()
@@ -272,6 +278,8 @@ class Intake:
     seconds: float  # first submit -> every report triaged
     submit_seconds: float  # first submit -> last finish answered
     server_cpu: float
+    #: of ``server_cpu``: the serving process alone (not its hashing processes)
+    process_cpu: float
     latencies: list[float]
     precision: float
     recall: float
@@ -356,7 +364,7 @@ def intake(
                 stdout=subprocess.DEVNULL,
             )  # fmt: skip
             time.sleep(2)
-        cpu0 = _tree_cpu(proc)
+        cpu0, own0 = _tree_cpu(proc), _process_cpu(proc)
         start = time.perf_counter()
         with ThreadPoolExecutor(clients) as pool:
             list(pool.map(send, range(len(plan.reports))))
@@ -369,7 +377,7 @@ def intake(
                 break
             time.sleep(0.05)
         seconds = time.perf_counter() - start
-        cpu = _tree_cpu(proc) - cpu0
+        cpu, own = _tree_cpu(proc) - cpu0, _process_cpu(proc) - own0
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=120)
@@ -406,6 +414,7 @@ def intake(
         seconds=seconds,
         submit_seconds=submitted,
         server_cpu=cpu,
+        process_cpu=own,
         latencies=latencies,
         precision=both / max(1, len(found)),
         recall=both / max(1, len(truth)),
@@ -482,6 +491,8 @@ def measure(label: str, spec: sim.SimulationSpec, args: argparse.Namespace) -> M
         ("hashing only, intake options (before)", before_wall, before_cpu),
         ("hashing only, intake options (after)", after_wall, after_cpu),
         ("intake: ISPWS -> triaged (server CPU)", run.seconds, run.server_cpu),
+        ("  of it: its hashing processes", run.seconds, run.server_cpu - run.process_cpu),
+        ("  of it: the serving process (all but hashing)", run.seconds, run.process_cpu),
     ]
     reports = len(stream.plan.reports)
     for row_label, wall, cpu in rows:

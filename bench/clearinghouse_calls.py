@@ -12,7 +12,7 @@ warm-up and are not counted.
 Usage::
 
     TIPLINE_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
-        python bench/clearinghouse_calls.py [--reports 30] [--sql]
+        python bench/clearinghouse_calls.py [--reports 30] [--sql] [--profile FILE]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import base64
 import collections
+import cProfile
 import io
 import os
 import sys
@@ -54,6 +55,9 @@ def main() -> None:
     parser.add_argument("--reports", type=int, default=30)
     parser.add_argument("--video-share", type=float, default=0.0)
     parser.add_argument("--sql", action="store_true", help="list the statements of each call")
+    parser.add_argument(
+        "--profile", type=Path, help="write cProfile statistics of the counted calls here"
+    )
     args = parser.parse_args()
     spec = sim.SimulationSpec(
         seed=3,
@@ -141,7 +145,13 @@ def main() -> None:
         for counter in (stmts, sessions, cpu, calls):
             counter.clear()
         sqls.clear()
+        profiler = cProfile.Profile(time.process_time) if args.profile else None
+        if profiler is not None:
+            profiler.enable()
         run(reports[2:])
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
         files_n = calls["upload"]
         print(f"{calls['submit']} reports, {files_n} files; load {os.getloadavg()[0]:.1f}")
         print(

@@ -98,6 +98,13 @@ def test_matches_equal_brute_force_with_live_changes(db, tmp_path, seed):
         for q in queries:
             got = {(x.bank, x.entry_id, x.distance) for x in m.match_hash("pdq", q)}
             assert got == _oracle(db, q)
+        # several items at once (one read of the entries): what one at a time finds
+        items = [[Signal(type="pdq", value=q)] for q in queries] + [[]]
+        many = m.match_many(items)
+        assert many == [m.match_signals(item) for item in items]
+        assert [{(x.bank, x.entry_id, x.distance) for x in found} for found in many[:-1]] == [
+            _oracle(db, q) for q in queries
+        ]
         if m._merge_thread is not None:
             m._merge_thread.join()
         assert m.stats()["delta"] < 40  # the delta was merged in the background
@@ -144,6 +151,12 @@ def test_allow_bank_suppresses_with_reason_and_bank_filter(db, tmp_path):
         assert [(x.entry_id, x.suppressed_by, x.suppressed_reason) for x in found] == [
             ("K", "fp/stock", "stock photo"),
             ("O", "fp/stock", "stock photo"),
+        ]
+        # an allow entry suppresses within its own item only, several items at once too
+        far = "3" * 64
+        assert m.match_many([[Signal(type="pdq", value=q)], [Signal(type="pdq", value=far)]]) == [
+            found,
+            [],
         ]
         svc.update_bank(db, "fp", enabled=False)
         assert all(x.suppressed_by is None for x in m.match_hash("pdq", q))

@@ -118,10 +118,28 @@ def file_signals(row: IntakeFileRow, settings: DedupSettings) -> tuple[Signal, .
     return tuple(out)
 
 
-def files_bank(session: Session, settings: DedupSettings) -> int:
+def files_bank(
+    session: Session,
+    settings: DedupSettings,
+    *,
+    matcher: Matcher | None = None,
+    known: int | None = None,
+) -> int:
     """The id of :data:`FILES_BANK`, created (or its thresholds brought in line with
-    ``settings``) inside the caller's transaction."""
+    ``settings``) inside the caller's transaction.
+
+    ``known``: the id this returned before; taken without a query when ``matcher``
+    (just refreshed) sees the bank with these thresholds (banks are never deleted, and
+    a bank created in a transaction that rolled back is not seen)."""
     thresholds = {"pdq": settings.pdq_distance, "vpdq": settings.vpdq_distance}
+    if known is not None and matcher is not None:
+        seen = matcher.bank(FILES_BANK)
+        if seen is not None and seen.thresholds == thresholds:
+            return known
+    return _files_bank(session, thresholds)
+
+
+def _files_bank(session: Session, thresholds: dict[str, int]) -> int:
     try:
         row = repo.get_bank(session, FILES_BANK)
     except NotFoundError:  # the first report ever
@@ -171,18 +189,25 @@ def dedup_report(
     *,
     report_id: int,
     now: datetime,
+    bank_id: int | None = None,
 ) -> list[FileDedup]:
     """Match every file of one report (``rows``, in upload order) against the index and
     the report's earlier files; index the files no indexed file represents. Cluster ids
-    are left to :func:`.clusters.assign`."""
-    bank_id = files_bank(session, settings)
+    are left to :func:`.clusters.assign`. ``bank_id``: :data:`FILES_BANK`'s id, when
+    the caller has it (:func:`files_bank`).
+
+    The index is asked for every file at once (one read of the entries hit): files of
+    the report are not in the index yet, so this finds what one file at a time would."""
+    if bank_id is None:
+        bank_id = files_bank(session, settings)
     outcomes: list[FileDedup] = []
     indexed: set[str] = set()
-    for row in rows:
-        signals = file_signals(row, settings)
+    wanted = [file_signals(row, settings) for row in rows]
+    found = matcher.match_many(wanted, session=session)
+    for row, signals, matches in zip(rows, wanted, found, strict=True):
         best: dict[str, Link] = {}
         known: dict[tuple[str, str], dict[str, Any]] = {}
-        for m in matcher.match_signals(signals, session=session):
+        for m in matches:
             if m.bank == FILES_BANK:
                 link = Link(m.entry_id, m.signal_type, m.distance)
                 indexed.add(m.entry_id)

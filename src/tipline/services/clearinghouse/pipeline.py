@@ -68,6 +68,8 @@ class Triager:
     clock: Callable[[], datetime] = utcnow
     #: routes each report as it is triaged (None: routing is not configured)
     router: routing.Router | None = None
+    #: the id of :data:`.dedup.FILES_BANK` once read (see :func:`.dedup.files_bank`)
+    files_bank_id: int | None = None
 
     @classmethod
     def open(cls, db: Database, settings: Settings, **kwargs: Any) -> Triager:
@@ -168,7 +170,12 @@ def triage_report(triager: Triager, report_id: int) -> TriageOutcome | None:
         if report is None or report.status != FINISHED or done:
             jobs.settle(session, triage_job_key(report_id))
             return None
-        triager.matcher.refresh(force=True)
+        # in this transaction, under the lock: every file triaged before is indexed
+        triager.matcher.refresh(force=True, session=session)
+        bank_id = dedup.files_bank(
+            session, triager.dedup, matcher=triager.matcher, known=triager.files_bank_id
+        )
+        triager.files_bank_id = bank_id
         rows = list(
             session.scalars(
                 select(IntakeFileRow)
@@ -178,7 +185,13 @@ def triage_report(triager: Triager, report_id: int) -> TriageOutcome | None:
         )
         now = triager.clock()
         outcomes = dedup.dedup_report(
-            session, triager.matcher, rows, triager.dedup, report_id=report_id, now=now
+            session,
+            triager.matcher,
+            rows,
+            triager.dedup,
+            report_id=report_id,
+            now=now,
+            bank_id=bank_id,
         )
         clusters.assign(session, outcomes, report_id=report_id, now=now)
         report_facts = _report_facts(report.xml)

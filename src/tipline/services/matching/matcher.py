@@ -38,6 +38,7 @@ import math
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -178,17 +179,19 @@ class Matcher:
 
     # -- freshness ----------------------------------------------------------------------
 
-    def refresh(self, *, force: bool = False) -> int:
+    def refresh(self, *, force: bool = False, session: Session | None = None) -> int:
         """Feed signals committed since the last look into the index; returns how many.
 
-        Called by every match method (at most every ``poll_interval`` seconds).
+        Called by every match method (at most every ``poll_interval`` seconds). Reads
+        in ``session`` when given (a caller's transaction: no session of its own, no
+        extra connection check-out), else in a session of its own.
         """
         now = time.monotonic()
         if not force and now - self._last_poll < self.poll_interval:
             return 0
         added = 0
         with self._lock:
-            with self.db.sessions() as s:
+            with nullcontext(session) if session is not None else self.db.sessions() as s:
                 while True:
                     page = repo.signals_page(s, (self._seq, self._after_id), limit=PAGE)
                     if page:
@@ -409,22 +412,54 @@ class Matcher:
         """
         self.refresh()
         with self._lock:
-            hits: list[_Hit] = []
-            for signal in signals:
-                for pk, dist, q, c in self._candidates(signal):
-                    hits.append((signal, pk, dist, q, c, None))
-                if signal.type == REGION_QUERY_TYPE:
-                    for rh in self._regions.search(signal.value, self._radius(signal.type)):
-                        hits.append((signal, rh.entry_pk, rh.distance, None, None, rh))
+            hits = self._hits(signals)
         if not hits:
             return []
-        pks = sorted({h[1] for h in hits})
+        entries = self._entries(sorted({h[1] for h in hits}), session)
+        return self._matches(hits, entries, session, entry_pks, tenant)
+
+    def match_many(
+        self, items: Sequence[Sequence[Signal]], *, session: Session | None = None
+    ) -> list[list[Match]]:
+        """:meth:`match_signals` of several media items (each its own list of signals,
+        answered in the same order), with one database read of the entries hit by any
+        of them."""
+        self.refresh()
+        with self._lock:
+            found = [self._hits(signals) for signals in items]
+        pks = sorted({h[1] for hits in found for h in hits})
+        entries = self._entries(pks, session) if pks else {}
+        return [self._matches(hits, entries, session, None, None) if hits else [] for hits in found]
+
+    def _hits(self, signals: Sequence[Signal]) -> list[_Hit]:
+        """Index hits of one item's signals (call with the lock held)."""
+        hits: list[_Hit] = []
+        for signal in signals:
+            for pk, dist, q, c in self._candidates(signal):
+                hits.append((signal, pk, dist, q, c, None))
+            if signal.type == REGION_QUERY_TYPE:
+                for rh in self._regions.search(signal.value, self._radius(signal.type)):
+                    hits.append((signal, rh.entry_pk, rh.distance, None, None, rh))
+        return hits
+
+    def _entries(self, pks: list[int], session: Session | None) -> dict[int, repo.EntryHit]:
+        """The entries (and banks) of ``pks``, read in ``session`` or on an autocommit
+        connection."""
         if session is not None:
-            entries = repo.hits(session, pks)
-        else:
-            with self.db.engine.connect() as conn:
-                conn.execution_options(isolation_level="AUTOCOMMIT")
-                entries = repo.hits(conn, pks)
+            return repo.hits(session, pks)
+        with self.db.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            return repo.hits(conn, pks)
+
+    def _matches(
+        self,
+        hits: list[_Hit],
+        entries: dict[int, repo.EntryHit],
+        session: Session | None,
+        entry_pks: dict[tuple[str, str], int] | None,
+        tenant: str | None,
+    ) -> list[Match]:
+        """The matches of one item's index ``hits`` (see :meth:`match_signals`)."""
         best: dict[tuple[str, str, str], Match] = {}
         pk_of: dict[tuple[str, str, str], int] = {}
         owners: dict[str, str | None] = {}  # bank name -> tenant, of the matches kept
@@ -500,6 +535,12 @@ class Matcher:
         canonical = signal_type.parse(value)
         signal = Signal(type=signal_type.name, value=canonical)
         return self.match_signals([signal], entry_pks=entry_pks, tenant=tenant)
+
+    def bank(self, name: str) -> Bank | None:
+        """The bank ``name`` as of the last refresh (its id, thresholds and switches),
+        or None when it did not exist then."""
+        with self._lock:
+            return next((b for b in self._banks if b.name == name), None)
 
     def searched_banks(self) -> list[str]:
         """Names of the enabled banks whose matches this matcher reports (allow-banks,

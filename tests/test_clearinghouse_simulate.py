@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
-import sys
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +17,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
+from _cli import run_tipline
 from _intake_server import intake_server
 from tipline.config import RoutingTable
 from tipline.errors import InputError
@@ -26,8 +25,6 @@ from tipline.services.clearinghouse import routing, simmedia
 from tipline.services.clearinghouse import simulate as sim
 from tipline.services.clearinghouse.geoip import GeoDatabase
 from tipline.store.clearinghouse import IntakeFileRow, IntakeReportRow
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -123,16 +120,9 @@ def test_simulated_reports_only_go_to_loopback() -> None:
 
 
 def _tipline(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    return subprocess.run(
-        [sys.executable, "-m", "tipline.cli.main", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
+    """``tipline ARGS`` in this process (tests/_cli.py): what the command does is tested
+    here, not its process."""
+    return run_tipline(args, stdin=stdin)
 
 
 def test_a_simulation_submitted_to_a_clearinghouse_matches_its_truth(

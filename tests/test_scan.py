@@ -257,49 +257,15 @@ def test_cli_scan_prints_summary_and_writes_out(media: Path, tmp_path: Path) -> 
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     env = {**os.environ, "TIPLINE_DATA_DIR": str(tmp_path / "data")}
     listing = "\n".join(str(media / f"img{i}.jpg") for i in range(3)) + "\n"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tipline.cli.main",
-            "scan",
-            "-",
-            "--database-url",
-            url,
-            "--out",
-            str(tmp_path / "o.jsonl"),
-            "--progress-interval",
-            "0",
-        ],
-        input=listing,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
+    out = ["--out", str(tmp_path / "o.jsonl"), "--progress-interval", "0"]
+    proc = run_tipline(["scan", "-", "--database-url", url, *out], stdin=listing, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "scanned 3, matched 0, skipped 0 (already done), failed 0" in proc.stdout
     assert "scan: 3/3 items" in proc.stderr
     assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 3
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tipline.cli.main",
-            "scan",
-            "--resume",
-            "01ARZ3NDEKTSV4RRFFQ69G5FAV",
-            "--database-url",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
+    resume = ["--resume", "01ARZ3NDEKTSV4RRFFQ69G5FAV", "--database-url", url]
+    bad = run_tipline(["scan", *resume], env=env)
     assert (tmp_path / "data" / "index").is_dir()
     assert bad.returncode == 2 and "no scan with id" in bad.stderr
 

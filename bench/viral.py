@@ -8,16 +8,22 @@ random bytes, kept in the vault; the report queued in the match's transaction).
 * bundled: the default hold, every upload joins the one held report of its cluster
   (per-tenant lock, the upload's facts checked against the XSD, its file row added);
   then ``viral.release_due`` builds, validates and keeps the one document (N accounts)
-  and queues it.
+  and queues it;
+* capped (another tenant): the same with ``report_viral_max_files=--max-files``: the
+  join that fills a bundle releases it in its own match transaction (the document of
+  ``--max-files`` files built, validated and kept under the tenant's lock), so this
+  run includes every release but the last, partial bundle's.
 
 Printed: uploads/s of each (the whole match transaction: submission, match history,
-vault, rules, audit, report), their ratio, reports made, and the release's time. Not
-included: hashing and matching (the matches are given), delivery.
+vault, rules, audit, report) and this process's CPU per upload (the database server's
+CPU is not included), their ratios, reports made, the release's time, and the slowest
+uploads of the capped run (those that released a full bundle). Not included: hashing
+and matching (the matches are given), delivery.
 
 Usage::
 
     TIPLINE_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
-        python bench/viral.py [--uploads 300] [--threads 4]
+        python bench/viral.py [--uploads 300] [--threads 4] [--max-files 100]
 
 Without a PostgreSQL URL it falls back to SQLite and says so.
 """
@@ -79,6 +85,7 @@ def main() -> None:
     parser.add_argument("--uploads", type=int, default=300)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--media-bytes", type=int, default=4096)
+    parser.add_argument("--max-files", type=int, default=100, help="the capped run's cap")
     args = parser.parse_args()
 
     from sqlalchemy import func, select
@@ -116,13 +123,16 @@ def main() -> None:
         }
         anchor_settings = Settings(**(base | {"report_viral_hold_seconds": 0}))  # type: ignore[arg-type]
         bundled_settings = Settings(**base)  # type: ignore[arg-type]
+        capped_settings = Settings(**(base | {"report_viral_max_files": args.max_files}))  # type: ignore[arg-type]
         the_vault = v.Vault.from_settings(bundled_settings)
 
-        def run(settings: Settings, tenant: str) -> float:
+        def run(settings: Settings, tenant: str) -> tuple[float, float, list[float]]:
+            """Wall seconds, CPU seconds of this process, each upload's wall seconds."""
             who = Principal(f"bench-{tenant}"[:12], Role.MATCHER, tenant)
             policy = AutoReportPolicy.from_settings(settings)
 
-            def one(n: int) -> None:
+            def one(n: int) -> float:
+                began = time.perf_counter()
                 local = random.Random(n)
                 signals = [
                     Signal(type="md5", value=f"{n:032x}"),
@@ -144,11 +154,12 @@ def main() -> None:
                     vault=the_vault,
                     auto_report=policy,
                 )
+                return time.perf_counter() - began
 
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             with ThreadPoolExecutor(args.threads) as pool:
-                list(pool.map(one, range(args.uploads)))
-            return time.perf_counter() - start
+                each = list(pool.map(one, range(args.uploads)))
+            return time.perf_counter() - start, time.process_time() - cpu, each
 
         def reports(tenant: str) -> int:
             with sessions() as session:
@@ -158,8 +169,9 @@ def main() -> None:
                     ).scalar_one()
                 )
 
-        anchor = run(anchor_settings, "anchor")
-        bundled = run(bundled_settings, "bundled")
+        anchor, anchor_cpu, anchor_each = run(anchor_settings, "anchor")
+        bundled, bundled_cpu, bundled_each = run(bundled_settings, "bundled")
+        capped, capped_cpu, capped_each = run(capped_settings, "capped")
         evidence = VaultEvidence(the_vault, actor=Principal("report-delivery", Role.ADMIN))
         start = time.perf_counter()
         released = viral.release_due(
@@ -170,13 +182,31 @@ def main() -> None:
         n = args.uploads
         print(f"database: {label}; {n} uploads by {n} accounts, {args.threads} threads")
         print(f"machine load average (1 min) at the end: {load:.1f} on {os.cpu_count()} CPUs")
+        ms = 1000 / n
+
+        def spread(each: list[float]) -> str:
+            ordered = sorted(each)
+            return (
+                f"upload p50 {ordered[len(ordered) // 2] * 1000:.0f} ms, "
+                f"max {ordered[-1] * 1000:.0f} ms"
+            )
+
         print(
             f"anchor  (hold 0, one report per upload): {n / anchor:7.1f} uploads/s, "
-            f"{reports('anchor')} reports"
+            f"{anchor_cpu * ms:5.1f} ms CPU/upload, {reports('anchor')} reports; "
+            + spread(anchor_each)
         )
         print(
             f"bundled (held, joined):                  {n / bundled:7.1f} uploads/s, "
-            f"{reports('bundled')} report(s); ratio to anchor {anchor / bundled:.2f}"
+            f"{bundled_cpu * ms:5.1f} ms CPU/upload, {reports('bundled')} report(s); "
+            f"to anchor: rate {anchor / bundled:.2f}, CPU {bundled_cpu / anchor_cpu:.2f}; "
+            + spread(bundled_each)
+        )
+        print(
+            f"capped  (max {args.max_files} files, full ones released at once): "
+            f"{n / capped:7.1f} uploads/s, {capped_cpu * ms:5.1f} ms CPU/upload, "
+            f"{reports('capped')} report(s); to bundled: rate {bundled / capped:.2f}, "
+            f"CPU {capped_cpu / bundled_cpu:.2f}; " + spread(capped_each)
         )
         print(
             f"release of {len(released)} bundle ({n} files, {n} accounts, viral): "

@@ -68,9 +68,10 @@ def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any
 def next_seq(session: Session, count: int = 1) -> int:
     """Reserve ``count`` sequence numbers; returns the first. Locks the counter row
     until the transaction ends, so sequence order equals commit order."""
-    session.execute(
-        update(BankStateRow).where(BankStateRow.id == 1).values(seq=BankStateRow.seq + count)
-    )
+    bump = update(BankStateRow).where(BankStateRow.id == 1).values(seq=BankStateRow.seq + count)
+    if session.get_bind().dialect.name == "postgresql":  # one round trip
+        return int(session.execute(bump.returning(BankStateRow.seq)).scalar_one()) - count + 1
+    session.execute(bump)
     last = int(session.execute(select(BankStateRow.seq).where(BankStateRow.id == 1)).scalar_one())
     return last - count + 1
 
@@ -290,14 +291,14 @@ def _copy_entries(
 
     conn = session.connection()
     raw = conn.connection.driver_connection
-    entry_seq = conn.execute(
-        text("SELECT pg_get_serial_sequence('bank_entries', 'id')")
-    ).scalar_one()
     pks = [
         int(x)
         for x in conn.execute(
-            text("SELECT nextval(:s) FROM generate_series(1, :n)"),
-            {"s": entry_seq, "n": len(entries)},
+            text(
+                "SELECT nextval(pg_get_serial_sequence('bank_entries', 'id'))"
+                " FROM generate_series(1, :n)"
+            ),
+            {"n": len(entries)},
         ).scalars()
     ]
     with raw.cursor() as cur:  # type: ignore[union-attr]

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from tipline.services.clearinghouse.dedup import FileDedup
+from tipline.store.base import Base
 from tipline.store.clearinghouse_triage import (
     ClearinghouseStateRow,
     ClusterRow,
@@ -62,10 +64,10 @@ def assign(
     """Give every outcome its cluster (opening and merging clusters), then store the
     files' rows and links.
 
-    Batched: one query reads the clusters of every linked earlier file, and the new
-    clusters, the changed sizes, the files' rows and their links are written by two
-    flushes (a new cluster that absorbs an older one is the one case that flushes
-    earlier, as the relabelling needs its id)."""
+    Batched: one query reads the clusters of every linked earlier file; one flush
+    writes the new clusters and the changed sizes (a new cluster that absorbs an older
+    one is the one case that flushes earlier, as the relabelling needs its id), then one
+    statement each the files' rows and their links."""
     cluster_of = _clusters_of(
         session, sorted({link.other_file_id for o in outcomes for link in o.links})
     )
@@ -119,30 +121,40 @@ def assign(
         other.merged_into = into.id
     for outcome in outcomes:  # after the merges: a file seen earlier may have moved
         outcome.cluster_id = int(cluster_of[outcome.file_id].id)
-    session.add_all(
-        FileDedupRow(
-            file_id=o.file_id,
-            report_id=report_id,
-            cluster_id=o.cluster_id,
-            state=o.state,
-            known=o.known,
-            indexed=o.indexed,
-            published=False,
-            processed_at=now,
+    session.flush()  # the sizes, before the rows that name the clusters
+    if outcomes:  # Core executemany: no unit of work for rows nothing reads back here
+        session.execute(
+            _table(FileDedupRow).insert(),
+            [
+                {
+                    "file_id": o.file_id,
+                    "report_id": report_id,
+                    "cluster_id": o.cluster_id,
+                    "state": o.state,
+                    "known": o.known,
+                    "indexed": o.indexed,
+                    "published": False,
+                    "processed_at": now,
+                }
+                for o in outcomes
+            ],
         )
-        for o in outcomes
-    )
-    session.add_all(
-        FileLinkRow(
-            file_id=o.file_id,
-            other_file_id=link.other_file_id,
-            signal=link.signal,
-            distance=link.distance,
-        )
+    links = [
+        {
+            "file_id": o.file_id,
+            "other_file_id": link.other_file_id,
+            "signal": link.signal,
+            "distance": link.distance,
+        }
         for o in outcomes
         for link in o.links
-    )
-    session.flush()
+    ]
+    if links:
+        session.execute(_table(FileLinkRow).insert(), links)
+
+
+def _table(row: type[Base]) -> Table:
+    return cast(Table, row.__table__)
 
 
 #: ranks clusters opened in this transaction after every stored one

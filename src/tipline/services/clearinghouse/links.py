@@ -4,15 +4,18 @@ or screen name (within one provider), email, IP address or device id
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import Select, Table, and_, bindparam, func, select
 from sqlalchemy.orm import Session, aliased
 
 from tipline.services.clearinghouse.facts import PROVIDER_SCOPED, Identifier
 from tipline.store.clearinghouse_triage import ReportIdentifierRow
 
+#: the identifiers table (written and read with Core statements: triage runs per report)
+_IDENTIFIERS = cast(Table, ReportIdentifierRow.__table__)
 #: linked reports read per report at most (an identifier shared by thousands of
 #: reports, e.g. a large NAT, must not make one query unbounded)
 MAX_LINKED = 200
@@ -21,18 +24,20 @@ MAX_LINKED = 200
 def record(
     session: Session, report_id: int, provider_id: str, identifiers: Iterable[Identifier]
 ) -> None:
-    """Store the report's identifiers (once each)."""
+    """Store the report's identifiers (once each), in one statement."""
     seen: set[tuple[str, str, str]] = set()
+    rows: list[dict[str, Any]] = []
     for item in identifiers:
         scope = provider_id if item.kind in PROVIDER_SCOPED else ""
         key = (item.kind, scope, item.value)
         if key in seen:
             continue
         seen.add(key)
-        session.add(
-            ReportIdentifierRow(report_id=report_id, kind=item.kind, scope=scope, value=item.value)
+        rows.append(
+            {"report_id": report_id, "kind": item.kind, "scope": scope, "value": item.value}
         )
-    session.flush()
+    if rows:
+        session.execute(_IDENTIFIERS.insert(), rows)
 
 
 def linked(
@@ -40,18 +45,7 @@ def linked(
 ) -> dict[int, list[dict[str, Any]]]:
     """Other reports sharing an identifier with ``report_id``: report id -> the shared
     identifiers (``kind``, ``value``), at most ``limit`` reports (lowest ids first)."""
-    mine = aliased(ReportIdentifierRow)
-    other = aliased(ReportIdentifierRow)
-    rows = session.execute(
-        select(other.report_id, other.kind, other.value)
-        .join(
-            mine,
-            and_(mine.kind == other.kind, mine.scope == other.scope, mine.value == other.value),
-        )
-        .where(mine.report_id == report_id, other.report_id != report_id)
-        .order_by(other.report_id)
-        .limit(limit * 8)
-    ).all()
+    rows = session.execute(_linked_query(), {"report_id": report_id, "rows": limit * 8}).all()
     out: dict[int, list[dict[str, Any]]] = {}
     for rid, kind, value in rows:
         if int(rid) not in out and len(out) >= limit:
@@ -61,6 +55,31 @@ def linked(
         if item not in shared:
             shared.append(item)
     return out
+
+
+@functools.cache
+def _linked_query() -> Select[Any]:
+    """Rows (other report, kind, value) sharing an identifier with ``:report_id``,
+    lowest report ids first, at most ``:rows`` (built once: Core, bound parameters)."""
+    mine = _IDENTIFIERS.alias("mine")
+    other = _IDENTIFIERS.alias("other")
+    return (
+        select(other.c.report_id, other.c.kind, other.c.value)
+        .join(
+            mine,
+            and_(
+                mine.c.kind == other.c.kind,
+                mine.c.scope == other.c.scope,
+                mine.c.value == other.c.value,
+            ),
+        )
+        .where(
+            mine.c.report_id == bindparam("report_id"),
+            other.c.report_id != bindparam("report_id"),
+        )
+        .order_by(other.c.report_id)
+        .limit(bindparam("rows"))
+    )
 
 
 def counts(session: Session, report_ids: Iterable[int]) -> dict[int, int]:

@@ -23,9 +23,9 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.config import TRIAGE_WEIGHTS, Settings
@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 PENDING, CONFIRMED, REJECTED = "pending", "confirmed", "rejected"
 #: actor of the triage audit records
 ACTOR = "clearinghouse"
+#: the triage table (a report's row is written with one Core statement)
+_TRIAGE = cast(Table, TriageRow.__table__)
 #: linked reports whose link factor a new report refreshes, at most
 MAX_RESCORED = 50
 
@@ -224,20 +226,23 @@ def triage_report(triager: Triager, report_id: int) -> TriageOutcome | None:
             linked_reports=len(linked),
             clusters=tuple(sorted({o.cluster_id for o in outcomes})),
         )
-        session.add(
-            TriageRow(
-                report_id=report_id,
-                status=PENDING,
-                score=score,
-                factors=[f.as_json() for f in factors],
-                files=outcome.files,
-                new_files=outcome.new_files,
-                known_files=outcome.known_files,
-                linked_reports=outcome.linked_reports,
-                triaged_at=now,
-            )
+        session.execute(
+            _TRIAGE.insert(),
+            {
+                "report_id": report_id,
+                "status": PENDING,
+                "score": score,
+                "factors": [f.as_json() for f in factors],
+                "files": outcome.files,
+                "new_files": outcome.new_files,
+                "known_files": outcome.known_files,
+                "linked_reports": outcome.linked_reports,
+                "triaged_at": now,
+                "decided_at": None,
+                "decided_by": None,
+                "note": None,
+            },
         )
-        session.flush()
         rescored = _rescore_links(session, linked, triager.policy)
         routed = None
         if triager.router is not None:

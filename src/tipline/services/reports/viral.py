@@ -23,10 +23,13 @@ How it works (:func:`queue_or_join`, called by
   earlier bundles of the cluster) reach ``report_viral_threshold`` the bundle is
   marked viral (audited ``report.viral``): its document says ``batchedReport
   reason="VIRAL_POTENTIAL_MEME"`` and every file ``potentialMeme``.
-* At ``hold_until`` a ``report.release`` job of the job runner (``tipline worker``)
-  builds the final document from the report's files and uploaders, validates it against
-  NCMEC's schema, preserves it in the vault and queues the report for delivery
-  (audited ``report.release``, reason ``hold``). A report released is never changed
+* At ``hold_until`` a ``report.release`` job of the job runner (``tipline worker``),
+  or the next ``tipline report deliver`` (:func:`service.deliver` releases the bundles
+  due first, by the same :func:`release_due`), builds the final document from the
+  report's files and uploaders, validates it against NCMEC's schema, preserves it in
+  the vault and queues the report for delivery (audited ``report.release``, reason
+  ``hold``). Until then the report has no final document: its views say it is held,
+  and its XML is not served. A report released is never changed
   again: later uploads of the cluster found a new bundle.
 * A bundle holds at most ``report_viral_max_files`` files (the receiver never gets an
   unbounded document): an upload joins only a held bundle with room for all its files,
@@ -493,7 +496,9 @@ def release_due(
 ) -> list[str]:
     """Release every held bundle whose hold is over at ``now`` (``only``: that report
     whatever its hold): build and validate its final document, preserve it, queue the
-    report for delivery; one transaction per bundle. Returns the released report ids."""
+    report for delivery; one transaction per bundle. Returns the released report ids.
+    The one home of the release: the ``report.release`` job and
+    :func:`tipline.services.reports.service.deliver` both call it."""
     now = now or utcnow()
     query = select(ReportBundleRow.report_id, ReportBundleRow.tenant).where(
         ReportBundleRow.released_at.is_(None)

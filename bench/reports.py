@@ -124,15 +124,67 @@ def _machine_cpu() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
-class _Meter:
-    """Wall time, this process's CPU, the receiver's CPU, the machine's busy share and
-    the SQL statements and commits of one phase."""
+class _Backends:
+    """CPU seconds of this run's PostgreSQL server processes (the backends serving its
+    connections, found by their application_name; read from /proc, so only for a local
+    server). Not counted: PostgreSQL's shared processes (WAL writer, checkpointer), which
+    serve every session on the machine, and backends that closed within a phase."""
 
-    def __init__(self, receiver: object, sql: dict[str, int]) -> None:
+    def __init__(self, admin_url: str | None, application: str) -> None:
+        self.engine = None
+        self.application = application
+        if admin_url:
+            from sqlalchemy import create_engine
+
+            self.engine = create_engine(admin_url, poolclass=_null_pool())
+
+    def sample(self) -> dict[int, float]:
+        if self.engine is None:
+            return {}
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn:
+            pids = conn.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE application_name = :a"),
+                {"a": self.application},
+            ).scalars()
+            out = {}
+            for pid in pids:
+                try:
+                    with open(f"/proc/{pid}/stat") as handle:
+                        fields = handle.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                out[int(pid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return out
+
+    @staticmethod
+    def spent(before: dict[int, float], after: dict[int, float]) -> float:
+        return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.dispose()
+
+
+def _null_pool():  # type: ignore[no-untyped-def]
+    from sqlalchemy.pool import NullPool
+
+    return NullPool
+
+
+class _Meter:
+    """Wall time, this process's CPU, the receiver's CPU, this run's PostgreSQL
+    backends' CPU, the machine's busy share and the SQL statements and commits of one
+    phase."""
+
+    def __init__(self, receiver: object, sql: dict[str, int], backends: _Backends) -> None:
         self.receiver = receiver
         self.sql = sql
+        self.backends = backends
 
     def __enter__(self) -> _Meter:
+        self.pg0 = self.backends.sample()
         self.receiver.send("cpu")  # type: ignore[attr-defined]
         self.rx0 = self.receiver.recv()  # type: ignore[attr-defined]
         self.sql0 = dict(self.sql)
@@ -149,11 +201,14 @@ class _Meter:
         self.receiver.send("cpu")  # type: ignore[attr-defined]
         self.rx_cpu = self.receiver.recv() - self.rx0  # type: ignore[attr-defined]
         self.statements = self.sql["statements"] - self.sql0["statements"]
+        self.pg_cpu = self.backends.spent(self.pg0, self.backends.sample())
         self.commits = self.sql["commits"] - self.sql0["commits"]
 
 
 @contextmanager
-def _database() -> Iterator[tuple[str, str]]:
+def _database() -> Iterator[tuple[str, str, str | None, str]]:
+    """(URL of a fresh schema, backend's name, the server's own URL, the
+    application_name this run's connections carry)."""
     from sqlalchemy import create_engine, text
 
     url = os.environ.get("TIPLINE_BENCH_POSTGRES_URL") or os.environ.get(
@@ -161,7 +216,7 @@ def _database() -> Iterator[tuple[str, str]]:
     )
     if not url:
         with tempfile.TemporaryDirectory() as tmp:
-            yield f"sqlite:///{tmp}/bench.db", "SQLite (no PostgreSQL URL set)"
+            yield f"sqlite:///{tmp}/bench.db", "SQLite (no PostgreSQL URL set)", None, ""
         return
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     admin = create_engine(url)
@@ -169,7 +224,12 @@ def _database() -> Iterator[tuple[str, str]]:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     sep = "&" if "?" in url else "?"
     try:
-        yield f"{url}{sep}options=-csearch_path%3D{schema}", "PostgreSQL"
+        yield (
+            f"{url}{sep}options=-csearch_path%3D{schema}&application_name={schema}",
+            "PostgreSQL",
+            url,
+            schema,
+        )
     finally:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
@@ -241,7 +301,11 @@ def main() -> None:
 
     builder.validate_tree = timed_validate  # type: ignore[assignment]
 
-    with _database() as (db_url, backend), tempfile.TemporaryDirectory() as data_dir:
+    with (
+        _database() as (db_url, backend, server_url, application),
+        tempfile.TemporaryDirectory() as data_dir,
+    ):
+        backends = _Backends(server_url, application)
         settings = Settings(
             data_dir=Path(data_dir),
             database_url=db_url,
@@ -335,10 +399,10 @@ def main() -> None:
                 if failed:
                     raise SystemExit(f"build failed: {failed[0]}")
 
-            with _Meter(parent, sql) as build, ThreadPoolExecutor(2) as pool:
+            with _Meter(parent, sql, backends) as build, ThreadPoolExecutor(2) as pool:
                 list(pool.map(build_chunk, chunks))
         else:
-            with _Meter(parent, sql) as build, ThreadPoolExecutor(args.workers) as pool:
+            with _Meter(parent, sql, backends) as build, ThreadPoolExecutor(args.workers) as pool:
                 list(
                     pool.map(
                         lambda d: service.create_from_decision(
@@ -362,7 +426,7 @@ def main() -> None:
                 "in_flight": per,
             }
             with (
-                _Meter(parent, sql) as deliver,
+                _Meter(parent, sql, backends) as deliver,
                 ctx.Pool(args.deliver_processes) as procs,
             ):
                 results = procs.map(_deliver_process, [spec] * args.deliver_processes)
@@ -372,7 +436,7 @@ def main() -> None:
                 deliver.cpu += cpu  # the children's CPU is the client's
             deliver.statements = deliver.commits = -1  # counted in the children: not shown
         else:
-            with _Meter(parent, sql) as deliver:
+            with _Meter(parent, sql, backends) as deliver:
                 stats = service.deliver(
                     sessions, settings=settings, evidence=evidence, workers=args.in_flight
                 )
@@ -391,10 +455,11 @@ def main() -> None:
             client.fileinfo(details)
             client.finish(rid)
 
-        with _Meter(parent, sql) as anchor, ThreadPoolExecutor(args.in_flight) as pool:
+        with _Meter(parent, sql, backends) as anchor, ThreadPoolExecutor(args.in_flight) as pool:
             list(pool.map(bare, range(n)))
         client.close()
         engine.dispose()
+        backends.close()
 
     parent.send("stop")
     finished, total, rejections = parent.recv()
@@ -417,7 +482,7 @@ def main() -> None:
         "process; 'busy' is the whole machine's CPU use during the phase"
     )
     head = (
-        f"{'phase':<30}{'seconds':>8}{'reports/s':>10}{'client':>8}{'receiver':>9}"
+        f"{'phase':<30}{'seconds':>8}{'reports/s':>10}{'client':>8}{'receiver':>9}{'PG':>6}"
         f"{'SQL/rep':>8}{'commits/rep':>12}{'busy':>6}"
     )
     print(head)
@@ -435,13 +500,29 @@ def main() -> None:
         )
         print(
             f"{name:<30}{m.wall:>8.2f}{n / m.wall:>10.1f}{1000 * m.cpu / n:>8.1f}"
-            f"{1000 * m.rx_cpu / n:>9.1f}{sql_columns}{100 * m.machine_busy:>5.0f}%"
+            f"{1000 * m.rx_cpu / n:>9.1f}{1000 * m.pg_cpu / n:>6.1f}{sql_columns}"
+            f"{100 * m.machine_busy:>5.0f}%"
         )
     client_cpu = build.cpu + deliver.cpu
     rx_cpu = build.rx_cpu + deliver.rx_cpu
+    pg_cpu = build.pg_cpu + deliver.pg_cpu
     print(
         f"{'end to end (build + deliver)':<30}{pipeline:>8.2f}{rate:>10.1f}"
-        f"{1000 * client_cpu / n:>8.1f}{1000 * rx_cpu / n:>9.1f}"
+        f"{1000 * client_cpu / n:>8.1f}{1000 * rx_cpu / n:>9.1f}{1000 * pg_cpu / n:>6.1f}"
+    )
+    # what the CPU per report allows on this machine's cores when nothing else runs: the
+    # figure that does not depend on the other sessions' load (wall-clock rates do)
+    cores = os.cpu_count() or 1
+    per_report = (client_cpu + rx_cpu + pg_cpu) / n
+    anchor_per_report = (anchor.cpu + anchor.rx_cpu) / n
+    print(
+        f"CPU per report, end to end: {1000 * per_report:.1f} ms (client "
+        f"{1000 * client_cpu / n:.1f} + receiver {1000 * rx_cpu / n:.1f} + PostgreSQL backends "
+        f"{1000 * pg_cpu / n:.1f}); projected on {cores} idle cores: "
+        f"{cores / per_report:.0f} reports/s if every part ran in parallel, one delivering "
+        f"process at most ~{n / max(deliver.cpu, 1e-9):.0f}/s (its CPU, one interpreter); "
+        f"the bare protocol's {1000 * anchor_per_report:.1f} ms alone: "
+        f"{cores / anchor_per_report:.0f}/s"
     )
     print(
         f"ratio to the anchor: {rate / anchor_rate:.2f}; target >= {TARGET_RPS:.0f}/s: "
@@ -449,7 +530,7 @@ def main() -> None:
     )
     print(
         f"receiver's share of the CPU the pipeline used (client + receiver): "
-        f"{100 * rx_cpu / (client_cpu + rx_cpu):.0f}% (PostgreSQL's own CPU not counted)"
+        f"{100 * rx_cpu / (client_cpu + rx_cpu):.0f}% (PostgreSQL not counted)"
     )
     print(
         f"XSD validation: {1000 * validate_seconds[1] / n:.2f} ms CPU per report, "

@@ -137,6 +137,13 @@ def _done(report: RemoteReport) -> bytes:
     ).encode()
 
 
+class _Headers(dict[str, str]):
+    """Request headers by lower-cased name (a repeated header keeps its last value)."""
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(name.lower(), default)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
@@ -144,6 +151,48 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
+
+    def parse_request(self) -> bool:
+        """The request line and headers, strictly (HTTP/1.0 or 1.1, at most 100 header
+        lines of 8 KB, no folding, no chunked bodies). The standard library parses
+        headers with the email package, which cost this stand-in more CPU than the
+        ISPWS work itself."""
+        self.command = None  # type: ignore[assignment]
+        self.request_version = "HTTP/0.9"
+        self.close_connection = True
+        line = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        self.requestline = line
+        words = line.split(" ")
+        if len(words) != 3 or words[2] not in ("HTTP/1.0", "HTTP/1.1") or not words[1]:
+            self.send_error(400, "Bad request line")
+            return False
+        self.command, self.path, self.request_version = words
+        headers = _Headers()
+        for _ in range(101):
+            raw = self.rfile.readline(8193)
+            if len(raw) > 8192:
+                self.send_error(431, "Header line too long")
+                return False
+            if raw in (b"\r\n", b"\n", b""):
+                break
+            text = raw.decode("iso-8859-1").rstrip("\r\n")
+            name, sep, value = text.partition(":")
+            if not sep or not name or name != name.strip() or text[0] in " \t":
+                self.send_error(400, "Bad header line")
+                return False
+            headers[name.lower()] = value.strip()
+        else:
+            self.send_error(431, "Too many headers")
+            return False
+        self.headers = headers  # type: ignore[assignment]
+        if "transfer-encoding" in headers:
+            self.send_error(501, "Transfer-Encoding is not supported here")
+            return False
+        connection = headers.get("connection", "").lower()
+        self.close_connection = connection == "close" or (
+            self.request_version == "HTTP/1.0" and connection != "keep-alive"
+        )
+        return True
 
     def _send(self, status: int, body: bytes = b"", content_type: str = "text/xml") -> None:
         self.send_response(status)
@@ -248,12 +297,14 @@ class _Handler(BaseHTTPRequestHandler):
                 return _answer(4000, "no file")
             name, data = files["file"]
             md5 = "0" * 32 if rx.wrong_md5 else hashlib.md5(data).hexdigest()
+            size = len(data)
+            del data  # a view of the request body
             with rx.lock:
                 report, refused = self._report(fields.get("id"))
                 if report is None:
                     return refused or b""
                 file_id = uuid.uuid4().hex
-                report.files[file_id] = RemoteFile(file_id, name, md5, len(data))
+                report.files[file_id] = RemoteFile(file_id, name, md5, size)
             return _answer(0, "Success", reportId=str(report.id), fileId=file_id, hash=md5)
         if path == "/fileinfo":
             root, error, code = rx.validate(body, "fileDetails")
@@ -286,37 +337,48 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _multipart(
     content_type: str, body: bytes
-) -> tuple[dict[str, str], dict[str, tuple[str, bytes]]]:
-    """multipart/form-data fields and files (a small strict parser: fast on large files)."""
+) -> tuple[dict[str, str], dict[str, tuple[str, memoryview]]]:
+    """multipart/form-data fields and files (a small strict parser: a file is a view of
+    the body, never copied)."""
     fields: dict[str, str] = {}
-    files: dict[str, tuple[str, bytes]] = {}
+    files: dict[str, tuple[str, memoryview]] = {}
     match = re.search(r'boundary="?([^";]+)"?', content_type)
     if not content_type.startswith("multipart/form-data") or match is None:
         return fields, files
-    delimiter = b"--" + match.group(1).encode("latin-1")
-    for part in body.split(delimiter)[1:]:
-        if part.startswith(b"--"):
+    delimiter = b"\r\n--" + match.group(1).encode("latin-1")
+    view = memoryview(body)
+    # the first delimiter opens the body, or follows a preamble
+    if body.startswith(delimiter[2:]):
+        start = len(delimiter) - 2
+    else:
+        first = body.find(delimiter)
+        start = first + len(delimiter) if first >= 0 else len(body)
+    while start < len(body):
+        if body.startswith(b"--", start):
+            break  # the closing delimiter
+        head_end = body.find(b"\r\n\r\n", start)
+        if head_end < 0:
             break
-        head, sep, payload = part.partition(b"\r\n\r\n")
-        if not sep:
-            continue
-        payload = payload.removesuffix(b"\r\n")
+        end = body.find(delimiter, head_end + 4)
+        if end < 0:
+            break
+        head = body[start:head_end].decode("latin-1")
+        payload = view[head_end + 4 : end]
         disposition = next(
             (
                 line
-                for line in head.decode("latin-1").split("\r\n")
+                for line in head.split("\r\n")
                 if line.lower().startswith("content-disposition:")
             ),
             "",
         )
         name = re.search(r'\bname="([^"]*)"', disposition)
         filename = re.search(r'\bfilename="([^"]*)"', disposition)
-        if name is None:
-            continue
-        if filename is not None:
+        if name is not None and filename is not None:
             files[name.group(1)] = (filename.group(1), payload)
-        else:
-            fields[name.group(1)] = payload.decode("utf-8", "replace")
+        elif name is not None:
+            fields[name.group(1)] = bytes(payload).decode("utf-8", "replace")
+        start = end + len(delimiter)
     return fields, files
 
 

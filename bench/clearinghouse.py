@@ -28,7 +28,9 @@ hashing anchor reads files, as ``bench/hashing.py`` does).
   de-duplication, clustering and triage done by the server's own thread after
   ``/finish``. Timed from the first submit to the moment every
   report sits triaged in the queue. Server CPU time (its worker processes) is read
-  from /proc; PostgreSQL's own CPU is not in it.
+  from /proc, printed whole and in two parts: its hashing processes, and the serving
+  process itself (HTTP, the ISPWS calls, triage, routing); PostgreSQL's own CPU is not
+  in it.
 
 Printed: files/s and reports/s of both, intake / hashing only (target >= 0.8), reports/s
 against NCMEC's 2023 average (1.15 reports/s, 3.3 files/s), finish -> triaged latency

@@ -56,6 +56,11 @@ def main() -> None:
     parser.add_argument("--video-share", type=float, default=0.0)
     parser.add_argument("--sql", action="store_true", help="list the statements of each call")
     parser.add_argument(
+        "--no-pre-ping",
+        action="store_true",
+        help="switch the pool's pre-ping off in this process (measures what it costs)",
+    )
+    parser.add_argument(
         "--profile", type=Path, help="write cProfile statistics of the counted calls here"
     )
     args = parser.parse_args()
@@ -96,6 +101,8 @@ def main() -> None:
             data_dir=folder, database_url=url, role="clearinghouse", vault_master_key_file=key
         )
         db = open_database(settings=settings)
+        if args.no_pre_ping:  # an experiment only: the service keeps its pre-ping
+            db.engine.pool._pre_ping = False
         clearinghouse.add_provider(db.sessions, "esp-a", "provider-a-password")
         auth = "Basic " + base64.b64encode(b"esp-a:provider-a-password").decode()
         triager = pipeline.Triager.open(db, settings)

@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import func, inspect, or_, select, update
+from sqlalchemy import func, insert, inspect, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import flag_modified
 from ulid import ULID
@@ -226,6 +226,7 @@ _Work = Callable[[Session, _Effects, str | None], Any]
 
 _FILES = "tipline.reports.outbox.files"
 _ROWS = "tipline.reports.outbox.rows"
+_EVENTS = "tipline.reports.outbox.events"
 
 
 @dataclass
@@ -244,19 +245,35 @@ def _uniform_updates(session: Session) -> None:
     changed: dict[type, tuple[set[str], list[Any]]] = {}
     for obj in session.dirty:
         state = inspect(obj)
-        keys = {
-            attr.key
-            for attr in state.mapper.column_attrs
-            if state.attrs[attr.key].history.has_changes()
-        }
+        # the attributes set since load (their loaded values are kept there): no
+        # history is computed per column
+        keys = _column_keys(state.mapper).intersection(state.committed_state)
         if keys:
             entry = changed.setdefault(type(obj), (set(), []))
             entry[0].update(keys)
             entry[1].append(obj)
-    for keys, objs in changed.values():
+    for union, objs in changed.values():
         for obj in objs:
-            for key in keys:
+            for key in union:
                 flag_modified(obj, key)
+
+
+_COLUMN_KEYS: dict[Any, frozenset[str]] = {}
+
+
+def _column_keys(mapper: Any) -> frozenset[str]:
+    keys = _COLUMN_KEYS.get(mapper)
+    if keys is None:
+        keys = _COLUMN_KEYS[mapper] = frozenset(attr.key for attr in mapper.column_attrs)
+    return keys
+
+
+def _insert_events(session: Session) -> None:
+    """The step-log rows the transaction's steps queued, in one executemany (Core: the
+    log is append-only and nothing in the transaction reads its own rows back)."""
+    events = session.info.pop(_EVENTS, None)
+    if events:
+        session.execute(insert(ReportEventRow.__table__), events)  # type: ignore[arg-type]
 
 
 class _GroupCommit:
@@ -332,10 +349,12 @@ class _GroupCommit:
             ids = {q.report_id for q in batch if q.report_id is not None} | set(leased)
             if ids:
                 self._preload(session, sorted(ids))
+            session.info[_EVENTS] = []
             for q in batch:
                 effects = _Effects()
                 report_id = (leased.pop(0) if leased else None) if q.claim else q.report_id
                 results.append((q.work(session, effects, report_id), effects))
+            _insert_events(session)
             _uniform_updates(session)
         self.transactions += 1
         self.steps += len(batch)
@@ -762,11 +781,18 @@ class Deliverer:
     def _event(
         self, session: Session, report_id: str, step: str, phase: str, detail: str = ""
     ) -> None:
-        session.add(
-            ReportEventRow(
-                report_id=report_id, at=self.clock(), step=step, phase=phase, detail=detail[:4000]
-            )
-        )
+        row = {
+            "report_id": report_id,
+            "at": self.clock(),
+            "step": step,
+            "phase": phase,
+            "detail": detail[:4000],
+        }
+        queued: list[dict[str, Any]] | None = session.info.get(_EVENTS)
+        if queued is not None:  # a group transaction: inserted together before COMMIT
+            queued.append(row)
+        else:
+            session.add(ReportEventRow(**row))
 
     def _notify(self, report_id: str, step: str, phase: str) -> None:
         if self.on_step is not None:

@@ -1,7 +1,8 @@
 """Run the ``tipline`` command inside the test process, as the console script would.
 
 For tests where the process itself is not what is tested: a fresh interpreter costs
-about 1.5 s of CPU before the command starts (more on a loaded machine). The command
+0.2-1.5 s of CPU before the command starts (the root imports only the command's module,
+but most commands need SQLAlchemy, numpy or numba; more on a loaded machine). The command
 gets exactly the given environment (``TIPLINE_*`` variables not in it are removed), its
 own stdin/stdout/stderr (not terminals, as with ``subprocess.run(capture_output=True)``),
 the given working folder, fresh settings, and goes through :func:`tipline.cli.main.main`,

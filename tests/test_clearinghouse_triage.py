@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -44,12 +44,13 @@ from test_api_store import _names
 from tipline.config import Settings
 from tipline.services import banks, clearinghouse, jobs, vault
 from tipline.services.audit import verify
-from tipline.services.clearinghouse import Triager, triage_report
+from tipline.services.clearinghouse import Triager, dedup, triage_report
 from tipline.services.clearinghouse.dedup import FILES_BANK
 from tipline.services.database import Database
 from tipline.services.matching import Matcher
 from tipline.services.vault import MasterKey
 from tipline.store.audit import AuditRecord
+from tipline.store.bank_tables import BankRow
 from tipline.store.base import Base
 from tipline.store.clearinghouse_triage import FileDedupRow, FileLinkRow, TriageRow
 from tipline.store.jobs import Job
@@ -342,6 +343,34 @@ def test_files_bank_stays_out_of_provider_matching(env: Env) -> None:
     assert env.triager.matcher.match_hash("pdq", pdq_of(variant(p, "base")))[0].bank == FILES_BANK
     with pytest.raises(Exception, match="reserved"):
         banks.create_bank(env.db, "system:mine")
+
+
+def test_files_bank_id_is_taken_again_only_while_the_matcher_sees_it(env: Env) -> None:
+    """The triager keeps the files bank's id: never one of a bank whose creation rolled
+    back, and the thresholds still follow the settings."""
+    matcher, wanted = env.triager.matcher, env.triager.dedup
+
+    def stored() -> tuple[int, dict[str, int]]:
+        with env.db.sessions() as s:
+            row = s.scalars(select(BankRow).where(BankRow.name == FILES_BANK)).one()
+            return int(row.id), {k: int(v) for k, v in (row.thresholds or {}).items()}
+
+    with env.db.sessions() as s:  # created, then rolled back
+        lost = dedup.files_bank(s, wanted, matcher=matcher)
+        s.rollback()
+    matcher.refresh(force=True)
+    with env.db.sessions.begin() as s:
+        first = dedup.files_bank(s, wanted, matcher=matcher, known=lost)
+    assert (first, stored()[1]) == (stored()[0], {"pdq": 31, "vpdq": 20})
+    matcher.refresh(force=True)
+    with env.db.sessions.begin() as s:  # seen with these thresholds: no query needed
+        assert dedup.files_bank(s, wanted, matcher=matcher, known=first) == first
+    closer = replace(wanted, pdq_distance=20)
+    with env.db.sessions.begin() as s:  # other thresholds: read and brought in line
+        assert dedup.files_bank(s, closer, matcher=matcher, known=first) == first
+    assert stored() == (first, {"pdq": 20, "vpdq": 20})
+    (p,) = pictures(1)  # and triage still works on top of it all
+    env.triaged("esp-a", [variant(p, "base")])
 
 
 def _wait_for(check: Callable[[], bool], what: str) -> None:

@@ -129,3 +129,30 @@ def test_untrusted_parser_refuses_entities() -> None:
         builder.validate_bytes(bomb)
     with pytest.raises(InputError, match="malformed"):
         builder.validate_bytes(b"<report><unclosed></report>")
+
+
+def test_threads_share_validators_and_each_gets_its_own_answer() -> None:
+    """Validators are shared between threads (one at a time each): 16 threads checking
+    good and broken documents at once each get their own document's verdict, and no
+    more validators are compiled than threads ran at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    good = builder.build_report(minimal())
+
+    def broken() -> etree._Element:
+        root = etree.fromstring(good)
+        root.remove(root.find("reporter"))
+        return root
+
+    def check(i: int) -> str:
+        root = broken() if i % 3 == 0 else etree.fromstring(good)
+        try:
+            builder.validate_tree(root)
+        except builder.ReportSchemaError as exc:
+            return "reporter" if "reporter" in str(exc) else str(exc)
+        return "ok"
+
+    with ThreadPoolExecutor(16) as pool:
+        verdicts = list(pool.map(check, range(480)))
+    assert verdicts == ["reporter" if i % 3 == 0 else "ok" for i in range(480)]
+    assert 1 <= len(builder._IDLE_SCHEMAS) <= 16

@@ -52,9 +52,13 @@ def _etree() -> Any:
     return require("lxml.etree")
 
 
-_local = threading.local()
+#: compiled validators not in use; lxml validators keep per-call error state, so each
+#: is used by one thread at a time, and threads share them (a new thread, e.g. each of a
+#: delivery run's, no longer compiles the schema again)
+_IDLE_SCHEMAS: list[Any] = []
+_IDLE_LOCK = threading.Lock()
 #: libxml2 fails to parse a schema while another thread parses one ("Document is not
-#: valid XML Schema"): each thread builds its validator under this lock
+#: valid XML Schema"): validators are built under this lock
 _SCHEMA_BUILD = threading.Lock()
 
 
@@ -63,24 +67,26 @@ def schema_bytes() -> bytes:
     return resources.files("tipline.services.reports").joinpath(SCHEMA_FILE).read_bytes()
 
 
-def _schema() -> Any:
-    # lxml validators keep per-call error state: one per thread
-    schema = getattr(_local, "schema", None)
-    if schema is None:
-        etree = _etree()
-        parser = etree.XMLParser(resolve_entities=False, no_network=True)
-        with _SCHEMA_BUILD:
-            schema = etree.XMLSchema(etree.fromstring(schema_bytes(), parser))
-        _local.schema = schema
-    return schema
+def _take_schema() -> Any:
+    with _IDLE_LOCK:
+        if _IDLE_SCHEMAS:
+            return _IDLE_SCHEMAS.pop()
+    etree = _etree()
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    with _SCHEMA_BUILD:
+        return etree.XMLSchema(etree.fromstring(schema_bytes(), parser))
 
 
 def validate_tree(root: _etree_t._Element) -> None:
     """Raise :class:`ReportSchemaError` with the first schema complaint, if any."""
-    schema = _schema()
-    if not schema.validate(root):
-        error = schema.error_log.last_error
-        raise ReportSchemaError(f"line {error.line}: {error.message}")
+    schema = _take_schema()
+    try:
+        if not schema.validate(root):
+            error = schema.error_log.last_error
+            raise ReportSchemaError(f"line {error.line}: {error.message}")
+    finally:
+        with _IDLE_LOCK:
+            _IDLE_SCHEMAS.append(schema)
 
 
 def parse_untrusted(data: bytes, *, max_bytes: int = 16 * 1024 * 1024) -> _etree_t._Element:

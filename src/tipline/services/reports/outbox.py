@@ -62,7 +62,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import func, insert, inspect, or_, select, update
+from sqlalchemy import (
+    and_,
+    case,
+    func,
+    insert,
+    inspect,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import flag_modified
 from ulid import ULID
@@ -410,6 +420,8 @@ class Deliverer:
         self.stats = DeliveryStats()
         self._wait_for_retries = True
         self._host = self.owner.split(":", 1)[0]
+        self._reclaim_lock = threading.Lock()
+        self._next_reclaim = 0.0
         self.commits = _GroupCommit(sessions, self._preload, self._lease_many, max_batch=max_batch)
 
     # -- leases ---------------------------------------------------------------------
@@ -620,28 +632,44 @@ class Deliverer:
             self._notify(*note)
         return result  # type: ignore[no-any-return]
 
+    def _reclaim_due(self, poll_seconds: float) -> bool:
+        """True for one idle thread per ``poll_seconds``: the runner's threads share the
+        look for dead runners' leases (run() always looks once at its start)."""
+        now = time.monotonic()
+        with self._reclaim_lock:
+            if now < self._next_reclaim:
+                return False
+            self._next_reclaim = now + poll_seconds
+            return True
+
     def _idle_wait(self, until_idle: bool, poll_seconds: float) -> float | None:
         """Seconds to wait for more work; None when idle and ``until_idle``."""
-        if self.reclaim_dead():
+        if self._reclaim_due(poll_seconds) and self.reclaim_dead():
             return 0.0
         with self.sessions() as session:
             now = self.clock()
+            free = or_(
+                ReportOutboxRow.lease_owner.is_(None),
+                ReportOutboxRow.lease_expires_at < now,
+            )
+            others = and_(
+                ReportOutboxRow.lease_owner.is_not(None),
+                ReportOutboxRow.lease_owner != self.owner,
+                ReportOutboxRow.lease_expires_at >= now,
+            )
+            # one statement: (free reports, the first of them due, leased by others)
             pending = session.execute(
-                select(func.count(), func.min(ReportOutboxRow.next_at)).where(
-                    or_(
-                        ReportOutboxRow.lease_owner.is_(None),
-                        ReportOutboxRow.lease_expires_at < now,
-                    )
+                select(
+                    func.coalesce(func.sum(case((free, 1), else_=0)), 0),
+                    type_coerce(  # the column's own type (aware datetimes on SQLite too)
+                        func.min(case((free, ReportOutboxRow.next_at), else_=None)),
+                        ReportOutboxRow.next_at.type,
+                    ),
+                    func.coalesce(func.sum(case((others, 1), else_=0)), 0),
                 )
             ).one()
-            leased_by_others = session.execute(
-                select(func.count()).where(
-                    ReportOutboxRow.lease_owner.is_not(None),
-                    ReportOutboxRow.lease_owner != self.owner,
-                    ReportOutboxRow.lease_expires_at >= now,
-                )
-            ).scalar_one()
-        count, first_due = int(pending[0]), pending[1]
+        count, leased_by_others = int(pending[0]), int(pending[2])
+        first_due: datetime | None = pending[1]
         if count == 0:
             if until_idle and not leased_by_others:
                 return None

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from _cli import run_tipline
+from _clock import HANG_SECONDS
 from _ncmec_server import PASSWORD, T0, USER, expected_bank, ncmec_server
 from tipline.config import Settings
 from tipline.errors import ConfigError, ExchangeError
@@ -165,9 +166,11 @@ def test_paging_links_outside_the_api_are_refused(db: Database) -> None:
 def test_sigkill_mid_sync_then_resume_equals_an_uninterrupted_sync(
     db: Database, db_url: str, tmp_path: Path, kill_at: int
 ) -> None:
-    count = 6000
+    # 1200 events in 700 s windows: twelve pages of 100 entries, so the kill lands at page
+    # 3 or 8 of 12 as with pages of 1000 (what is tested is the page boundary, not its size)
+    count = 1200
     with ncmec_server(count) as server:
-        _add(db, server.url)
+        _add(db, server.url, window_seconds=700)
         env = {
             **os.environ,
             "TIPLINE_DATABASE_URL": db_url,
@@ -177,7 +180,7 @@ def test_sigkill_mid_sync_then_resume_equals_an_uninterrupted_sync(
         cmd = [sys.executable, "-m", "tipline.cli.main", "exchange", "sync", "ncmec"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         server.faults = ["ok"] * (kill_at - 1) + [f"kill:{proc.pid}"]
-        proc.communicate(timeout=300)
+        proc.communicate(timeout=HANG_SECONDS)
         assert proc.returncode == -9
         mid = exchanges.exchange_status(db, "ncmec")
         assert mid.totals["pages"] < kill_at  # killed before it finished

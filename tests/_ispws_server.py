@@ -16,6 +16,7 @@ import base64
 import hashlib
 import random
 import re
+import ssl
 import threading
 import uuid
 from collections.abc import Iterator
@@ -404,18 +405,23 @@ def ispws_server(
     username: str = "esp-test",
     password: str = "s3cret-test-password",
     schema_path: Path | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Iterator[RunningReceiver]:
-    """Serve ISPWS on 127.0.0.1 (random port) under ``/ispws`` until the block ends."""
+    """Serve ISPWS on 127.0.0.1 (random port) under ``/ispws`` until the block ends
+    (over TLS with ``tls``, a server-side context)."""
     schema = schema_path.read_bytes() if schema_path else schema_bytes()
     receiver = Receiver(username, password, faults or Faults(), schema)
     server = _Server(("127.0.0.1", 0), _Handler)
     server.receiver = receiver
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.daemon = True
     thread.start()
     try:
         host, port = server.server_address[:2]
-        yield RunningReceiver(f"http://{host}:{port}/ispws", receiver, username, password)
+        scheme = "https" if tls is not None else "http"
+        yield RunningReceiver(f"{scheme}://{host}:{port}/ispws", receiver, username, password)
     finally:
         receiver.stop.set()
         server.shutdown()

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import httpx
@@ -257,3 +259,80 @@ def test_a_kept_alive_connection_the_server_closed_is_not_reused() -> None:
         listener.close()
     thread.join(timeout=30)
     assert len(served) == 3
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key (PEM files: cert, key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ispws-test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_https_endpoints_are_verified_by_both_transports(tmp_path: Path) -> None:
+    """Over TLS (as the CyberTipline endpoint is): with the receiver's certificate
+    trusted, both transports deliver a report the same way; with the default trust
+    store a self-signed receiver is refused at connect time (busy, nothing sent)."""
+    cert, key = _self_signed(tmp_path)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    trusted = ssl.create_default_context(cafile=str(cert))
+    got = {}
+    with ispws_server(tls=server) as rx:
+        assert rx.url.startswith("https://127.0.0.1:")
+        clients = {
+            "stdlib": IspwsClient(rx.url, rx.username, rx.password, tls_context=trusted),
+            "httpx": IspwsClient(
+                rx.url,
+                rx.username,
+                rx.password,
+                transport=httpx.HTTPTransport(verify=trusted),
+            ),
+        }
+        for transport, client in clients.items():
+            try:
+                got[transport] = _flow(client, _OnPath("/none", None))
+            finally:
+                client.close()
+        for transport in TRANSPORTS:
+            untrusting = _client(transport, rx.url, rx.username, rx.password)
+            try:
+                assert _outcome(untrusting.status) == (ReceiverBusyError.__name__, None)
+            finally:
+                untrusting.close()
+        finished = [r for r in rx.receiver.reports.values() if r.finished]
+    assert got["stdlib"] == got["httpx"] == [("ok", None)] * 5
+    assert len(finished) == 2
+    assert all(f.md5 == hashlib.md5(DATA).hexdigest() for r in finished for f in r.files.values())

@@ -202,7 +202,14 @@ class _StdlibTransport:
     """HTTP/1.1 over ``http.client``: kept-alive connections in a pool, one request per
     connection at a time."""
 
-    def __init__(self, base_url: str, auth: str, timeout: float, max_connections: int) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        auth: str,
+        timeout: float,
+        max_connections: int,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InputError(f"ISPWS URL must be http(s)://host[:port]/path, not {base_url!r:.200}")
@@ -229,8 +236,8 @@ class _StdlibTransport:
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
         self._closed = False
-        self._context: ssl.SSLContext | None = None
-        if self._tls:
+        self._context: ssl.SSLContext | None = tls_context
+        if self._tls and self._context is None:
             try:
                 import certifi
 
@@ -341,7 +348,10 @@ class IspwsClient:
         timeout: float = 60.0,
         transport: Any = None,
         max_connections: int = 64,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls_context``: the certificates an https endpoint is checked against
+        (default: certifi's bundle, as httpx's; for the client's own transport only)."""
         self.base_url = base_url.rstrip("/")
         self.username = username
         self._http: Any = None
@@ -349,7 +359,7 @@ class IspwsClient:
         if transport is None:
             token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
             self._stdlib = _StdlibTransport(
-                self.base_url, f"Basic {token}", timeout, max_connections
+                self.base_url, f"Basic {token}", timeout, max_connections, tls_context
             )
             return
         httpx = require("httpx")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from _clock import HANG_SECONDS
 from tipline.config import Settings
 from tipline.services import actions, banks, submissions, web_auth
 from tipline.services.auth import Principal, Role
@@ -135,7 +136,7 @@ def video(tmp: Path, seconds: int = 3) -> bytes:
             str(out),
         ],
         check=True,
-        timeout=120,
+        timeout=HANG_SECONDS,
     )
     return out.read_bytes()
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from _api_server import Server, running_server
+from _clock import HANG_SECONDS
 from tipline.demo import sample_images
 from tipline.services.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 
@@ -85,7 +86,7 @@ def test_match_delivers_signed_webhook(
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_SECONDS,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import sessionmaker
 
 from _cli import run_tipline
+from _clock import HANG_SECONDS
 from tipline.errors import AuditChainError, InputError
 from tipline.services import audit
 from tipline.store.audit import GENESIS_HASH, AuditRecord
@@ -347,7 +348,7 @@ def test_appends_from_several_processes(engine: Engine, db_url: str) -> None:
         for i in range(3)
     ]
     for proc in procs:
-        _, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=HANG_SECONDS)
         assert proc.returncode == 0, err.decode()
     report = _verify(engine)
     assert report.ok and report.records == 3
@@ -386,7 +387,7 @@ def test_batcher_commits_every_acknowledged_record(engine: Engine) -> None:
         t.start()
     for t in pool:
         t.join()
-    seqs = {key: f.result(timeout=60) for key, f in futures.items()}
+    seqs = {key: f.result(timeout=HANG_SECONDS) for key, f in futures.items()}
     batcher.close()
     assert sorted(seqs.values()) == list(range(1, threads * per_thread + 1))
     report = _verify(engine)
@@ -416,7 +417,7 @@ def test_batcher_failure_reaches_every_waiter(engine: Engine) -> None:
     futures = [batcher.submit(actor="cli", action="x") for _ in range(3)]
     for f in futures:
         with pytest.raises(AuditChainError):
-            f.result(timeout=60)
+            f.result(timeout=HANG_SECONDS)
     batcher.close()
     with pytest.raises(InputError):
         audit.Batcher(engine).submit(actor="cli", action="")

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from _clock import HANG_SECONDS
 from _intake_media import file_details_xml, pdq_of, pictures, report_xml, variant
 from _intake_server import IntakeServer, intake_server
 from tipline.services import banks
@@ -46,14 +47,17 @@ def srv(db_url: str, tmp_path: Path) -> Iterator[tuple[IntakeServer, dict[str, s
 
 def _ispws(srv: IntakeServer, provider: str) -> httpx.Client:
     return httpx.Client(
-        base_url=srv.url, auth=(provider, PASSWORDS[provider]), timeout=60, trust_env=False
+        base_url=srv.url,
+        auth=(provider, PASSWORDS[provider]),
+        timeout=HANG_SECONDS,
+        trust_env=False,
     )
 
 
 def _api(srv: IntakeServer, key: str | None) -> httpx.Client:
     base = srv.url.removesuffix("/ispws")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx.Client(base_url=base, headers=headers, timeout=60, trust_env=False)
+    return httpx.Client(base_url=base, headers=headers, timeout=HANG_SECONDS, trust_env=False)
 
 
 def _code(response: httpx.Response) -> str:
@@ -89,7 +93,7 @@ def file_report(
 
 
 def wait_triaged(srv: IntakeServer, *report_ids: int) -> None:
-    deadline = time.monotonic() + 120  # bounds a failure only
+    deadline = time.monotonic() + HANG_SECONDS  # bounds a failure only
     while True:
         with srv.sessions() as s:
             if all(s.get(TriageRow, r) is not None for r in report_ids):

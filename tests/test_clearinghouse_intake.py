@@ -14,6 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from _clock import HANG_SECONDS
 from _intake_server import IntakeServer, intake_server
 from tipline.services import vault
 from tipline.services.audit import verify
@@ -99,7 +100,9 @@ def srv(db_url: str, tmp_path: Path) -> Iterator[IntakeServer]:
 
 
 def client(srv: IntakeServer, user: str = "esp-a", password: str = PASSWORD_A) -> httpx.Client:
-    return httpx.Client(base_url=srv.url, auth=(user, password), timeout=60.0, trust_env=False)
+    return httpx.Client(
+        base_url=srv.url, auth=(user, password), timeout=HANG_SECONDS, trust_env=False
+    )
 
 
 def submit(http: httpx.Client, body: bytes = REPORT) -> dict[str, object]:

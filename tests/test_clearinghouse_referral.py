@@ -279,7 +279,7 @@ def test_route_and_package_over_http_and_the_cli(tmp_path: Path, geo_path: Path)
             reviewer = create_key(s, name="analyst", role=Role.ANALYST).secret
             matcher = create_key(s, name="m", role=Role.MATCHER).secret
         base = server.url.removesuffix("/ispws")
-        with httpx.Client(base_url=base, timeout=120) as http:
+        with httpx.Client(base_url=base, timeout=HANG_SECONDS) as http:
             path = f"/v1/clearinghouse/reports/{report_id}"
             bearer = {"Authorization": f"Bearer {reviewer}"}
             # the server routes the report as it triages it (a geolocation database is set)
@@ -363,7 +363,7 @@ def test_routing_without_a_geolocation_database_is_a_503_and_one_cli_line(
         with transaction(server.sessions) as s:
             analyst = create_key(s, name="analyst", role=Role.ANALYST).secret
         base = server.url.removesuffix("/ispws")
-        with httpx.Client(base_url=base, timeout=120) as http:
+        with httpx.Client(base_url=base, timeout=HANG_SECONDS) as http:
             got = http.post(
                 f"/v1/clearinghouse/reports/{report_id}/route",
                 headers={"Authorization": f"Bearer {analyst}"},

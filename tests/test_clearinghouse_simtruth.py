@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from _clock import HANG_SECONDS
 from _intake_server import intake_server
 from tipline.services.clearinghouse import simulate as sim
 from tipline.services.clearinghouse.dedup import DedupSettings, file_signals
@@ -42,7 +43,7 @@ def test_clusters_and_triage_agree_with_the_simulators_truth(db_url: str, tmp_pa
         lines = [json.loads(line) for line in truth_path.read_text().splitlines()]
         reports = [line for line in lines if line["kind"] == "report"]
         ids = [r["report_id"] for r in reports]
-        deadline = time.monotonic() + 300  # bounds a failure only
+        deadline = time.monotonic() + HANG_SECONDS  # bounds a failure only
         while True:
             with server.sessions() as s:
                 done = s.scalars(select(TriageRow.report_id).where(TriageRow.report_id.in_(ids)))

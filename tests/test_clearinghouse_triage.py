@@ -29,6 +29,7 @@ from alembic.migration import MigrationContext
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from _clock import HANG_SECONDS
 from _intake_media import (
     VARIANTS,
     bits,
@@ -375,7 +376,7 @@ def test_files_bank_id_is_taken_again_only_while_the_matcher_sees_it(env: Env) -
 
 def _wait_for(check: Callable[[], bool], what: str) -> None:
     """Poll ``check`` until true; the deadline only bounds a failure, never decides."""
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + HANG_SECONDS
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
@@ -389,7 +390,10 @@ def test_http_finish_triages_the_report_in_the_serving_process(db_url: str, tmp_
         finished: list[int] = []
         for provider, data in (("esp-a", variant(a, "base")), ("esp-b", variant(a, "recoded"))):
             with httpx.Client(
-                base_url=srv.url, auth=(provider, PASSWORDS[provider]), timeout=60, trust_env=False
+                base_url=srv.url,
+                auth=(provider, PASSWORDS[provider]),
+                timeout=HANG_SECONDS,
+                trust_env=False,
             ) as http:
                 body = report_xml(emails=("same@example.org",))
                 opened = http.post("/submit", content=body, headers={"Content-Type": "text/xml"})
@@ -463,7 +467,7 @@ def test_tipline_worker_triages_a_report_its_server_died_before(env: Env, tmp_pa
     full.update(TIPLINE_DATABASE_URL=str(env.db.url), TIPLINE_DATA_DIR=str(tmp_path / "worker"))
     proc = subprocess.run(
         [str(Path(sys.executable).with_name("tipline")), "worker", "--exit-when-idle"],
-        capture_output=True, text=True, env=full, timeout=300, check=False,
+        capture_output=True, text=True, env=full, timeout=HANG_SECONDS, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert env.triage(rid).new_files == 1 and env.dedup(fid).state == "new"

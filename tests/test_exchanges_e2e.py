@@ -46,7 +46,7 @@ def _process(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Completed
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_SECONDS,
     )
 
 
@@ -66,7 +66,7 @@ def _file_and_confirm(ch: Server, picture: bytes) -> None:
     finally:
         db.close()
     auth = ("esp-loop", "esp-loop-password")
-    with httpx.Client(base_url=f"{ch.base_url}/ispws", auth=auth, timeout=60) as ispws:
+    with httpx.Client(base_url=f"{ch.base_url}/ispws", auth=auth, timeout=HANG_SECONDS) as ispws:
         xml = report_xml()
         opened = ispws.post("/submit", content=xml, headers={"Content-Type": "text/xml"})
         assert _code(opened) == "0"
@@ -75,7 +75,7 @@ def _file_and_confirm(ch: Server, picture: bytes) -> None:
         assert _code(up) == "0"
         assert _code(ispws.post("/finish", data={"id": rid})) == "0"
     headers = {"Authorization": f"Bearer {analyst}"}
-    with httpx.Client(base_url=ch.base_url, headers=headers, timeout=60) as api:
+    with httpx.Client(base_url=ch.base_url, headers=headers, timeout=HANG_SECONDS) as api:
         deadline = time.monotonic() + HANG_SECONDS  # bounds a failure only
         while str(rid) not in {
             str(r["report_id"]) for r in api.get("/v1/clearinghouse/queue").json()

@@ -172,7 +172,7 @@ def test_concurrent_runners_claim_each_job_once(engine: Engine) -> None:
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=60)
+        t.join(timeout=HANG_SECONDS)
     assert not errors
     assert Counter(claims) == Counter(ids)
     with transaction(session_factory(engine)) as session:
@@ -256,7 +256,7 @@ def test_worker_cli_exits_cleanly_on_sigterm(db_url: str, engine: Engine) -> Non
         first = proc.stderr.readline().decode()  # signal handlers are installed by now
         assert "started" in first, first
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=20)
+        _, err = proc.communicate(timeout=HANG_SECONDS)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _clock import HANG_SECONDS
 from tipline.banks.formats import ImportFormat
 from tipline.services import banks as svc
 from tipline.services.database import open_database
@@ -212,7 +213,7 @@ def test_hash_added_in_another_process_matches_within_a_second(db, db_url, tmp_p
             capture_output=True,
             text=True,
             check=True,
-            timeout=60,
+            timeout=HANG_SECONDS,
         )
         time.sleep(m.poll_interval)
         found = m.match_hash("pdq", q)

@@ -460,7 +460,7 @@ def test_a_file_that_kills_its_worker_is_recorded_and_the_scan_goes_on(
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_SECONDS,
         check=False,
     )
     assert proc.returncode == 3, proc.stderr

@@ -101,7 +101,7 @@ def reference(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> list[di
         env=_env(tmp, counter),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_SECONDS,
         check=False,
     )
     assert proc.returncode == 3, proc.stderr  # broken.jpg fails, and is recorded
@@ -134,7 +134,7 @@ def test_sigkill_then_resume_loses_nothing_and_hashes_each_file_once(
             break
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    proc.wait(timeout=HANG_SECONDS)
     assert scan_id is not None
     with sqlite3.connect(db_path, timeout=30) as conn:
         pids = json.loads(conn.execute("SELECT pids FROM scans").fetchone()[0])
@@ -146,7 +146,7 @@ def test_sigkill_then_resume_loses_nothing_and_hashes_each_file_once(
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_SECONDS,
         check=False,
     )
     # broken.jpg fails in whichever run records it: exit status 3 for that run only

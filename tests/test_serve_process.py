@@ -181,5 +181,5 @@ def test_workers_each_accept_connections_and_are_restarted(tmp_path: Path) -> No
         assert srv.client(None).get("/v1/health").status_code == 200
         survivors = _workers_of(srv.process)
     # stopping the server stops every worker
-    _gone, alive = psutil.wait_procs(survivors, timeout=30)
+    _gone, alive = psutil.wait_procs(survivors, timeout=HANG_SECONDS)
     assert not alive

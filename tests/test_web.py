@@ -18,6 +18,7 @@ from PIL import Image, ImageChops, ImageFilter, ImageStat
 from sqlalchemy import text
 
 from _cli import run_tipline
+from _clock import HANG_SECONDS
 from _web_seed import PASSWORD, seed, seed_video, settings_for, video
 from _web_server import WebServer, hidden, web_server
 from tipline.errors import AuthError, ConflictError, InputError, MediaError, PermissionDeniedError
@@ -192,7 +193,7 @@ def test_user_commands(tmp_path: Path) -> None:
                 text=True,
                 env=env,
                 cwd=tmp_path,
-                timeout=300,
+                timeout=HANG_SECONDS,
                 check=False,
             )
         return run_tipline(["user", *args], env=env, cwd=tmp_path, stdin=stdin)

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from ulid import ULID
 
+from _clock import HANG_SECONDS
 from _intake_media import pictures, report_xml, variant
 from _intake_server import IntakeServer, intake_server
 from _web_server import hidden
@@ -71,7 +72,9 @@ def seeded(db_url: str, tmp_path: Path) -> Iterator[tuple[IntakeServer, list[int
 
 
 def _login(srv: IntakeServer, name: str) -> httpx.Client:
-    client = httpx.Client(base_url=srv.url.removesuffix("/ispws"), timeout=60, trust_env=False)
+    client = httpx.Client(
+        base_url=srv.url.removesuffix("/ispws"), timeout=HANG_SECONDS, trust_env=False
+    )
     token = hidden(client.get("/web/login").text, "login_token")
     answer = client.post(
         "/web/login",

@@ -23,6 +23,7 @@ import pytest
 from PIL import Image, ImageChops, ImageFilter, ImageStat
 from sqlalchemy import select
 
+from _clock import HANG_SECONDS
 from _geo import city_record, write_geo_db
 from _intake_media import report_xml
 from _intake_server import IntakeServer, intake_server
@@ -87,7 +88,9 @@ def _photo(seed: int) -> bytes:
 
 
 def _client(srv: IntakeServer) -> httpx.Client:
-    return httpx.Client(base_url=srv.url.removesuffix("/ispws"), timeout=60, trust_env=False)
+    return httpx.Client(
+        base_url=srv.url.removesuffix("/ispws"), timeout=HANG_SECONDS, trust_env=False
+    )
 
 
 def _login(srv: IntakeServer, name: str) -> tuple[httpx.Client, httpx.Response]:

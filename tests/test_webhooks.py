@@ -21,6 +21,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select, update
 
+from _clock import HANG_SECONDS
 from tipline.config import Settings, get_settings
 from tipline.errors import InputError, NotFoundError, PermissionDeniedError
 from tipline.services import actions, audit, jobs, webhooks
@@ -470,7 +471,7 @@ def test_two_worker_processes_deliver_each_exactly_once(postgres_url: str) -> No
             assert b"started" in w.stderr.readline()
         with transaction(session_factory(engine)) as session:
             session.execute(update(Job).values(run_at=utcnow()))
-        outputs = [w.communicate(timeout=120) for w in workers]
+        outputs = [w.communicate(timeout=HANG_SECONDS) for w in workers]
         elapsed = time.monotonic() - started
         for w, (_, err) in zip(workers, outputs, strict=True):
             assert w.returncode == 0, err.decode()
@@ -512,7 +513,7 @@ def test_worker_logs_never_show_secrets_or_url_tokens(
     env = dict(os.environ, TIPLINE_DATABASE_URL=db_url)
     done = subprocess.run(
         [sys.executable, "-m", "tipline.cli.main", "worker", "--once", "--verbose"],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
+        env=env, capture_output=True, text=True, timeout=HANG_SECONDS, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert len(receiver.requests) == 1

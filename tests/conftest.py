@@ -276,23 +276,68 @@ def init_local_ray(ray: Any, **kwargs: Any) -> None:
             ray.shutdown()
 
 
+#: the tests' Ray workers die (``os._exit``) on reaching a file of this name: the scan's
+#: crash isolation on Ray is tested with it (test_scan_ray.py)
+RAY_POISON_FILE = "0-poison.jpg"
+
+
+@pytest.fixture
+def ray_cluster() -> Any:
+    """The ``ray`` module with a local 2-CPU cluster running.
+
+    One cluster serves every test of the "ray" group (the modules with Ray tests run one
+    after the other on one worker): the first test that asks starts it (about 5 s of CPU
+    and 20 s on a loaded machine), :func:`pytest_runtest_teardown` stops it after the
+    group's last test. Its workers get ``TIPLINE_SCAN_TEST_CRASH_ON`` =
+    :data:`RAY_POISON_FILE`, as does this process while the cluster runs.
+    """
+    from tipline._optional import require
+    from tipline.services.scan import CRASH_ON_ENV
+
+    ray = require("ray")
+    if not ray.is_initialized():
+        os.environ[CRASH_ON_ENV] = RAY_POISON_FILE  # the workers inherit it
+        init_local_ray(
+            ray, num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False
+        )
+    return ray
+
+
+def _collect_ignoring_unraisable() -> None:
+    """Ray's sockets are sometimes finalised after the cluster stops (an "Exception
+    ignored in BaseConnection.__del__" from Ray's internals), which pytest would report
+    as an error of whichever test the worker runs next: collect them now, silently."""
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+
+
+def _stop_ray() -> None:
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return
+    from tipline.services.scan import CRASH_ON_ENV
+
+    try:
+        ray.shutdown()
+    finally:
+        os.environ.pop(CRASH_ON_ENV, None)
+        _collect_ignoring_unraisable()
+
+
 @pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    """After the last Ray test of a run of them, collect Ray's garbage at once.
-
-    Ray's sockets are sometimes finalised after the cluster stops (an "Exception ignored
-    in BaseConnection.__del__" from Ray's internals), which pytest would report as an
-    error of whichever test the worker runs next.
-    """
+    """After the last Ray test of a run of them, collect Ray's garbage at once; after the
+    last test of the "ray" group, stop the shared cluster (:func:`ray_cluster`)."""
     try:
         return (yield)
     finally:
         if item.get_closest_marker("ray") is not None and (
             nextitem is None or nextitem.get_closest_marker("ray") is None
         ):
-            hook = sys.unraisablehook
-            sys.unraisablehook = lambda unraisable: None
-            try:
-                gc.collect()
-            finally:
-                sys.unraisablehook = hook
+            _collect_ignoring_unraisable()
+        if nextitem is None or _group(nextitem.nodeid) != _group(item.nodeid):
+            _stop_ray()

@@ -4,7 +4,6 @@ transcription of dedup/clusters, independence of epochs and workers, Ray."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests._replay_brute import as_link_set, brute_replay
 
-from conftest import init_local_ray
-from tipline._optional import require
 from tipline.errors import InputError
 from tipline.services.clearinghouse.dedup import MAX_LINKS, DedupSettings
 from tipline.services.clearinghouse.replay import (
@@ -299,18 +296,6 @@ def test_blobs_round_trip_and_refuse_other_types() -> None:
         assert back[k].dtype == v.dtype and np.array_equal(back[k], v)
     with pytest.raises(InputError):
         unpack(pack({"x": np.zeros(2, dtype=np.float64)}))
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[Any]:
-    ray = require("ray")
-    try:
-        init_local_ray(
-            ray, num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False
-        )
-        yield ray
-    finally:
-        ray.shutdown()
 
 
 # Ray's own sockets are sometimes finalised after the cluster stops on a loaded machine

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import init_local_ray
-from tipline._optional import require
 from tipline.services.banks import add_entry, create_bank
 from tipline.services.database import open_database
 from tipline.services.scan import (
-    CRASH_ON_ENV,
     WORKER_CRASHED,
     ScanOptions,
     ScanRequest,
@@ -29,21 +24,6 @@ from tipline.store import scans as store
 from tipline.store.db import make_engine, session_factory
 
 pytestmark = pytest.mark.ray
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[Any]:
-    ray = require("ray")
-    # Workers inherit this: one that reaches a file named 0-poison.jpg dies (os._exit).
-    os.environ[CRASH_ON_ENV] = "0-poison.jpg"
-    try:
-        init_local_ray(
-            ray, num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False
-        )
-        yield ray
-    finally:
-        os.environ.pop(CRASH_ON_ENV, None)
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -227,16 +227,26 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return GroupScheduling(config, log)
 
 
-#: Modules whose tests start servers, CLI processes, ffmpeg or Chromium and take tens of
-#: seconds each on a loaded machine: sent to the workers first, so that no worker is left
-#: with one of them at the end of a parallel run while the others sit idle.
+#: Modules whose tests start servers, CLI processes, ffmpeg, Ray or Chromium and take tens
+#: of seconds each on a loaded machine: sent to the workers first, so that no worker is
+#: left with one of them at the end of a parallel run while the others sit idle. Ordered
+#: by their longest unit of work in a profile of the whole suite (session 7, load ~13):
+#: the Ray group (both Ray modules run on one worker, ~400 s there) first.
 _LONG_FIRST = (
+    "test_clearinghouse_replay.py",
+    "test_scan_ray.py",
+    "test_clearinghouse_simtruth.py",
+    "test_reports_auto.py",
+    "test_exchanges_ncmec.py",
+    "test_txext_cli.py",
     "test_schemathesis.py",
+    "test_webhooks.py",
+    "test_reports_crash.py",
     "test_exchanges_e2e.py",
     "test_audit.py",
-    "test_reports_crash.py",
-    "test_clearinghouse_simtruth.py",
-    "test_txext_cli.py",
+    "test_regions.py",
+    "test_scan_resume.py",
+    "test_reports_worker.py",
     "test_video.py",
     "test_web_browser.py",
     "test_api_reports.py",

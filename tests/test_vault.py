@@ -626,3 +626,35 @@ def test_scanned_files_are_kept_by_path_and_a_vanished_one_is_audited(
     assert item.content_id == "a"
     assert v.read_bytes(sessions, vault, item.id, actor=ADMIN) == b"scanned bytes"
     assert "vault.not_kept" in _actions(sessions)
+
+
+def test_media_of_many_equals_media_of_one_by_one(
+    sessions: sessionmaker[Session], vault: v.Vault
+) -> None:
+    """The batched lookup the report builder uses, against the per-submission one: other
+    tenants' items, non-media items, purged items and submissions without media."""
+    from tipline.services.vault.evidence import VaultEvidence
+
+    evidence = VaultEvidence(vault)
+    acme = Principal("m", Role.MATCHER, "acme")
+    _store(sessions, vault, b"a1", actor=acme, submission_id="S1", filename="1.jpg")
+    _store(sessions, vault, b"a2", actor=acme, submission_id="S1", filename="2.jpg")
+    _store(sessions, vault, b"shared", submission_id="S1")
+    _store(sessions, vault, b"n1", submission_id="S2")
+    _store(sessions, vault, b"<x/>", actor=acme, submission_id="S3", kind=v.EvidenceKind.OTHER)
+    gone = _store(sessions, vault, b"gone", actor=acme, submission_id="S4")
+    _store(sessions, vault, b"kept", actor=acme, submission_id="S4")
+    with transaction(sessions) as session:
+        row = session.get(EvidenceItemRow, gone.id)
+        assert row is not None
+        row.purged_at = T0
+    wanted = [("acme", "S1"), (None, "S2"), ("acme", "S3"), ("acme", "S4"), (None, "S5")]
+    with transaction(sessions) as session:
+        many = evidence.media_of_many(session, wanted)
+        one_by_one = {sid: evidence.media_of(session, tenant, sid) for tenant, sid in wanted}
+        assert many == one_by_one
+        assert [len(many[sid]) for _, sid in wanted] == [2, 1, 0, 1, 0]
+        assert evidence.media_of_many(session, [(None, "S1")]) == {
+            "S1": evidence.media_of(session, None, "S1")
+        }
+        assert evidence.media_of_many(session, []) == {}

@@ -241,6 +241,10 @@ def _plan(
     ):
         if sid is not None and len(matches[sid]) < _MATCHES_SHOWN:
             matches[sid].append(f"bank {bank!r} entry {entry} ({kind}, distance {distance})")
+    # the media of every submission in one query (not one per decision)
+    media_of = evidence.media_of_many(
+        session, [(row.tenant, row.id) for row in submissions.values()]
+    )
     planned: list[_Planned] = []
     claimed: set[str] = set()
     for decision_id in decision_ids:
@@ -267,7 +271,7 @@ def _plan(
                     f"submission {submission.id} is already in report {where}; "
                     "a file is reported once"
                 )
-            media = evidence.media_of(session, submission.tenant, submission.id)
+            media = media_of.get(submission.id, [])
             if not media:
                 raise InputError(
                     f"submission {submission.id} has no stored media: there is no file to report"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +40,13 @@ class EvidenceFiles(Protocol):
         self, session: Session, tenant: str | None, submission_id: str
     ) -> list[StoredFile]:
         """The stored media of one submission (empty when none was kept)."""
+        ...
+
+    def media_of_many(
+        self, session: Session, submissions: Sequence[tuple[str | None, str]]
+    ) -> dict[str, list[StoredFile]]:
+        """:meth:`media_of` for many ``(tenant, submission id)`` pairs at once (one query
+        where the store has a database): every submission id maps to its list."""
         ...
 
     def read(self, session: Session, evidence_id: str) -> bytes:
@@ -116,6 +123,11 @@ class DirectoryEvidence:
             StoredFile(evidence_id=e["id"], file_name=e["name"], size=int(e["size"]))
             for e in json.loads(index.read_text())
         ]
+
+    def media_of_many(
+        self, session: Session, submissions: Sequence[tuple[str | None, str]]
+    ) -> dict[str, list[StoredFile]]:
+        return {sid: self.media_of(session, tenant, sid) for tenant, sid in submissions}
 
     def read(self, session: Session, evidence_id: str) -> bytes:
         return self.opener(session, evidence_id)()

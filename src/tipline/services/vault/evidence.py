@@ -10,7 +10,7 @@ matters because audit appends serialize on the chain's head).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from sqlalchemy import select
@@ -53,6 +53,30 @@ class VaultEvidence:
             .order_by(EvidenceItemRow.id)
         ).scalars()
         return [StoredFile(row.id, row.filename or row.id, row.size, row.sha256) for row in rows]
+
+    def media_of_many(
+        self, session: Session, submissions: Sequence[tuple[str | None, str]]
+    ) -> dict[str, list[StoredFile]]:
+        """:meth:`media_of` of every ``(tenant, submission id)`` in one query: the live
+        media items of the submissions, each kept only for its own tenant, oldest first."""
+        tenant_of = dict((sid, tenant) for tenant, sid in submissions)
+        out: dict[str, list[StoredFile]] = {sid: [] for sid in tenant_of}
+        if not tenant_of:
+            return out
+        rows = session.execute(
+            select(EvidenceItemRow)
+            .where(
+                EvidenceItemRow.submission_id.in_(sorted(tenant_of)),
+                EvidenceItemRow.kind == EvidenceKind.MEDIA.value,
+                EvidenceItemRow.purged_at.is_(None),
+            )
+            .order_by(EvidenceItemRow.id)
+        ).scalars()
+        for row in rows:
+            sid = row.submission_id
+            if sid is not None and sid in tenant_of and row.tenant == tenant_of[sid]:
+                out[sid].append(StoredFile(row.id, row.filename or row.id, row.size, row.sha256))
+        return out
 
     #: every read checks the plaintext's SHA-256 and size against the item's record
     verifies_content = True

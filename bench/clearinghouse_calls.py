@@ -5,7 +5,8 @@ Every file's signals are computed once before timing and served from memory, so 
 timed is the rest of each call (auth, XML, vault, rows, audit) and the triage of each
 report (``triage_report``), called directly (no HTTP). Counted per call: SQL statements
 (SQLAlchemy's ``before_cursor_execute``; the audit log's pipelined appends are not
-counted there) and pooled sessions (each one also costs the pool's pre-ping round trip);
+counted there) and pooled sessions (a checkout pings only a connection idle for some
+seconds or whose socket shows the server closed it: ``store/db.py`` ``IdlePing``);
 CPU is this process's (PostgreSQL's own is not in it). The first two reports are a
 warm-up and are not counted.
 
@@ -56,9 +57,9 @@ def main() -> None:
     parser.add_argument("--video-share", type=float, default=0.0)
     parser.add_argument("--sql", action="store_true", help="list the statements of each call")
     parser.add_argument(
-        "--no-pre-ping",
+        "--ping-every-checkout",
         action="store_true",
-        help="switch the pool's pre-ping off in this process (measures what it costs)",
+        help="ping on every checkout, as the pool did before IdlePing (measures what it costs)",
     )
     parser.add_argument(
         "--profile", type=Path, help="write cProfile statistics of the counted calls here"
@@ -101,8 +102,8 @@ def main() -> None:
             data_dir=folder, database_url=url, role="clearinghouse", vault_master_key_file=key
         )
         db = open_database(settings=settings)
-        if args.no_pre_ping:  # an experiment only: the service keeps its pre-ping
-            db.engine.pool._pre_ping = False
+        if args.ping_every_checkout:  # an experiment: SQLAlchemy's pool_pre_ping
+            db.engine.pool._pre_ping = True
         clearinghouse.add_provider(db.sessions, "esp-a", "provider-a-password")
         auth = "Basic " + base64.b64encode(b"esp-a:provider-a-password").decode()
         triager = pipeline.Triager.open(db, settings)
@@ -173,6 +174,9 @@ def main() -> None:
                 f"{sessions[name] / n:>10.1f}{1000 * cpu[name] / files_n:>13.2f}"
             )
         print(f"all but hashing: {1000 * total / files_n:.2f} ms of CPU per file")
+        idle_ping = getattr(db.engine, "idle_ping", None)
+        if idle_ping is not None:
+            print(f"pool pings (idle or closed connections): {idle_ping.pings}")
         if args.sql:
             for name in CALLS:
                 print(f"== {name}, statements per call")

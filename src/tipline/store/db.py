@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import select
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.config import Settings, get_settings
@@ -54,8 +56,101 @@ def make_engine(url: str | None = None, *, settings: Settings | None = None) -> 
     if url.startswith("postgresql"):
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        engine = create_engine(url, pool_size=10, max_overflow=20)
+        IdlePing.install(engine)
+        return engine
     raise ConfigError(f"unsupported database URL scheme: {url.split(':', 1)[0]}")
+
+
+#: a pooled connection idle longer than this (seconds) is pinged before it is handed out
+IDLE_PING_SECONDS = 5.0
+_CHECKED_IN = "tipline.checked_in"
+
+
+class IdlePing:
+    """The pool's check of a connection before handing it out (PostgreSQL engines).
+
+    SQLAlchemy's ``pool_pre_ping`` costs a round trip on every checkout. Here a
+    connection is pinged only when it sat in the pool for longer than ``idle_seconds``
+    (by ``clock``, from its last checkin), or when its socket is readable while it sat
+    idle: the server closing it (``pg_terminate_backend``, a restart) leaves the
+    socket readable (the FATAL message and EOF), which one ``poll`` with no wait sees
+    without a round trip. A failed ping invalidates the pool's older connections and
+    the checkout takes a fresh one (SQLAlchemy's own pre-ping does the same), so a
+    connection the server dropped is replaced, never handed out. A new connection is
+    not pinged.
+
+    What the check cannot see is a connection dropped after it was handed out (or
+    whose EOF had not arrived yet): its first statement raises ``DBAPIError`` with
+    ``connection_invalidated`` set, SQLAlchemy invalidates it and the pool's older
+    connections, and the next checkout works. That one call fails; it is not retried.
+    """
+
+    def __init__(
+        self,
+        dialect: Any,
+        *,
+        idle_seconds: float = IDLE_PING_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._dialect = dialect
+        self.idle_seconds = idle_seconds
+        self.clock = clock
+        #: pings sent, and connections they found dropped (for tests and benches)
+        self.pings = 0
+        self.dropped = 0
+
+    @classmethod
+    def install(
+        cls,
+        engine: Engine,
+        *,
+        idle_seconds: float = IDLE_PING_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> IdlePing:
+        """Listen on ``engine``'s pool; the engine keeps it as ``engine.idle_ping``
+        (replacing one installed before)."""
+        old: IdlePing | None = getattr(engine, "idle_ping", None)
+        if old is not None:
+            event.remove(engine.pool, "checkin", old._checkin)
+            event.remove(engine.pool, "checkout", old._checkout)
+        ping = cls(engine.dialect, idle_seconds=idle_seconds, clock=clock)
+        event.listen(engine.pool, "checkin", ping._checkin)
+        event.listen(engine.pool, "checkout", ping._checkout)
+        engine.idle_ping = ping  # type: ignore[attr-defined]
+        return ping
+
+    def _checkin(self, _dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_CHECKED_IN] = self.clock()
+
+    def _checkout(self, dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop(_CHECKED_IN, None)
+        if since is None:  # new (or replaced) connection: nothing to check
+            return
+        if self.clock() - since <= self.idle_seconds and not _readable(dbapi_connection):
+            return
+        self.pings += 1
+        dialect = self._dialect
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            if not dialect.is_disconnect(exc, dbapi_connection, None):
+                raise
+            self.dropped += 1
+            raise InvalidatePoolError(f"pooled connection dropped: {exc}") from exc
+
+
+def _readable(dbapi_connection: Any) -> bool:
+    """Whether an idle connection's socket has something to read (EOF included),
+    without waiting; an unknown socket counts as readable (the caller pings)."""
+    try:
+        fd = dbapi_connection.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
+    except Exception:  # no socket, or the driver's error for a closed connection
+        return True
 
 
 def unavailable(engine: Engine, exc: BaseException) -> DatabaseUnavailableError:

@@ -473,3 +473,57 @@ def test_deferred_records_follow_their_transaction_and_savepoints(engine: Engine
         actions = session.scalars(select(AuditRecord.action).order_by(AuditRecord.seq)).all()
         assert actions == ["outer-1", "savepoint-released", "outer-2"]
         assert audit.verify(session).ok
+
+
+_TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12
+)  # control characters, quotes, backslashes, non-ASCII; no lone surrogates
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    actor=_TEXT,
+    action=_TEXT.filter(bool),
+    tenant=st.none() | _TEXT,
+    target=st.none() | st.tuples(_TEXT, _TEXT),
+    details=st.dictionaries(_TEXT, _JSON, max_size=4),
+    prev=st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+    last_seq=st.integers(min_value=0, max_value=2**40),
+)
+def test_appended_hashes_equal_the_reference_record_hash(
+    actor: str,
+    action: str,
+    tenant: str | None,
+    target: tuple[str, str] | None,
+    details: dict[str, Any],
+    prev: str,
+    last_seq: int,
+) -> None:
+    """The append path writes the canonical document directly; its hashes are exactly
+    :func:`audit.record_hash` of the stored fields (the definition verify uses)."""
+    items = [
+        audit.pending(actor=actor, action=action, tenant=tenant, target=target, details=details),
+        audit.pending(actor="k", action="again", details={"secret": 1, "n": [details]}),
+    ]
+    rows = audit._chain(items, last_seq, prev)
+    for row in rows:
+        fields = {key: value for key, value in row.items() if key != "hash"}
+        assert row["hash"] == audit.record_hash(**fields)
+    assert rows[0]["prev_hash"] == prev and rows[1]["prev_hash"] == rows[0]["hash"]
+    assert [row["seq"] for row in rows] == [last_seq + 1, last_seq + 2]
+
+
+def test_a_non_text_target_id_is_stored_as_text_and_verifies(engine: Engine) -> None:
+    with transaction(session_factory(engine)) as session:
+        record = audit.append(session, actor="cli", action="x", target=("report", 7))  # type: ignore[arg-type]
+    assert record.target_id == "7"
+    assert _verify(engine).ok

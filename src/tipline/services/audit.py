@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import queue
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
@@ -37,6 +38,9 @@ CLI_ACTOR = "cli"
 #: as substrings), so secrets never land in the permanent log
 SENSITIVE_KEYS = ("secret", "password", "token", "api_key", "apikey", "authorization")
 REDACTED = "[redacted]"
+_SENSITIVE = re.compile("|".join(re.escape(word) for word in SENSITIVE_KEYS))
+#: JSON text of one string, exactly as :func:`canonical_json` writes it
+_json_string = json.encoder.encode_basestring
 
 
 class ActorLike(Protocol):
@@ -83,8 +87,7 @@ def redact(details: Any) -> Any:
         out: dict[str, Any] = {}
         for key, value in details.items():
             name = str(key)
-            lowered = name.lower()
-            if any(word in lowered for word in SENSITIVE_KEYS):
+            if _SENSITIVE.search(name.lower()):
                 out[name] = REDACTED
             else:
                 out[name] = redact(value)
@@ -135,6 +138,37 @@ def record_hash(
     return hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
 
 
+def _appended_hash(
+    *,
+    seq: int,
+    at: str,
+    actor: str,
+    tenant: str | None,
+    action: str,
+    target_type: str | None,
+    target_id: str | None,
+    details: str,
+    prev_hash: str,
+) -> str:
+    """:func:`record_hash` of a record being appended, whose ``details`` is already
+    :func:`canonical_json` text (from :func:`pending`) and ``at`` already formatted:
+    the canonical document is written directly, keys in sorted order, with ``details``
+    spliced in as it is instead of parsed and written again. The same bytes as
+    :func:`record_hash` (tested against it); :func:`verify` keeps using that one, so a
+    stored record is always checked by the reference definition."""
+    text = (
+        f'{{"action":{_json_string(action)},"actor":{_json_string(actor)},'
+        f'"at":"{at}","details":{details},"prev_hash":{_json_string(prev_hash)},'
+        f'"seq":{int(seq)},"target_id":{_opt(target_id)},'
+        f'"target_type":{_opt(target_type)},"tenant":{_opt(tenant)}}}'
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _opt(value: str | None) -> str:
+    return "null" if value is None else _json_string(value)
+
+
 def _hash_of(record: Any) -> str:
     return record_hash(
         seq=record.seq,
@@ -157,8 +191,25 @@ class Pending:
     tenant: str | None
     action: str
     target: Target | None
-    #: canonical JSON of the redacted details
+    #: canonical JSON of the redacted details (made by :func:`pending`; the chain
+    #: hashes this text as it is)
     details: str
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """A record just appended (the stored row's fields)."""
+
+    seq: int
+    at: datetime
+    actor: str
+    tenant: str | None
+    action: str
+    target_type: str | None
+    target_id: str | None
+    details: str
+    prev_hash: str
+    hash: str
 
 
 def pending(
@@ -182,11 +233,13 @@ def pending(
         raise InputError("audit action must not be empty")
     if isinstance(target, tuple):
         target = Target(*target)
+    if target is not None and not (isinstance(target.type, str) and isinstance(target.id, str)):
+        target = Target(str(target.type), str(target.id))  # stored (and read back) as text
     details_json = canonical_json(redact(dict(details or {})))
     return Pending(actor, tenant, action, target, details_json)
 
 
-def append_many(session: Session, items: Sequence[Pending]) -> list[AuditRecord]:
+def append_many(session: Session, items: Sequence[Pending]) -> list[Appended]:
     """Append ``items`` in order inside the caller's transaction; one head lock for all.
 
     Each record links to the one before it exactly as single appends do (a chain built
@@ -198,7 +251,7 @@ def append_many(session: Session, items: Sequence[Pending]) -> list[AuditRecord]
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         rows = _pg_append(connection.connection.driver_connection, items, commit=False)
-        return [AuditRecord(**row) for row in rows]
+        return [Appended(**row) for row in rows]
     # UPDATE first: it takes the row lock (PostgreSQL) or the database write lock (SQLite)
     # before anything is read, so two appenders can never read the same head. RETURNING
     # gives the new last seq and the previous record's hash in the same round trip.
@@ -210,7 +263,7 @@ def append_many(session: Session, items: Sequence[Pending]) -> list[AuditRecord]
     # Core statements (no unit of work): the head stays locked for as short as possible.
     session.execute(add, rows)
     session.execute(move, {"new_hash": rows[-1]["hash"]})
-    return [AuditRecord(**row) for row in rows]
+    return [Appended(**row) for row in rows]
 
 
 @functools.cache
@@ -296,7 +349,7 @@ def append(
     target: Target | tuple[str, str] | None = None,
     details: Mapping[str, Any] | None = None,
     tenant: str | None = None,
-) -> AuditRecord:
+) -> Appended:
     """Append one record inside the caller's transaction and return it.
 
     The chain head stays locked from here until the caller commits, and appends from all
@@ -322,22 +375,39 @@ def _chain(items: Sequence[Pending], last_seq: int, prev_hash: str) -> list[dict
     """Rows for ``items`` linked after the record (``last_seq``, ``prev_hash``)."""
     seq = last_seq
     at = utcnow()
+    at_text = _format_at(at)
     rows: list[dict[str, Any]] = []
     for item in items:
         seq += 1
-        row: dict[str, Any] = {
-            "seq": seq,
-            "at": at,
-            "actor": item.actor,
-            "tenant": item.tenant,
-            "action": item.action,
-            "target_type": item.target.type if item.target else None,
-            "target_id": item.target.id if item.target else None,
-            "details": item.details,
-            "prev_hash": prev_hash,
-        }
-        row["hash"] = prev_hash = record_hash(**row)
-        rows.append(row)
+        target = item.target
+        target_type = target.type if target is not None else None
+        target_id = target.id if target is not None else None
+        digest = _appended_hash(
+            seq=seq,
+            at=at_text,
+            actor=item.actor,
+            tenant=item.tenant,
+            action=item.action,
+            target_type=target_type,
+            target_id=target_id,
+            details=item.details,
+            prev_hash=prev_hash,
+        )
+        rows.append(
+            {
+                "seq": seq,
+                "at": at,
+                "actor": item.actor,
+                "tenant": item.tenant,
+                "action": item.action,
+                "target_type": target_type,
+                "target_id": target_id,
+                "details": item.details,
+                "prev_hash": prev_hash,
+                "hash": digest,
+            }
+        )
+        prev_hash = digest
     return rows
 
 

@@ -113,18 +113,11 @@ def test_threatexchange_cli_with_the_extension_matches_like_tipline(
     for rel in KNOWN:
         value = tipline_pdq[str(pdq_dir / rel)]
         assert value
-        collab_file = tmp_path / f"{_collab(rel)}.txt"
-        collab_file.write_text(run("hash", "-S", "tipline_pdq", "photo", str(pdq_dir / rel)))
-        run(
-            "config",
-            "collab",
-            "edit",
-            "local_file",
-            "--create",
-            _collab(rel),
-            "--filename",
-            str(collab_file),
-        )
+        collab_file = tmp_path / f"{_collab(rel)}.txt"  # pytx's entry point, in-process
+        known = str(pdq_dir / rel)
+        collab_file.write_text(_in_process(state, "hash", "-S", "tipline_pdq", "photo", known))
+        edit = ("config", "collab", "edit", "local_file", "--create", _collab(rel))
+        _in_process(state, *edit, "--filename", str(collab_file))
         bank_lines.append(f"pdq {value}\n")
         entry_of[f"pdq:{value}"] = _collab(rel)
     fetched = run("fetch")

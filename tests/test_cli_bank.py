@@ -204,7 +204,7 @@ def test_export_then_import_gives_the_same_entries(cli, tmp_path, fmt):
 def test_import_shows_progress_only_on_a_terminal(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TIPLINE_DATABASE_URL"}
     env["TIPLINE_DATA_DIR"] = str(tmp_path / "data")
-    subprocess.run([TIPLINE, "bank", "create", "b"], env=env, check=True, capture_output=True)
+    assert run_tipline(["bank", "create", "b"], env=env).returncode == 0  # set-up: in-process
     path = tmp_path / "list.txt"
     path.write_text("".join(f"pdq {i:064x}\n" for i in range(1, 3001)))
     proc, seen = run_on_terminal(

@@ -527,3 +527,25 @@ def test_a_non_text_target_id_is_stored_as_text_and_verifies(engine: Engine) -> 
         record = audit.append(session, actor="cli", action="x", target=("report", 7))  # type: ignore[arg-type]
     assert record.target_id == "7"
     assert _verify(engine).ok
+
+
+def test_append_many_beyond_one_insert_statement_links_and_verifies(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL writes at most _PG_ROWS_PER_INSERT rows per statement (3 here)."""
+    monkeypatch.setattr(audit, "_PG_ROWS_PER_INSERT", 3)
+    items = [audit.pending(actor="cli", action="many", details={"i": i}) for i in range(7)]
+    with transaction(session_factory(engine)) as session:
+        session.execute(text("SELECT 1"))  # a transaction already open
+        first = audit.append_many(session, items)
+    with transaction(session_factory(engine)) as session:  # the first statement
+        second = audit.append_many(session, items[:4])
+    batcher = audit.Batcher(engine)
+    try:
+        seqs = [batcher.submit(actor="b", action="n", details={"i": i}) for i in range(5)]
+        assert sorted(f.result(timeout=120) for f in seqs) == [12, 13, 14, 15, 16]
+    finally:
+        batcher.close()
+    assert [r.seq for r in first + second] == list(range(1, 12))
+    report = _verify(engine)
+    assert report.ok and report.records == 16

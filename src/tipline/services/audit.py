@@ -362,13 +362,50 @@ def append(
     return append_many(session, [item])[0]
 
 
+#: psycopg's TransactionStatus.IDLE (no transaction open)
+_PG_IDLE = 0
 _PG_HEAD = "UPDATE audit_head SET seq = seq + %s WHERE id = 1 RETURNING seq, hash"
-_PG_INSERT = (
-    "INSERT INTO audit_log (seq, at, actor, tenant, action, target_type, target_id, details,"
-    " prev_hash, hash) VALUES (%(seq)s, %(at)s, %(actor)s, %(tenant)s, %(action)s,"
-    " %(target_type)s, %(target_id)s, %(details)s, %(prev_hash)s, %(hash)s)"
+_PG_COLUMNS = (
+    "seq",
+    "at",
+    "actor",
+    "tenant",
+    "action",
+    "target_type",
+    "target_id",
+    "details",
+    "prev_hash",
+    "hash",
 )
+_PG_INSERT = f"INSERT INTO audit_log ({', '.join(_PG_COLUMNS)}) VALUES "
+_PG_ROW = "(" + ", ".join(["%s"] * len(_PG_COLUMNS)) + ")"
 _PG_HEAD_HASH = "UPDATE audit_head SET hash = %s WHERE id = 1"
+#: rows per INSERT (PostgreSQL takes at most 65535 parameters in one statement)
+_PG_ROWS_PER_INSERT = 1000
+
+
+@functools.lru_cache(maxsize=64)
+def _pg_write_sql(rows: int, *, with_head: bool) -> str:
+    """One statement inserting ``rows`` records and, ``with_head``, moving the head's
+    hash (the last parameter) in the same statement."""
+    insert_sql = _PG_INSERT + ", ".join([_PG_ROW] * rows)
+    if not with_head:
+        return insert_sql
+    return f"WITH added AS ({insert_sql}) {_PG_HEAD_HASH}"
+
+
+def _pg_writes(rows: list[dict[str, Any]]) -> list[tuple[str, list[Any]]]:
+    """The statements (SQL, parameters) writing ``rows`` and the new head hash: one
+    statement for up to :data:`_PG_ROWS_PER_INSERT` rows."""
+    out: list[tuple[str, list[Any]]] = []
+    for start in range(0, len(rows), _PG_ROWS_PER_INSERT):
+        chunk = rows[start : start + _PG_ROWS_PER_INSERT]
+        last = start + _PG_ROWS_PER_INSERT >= len(rows)
+        params = [row[column] for row in chunk for column in _PG_COLUMNS]
+        if last:
+            params.append(rows[-1]["hash"])
+        out.append((_pg_write_sql(len(chunk), with_head=last), params))
+    return out
 
 
 def _chain(items: Sequence[Pending], last_seq: int, prev_hash: str) -> list[dict[str, Any]]:
@@ -412,21 +449,34 @@ def _chain(items: Sequence[Pending], last_seq: int, prev_hash: str) -> list[dict
 
 
 def _pg_append(conn: Any, items: Sequence[Pending], *, commit: bool) -> list[dict[str, Any]]:
-    """Append ``items`` on a psycopg connection in two round trips (pipeline mode): lock
-    the head (and BEGIN when no transaction is open), then send the rows, the new head
-    and, with ``commit``, COMMIT. The chain head is held for as short a time as possible.
-    """
-    with conn.pipeline(), conn.cursor() as cur:
-        cur.execute(_PG_HEAD, (len(items),))
-        head = cur.fetchone()
-        if head is None:
-            raise AuditChainError("audit chain head is missing; run `tipline audit verify`")
-        rows = _chain(items, int(head[0]) - len(items), str(head[1]))
-        cur.executemany(_PG_INSERT, rows)
-        cur.execute(_PG_HEAD_HASH, (rows[-1]["hash"],))
-        if commit:
-            conn.commit()
+    """Append ``items`` on a psycopg connection in two round trips: lock the head, then
+    one statement inserting the rows and moving the head (per 1000 rows). With no
+    transaction open, or with ``commit``, in pipeline mode, so BEGIN goes with the first
+    trip and COMMIT with the second; inside an open transaction as plain statements
+    (less CPU than the pipeline's bookkeeping). The chain head is held for as short a
+    time as possible."""
+    if commit or conn.info.transaction_status == _PG_IDLE:
+        with conn.pipeline(), conn.cursor() as cur:
+            rows = _pg_locked_rows(cur, items)
+            for sql, params in _pg_writes(rows):
+                cur.execute(sql, params)
+            if commit:
+                conn.commit()
+        return rows
+    with conn.cursor() as cur:
+        rows = _pg_locked_rows(cur, items)
+        for sql, params in _pg_writes(rows):
+            cur.execute(sql, params)
     return rows
+
+
+def _pg_locked_rows(cur: Any, items: Sequence[Pending]) -> list[dict[str, Any]]:
+    """Lock the head, move its seq past ``items`` and return their chained rows."""
+    cur.execute(_PG_HEAD, (len(items),))
+    head = cur.fetchone()
+    if head is None:
+        raise AuditChainError("audit chain head is missing; run `tipline audit verify`")
+    return _chain(items, int(head[0]) - len(items), str(head[1]))
 
 
 def _append_many_pipelined(engine: Engine, items: Sequence[Pending]) -> list[int]:

@@ -56,7 +56,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import func, select, text, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, defer, sessionmaker
 
 from tipline.config import Settings
 from tipline.errors import TiplineError
@@ -317,10 +317,14 @@ def queue_or_join(
         for meme in (False, True):
             builder.build_file_details(replace(f, potential_meme=meme), report_id=1, file_id="1")
     cluster = _cluster(session, tenant, pdq, at, rules)
+    # without their documents: a released bundle's is up to report_viral_max_files
+    # files long, and every later upload of the cluster in the window reads its row
     reports = {
         r.id: r
         for r in session.scalars(
-            select(ReportRow).where(ReportRow.id.in_([b.report_id for b in cluster]))
+            select(ReportRow)
+            .options(defer(ReportRow.xml))
+            .where(ReportRow.id.in_([b.report_id for b in cluster]))
         )
     }
     held = [

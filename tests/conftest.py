@@ -9,7 +9,7 @@ import re
 import shutil
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -71,11 +71,81 @@ def postgres_schema(admin_url: str) -> Iterator[str]:
         admin.dispose()
 
 
+#: (statement, parameters, executemany) as the migration sent them to the driver
+_Statements = Sequence[tuple[str, Any, bool]]
+
+
+class _Schemas:
+    """The tests' PostgreSQL schemas, created and dropped over one connection per worker
+    (a connection per schema forked a server backend and built an engine for each test).
+    """
+
+    def __init__(self, admin_url: str) -> None:
+        from sqlalchemy.engine import make_url
+
+        self.admin_url = admin_url
+        self._libpq = make_url(admin_url).set(drivername="postgresql")
+        self._conn: Any = None
+
+    def _connection(self) -> Any:
+        import psycopg
+
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(
+                self._libpq.render_as_string(hide_password=False),
+                autocommit=True,
+                prepare_threshold=None,  # the same statements run in every schema
+            )
+        return self._conn
+
+    def create(self, migration: _Statements = ()) -> str:
+        """A new schema holding what ``migration`` (see :func:`_postgres_migration`)
+        makes, with its own instance id; all of it in one transaction."""
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        conn = self._connection()
+        with conn.transaction(), conn.cursor() as cursor:
+            cursor.execute(f'CREATE SCHEMA "{schema}"')
+            if migration:
+                cursor.execute(f'SET LOCAL search_path TO "{schema}"')
+                for statement, params, many in migration:
+                    if many:
+                        cursor.executemany(statement, params)
+                    else:
+                        cursor.execute(statement, params)
+                cursor.execute(
+                    "UPDATE bank_state SET instance = %s WHERE id = 1", (str(uuid.uuid4()),)
+                )
+        return schema
+
+    def url(self, schema: str) -> str:
+        sep = "&" if "?" in self.admin_url else "?"
+        return f"{self.admin_url}{sep}options=-csearch_path%3D{schema}"
+
+    def drop(self, schema: str) -> None:
+        self._connection().execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+@pytest.fixture(scope="session")
+def _postgres_schemas(postgres_admin_url: str) -> Iterator[_Schemas]:
+    schemas = _Schemas(postgres_admin_url)
+    try:
+        yield schemas
+    finally:
+        schemas.close()
+
+
 @pytest.fixture
-def postgres_url(postgres_admin_url: str) -> Iterator[str]:
+def postgres_url(_postgres_schemas: _Schemas) -> Iterator[str]:
     """A fresh, empty PostgreSQL schema for one test, dropped afterwards."""
-    with postgres_schema(postgres_admin_url) as url:
-        yield url
+    schema = _postgres_schemas.create()
+    try:
+        yield _postgres_schemas.url(schema)
+    finally:
+        _postgres_schemas.drop(schema)
 
 
 @pytest.fixture
@@ -118,17 +188,14 @@ def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-#: (statement, parameters, executemany) as the migration sent them to the driver
-_Statements = list[tuple[str, Any, bool]]
-
-
 @pytest.fixture(scope="session")
 def _postgres_migration(postgres_admin_url: str) -> _Statements:
+    """What migrating an empty schema sends to the driver, recorded once per session."""
     from tipline.store.db import make_engine, upgrade
     from tipline.store.models import import_all_models
 
     import_all_models()
-    sent: _Statements = []
+    sent: list[tuple[str, Any, bool]] = []
 
     def record(conn: Any, cursor: Any, statement: str, params: Any, ctx: Any, many: bool) -> None:
         sent.append((statement, params, many))
@@ -145,23 +212,21 @@ def _postgres_migration(postgres_admin_url: str) -> _Statements:
         schema = url.rsplit("%3D", 1)[1]
         named = [s for s, _, _ in sent if schema in s]
         assert not named, f"a recorded migration statement names its schema: {named[:1]}"
-    return sent
-
-
-def _migrated_postgres(url: str, statements: _Statements) -> None:
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            cursor = conn.connection.cursor()
-            for statement, params, many in statements:
-                if many:
-                    cursor.executemany(statement, params)
-                else:
-                    cursor.execute(statement, params)
-            cursor.close()
-        _new_instance_id(engine)
-    finally:
-        engine.dispose()
+    # consecutive statements without parameters go as one multi-statement query: ~150
+    # round trips become ~10 (each one a wait for the server on a loaded machine)
+    batched: list[tuple[str, Any, bool]] = []
+    plain: list[str] = []
+    for statement, params, many in sent:
+        if params or many or "--" in statement:
+            if plain:
+                batched.append((";\n".join(plain), None, False))
+                plain = []
+            batched.append((statement, params, many))
+        else:
+            plain.append(statement)
+    if plain:
+        batched.append((";\n".join(plain), None, False))
+    return batched
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -177,9 +242,10 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         finally:
             engine.dispose()
         return f"sqlite:///{path.as_posix()}"
-    url = str(request.getfixturevalue("postgres_url"))
-    _migrated_postgres(url, request.getfixturevalue("_postgres_migration"))
-    return url
+    schemas: _Schemas = request.getfixturevalue("_postgres_schemas")
+    schema = schemas.create(request.getfixturevalue("_postgres_migration"))
+    request.addfinalizer(lambda: schemas.drop(schema))
+    return schemas.url(schema)
 
 
 # -- parallel runs (pytest-xdist, scripts/test) ------------------------------------------

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from _clock import HANG_SECONDS
-from conftest import postgres_schema
+from conftest import migrated_sqlite, postgres_schema
 from tipline.config import Settings
 from tipline.services.auth import create_key
 from tipline.store.db import make_engine, session_factory, transaction, upgrade
@@ -107,8 +107,12 @@ def running_server(
     env: dict[str, str] | None = None,
     args: tuple[str, ...] = (),
 ) -> Iterator[Server]:
-    """Start ``tipline serve`` on ``db_url`` and wait until ``/v1/health`` answers."""
+    """Start ``tipline serve`` on ``db_url`` and wait until ``/v1/health`` answers (a
+    SQLite file that does not exist yet starts as a copy of the migrated template)."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    sqlite_file = Path(db_url.removeprefix("sqlite:///"))
+    if db_url.startswith("sqlite:///") and not sqlite_file.exists():
+        migrated_sqlite(sqlite_file)
     keys = make_keys(db_url, data_dir)
     port = free_port()
     full_env = {

@@ -13,6 +13,7 @@ import httpx
 
 from _api_server import Server, running_server
 from _web_seed import PASSWORD, Seeded, seed, settings_for
+from conftest import migrated_sqlite
 from tipline.config import Settings
 from tipline.services.database import Database, open_database
 
@@ -60,7 +61,7 @@ def web_server(data_dir: Path, *, count: int = 4, **extra: str) -> Iterator[WebS
     """Seed a SQLite database under ``data_dir`` and serve it (``extra``: TIPLINE_*
     environment settings without the prefix, e.g. ``WEB_DAILY_EXPOSURE_LIMIT="1"``)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    url = f"sqlite:///{data_dir / 'tipline.db'}"
+    url = migrated_sqlite(data_dir / "tipline.db")
     settings = settings_for(data_dir, url)
     db = open_database(url, settings=settings)
     try:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from _clock import HANG_SECONDS
-from conftest import migrated_sqlite, postgres_schema
+from conftest import migrated_sqlite
 from tipline.config import Settings
 from tipline.services.auth import create_key
 from tipline.store.db import make_engine, session_factory, transaction, upgrade
@@ -178,6 +178,11 @@ def server_on(backend: str, request: pytest.FixtureRequest, data_dir: Path) -> I
         with running_server(f"sqlite:///{data_dir / 'tipline.db'}", data_dir) as srv:
             yield srv
         return
-    admin_url = request.getfixturevalue("postgres_admin_url")
-    with postgres_schema(admin_url) as url, running_server(url, data_dir) as srv:
-        yield srv
+    # a schema holding the recorded migration (conftest's db_url makes the same)
+    schemas = request.getfixturevalue("_postgres_schemas")
+    schema = schemas.create(request.getfixturevalue("_postgres_migration"))
+    try:
+        with running_server(schemas.url(schema), data_dir) as srv:
+            yield srv
+    finally:
+        schemas.drop(schema)

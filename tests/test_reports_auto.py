@@ -22,6 +22,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from _api_server import running_server
+from _clock import HANG_SECONDS
 from _ispws_server import ispws_server
 from tipline.config import Settings
 from tipline.errors import ConflictError
@@ -483,7 +484,8 @@ def test_scan_queues_one_auto_report_per_file(db_url: str, tmp_path: Path) -> No
         done = subprocess.run(
             [sys.executable, "-m", "tipline.cli.main", "scan", str(folder), "--jobs", "2",
              "--progress-interval", "0"],
-            capture_output=True, text=True, timeout=300, check=False, env=env, cwd=tmp_path,
+            capture_output=True, text=True, timeout=HANG_SECONDS, check=False, env=env,
+            cwd=tmp_path,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert "matched 2" in done.stdout, done.stdout

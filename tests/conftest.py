@@ -7,6 +7,7 @@ import functools
 import gc
 import os
 import re
+import resource
 import shutil
 import sys
 import tempfile
@@ -430,3 +431,31 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
             _collect_ignoring_unraisable()
         if nextitem is None or _group(nextitem.nodeid) != _group(item.nodeid):
             _stop_ray()
+
+
+# -- CPU per test (TIPLINE_TEST_CPU_LOG=FILE) ---------------------------------------------
+# Durations under load say more about the machine than about a test. With the variable
+# set, each test's CPU seconds (setup, call and teardown; this process plus the children
+# it waited for, e.g. a server it stopped or a CLI it ran) are appended to FILE as
+# "seconds<TAB>nodeid", one line per test, from every xdist worker. Not counted: processes
+# not waited for by the test (Ray's daemons, PostgreSQL's backends).
+_CPU_LOG = os.environ.get("TIPLINE_TEST_CPU_LOG")
+
+
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[Any]:
+    if not _CPU_LOG:
+        return (yield)
+    before = _cpu_seconds()
+    try:
+        return (yield)
+    finally:
+        line = f"{_cpu_seconds() - before:.3f}\t{item.nodeid}\n"
+        with open(_CPU_LOG, "a", encoding="utf-8") as out:  # one short append per test
+            out.write(line)

@@ -18,7 +18,7 @@ from tipline.cli.console import err_console, out_console
 from tipline.config import get_settings
 from tipline.errors import InputError
 from tipline.services.auth import Principal
-from tipline.services.reports import batch, service
+from tipline.services.reports import batch, sending, service
 from tipline.services.reports.outbox import ReportStatus
 
 report_app = typer.Typer(
@@ -284,7 +284,7 @@ def deliver_command(
                     with lock:
                         progress.advance(task)
 
-            stats = service.deliver(
+            stats = sending.deliver_due(
                 sessions,
                 settings=settings,
                 workers=workers,

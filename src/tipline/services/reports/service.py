@@ -975,17 +975,14 @@ def deliver(
     transport: Any = None,
     wait_for_retries: bool = True,
 ) -> DeliveryStats:
-    """Release the held viral bundles whose hold is over, then deliver every queued
-    report until the outbox is empty (failures go to the operator queue); without
-    ``wait_for_retries``, until nothing is due now."""
-    # the report.release job's own function, so a deployment that runs no `tipline
-    # worker` still sends its bundles (viral imports this module: imported here)
-    from tipline.services.reports import viral
-
+    """Deliver every queued report until the outbox is empty (failures go to the
+    operator queue); without ``wait_for_retries``, until nothing is due now. Held viral
+    bundles are not released here: :func:`tipline.services.reports.sending.deliver_due`
+    (``tipline report deliver``) releases the due ones first, and the ``report.release``
+    job releases them in a running ``tipline worker``."""
     client = client_from_settings(settings, transport=transport)
     evidence = evidence or evidence_from_settings(sessions, settings)
     try:
-        viral.release_due(sessions, settings, evidence)
         deliverer = Deliverer(
             sessions, client, evidence, policy=policy_from_settings(settings), on_step=on_step
         )

@@ -24,8 +24,8 @@ How it works (:func:`queue_or_join`, called by
   marked viral (audited ``report.viral``): its document says ``batchedReport
   reason="VIRAL_POTENTIAL_MEME"`` and every file ``potentialMeme``.
 * At ``hold_until`` a ``report.release`` job of the job runner (``tipline worker``),
-  or the next ``tipline report deliver`` (:func:`service.deliver` releases the bundles
-  due first, by the same :func:`release_due`), builds the final document from the
+  or the next ``tipline report deliver`` (:func:`sending.deliver_due` releases the
+  bundles due first, by the same :func:`release_due`), builds the final document from the
   report's files and uploaders, validates it against NCMEC's schema, preserves it in
   the vault and queues the report for delivery (audited ``report.release``, reason
   ``hold``). Until then the report has no final document: its views say it is held,
@@ -502,7 +502,7 @@ def release_due(
     whatever its hold): build and validate its final document, preserve it, queue the
     report for delivery; one transaction per bundle. Returns the released report ids.
     The one home of the release: the ``report.release`` job and
-    :func:`tipline.services.reports.service.deliver` both call it."""
+    :func:`tipline.services.reports.sending.deliver_due` both call it."""
     now = now or utcnow()
     query = select(ReportBundleRow.report_id, ReportBundleRow.tenant).where(
         ReportBundleRow.released_at.is_(None)

@@ -142,16 +142,30 @@ def _workers_of(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
     return out
 
 
+def _listens(worker: psutil.Process, port: int) -> bool:
+    """True once ``worker`` has its own listening socket on ``port``."""
+    return any(
+        conn.status == psutil.CONN_LISTEN and conn.laddr.port == port
+        for conn in worker.net_connections(kind="tcp")
+    )
+
+
 @pytest.mark.slow
 def test_workers_each_accept_connections_and_are_restarted(tmp_path: Path) -> None:
     with running_server(f"sqlite:///{tmp_path / 'tipline.db'}", tmp_path, workers=2) as srv:
         port = int(srv.base_url.rsplit(":", 1)[1])
         workers = _workers_of(srv.process)
         assert len(workers) == 2
+        # The kernel spreads connections only over sockets that listen already: under
+        # load the server can answer while one worker is still starting (a soak run
+        # saw {worker A: 0, worker B: 32}), so wait until each worker listens on the port.
+        deadline = time.monotonic() + HANG_SECONDS
+        while not all(_listens(w, port) for w in workers):
+            assert time.monotonic() < deadline, "a worker never listened on the port"
+            time.sleep(0.05)
         # A burst of keep-alive connections opened at once (as a load balancer's pool):
         # every worker gets some (one shared socket gave them all to one worker).
-        # a worker may still be starting: its connections wait in its backlog, so the
-        # time limit is only a failure bound (httpx's default 5 s is not)
+        # The time limit is only a failure bound (httpx's default 5 s is not).
         clients = [httpx.Client(base_url=srv.base_url, timeout=60) for _ in range(32)]
         try:
             for c in clients:

@@ -13,7 +13,10 @@ warm-up and are not counted.
 Usage::
 
     TIPLINE_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
-        python bench/clearinghouse_calls.py [--reports 30] [--sql] [--profile FILE]
+        python bench/clearinghouse_calls.py [--reports 30] [--sql] [--profile FILE] [--routing]
+
+``--routing`` routes every report at triage, as ``bench/clearinghouse.py`` does (the
+plan's synthetic geography as a generated ``.mmdb``, one agency per country).
 """
 
 from __future__ import annotations
@@ -64,6 +67,9 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=Path, help="write cProfile statistics of the counted calls here"
     )
+    parser.add_argument(
+        "--routing", action="store_true", help="route every report at triage (as the server bench)"
+    )
     args = parser.parse_args()
     spec = sim.SimulationSpec(
         seed=3,
@@ -98,8 +104,20 @@ def main() -> None:
         folder = Path(tmp)
         key = folder / "master.key"
         write_key_file(key, MasterKey.generate())
+        routing: dict[str, Any] = {}
+        if args.routing:
+            from clearinghouse import routing_table
+
+            routing = {
+                "geoip_database": sim.write_geo_database(plan, folder / "geo.mmdb"),
+                "routing_table": routing_table(plan),
+            }
         settings = Settings(  # type: ignore[call-arg]
-            data_dir=folder, database_url=url, role="clearinghouse", vault_master_key_file=key
+            data_dir=folder,
+            database_url=url,
+            role="clearinghouse",
+            vault_master_key_file=key,
+            **routing,
         )
         db = open_database(settings=settings)
         if args.ping_every_checkout:  # an experiment: SQLAlchemy's pool_pre_ping

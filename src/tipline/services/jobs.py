@@ -15,6 +15,7 @@ pass an idempotency key to whatever they call (webhooks send ``Idempotency-Key``
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, and_, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from ulid import ULID
@@ -150,12 +151,24 @@ def settle(session: Session, idempotency_key: str) -> bool:
     because its work was just done another way (e.g. at once by the process that queued
     it); True when there was one. A job a runner already claimed is left to it."""
     result = session.execute(
-        update(Job)
-        .where(Job.idempotency_key == idempotency_key, Job.status == JobStatus.PENDING.value)
-        .values(status=JobStatus.DONE.value, finished_at=utcnow()),
+        _settle_statement(),
+        {"key": idempotency_key, "now": utcnow()},
         execution_options={"synchronize_session": False},
     )
     return bool(getattr(result, "rowcount", 0))
+
+
+@functools.cache
+def _settle_statement() -> Any:
+    """:func:`settle`'s UPDATE, built once (bound key and time)."""
+    return (
+        update(Job)
+        .where(Job.idempotency_key == bindparam("key"), Job.status == JobStatus.PENDING.value)
+        .values(
+            status=JobStatus.DONE.value,
+            finished_at=bindparam("now", type_=Job.__table__.c.finished_at.type),
+        )
+    )
 
 
 def _due(now: datetime) -> Any:

@@ -15,7 +15,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from tipline.banks.model import Bank, BankEntry, BankSignal
@@ -68,12 +80,20 @@ def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any
 def next_seq(session: Session, count: int = 1) -> int:
     """Reserve ``count`` sequence numbers; returns the first. Locks the counter row
     until the transaction ends, so sequence order equals commit order."""
-    bump = update(BankStateRow).where(BankStateRow.id == 1).values(seq=BankStateRow.seq + count)
+    bump, bump_returning = _next_seq_statements()
     if session.get_bind().dialect.name == "postgresql":  # one round trip
-        return int(session.execute(bump.returning(BankStateRow.seq)).scalar_one()) - count + 1
-    session.execute(bump)
+        return int(session.execute(bump_returning, {"n": count}).scalar_one()) - count + 1
+    session.execute(bump, {"n": count})
     last = int(session.execute(select(BankStateRow.seq).where(BankStateRow.id == 1)).scalar_one())
     return last - count + 1
+
+
+@functools.cache
+def _next_seq_statements() -> tuple[Any, Any]:
+    """(move the counter by ``:n``, the same returning the new value), built once."""
+    state = cast(Table, BankStateRow.__table__)
+    bump = update(state).where(state.c.id == 1).values(seq=state.c.seq + bindparam("n"))
+    return bump, bump.returning(state.c.seq)
 
 
 def current_seq(session: Session) -> int:
@@ -138,6 +158,41 @@ def get_bank(session: Session, name: str, *, for_update: bool = False) -> BankRo
     if row is None:
         raise NotFoundError(f"no bank named {name!r}")
     return row
+
+
+def bank_values(session: Session) -> list[Bank]:
+    """Every bank as a domain value (:func:`to_bank` of :func:`list_banks`), by name, read
+    as plain columns with a statement built once (the Matcher reads it per refresh)."""
+    return [
+        Bank(
+            name=row.name,
+            description=row.description,
+            enabled=row.enabled,
+            is_allow_bank=row.is_allow_bank,
+            thresholds={str(k): int(v) for k, v in (row.thresholds or {}).items()},
+            tenant=row.tenant,
+            normalize=row.normalize,
+            region_matching=bool(row.region_matching),
+            auto_report=row.auto_report,
+        )
+        for row in session.execute(_bank_values_query())
+    ]
+
+
+@functools.cache
+def _bank_values_query() -> Any:
+    b = cast(Table, BankRow.__table__).c
+    return select(
+        b.name,
+        b.description,
+        b.enabled,
+        b.is_allow_bank,
+        b.thresholds,
+        b.tenant,
+        b.normalize,
+        b.region_matching,
+        b.auto_report,
+    ).order_by(b.name)
 
 
 def list_banks(session: Session, *, tenant: str | None = None) -> list[BankRow]:
@@ -438,23 +493,25 @@ def signals_page(
     """Signal rows after ``(seq, row id)`` in (seq, id) order, at most ``limit``, each
     with its row id (the keyset for the next page); only ``seq <= upto`` when given."""
     seq, row_id = after
-    stmt = select(
-        BankSignalRow.entry_pk,
-        BankSignalRow.type,
-        BankSignalRow.value,
-        BankSignalRow.seq,
-        BankSignalRow.id,
-    ).where(
-        BankSignalRow.seq >= seq,  # an index range; the OR alone defeats the index
-        or_(
-            BankSignalRow.seq > seq,
-            and_(BankSignalRow.seq == seq, BankSignalRow.id > row_id),
-        ),
-    )
+    params: dict[str, Any] = {"seq": seq, "row_id": row_id, "limit": limit}
     if upto is not None:
-        stmt = stmt.where(BankSignalRow.seq <= upto)
-    rows = session.execute(stmt.order_by(BankSignalRow.seq, BankSignalRow.id).limit(limit))
+        params["upto"] = upto
+    rows = session.execute(_signals_page_query(upto is not None), params)
     return [(SignalChange(int(p), str(t), str(v), int(s)), int(i)) for p, t, v, s, i in rows]
+
+
+@functools.cache
+def _signals_page_query(bounded: bool) -> Any:
+    """:func:`signals_page`'s statement (``bounded``: with ``seq <= :upto``), built once."""
+    g = cast(Table, BankSignalRow.__table__).c
+    seq, row_id = bindparam("seq", type_=BigInteger()), bindparam("row_id", type_=BigInteger())
+    stmt = select(g.entry_pk, g.type, g.value, g.seq, g.id).where(
+        g.seq >= seq,  # an index range; the OR alone defeats the index
+        or_(g.seq > seq, and_(g.seq == seq, g.id > row_id)),
+    )
+    if bounded:
+        stmt = stmt.where(g.seq <= bindparam("upto"))
+    return stmt.order_by(g.seq, g.id).limit(bindparam("limit"))
 
 
 def signals_of_types(session: Session, types: Sequence[str], *, upto: int) -> list[SignalChange]:

@@ -7,11 +7,12 @@ is commit order, see :mod:`tipline.store.bank_tables`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, insert, or_, select
+from sqlalchemy import BigInteger, Table, and_, bindparam, func, insert, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -46,15 +47,24 @@ def regions_page(
     session: Session, after: tuple[int, int], *, limit: int = 50_000
 ) -> list[RegionChange]:
     """Region rows after ``(seq, id)``, in that order (at most ``limit``)."""
-    r = BankRegionRow
     seq, row_id = after
     rows = session.execute(
+        _regions_page_query(), {"seq": seq, "row_id": row_id, "limit": limit}
+    ).all()
+    return [RegionChange(int(a), int(b), int(c), str(d), str(e)) for a, b, c, d, e in rows]
+
+
+@functools.cache
+def _regions_page_query() -> Any:
+    """:func:`regions_page`'s statement, built once (bound keyset and limit)."""
+    r = cast(Table, BankRegionRow.__table__).c
+    seq, row_id = bindparam("seq", type_=BigInteger()), bindparam("row_id", type_=BigInteger())
+    return (
         select(r.seq, r.id, r.entry_pk, r.region, r.value)
         .where(r.seq >= seq, or_(r.seq > seq, and_(r.seq == seq, r.id > row_id)))
         .order_by(r.seq, r.id)
-        .limit(limit)
-    ).all()
-    return [RegionChange(int(a), int(b), int(c), str(d), str(e)) for a, b, c, d, e in rows]
+        .limit(bindparam("limit"))
+    )
 
 
 def count_regions(session: Session, entry_pk: int) -> int:

@@ -12,9 +12,10 @@ Everything here runs in the caller's transaction, under :func:`lock`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
@@ -32,11 +33,14 @@ from tipline.store.clearinghouse_triage import (
 def lock(session: Session) -> None:
     """Take the de-duplication lock until the transaction ends (a row lock on
     PostgreSQL; the database write lock on SQLite, taken before anything is read)."""
-    session.execute(
-        update(ClearinghouseStateRow)
-        .where(ClearinghouseStateRow.id == 1)
-        .values(runs=ClearinghouseStateRow.runs + 1)
-    )
+    session.execute(_lock_statement())
+
+
+@functools.cache
+def _lock_statement() -> Any:
+    """:func:`lock`'s UPDATE, built once (Core)."""
+    state = _table(ClearinghouseStateRow)
+    return update(state).where(state.c.id == 1).values(runs=state.c.runs + 1)
 
 
 def _clusters_of(session: Session, file_ids: Sequence[str]) -> dict[str, ClusterRow]:

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, and_, bindparam, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from tipline.services.clearinghouse.facts import PROVIDER_SCOPED, Identifier
 from tipline.store.clearinghouse_triage import ReportIdentifierRow
@@ -37,7 +37,7 @@ def record(
             {"report_id": report_id, "kind": item.kind, "scope": scope, "value": item.value}
         )
     if rows:
-        session.execute(_IDENTIFIERS.insert(), rows)
+        session.execute(_insert(), rows)
 
 
 def linked(
@@ -55,6 +55,11 @@ def linked(
         if item not in shared:
             shared.append(item)
     return out
+
+
+@functools.cache
+def _insert() -> Any:
+    return _IDENTIFIERS.insert()
 
 
 @functools.cache
@@ -88,16 +93,29 @@ def counts(session: Session, report_ids: Iterable[int]) -> dict[int, int]:
     ids = sorted(set(report_ids))
     if not ids:
         return {}
-    mine = aliased(ReportIdentifierRow)
-    other = aliased(ReportIdentifierRow)
-    rows = session.execute(
-        select(mine.report_id, func.count(func.distinct(other.report_id)))
-        .join(
-            other,
-            and_(mine.kind == other.kind, mine.scope == other.scope, mine.value == other.value),
-        )
-        .where(mine.report_id.in_(ids), other.report_id != mine.report_id)
-        .group_by(mine.report_id)
-    ).all()
+    rows = session.execute(_counts_query(), {"ids": ids}).all()
     found = {int(rid): min(int(n), MAX_LINKED) for rid, n in rows}
     return {rid: found.get(rid, 0) for rid in ids}
+
+
+@functools.cache
+def _counts_query() -> Select[Any]:
+    """(report, linked reports) for each of ``:ids`` that has any (built once)."""
+    mine = _IDENTIFIERS.alias("mine")
+    other = _IDENTIFIERS.alias("other")
+    return (
+        select(mine.c.report_id, func.count(func.distinct(other.c.report_id)))
+        .join(
+            other,
+            and_(
+                mine.c.kind == other.c.kind,
+                mine.c.scope == other.c.scope,
+                mine.c.value == other.c.value,
+            ),
+        )
+        .where(
+            mine.c.report_id.in_(bindparam("ids", expanding=True)),
+            other.c.report_id != mine.c.report_id,
+        )
+        .group_by(mine.c.report_id)
+    )

@@ -17,6 +17,7 @@ is what makes "every earlier file is in the index" true for each of them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.config import TRIAGE_WEIGHTS, Settings
@@ -52,6 +53,8 @@ PENDING, CONFIRMED, REJECTED = "pending", "confirmed", "rejected"
 ACTOR = "clearinghouse"
 #: the triage table (a report's row is written with one Core statement)
 _TRIAGE = cast(Table, TriageRow.__table__)
+_REPORTS = cast(Table, IntakeReportRow.__table__)
+_FILES = cast(Table, IntakeFileRow.__table__)
 #: linked reports whose link factor a new report refreshes, at most
 MAX_RESCORED = 50
 
@@ -130,13 +133,10 @@ def _rescore_links(
     chosen = sorted(report_ids)[:MAX_RESCORED]
     if not chosen:
         return done
-    rows = {
-        int(row.report_id): row
-        for row in session.scalars(
-            select(TriageRow).where(TriageRow.report_id.in_(chosen), TriageRow.status == PENDING)
-        )
-    }
+    read, write = _rescore_statements()
+    rows = {int(row.report_id): row for row in session.execute(read, {"ids": chosen})}
     counted = links.counts(session, rows)
+    changed: list[dict[str, Any]] = []
     for rid in chosen:
         row = rows.get(rid)
         if row is None:
@@ -151,25 +151,66 @@ def _rescore_links(
             f"{count} other reports share an account, email, IP or device",
         )
         kept = [f for f in row.factors if f.get("name") != "linked_reports"]
-        row.factors = [*kept, factor.as_json()]
-        row.score = round(sum(float(f["points"]) for f in row.factors), 3)
-        row.linked_reports = count
+        factors = [*kept, factor.as_json()]
+        changed.append(
+            {
+                "rid": rid,
+                "new_factors": factors,
+                "new_score": round(sum(float(f["points"]) for f in factors), 3),
+                "new_linked": count,
+            }
+        )
         done.append(rid)
+    if changed:
+        session.execute(write, changed)
     return done
+
+
+@functools.cache
+def _rescore_statements() -> tuple[Any, Any]:
+    """(the pending triage rows of ``:ids``, their link factor's update), built once."""
+    t = _TRIAGE.c
+    read = select(t.report_id, t.factors, t.linked_reports).where(
+        t.report_id.in_(bindparam("ids", expanding=True)), t.status == PENDING
+    )
+    write = (
+        update(_TRIAGE)
+        .where(t.report_id == bindparam("rid"))
+        .values(
+            factors=bindparam("new_factors", type_=t.factors.type),
+            score=bindparam("new_score", type_=t.score.type),
+            linked_reports=bindparam("new_linked", type_=t.linked_reports.type),
+        )
+    )
+    return read, write
+
+
+@functools.cache
+def _triage_statements() -> tuple[Any, Any, Any]:
+    """(the report with its triage row's id, the report's files in upload order, the
+    triage row's insert), built once: each report only binds its id."""
+    r, f, t = _REPORTS.c, _FILES.c, _TRIAGE.c
+    report = (
+        select(r.id, r.provider_id, r.status, r.xml, r.finished_at, t.report_id.label("triaged"))
+        .select_from(_REPORTS.outerjoin(_TRIAGE, t.report_id == r.id))
+        .where(r.id == bindparam("report_id"))
+    )
+    files = (
+        select(f.id, f.md5, f.sha1, f.sha256, f.signals, f.details_xml)
+        .where(f.report_id == bindparam("report_id"))
+        .order_by(f.uploaded_at, f.id)
+    )
+    return report, files, _TRIAGE.insert()
 
 
 def triage_report(triager: Triager, report_id: int) -> TriageOutcome | None:
     """De-duplicate, cluster, link and score one finished report, in one transaction;
     None when there is nothing to do (unknown or unfinished report, already triaged)."""
+    report_query, files_query, insert_triage = _triage_statements()
     with transaction(triager.sessions) as session:
         clusters.lock(session)
-        found = session.execute(
-            select(IntakeReportRow, TriageRow.report_id)
-            .outerjoin(TriageRow, TriageRow.report_id == IntakeReportRow.id)
-            .where(IntakeReportRow.id == report_id)
-        ).first()
-        report, done = (found[0], found[1] is not None) if found is not None else (None, False)
-        if report is None or report.status != FINISHED or done:
+        report = session.execute(report_query, {"report_id": report_id}).first()
+        if report is None or report.status != FINISHED or report.triaged is not None:
             jobs.settle(session, triage_job_key(report_id))
             return None
         # in this transaction, under the lock: every file triaged before is indexed
@@ -178,13 +219,8 @@ def triage_report(triager: Triager, report_id: int) -> TriageOutcome | None:
             session, triager.dedup, matcher=triager.matcher, known=triager.files_bank_id
         )
         triager.files_bank_id = bank_id
-        rows = list(
-            session.scalars(
-                select(IntakeFileRow)
-                .where(IntakeFileRow.report_id == report_id)
-                .order_by(IntakeFileRow.uploaded_at, IntakeFileRow.id)
-            )
-        )
+        # plain rows (id, digests, signals, fileDetails), not ORM objects
+        rows: list[Any] = list(session.execute(files_query, {"report_id": report_id}))
         now = triager.clock()
         outcomes = dedup.dedup_report(
             session,
@@ -227,7 +263,7 @@ def triage_report(triager: Triager, report_id: int) -> TriageOutcome | None:
             clusters=tuple(sorted({o.cluster_id for o in outcomes})),
         )
         session.execute(
-            _TRIAGE.insert(),
+            insert_triage,
             {
                 "report_id": report_id,
                 "status": PENDING,
@@ -249,14 +285,16 @@ def triage_report(triager: Triager, report_id: int) -> TriageOutcome | None:
             routed = routing.route_triaged(
                 session,
                 triager.router,
-                report,
+                int(report.id),
+                str(report.xml),
                 [(str(row.id), row.details_xml) for row in rows],
                 actor=ACTOR,
             )
             if routed is not None:
                 outcome = replace(outcome, routed_to=routed.agency)
         jobs.settle(session, triage_job_key(report_id))
-        audit.append(
+        # at commit, in one append with the routing decision's record (if any)
+        audit.defer(
             session,
             actor=ACTOR,
             action="clearinghouse.triage",

@@ -22,6 +22,7 @@ Each decision is stored (the latest of a report is in force) and audited as
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 from ulid import ULID
 
@@ -437,8 +438,8 @@ def _store(
     addresses: int,
     automatic: bool = False,
 ) -> DecisionInfo:
-    """Store ``decision`` for ``report_id`` and audit ``routing.decide``, in the caller's
-    transaction."""
+    """Store ``decision`` for ``report_id`` and audit ``routing.decide`` (deferred to the
+    commit), in the caller's transaction."""
     row = RoutingDecisionRow(
         id=str(ULID()),
         report_id=report_id,
@@ -456,7 +457,8 @@ def _store(
     )
     session.add(row)
     session.flush()
-    audit.append(
+    # appended at commit, with the transaction's other records (one head lock)
+    audit.defer(
         session,
         actor=actor,
         action="routing.decide",
@@ -499,7 +501,8 @@ def route_report(router: Router, report_id: int, *, actor: str | audit.ActorLike
 def route_triaged(
     session: Session,
     router: Router,
-    report: IntakeReportRow,
+    report_id: int,
+    report_xml: str,
     files: Iterable[tuple[str, str | None]],
     *,
     actor: str,
@@ -507,14 +510,11 @@ def route_triaged(
     """Route a report as it is triaged, in the triage's transaction (``files``: id and
     fileDetails XML of each); None when it already has a decision (routed by hand
     before triage) or its stored XML cannot be read."""
-    report_id = int(report.id)
-    decided = session.scalar(
-        select(RoutingDecisionRow.id).where(RoutingDecisionRow.report_id == report_id).limit(1)
-    )
+    decided = session.scalar(_decided_query(), {"report_id": report_id})
     if decided is not None:
         return None
     try:
-        evidence = report_ips(report.xml, files)
+        evidence = report_ips(report_xml, files)
     except InputError:  # stored documents were validated on intake
         return None
     decision = _decide(router, evidence)
@@ -526,6 +526,16 @@ def route_triaged(
         actor=actor,
         addresses=len(evidence),
         automatic=True,
+    )
+
+
+@functools.cache
+def _decided_query() -> Any:
+    """A decision's id for ``:report_id`` (built once: Core, a bound parameter)."""
+    return (
+        select(RoutingDecisionRow.id)
+        .where(RoutingDecisionRow.report_id == bindparam("report_id"))
+        .limit(1)
     )
 
 

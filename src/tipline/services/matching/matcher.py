@@ -203,7 +203,7 @@ class Matcher:
                         break
                 self._regions.refresh(s)
                 if force or now - self._banks_at >= BANKS_REFRESH_SECONDS or added:
-                    self._banks = [repo.to_bank(b) for b in repo.list_banks(s)]
+                    self._banks = repo.bank_values(s)
                     self._banks_at = now
             self._last_poll = now
             self._synced_at = time.time()

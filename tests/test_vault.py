@@ -488,6 +488,41 @@ def test_reports_evidence_interface(sessions: sessionmaker[Session], vault: v.Va
     ]
 
 
+def test_report_documents_kept_together_are_synced_audited_and_rolled_back(
+    sessions: sessionmaker[Session], vault: v.Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tipline.services.vault import blobs
+    from tipline.services.vault.evidence import VaultEvidence
+
+    evidence = VaultEvidence(vault)
+    synced: list[str] = []
+    real = blobs._fsync_file
+    monkeypatch.setattr(blobs, "_fsync_file", lambda p: (synced.append(p.name), real(p)))
+    docs = [("acme", f"R-{i}", f"<report n='{i}'/>".encode()) for i in range(5)]
+    with transaction(sessions) as session:
+        ids = evidence.keep_report_xmls(session, docs)
+    assert len(set(ids)) == 5 and sorted(synced) == sorted(f"{i}{blobs.SUFFIX}" for i in ids)
+    for (tenant, report_id, xml), item in zip(docs, ids, strict=True):
+        assert item is not None
+        kept = v.show(sessions, item, actor=ADMIN)
+        assert (kept.kind, kept.report_id, kept.tenant) == ("report_xml", report_id, tenant)
+        assert v.read_bytes(sessions, vault, item, actor=ADMIN) == xml
+        assert _actions(sessions, item)[0] == "vault.store"
+    # a rolled-back batch leaves no file and no row
+    before = set(vault.blobs.ids())
+    with pytest.raises(RuntimeError), transaction(sessions) as session:
+        evidence.keep_report_xmls(session, docs[:2])
+        raise RuntimeError("the report rows failed")
+    assert set(vault.blobs.ids()) == before
+    # a file lost before its sync is refused, not registered
+    with pytest.raises(EvidenceIntegrityError), transaction(sessions) as session:
+        sealed = v.seal(session, vault, b"<report/>", sync=False)
+        vault.blobs.path(sealed.item_id).unlink()
+        v.sync_files(vault, [(sealed.item_id, sealed.sealed.blob_size)])
+    with sessions() as session:
+        assert audit.verify(session).ok
+
+
 def test_keep_for_review_stores_once_per_match(
     sessions: sessionmaker[Session], vault: v.Vault
 ) -> None:

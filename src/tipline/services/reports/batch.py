@@ -158,9 +158,12 @@ def _batch(
         session.flush()
         session.add_all([child for _, _, children in rows for child in children])
         session.flush()
+        # the documents' vault files are written, then synced together
+        evidence.keep_report_xmls(
+            session, [(report.tenant, report.id, plan.xml or b"") for plan, report, _ in rows]
+        )
         for plan, report, _ in rows:
-            assert plan.xml is not None and plan.content is not None
-            evidence.keep_report_xml(session, report.tenant, report.id, plan.xml)
+            assert plan.content is not None
             defer_created(session, report, plan.content, actor=who)
         delivery_job.enqueue_delivery(session)  # one job delivers the whole batch
         session.flush()

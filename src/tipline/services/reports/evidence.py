@@ -76,6 +76,14 @@ class EvidenceFiles(Protocol):
         """Preserve a report document in the caller's transaction; returns its id."""
         ...
 
+    def keep_report_xmls(
+        self, session: Session, documents: Sequence[tuple[str | None, str, bytes]]
+    ) -> list[str | None]:
+        """:meth:`keep_report_xml` for many ``(tenant, report id, xml)`` at once (the
+        files written first and made durable together, not one sync after another);
+        their ids, in order."""
+        ...
+
     def mark_reported(
         self, session: Session, evidence_ids: list[str], report_id: str, at: datetime
     ) -> None:
@@ -154,6 +162,11 @@ class DirectoryEvidence:
         self, session: Session, tenant: str | None, report_id: str, xml: bytes
     ) -> str | None:
         return self.put(xml, file_name=f"{report_id}.xml").evidence_id
+
+    def keep_report_xmls(
+        self, session: Session, documents: Sequence[tuple[str | None, str, bytes]]
+    ) -> list[str | None]:
+        return [self.keep_report_xml(session, t, r, x) for t, r, x in documents]
 
     def mark_reported(
         self, session: Session, evidence_ids: list[str], report_id: str, at: datetime

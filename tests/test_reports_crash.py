@@ -13,13 +13,13 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 from lxml import etree
 from sqlalchemy import func, select
 
+from _clock import HANG_SECONDS, LineWatch
 from _ispws_server import Faults, ispws_server
 from _report_fixtures import open_db, queue_reports
 from tipline.services.reports.evidence import DirectoryEvidence
@@ -29,9 +29,6 @@ from tipline.store.reports import ReportFileRow, ReportRow
 DRIVER = Path(__file__).parent / "_report_crash_driver.py"
 REPORTS = 200
 KILLS = 5
-#: a child that prints no line for this long is hung (killed, and the test fails); slow
-#: but progressing children are never failed, however loaded the machine
-STALL_SECONDS = 600.0
 
 
 def _child_env() -> dict[str, str]:
@@ -52,19 +49,9 @@ def _run_child(args: list[str], kill_after: int | None) -> tuple[bool, int]:
     )
     lines = 0
     assert proc.stdout is not None
-    stalled = threading.Event()
-
-    def hung() -> None:
-        stalled.set()
-        proc.kill()
-
-    watchdog = threading.Timer(STALL_SECONDS, hung)
-    watchdog.start()
+    watch = LineWatch(proc)
     try:
-        for line in proc.stdout:
-            watchdog.cancel()
-            watchdog = threading.Timer(STALL_SECONDS, hung)
-            watchdog.start()
+        for line in watch.lines():
             if line.startswith("step "):
                 lines += 1
                 if kill_after is not None and lines >= kill_after:
@@ -72,7 +59,7 @@ def _run_child(args: list[str], kill_after: int | None) -> tuple[bool, int]:
                     proc.wait()
                     return True, lines
     finally:
-        watchdog.cancel()
+        watch.close()
         if proc.poll() is None:
             proc.kill()
         proc.wait()
@@ -80,7 +67,7 @@ def _run_child(args: list[str], kill_after: int | None) -> tuple[bool, int]:
         if proc.stderr:
             proc.stderr.close()
         proc.stdout.close()
-    assert not stalled.is_set(), f"the driver printed nothing for {STALL_SECONDS:.0f} s: hung"
+    assert not watch.stalled, f"the driver printed nothing for {HANG_SECONDS:.0f} s: hung"
     assert proc.returncode == 0, stderr[-3000:]
     return False, lines
 

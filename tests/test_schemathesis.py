@@ -15,14 +15,13 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from _api_server import Server, running_server
-from _clock import HANG_SECONDS
+from _clock import HANG_SECONDS, LineWatch
 
 pytestmark = pytest.mark.slow
 
@@ -100,27 +99,15 @@ def _run_watched(cmd: list[str], *, env: dict[str, str], cwd: Path) -> tuple[int
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env
     )
     assert proc.stdout is not None
-    stalled = threading.Event()
-
-    def hung() -> None:
-        stalled.set()
-        proc.kill()
-
     lines: list[str] = []
-    watchdog = threading.Timer(HANG_SECONDS, hung)
-    watchdog.start()
     try:
-        for line in proc.stdout:
-            watchdog.cancel()
-            watchdog = threading.Timer(HANG_SECONDS, hung)
-            watchdog.start()
-            lines.append(line)
+        with LineWatch(proc) as watch:
+            lines.extend(watch.lines())
     finally:
-        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
         proc.wait()
         proc.stdout.close()
     output = "".join(lines)
-    assert not stalled.is_set(), f"schemathesis printed nothing for {HANG_SECONDS:.0f} s:\n{output}"
+    assert not watch.stalled, f"schemathesis printed nothing for {HANG_SECONDS:.0f} s:\n{output}"
     return proc.returncode, output

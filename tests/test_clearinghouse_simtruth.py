@@ -29,7 +29,7 @@ def _pairs(groups: dict[str, str], files: list[str]) -> set[tuple[str, str]]:
 def test_clusters_and_triage_agree_with_the_simulators_truth(db_url: str, tmp_path: Path) -> None:
     spec = sim.SimulationSpec(
         seed=5,
-        reports=36,
+        reports=20,
         providers=tuple(PASSWORDS),
         viral_bursts=1,
         burst_reports=6,

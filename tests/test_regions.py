@@ -5,6 +5,7 @@ to end; the migration against the models."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -54,6 +55,12 @@ def _bridge(reference_dir) -> Image.Image:
     return img
 
 
+@functools.cache
+def _bridge_regions(reference_dir) -> list[tuple[str, str]]:
+    """``region_hashes`` of :func:`_bridge`, computed once (8 tests compare with it)."""
+    return region_hashes(np.asarray(_bridge(reference_dir)))
+
+
 def _ref_pdq(img: Image.Image) -> int:
     """pdqhash itself on a JPEG round trip of ``img`` (what a re-shared copy gives)."""
     out = io.BytesIO()
@@ -89,6 +96,14 @@ def test_small_pictures_give_no_regions():
     assert region_hashes(np.asarray(_picture(100, 90))) == []
 
 
+@functools.cache
+def _regions_of_picture(seed: int) -> tuple[dict[str, str], Image.Image]:
+    """The region hashes and the work copy of ``_picture(seed=seed)``, made once per seed
+    (the property test draws 25 crops of 4 pictures)."""
+    pixels = np.asarray(_picture(seed=seed))
+    return dict(region_hashes(pixels)), _work_copy(pixels)
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     vertical=st.sampled_from(DEFAULT_GRID.cuts()),
@@ -101,14 +116,12 @@ def test_each_crop_region_is_the_pdq_of_that_crop(vertical, horizontal, seed):
     bits of ``pdqhash`` itself on that crop."""
     if vertical == horizontal == (0, 0):
         return
-    img = _picture(seed=seed)
-    regions = dict(region_hashes(np.asarray(img)))
+    regions, work = _regions_of_picture(seed)
     half = DEFAULT_GRID.step / 2
     edges = (horizontal[0], vertical[0], horizontal[1], vertical[1])  # left top right bottom
     name = "crop:l{}t{}r{}b{}".format(*(f"{100 * half * n:g}" for n in edges))
     if name not in regions:  # a repeat of another region's hash (or a flat one)
         return
-    work = _work_copy(np.asarray(img))
     crop = _crop(work, *(half * n for n in edges))
     pixels = np.ascontiguousarray(np.asarray(crop))
     assert regions[name] == pdq_hash_fast(pixels)[0]
@@ -131,7 +144,7 @@ def test_each_crop_region_is_the_pdq_of_that_crop(vertical, horizontal, seed):
 )
 def test_crops_and_rotations_of_a_photo_land_within_the_threshold(reference_dir, edit):
     img = _bridge(reference_dir)
-    regions = region_hashes(np.asarray(img))
+    regions = _bridge_regions(reference_dir)
     query = _ref_pdq(edit[1](img))
     distance, name = _nearest(query, regions)
     assert distance <= THRESHOLD, (distance, name)
@@ -147,7 +160,7 @@ def test_plain_pdq_misses_what_the_regions_find(reference_dir):
 
 
 def test_unrelated_pictures_stay_far_from_every_region(reference_dir):
-    known = region_hashes(np.asarray(_bridge(reference_dir)))
+    known = _bridge_regions(reference_dir)
     others = [_picture(seed=s) for s in range(6)]
     pen = Image.open(reference_dir / "pdq" / "pen-and-coaster.png").convert("RGB")
     for other in [*others, pen, _crop(pen, 0.05, 0.05, 0.05, 0.05)]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.errors import AuthError, InputError, TiplineError
@@ -101,6 +101,37 @@ class _Refused(Exception):
     def __init__(self, answer: IspwsAnswer) -> None:
         super().__init__(answer.description)
         self.answer = answer
+
+
+# The statements of the calls, built once (Core, bound parameters): every call of the
+# intake runs some of them, and building SQL expressions per call cost more CPU than
+# sending them.
+_REPORTS = cast(Table, IntakeReportRow.__table__)
+_FILES = cast(Table, IntakeFileRow.__table__)
+#: a report's owner and status, and whether the caller's account is still valid
+_READ_REPORT = select(_REPORTS.c.provider_id, _REPORTS.c.status, providers.STILL_VALID).where(
+    _REPORTS.c.id == bindparam("report_id")
+)
+_READ_REPORT_LOCKED = _READ_REPORT.with_for_update(of=_REPORTS)
+_CHECK_CALLER = select(providers.STILL_VALID)
+_OPENED = ("provider_id", "status", "xml", "xml_sha256", "incident_type", "created_at")
+#: a new open report, inserted only while the caller's account is valid; its id
+_OPEN_REPORT = (
+    insert(_REPORTS)
+    .from_select(
+        list(_OPENED),
+        select(*(bindparam(f"new_{name}", type_=_REPORTS.c[name].type) for name in _OPENED)).where(
+            providers.STILL_VALID
+        ),
+    )
+    .returning(_REPORTS.c.id)
+)
+_ADD_FILE = insert(_FILES)
+_DESCRIBE_FILE = (
+    update(_FILES)
+    .where(_FILES.c.id == bindparam("the_file"), _FILES.c.report_id == bindparam("the_report"))
+    .values(details_xml=bindparam("new_details"), described_at=bindparam("new_described_at"))
+)
 
 
 def _actor(provider: ProviderInfo) -> str:
@@ -222,27 +253,31 @@ def submit(intake: Intake, authorization: str | None, body: bytes) -> IspwsAnswe
     except _Refused as exc:
         return _refuse(intake, provider, "submit", exc.answer)
     incident = root.findtext("incidentSummary/incidentType")
+    xml_sha256 = hashlib.sha256(body).hexdigest()
     try:
         with transaction(intake.sessions) as session:
-            if not session.scalar(select(providers.still_valid(caller))):
-                raise _Disabled
-            row = IntakeReportRow(
-                provider_id=provider.id,
-                status=OPEN,
-                xml=body.decode("utf-8", "replace"),
-                xml_sha256=hashlib.sha256(body).hexdigest(),
-                incident_type=(incident or "")[:128] or None,
-                created_at=intake.clock(),
+            # one statement: the account check and the insert (no row: not valid now)
+            report_id = session.connection().scalar(
+                _OPEN_REPORT,
+                {
+                    "new_provider_id": provider.id,
+                    "new_status": OPEN,
+                    "new_xml": body.decode("utf-8", "replace"),
+                    "new_xml_sha256": xml_sha256,
+                    "new_incident_type": (incident or "")[:128] or None,
+                    "new_created_at": intake.clock(),
+                    **providers.valid_params(caller),
+                },
             )
-            session.add(row)
-            session.flush()
-            report_id = int(row.id)
+            if report_id is None:
+                raise _Disabled
+            report_id = int(report_id)
             audit.append(
                 session,
                 actor=_actor(provider),
                 action="intake.submit",
                 target=(TARGET_REPORT, str(report_id)),
-                details={"sha256": row.xml_sha256, "bytes": len(body), "incident_type": incident},
+                details={"sha256": xml_sha256, "bytes": len(body), "incident_type": incident},
             )
     except _Disabled:
         intake.credentials.forget(provider.id)
@@ -272,17 +307,16 @@ def _open_report(
         report_id = int((raw_id or "").strip())
     except ValueError:
         report_id = None
+    connection = session.connection()
+    params = providers.valid_params(caller)
     found = None
     if report_id is not None and -(2**63) <= report_id < 2**63:
-        query = select(
-            IntakeReportRow.provider_id, IntakeReportRow.status, providers.still_valid(caller)
-        ).where(IntakeReportRow.id == report_id)
-        if lock:
-            query = query.with_for_update(of=IntakeReportRow)
-        found = session.execute(query).first()
+        found = connection.execute(
+            _READ_REPORT_LOCKED if lock else _READ_REPORT, {"report_id": report_id, **params}
+        ).first()
         if found is not None and not found[2]:
             raise _Disabled
-    if found is None and not session.scalar(select(providers.still_valid(caller))):
+    if found is None and not connection.scalar(_CHECK_CALLER, params):
         raise _Disabled
     if found is None or report_id is None or found[0] != caller.provider.id:
         raise _Refused(refused(Code.REPORT_NOT_FOUND, "report does not exist"))
@@ -295,11 +329,8 @@ def _open_report(
 
 def _close(session: Session, report_id: int, **values: Any) -> None:
     """Set an open report's new status (and its time) in one statement."""
-    session.execute(
-        update(IntakeReportRow)
-        .where(IntakeReportRow.id == report_id)
-        .values(**values)
-        .execution_options(synchronize_session=False)
+    session.connection().execute(
+        update(_REPORTS).where(_REPORTS.c.id == report_id).values(**values)
     )
 
 
@@ -362,8 +393,6 @@ def _signals(
 
 
 _DIGESTS = ("md5", "sha1", "sha256")
-#: the files table, written with Core statements (an upload is the intake's hottest path)
-_FILES = cast(Table, IntakeFileRow.__table__)
 
 
 def _store_file(
@@ -397,9 +426,10 @@ def _store_file(
                 content_id=f"intake-file:{file_id}",
                 meta={"intake_report_id": report_id, "intake_file_id": file_id},
                 audit_at_commit=True,
+                write_now=True,
             )
-            session.execute(
-                _FILES.insert(),
+            session.connection().execute(
+                _ADD_FILE,
                 {
                     "id": file_id,
                     "report_id": report_id,
@@ -446,13 +476,16 @@ def fileinfo(intake: Intake, authorization: str | None, body: bytes) -> IspwsAns
         with transaction(intake.sessions) as session:
             report = _open_report(session, caller, root.findtext("reportId"), lock=True)
             report_id = int(report.id)
-            described = session.execute(
-                update(IntakeFileRow)
-                .where(IntakeFileRow.id == file_id, IntakeFileRow.report_id == report_id)
-                .values(details_xml=body.decode("utf-8", "replace"), described_at=intake.clock())
-                .execution_options(synchronize_session=False)
+            described = session.connection().execute(
+                _DESCRIBE_FILE,
+                {
+                    "the_file": file_id,
+                    "the_report": report_id,
+                    "new_details": body.decode("utf-8", "replace"),
+                    "new_described_at": intake.clock(),
+                },
             )
-            if described.rowcount != 1:  # type: ignore[attr-defined]
+            if described.rowcount != 1:
                 raise _Refused(refused(Code.FILE_NOT_FOUND, "file does not exist", report_id))
             audit.append(
                 session,

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from _cli import run_tipline
+
 TIPLINE = str(Path(sys.executable).with_name("tipline"))
 
 #: commands that open the database first thing (``serve`` would otherwise keep running)
@@ -25,9 +27,25 @@ def _refused_url() -> str:
     return f"postgresql+psycopg://postgres@127.0.0.1:{port}/test"
 
 
-def _run(tmp_path: Path, args: tuple[str, ...], **env: str) -> subprocess.CompletedProcess[str]:
+def _env(**env: str) -> dict[str, str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("TIPLINE_")}
     full.update(env, COLUMNS="300")
+    return full
+
+
+#: commands run as a real process: ``serve`` and ``worker`` (they would keep running
+#: in the test process if the error were missing) and ``bank`` once (the console
+#: script's own exit status and stderr); the others run in this process (_cli.py),
+#: through the same entry point
+_PROCESS = ("serve", "worker")
+
+
+def _run(
+    tmp_path: Path, args: tuple[str, ...], *, process: bool = False, **env: str
+) -> subprocess.CompletedProcess[str]:
+    full = _env(**env)
+    if not process and args[0] not in _PROCESS:
+        return run_tipline(args, env=full, cwd=tmp_path)
     return subprocess.run(
         [TIPLINE, *args], capture_output=True, text=True, env=full, cwd=tmp_path,
         timeout=120, check=False,
@@ -46,7 +64,13 @@ def _assert_one_line(proc: subprocess.CompletedProcess[str], *needles: str) -> s
 @pytest.mark.parametrize("args", _COMMANDS, ids=lambda a: a[0])
 def test_refused_postgresql_port(tmp_path: Path, args: tuple[str, ...]) -> None:
     url = _refused_url()
-    proc = _run(tmp_path, args, TIPLINE_DATABASE_URL=url, TIPLINE_DATA_DIR=str(tmp_path))
+    proc = _run(
+        tmp_path,
+        args,
+        process=args[0] == "bank",
+        TIPLINE_DATABASE_URL=url,
+        TIPLINE_DATA_DIR=str(tmp_path),
+    )
     _assert_one_line(proc, "unavailable", "Connection refused", url.rsplit("/", 1)[0])
     assert proc.stdout == ""
 
@@ -78,10 +102,25 @@ _DATA_DIRS: dict[str, Callable[[Path], str]] = {
 
 @pytest.mark.parametrize("args", _COMMANDS[:2], ids=lambda a: a[0])
 @pytest.mark.parametrize("where", sorted(_DATA_DIRS))
-def test_unusable_data_dir(tmp_path: Path, where: str, args: tuple[str, ...]) -> None:
+def test_unusable_data_dir(
+    tmp_path: Path, where: str, args: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "plain.txt").write_text("not a folder\n")
     data_dir = _DATA_DIRS[where](tmp_path)
-    proc = _run(tmp_path, args, TIPLINE_DATA_DIR=data_dir)
+    # ``serve`` runs as a process for one folder; for the others it runs in this process,
+    # where reaching uvicorn (instead of the error) fails the test rather than serving
+    import uvicorn
+
+    def serving(*args: object, **kwargs: object) -> None:
+        raise AssertionError("serve started serving on an unusable data folder")
+
+    monkeypatch.setattr(uvicorn, "run", serving)
+    in_process = args[0] != "serve" or where != "proc"
+    proc = (
+        run_tipline(args, env=_env(TIPLINE_DATA_DIR=data_dir), cwd=tmp_path)
+        if in_process
+        else _run(tmp_path, args, TIPLINE_DATA_DIR=data_dir)
+    )
     _assert_one_line(proc, data_dir, "TIPLINE_DATA_DIR")
     assert (tmp_path / "plain.txt").read_text() == "not a folder\n"
 

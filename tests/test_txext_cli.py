@@ -21,6 +21,7 @@ from threatexchange.cli.main import inner_main
 
 import tipline
 from _cli import run_tipline
+from conftest import migrated_sqlite
 
 TX = Path(sys.executable).with_name("threatexchange")
 SRC = str(Path(tipline.__file__).resolve().parents[1])
@@ -70,7 +71,7 @@ def _in_process(state: Path, *args: str) -> str:
 
 
 def test_threatexchange_cli_with_the_extension_matches_like_tipline(
-    tx, tmp_path: Path, reference_dir: Path, db_url: str
+    tx, tmp_path: Path, reference_dir: Path
 ) -> None:
     if not TX.exists():
         pytest.skip("the threatexchange console script is not installed")
@@ -81,9 +82,12 @@ def test_threatexchange_cli_with_the_extension_matches_like_tipline(
 
     added = run("config", "extensions", "add", "tipline.txext")
     assert "tipline_pdq - TiplineHashedPdqSignal" in added
-    assert "tipline.txext" in run("config", "extensions", "list")
+    assert "tipline.txext" in _in_process(state, "config", "extensions", "list")
 
-    # tipline's own CLI: hashes, and a bank of the known images.
+    # tipline's own CLI: hashes, and a bank of the known images (on SQLite: matching on
+    # PostgreSQL is test_cli_match's; what this compares is the two CLIs' answers)
+    (tmp_path / "data").mkdir()
+    db_url = migrated_sqlite(tmp_path / "data" / "tipline.db")
     tl_env = {
         **os.environ,
         "TIPLINE_DATA_DIR": str(tmp_path / "data"),
@@ -120,7 +124,7 @@ def test_threatexchange_cli_with_the_extension_matches_like_tipline(
         _in_process(state, *edit, "--filename", str(collab_file))
         bank_lines.append(f"pdq {value}\n")
         entry_of[f"pdq:{value}"] = _collab(rel)
-    fetched = run("fetch")
+    fetched = _in_process(state, "fetch")
     assert fetched == ""
     assert (state / "index" / "tipline_pdq.index").is_file()
     assert not (state / "index" / "tipline_pdq.index").read_bytes().startswith(b"\x80")
@@ -183,7 +187,8 @@ def test_threatexchange_cli_hashes_and_matches_video_with_tipline_vpdq(
     line = run("hash", "-S", "tipline_vpdq", "video", str(known))
     assert line == f"tipline_vpdq {want}\n"  # tipline's frames, in pytx's JSON form
     (tmp_path / "videos.txt").write_text(line)
-    run(
+    _in_process(
+        state,
         "config",
         "collab",
         "edit",
@@ -193,7 +198,7 @@ def test_threatexchange_cli_hashes_and_matches_video_with_tipline_vpdq(
         "--filename",
         str(tmp_path / "videos.txt"),
     )
-    run("fetch")
+    _in_process(state, "fetch")
     index_file = state / "index" / "tipline_vpdq.index"
     assert index_file.is_file() and not index_file.read_bytes().startswith(b"\x80")
     assert _in_process(state, "match", "-S", "tipline_vpdq", "video", str(known)) == (

@@ -10,16 +10,19 @@ so expected errors become one line and exit status 2 exactly as in the console s
 An unexpected exception is rendered as the interpreter would (a traceback on stderr,
 exit status 1), so tests asserting "no traceback" keep their meaning.
 
-Commands that install signal handlers or run servers (``serve``, ``worker``) or that
-are tested as processes (terminals, exit codes of the interpreter, crashes) still run
-in a subprocess.
+A command that installs SIGINT/SIGTERM handlers (``worker --exit-when-idle``) may run
+here: the handlers are put back when it returns. Servers (``serve``), long-running
+workers and what is tested as a process (terminals, exit codes of the interpreter,
+signals, crashes) still run in a subprocess.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -68,6 +71,11 @@ def run_tipline(
     code = 0
     get_settings.cache_clear()
     old_argv = sys.argv
+    handlers = (
+        {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        if threading.current_thread() is threading.main_thread()
+        else {}
+    )
     try:
         with _cwd(cwd), _RUNNER.isolation(input=stdin, env=overrides) as (out, err, _):
             sys.argv = argv
@@ -88,4 +96,7 @@ def run_tipline(
     finally:
         sys.argv = old_argv
         get_settings.cache_clear()
+        for signum, handler in handlers.items():
+            if handler is not None:  # None: not installed from Python
+                signal.signal(signum, handler)
     return subprocess.CompletedProcess(argv, code, stdout, stderr)

@@ -13,8 +13,6 @@ import io
 import itertools
 import os
 import random
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +27,7 @@ from alembic.migration import MigrationContext
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from _cli import run_tipline
 from _clock import HANG_SECONDS
 from _intake_media import (
     VARIANTS,
@@ -465,10 +464,8 @@ def test_tipline_worker_triages_a_report_its_server_died_before(env: Env, tmp_pa
         assert s.get(TriageRow, rid) is None
     full = {k: v for k, v in os.environ.items() if not k.startswith("TIPLINE_")}
     full.update(TIPLINE_DATABASE_URL=str(env.db.url), TIPLINE_DATA_DIR=str(tmp_path / "worker"))
-    proc = subprocess.run(
-        [str(Path(sys.executable).with_name("tipline")), "worker", "--exit-when-idle"],
-        capture_output=True, text=True, env=full, timeout=HANG_SECONDS, check=False,
-    )  # fmt: skip
+    # the worker command in this process (the worker as a process: test_reports_worker.py)
+    proc = run_tipline(["worker", "--exit-when-idle"], env=full)
     assert proc.returncode == 0, proc.stderr
     assert env.triage(rid).new_files == 1 and env.dedup(fid).state == "new"
 

@@ -25,10 +25,12 @@ from tipline.signals.pdq import bits_to_hex
 def _picture(w: int = 320, h: int = 240, seed: int = 0) -> Image.Image:
     """A busy benign picture: smooth gradients plus random coloured ellipses."""
     rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w]
-    base = np.stack(
-        [(x * 255 // w), (y * 255 // h), ((x + y) * 127 // (w + h)) + 64], axis=2
-    ).astype(np.uint8)
+    # by broadcasting: np.mgrid's full-size index planes cost 4 s of CPU at 3600x5400
+    x, y = np.arange(w)[None, :], np.arange(h)[:, None]
+    base = np.empty((h, w, 3), np.uint8)
+    base[..., 0] = x * 255 // w
+    base[..., 1] = y * 255 // h
+    base[..., 2] = (x + y) * 127 // (w + h) + 64
     img = Image.fromarray(base)
     draw = ImageDraw.Draw(img)
     for _ in range(40):

@@ -1,7 +1,7 @@
 """The auto-report policy at match time: an exact match of an entry in a bank whose
 entries a trusted source confirmed queues the report (files NOT viewed) and keeps the
-media in the vault, in the match's own transaction; through the service, a real
-``tipline serve`` (``/v1/match``) and a real scan. All media are benign generated
+media in the vault, in the match's own transaction; through the service, the API
+(``/v1/match``, served in this process) and a real scan. All media are benign generated
 pictures whose digests were put in a bank."""
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 from lxml import etree
 from PIL import Image
+from pydantic import SecretStr
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from _api_server import running_server
+from _app_server import app_server
 from _clock import HANG_SECONDS
 from _ispws_server import ispws_server
 from tipline.config import Settings
@@ -359,17 +360,16 @@ def _picture(seed: int) -> bytes:
 
 
 def test_api_match_queues_the_auto_report(tmp_path: Path) -> None:
-    key = base64.b64encode(os.urandom(32)).decode()
-    env = {
-        "TIPLINE_VAULT_MASTER_KEY": key,
-        "TIPLINE_REPORT_AUTO_BANKS": '["trusted"]',
-        "TIPLINE_REPORT_REPORTER_EMAIL": "reports@example.org",
+    settings = {
+        "vault_master_key": SecretStr(base64.b64encode(os.urandom(32)).decode()),
+        "report_auto_banks": ["trusted"],
+        "report_reporter_email": "reports@example.org",
         # queued at once with its final document (a held bundle's XML is built at
         # release: test_reports_viral.py)
-        "TIPLINE_REPORT_VIRAL_HOLD_SECONDS": "0",
+        "report_viral_hold_seconds": 0,
     }
     known, other = _picture(1), _picture(2)
-    with running_server(f"sqlite:///{tmp_path / 'tipline.db'}", tmp_path, env=env) as server:
+    with app_server(f"sqlite:///{tmp_path / 'tipline.db'}", tmp_path, **settings) as server:
         curator = server.client("a_curator")
         assert curator.post("/v1/banks", json={"name": "trusted"}).status_code == 201
         added = curator.post("/v1/banks/trusted/media?entry_id=k1", content=known)
@@ -425,12 +425,12 @@ def test_api_match_queues_the_auto_report(tmp_path: Path) -> None:
 
 
 def test_api_bank_policy_is_set_shown_and_applied_by_v1_match(tmp_path: Path) -> None:
-    env = {
-        "TIPLINE_VAULT_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
-        "TIPLINE_REPORT_REPORTER_EMAIL": "reports@example.org",
+    settings = {
+        "vault_master_key": SecretStr(base64.b64encode(os.urandom(32)).decode()),
+        "report_reporter_email": "reports@example.org",
     }  # no report_auto_banks: only the bank's own policy can report
     known = _picture(3)
-    with running_server(f"sqlite:///{tmp_path / 'tipline.db'}", tmp_path, env=env) as server:
+    with app_server(f"sqlite:///{tmp_path / 'tipline.db'}", tmp_path, **settings) as server:
         curator = server.client("a_curator")
         bad = curator.post("/v1/banks", json={"name": "trusted", "auto_report": "always"})
         assert bad.status_code == 422, bad.text

@@ -7,18 +7,23 @@ is validated against NCMEC's schema. All media are benign placeholder bytes."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from lxml import etree
-from sqlalchemy import Engine, func, select
+from pydantic import SecretStr
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from _clock import HANG_SECONDS, ManualClock
+from _ispws_server import RunningReceiver
 from tipline.config import Settings
 from tipline.services import submissions
 from tipline.services import vault as v
@@ -34,7 +39,7 @@ from tipline.services.vault.keys import Keyring, MasterKey
 from tipline.signals.base import Signal
 from tipline.store.audit import AuditRecord
 from tipline.store.base import utcnow
-from tipline.store.db import make_engine, session_factory, upgrade
+from tipline.store.db import make_engine, session_factory
 from tipline.store.models import import_all_models
 from tipline.store.report_bundles import ReportBundleRow
 from tipline.store.reports import ReportFileRow, ReportOutboxRow, ReportRow
@@ -56,8 +61,7 @@ SCHEMA = etree.XMLSchema(etree.fromstring(builder.schema_bytes()))
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     import_all_models()
-    eng = make_engine(db_url)
-    upgrade(eng)
+    eng = make_engine(db_url)  # db_url is migrated
     yield eng
     eng.dispose()
 
@@ -70,6 +74,43 @@ def sessions(engine: Engine) -> sessionmaker[Session]:
 @pytest.fixture
 def vault(tmp_path: Path) -> v.Vault:
     return v.Vault(BlobStore(tmp_path / "vault"), Keyring(MasterKey.generate()))
+
+
+@dataclass
+class Deployment:
+    """A configured tipline (data folder, database, vault key, reporter) as a test's
+    own calls and the ``tipline`` commands it runs both see it."""
+
+    settings: Settings
+    key: str  # the vault master key, base64
+    sessions: sessionmaker[Session]
+    vault: v.Vault
+
+    def env(self, rx: RunningReceiver | None = None) -> dict[str, str]:
+        """The complete environment of a ``tipline`` command (delivering to ``rx``)."""
+        env = {k: val for k, val in os.environ.items() if not k.startswith("TIPLINE_")} | {
+            "TIPLINE_DATA_DIR": str(self.settings.data_dir),
+            "TIPLINE_DATABASE_URL": str(self.settings.database_url),
+            "TIPLINE_VAULT_MASTER_KEY": self.key,
+            "TIPLINE_REPORT_REPORTER_EMAIL": "reports@example.org",
+            "TIPLINE_REPORT_PLATFORM": "Example Photos",
+        }
+        if rx is not None:
+            env |= {
+                "TIPLINE_REPORT_ISPWS_URL": rx.url,
+                "TIPLINE_REPORT_ISPWS_USERNAME": rx.username,
+                "TIPLINE_REPORT_ISPWS_PASSWORD": rx.password,
+            }
+        return env
+
+
+@pytest.fixture
+def deployment(db_url: str, engine: Engine, tmp_path: Path) -> Deployment:
+    key = base64.b64encode(os.urandom(32)).decode()
+    settings = _settings(
+        data_dir=tmp_path / "data", database_url=db_url, vault_master_key=SecretStr(key)
+    )
+    return Deployment(settings, key, session_factory(engine), v.Vault.from_settings(settings))
 
 
 def _settings(**kw: object) -> Settings:
@@ -571,131 +612,63 @@ def test_a_refused_fact_drops_that_uploads_report_not_the_bundle(
     _valid(sessions, _reports(sessions)[0])
 
 
-def test_tipline_worker_releases_the_bundle_and_delivers_it(db_url: str, tmp_path: Path) -> None:
-    """A real ``tipline worker`` process runs the ``report.release`` job (the hold's end
-    simulated by moving the bundle's and its job's time to now: no waiting on the wall
-    clock) and then delivers the one report to the test receiver."""
-    import base64
-    import os
-    import subprocess
-    import sys
-
-    from pydantic import SecretStr
-    from sqlalchemy import update
-
+def test_tipline_worker_releases_the_bundle_and_delivers_it(deployment: Deployment) -> None:
+    """``tipline worker`` runs the ``report.release`` job (the hold's end simulated by
+    moving the bundle's and its job's time to now: no waiting on the wall clock) and
+    then delivers the one report to the test receiver. (The worker runs in this
+    process; the worker as a process: test_reports_worker.py.)"""
+    from _cli import run_tipline
     from _ispws_server import ispws_server
     from tipline.store.db import transaction
     from tipline.store.jobs import Job
 
-    key = base64.b64encode(os.urandom(32)).decode()
+    sessions = deployment.sessions
+    for n in range(1, 4):
+        _upload(sessions, deployment.vault, n, f"user-{n}", settings=deployment.settings)
+    (report,) = _reports(sessions)
+    now = utcnow()
+    with transaction(sessions) as session:
+        session.execute(update(ReportBundleRow).values(hold_until=now))
+        session.execute(update(Job).where(Job.kind == viral.RELEASE_JOB_KIND).values(run_at=now))
     with ispws_server() as rx:
-        settings = _settings(
-            data_dir=tmp_path / "data",
-            database_url=db_url,
-            vault_master_key=SecretStr(key),
+        done = run_tipline(
+            ["worker", "--exit-when-idle", "--poll-interval", "0.1"], env=deployment.env(rx)
         )
-        import_all_models()
-        engine = make_engine(db_url)
-        sessions = session_factory(engine)
-        the_vault = v.Vault.from_settings(settings)
-        try:
-            for n in range(1, 4):
-                _upload(sessions, the_vault, n, f"user-{n}", settings=settings)
-            (report,) = _reports(sessions)
-            now = utcnow()
-            with transaction(sessions) as session:
-                session.execute(update(ReportBundleRow).values(hold_until=now))
-                session.execute(
-                    update(Job).where(Job.kind == viral.RELEASE_JOB_KIND).values(run_at=now)
-                )
-        finally:
-            engine.dispose()
-        env = dict(os.environ)
-        src = str(Path(__file__).resolve().parent.parent / "src")
-        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-        env |= {
-            "TIPLINE_DATA_DIR": str(settings.data_dir),
-            "TIPLINE_DATABASE_URL": db_url,
-            "TIPLINE_VAULT_MASTER_KEY": key,
-            "TIPLINE_REPORT_REPORTER_EMAIL": "reports@example.org",
-            "TIPLINE_REPORT_PLATFORM": "Example Photos",
-            "TIPLINE_REPORT_ISPWS_URL": rx.url,
-            "TIPLINE_REPORT_ISPWS_USERNAME": rx.username,
-            "TIPLINE_REPORT_ISPWS_PASSWORD": rx.password,
-        }
-        worker = [sys.executable, "-m", "tipline.cli.main", "worker"]
-        done = subprocess.run(
-            [*worker, "--exit-when-idle", "--poll-interval", "0.1"],
-            env=env,
-            capture_output=True,
-            timeout=HANG_SECONDS,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        assert done.returncode == 0, done.stderr
         assert rx.receiver.rejections == []
         (remote,) = rx.receiver.reports.values()
         assert remote.finished == 1 and len(remote.files) == 3
     doc = etree.fromstring(remote.xml)
     assert doc.find("batchedReport").get("reason") == "VIRAL_POTENTIAL_MEME"
     assert len(doc.findall("personOrUserReported")) == 3
-    engine = make_engine(db_url)
-    try:
-        (summary,) = service.list_reports(session_factory(engine), ACME_ADMIN)
-        assert summary.id == report.id and summary.status == "finished"
-    finally:
-        engine.dispose()
+    (summary,) = service.list_reports(sessions, ACME_ADMIN)
+    assert summary.id == report.id and summary.status == "finished"
 
 
 def test_tipline_report_deliver_releases_the_bundles_whose_hold_is_over(
-    db_url: str, tmp_path: Path
+    deployment: Deployment,
 ) -> None:
     """``tipline report deliver`` (no worker running) first releases the bundles whose
     hold is over, by the release job's own function, and delivers them; a bundle still
     held stays held and unsent."""
-    import base64
-    import os
-
-    from pydantic import SecretStr
-    from sqlalchemy import update
-
     from _cli import run_tipline
     from _ispws_server import ispws_server
     from tipline.store.db import transaction
 
-    key = base64.b64encode(os.urandom(32)).decode()
-    with ispws_server() as rx:
-        settings = _settings(
-            data_dir=tmp_path / "data", database_url=db_url, vault_master_key=SecretStr(key)
+    sessions, settings = deployment.sessions, deployment.settings
+    for n in range(1, 4):
+        _upload(sessions, deployment.vault, n, f"user-{n}", settings=settings)
+    (due,) = _reports(sessions)
+    _upload(sessions, deployment.vault, 4, "user-4", pdq=FAR, settings=settings)
+    with transaction(sessions) as session:  # the first bundle's hold is over
+        session.execute(
+            update(ReportBundleRow)
+            .where(ReportBundleRow.report_id == due.id)
+            .values(hold_until=utcnow() - timedelta(seconds=1))
         )
-        import_all_models()
-        engine = make_engine(db_url)
-        sessions = session_factory(engine)
-        the_vault = v.Vault.from_settings(settings)
-        try:
-            for n in range(1, 4):
-                _upload(sessions, the_vault, n, f"user-{n}", settings=settings)
-            (due,) = _reports(sessions)
-            _upload(sessions, the_vault, 4, "user-4", pdq=FAR, settings=settings)
-            with transaction(sessions) as session:  # the first bundle's hold is over
-                session.execute(
-                    update(ReportBundleRow)
-                    .where(ReportBundleRow.report_id == due.id)
-                    .values(hold_until=utcnow() - timedelta(seconds=1))
-                )
-            assert service.pending_deliveries(sessions) == 1
-        finally:
-            engine.dispose()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TIPLINE_")} | {
-            "TIPLINE_DATA_DIR": str(settings.data_dir),
-            "TIPLINE_DATABASE_URL": db_url,
-            "TIPLINE_VAULT_MASTER_KEY": key,
-            "TIPLINE_REPORT_REPORTER_EMAIL": "reports@example.org",
-            "TIPLINE_REPORT_PLATFORM": "Example Photos",
-            "TIPLINE_REPORT_ISPWS_URL": rx.url,
-            "TIPLINE_REPORT_ISPWS_USERNAME": rx.username,
-            "TIPLINE_REPORT_ISPWS_PASSWORD": rx.password,
-        }
-        done = run_tipline(["report", "deliver"], env=env)
+    assert service.pending_deliveries(sessions) == 1
+    with ispws_server() as rx:
+        done = run_tipline(["report", "deliver"], env=deployment.env(rx))
         assert done.returncode == 0, done.stderr
         assert "finished 1, failed 0" in done.stderr
         assert rx.receiver.rejections == []
@@ -704,19 +677,14 @@ def test_tipline_report_deliver_releases_the_bundles_whose_hold_is_over(
     doc = etree.fromstring(remote.xml)
     assert doc.find("batchedReport").get("reason") == "VIRAL_POTENTIAL_MEME"
     assert len(doc.findall("personOrUserReported")) == 3
-    engine = make_engine(db_url)
-    try:
-        sessions = session_factory(engine)
-        states = {s.id: (s.status, s.step) for s in service.list_reports(sessions, ACME_ADMIN)}
-        assert states.pop(due.id) == ("finished", None)
-        assert list(states.values()) == [("queued", "held")]
-        assert _actions(sessions).count("report.release") == 1
-    finally:
-        engine.dispose()
+    states = {s.id: (s.status, s.step) for s in service.list_reports(sessions, ACME_ADMIN)}
+    assert states.pop(due.id) == ("finished", None)
+    assert list(states.values()) == [("queued", "held")]
+    assert _actions(sessions).count("report.release") == 1
 
 
 def test_a_held_bundle_says_so_and_its_unfinished_document_is_refused(
-    db_url: str, sessions: sessionmaker[Session], vault: v.Vault, tmp_path: Path
+    db_url: str, deployment: Deployment, tmp_path: Path
 ) -> None:
     """While held a bundle has no final document (its release builds one from every
     upload), so every view says "held: N uploads, document built at release" and every
@@ -724,12 +692,12 @@ def test_a_held_bundle_says_so_and_its_unfinished_document_is_refused(
     is refused with that reason (409, one CLI line, audited); once released the final
     document is what each of them gives, the one preserved in the vault."""
     import hashlib
-    import os
 
-    from _api_server import running_server
+    from _app_server import app_server
     from _cli import run_tipline
     from tipline.errors import ConflictError
 
+    sessions, vault = deployment.sessions, deployment.vault
     tenant_a = Principal("tena00000001", Role.MATCHER, "tenant-a")
     cli = Principal.cli()
     for n, user in ((1, "user-1"), (2, "user-2"), (3, "user-1")):
@@ -741,10 +709,7 @@ def test_a_held_bundle_says_so_and_its_unfinished_document_is_refused(
         service.report_xml(sessions, cli, report.id)
     assert _actions(sessions).count("report.download_refused") == 1
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIPLINE_")} | {
-        "TIPLINE_DATA_DIR": str(tmp_path / "cli"),
-        "TIPLINE_DATABASE_URL": db_url,
-    }
+    env = deployment.env()
     got = run_tipline(["report", "xml", report.id], env=env)
     assert got.returncode == 2 and got.stdout == ""
     assert len(got.stderr.strip().splitlines()) == 1 and "held until" in got.stderr
@@ -752,8 +717,7 @@ def test_a_held_bundle_says_so_and_its_unfinished_document_is_refused(
     assert held in run_tipline(["report", "list"], env=env).stdout
     assert held in run_tipline(["report", "show", report.id], env=env).stdout.splitlines()[0]
 
-    env = {"TIPLINE_REPORT_REPORTER_EMAIL": "reports@example.org"}
-    with running_server(db_url, tmp_path / "api", env=env) as srv:
+    with app_server(db_url, tmp_path / "api", report_reporter_email="reports@example.org") as srv:
         client = srv.client("a_reviewer")
         refused = client.get(f"/v1/reports/{report.id}/xml")
         assert refused.status_code == 409 and "held until" in refused.json()["detail"]

@@ -1,0 +1,91 @@
+"""The API app (``create_app``) under uvicorn on a free 127.0.0.1 port, in a thread of
+the test process, with the API keys of :data:`_api_server.KEYS`.
+
+For tests of what the API does (routes, policies, documents), not of the ``tipline
+serve`` process: a server process costs a fresh interpreter and the whole app's imports
+(1-2 s of CPU each). The interface is :class:`_api_server.Server`'s (``client(name)``,
+``db_url``, ``data_dir``); settings are passed as values, not environment variables.
+The process itself (workers, signals, exit codes) is tested with
+:func:`_api_server.running_server`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from _api_server import free_port, make_keys
+from _clock import HANG_SECONDS
+from conftest import migrated_sqlite
+from tipline.api.app import create_app
+from tipline.config import Settings
+
+
+@dataclass
+class AppServer:
+    """A running in-process server: base URL, API keys by name, database URL, folder."""
+
+    base_url: str
+    keys: dict[str, str]
+    db_url: str
+    data_dir: Path
+    settings: Settings
+    clients: dict[str, httpx.Client] = field(default_factory=dict)
+
+    def client(self, key: str | None = "admin") -> httpx.Client:
+        """An HTTP client authenticated with the named key (None: no key)."""
+        name = key or "-"
+        if name not in self.clients:
+            headers = {"Authorization": f"Bearer {self.keys[key]}"} if key else {}
+            self.clients[name] = httpx.Client(
+                base_url=self.base_url, headers=headers, timeout=HANG_SECONDS, trust_env=False
+            )
+        return self.clients[name]
+
+
+@contextmanager
+def app_server(db_url: str, data_dir: Path, **overrides: object) -> Iterator[AppServer]:
+    """Serve ``create_app(Settings(...))`` on ``db_url`` until the block ends (a SQLite
+    file that does not exist yet starts as a copy of the migrated template).
+    ``overrides`` are settings, as ``running_server``'s ``TIPLINE_*`` variables would
+    give them."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    sqlite_file = Path(db_url.removeprefix("sqlite:///"))
+    if db_url.startswith("sqlite:///") and not sqlite_file.exists():
+        migrated_sqlite(sqlite_file)
+    keys = make_keys(db_url, data_dir)
+    values: dict[str, object] = {
+        "data_dir": data_dir,
+        "database_url": db_url,
+        "max_body_bytes": 8 * 1024 * 1024,
+        "fetch_allow_private": ["127.0.0.0/8"],
+        **overrides,
+    }
+    settings = Settings(**values)  # type: ignore[arg-type]
+    app = create_app(settings, migrate=False)  # make_keys migrated it
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + HANG_SECONDS  # failure bound only
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the in-process server did not start")
+        time.sleep(0.02)
+    srv = AppServer(f"http://127.0.0.1:{port}", keys, db_url, data_dir, settings)
+    try:
+        yield srv
+    finally:
+        for c in srv.clients.values():
+            c.close()
+        server.should_exit = True
+        thread.join(timeout=HANG_SECONDS)

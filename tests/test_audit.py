@@ -549,3 +549,64 @@ def test_append_many_beyond_one_insert_statement_links_and_verifies(
     assert [r.seq for r in first + second] == list(range(1, 12))
     report = _verify(engine)
     assert report.ok and report.records == 16
+
+
+_texts = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    actor=_texts.filter(bool),
+    action=_texts.filter(bool),
+    tenant=st.none() | _texts,
+    target=st.none() | st.tuples(_texts, _texts),
+    details=st.dictionaries(_texts, json_values, max_size=4),
+)
+def test_one_record_appends_in_one_statement_and_verifies(
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    actor: str,
+    action: str,
+    tenant: str | None,
+    target: tuple[str, str] | None,
+    details: dict[str, Any],
+) -> None:
+    """On PostgreSQL one record goes through tipline_audit_append_one (the database
+    hashes the canonical document the client split around prev_hash and seq): in an
+    open transaction, as a transaction's first statement (pipelined) and from the
+    Batcher (committed in the same pipeline); what it stores verifies and equals
+    record_hash of the stored fields, for any text in any field."""
+    if engine.dialect.name == "postgresql":
+
+        def refuse(*a: Any, **k: Any) -> list[dict[str, Any]]:
+            raise AssertionError("one record took the two-statement append")
+
+        monkeypatch.setattr(audit, "_pg_append_two_trips", refuse)
+    kwargs: dict[str, Any] = dict(
+        actor=actor, action=action, tenant=tenant, target=target, details=details
+    )
+    with transaction(session_factory(engine)) as session:
+        session.execute(text("SELECT 1"))
+        opened = audit.append(session, **kwargs)
+    with transaction(session_factory(engine)) as session:
+        first = audit.append(session, **kwargs)
+    batcher = audit.Batcher(engine)
+    try:
+        seq = batcher.submit(**kwargs).result(timeout=HANG_SECONDS)
+    finally:
+        batcher.close()
+    assert first.seq == opened.seq + 1 and seq == first.seq + 1
+    assert first.prev_hash == opened.hash
+    for record in (opened, first):
+        fields = {k: getattr(record, k) for k in record.__slots__ if k != "hash"}
+        assert record.hash == audit.record_hash(**fields)
+    with transaction(session_factory(engine)) as session:
+        stored = session.scalars(select(AuditRecord).where(AuditRecord.seq >= opened.seq)).all()
+        assert [r.hash for r in stored[:2]] == [opened.hash, first.hash]
+    assert _verify(engine).ok

@@ -449,12 +449,108 @@ def _chain(items: Sequence[Pending], last_seq: int, prev_hash: str) -> list[dict
 
 
 def _pg_append(conn: Any, items: Sequence[Pending], *, commit: bool) -> list[dict[str, Any]]:
-    """Append ``items`` on a psycopg connection in two round trips: lock the head, then
-    one statement inserting the rows and moving the head (per 1000 rows). With no
-    transaction open, or with ``commit``, in pipeline mode, so BEGIN goes with the first
-    trip and COMMIT with the second; inside an open transaction as plain statements
-    (less CPU than the pipeline's bookkeeping). The chain head is held for as short a
-    time as possible."""
+    """Append ``items`` on a psycopg connection: one record in one round trip (the
+    function ``tipline_audit_append_one`` of migration 0042 locks the head, chains and
+    inserts the row and moves the head), several in two (:func:`_pg_append_two_trips`).
+    With no transaction open, or with ``commit``, in pipeline mode, so BEGIN and COMMIT
+    go with them; inside an open transaction as plain statements. The chain head is
+    held for as short a time as possible. On a server whose encoding is not UTF-8 (the
+    function hashes the server's text) every append takes two round trips."""
+    if len(items) != 1 or not _pg_utf8(conn):
+        return _pg_append_two_trips(conn, items, commit=commit)
+    at = utcnow()
+    params = _pg_function_params(items[0], at)
+    try:
+        if commit or conn.info.transaction_status == _PG_IDLE:
+            with conn.pipeline(), conn.cursor() as cur:
+                cur.execute(_PG_FUNCTION, params)
+                if commit:
+                    conn.commit()
+                found = cur.fetchall()
+        else:
+            with conn.cursor() as cur:
+                cur.execute(_PG_FUNCTION, params)
+                found = cur.fetchall()
+    except Exception as exc:
+        if getattr(exc, "sqlstate", None) == _PG_NO_HEAD:
+            raise AuditChainError(
+                "audit chain head is missing; run `tipline audit verify`"
+            ) from exc
+        raise
+    return _pg_function_rows(items, at, found)
+
+
+#: SQLSTATE the function raises when the head row is missing
+_PG_NO_HEAD = "P0002"
+_PG_FUNCTION = (
+    "SELECT out_seq, out_prev_hash, out_hash"
+    " FROM tipline_audit_append_one(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+
+
+def _pg_utf8(conn: Any) -> bool:
+    return str(conn.info.parameter_status("server_encoding") or "").upper() in ("UTF8", "UTF-8")
+
+
+def _pg_function_params(item: Pending, at: datetime) -> tuple[Any, ...]:
+    """The arguments of ``tipline_audit_append_one``: the record's canonical document
+    (:func:`_appended_hash`'s text) in two pieces, before ``prev_hash`` and after
+    ``seq``, and its columns."""
+    at_text = _format_at(at)
+    target = item.target
+    target_type = target.type if target is not None else None
+    target_id = target.id if target is not None else None
+    head = (
+        f'{{"action":{_json_string(item.action)},"actor":{_json_string(item.actor)},'
+        f'"at":"{at_text}","details":{item.details},"prev_hash":"'
+    )
+    tail = (
+        f',"target_id":{_opt(target_id)},"target_type":{_opt(target_type)},'
+        f'"tenant":{_opt(item.tenant)}}}'
+    )
+    return (
+        at,
+        head,
+        tail,
+        item.actor,
+        item.tenant,
+        item.action,
+        target_type,
+        target_id,
+        item.details,
+    )
+
+
+def _pg_function_rows(
+    items: Sequence[Pending], at: datetime, found: Sequence[Any]
+) -> list[dict[str, Any]]:
+    if len(found) != len(items):
+        raise AuditChainError("audit append returned an unexpected number of records")
+    rows: list[dict[str, Any]] = []
+    for item, (seq, prev_hash, digest) in zip(items, found, strict=True):
+        target = item.target
+        rows.append(
+            {
+                "seq": int(seq),
+                "at": at,
+                "actor": item.actor,
+                "tenant": item.tenant,
+                "action": item.action,
+                "target_type": target.type if target is not None else None,
+                "target_id": target.id if target is not None else None,
+                "details": item.details,
+                "prev_hash": str(prev_hash),
+                "hash": str(digest),
+            }
+        )
+    return rows
+
+
+def _pg_append_two_trips(
+    conn: Any, items: Sequence[Pending], *, commit: bool
+) -> list[dict[str, Any]]:
+    """The append without the function: lock the head (first trip), then one
+    statement inserting the rows and moving the head (per 1000 rows)."""
     if commit or conn.info.transaction_status == _PG_IDLE:
         with conn.pipeline(), conn.cursor() as cur:
             rows = _pg_locked_rows(cur, items)

@@ -245,6 +245,42 @@ def test_swapped_files_between_items_are_detected(
         v.read_bytes(sessions, vault, a.id, actor=ADMIN)
 
 
+@pytest.mark.parametrize("damage", ["header", "body", "tag", "truncated", "swapped", "digest"])
+def test_the_reports_read_path_detects_damage_without_the_file_digest(
+    sessions: sessionmaker[Session], vault: v.Vault, damage: str
+) -> None:
+    """A report's upload reads through VaultEvidence.opener, which skips the encrypted
+    file's SHA-256: every kind of damage is still refused (AES-GCM per chunk, the
+    plaintext's SHA-256 against the row)."""
+    from tipline.services.vault.evidence import VaultEvidence
+
+    data = os.urandom(3 * 4096)
+    info = _store(sessions, vault, data)
+    other = _store(sessions, vault, os.urandom(3 * 4096))
+    path = vault.blobs.path(info.id)
+    blob = bytearray(path.read_bytes())
+    with transaction(sessions) as session:
+        assert VaultEvidence(vault).opener(session, info.id)() == data
+    if damage in ("header", "body", "tag"):
+        blob[{"header": 20, "body": 64 + 4096 + 16 + 5, "tag": len(blob) - 1}[damage]] ^= 1
+        path.write_bytes(bytes(blob))
+    elif damage == "truncated":
+        path.write_bytes(bytes(blob[: 64 + 2 * (4096 + 16)]))
+        with transaction(sessions) as session:  # the recorded size forged to match
+            row = session.get(EvidenceItemRow, info.id)
+            assert row is not None
+            row.blob_size = 64 + 2 * (4096 + 16)
+    elif damage == "swapped":
+        path.write_bytes(vault.blobs.path(other.id).read_bytes())
+    else:
+        with transaction(sessions) as session:
+            row = session.get(EvidenceItemRow, info.id)
+            assert row is not None
+            row.sha256 = hashlib.sha256(b"other").hexdigest()
+    with pytest.raises(EvidenceIntegrityError), transaction(sessions) as session:
+        VaultEvidence(vault).opener(session, info.id)()
+
+
 def test_edited_digest_in_the_row_is_detected(
     sessions: sessionmaker[Session], vault: v.Vault
 ) -> None:

@@ -93,6 +93,7 @@ from tipline.services.reports.client import (
 from tipline.services.reports.evidence import EvidenceFiles
 from tipline.services.reports.model import file_from_json
 from tipline.store.base import utcnow
+from tipline.store.db import ids_in
 from tipline.store.reports import (
     OperatorItemRow,
     ReportEventRow,
@@ -496,7 +497,7 @@ class Deliverer:
             select(ReportOutboxRow, ReportRow, ReportFileRow)
             .join(ReportRow, ReportRow.id == ReportOutboxRow.report_id)
             .outerjoin(ReportFileRow, ReportFileRow.report_id == ReportOutboxRow.report_id)
-            .where(ReportOutboxRow.report_id.in_(report_ids))
+            .where(ids_in(session, ReportOutboxRow.report_id, report_ids))
             .order_by(ReportOutboxRow.report_id, ReportFileRow.seq)
         ).all()
         # the session's identity map holds unchanged rows weakly: keep them alive

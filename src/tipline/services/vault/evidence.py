@@ -23,6 +23,7 @@ from tipline.services.reports.evidence import StoredFile
 from tipline.services.vault._model import TARGET, EvidenceKind, Vault
 from tipline.services.vault.items import mark_reported, plaintext, seal, store, sync_files
 from tipline.services.vault.retention import WORKER
+from tipline.store.db import ids_in
 from tipline.store.vault import EvidenceItemRow
 
 _PREFETCHED = "tipline.vault.evidence.prefetched"
@@ -94,7 +95,7 @@ class VaultEvidence:
         if not wanted:
             return
         rows = session.execute(
-            select(EvidenceItemRow).where(EvidenceItemRow.id.in_(wanted))
+            select(EvidenceItemRow).where(ids_in(session, EvidenceItemRow.id, wanted))
         ).scalars()
         session.info.setdefault(_PREFETCHED, []).extend(rows)
 
@@ -114,8 +115,10 @@ class VaultEvidence:
             tenant=row.tenant,
         )
         vault = self.vault
-        # the sessions of services/database.py keep loaded rows usable after commit
-        return lambda: b"".join(plaintext(vault, row))
+        # the sessions of services/database.py keep loaded rows usable after commit;
+        # every chunk is authenticated (AES-GCM) and the plaintext's SHA-256 checked
+        # against the record, so the encrypted file's own SHA-256 is not computed
+        return lambda: b"".join(plaintext(vault, row, file_digest=False))
 
     def keep_report_xml(
         self, session: Session, tenant: str | None, report_id: str, xml: bytes

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +23,7 @@ import pytest
 from sqlalchemy import Engine, select, update
 
 from _clock import HANG_SECONDS
+from conftest import migrated_sqlite
 from tipline.config import Settings, get_settings
 from tipline.errors import InputError, NotFoundError, PermissionDeniedError
 from tipline.services import actions, audit, jobs, webhooks
@@ -30,7 +32,7 @@ from tipline.services.auth import Principal, Role
 from tipline.services.jobs import Backoff, JobRunner
 from tipline.store.audit import AuditRecord
 from tipline.store.base import utcnow
-from tipline.store.db import make_engine, session_factory, transaction, upgrade
+from tipline.store.db import make_engine, session_factory, transaction
 from tipline.store.jobs import Job
 
 SECRET = "test-secret-0123456789abcdef"
@@ -125,8 +127,7 @@ def _resolves_to(*addresses: str) -> Any:
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    upgrade(eng)
+    eng = make_engine(db_url)  # db_url is migrated already
     yield eng
     eng.dispose()
 
@@ -440,11 +441,15 @@ def test_review_queue_and_decisions(engine: Engine) -> None:
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_two_worker_processes_deliver_each_exactly_once(postgres_url: str) -> None:
-    """1,000 deliveries, 2 ``tipline worker`` processes, a receiver failing 30% at random."""
-    total = 1000
+def test_two_worker_processes_deliver_each_exactly_once(
+    _postgres_schemas: Any, _postgres_migration: Any
+) -> None:
+    """400 deliveries (~570 requests), 2 ``tipline worker`` processes, a receiver failing
+    30% at random: 40 batches of 10 claimed by two processes racing for them."""
+    total = 400
+    schema = _postgres_schemas.create(_postgres_migration)  # a migrated schema (conftest)
+    postgres_url = _postgres_schemas.url(schema)
     engine = make_engine(postgres_url)
-    upgrade(engine)
     receiver = Receiver(fail_rate=0.3, seed=12345)
     workers: list[subprocess.Popen[bytes]] = []
     try:
@@ -485,6 +490,7 @@ def test_two_worker_processes_deliver_each_exactly_once(postgres_url: str) -> No
                 w.wait()
         receiver.close()
         engine.dispose()
+        _postgres_schemas.drop(schema)
     accepted = Counter(d.key for d in receiver.accepted)
     expected = {webhooks.idempotency_key(hook.id, f"ev{i}") for i in range(total)}
     assert counts == {"pending": 0, "running": 0, "done": total, "dead": 0}
@@ -503,13 +509,17 @@ def test_two_worker_processes_deliver_each_exactly_once(postgres_url: str) -> No
     print(f"\n{total} deliveries, {len(receiver.requests)} requests, {elapsed:.1f} s, runs {ran}")
 
 
-def test_worker_logs_never_show_secrets_or_url_tokens(
-    engine: Engine, db_url: str, receiver: Receiver
-) -> None:
+def test_worker_logs_never_show_secrets_or_url_tokens(tmp_path: Path, receiver: Receiver) -> None:
+    # one database (SQLite): what the worker logs does not depend on the backend
+    db_url = migrated_sqlite(tmp_path / "tipline.db")
+    engine = make_engine(db_url)
     receiver.status = 500
-    with transaction(session_factory(engine)) as session:
-        hook, secret = webhooks.create_webhook(session, url=receiver.url, secret=SECRET)
-        webhooks.enqueue_delivery(session, hook, "e1", {"x": 1})
+    try:
+        with transaction(session_factory(engine)) as session:
+            hook, secret = webhooks.create_webhook(session, url=receiver.url, secret=SECRET)
+            webhooks.enqueue_delivery(session, hook, "e1", {"x": 1})
+    finally:
+        engine.dispose()
     env = dict(os.environ, TIPLINE_DATABASE_URL=db_url)
     done = subprocess.run(
         [sys.executable, "-m", "tipline.cli.main", "worker", "--once", "--verbose"],

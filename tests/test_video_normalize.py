@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tipline.signals.base import Signal
-from tipline.signals.hashing import HashOptions, hash_path
+from tipline.signals.hashing import HashOptions, HashResult, hash_path
 from tipline.signals.normalize import Box, common_trim
 from tipline.signals.video import hash_video_normalized
 from tipline.signals.vpdq import MATCH_PERCENT, match_percentages, parse_vpdq_text
@@ -79,16 +79,27 @@ def _vpdq(signals: tuple[Signal, ...], variant: str | None) -> Signal:
     return next(s for s in signals if s.type == "vpdq" and s.variant == variant)
 
 
+@pytest.fixture(scope="module")
+def pattern_videos(reference_dir: Path) -> dict[str, HashResult]:
+    """The videos the letterbox match test hashes, hashed once for both databases."""
+    videos = reference_dir / VIDEO
+    return {
+        "original": hash_path(str(videos / "pattern-hd-no-bar.mp4"), HashOptions(normalize=True)),
+        "barred": hash_path(str(videos / "pattern-sd-grey-bar.mp4"), HashOptions(normalize=True)),
+        "plain": hash_path(str(videos / "pattern-sd-grey-bar.mp4"), HashOptions()),
+        "other": hash_path(str(videos / "chair-orig-22-sd-bar.mp4"), HashOptions(normalize=True)),
+    }
+
+
 @needs_ffmpeg
 def test_letterboxed_copy_matches_only_through_its_trim_variant(
-    db_url: str, tmp_path: Path, reference_dir: Path
+    db_url: str, tmp_path: Path, pattern_videos: dict[str, HashResult]
 ) -> None:
     from tipline.services import banks as svc
     from tipline.services.database import open_database
     from tipline.services.matching import Matcher
 
-    videos = reference_dir / VIDEO
-    original = hash_path(str(videos / "pattern-hd-no-bar.mp4"), HashOptions(normalize=True))
+    original = pattern_videos["original"]
     assert original.ok, original.error
     # no bars: no variant
     assert [s.variant for s in original.signals if s.type == "vpdq"] == [None]
@@ -97,16 +108,16 @@ def test_letterboxed_copy_matches_only_through_its_trim_variant(
     svc.add_entry(db, "videos", [f"vpdq:{_vpdq(original.signals, None).value}"], entry_id="p")
     try:
         with Matcher(db, tmp_path / "ix", poll_interval=0) as m:
-            barred = hash_path(str(videos / "pattern-sd-grey-bar.mp4"), HashOptions(normalize=True))
+            barred = pattern_videos["barred"]
             assert barred.ok, barred.error
             found = [x for x in m.match_signals(barred.signals) if x.signal_type == "vpdq"]
             assert [(x.entry_id, x.variant) for x in found] == [("p", "trim")]
             assert found[0].query_match_percent == found[0].compared_match_percent == 100.0
-            plain = hash_path(str(videos / "pattern-sd-grey-bar.mp4"), HashOptions())
+            plain = pattern_videos["plain"]
             assert [s.variant for s in plain.signals if s.type == "vpdq"] == [None]
             assert not [x for x in m.match_signals(plain.signals) if x.signal_type == "vpdq"]
             # a different subject, letterboxed the same way, still scores nothing
-            other = hash_path(str(videos / "chair-orig-22-sd-bar.mp4"), HashOptions(normalize=True))
+            other = pattern_videos["other"]
             assert _vpdq(other.signals, "trim").frames
             assert m.match_signals(other.signals) == []
             # the bank's switch

@@ -28,10 +28,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
-from sqlalchemy import bindparam, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 from ulid import ULID
 
@@ -440,23 +440,23 @@ def _store(
 ) -> DecisionInfo:
     """Store ``decision`` for ``report_id`` and audit ``routing.decide`` (deferred to the
     commit), in the caller's transaction."""
-    row = RoutingDecisionRow(
-        id=str(ULID()),
-        report_id=report_id,
-        agency=decision.agency,
-        agency_name=decision.agency_name,
-        media_allowed=decision.media_allowed,
-        rule=decision.rule,
-        rule_key=decision.rule_key,
-        country=decision.country,
-        subdivision=decision.subdivision,
-        ip=decision.ip,
-        explanation=decision.explanation,
-        decided_at=clock(),
-        decided_by=_actor_id(actor),
-    )
-    session.add(row)
-    session.flush()
+    values: dict[str, Any] = {
+        "id": str(ULID()),
+        "report_id": report_id,
+        "agency": decision.agency,
+        "agency_name": decision.agency_name,
+        "media_allowed": decision.media_allowed,
+        "rule": decision.rule,
+        "rule_key": decision.rule_key,
+        "country": decision.country,
+        "subdivision": decision.subdivision,
+        "ip": decision.ip,
+        "explanation": decision.explanation,
+        "decided_at": clock(),
+        "decided_by": _actor_id(actor),
+    }
+    session.execute(_decision_insert(), values)  # Core: no unit of work for one row
+    info = DecisionInfo(**{**values, "explanation": dict(decision.explanation)})
     # appended at commit, with the transaction's other records (one head lock)
     audit.defer(
         session,
@@ -464,7 +464,7 @@ def _store(
         action="routing.decide",
         target=(TARGET_REPORT, str(report_id)),
         details={
-            "decision": row.id,
+            "decision": info.id,
             "agency": decision.agency,
             "rule": decision.rule,
             "rule_key": decision.rule_key,
@@ -475,7 +475,7 @@ def _store(
             "automatic": automatic,
         },
     )
-    return DecisionInfo.of(row)
+    return info
 
 
 def _decide(router: Router, evidence: list[IpEvidence]) -> Decision:
@@ -527,6 +527,12 @@ def route_triaged(
         addresses=len(evidence),
         automatic=True,
     )
+
+
+@functools.cache
+def _decision_insert() -> Any:
+    """The decision row's INSERT (built once)."""
+    return cast(Table, RoutingDecisionRow.__table__).insert()
 
 
 @functools.cache

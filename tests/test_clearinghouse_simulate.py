@@ -9,6 +9,7 @@ import io
 import json
 import subprocess
 from collections import Counter
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,8 +30,10 @@ from tipline.store.clearinghouse import IntakeFileRow, IntakeReportRow
 
 @pytest.fixture(scope="module")
 def big_plan() -> sim.Plan:
+    # the shape does not depend on the pictures' size: planning draws and checks each
+    # item's picture, 5.4 CPU-s at the default 320 px, 1.5 at 96 (the same shape)
     spec = sim.SimulationSpec(
-        seed=11, reports=600, wallpapers=None, viral_bursts=3, burst_reports=20
+        seed=11, reports=600, wallpapers=None, viral_bursts=3, burst_reports=20, photo_side=96
     )
     return sim.plan(spec)
 
@@ -70,10 +73,10 @@ def test_viral_bursts_are_one_photo_reshared_by_many_accounts_within_an_hour(
 
 
 def test_the_same_seed_gives_the_same_stream() -> None:
-    spec = sim.SimulationSpec(seed=3, reports=30, wallpapers=None)
+    spec = sim.SimulationSpec(seed=3, reports=30, wallpapers=None, photo_side=96)
     first, again = sim.plan(spec), sim.plan(spec)
     assert first == again
-    assert sim.plan(sim.SimulationSpec(seed=4, reports=30, wallpapers=None)) != first
+    assert sim.plan(replace(spec, seed=4)) != first
     photo = next(f for r in first.reports for f in r.files if first.items[f.item].media == "photo")
     clip = next(f for r in first.reports for f in r.files if first.items[f.item].media == "video")
     for planned in (photo, clip):

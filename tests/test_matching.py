@@ -52,9 +52,10 @@ def _import_csv(db, bank: str, rows: list[tuple[str, str, str]]) -> None:
     assert s.errors == 0 and s.duplicates == 0
 
 
-def _oracle(db, query: str) -> set[tuple[str, str, int]]:
-    """Brute force over every entry in the database: what must match ``query``."""
-    out = set()
+def _oracles(db, queries: list[str]) -> list[set[tuple[str, str, int]]]:
+    """Brute force over every entry in the database: what must match each query (the
+    entries read once for all of them)."""
+    entries = []
     for info in svc.list_banks(db):
         bank = info.bank
         if not bank.enabled or bank.is_allow_bank:
@@ -63,9 +64,17 @@ def _oracle(db, query: str) -> set[tuple[str, str, int]]:
         for e in svc.iter_bank_entries(db, bank.name):
             if e.disabled:
                 continue
-            ds = [hamming_hex(query, s.value) for s in e.signals if s.type == "pdq"]
-            if ds and min(ds) <= threshold:
-                out.add((bank.name, e.entry_id, min(ds)))
+            values = [s.value for s in e.signals if s.type == "pdq"]
+            if values:
+                entries.append((bank.name, e.entry_id, threshold, values))
+    out = []
+    for query in queries:
+        found = set()
+        for bank_name, entry_id, threshold, values in entries:
+            d = min(hamming_hex(query, v) for v in values)
+            if d <= threshold:
+                found.add((bank_name, entry_id, d))
+        out.append(found)
     return out
 
 
@@ -87,33 +96,34 @@ def test_matches_equal_brute_force_with_live_changes(db, tmp_path, seed):
         _import_csv(db, bank, r)
     svc.set_entries_disabled(db, "loose", ["q0-d4", "q1-d31"], disabled=True, reason="fp")
     with Matcher(db, tmp_path / "index", merge_after=40, poll_interval=0) as m:
-        for q in queries:
+        for q, want in zip(queries, _oracles(db, queries), strict=True):
             got = {(x.bank, x.entry_id, x.distance) for x in m.match_hash("pdq", q)}
-            assert got == _oracle(db, q)
+            assert got == want
         # live: more near-duplicates after the index was built, some disables
         for qi, q in enumerate(queries):
             for d in (0, 7, 25, 45):
                 svc.add_entry(db, "loose", [f"pdq:{_flip(q, d, rng)}"], entry_id=f"new{qi}-{d}")
         svc.set_entries_disabled(db, "strict", ["q2-d9"], disabled=True, reason="fp")
         svc.update_bank(db, "off", enabled=True)
-        for q in queries:
+        wanted = _oracles(db, queries)
+        for q, want in zip(queries, wanted, strict=True):
             got = {(x.bank, x.entry_id, x.distance) for x in m.match_hash("pdq", q)}
-            assert got == _oracle(db, q)
+            assert got == want
         # several items at once (one read of the entries): what one at a time finds
         items = [[Signal(type="pdq", value=q)] for q in queries] + [[]]
         many = m.match_many(items)
         assert many == [m.match_signals(item) for item in items]
-        assert [{(x.bank, x.entry_id, x.distance) for x in found} for found in many[:-1]] == [
-            _oracle(db, q) for q in queries
-        ]
+        assert [{(x.bank, x.entry_id, x.distance) for x in found} for found in many[:-1]] == (
+            wanted
+        )
         if m._merge_thread is not None:
             m._merge_thread.join()
         assert m.stats()["delta"] < 40  # the delta was merged in the background
     with Matcher(db, tmp_path / "index") as m2:  # reopens the merged files
         assert not m2.rebuilt
-        for q in queries:
+        for q, want in zip(queries, wanted, strict=True):
             got = {(x.bank, x.entry_id, x.distance) for x in m2.match_hash("pdq", q)}
-            assert got == _oracle(db, q)
+            assert got == want
 
 
 def test_exact_digests_before_and_after_open_and_merge(db, tmp_path):
@@ -284,10 +294,11 @@ def test_real_photo_variants_match_like_brute_force(db, tmp_path, reference_dir)
     svc.add_entry(db, "bridge", [f"pdq:{hashes['aaa-orig']}"], entry_id="orig", labels=["B1"])
     rng = np.random.default_rng(9)
     _import_csv(db, "bridge", [(f"noise{i}", "pdq", _rand(rng)) for i in range(200)])
+    wanted = dict(zip(hashes, _oracles(db, list(hashes.values())), strict=True))
     with Matcher(db, tmp_path / "ix") as m:
         for name, value in hashes.items():
             found = m.match_signals([Signal("pdq", value)])
-            assert {(x.bank, x.entry_id, x.distance) for x in found} == _oracle(db, value), name
+            assert {(x.bank, x.entry_id, x.distance) for x in found} == wanted[name], name
             d = hamming_hex(value, hashes["aaa-orig"])
             assert [x.entry_id for x in found] == (["orig"] if d <= 31 else [])
 

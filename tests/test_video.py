@@ -217,8 +217,10 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     enc = ["-c:v", "libx264", "-pix_fmt", "yuv420p"]
     _ffmpeg(*src, *enc, "-movflags", "+faststart", str(out["video"]))
     _ffmpeg(*src, *enc, str(out["late_moov"]))
+    # only stopped early (test_decoder_is_killed_and_reaped): encoded fast, 1.5 -> 0.2 CPU-s
     _ffmpeg(
-        "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=10:duration=40", *enc, str(out["long"])
+        "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=10:duration=40", *enc,
+        "-preset", "ultrafast", str(out["long"]),
     )  # fmt: skip
     _ffmpeg("-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", str(out["audio"]))
     out["empty"].write_bytes(b"")

@@ -7,7 +7,8 @@ Phases (the same N reports):
 
 * setup (untimed): what matching and review leave behind: a submission per report
   with its media in the vault and, unless ``--no-recorded-digests``, the MD5, SHA-1 and
-  SHA-256 signals the matcher computed, and a confirmed decision;
+  SHA-256 signals the matcher computed, and a confirmed decision (then ``os.sync()``,
+  so the setup's gigabytes of media are not still being written while a phase is timed);
 * ``build``: ``batch.create_from_decisions`` in batches of ``--batch`` decisions (one
   transaction per batch, two batches in progress at once; per report: read the media
   back from the vault, MD5 + SHA-1, build the XML, XSD validation, XML preserved in the
@@ -16,6 +17,15 @@ Phases (the same N reports):
 * ``deliver``: the outbox delivers every report (``--in-flight`` reports at once, their
   steps group-committed) to a receiver in its own process (so it does not share this
   process's GIL) that validates every XML body against the XSD and MD5s every upload.
+* ``overlapped`` (``--mode overlap`` or ``both``, the default; its own N decisions):
+  another process builds the reports exactly as ``build`` does (as the API's
+  ``POST /v1/reports/batch`` or ``tipline report create-many`` would, beside a worker)
+  while this process delivers each batch as soon as it is committed, with the same
+  outbox runner as ``tipline worker``'s delivery job (not ending when the outbox is
+  momentarily empty); timed from the build's start (the building process started and
+  imported before) to the last report finished; its CPU counts as the client's.
+
+``--mode sequential`` is build then deliver only: end to end = N / (build + deliver).
 
 The anchor, measured in the same run: the bare protocol (the same ISPWS client, same
 files, same receiver; no database, no vault, no outbox), reports/s.
@@ -29,7 +39,7 @@ during each phase, and the share of the pipeline's time spent in XSD validation.
 Usage::
 
     TIPLINE_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
-        python bench/reports.py [--reports 400] [--workers 4] [--in-flight 8]
+        python bench/reports.py [--reports 1000] [--in-flight 128] [--batch 100]
 
 Without a PostgreSQL URL it falls back to SQLite and says so.
 """
@@ -54,6 +64,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -238,9 +249,17 @@ def _database() -> Iterator[tuple[str, str, str | None, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reports", type=int, default=400)
+    parser.add_argument("--reports", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=4, help="threads building reports")
-    parser.add_argument("--in-flight", type=int, default=8, help="reports delivered at once")
+    parser.add_argument("--in-flight", type=int, default=128, help="reports delivered at once")
+    parser.add_argument(
+        "--mode",
+        choices=("both", "sequential", "overlap"),
+        default="both",
+        help="sequential: build all, then deliver all; overlap: another process builds "
+        "(as the API or `tipline report create-many`) while this one delivers (as "
+        "`tipline worker`); both: each with its own --reports decisions",
+    )
     parser.add_argument(
         "--deliver-processes",
         type=int,
@@ -257,7 +276,7 @@ def main() -> None:
     parser.add_argument(
         "--batch",
         type=int,
-        default=50,
+        default=100,
         help="decisions per build transaction (1: one report per transaction, as the API)",
     )
     args = parser.parse_args()
@@ -268,7 +287,7 @@ def main() -> None:
     from tipline.config import Settings
     from tipline.services import vault as v
     from tipline.services.auth import Principal, Role
-    from tipline.services.reports import batch, builder, service
+    from tipline.services.reports import builder, service
     from tipline.services.reports.client import IspwsClient
     from tipline.services.reports.facts import ReviewFacts
     from tipline.services.reports.outbox import DeliveryStats
@@ -278,6 +297,8 @@ def main() -> None:
 
     jpeg = _jpeg_about_1mb()
     n = args.reports
+    sequential = args.mode in ("both", "sequential")
+    overlapped = args.mode in ("both", "overlap")
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=_receiver, args=(child, 1.0), daemon=True)
@@ -285,21 +306,7 @@ def main() -> None:
     url, username, password = parent.recv()
 
     # validation share: time inside the builder's XSD check, all threads
-    # (wall time inside the validator, CPU time of the validating thread)
-    validate_seconds = [0.0, 0.0]
-    lock = threading.Lock()
-    original = builder.validate_tree
-
-    def timed_validate(root: object) -> None:
-        t, c = time.perf_counter(), time.thread_time()
-        try:
-            original(root)  # type: ignore[arg-type]
-        finally:
-            with lock:
-                validate_seconds[0] += time.perf_counter() - t
-                validate_seconds[1] += time.thread_time() - c
-
-    builder.validate_tree = timed_validate  # type: ignore[assignment]
+    validate_seconds = _time_validation(builder)
 
     with (
         _database() as (db_url, backend, server_url, application),
@@ -324,11 +331,12 @@ def main() -> None:
         evidence = service.evidence_from_settings(sessions, settings)
         who = Principal("bench", Role.ADMIN)
 
-        # untimed: what matching and review leave behind (media in the vault, decisions)
+        # untimed: what matching and review leave behind (media in the vault, decisions),
+        # N decisions per mode measured
         decisions: list[str] = []
         t0 = time.perf_counter()
         with transaction(sessions) as session:
-            for i in range(n):
+            for i in range(n * (int(sequential) + int(overlapped))):
                 media = jpeg + i.to_bytes(4, "big")  # distinct bytes, trailing after EOI
                 signals = (
                     [
@@ -369,6 +377,7 @@ def main() -> None:
                     ).id
                 )
         setup = time.perf_counter() - t0
+        os.sync()  # the setup's media reach the disk before anything is timed
 
         sql = {"statements": 0, "commits": 0}
 
@@ -380,73 +389,66 @@ def main() -> None:
         def _commit(*_: object) -> None:
             sql["commits"] += 1
 
-        if args.batch > 1:
-            # batches of decisions, one transaction each; two batches in progress at once
-            # (one commits while the other builds), each building on --workers threads
-            chunks = [decisions[i : i + args.batch] for i in range(0, n, args.batch)]
+        spec = {
+            "data_dir": data_dir,
+            "database_url": db_url,
+            "key": settings.vault_master_key.get_secret_value(),  # type: ignore[union-attr]
+            "url": url,
+            "username": username,
+            "password": password,
+            "in_flight": max(1, args.in_flight // args.deliver_processes),
+            "batch": args.batch,
+            "workers": args.workers,
+        }
+        build = deliver = overlap = None
+        stats = overlap_stats = DeliveryStats()
+        validate_sequential = (0.0, 0.0)
+        if sequential:
+            mine = decisions[:n]
+            with _Meter(parent, sql, backends) as build:
+                _build_all(sessions, who, mine, settings, evidence, args.batch, args.workers)
+            validate_sequential = (validate_seconds[0], validate_seconds[1])
 
-            def build_chunk(chunk: list[str]) -> None:
-                outcomes = batch.create_from_decisions(
-                    sessions,
-                    who,
-                    chunk,
-                    settings=settings,
-                    evidence=evidence,
-                    batch_size=len(chunk),
-                    threads=args.workers,
-                )
-                failed = [o.error for o in outcomes if o.error]
-                if failed:
-                    raise SystemExit(f"build failed: {failed[0]}")
-
-            with _Meter(parent, sql, backends) as build, ThreadPoolExecutor(2) as pool:
-                list(pool.map(build_chunk, chunks))
-        else:
-            with _Meter(parent, sql, backends) as build, ThreadPoolExecutor(args.workers) as pool:
-                list(
-                    pool.map(
-                        lambda d: service.create_from_decision(
-                            sessions, who, d, settings=settings, evidence=evidence
-                        ),
-                        decisions,
+            if args.deliver_processes > 1:
+                # several delivering processes (as several `tipline worker`s): the outbox
+                # leases each report to one of them; each holds its share of --in-flight
+                with (
+                    _Meter(parent, sql, backends) as deliver,
+                    ctx.Pool(args.deliver_processes) as procs,
+                ):
+                    results = procs.map(_deliver_process, [spec] * args.deliver_processes)
+                for counts, cpu in results:
+                    stats.add(**counts)
+                    deliver.cpu += cpu  # the children's CPU is the client's
+                deliver.statements = deliver.commits = -1  # counted in the children
+            else:
+                with _Meter(parent, sql, backends) as deliver:
+                    stats = service.deliver(
+                        sessions, settings=settings, evidence=evidence, workers=args.in_flight
                     )
-                )
 
-        if args.deliver_processes > 1:
-            # several delivering processes (as several `tipline worker`s): the outbox
-            # leases each report to one of them; each holds its share of --in-flight
-            per = max(1, args.in_flight // args.deliver_processes)
-            spec = {
-                "data_dir": data_dir,
-                "database_url": db_url,
-                "key": settings.vault_master_key.get_secret_value(),  # type: ignore[union-attr]
-                "url": url,
-                "username": username,
-                "password": password,
-                "in_flight": per,
-            }
-            with (
-                _Meter(parent, sql, backends) as deliver,
-                ctx.Pool(args.deliver_processes) as procs,
-            ):
-                results = procs.map(_deliver_process, [spec] * args.deliver_processes)
-            stats = DeliveryStats()
-            for counts, cpu in results:
-                stats.add(**counts)
-                deliver.cpu += cpu  # the children's CPU is the client's
-            deliver.statements = deliver.commits = -1  # counted in the children: not shown
-        else:
-            with _Meter(parent, sql, backends) as deliver:
-                stats = service.deliver(
-                    sessions, settings=settings, evidence=evidence, workers=args.in_flight
-                )
+        if overlapped:
+            # another process builds (as the API's batch route or `tipline report
+            # create-many`) while this one delivers what is committed (as a `tipline
+            # worker`): timed from the build's start to the last report finished
+            mine = decisions[-n:]
+            builder_end, builder_child = ctx.Pipe()
+            maker = ctx.Process(target=_build_process, args=(builder_child, spec, mine))
+            maker.start()
+            if builder_end.recv() != "ready":
+                raise SystemExit("the building process did not start")
+            overlap_stats, overlap = _overlapped(
+                builder_end, parent, sql, backends, sessions, settings, evidence, n, args
+            )
+            maker.join(timeout=60)
 
         # anchor: the bare protocol, same client, files and receiver
         client = IspwsClient(url, username, password, timeout=60)
         xml = builder.build_report(_anchor_content(jpeg))
+        base = len(decisions)
 
         def bare(i: int) -> None:
-            data = jpeg + (n + i).to_bytes(4, "big")
+            data = jpeg + (base + i).to_bytes(4, "big")
             rid = client.submit(xml)
             answer = client.upload(rid, f"anchor-{i}.jpg", data)
             details = builder.build_file_details(
@@ -464,34 +466,33 @@ def main() -> None:
     parent.send("stop")
     finished, total, rejections = parent.recv()
     proc.join(timeout=10)
-    builder.validate_tree = original  # type: ignore[assignment]
 
-    pipeline = build.wall + deliver.wall
-    rate = n / pipeline
     anchor_rate = n / anchor.wall
     print(
-        f"report pipeline, {n} reports of one {len(jpeg) / 1e6:.2f} MB JPEG each, "
-        f"build on {args.workers} threads in batches of {args.batch}, "
+        f"report pipeline, {n} reports of one {len(jpeg) / 1e6:.2f} MB JPEG each per mode "
+        f"({args.mode}), build on {args.workers} threads in batches of {args.batch}, "
         f"digests recorded at match time: {'yes' if args.recorded_digests else 'no'}, "
         f"{args.in_flight} reports in flight in {args.deliver_processes} process(es), {backend}, "
         f"{os.cpu_count()} CPUs"
     )
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (1 min), uptime: {_uptime()}")
     print(
-        "CPU ms per report: 'client' is this process, 'receiver' the receiver's own "
-        "process; 'busy' is the whole machine's CPU use during the phase"
+        "CPU ms per report: 'client' is this process (and the building process in the "
+        "overlapped phase), 'receiver' the receiver's own process; 'busy' is the whole "
+        "machine's CPU use during the phase"
     )
     head = (
         f"{'phase':<30}{'seconds':>8}{'reports/s':>10}{'client':>8}{'receiver':>9}{'PG':>6}"
         f"{'SQL/rep':>8}{'commits/rep':>12}{'busy':>6}"
     )
     print(head)
-    print(f"{'setup (media to vault, ...)':<30}{setup:>8.2f}{n / setup:>10.1f}")
-    rows = [
-        ("build (+XSD, vault, outbox)", build),
-        ("deliver (ISPWS, 4 calls/rep)", deliver),
-        ("anchor: bare ISPWS protocol", anchor),
-    ]
+    print(f"{'setup (media to vault, ...)':<30}{setup:>8.2f}{len(decisions) / setup:>10.1f}")
+    rows = []
+    if build is not None and deliver is not None:
+        rows += [("build (+XSD, vault, outbox)", build), ("deliver (ISPWS, 4 calls/rep)", deliver)]
+    if overlap is not None:
+        rows.append(("overlapped build + deliver", overlap))
+    rows.append(("anchor: bare ISPWS protocol", anchor))
     for name, m in rows:
         sql_columns = (
             f"{m.statements / n:>8.1f}{m.commits / n:>12.2f}"
@@ -503,62 +504,156 @@ def main() -> None:
             f"{1000 * m.rx_cpu / n:>9.1f}{1000 * m.pg_cpu / n:>6.1f}{sql_columns}"
             f"{100 * m.machine_busy:>5.0f}%"
         )
-    client_cpu = build.cpu + deliver.cpu
-    rx_cpu = build.rx_cpu + deliver.rx_cpu
-    pg_cpu = build.pg_cpu + deliver.pg_cpu
-    print(
-        f"{'end to end (build + deliver)':<30}{pipeline:>8.2f}{rate:>10.1f}"
-        f"{1000 * client_cpu / n:>8.1f}{1000 * rx_cpu / n:>9.1f}{1000 * pg_cpu / n:>6.1f}"
-    )
-    # what the CPU per report allows on this machine's cores when nothing else runs: the
-    # figure that does not depend on the other sessions' load (wall-clock rates do)
     cores = os.cpu_count() or 1
-    per_report = (client_cpu + rx_cpu + pg_cpu) / n
     anchor_per_report = (anchor.cpu + anchor.rx_cpu) / n
+    ends = []
+    if build is not None and deliver is not None:
+        pipeline = build.wall + deliver.wall
+        client_cpu = build.cpu + deliver.cpu
+        rx_cpu = build.rx_cpu + deliver.rx_cpu
+        pg_cpu = build.pg_cpu + deliver.pg_cpu
+        print(
+            f"{'end to end, build then deliver':<30}{pipeline:>8.2f}{n / pipeline:>10.1f}"
+            f"{1000 * client_cpu / n:>8.1f}{1000 * rx_cpu / n:>9.1f}{1000 * pg_cpu / n:>6.1f}"
+        )
+        ends.append(
+            (
+                "build then deliver",
+                pipeline,
+                client_cpu,
+                rx_cpu,
+                pg_cpu,
+                validate_sequential,
+                deliver.cpu,
+            )
+        )
+    if overlap is not None:
+        ends.append(
+            (
+                "overlapped",
+                overlap.wall,
+                overlap.cpu,
+                overlap.rx_cpu,
+                overlap.pg_cpu,
+                overlap.validated,
+                overlap.cpu - overlap.child_cpu,
+            )
+        )
+    for label, wall, client_cpu, rx_cpu, pg_cpu, validated, deliver_cpu in ends:
+        rate = n / wall
+        # what the CPU per report allows on this machine's cores when nothing else
+        # runs: the figure that does not depend on the other sessions' load
+        per_report = (client_cpu + rx_cpu + pg_cpu) / n
+        print(
+            f"{label}: end to end {rate:.1f} reports/s (target >= {TARGET_RPS:.0f}/s: "
+            f"{'met' if rate >= TARGET_RPS else 'NOT met'}; ratio to the anchor "
+            f"{rate / anchor_rate:.2f}); CPU per report {1000 * per_report:.1f} ms (client "
+            f"{1000 * client_cpu / n:.1f} + receiver {1000 * rx_cpu / n:.1f} + PostgreSQL "
+            f"backends {1000 * pg_cpu / n:.1f}); projected on {cores} idle cores: "
+            f"{cores / per_report:.0f} reports/s if every part ran in parallel, the "
+            f"delivering process at most ~{n / max(deliver_cpu, 1e-9):.0f}/s (its CPU, one "
+            f"interpreter); receiver's share of client + receiver CPU "
+            f"{100 * rx_cpu / (client_cpu + rx_cpu):.0f}%"
+        )
+        print(
+            f"  XSD validation: {1000 * validated[1] / n:.2f} ms CPU per report, "
+            f"{100 * validated[1] / client_cpu:.1f}% of the client's CPU; "
+            f"{validated[0]:.2f} s of wall time inside the validator summed over threads "
+            f"(waits for the GIL and a CPU included), {100 * validated[0] / wall:.1f}% of "
+            "the wall time"
+        )
     print(
-        f"CPU per report, end to end: {1000 * per_report:.1f} ms (client "
-        f"{1000 * client_cpu / n:.1f} + receiver {1000 * rx_cpu / n:.1f} + PostgreSQL backends "
-        f"{1000 * pg_cpu / n:.1f}); projected on {cores} idle cores: "
-        f"{cores / per_report:.0f} reports/s if every part ran in parallel, one delivering "
-        f"process at most ~{n / max(deliver.cpu, 1e-9):.0f}/s (its CPU, one interpreter); "
-        f"the bare protocol's {1000 * anchor_per_report:.1f} ms alone: "
-        f"{cores / anchor_per_report:.0f}/s"
+        f"the bare protocol's {1000 * anchor_per_report:.1f} ms per report alone: "
+        f"{cores / anchor_per_report:.0f}/s on {cores} idle cores"
     )
-    print(
-        f"ratio to the anchor: {rate / anchor_rate:.2f}; target >= {TARGET_RPS:.0f}/s: "
-        f"{'met' if rate >= TARGET_RPS else 'NOT met'}"
-    )
-    print(
-        f"receiver's share of the CPU the pipeline used (client + receiver): "
-        f"{100 * rx_cpu / (client_cpu + rx_cpu):.0f}% (PostgreSQL not counted)"
-    )
-    print(
-        f"XSD validation: {1000 * validate_seconds[1] / n:.2f} ms CPU per report, "
-        f"{100 * validate_seconds[1] / client_cpu:.1f}% of the pipeline's client CPU; "
-        f"{validate_seconds[0]:.2f} s of wall time inside the validator summed over threads "
-        f"(waits for the GIL and a CPU included), {100 * validate_seconds[0] / pipeline:.1f}% "
-        "of the pipeline's wall time"
-    )
-    print(
-        f"delivery: {stats.finished} finished, {stats.failed} failed, {stats.retries} retries, "
-        f"{stats.calls} calls, {stats.transactions} group transactions "
-        f"({stats.calls / max(1, stats.transactions):.1f} calls each); the thread committing "
-        f"them used {1000 * stats.commit_cpu_seconds / n:.1f} ms CPU per report"
-    )
+    phases = [("build then deliver", stats)] if deliver is not None else []
+    phases += [("overlapped", overlap_stats)] if overlap is not None else []
+    total_finished = 0
+    for label, st in phases:
+        total_finished += st.finished
+        print(
+            f"delivery ({label}): {st.finished} finished, {st.failed} failed, {st.retries} "
+            f"retries, {st.calls} calls, {st.transactions} group transactions "
+            f"({st.calls / max(1, st.transactions):.1f} calls each); the thread committing "
+            f"them used {1000 * st.commit_cpu_seconds / n:.1f} ms CPU per report"
+        )
     print(f"receiver: {finished} finished of {total} opened, {rejections} schema rejections")
-    if finished != 2 * n or stats.finished != n or rejections:
+    if finished != total_finished + n or total_finished != len(decisions) or rejections:
         raise SystemExit("benchmark run was not clean")
 
 
-def _deliver_process(spec: dict[str, object]) -> tuple[dict[str, int], float]:
-    """Child process: deliver what the outbox holds; (counts, this process's CPU s)."""
+def _time_validation(builder: Any) -> list[float]:
+    """Wrap the builder's XSD check: [wall seconds inside it summed over threads, CPU
+    seconds of the validating threads], updated as reports are built."""
+    seconds = [0.0, 0.0]
+    lock = threading.Lock()
+    original = builder.validate_tree
+
+    def timed_validate(root: object) -> None:
+        t, c = time.perf_counter(), time.thread_time()
+        try:
+            original(root)
+        finally:
+            with lock:
+                seconds[0] += time.perf_counter() - t
+                seconds[1] += time.thread_time() - c
+
+    builder.validate_tree = timed_validate
+    return seconds
+
+
+def _build_all(
+    sessions: Any,
+    who: Any,
+    decisions: list[str],
+    settings: Any,
+    evidence: Any,
+    batch_size: int,
+    workers: int,
+) -> None:
+    """Build the reports of ``decisions``: batches of ``batch_size`` decisions, one
+    transaction each, two batches in progress at once (one commits while the other
+    builds), each on ``workers`` threads; ``batch_size`` 1: one report per transaction
+    on ``workers`` threads, as the API's single-report route."""
+    from tipline.services.reports import batch, service
+
+    if batch_size > 1:
+        chunks = [decisions[i : i + batch_size] for i in range(0, len(decisions), batch_size)]
+
+        def build_chunk(chunk: list[str]) -> None:
+            outcomes = batch.create_from_decisions(
+                sessions,
+                who,
+                chunk,
+                settings=settings,
+                evidence=evidence,
+                batch_size=len(chunk),
+                threads=workers,
+            )
+            failed = [o.error for o in outcomes if o.error]
+            if failed:
+                raise SystemExit(f"build failed: {failed[0]}")
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(build_chunk, chunks))
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        list(
+            pool.map(
+                lambda d: service.create_from_decision(
+                    sessions, who, d, settings=settings, evidence=evidence
+                ),
+                decisions,
+            )
+        )
+
+
+def _settings_of(spec: dict[str, Any]) -> Any:
     from pydantic import SecretStr
 
     from tipline.config import Settings
-    from tipline.services.reports import service
-    from tipline.store.db import make_engine, session_factory
 
-    settings = Settings(
+    return Settings(
         data_dir=Path(str(spec["data_dir"])),
         database_url=str(spec["database_url"]),
         vault_master_key=SecretStr(str(spec["key"])),
@@ -568,6 +663,93 @@ def _deliver_process(spec: dict[str, object]) -> tuple[dict[str, int], float]:
         report_ispws_username=str(spec["username"]),
         report_ispws_password=SecretStr(str(spec["password"])),
     )
+
+
+def _build_process(conn: Any, spec: dict[str, Any], decisions: list[str]) -> None:
+    """Child process of the overlapped phase: build the reports of ``decisions`` once
+    told "go" (start-up and imports are not timed); answers (its CPU seconds from "go",
+    [validation wall s, validation CPU s])."""
+    from tipline.services.auth import Principal, Role
+    from tipline.services.reports import builder, service
+    from tipline.store.db import make_engine, session_factory
+
+    settings = _settings_of(spec)
+    engine = make_engine(settings=settings)
+    sessions = session_factory(engine)
+    evidence = service.evidence_from_settings(sessions, settings)
+    validated = _time_validation(builder)
+    conn.send("ready")
+    if conn.recv() != "go":
+        return
+    started = time.process_time()
+    try:
+        _build_all(
+            sessions,
+            Principal("bench", Role.ADMIN),
+            decisions,
+            settings,
+            evidence,
+            int(spec["batch"]),
+            int(spec["workers"]),
+        )
+    finally:
+        engine.dispose()
+    conn.send((time.process_time() - started, validated))
+
+
+def _overlapped(
+    maker: Any,
+    receiver: Any,
+    sql: dict[str, int],
+    backends: _Backends,
+    sessions: Any,
+    settings: Any,
+    evidence: Any,
+    n: int,
+    args: argparse.Namespace,
+) -> tuple[Any, _Meter]:
+    """The overlapped phase: the building process starts, this process delivers every
+    report as soon as its batch is committed (the same Deliverer as `tipline worker`'s
+    delivery job, --in-flight reports at once) until all ``n`` are finished."""
+    from tipline.services.reports import service
+    from tipline.services.reports.outbox import Deliverer
+
+    stop = threading.Event()
+    done = [0]
+    lock = threading.Lock()
+
+    def on_step(report_id: str, step: str, phase: str) -> None:
+        if step == "finish" and phase == "ok":
+            with lock:
+                done[0] += 1
+                if done[0] >= n:
+                    stop.set()
+
+    client = service.client_from_settings(settings)
+    deliverer = Deliverer(
+        sessions,
+        client,
+        evidence,
+        policy=service.policy_from_settings(settings),
+        on_step=on_step,
+    )
+    with _Meter(receiver, sql, backends) as meter:
+        maker.send("go")
+        stats = deliverer.run(workers=args.in_flight, until_idle=False, stop=stop, poll_seconds=0.1)
+        child_cpu, validated = maker.recv()
+    client.close()
+    meter.cpu += child_cpu  # the building process's CPU is the client's too
+    meter.child_cpu = child_cpu  # type: ignore[attr-defined]
+    meter.validated = validated  # type: ignore[attr-defined]
+    return stats, meter
+
+
+def _deliver_process(spec: dict[str, object]) -> tuple[dict[str, int], float]:
+    """Child process: deliver what the outbox holds; (counts, this process's CPU s)."""
+    from tipline.services.reports import service
+    from tipline.store.db import make_engine, session_factory
+
+    settings = _settings_of(spec)
     engine = make_engine(settings=settings)
     try:
         stats = service.deliver(

@@ -196,3 +196,40 @@ def test_lease_lasts_as_long_as_the_runner_drives_the_report(db_url: str, tmp_pa
     assert len(finished[report_id]) == 1
     assert len(rx.receiver.reports) == 1  # one submit: nobody took it over
     engine.dispose()
+
+
+def test_idle_threads_share_one_look_at_the_outbox(db_url: str, tmp_path: Path) -> None:
+    """A runner's idle threads take the answer of one look at the outbox begun after
+    their failed claims (not one query each), and never an answer older than their
+    claim."""
+    import threading
+    import time
+
+    engine, sessions = open_db(db_url)
+    evidence = DirectoryEvidence(tmp_path / "ev")
+    client = IspwsClient("http://127.0.0.1:9", "u", "p")
+    runner = Deliverer(sessions, client, evidence)
+    looks = []
+    real = runner._look_at_outbox
+
+    def look() -> tuple[int, object, int, object]:
+        looks.append(1)
+        return real()  # type: ignore[return-value]
+
+    runner._look_at_outbox = look  # type: ignore[method-assign]
+    tried = time.monotonic()  # every thread's claim failed before any look began
+    answers: list[float | None] = []
+    threads = [
+        threading.Thread(target=lambda: answers.append(runner._idle_wait(True, 1.0, tried)))
+        for _ in range(16)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [None] * 16 and len(looks) == 1  # idle: every thread may end
+    # a claim that failed after that look began gets a look of its own, which sees new work
+    queue_reports(sessions, evidence, 1, max_files=1)
+    assert runner._idle_wait(True, 1.0, time.monotonic()) == 0.0 and len(looks) == 2
+    client.close()
+    engine.dispose()

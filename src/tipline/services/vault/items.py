@@ -485,9 +485,7 @@ class _HashingReader(io.RawIOBase):
         return data
 
 
-def plaintext(
-    vault: Vault, row: EvidenceItemRow, *, file_digest: bool = True
-) -> Iterator[bytes]:
+def plaintext(vault: Vault, row: EvidenceItemRow, *, file_digest: bool = True) -> Iterator[bytes]:
     """The item's plaintext chunk by chunk; nothing is yielded that has not been
     authenticated, and the last chunk only after the size and both SHA-256 digests
     match the row. Raises EvidenceIntegrityError (or VaultKeyError) on any mismatch.

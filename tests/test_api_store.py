@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from tipline.errors import NotFoundError
 from tipline.store import submissions as store
 from tipline.store.base import Base
-from tipline.store.db import make_engine, session_factory, transaction, upgrade
+from tipline.store.db import make_engine, session_factory, transaction
 from tipline.store.models import import_all_models
 
 _TABLES = {"submissions", "match_history", "decisions"}
@@ -24,8 +24,7 @@ _TABLES = {"submissions", "match_history", "decisions"}
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     import_all_models()
-    eng = make_engine(db_url)
-    upgrade(eng)
+    eng = make_engine(db_url)  # db_url is migrated already
     yield eng
     eng.dispose()
 

@@ -15,14 +15,13 @@ from tipline.services import audit, auth
 from tipline.services.auth import Permission, Principal, Role
 from tipline.store.audit import AuditRecord
 from tipline.store.auth import ApiKey
-from tipline.store.db import make_engine, session_factory, transaction, upgrade
+from tipline.store.db import make_engine, session_factory, transaction
 from tipline.store.jobs import ReviewItem
 
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    upgrade(eng)
+    eng = make_engine(db_url)  # db_url is migrated already
     yield eng
     eng.dispose()
 

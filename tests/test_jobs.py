@@ -18,7 +18,7 @@ from _clock import HANG_SECONDS, ManualClock
 from tipline.services import jobs
 from tipline.services.jobs import Backoff, JobContext, JobRunner
 from tipline.store.base import utcnow
-from tipline.store.db import make_engine, session_factory, transaction, upgrade
+from tipline.store.db import make_engine, session_factory, transaction
 from tipline.store.jobs import Job
 
 FAST = Backoff(base=0.01, maximum=0.05)
@@ -26,8 +26,7 @@ FAST = Backoff(base=0.01, maximum=0.05)
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    upgrade(eng)
+    eng = make_engine(db_url)  # db_url is migrated already
     yield eng
     eng.dispose()
 

@@ -81,49 +81,57 @@ def seed(
     in_transaction(
         db.sessions, actions.add_rule, action=actions.ActionKind.ENQUEUE_REVIEW, tenant=tenant
     )
-    who = Principal("uploader-key", Role.MATCHER, tenant)
     vault = Vault.from_settings(settings)
     items: list[str] = []
     pics: list[bytes] = []
     for n in range(count):
-        data = picture(n)
-        hashed = hash_bytes(data, f"p{n}.png", HashOptions(signals=("pdq", "md5")))
-        assert hashed.ok, hashed.error
-        pdq = next(s for s in hashed.signals if s.type == "pdq")
-        entry = banks.add_entry(db, "known", [f"pdq:{pdq.value}"], labels=["A2"] if n % 2 else [])
-        found = [
-            Match(
-                bank="known",
-                entry_id=entry.entry_id,
-                signal_type="pdq",
-                distance=0,
-                labels=entry.labels,
-                query_value=pdq.value,
-            )
-        ]
-        recorded = submissions.match_and_record(
-            db.sessions,
-            who,
-            hashed.signals,
-            lambda _s, found=found: found,
-            submission=submissions.SubmissionFacts(
-                content_id=f"upload-{n}",
-                uploader_account=f"account-{n}",
-                upload_ip="198.51.100.23",
-                upload_port=53211,
-                uploaded_at=T0,
-                file_name=f"holiday-{n}.png",
-            ),
-            media=data,
-            vault=vault,
-        )
-        assert recorded.submission_id is not None
-        queue = in_transaction(
-            db.sessions, actions.review_queue, actor=Principal("admin", Role.ADMIN)
-        )
-        items.extend(i["id"] for i in queue if i["event_id"] == recorded.submission_id)
+        item_id, data = add_matched_picture(db, vault, "known", n, tenant=tenant)
+        items.append(item_id)
         pics.append(data)
     return Seeded(items, pics)
+
+
+def add_matched_picture(
+    db: Database, vault: Vault, bank: str, n: int, *, tenant: str | None = "acme"
+) -> tuple[str, bytes]:
+    """Picture ``n`` (labelled A2 when ``n`` is odd) added to ``bank`` and one matched
+    upload of it sent to review with its media kept: (review item id, picture)."""
+    who = Principal("uploader-key", Role.MATCHER, tenant)
+    data = picture(n)
+    hashed = hash_bytes(data, f"p{n}.png", HashOptions(signals=("pdq", "md5")))
+    assert hashed.ok, hashed.error
+    pdq = next(s for s in hashed.signals if s.type == "pdq")
+    entry = banks.add_entry(db, bank, [f"pdq:{pdq.value}"], labels=["A2"] if n % 2 else [])
+    found = [
+        Match(
+            bank=bank,
+            entry_id=entry.entry_id,
+            signal_type="pdq",
+            distance=0,
+            labels=entry.labels,
+            query_value=pdq.value,
+        )
+    ]
+    recorded = submissions.match_and_record(
+        db.sessions,
+        who,
+        hashed.signals,
+        lambda _s: found,
+        submission=submissions.SubmissionFacts(
+            content_id=f"upload-{n}",
+            uploader_account=f"account-{n}",
+            upload_ip="198.51.100.23",
+            upload_port=53211,
+            uploaded_at=T0,
+            file_name=f"holiday-{n}.png",
+        ),
+        media=data,
+        vault=vault,
+    )
+    assert recorded.submission_id is not None
+    queue = in_transaction(db.sessions, actions.review_queue, actor=Principal("admin", Role.ADMIN))
+    (item_id,) = [str(i["id"]) for i in queue if i["event_id"] == recorded.submission_id]
+    return item_id, data
 
 
 def video(tmp: Path, seconds: int = 3) -> bytes:

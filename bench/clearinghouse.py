@@ -27,10 +27,12 @@ hashing anchor reads files, as ``bench/hashing.py`` does).
   starts, so the server's one-time costs are not in the figures), each report's
   de-duplication, clustering and triage done by the server's own thread after
   ``/finish``. Timed from the first submit to the moment every
-  report sits triaged in the queue. Server CPU time (its worker processes) is read
-  from /proc, printed whole and in two parts: its hashing processes, and the serving
-  process itself (HTTP, the ISPWS calls, triage, routing); PostgreSQL's own CPU is not
-  in it.
+  report sits triaged in the queue. Server CPU time is read from /proc, printed whole
+  and in three parts: its hashing processes; the serving process itself (HTTP, the
+  ISPWS calls, triage, routing); and, with PostgreSQL, the backends serving the server's
+  connections (found by their application_name, bench/_pgcpu.py), since work handed to
+  the database is work the intake costs. PostgreSQL's shared processes (WAL writer,
+  checkpointer) are not in it.
 
 Printed: files/s and reports/s of both, intake / hashing only (target >= 0.8), reports/s
 against NCMEC's 2023 average (1.15 reports/s, 3.3 files/s), finish -> triaged latency
@@ -73,6 +75,7 @@ import httpx  # noqa: E402
 import psutil  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
+from _pgcpu import Backends, tagged  # noqa: E402
 from clearinghouse_triage import database  # noqa: E402
 from tipline.config import RoutingAgency, RoutingTable, Settings  # noqa: E402
 from tipline.services import clearinghouse  # noqa: E402
@@ -87,6 +90,8 @@ from tipline.store.clearinghouse import IntakeFileRow, IntakeReportRow  # noqa: 
 from tipline.store.clearinghouse_triage import FileDedupRow, TriageRow  # noqa: E402
 from tipline.store.referrals import RoutingDecisionRow  # noqa: E402
 
+#: the application_name of the server's PostgreSQL connections (their backends' CPU counts)
+SERVER_APPLICATION = "tipline-chbench-server"
 PASSWORDS = {"esp-bench-a": "bench-provider-a-pw", "esp-bench-b": "bench-provider-b-pw"}
 #: NCMEC 2023: 36.2M reports, ~105M files in a year
 NCMEC_REPORTS_PER_S, NCMEC_FILES_PER_S = 1.15, 3.3
@@ -216,7 +221,10 @@ def server(
     env = {
         **routing,
         **os.environ,
-        "TIPLINE_DATABASE_URL": db_url,
+        # the server's backends carry this name, so their CPU is counted (_pgcpu)
+        "TIPLINE_DATABASE_URL": tagged(db_url, SERVER_APPLICATION)
+        if db_url.startswith("postgresql")
+        else db_url,
         "TIPLINE_DATA_DIR": str(folder),
         "TIPLINE_VAULT_MASTER_KEY_FILE": str(key_file),
         "TIPLINE_ROLE": "clearinghouse",
@@ -282,6 +290,8 @@ class Intake:
     server_cpu: float
     #: of ``server_cpu``: the serving process alone (not its hashing processes)
     process_cpu: float
+    #: of ``server_cpu``: the PostgreSQL backends serving the server's connections
+    postgres_cpu: float
     latencies: list[float]
     precision: float
     recall: float
@@ -366,6 +376,8 @@ def intake(
                 stdout=subprocess.DEVNULL,
             )  # fmt: skip
             time.sleep(2)
+        backends = Backends(db_url if db_url.startswith("postgresql") else None, SERVER_APPLICATION)
+        pg0 = backends.sample()
         cpu0, own0 = _tree_cpu(proc), _process_cpu(proc)
         start = time.perf_counter()
         with ThreadPoolExecutor(clients) as pool:
@@ -380,6 +392,8 @@ def intake(
             time.sleep(0.05)
         seconds = time.perf_counter() - start
         cpu, own = _tree_cpu(proc) - cpu0, _process_cpu(proc) - own0
+        pg_cpu = backends.spent(pg0, backends.sample())
+        backends.close()
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=120)
@@ -415,8 +429,9 @@ def intake(
     return Intake(
         seconds=seconds,
         submit_seconds=submitted,
-        server_cpu=cpu,
+        server_cpu=cpu + pg_cpu,
         process_cpu=own,
+        postgres_cpu=pg_cpu,
         latencies=latencies,
         precision=both / max(1, len(found)),
         recall=both / max(1, len(truth)),
@@ -492,9 +507,14 @@ def measure(label: str, spec: sim.SimulationSpec, args: argparse.Namespace) -> M
         ("hashing only, bench/hashing.py options", fast_wall, fast_cpu),
         ("hashing only, intake options (before)", before_wall, before_cpu),
         ("hashing only, intake options (after)", after_wall, after_cpu),
-        ("intake: ISPWS -> triaged (server CPU)", run.seconds, run.server_cpu),
-        ("  of it: its hashing processes", run.seconds, run.server_cpu - run.process_cpu),
+        ("intake: ISPWS -> triaged (server+DB CPU)", run.seconds, run.server_cpu),
+        (
+            "  of it: its hashing processes",
+            run.seconds,
+            run.server_cpu - run.process_cpu - run.postgres_cpu,
+        ),
         ("  of it: the serving process (all but hashing)", run.seconds, run.process_cpu),
+        ("  of it: its PostgreSQL backends", run.seconds, run.postgres_cpu),
     ]
     reports = len(stream.plan.reports)
     for row_label, wall, cpu in rows:

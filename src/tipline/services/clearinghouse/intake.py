@@ -127,10 +127,41 @@ _OPEN_REPORT = (
     .returning(_REPORTS.c.id)
 )
 _ADD_FILE = insert(_FILES)
+#: the caller's report ``the_report`` is open (its row locked until commit)
+_OPEN_AND_THEIRS = (
+    select(_REPORTS.c.id)
+    .where(
+        _REPORTS.c.id == bindparam("the_report"),
+        _REPORTS.c.provider_id == bindparam("the_provider"),
+        _REPORTS.c.status == OPEN,
+    )
+    .with_for_update(read=True)
+    .exists()
+)
 _DESCRIBE_FILE = (
     update(_FILES)
-    .where(_FILES.c.id == bindparam("the_file"), _FILES.c.report_id == bindparam("the_report"))
+    .where(
+        _FILES.c.id == bindparam("the_file"),
+        _FILES.c.report_id == bindparam("the_report"),
+        _OPEN_AND_THEIRS,
+        providers.STILL_VALID,
+    )
     .values(details_xml=bindparam("new_details"), described_at=bindparam("new_described_at"))
+)
+#: finish or retract: the caller's open report gets its new status and times
+_CLOSE_REPORT = (
+    update(_REPORTS)
+    .where(
+        _REPORTS.c.id == bindparam("the_report"),
+        _REPORTS.c.provider_id == bindparam("the_provider"),
+        _REPORTS.c.status == OPEN,
+        providers.STILL_VALID,
+    )
+    .values(
+        status=bindparam("new_status"),
+        finished_at=bindparam("new_finished_at"),
+        retracted_at=bindparam("new_retracted_at"),
+    )
 )
 
 
@@ -293,6 +324,15 @@ class _OpenReport:
     provider_id: str
 
 
+def _report_number(raw_id: str | None) -> int | None:
+    """The report id a request names (None when it is not one: no report has it)."""
+    try:
+        number = int((raw_id or "").strip())
+    except ValueError:
+        return None
+    return number if -(2**63) <= number < 2**63 else None
+
+
 def _open_report(
     session: Session, caller: Caller, raw_id: str | None, *, lock: bool
 ) -> _OpenReport:
@@ -303,14 +343,11 @@ def _open_report(
 
     One statement reading three columns (not the report's document): this runs in
     every upload, fileinfo and finish."""
-    try:
-        report_id = int((raw_id or "").strip())
-    except ValueError:
-        report_id = None
+    report_id = _report_number(raw_id)
     connection = session.connection()
     params = providers.valid_params(caller)
     found = None
-    if report_id is not None and -(2**63) <= report_id < 2**63:
+    if report_id is not None:
         found = connection.execute(
             _READ_REPORT_LOCKED if lock else _READ_REPORT, {"report_id": report_id, **params}
         ).first()
@@ -327,11 +364,25 @@ def _open_report(
     return _OpenReport(report_id, str(found[0]))
 
 
-def _close(session: Session, report_id: int, **values: Any) -> None:
-    """Set an open report's new status (and its time) in one statement."""
-    session.connection().execute(
-        update(_REPORTS).where(_REPORTS.c.id == report_id).values(**values)
-    )
+def _close(session: Session, caller: Caller, raw_id: str | None, values: dict[str, Any]) -> int:
+    """Close the caller's open report ``raw_id`` (``values``: its new status and time)
+    in one statement, which also checks the caller's account; when it changed nothing,
+    raise what :func:`_open_report` says is wrong. The report's id."""
+    number = _report_number(raw_id)
+    if number is not None:
+        closed = session.connection().execute(
+            _CLOSE_REPORT,
+            {
+                "the_report": number,
+                "the_provider": caller.provider.id,
+                **values,
+                **providers.valid_params(caller),
+            },
+        )
+        if closed.rowcount == 1:
+            return number
+    report = _open_report(session, caller, raw_id, lock=False)  # raises why not
+    raise _Refused(refused(Code.REPORT_NOT_FOUND, "report is not open", report.id))
 
 
 def _read_limited(stream: BinaryIO, limit: int) -> bytes | None:
@@ -473,20 +524,32 @@ def fileinfo(intake: Intake, authorization: str | None, body: bytes) -> IspwsAns
     try:
         root = _document(intake, body, "fileDetails")
         file_id = (root.findtext("fileId") or "").strip()
+        raw_id = root.findtext("reportId")
+        number = _report_number(raw_id)
         with transaction(intake.sessions) as session:
-            report = _open_report(session, caller, root.findtext("reportId"), lock=True)
-            report_id = int(report.id)
-            described = session.connection().execute(
-                _DESCRIBE_FILE,
-                {
-                    "the_file": file_id,
-                    "the_report": report_id,
-                    "new_details": body.decode("utf-8", "replace"),
-                    "new_described_at": intake.clock(),
-                },
-            )
-            if described.rowcount != 1:
-                raise _Refused(refused(Code.FILE_NOT_FOUND, "file does not exist", report_id))
+            # one statement: the report open and the caller's (its row locked against a
+            # finish or retract until this commits), the account valid, the file its
+            described = 0
+            if number is not None:
+                described = (
+                    session.connection()
+                    .execute(
+                        _DESCRIBE_FILE,
+                        {
+                            "the_file": file_id,
+                            "the_report": number,
+                            "the_provider": provider.id,
+                            "new_details": body.decode("utf-8", "replace"),
+                            "new_described_at": intake.clock(),
+                            **providers.valid_params(caller),
+                        },
+                    )
+                    .rowcount
+                )
+            if described != 1:  # which refusal: read the report (or the account)
+                report = _open_report(session, caller, raw_id, lock=False)
+                raise _Refused(refused(Code.FILE_NOT_FOUND, "file does not exist", report.id))
+            report_id = number
             audit.append(
                 session,
                 actor=_actor(provider),
@@ -514,9 +577,14 @@ def finish(intake: Intake, authorization: str | None, report_id: str | None) -> 
     provider = caller.provider
     try:
         with transaction(intake.sessions) as session:
-            report = _open_report(session, caller, report_id, lock=True)
             finished_at = intake.clock()
-            _close(session, report.id, status=FINISHED, finished_at=finished_at)
+            number = _close(
+                session,
+                caller,
+                report_id,
+                {"new_status": FINISHED, "new_finished_at": finished_at, "new_retracted_at": None},
+            )
+            report = _OpenReport(number, provider.id)
             grace = intake.triage_grace_seconds if intake.on_finish is not None else 0.0
             jobs.enqueue(
                 session,
@@ -538,7 +606,6 @@ def finish(intake: Intake, authorization: str | None, report_id: str | None) -> 
                 raise _Refused(
                     refused(Code.SAVE_FAILED, f"report not finished: {exc}", int(report.id))
                 ) from None
-            number = int(report.id)
             audit.defer(
                 session,
                 actor=_actor(provider),
@@ -562,9 +629,16 @@ def retract(intake: Intake, authorization: str | None, report_id: str | None) ->
     provider = caller.provider
     try:
         with transaction(intake.sessions) as session:
-            report = _open_report(session, caller, report_id, lock=True)
-            _close(session, report.id, status=RETRACTED, retracted_at=intake.clock())
-            number = int(report.id)
+            number = _close(
+                session,
+                caller,
+                report_id,
+                {
+                    "new_status": RETRACTED,
+                    "new_finished_at": None,
+                    "new_retracted_at": intake.clock(),
+                },
+            )
             audit.defer(
                 session,
                 actor=_actor(provider),

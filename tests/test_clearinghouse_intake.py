@@ -201,7 +201,9 @@ def test_protocol_happy_path(srv: IntakeServer) -> None:
 
 def test_authentication(srv: IntakeServer) -> None:
     for auth in ((("esp-a", "wrong-password-xx"),), (None,), (("nobody", PASSWORD_A),)):
-        with httpx.Client(base_url=srv.url, auth=auth[0], trust_env=False) as http:
+        with httpx.Client(
+            base_url=srv.url, auth=auth[0], timeout=HANG_SECONDS, trust_env=False
+        ) as http:
             for method, path in (("GET", "/status"), ("GET", "/xsd"), ("POST", "/submit")):
                 response = http.request(method, path, content=REPORT if method == "POST" else None)
                 assert response.status_code == 401 and response.content == b""

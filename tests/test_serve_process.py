@@ -115,22 +115,6 @@ def test_demo_gives_a_match_out_of_the_box(tmp_path: Path) -> None:
         again.wait(timeout=15)
 
 
-@pytest.mark.slow
-def test_two_workers_share_metrics(tmp_path: Path) -> None:
-    with running_server(f"sqlite:///{tmp_path / 'tipline.db'}", tmp_path, workers=2) as srv:
-        c = srv.client("hasher")
-        picture = sample_images()[1].read_bytes()
-        for _ in range(20):
-            assert c.post("/v1/hash", content=picture).status_code == 200
-        text = srv.client(None).get("/metrics").text
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith("tipline_media_hashed_total") and 'media="photo"' in line:
-                total += float(line.rsplit(" ", 1)[1])
-        assert total == 20.0, text
-        assert (tmp_path / "prometheus").is_dir()
-
-
 def _workers_of(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
     out = []
     for p in psutil.Process(process.pid).children(recursive=True):
@@ -152,6 +136,8 @@ def _listens(worker: psutil.Process, port: int) -> bool:
 
 @pytest.mark.slow
 def test_workers_each_accept_connections_and_are_restarted(tmp_path: Path) -> None:
+    """Two workers (one server start: each costs seconds of CPU): each accepts
+    connections, they share metrics, a dead one is replaced, stopping stops both."""
     with running_server(f"sqlite:///{tmp_path / 'tipline.db'}", tmp_path, workers=2) as srv:
         port = int(srv.base_url.rsplit(":", 1)[1])
         workers = _workers_of(srv.process)
@@ -182,6 +168,18 @@ def test_workers_each_accept_connections_and_are_restarted(tmp_path: Path) -> No
             for c in clients:
                 c.close()
         assert sum(per_worker.values()) == 32 and min(per_worker.values()) > 0, per_worker
+        # The workers share metrics: whichever answers /metrics shows the sum of both.
+        c = srv.client("hasher")
+        picture = sample_images()[1].read_bytes()
+        for _ in range(20):
+            assert c.post("/v1/hash", content=picture).status_code == 200
+        text = srv.client(None).get("/metrics").text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith("tipline_media_hashed_total") and 'media="photo"' in line:
+                total += float(line.rsplit(" ", 1)[1])
+        assert total == 20.0, text
+        assert (tmp_path / "prometheus").is_dir()
         # A worker that dies is replaced; the server keeps answering.
         workers[0].kill()
         deadline = time.monotonic() + HANG_SECONDS

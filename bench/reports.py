@@ -435,6 +435,7 @@ def main() -> None:
             builder_end, builder_child = ctx.Pipe()
             maker = ctx.Process(target=_build_process, args=(builder_child, spec, mine))
             maker.start()
+            builder_child.close()  # so the building process's end closes when it exits
             if builder_end.recv() != "ready":
                 raise SystemExit("the building process did not start")
             overlap_stats, overlap = _overlapped(
@@ -733,11 +734,25 @@ def _overlapped(
         policy=service.policy_from_settings(settings),
         on_step=on_step,
     )
+    answer: list[Any] = []
+
+    def builder_done() -> None:
+        # the building process's answer; a process that died ends the phase too
+        try:
+            answer.append(maker.recv())
+        except EOFError:
+            stop.set()
+
     with _Meter(receiver, sql, backends) as meter:
         maker.send("go")
+        watcher = threading.Thread(target=builder_done, daemon=True)
+        watcher.start()
         stats = deliverer.run(workers=args.in_flight, until_idle=False, stop=stop, poll_seconds=0.1)
-        child_cpu, validated = maker.recv()
+        watcher.join()
     client.close()
+    if not answer:
+        raise SystemExit("the building process failed (see its traceback above)")
+    child_cpu, validated = answer[0]
     meter.cpu += child_cpu  # the building process's CPU is the client's too
     meter.child_cpu = child_cpu  # type: ignore[attr-defined]
     meter.validated = validated  # type: ignore[attr-defined]

@@ -1,6 +1,6 @@
 """The intake's one-statement calls still hold the report they act on (PostgreSQL): a
-fileinfo keeps its open report locked against a finish or retract until it commits, as
-the separate locking read it replaced did. Probed from a second connection at the
+upload or fileinfo keeps its open report locked against a finish or retract until it
+commits, as the separate locking read it replaced did. Probed from a second connection at the
 moment the call's statement has run (``NOWAIT``: no waiting, no clock)."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _details(report_id: int, file_id: str) -> bytes:
 
 
 @pytest.mark.postgres
-def test_fileinfo_holds_its_report_until_it_commits(postgres_url: str, tmp_path: Path) -> None:
+def test_upload_and_fileinfo_hold_the_report(postgres_url: str, tmp_path: Path) -> None:
     engine, sessions = open_db(postgres_url)
     clearinghouse.add_provider(sessions, "esp-lock", "lock-test-password")
     key = SecretStr(MasterKey.generate().to_base64())
@@ -41,12 +41,10 @@ def test_fileinfo_holds_its_report_until_it_commits(postgres_url: str, tmp_path:
     intake = clearinghouse.Intake(sessions=sessions, vault=the_vault)
     rid = clearinghouse.submit(intake, AUTH, REPORT).report_id
     assert rid is not None
-    up = clearinghouse.upload(intake, AUTH, str(rid), "a.bin", io.BytesIO(b"z" * 3000))
-    assert up.ok and up.file_id is not None
     probes: list[str] = []
 
     def probe(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if not statement.startswith("UPDATE intake_files"):
+        if not statement.startswith(("UPDATE intake_files", "INSERT INTO intake_files")):
             return
         with engine.connect() as other:
             try:
@@ -61,13 +59,15 @@ def test_fileinfo_holds_its_report_until_it_commits(postgres_url: str, tmp_path:
 
     event.listen(engine, "after_cursor_execute", probe)
     try:
+        up = clearinghouse.upload(intake, AUTH, str(rid), "a.bin", io.BytesIO(b"z" * 3000))
+        assert up.ok and up.file_id is not None
         assert clearinghouse.fileinfo(intake, AUTH, _details(rid, up.file_id)).ok
         # a file that is not the report's changes nothing and locks nothing for long
         missing = clearinghouse.fileinfo(intake, AUTH, _details(rid, "0" * 32))
         assert missing.code is Code.FILE_NOT_FOUND
     finally:
         event.remove(engine, "after_cursor_execute", probe)
-    assert probes == ["locked", "locked"]
+    assert probes == ["locked", "locked", "locked"]
     # and once committed, the finish goes through and lists the described file
     done = clearinghouse.finish(intake, AUTH, str(rid))
     assert done.ok and done.files == (up.file_id,)

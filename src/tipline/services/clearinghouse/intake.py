@@ -126,7 +126,6 @@ _OPEN_REPORT = (
     )
     .returning(_REPORTS.c.id)
 )
-_ADD_FILE = insert(_FILES)
 #: the caller's report ``the_report`` is open (its row locked until commit)
 _OPEN_AND_THEIRS = (
     select(_REPORTS.c.id)
@@ -147,6 +146,31 @@ _DESCRIBE_FILE = (
         providers.STILL_VALID,
     )
     .values(details_xml=bindparam("new_details"), described_at=bindparam("new_described_at"))
+)
+_ADDED = (
+    "id",
+    "report_id",
+    "file_name",
+    "size",
+    "md5",
+    "sha1",
+    "sha256",
+    "media",
+    "signals",
+    "hash_error",
+    "vault_id",
+    "uploaded_at",
+)
+#: a new file of the caller's open report (while the caller's account is valid)
+_ADD_FILE = (
+    insert(_FILES)
+    .from_select(
+        list(_ADDED),
+        select(*(bindparam(f"new_{name}", type_=_FILES.c[name].type) for name in _ADDED)).where(
+            _OPEN_AND_THEIRS, providers.STILL_VALID
+        ),
+    )
+    .returning(_FILES.c.id)
 )
 #: finish or retract: the caller's open report gets its new status and times
 _CLOSE_REPORT = (
@@ -464,8 +488,35 @@ def _store_file(
             # file is synced to disk when its report is finished (:func:`finish`); a
             # refusal or rollback deletes it
             sealed = vault.seal(session, intake.vault, data, sync=False)
-            report = _open_report(session, caller, raw_id, lock=True)
-            report_id = int(report.id)
+            # one statement: the file row, inserted only while the report is open and
+            # the caller's (held FOR SHARE until commit: a finish waits for this upload)
+            # and the caller's account valid; else read why not (nothing is kept)
+            report_id = _report_number(raw_id)
+            added = None
+            if report_id is not None:
+                added = session.connection().scalar(
+                    _ADD_FILE,
+                    {
+                        "the_report": report_id,
+                        "the_provider": provider.id,
+                        "new_id": file_id,
+                        "new_report_id": report_id,
+                        "new_file_name": name[:4096],
+                        "new_size": len(data),
+                        "new_md5": md5,
+                        "new_sha1": sha1,
+                        "new_sha256": sha256,
+                        "new_media": media,
+                        "new_signals": signals,
+                        "new_hash_error": hash_error,
+                        "new_vault_id": sealed.item_id,
+                        "new_uploaded_at": intake.clock(),
+                        **providers.valid_params(caller),
+                    },
+                )
+            if added is None or report_id is None:
+                report = _open_report(session, caller, raw_id, lock=False)  # raises why
+                raise _Refused(refused(Code.REPORT_NOT_FOUND, "report is not open", report.id))
             info = vault.store(
                 session,
                 intake.vault,
@@ -478,25 +529,6 @@ def _store_file(
                 meta={"intake_report_id": report_id, "intake_file_id": file_id},
                 audit_at_commit=True,
                 write_now=True,
-            )
-            session.connection().execute(
-                _ADD_FILE,
-                {
-                    "id": file_id,
-                    "report_id": report_id,
-                    "file_name": name[:4096],
-                    "size": len(data),
-                    "md5": md5,
-                    "sha1": sha1,
-                    "sha256": sha256,
-                    "media": media,
-                    "signals": signals,
-                    "hash_error": hash_error,
-                    "vault_id": info.id,
-                    "details_xml": None,
-                    "uploaded_at": intake.clock(),
-                    "described_at": None,
-                },
             )
             audit.defer(
                 session,

@@ -47,7 +47,11 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
-    with web_server(tmp_path_factory.mktemp("browser"), count=3) as srv:
+    # under the two-person rule for unmatched items: the seeded items are matched (the
+    # rule does not apply to them); test_two_person_rule_in_the_browser flags its own
+    with web_server(
+        tmp_path_factory.mktemp("browser"), count=3, REVIEW_TWO_PERSON_UNMATCHED="true"
+    ) as srv:
         yield srv
 
 
@@ -387,75 +391,78 @@ def test_analyst_desk_with_the_keyboard_only(browser: Any, tmp_path: Path) -> No
             context.close()
 
 
-def test_two_person_rule_in_the_browser(browser: Any, tmp_path: Path) -> None:
-    """Under the two-person rule: alice confirms a flagged item with the keyboard and the
-    queue says it waits; bob sees who confirmed first and decides it with the keyboard;
-    axe-core finds no serious or critical violation on the waiting item's pages."""
+def test_two_person_rule_in_the_browser(browser: Any, web: WebServer) -> None:
+    """Under the two-person rule: carol confirms a flagged item with the keyboard and the
+    queue says it waits; dave sees who confirmed first and decides it with the keyboard;
+    axe-core finds no serious or critical violation on the waiting item's pages. (On the
+    module's server, in a tenant of its own: the other tests' queues never show it.)"""
     from axe_playwright_python.sync_playwright import Axe
 
-    from tipline.services import submissions
+    from tipline.services import submissions, web_auth
     from tipline.services.auth import Principal, Role
     from tipline.services.review import flag
 
     expect = playwright_api.expect
-    with web_server(tmp_path, count=1, REVIEW_TWO_PERSON_UNMATCHED="true") as srv:
-        platform = Principal("platform", Role.MATCHER, "acme")
-        made = submissions.create_submission(
-            srv.db.sessions,
-            platform,
-            submissions.SubmissionFacts(content_id="reported-by-a-user"),
-            [{"type": "pdq", "value": "f" * 64}],
+    tenant = "two-person"
+    for name in ("carol", "dave"):
+        web_auth.add_user(web.db.sessions, name, PASSWORD, role=Role.REVIEWER, tenant=tenant)
+    platform = Principal("platform", Role.MATCHER, tenant)
+    made = submissions.create_submission(
+        web.db.sessions,
+        platform,
+        submissions.SubmissionFacts(content_id="reported-by-a-user"),
+        [{"type": "pdq", "value": "f" * 64}],
+    )
+    item_id = flag.flag_submission(web.db.sessions, platform, made.id, note="user report")
+    found: dict[str, list[str]] = {}
+
+    def scan(page: Any, name: str) -> None:
+        bad = [
+            f"{v['id']} ({v['impact']}): {v['help']}"
+            for v in Axe().run(page).response["violations"]
+            if v.get("impact") in ("serious", "critical")
+        ]
+        if bad:
+            found[name] = bad
+
+    contexts = []
+    try:
+        pages = []
+        for _ in range(2):
+            context = browser.new_context(
+                base_url=web.base_url, viewport={"width": 1280, "height": 900}
+            )
+            context.set_default_timeout(WAIT_MS)
+            contexts.append(context)
+            pages.append(context.new_page())
+        carol, dave = pages
+        _login_with_keyboard(carol, "carol")
+        carol.goto(f"/web/review/{item_id}")
+        expect(carol.locator("html")).to_have_attribute("data-keys", "on")
+        carol.keyboard.press("1")
+        carol.keyboard.press("c")
+        expect(carol.locator("#done")).to_contain_text("a different reviewer must confirm")
+        expect(carol.locator("table.queue")).to_contain_text(
+            "confirmed once by user:carol, needs a second reviewer"
         )
-        item_id = flag.flag_submission(srv.db.sessions, platform, made.id, note="user report")
-        found: dict[str, list[str]] = {}
+        scan(carol, "queue waiting")
+        carol.goto(f"/web/review/{item_id}")
+        expect(carol.locator("#confirm-waiting")).to_be_visible()
+        scan(carol, "item waiting, first reviewer")
 
-        def scan(page: Any, name: str) -> None:
-            bad = [
-                f"{v['id']} ({v['impact']}): {v['help']}"
-                for v in Axe().run(page).response["violations"]
-                if v.get("impact") in ("serious", "critical")
-            ]
-            if bad:
-                found[name] = bad
-
-        contexts = []
-        try:
-            pages = []
-            for _ in range(2):
-                context = browser.new_context(
-                    base_url=srv.base_url, viewport={"width": 1280, "height": 900}
-                )
-                context.set_default_timeout(WAIT_MS)
-                contexts.append(context)
-                pages.append(context.new_page())
-            alice, bob = pages
-            _login_with_keyboard(alice, "alice")
-            alice.goto(f"/web/review/{item_id}")
-            expect(alice.locator("html")).to_have_attribute("data-keys", "on")
-            alice.keyboard.press("1")
-            alice.keyboard.press("c")
-            expect(alice.locator("#done")).to_contain_text("a different reviewer must confirm")
-            expect(alice.locator("table.queue")).to_contain_text(
-                "confirmed once by user:alice, needs a second reviewer"
-            )
-            scan(alice, "queue waiting")
-            alice.goto(f"/web/review/{item_id}")
-            expect(alice.locator("#confirm-waiting")).to_be_visible()
-            scan(alice, "item waiting, first reviewer")
-
-            _login_with_keyboard(bob, "bob")
-            bob.goto(f"/web/review/{item_id}")
-            expect(bob.locator("#first-confirmation")).to_contain_text(
-                "user:alice confirmed this item first (A1"
-            )
-            scan(bob, "item waiting, second reviewer")
-            _shot(bob, "item-second-reviewer.png")
-            expect(bob.locator("html")).to_have_attribute("data-keys", "on")
-            bob.keyboard.press("1")
-            bob.keyboard.press("c")
-            expect(bob.locator("#done")).to_contain_text("Confirmed")
-            expect(bob.locator(f'a.item-link:text-is("{item_id}")')).to_have_count(0)
-        finally:
-            for context in contexts:
-                context.close()
+        _login_with_keyboard(dave, "dave")
+        dave.goto(f"/web/review/{item_id}")
+        expect(dave.locator("#first-confirmation")).to_contain_text(
+            "user:carol confirmed this item first (A1"
+        )
+        scan(dave, "item waiting, second reviewer")
+        _shot(dave, "item-second-reviewer.png")
+        expect(dave.locator("html")).to_have_attribute("data-keys", "on")
+        dave.keyboard.press("1")
+        dave.keyboard.press("c")
+        expect(dave.locator("#done")).to_contain_text("Confirmed")
+        expect(dave.locator(f'a.item-link:text-is("{item_id}")')).to_have_count(0)
+    finally:
+        for context in contexts:
+            context.close()
     assert not found, found

@@ -45,6 +45,7 @@ from tipline.store.base import utcnow
 from tipline.store.clearinghouse import IntakeFileRow, IntakeReportRow
 from tipline.store.clearinghouse_triage import TriageRow
 from tipline.store.db import transaction
+from tipline.store.referrals import RoutingDecisionRow
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ ACTOR = "clearinghouse"
 _TRIAGE = cast(Table, TriageRow.__table__)
 _REPORTS = cast(Table, IntakeReportRow.__table__)
 _FILES = cast(Table, IntakeFileRow.__table__)
+_DECISIONS = cast(Table, RoutingDecisionRow.__table__)
 #: linked reports whose link factor a new report refreshes, at most
 MAX_RESCORED = 50
 
@@ -190,8 +192,19 @@ def _triage_statements() -> tuple[Any, Any, Any]:
     """(the report with its triage row's id, the report's files in upload order, the
     triage row's insert), built once: each report only binds its id."""
     r, f, t = _REPORTS.c, _FILES.c, _TRIAGE.c
+    d = _DECISIONS.c
+    # whether it was routed by hand before triage (routing's own check, read here)
+    decided = select(d.id).where(d.report_id == r.id).limit(1).scalar_subquery()
     report = (
-        select(r.id, r.provider_id, r.status, r.xml, r.finished_at, t.report_id.label("triaged"))
+        select(
+            r.id,
+            r.provider_id,
+            r.status,
+            r.xml,
+            r.finished_at,
+            t.report_id.label("triaged"),
+            decided.label("decided"),
+        )
         .select_from(_REPORTS.outerjoin(_TRIAGE, t.report_id == r.id))
         .where(r.id == bindparam("report_id"))
     )
@@ -289,6 +302,7 @@ def triage_report(triager: Triager, report_id: int) -> TriageOutcome | None:
                 str(report.xml),
                 [(str(row.id), row.details_xml) for row in rows],
                 actor=ACTOR,
+                decided=report.decided is not None,
             )
             if routed is not None:
                 outcome = replace(outcome, routed_to=routed.agency)

@@ -506,12 +506,15 @@ def route_triaged(
     files: Iterable[tuple[str, str | None]],
     *,
     actor: str,
+    decided: bool | None = None,
 ) -> DecisionInfo | None:
     """Route a report as it is triaged, in the triage's transaction (``files``: id and
     fileDetails XML of each); None when it already has a decision (routed by hand
-    before triage) or its stored XML cannot be read."""
-    decided = session.scalar(_decided_query(), {"report_id": report_id})
-    if decided is not None:
+    before triage) or its stored XML cannot be read. ``decided``: whether it has one,
+    when the caller read it already (else it is read here)."""
+    if decided is None:
+        decided = session.scalar(_decided_query(), {"report_id": report_id}) is not None
+    if decided:
         return None
     try:
         evidence = report_ips(report_xml, files)

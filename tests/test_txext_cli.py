@@ -21,6 +21,7 @@ from threatexchange.cli.main import inner_main
 
 import tipline
 from _cli import run_tipline
+from _clock import HANG_SECONDS
 from conftest import migrated_sqlite
 
 TX = Path(sys.executable).with_name("threatexchange")
@@ -167,9 +168,21 @@ def test_threatexchange_cli_with_the_extension_matches_like_tipline(
     } == {w for w in want if w[0] == one}
 
 
-def test_threatexchange_cli_hashes_and_matches_video_with_tipline_vpdq(
-    tx, tmp_path: Path, reference_dir: Path
-) -> None:
+def _clip(folder: Path, pattern: str) -> Path:
+    """A benign 3 s video of one of ffmpeg's generated patterns."""
+    out = folder / f"{pattern}.mp4"
+    subprocess.run(
+        [
+            *("ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "lavfi"),
+            *("-i", f"{pattern}=size=320x240:rate=10", "-t", "3", "-c:v", "mpeg4", str(out)),
+        ],
+        check=True,
+        timeout=HANG_SECONDS,
+    )
+    return out
+
+
+def test_threatexchange_cli_hashes_and_matches_video_with_tipline_vpdq(tx, tmp_path: Path) -> None:
     if not TX.exists():
         pytest.skip("the threatexchange console script is not installed")
     import json
@@ -178,8 +191,10 @@ def test_threatexchange_cli_hashes_and_matches_video_with_tipline_vpdq(
 
     run, state = tx
     run("config", "extensions", "add", "tipline.txext")
-    known = reference_dir / "video" / "chair-19-sd-bar.mp4"
-    other = reference_dir / "video" / "chair-22-with-large-logo-bar.mp4"
+    # generated 3 s clips (ffmpeg's test patterns): each is hashed three times here and a
+    # 2 MB reference video costs ~0.9 CPU-s per vPDQ hash
+    known = _clip(tmp_path, "testsrc")
+    other = _clip(tmp_path, "mandelbrot")
     hashed = run_tipline(["hash", "-s", "vpdq", "-f", "jsonl", str(known)])
     assert hashed.returncode == 0, hashed.stderr
     (signal,) = json.loads(hashed.stdout)["signals"]

@@ -209,8 +209,18 @@ def test_progress_bar_only_on_a_terminal(folder: Path) -> None:
     assert quiet.stderr == ""
 
 
-def test_video_one_line_per_frame(reference_dir: Path, folder: Path, tmp_path: Path) -> None:
-    video = reference_dir / "video" / "chair-19-sd-bar.mp4"
+def test_video_one_line_per_frame(folder: Path, tmp_path: Path) -> None:
+    # a generated 12 s clip (ffmpeg's test pattern, 320x240 at 5 fps): one vPDQ frame a
+    # second, as from a 2 MB reference video at a fraction of the decoding
+    video = tmp_path / "pattern.mp4"
+    subprocess.run(
+        [
+            *("ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "lavfi"),
+            *("-i", "testsrc=duration=12:size=320x240:rate=5", "-c:v", "mpeg4", str(video)),
+        ],
+        check=True,
+        timeout=60,
+    )
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\0\0\0\x18ftypisom\0\0\x02\0isomiso2" + b"\0" * 100)
     proc = run(str(video), str(folder / "a.jpg"), str(broken))

@@ -112,7 +112,6 @@ _FILES = cast(Table, IntakeFileRow.__table__)
 _READ_REPORT = select(_REPORTS.c.provider_id, _REPORTS.c.status, providers.STILL_VALID).where(
     _REPORTS.c.id == bindparam("report_id")
 )
-_READ_REPORT_LOCKED = _READ_REPORT.with_for_update(of=_REPORTS)
 _CHECK_CALLER = select(providers.STILL_VALID)
 _OPENED = ("provider_id", "status", "xml", "xml_sha256", "incident_type", "created_at")
 #: a new open report, inserted only while the caller's account is valid; its id
@@ -357,24 +356,20 @@ def _report_number(raw_id: str | None) -> int | None:
     return number if -(2**63) <= number < 2**63 else None
 
 
-def _open_report(
-    session: Session, caller: Caller, raw_id: str | None, *, lock: bool
-) -> _OpenReport:
+def _open_report(session: Session, caller: Caller, raw_id: str | None) -> _OpenReport:
     """The caller's open report ``raw_id``, read with the check that the caller's
     account is still valid (:class:`_Disabled` otherwise); :class:`_Refused`
     (5001/5101/5102) when it is not open. Another provider's report is answered as not
     existing.
 
-    One statement reading three columns (not the report's document): this runs in
-    every upload, fileinfo and finish."""
+    Only read to say why a call's own statement (which carries these checks and locks
+    the report) changed nothing: one statement reading three columns."""
     report_id = _report_number(raw_id)
     connection = session.connection()
     params = providers.valid_params(caller)
     found = None
     if report_id is not None:
-        found = connection.execute(
-            _READ_REPORT_LOCKED if lock else _READ_REPORT, {"report_id": report_id, **params}
-        ).first()
+        found = connection.execute(_READ_REPORT, {"report_id": report_id, **params}).first()
         if found is not None and not found[2]:
             raise _Disabled
     if found is None and not connection.scalar(_CHECK_CALLER, params):
@@ -405,7 +400,7 @@ def _close(session: Session, caller: Caller, raw_id: str | None, values: dict[st
         )
         if closed.rowcount == 1:
             return number
-    report = _open_report(session, caller, raw_id, lock=False)  # raises why not
+    report = _open_report(session, caller, raw_id)  # raises why not
     raise _Refused(refused(Code.REPORT_NOT_FOUND, "report is not open", report.id))
 
 
@@ -515,7 +510,7 @@ def _store_file(
                     },
                 )
             if added is None or report_id is None:
-                report = _open_report(session, caller, raw_id, lock=False)  # raises why
+                report = _open_report(session, caller, raw_id)  # raises why
                 raise _Refused(refused(Code.REPORT_NOT_FOUND, "report is not open", report.id))
             info = vault.store(
                 session,
@@ -579,7 +574,7 @@ def fileinfo(intake: Intake, authorization: str | None, body: bytes) -> IspwsAns
                     .rowcount
                 )
             if described != 1:  # which refusal: read the report (or the account)
-                report = _open_report(session, caller, raw_id, lock=False)
+                report = _open_report(session, caller, raw_id)
                 raise _Refused(refused(Code.FILE_NOT_FOUND, "file does not exist", report.id))
             report_id = number
             audit.append(

@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from _api_server import Server, running_server
+from _app_server import AppServer as Server
+from _app_server import app_server
 from tipline.config import Settings
 from tipline.services import audit
 from tipline.services import vault as v
@@ -30,8 +31,14 @@ def key_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def server(tmp_path: Path, key_file: Path) -> Iterator[Server]:
-    env = {"TIPLINE_VAULT_MASTER_KEY_FILE": str(key_file), "TIPLINE_VAULT_CHUNK_BYTES": "4096"}
-    with running_server(f"sqlite:///{tmp_path / 'tipline.db'}", tmp_path, env=env) as srv:
+    """The API in this process (tests/_app_server.py): what is tested is the routes, not
+    the ``tipline serve`` process (a process start costs seconds of CPU per test)."""
+    with app_server(
+        f"sqlite:///{tmp_path / 'tipline.db'}",
+        tmp_path,
+        vault_master_key_file=key_file,
+        vault_chunk_bytes=4096,
+    ) as srv:
         yield srv
 
 

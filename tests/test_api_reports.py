@@ -14,7 +14,8 @@ import pytest
 from lxml import etree
 from pydantic import SecretStr
 
-from _api_server import Server, running_server
+from _app_server import AppServer as Server
+from _app_server import app_server
 from _ispws_server import ispws_server
 from tipline.config import Settings
 from tipline.demo import sample_images
@@ -37,12 +38,15 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def server(settings: Settings) -> Iterator[Server]:
+    """The API in this process (tests/_app_server.py): what is tested is the routes, not
+    the ``tipline serve`` process (a process start costs seconds of CPU per test)."""
     assert settings.vault_master_key is not None and settings.database_url
-    env = {
-        "TIPLINE_VAULT_MASTER_KEY": settings.vault_master_key.get_secret_value(),
-        "TIPLINE_REPORT_REPORTER_EMAIL": "reports@example.org",
-    }
-    with running_server(settings.database_url, settings.data_dir, env=env) as srv:
+    with app_server(
+        settings.database_url,
+        settings.data_dir,
+        vault_master_key=settings.vault_master_key.get_secret_value(),
+        report_reporter_email="reports@example.org",
+    ) as srv:
         yield srv
 
 

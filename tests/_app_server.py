@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 import uvicorn
 
 from _api_server import free_port, make_keys
@@ -89,3 +90,22 @@ def app_server(db_url: str, data_dir: Path, **overrides: object) -> Iterator[App
             c.close()
         server.should_exit = True
         thread.join(timeout=HANG_SECONDS)
+
+
+@contextmanager
+def app_server_on(
+    backend: str, request: pytest.FixtureRequest, data_dir: Path, **overrides: object
+) -> Iterator[AppServer]:
+    """:func:`app_server` on SQLite, or on a fresh PostgreSQL schema holding the recorded
+    migration (``backend``), as :func:`_api_server.server_on` for a process."""
+    if backend == "sqlite":
+        with app_server(f"sqlite:///{data_dir / 'tipline.db'}", data_dir, **overrides) as srv:
+            yield srv
+        return
+    schemas = request.getfixturevalue("_postgres_schemas")
+    schema = schemas.create(request.getfixturevalue("_postgres_migration"))
+    try:
+        with app_server(schemas.url(schema), data_dir, **overrides) as srv:
+            yield srv
+    finally:
+        schemas.drop(schema)

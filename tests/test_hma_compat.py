@@ -20,7 +20,8 @@ import pytest
 from PIL import Image
 from starlette.requests import Request
 
-from _api_server import Server, running_server, server_on
+from _app_server import AppServer as Server
+from _app_server import app_server, app_server_on
 from _drift_image import drift_jpeg
 from tipline.config import Settings
 from tipline.demo import sample_images
@@ -77,7 +78,9 @@ def _pdq(data: bytes, decode: str = "fast") -> str:
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    with server_on(request.param, request, tmp_path_factory.mktemp("hma")) as srv:
+    """The API in this process (tests/_app_server.py), on SQLite or a fresh PostgreSQL
+    schema: what is tested is the routes, not the ``tipline serve`` process."""
+    with app_server_on(request.param, request, tmp_path_factory.mktemp("hma")) as srv:
         yield srv
 
 
@@ -555,12 +558,12 @@ def test_keyless_hma_client_with_the_compatibility_setting(
 ) -> None:
     """An unmodified HMA client (no key) works against a server started with
     ``TIPLINE_HMA_COMPAT_ROLE``; the native API still needs a key."""
-    env = {
-        "TIPLINE_HMA_COMPAT_ROLE": "curator",
-        "TIPLINE_HMA_COMPAT_TENANT": "hma-team",
-        "TIPLINE_HMA_PLAIN_ERRORS": "true",
+    settings = {
+        "hma_compat_role": "curator",
+        "hma_compat_tenant": "hma-team",
+        "hma_plain_errors": True,
     }
-    with running_server(f"sqlite:///{tmp_path / 'c.db'}", tmp_path, env=env) as srv:
+    with app_server(f"sqlite:///{tmp_path / 'c.db'}", tmp_path, **settings) as srv:
         anon = srv.client(None)
         _bank(anon, "KEYLESS_BANK")
         added = anon.post(f"/c/bank/KEYLESS_BANK/content?url={image_server}/image1.jpg")

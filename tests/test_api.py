@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from _api_server import Server, server_on
+from _app_server import AppServer as Server
+from _app_server import app_server_on
 from _drift_image import drift_jpeg
 from tipline.demo import sample_images
 from tipline.services import audit
@@ -27,7 +28,7 @@ PROBLEM = "application/problem+json"
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    with server_on(request.param, request, tmp_path_factory.mktemp("api")) as srv:
+    with app_server_on(request.param, request, tmp_path_factory.mktemp("api")) as srv:
         yield srv
 
 

@@ -12,7 +12,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from _api_server import Server, server_on
+from _app_server import AppServer as Server
+from _app_server import app_server_on
 from tipline.demo import sample_images
 from tipline.signals.hashing import HashOptions, hash_bytes, hash_path
 from tipline.signals.hexbits import hamming_hex
@@ -24,7 +25,7 @@ from tipline.signals.hexbits import hamming_hex
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    with server_on(request.param, request, tmp_path_factory.mktemp("match")) as srv:
+    with app_server_on(request.param, request, tmp_path_factory.mktemp("match")) as srv:
         yield srv
 
 

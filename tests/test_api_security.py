@@ -13,7 +13,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from _api_server import Server, server_on
+from _app_server import AppServer as Server
+from _app_server import app_server_on
 from tipline.store.audit import AuditRecord
 from tipline.store.db import make_engine, session_factory
 
@@ -26,7 +27,7 @@ PROBLEM = "application/problem+json"
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    with server_on(request.param, request, tmp_path_factory.mktemp("sec")) as srv:
+    with app_server_on(request.param, request, tmp_path_factory.mktemp("sec")) as srv:
         yield srv
 
 

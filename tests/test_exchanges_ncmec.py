@@ -197,10 +197,10 @@ def test_reviewers_decisions_are_sent_back_as_votes(
 ) -> None:
     """A confirmed match of a synced NCMEC entry becomes an up vote on the fingerprint
     that matched; a false positive a down vote with NCMEC's reason id; each sent once."""
-    from _api_server import server_on
+    from _app_server import app_server_on  # the API in this process: routes, not serve
 
     monkeypatch.setenv(ENV, PASSWORD)
-    with ncmec_server(400) as source, server_on(backend, request, tmp_path / "p") as srv:
+    with ncmec_server(400) as source, app_server_on(backend, request, tmp_path / "p") as srv:
         db = open_database(
             srv.db_url, settings=Settings(data_dir=srv.data_dir, database_url=srv.db_url)
         )

@@ -1,4 +1,5 @@
-"""Schemathesis against the OpenAPI document of a real server: no 5xx, responses that
+"""Schemathesis against the OpenAPI document of a real HTTP server (uvicorn serving the
+app in the test process): no 5xx, responses that
 conform to the document (status codes, content types, schemas).
 
 The run is a fixed set of cases: a seed and a number of examples per operation, and no
@@ -20,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from _api_server import Server, running_server
+from _app_server import AppServer as Server
+from _app_server import app_server
 from _clock import HANG_SECONDS, LineWatch
 
 pytestmark = pytest.mark.slow
@@ -39,12 +41,15 @@ CHECKS = ",".join(
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("fuzz")
     # configured as a serving deployment is: a vault key (without one, /v1/vault/verify
-    # is a 503) and the reporting person (without one, /v1/reports/batch is a 503)
-    env = {
-        "TIPLINE_VAULT_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
-        "TIPLINE_REPORT_REPORTER_EMAIL": "reports@example.org",
-    }
-    with running_server(f"sqlite:///{data_dir / 'tipline.db'}", data_dir, env=env) as srv:
+    # is a 503) and the reporting person (without one, /v1/reports/batch is a 503). The
+    # app is served by uvicorn in this process (tests/_app_server.py): what is fuzzed is
+    # the API, and a 'tipline serve' process costs seconds of CPU to start.
+    with app_server(
+        f"sqlite:///{data_dir / 'tipline.db'}",
+        data_dir,
+        vault_master_key=base64.b64encode(os.urandom(32)).decode(),
+        report_reporter_email="reports@example.org",
+    ) as srv:
         srv.client("admin").post("/v1/banks", json={"name": "fuzz"})
         yield srv
 

@@ -1,5 +1,5 @@
-"""A real ``tipline serve`` with seeded review items, and a logged-in browser-like client
-(httpx with a cookie jar) for the web UI tests."""
+"""The app under uvicorn (in the test process) with seeded review items, and a
+logged-in browser-like client (httpx with a cookie jar) for the web UI tests."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from _api_server import Server, running_server
+from _app_server import AppServer as Server
+from _app_server import app_server
 from _web_seed import PASSWORD, Seeded, seed, settings_for
 from conftest import migrated_sqlite
 from tipline.config import Settings
@@ -68,14 +69,16 @@ def web_server(data_dir: Path, *, count: int = 4, **extra: str) -> Iterator[WebS
         seeded = seed(db, settings, count=count)
         key = settings.vault_master_key
         assert key is not None
-        env = {
-            "TIPLINE_VAULT_MASTER_KEY": key.get_secret_value(),
-            "TIPLINE_REPORT_REPORTER_EMAIL": "reports@example.org",
-            "TIPLINE_REPORT_PLATFORM": "Example Photos",
-            "TIPLINE_WEB_COOKIE_SECURE": "false",
-            **{f"TIPLINE_{k}": v for k, v in extra.items()},
+        values: dict[str, object] = {
+            "vault_master_key": key.get_secret_value(),
+            "report_reporter_email": "reports@example.org",
+            "report_platform": "Example Photos",
+            "web_cookie_secure": False,
+            **{k.lower(): v for k, v in extra.items()},
         }
-        with running_server(url, data_dir, env=env) as server:
+        # the app served by uvicorn in this process (tests/_app_server.py): what the web
+        # tests test is the UI, not the 'tipline serve' process (seconds of CPU to start)
+        with app_server(url, data_dir, **values) as server:
             yield WebServer(server, seeded, settings, db)
     finally:
         db.close()

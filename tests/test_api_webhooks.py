@@ -1,5 +1,6 @@
-"""End to end: a match through the HTTP API triggers the bank's webhook rule; a real
-``tipline worker`` process delivers the signed POST to a real receiver."""
+"""End to end: a match through the HTTP API (served in the test process) triggers the
+bank's webhook rule; a real ``tipline worker`` process delivers the signed POST to a real
+receiver."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from _api_server import Server, running_server
+from _app_server import AppServer as Server
+from _app_server import app_server
 from _clock import HANG_SECONDS
 from tipline.demo import sample_images
 from tipline.services.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
@@ -44,7 +46,8 @@ def receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    with running_server(f"sqlite:///{tmp_path / 'tipline.db'}", tmp_path) as srv:
+    # the API in this process (tests/_app_server.py); the worker is a real process
+    with app_server(f"sqlite:///{tmp_path / 'tipline.db'}", tmp_path) as srv:
         yield srv
 
 

@@ -73,7 +73,17 @@ def app_server(db_url: str, data_dir: Path, **overrides: object) -> Iterator[App
     app = create_app(settings, migrate=False)  # make_keys migrated it
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            # as 'tipline serve' runs uvicorn: no X-Forwarded-For trusted (the HMA
+            # compatibility setting admits networks by the client address), no header
+            proxy_headers=False,
+            server_header=False,
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -71,6 +71,8 @@ REPO = BENCH_DIR.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "tests"))
 
+from _pgcpu import Backends  # noqa: E402  (bench/ is the script's folder)
+
 TARGET_RPS = 100.0
 _IMAGE_DIRS = (Path("/usr/share/backgrounds"), Path("/usr/share/wallpapers"))
 
@@ -135,61 +137,12 @@ def _machine_cpu() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
-class _Backends:
-    """CPU seconds of this run's PostgreSQL server processes (the backends serving its
-    connections, found by their application_name; read from /proc, so only for a local
-    server). Not counted: PostgreSQL's shared processes (WAL writer, checkpointer), which
-    serve every session on the machine, and backends that closed within a phase."""
-
-    def __init__(self, admin_url: str | None, application: str) -> None:
-        self.engine = None
-        self.application = application
-        if admin_url:
-            from sqlalchemy import create_engine
-
-            self.engine = create_engine(admin_url, poolclass=_null_pool())
-
-    def sample(self) -> dict[int, float]:
-        if self.engine is None:
-            return {}
-        from sqlalchemy import text
-
-        with self.engine.connect() as conn:
-            pids = conn.execute(
-                text("SELECT pid FROM pg_stat_activity WHERE application_name = :a"),
-                {"a": self.application},
-            ).scalars()
-            out = {}
-            for pid in pids:
-                try:
-                    with open(f"/proc/{pid}/stat") as handle:
-                        fields = handle.read().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                out[int(pid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return out
-
-    @staticmethod
-    def spent(before: dict[int, float], after: dict[int, float]) -> float:
-        return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
-
-    def close(self) -> None:
-        if self.engine is not None:
-            self.engine.dispose()
-
-
-def _null_pool():  # type: ignore[no-untyped-def]
-    from sqlalchemy.pool import NullPool
-
-    return NullPool
-
-
 class _Meter:
     """Wall time, this process's CPU, the receiver's CPU, this run's PostgreSQL
     backends' CPU, the machine's busy share and the SQL statements and commits of one
     phase."""
 
-    def __init__(self, receiver: object, sql: dict[str, int], backends: _Backends) -> None:
+    def __init__(self, receiver: object, sql: dict[str, int], backends: Backends) -> None:
         self.receiver = receiver
         self.sql = sql
         self.backends = backends
@@ -312,7 +265,7 @@ def main() -> None:
         _database() as (db_url, backend, server_url, application),
         tempfile.TemporaryDirectory() as data_dir,
     ):
-        backends = _Backends(server_url, application)
+        backends = Backends(server_url, application)
         settings = Settings(
             data_dir=Path(data_dir),
             database_url=db_url,
@@ -702,7 +655,7 @@ def _overlapped(
     maker: Any,
     receiver: Any,
     sql: dict[str, int],
-    backends: _Backends,
+    backends: Backends,
     sessions: Any,
     settings: Any,
     evidence: Any,

@@ -18,6 +18,7 @@ from typing import Any, cast
 from sqlalchemy import (
     BigInteger,
     Connection,
+    Row,
     Table,
     and_,
     bindparam,
@@ -111,8 +112,8 @@ def instance_id(session: Session) -> str:
 # -- banks --------------------------------------------------------------------------------
 
 
-def to_bank(row: BankRow) -> Bank:
-    """Domain value of a bank row."""
+def to_bank(row: BankRow | Row[Any]) -> Bank:
+    """Domain value of a bank row (an ORM row, or a Core row of the same columns)."""
     return Bank(
         name=row.name,
         description=row.description,
@@ -163,20 +164,7 @@ def get_bank(session: Session, name: str, *, for_update: bool = False) -> BankRo
 def bank_values(session: Session) -> list[Bank]:
     """Every bank as a domain value (:func:`to_bank` of :func:`list_banks`), by name, read
     as plain columns with a statement built once (the Matcher reads it per refresh)."""
-    return [
-        Bank(
-            name=row.name,
-            description=row.description,
-            enabled=row.enabled,
-            is_allow_bank=row.is_allow_bank,
-            thresholds={str(k): int(v) for k, v in (row.thresholds or {}).items()},
-            tenant=row.tenant,
-            normalize=row.normalize,
-            region_matching=bool(row.region_matching),
-            auto_report=row.auto_report,
-        )
-        for row in session.execute(_bank_values_query())
-    ]
+    return [to_bank(row) for row in session.execute(_bank_values_query())]
 
 
 @functools.cache

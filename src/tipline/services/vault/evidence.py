@@ -124,19 +124,7 @@ class VaultEvidence:
         self, session: Session, tenant: str | None, report_id: str, xml: bytes
     ) -> str | None:
         """Preserve the report document exactly as submitted; returns its item id."""
-        info = store(
-            session,
-            self.vault,
-            xml,
-            kind=EvidenceKind.REPORT_XML,
-            actor=self.actor.key_id,
-            tenant=tenant,
-            media_type="application/xml",
-            filename=f"{report_id}.xml",
-            report_id=report_id,
-            audit_at_commit=True,
-        )
-        return info.id
+        return self.keep_report_xmls(session, [(tenant, report_id, xml)])[0]
 
     def keep_report_xmls(
         self, session: Session, documents: Sequence[tuple[str | None, str, bytes]]

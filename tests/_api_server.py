@@ -48,6 +48,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def keyed_client(
+    clients: dict[str, httpx.Client], base_url: str, keys: dict[str, str], key: str | None
+) -> httpx.Client:
+    """The HTTP client of ``clients`` authenticated with the named key (None: no key),
+    made on first use; a request waits up to HANG_SECONDS (a bound on a hang only)."""
+    name = key or "-"
+    if name not in clients:
+        headers = {"Authorization": f"Bearer {keys[key]}"} if key else {}
+        clients[name] = httpx.Client(
+            base_url=base_url, headers=headers, timeout=HANG_SECONDS, trust_env=False
+        )
+    return clients[name]
+
+
 @dataclass
 class Server:
     """A running server: base URL, API keys by name, database URL, data folder."""
@@ -62,13 +76,7 @@ class Server:
 
     def client(self, key: str | None = "admin") -> httpx.Client:
         """An HTTP client authenticated with the named key (None: no key)."""
-        name = key or "-"
-        if name not in self.clients:
-            headers = {"Authorization": f"Bearer {self.keys[key]}"} if key else {}
-            self.clients[name] = httpx.Client(
-                base_url=self.base_url, headers=headers, timeout=30.0, trust_env=False
-            )
-        return self.clients[name]
+        return keyed_client(self.clients, self.base_url, self.keys, key)
 
     def stop(self) -> None:
         """Stop the process and close the clients."""

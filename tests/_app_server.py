@@ -21,8 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from uvicorn._types import ASGIApplication
 
-from _api_server import free_port, make_keys
+from _api_server import free_port, keyed_client, make_keys
 from _clock import HANG_SECONDS
 from conftest import migrated_sqlite
 from tipline.api.app import create_app
@@ -42,13 +43,38 @@ class AppServer:
 
     def client(self, key: str | None = "admin") -> httpx.Client:
         """An HTTP client authenticated with the named key (None: no key)."""
-        name = key or "-"
-        if name not in self.clients:
-            headers = {"Authorization": f"Bearer {self.keys[key]}"} if key else {}
-            self.clients[name] = httpx.Client(
-                base_url=self.base_url, headers=headers, timeout=HANG_SECONDS, trust_env=False
-            )
-        return self.clients[name]
+        return keyed_client(self.clients, self.base_url, self.keys, key)
+
+
+@contextmanager
+def served_in_thread(app: ASGIApplication) -> Iterator[int]:
+    """Serve ``app`` with uvicorn in a thread on a free 127.0.0.1 port (yielded) until the
+    block ends, as 'tipline serve' runs uvicorn: no X-Forwarded-For trusted (the HMA
+    compatibility setting admits networks by the client address), no Server header."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            proxy_headers=False,
+            server_header=False,
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + HANG_SECONDS  # failure bound only
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the in-process server did not start")
+        time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=HANG_SECONDS)
 
 
 @contextmanager
@@ -71,35 +97,13 @@ def app_server(db_url: str, data_dir: Path, **overrides: object) -> Iterator[App
     }
     settings = Settings(**values)  # type: ignore[arg-type]
     app = create_app(settings, migrate=False)  # make_keys migrated it
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            lifespan="on",
-            # as 'tipline serve' runs uvicorn: no X-Forwarded-For trusted (the HMA
-            # compatibility setting admits networks by the client address), no header
-            proxy_headers=False,
-            server_header=False,
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + HANG_SECONDS  # failure bound only
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the in-process server did not start")
-        time.sleep(0.02)
-    srv = AppServer(f"http://127.0.0.1:{port}", keys, db_url, data_dir, settings)
-    try:
-        yield srv
-    finally:
-        for c in srv.clients.values():
-            c.close()
-        server.should_exit = True
-        thread.join(timeout=HANG_SECONDS)
+    with served_in_thread(app) as port:
+        srv = AppServer(f"http://127.0.0.1:{port}", keys, db_url, data_dir, settings)
+        try:
+            yield srv
+        finally:
+            for c in srv.clients.values():
+                c.close()
 
 
 @contextmanager

@@ -3,18 +3,14 @@ thread, for intake tests; provider accounts are made with the service."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 
-from _api_server import free_port
-from _clock import HANG_SECONDS
+from _app_server import served_in_thread
 from tipline.api.app import create_app
 from tipline.config import Settings
 from tipline.services import clearinghouse
@@ -52,21 +48,9 @@ def intake_server(db_url: str, data_dir: Path, **overrides: object) -> Iterator[
     }
     settings = Settings(**values)  # type: ignore[arg-type]
     app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + HANG_SECONDS  # failure bound only
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("intake server did not start")
-        time.sleep(0.02)
     engine = make_engine(settings=settings)
     try:
-        yield IntakeServer(f"http://127.0.0.1:{port}/ispws", settings, session_factory(engine))
+        with served_in_thread(app) as port:
+            yield IntakeServer(f"http://127.0.0.1:{port}/ispws", settings, session_factory(engine))
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
         engine.dispose()

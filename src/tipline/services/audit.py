@@ -430,22 +430,26 @@ def _chain(items: Sequence[Pending], last_seq: int, prev_hash: str) -> list[dict
             details=item.details,
             prev_hash=prev_hash,
         )
-        rows.append(
-            {
-                "seq": seq,
-                "at": at,
-                "actor": item.actor,
-                "tenant": item.tenant,
-                "action": item.action,
-                "target_type": target_type,
-                "target_id": target_id,
-                "details": item.details,
-                "prev_hash": prev_hash,
-                "hash": digest,
-            }
-        )
+        rows.append(_row(item, at, seq, prev_hash, digest))
         prev_hash = digest
     return rows
+
+
+def _row(item: Pending, at: datetime, seq: int, prev_hash: str, digest: str) -> dict[str, Any]:
+    """The audit table's row of ``item`` once chained."""
+    target = item.target
+    return {
+        "seq": seq,
+        "at": at,
+        "actor": item.actor,
+        "tenant": item.tenant,
+        "action": item.action,
+        "target_type": target.type if target is not None else None,
+        "target_id": target.id if target is not None else None,
+        "details": item.details,
+        "prev_hash": prev_hash,
+        "hash": digest,
+    }
 
 
 def _pg_append(conn: Any, items: Sequence[Pending], *, commit: bool) -> list[dict[str, Any]]:
@@ -526,24 +530,10 @@ def _pg_function_rows(
 ) -> list[dict[str, Any]]:
     if len(found) != len(items):
         raise AuditChainError("audit append returned an unexpected number of records")
-    rows: list[dict[str, Any]] = []
-    for item, (seq, prev_hash, digest) in zip(items, found, strict=True):
-        target = item.target
-        rows.append(
-            {
-                "seq": int(seq),
-                "at": at,
-                "actor": item.actor,
-                "tenant": item.tenant,
-                "action": item.action,
-                "target_type": target.type if target is not None else None,
-                "target_id": target.id if target is not None else None,
-                "details": item.details,
-                "prev_hash": str(prev_hash),
-                "hash": str(digest),
-            }
-        )
-    return rows
+    return [
+        _row(item, at, int(seq), str(prev_hash), str(digest))
+        for item, (seq, prev_hash, digest) in zip(items, found, strict=True)
+    ]
 
 
 def _pg_append_two_trips(

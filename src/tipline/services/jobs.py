@@ -26,9 +26,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Engine, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Engine, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from ulid import ULID
@@ -38,6 +38,7 @@ from tipline.store.base import utcnow
 from tipline.store.jobs import Job
 
 log = logging.getLogger(__name__)
+_JOBS = cast(Table, Job.__table__)
 
 DEFAULT_MAX_ATTEMPTS = 8
 _MAX_ERROR_CHARS = 2_000
@@ -127,23 +128,42 @@ def enqueue(
         "created_at": now,
     }
     if idempotency_key is None:
-        session.execute(insert(Job).values(**values))
+        session.execute(_add_statement(), values)
         return job_id
-    dialect = session.get_bind().dialect.name
+    # one statement when the key is new (the usual case): the row's id comes back;
+    # nothing comes back when a job already has the key, which is then read
+    added = session.execute(_add_once_statement(session.get_bind().dialect.name), values).first()
+    if added is not None:
+        return str(added[0])
+    existing = session.execute(_by_key_statement(), {"key": idempotency_key}).scalar_one()
+    return str(existing)
+
+
+@functools.cache
+def _add_statement() -> Any:
+    """:func:`enqueue`'s INSERT of a job with no key, built once (values bound)."""
+    return insert(_JOBS)
+
+
+@functools.cache
+def _add_once_statement(dialect: str) -> Any:
+    """:func:`enqueue`'s INSERT of a keyed job that adds nothing when the key is taken
+    and returns the new row's id, built once per dialect (values bound)."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
-    statement = (
-        dialect_insert(Job)
-        .values(**values)
+    return (
+        dialect_insert(_JOBS)
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(_JOBS.c.id)
     )
-    session.execute(statement)
-    existing = session.execute(
-        select(Job.id).where(Job.idempotency_key == idempotency_key)
-    ).scalar_one()
-    return str(existing)
+
+
+@functools.cache
+def _by_key_statement() -> Any:
+    """The id of the job with a key (bound ``key``), built once."""
+    return select(Job.id).where(Job.idempotency_key == bindparam("key"))
 
 
 def settle(session: Session, idempotency_key: str) -> bool:

@@ -187,6 +187,15 @@ _CLOSE_REPORT = (
     )
 )
 
+_ITEMS = cast(Table, EvidenceItemRow.__table__)
+#: the files of report ``the_report`` in upload order: file id, vault item id, blob size
+_REPORT_FILES = (
+    select(_FILES.c.id, _ITEMS.c.id, _ITEMS.c.blob_size)
+    .join(_ITEMS, _ITEMS.c.id == _FILES.c.vault_id)
+    .where(_FILES.c.report_id == bindparam("the_report"))
+    .order_by(_FILES.c.uploaded_at, _FILES.c.id)
+)
+
 
 def _actor(provider: ProviderInfo) -> str:
     return f"provider:{provider.name}"
@@ -620,12 +629,7 @@ def finish(intake: Intake, authorization: str | None, report_id: str | None) -> 
                 idempotency_key=triage_job_key(int(report.id)),
                 run_at=finished_at + timedelta(seconds=grace),
             )
-            rows = session.execute(
-                select(IntakeFileRow.id, EvidenceItemRow.id, EvidenceItemRow.blob_size)
-                .join(EvidenceItemRow, EvidenceItemRow.id == IntakeFileRow.vault_id)
-                .where(IntakeFileRow.report_id == report.id)
-                .order_by(IntakeFileRow.uploaded_at, IntakeFileRow.id)
-            ).all()
+            rows = session.connection().execute(_REPORT_FILES, {"the_report": report.id}).all()
             files = tuple(str(file_id) for file_id, _, _ in rows)
             try:
                 vault.sync_files(intake.vault, [(str(v), int(n)) for _, v, n in rows])

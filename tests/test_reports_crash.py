@@ -8,6 +8,8 @@ only on the final database and receiver state, never on timing.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import random
 import signal
@@ -38,38 +40,68 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _run_child(args: list[str], kill_after: int | None) -> tuple[bool, int]:
-    """Run the driver; SIGKILL it after ``kill_after`` step lines. (killed?, lines)."""
-    proc = subprocess.Popen(
-        [sys.executable, str(DRIVER), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=_child_env(),
-        text=True,
-    )
-    lines = 0
-    assert proc.stdout is not None
-    watch = LineWatch(proc)
-    try:
-        for line in watch.lines():
-            if line.startswith("step "):
-                lines += 1
-                if kill_after is not None and lines >= kill_after:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait()
-                    return True, lines
-    finally:
-        watch.close()
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        stderr = proc.stderr.read() if proc.stderr else ""
-        if proc.stderr:
-            proc.stderr.close()
-        proc.stdout.close()
-    assert not watch.stalled, f"the driver printed nothing for {HANG_SECONDS:.0f} s: hung"
-    assert proc.returncode == 0, stderr[-3000:]
-    return False, lines
+class _Children:
+    """The driver process, which forks one delivering child per :meth:`run` (the
+    delivery code imported once, not once per child); stopped on leaving the block."""
+
+    def __init__(self, stderr: Path) -> None:
+        self._stderr_path = stderr
+        self._stderr = stderr.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(DRIVER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=_child_env(),
+            text=True,
+        )
+        self.watch = LineWatch(self.proc)  # a hung child dies with the driver
+        self._lines = self.watch.lines()
+
+    def run(self, args: list[str], kill_after: int | None) -> tuple[bool, int]:
+        """Run a child; SIGKILL it after ``kill_after`` step lines. (killed?, lines)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(args) + "\n")
+        self.proc.stdin.flush()
+        lines, done, code = 0, False, None
+        pidfd: int | None = None
+        try:
+            for line in self._lines:
+                if line.startswith("pid "):
+                    pidfd = os.pidfd_open(int(line.split()[1]))
+                elif line.startswith("step "):
+                    lines += 1
+                    if kill_after is not None and lines == kill_after and pidfd is not None:
+                        with contextlib.suppress(ProcessLookupError):  # it had just finished
+                            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                elif line.startswith("done "):
+                    done = True
+                elif line.startswith("exit "):
+                    code = int(line.split()[1])
+                    break
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+        assert not self.watch.stalled, f"the driver printed nothing for {HANG_SECONDS:.0f} s: hung"
+        assert code in (0, -signal.SIGKILL), self._stderr_path.read_text()[-3000:]
+        assert code != 0 or done
+        return code != 0, lines
+
+    def __enter__(self) -> _Children:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.watch.close()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()  # the driver's loop ends
+        try:
+            self.proc.wait(timeout=HANG_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        self._stderr.close()
 
 
 @pytest.mark.slow
@@ -81,14 +113,14 @@ def test_kill_nine_during_faulty_delivery(db_url: str, tmp_path: Path) -> None:
     rng = random.Random(20261129)
     faults = Faults(rate=0.3, seed=5, hold_seconds=1.0)
     kills = 0
-    with ispws_server(faults=faults) as rx:
+    with ispws_server(faults=faults) as rx, _Children(tmp_path / "stderr.txt") as children:
         args = [url, str(tmp_path / "ev"), rx.url, rx.username, rx.password]
         for run_no in range(KILLS):
-            killed, _ = _run_child([*args, str(run_no)], rng.randint(10, 125))
+            killed, _ = children.run([*args, str(run_no)], rng.randint(10, 125))
             if not killed:
                 break
             kills += 1
-        killed, _ = _run_child([*args, "999"], None)
+        killed, _ = children.run([*args, "999"], None)
         assert not killed
         receiver = rx.receiver
         finished = receiver.finished_by_ref()

@@ -7,8 +7,10 @@ report (``triage_report``), called directly (no HTTP). Counted per call: SQL sta
 (SQLAlchemy's ``before_cursor_execute``; the audit log's pipelined appends are not
 counted there) and pooled sessions (a checkout pings only a connection idle for some
 seconds or whose socket shows the server closed it: ``store/db.py`` ``IdlePing``);
-CPU is this process's (PostgreSQL's own is not in it). The first two reports are a
-warm-up and are not counted.
+CPU is this process's; on PostgreSQL, the CPU of the backends serving this process's
+connections is its own column (``/proc/<pid>/schedstat`` of each backend, found with
+``pg_backend_pid()`` when the pool connects: a local server only). The first two
+reports are a warm-up and are not counted.
 
 Usage::
 
@@ -147,11 +149,36 @@ def main() -> None:
         def _session(*a: Any) -> None:
             sessions[phase[0]] += 1
 
+        backends: set[int] = set()
+        pg_cpu: collections.Counter[str] = collections.Counter()
+
+        @event.listens_for(db.engine, "checkout")
+        def _backend(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+            if db.engine.dialect.name == "postgresql" and "pid" not in record.info:
+                with dbapi_connection.cursor() as cur:
+                    cur.execute("SELECT pg_backend_pid()")
+                    record.info["pid"] = int(cur.fetchone()[0])
+                dbapi_connection.commit()
+                backends.add(record.info["pid"])
+
+        def backends_cpu() -> float:
+            """Seconds on CPU of the backends serving this process's connections."""
+            total = 0
+            for pid in backends:
+                try:
+                    with open(f"/proc/{pid}/schedstat") as handle:
+                        total += int(handle.read().split()[0])
+                except OSError:
+                    pass  # closed (or not on this machine)
+            return total / 1e9
+
         def timed(name: str, fn: Callable[..., Any], *a: Any) -> Any:
             phase[0] = name
+            before = backends_cpu()
             t = time.process_time()
             out = fn(*a)
             cpu[name] += time.process_time() - t
+            pg_cpu[name] += backends_cpu() - before
             calls[name] += 1
             phase[0] = "-"
             return out
@@ -168,7 +195,7 @@ def main() -> None:
                 timed("triage", pipeline.triage_report, triager, rid)
 
         run(reports[:2])
-        for counter in (stmts, sessions, cpu, calls):
+        for counter in (stmts, sessions, cpu, calls, pg_cpu):
             counter.clear()
         sqls.clear()
         profiler = cProfile.Profile(time.process_time) if args.profile else None
@@ -182,16 +209,20 @@ def main() -> None:
         print(f"{calls['submit']} reports, {files_n} files; load {os.getloadavg()[0]:.1f}")
         print(
             f"{'call':<10}{'CPU ms/call':>12}{'statements':>12}{'sessions':>10}{'CPU ms/file':>13}"
+            f"{'PG ms/call':>12}{'PG ms/file':>12}"
         )
-        total = 0.0
+        total = pg_total = 0.0
         for name in CALLS:
             n = calls[name]
             total += cpu[name]
+            pg_total += pg_cpu[name]
             print(
                 f"{name:<10}{1000 * cpu[name] / n:>12.2f}{stmts[name] / n:>12.1f}"
                 f"{sessions[name] / n:>10.1f}{1000 * cpu[name] / files_n:>13.2f}"
+                f"{1000 * pg_cpu[name] / n:>12.2f}{1000 * pg_cpu[name] / files_n:>12.2f}"
             )
-        print(f"all but hashing: {1000 * total / files_n:.2f} ms of CPU per file")
+        print(f"all but hashing: {1000 * total / files_n:.2f} ms of CPU per file", end="")
+        print(f" (and PostgreSQL backends: {1000 * pg_total / files_n:.2f})" if backends else "")
         idle_ping = getattr(db.engine, "idle_ping", None)
         if idle_ping is not None:
             print(f"pool pings (idle or closed connections): {idle_ping.pings}")

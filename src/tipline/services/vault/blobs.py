@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +20,24 @@ from tipline.errors import EvidenceIntegrityError, InputError, TiplineError
 
 #: threads syncing a group of files at once (:meth:`BlobStore.sync`)
 _SYNC_THREADS = 8
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+
+
+def _sync_pool() -> ThreadPoolExecutor:
+    """The process's pool of sync threads, started on first use and kept (starting
+    threads for each group cost more CPU than syncing three files). A process forked
+    after it started gets a pool of its own (the parent's threads are not in it)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (
+                os.getpid(),
+                ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="vault-sync"),
+            )
+        return _pool[1]
+
+
 _ID = re.compile(r"^[0-9A-Za-z]{1,32}$")
 SUFFIX = ".tpv"
 
@@ -87,9 +106,9 @@ class BlobStore:
             for folder in folders:
                 _fsync_dir(folder)
             return
-        with ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="vault-sync") as pool:
-            list(pool.map(_fsync_file, [path for _, path, _ in paths]))
-            list(pool.map(_fsync_dir, folders))
+        pool = _sync_pool()
+        list(pool.map(_fsync_file, [path for _, path, _ in paths]))
+        list(pool.map(_fsync_dir, folders))
 
     def open(self, item_id: str) -> BinaryIO:
         """The item's file for reading; EvidenceIntegrityError when it is missing."""

@@ -311,15 +311,29 @@ def defer(
 
 def defer_pending(session: Session, item: Pending) -> None:
     """:func:`defer` for a record already checked by :func:`pending`."""
+    if not _hooked:
+        _hook_sessions()
     queued: list[tuple[Any, Pending]] | None = session.info.get(_DEFERRED)
     if queued is None:
         queued = session.info[_DEFERRED] = []
-        if not session.info.get(_DEFERRED + ".hooked"):
-            event.listen(session, "before_commit", _append_deferred)
-            event.listen(session, "after_soft_rollback", _drop_deferred)
-            session.info[_DEFERRED + ".hooked"] = True
     # tagged with the savepoint it was deferred in: rolling that back drops it
     queued.append((session.get_nested_transaction(), item))
+
+
+_hooks_lock = threading.Lock()
+_hooked = False
+
+
+def _hook_sessions() -> None:
+    """Listen to every session's commits and rollbacks, once per process (a listener
+    on each session cost more CPU than the hooks themselves, which do nothing for a
+    session that deferred no record)."""
+    global _hooked
+    with _hooks_lock:
+        if not _hooked:
+            event.listen(Session, "before_commit", _append_deferred)
+            event.listen(Session, "after_soft_rollback", _drop_deferred)
+            _hooked = True
 
 
 def _append_deferred(session: Session) -> None:

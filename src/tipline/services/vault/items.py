@@ -8,6 +8,7 @@ import hashlib
 import io
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -77,13 +78,27 @@ def _delete_pending(session: Session) -> None:
         vault.blobs.delete(item_id)
 
 
+_hooks_lock = threading.Lock()
+_hooked = False
+
+
+def _hook_sessions() -> None:
+    """Listen to every session's commits and rollbacks, once per process (a listener
+    on each session cost more CPU than the hooks themselves, which do nothing for a
+    session that wrote no file)."""
+    global _hooked
+    with _hooks_lock:
+        if not _hooked:
+            event.listen(Session, "after_commit", _forget_pending)
+            event.listen(Session, "after_rollback", _delete_pending)
+            _hooked = True
+
+
 def _delete_on_rollback(session: Session, vault: Vault, item_id: str) -> None:
     """Remove the file written for ``item_id`` if the caller's transaction rolls back
     (its row never commits); forget it once the transaction commits."""
-    if _PENDING not in session.info and not session.info.get(_PENDING + ".hooked"):
-        event.listen(session, "after_commit", _forget_pending)
-        event.listen(session, "after_rollback", _delete_pending)
-        session.info[_PENDING + ".hooked"] = True
+    if not _hooked:
+        _hook_sessions()
     session.info.setdefault(_PENDING, []).append((vault, item_id))
 
 

@@ -34,6 +34,31 @@ settings.register_profile("tipline", deadline=None, suppress_health_check=[Healt
 settings.load_profile("tipline")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_web_password_hashes() -> Iterator[None]:
+    """Web users' passwords hashed with argon2id's cheapest parameters in the test process.
+
+    argon2-cffi's defaults (64 MiB, 3 passes, 4 lanes) cost ~0.25 s of CPU per hash and
+    per verify, and the web tests add users and log in hundreds of times. What they test
+    is what the code does with a hash (verify, refuse, lock out, end sessions); a verify
+    reads the parameters from the stored hash, so hashes of either cost verify alike.
+    The production parameters are pinned by test_web.py's test_user_commands, whose
+    ``tipline user add`` runs as a real process.
+    """
+    from argon2 import PasswordHasher, profiles
+
+    from tipline.services.web_auth import users
+
+    production = users._hasher
+    users._hasher = PasswordHasher.from_parameters(profiles.CHEAPEST)
+    users._dummy_hash.cache_clear()
+    try:
+        yield
+    finally:
+        users._hasher = production
+        users._dummy_hash.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     """``../shared/reference``; tests skip without it, except in CI where it must exist."""

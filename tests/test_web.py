@@ -7,9 +7,11 @@ from __future__ import annotations
 import io
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 
@@ -200,6 +202,11 @@ def test_user_commands(tmp_path: Path) -> None:
 
     added = run("add", "dana", "--tenant", "acme", "--password-stdin", stdin=PASSWORD + "\n")
     assert added.returncode == 0, added.stderr
+    # the console script hashes with argon2-cffi's default cost (the test process uses
+    # the cheapest: conftest's _cheap_web_password_hashes)
+    with closing(sqlite3.connect(tmp_path / "tipline.db")) as conn:
+        (stored,) = conn.execute("SELECT password_hash FROM web_users").fetchone()
+    assert stored.startswith("$argon2id$v=19$m=65536,t=3,p=4$"), stored
     short = run("add", "erin", "--password-stdin", stdin="short\n")
     assert short.returncode == 2
     assert short.stderr.strip() == "error: a password needs 12 to 1024 characters"

@@ -182,6 +182,31 @@ def test_known_material_is_known_and_never_new(env: Env) -> None:
     assert "new_material" in factors and "known_material" in factors
 
 
+def test_a_report_triaged_after_a_publish_sees_the_published_hashes(env: Env) -> None:
+    """The triager's Matcher takes its own files without reading them back and skips
+    its reads while the change marks stand still; hashes published in other
+    transactions between two reports (a new bank, then a new entry in it) still count."""
+    a, b, c = pictures(3)
+    env.triaged("esp-a", [variant(a, "base")])
+    assert env.triager.matcher.refresh(force=True) == 0  # its own file was taken at commit
+    banks.create_bank(env.db, "published")
+    banks.add_entry(env.db, "published", [f"pdq:{pdq_of(variant(b, 'base'))}"], labels=["A2"])
+    _, (known,) = env.triaged("esp-b", [variant(b, "bright")])
+    assert env.dedup(known).state == "known"
+    banks.add_entry(env.db, "published", [f"pdq:{pdq_of(variant(c, 'base'))}"])
+    _, (later, seen) = env.triaged("esp-a", [variant(c, "small"), variant(a, "bright")])
+    assert env.dedup(later).state == "known" and env.dedup(seen).state == "seen"
+    # the twin: a Matcher that read everything from the database finds the same
+    twin = Matcher(env.db, env.triager.matcher.dir / "twin", poll_interval=0, system_banks=True)
+    try:
+        for p in (a, b, c):
+            for name in ("base", "bright", "small"):
+                q = pdq_of(variant(p, name))
+                assert env.triager.matcher.match_hash("pdq", q) == twin.match_hash("pdq", q)
+    finally:
+        twin.close()
+
+
 def test_clusters_match_the_ground_truth(env: Env) -> None:
     chosen = pictures(6)
     rng = random.Random(11)

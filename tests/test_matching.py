@@ -16,11 +16,13 @@ import pytest
 
 from _clock import HANG_SECONDS
 from tipline.banks.formats import ImportFormat
+from tipline.banks.model import Bank, BankSignal
 from tipline.services import banks as svc
 from tipline.services.database import open_database
 from tipline.services.matching import Matcher
 from tipline.signals.base import Signal
 from tipline.signals.hexbits import hamming_hex
+from tipline.store import bank_repository as repo
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -196,7 +198,7 @@ def test_per_bank_threshold_applies_at_match_time(db, tmp_path):
     with Matcher(db, tmp_path / "ix", poll_interval=0) as m:
         assert m.match_hash("pdq", q) == []
         svc.update_bank(db, "b", thresholds={"pdq": 16})
-        m._banks_at = 0.0  # thresholds are re-read at most every second; skip the wait
+        # the bank change moved the change marks: read at once, no wait
         assert [x.distance for x in m.match_hash("pdq", q)] == [16]
 
 
@@ -397,3 +399,71 @@ def test_matchers_sharing_an_index_folder_merge_in_turn(db, tmp_path):
         assert not m3.rebuilt and m3.stats()["delta"] == 0
         for value, entry in ((first[0], "a0"), (later[19], "b19"), ("6" * 64, "last")):
             assert [x.entry_id for x in m3.match_hash("pdq", value)] == [entry]
+
+
+def _marks(db):
+    with db.sessions() as s:
+        return repo.change_marks(s)
+
+
+def test_change_marks_move_with_every_committed_bank_or_signal_write(db):
+    """What a Matcher skips its reads on: every committed write of a bank row (the
+    trigger of migration 0044, on both dialects) or a signal row moves the marks; a
+    rolled-back one does not."""
+    before = _marks(db)
+    svc.create_bank(db, "b")
+    created = _marks(db)
+    assert created[1] > before[1] and created[0] == before[0]
+    svc.update_bank(db, "b", thresholds={"pdq": 12})
+    updated = _marks(db)
+    assert updated[1] > created[1]
+    svc.add_entry(db, "b", ["pdq:" + "0" * 64], entry_id="e")
+    added = _marks(db)
+    assert added[0] > updated[0] and added[1] == updated[1]
+    with db.sessions() as s:  # written, then rolled back: nothing moves
+        repo.create_bank(s, Bank(name="gone"))
+        repo.update_bank(s, "b", enabled=False)
+        s.rollback()
+    assert _marks(db) == added
+    svc.delete_bank(db, "b")
+    assert _marks(db)[1] > added[1]
+
+
+def test_adopted_rows_equal_a_fresh_read_and_are_refused_out_of_turn(db, tmp_path):
+    """The writer's shortcut (:meth:`Matcher.adopt`) against its twin, a Matcher that
+    reads everything from the database: rows are taken only when nothing was committed
+    between the Matcher's last read and them, and either way the matches agree."""
+    rng = np.random.default_rng(7)
+    svc.create_bank(db, "b", thresholds={"pdq": 40})
+    queries = [_rand(rng) for _ in range(4)]
+
+    def write(tag: str) -> list[repo.SignalChange]:
+        changes: list[repo.SignalChange] = []
+        entries = [
+            repo.NewEntry(f"{tag}-{i}-{d}", (BankSignal("pdq", _flip(q, d, rng)),))
+            for i, q in enumerate(queries)
+            for d in (0, 9, 33)
+        ]
+        with db.sessions.begin() as s:
+            bank_id = repo.get_bank(s, "b").id
+            repo.insert_entries(s, bank_id, entries, changes=changes)
+        return changes
+
+    def found(m: Matcher) -> list[set[tuple[str, int]]]:
+        return [{(x.entry_id, x.distance) for x in m.match_hash("pdq", q)} for q in queries]
+
+    with Matcher(db, tmp_path / "ix", poll_interval=3600) as m:
+        assert m.adopt(write("first"))  # directly after what it read: taken
+        assert m.refresh(force=True) == 0  # and nothing left to read
+        second, third = write("second"), write("third")
+        assert not m.adopt(third)  # "second" came in between: refused, read instead
+        assert m.refresh(force=True) == len(second) + len(third)
+        assert not m.adopt(second)  # read already: refused
+        assert m.refresh(force=True) == 0
+        assert m.adopt(write("fourth"))
+        with Matcher(db, tmp_path / "fresh", poll_interval=0) as twin:
+            assert found(m) == found(twin) == _oracles_of(db, queries)
+
+
+def _oracles_of(db, queries):
+    return [{(e, d) for _, e, d in want} for want in _oracles(db, queries)]

@@ -33,7 +33,13 @@ from sqlalchemy.orm import Session
 
 from tipline.banks.model import Bank, BankEntry, BankSignal
 from tipline.errors import ConflictError, NotFoundError
-from tipline.store.bank_tables import BankEntryRow, BankRow, BankSignalRow, BankStateRow
+from tipline.store.bank_tables import (
+    BankEntryRow,
+    BankListChangeRow,
+    BankRow,
+    BankSignalRow,
+    BankStateRow,
+)
 from tipline.store.base import utcnow
 
 #: Largest number of bound parameters put in one ``IN (...)`` list.
@@ -100,6 +106,37 @@ def _next_seq_statements() -> tuple[Any, Any]:
 def current_seq(session: Session) -> int:
     """The last sequence number handed out (0 on a new database)."""
     return int(session.execute(select(BankStateRow.seq).where(BankStateRow.id == 1)).scalar_one())
+
+
+#: (change sequence, committed bank-list changes): what a Matcher's cache was read at
+ChangeMarks = tuple[int, int]
+
+
+def change_marks(session: Session) -> ChangeMarks:
+    """The change sequence (:func:`current_seq`) and the number of committed changes of
+    the banks table (:class:`~tipline.store.bank_tables.BankListChangeRow`), in one
+    tiny read. Every committed write of a signal or region row moves the first, every
+    committed write of a bank row the second; so equal marks, read twice, mean that
+    nothing a Matcher caches (signals, regions, the bank list) changed in between."""
+    seq, changes = session.execute(_change_marks_query()).one()
+    return int(seq), int(changes)
+
+
+def change_marks_columns() -> tuple[Any, Any]:
+    """:func:`change_marks` as two scalar subqueries, for a caller that folds them into
+    a statement it sends anyway (labelled ``bank_seq`` and ``bank_list_changes``)."""
+    state = cast(Table, BankStateRow.__table__).c
+    changes = cast(Table, BankListChangeRow.__table__)
+    return (
+        select(state.seq).where(state.id == 1).scalar_subquery().label("bank_seq"),
+        select(func.count()).select_from(changes).scalar_subquery().label("bank_list_changes"),
+    )
+
+
+@functools.cache
+def _change_marks_query() -> Any:
+    """:func:`change_marks`' statement, built once."""
+    return select(*change_marks_columns())
 
 
 def instance_id(session: Session) -> str:
@@ -282,9 +319,17 @@ def existing_entry_ids(session: Session, bank_id: int, entry_ids: Sequence[str])
     return found
 
 
-def insert_entries(session: Session, bank_id: int, entries: Sequence[NewEntry]) -> list[int]:
+def insert_entries(
+    session: Session,
+    bank_id: int,
+    entries: Sequence[NewEntry],
+    *,
+    changes: list[SignalChange] | None = None,
+) -> list[int]:
     """Insert entries (ids must be new in the bank) and their signals; returns the
-    entry primary keys in input order. One sequence number per entry.
+    entry primary keys in input order. One sequence number per entry; ``changes``,
+    when given, receives every signal row written, in (seq, row id) order (what
+    :func:`signals_page` would read back after commit, row ids aside).
 
     On PostgreSQL the rows go through ``COPY`` (primary keys reserved from the table's
     sequence first), several times faster than multi-row INSERTs for big imports.
@@ -294,7 +339,22 @@ def insert_entries(session: Session, bank_id: int, entries: Sequence[NewEntry]) 
     first = next_seq(session, len(entries))
     now = utcnow()
     if session.get_bind().dialect.name == "postgresql":
-        return _copy_entries(session, bank_id, entries, first, now)
+        pks = _copy_entries(session, bank_id, entries, first, now)
+    else:
+        pks = _insert_entry_rows(session, bank_id, entries, first, now)
+    if changes is not None:
+        changes.extend(
+            SignalChange(pk, s.type, s.value, first + i)
+            for i, (pk, e) in enumerate(zip(pks, entries, strict=True))
+            for s in e.signals
+        )
+    return pks
+
+
+def _insert_entry_rows(
+    session: Session, bank_id: int, entries: Sequence[NewEntry], first: int, now: datetime
+) -> list[int]:
+    """SQLite path of :func:`insert_entries` (executemany of both tables)."""
     # Other writers wait on the counter row (PostgreSQL) or the database write lock
     # (SQLite) that next_seq took, so the next primary keys are ours to assign; one
     # executemany without RETURNING is far faster than row-by-row RETURNING on SQLite.

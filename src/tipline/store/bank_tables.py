@@ -42,6 +42,16 @@ class BankStateRow(Base):
     instance: Mapped[str] = mapped_column(String(36), nullable=False)
 
 
+class BankListChangeRow(Base):
+    """One committed change of the banks table: a trigger on ``banks`` adds a row per
+    writing statement (migration ``0044_bank_list_changes``) and rows are never
+    deleted, so an unchanged row count means an unchanged bank list."""
+
+    __tablename__ = "bank_list_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+
+
 class BankRow(Base):
     """A named list of known items with its own match settings."""
 

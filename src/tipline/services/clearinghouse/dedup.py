@@ -190,18 +190,21 @@ def dedup_report(
     report_id: int,
     now: datetime,
     bank_id: int | None = None,
+    indexed: list[repo.SignalChange] | None = None,
 ) -> list[FileDedup]:
     """Match every file of one report (``rows``, in upload order) against the index and
     the report's earlier files; index the files no indexed file represents. Cluster ids
     are left to :func:`.clusters.assign`. ``bank_id``: :data:`FILES_BANK`'s id, when
-    the caller has it (:func:`files_bank`).
+    the caller has it (:func:`files_bank`). ``indexed``, when given, receives the signal
+    rows written to the index (for :meth:`~tipline.services.matching.Matcher.adopt`
+    once committed).
 
     The index is asked for every file at once (one read of the entries hit): files of
     the report are not in the index yet, so this finds what one file at a time would."""
     if bank_id is None:
         bank_id = files_bank(session, settings)
     outcomes: list[FileDedup] = []
-    indexed: set[str] = set()
+    in_index: set[str] = set()
     wanted = [file_signals(row, settings) for row in rows]
     found = matcher.match_many(wanted, session=session)
     for row, signals, matches in zip(rows, wanted, found, strict=True):
@@ -210,7 +213,7 @@ def dedup_report(
         for m in matches:
             if m.bank == FILES_BANK:
                 link = Link(m.entry_id, m.signal_type, m.distance)
-                indexed.add(m.entry_id)
+                in_index.add(m.entry_id)
             elif m.suppressed_by is None:
                 key = (m.bank, m.entry_id)
                 if key not in known or m.distance < known[key]["distance"]:
@@ -239,10 +242,10 @@ def dedup_report(
             signals,
             links,
             list(known.values()),
-            indexed=not _represented(links, indexed, settings),
+            indexed=not _represented(links, in_index, settings),
         )
         if outcome.indexed:
-            indexed.add(row.id)
+            in_index.add(row.id)
         outcomes.append(outcome)
     entries = [
         repo.NewEntry(
@@ -254,5 +257,5 @@ def dedup_report(
         for o in outcomes
         if o.indexed
     ]
-    repo.insert_entries(session, bank_id, entries)
+    repo.insert_entries(session, bank_id, entries, changes=indexed)
     return outcomes

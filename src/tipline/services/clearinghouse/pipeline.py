@@ -41,6 +41,7 @@ from tipline.services.clearinghouse.intake import (
 )
 from tipline.services.database import Database
 from tipline.services.matching import Matcher
+from tipline.store import bank_repository as bank_repo
 from tipline.store.base import utcnow
 from tipline.store.clearinghouse import IntakeFileRow, IntakeReportRow
 from tipline.store.clearinghouse_triage import TriageRow
@@ -204,6 +205,8 @@ def _triage_statements() -> tuple[Any, Any, Any]:
             r.finished_at,
             t.report_id.label("triaged"),
             decided.label("decided"),
+            # the Matcher's change marks, read here after the lock (no statement of its own)
+            *bank_repo.change_marks_columns(),
         )
         .select_from(_REPORTS.outerjoin(_TRIAGE, t.report_id == r.id))
         .where(r.id == bindparam("report_id"))
@@ -227,7 +230,8 @@ def triage_report(triager: Triager, report_id: int) -> TriageOutcome | None:
             jobs.settle(session, triage_job_key(report_id))
             return None
         # in this transaction, under the lock: every file triaged before is indexed
-        triager.matcher.refresh(force=True, session=session)
+        marks = (int(report.bank_seq), int(report.bank_list_changes))
+        triager.matcher.refresh(force=True, session=session, marks=marks)
         bank_id = dedup.files_bank(
             session, triager.dedup, matcher=triager.matcher, known=triager.files_bank_id
         )
@@ -235,6 +239,7 @@ def triage_report(triager: Triager, report_id: int) -> TriageOutcome | None:
         # plain rows (id, digests, signals, fileDetails), not ORM objects
         rows: list[Any] = list(session.execute(files_query, {"report_id": report_id}))
         now = triager.clock()
+        indexed: list[bank_repo.SignalChange] = []
         outcomes = dedup.dedup_report(
             session,
             triager.matcher,
@@ -243,6 +248,7 @@ def triage_report(triager: Triager, report_id: int) -> TriageOutcome | None:
             report_id=report_id,
             now=now,
             bank_id=bank_id,
+            indexed=indexed,
         )
         clusters.assign(session, outcomes, report_id=report_id, now=now)
         report_facts = _report_facts(report.xml)
@@ -324,6 +330,8 @@ def triage_report(triager: Triager, report_id: int) -> TriageOutcome | None:
                 "routed_to": routed.agency if routed else None,
             },
         )
+    # committed: the next report's refresh then finds the marks where these rows left them
+    triager.matcher.adopt(indexed)
     return outcome
 
 

@@ -4,11 +4,14 @@
   index (:mod:`.index_files`): a Hamming radius LiveIndex (PDQ), an exact-value index
   (digests), a vPDQ frame index, or the type's own brute-force ``match``. A plugin type
   gets its index by declaring the kind; nothing here names a signal type.
-* **Freshness.** Before answering, the Matcher asks the database for signal rows with a
-  change sequence above the last one it has seen (one indexed query, at most every
-  ``poll_interval`` seconds, 0.2 by default) and feeds them to the index's delta. A hash
-  committed by any process is therefore matchable within ``poll_interval`` seconds
-  (at once with ``poll_interval=0``, or after :meth:`Matcher.refresh`).
+* **Freshness.** Before answering, the Matcher reads the database's change marks (the
+  change sequence and the count of bank-list changes, one tiny query, at most every
+  ``poll_interval`` seconds, 0.2 by default); only when they moved does it read the
+  signal and region rows above the last ones it has seen (indexed queries) into the
+  index's delta, and the bank list when that changed. A hash committed by any process
+  is therefore matchable within ``poll_interval`` seconds (at once with
+  ``poll_interval=0``, or after :meth:`Matcher.refresh`). A writer that shares the
+  Matcher hands it the rows it committed (:meth:`Matcher.adopt`) instead of a re-read.
 * **Disables, thresholds, bank switches** (including a bank's ``normalize`` switch for
   the query's normalised variants) are read from the database for every hit
   when turning index hits into matches, so a disable takes effect on the very next call.
@@ -73,11 +76,11 @@ from tipline.store import region_repository as region_repo
 
 #: Delta size (signals) that starts a background merge.
 DEFAULT_MERGE_AFTER = 50_000
-#: Seconds between re-reads of the banks table (thresholds -> search radius).
-BANKS_REFRESH_SECONDS = 1.0
 #: Default longest time (seconds) a match may rely on the last look at the database for
 #: new signals; keeps a database round trip off most lookups, well inside the 1 s promise.
 DEFAULT_POLL_SECONDS = 0.2
+#: A row id above every row id: the keyset after a sequence number whose rows were all read
+_AFTER_ALL = 2**63 - 1
 #: Frame distance (bits) used by vPDQ frame matching.
 VPDQ_FRAME_DISTANCE = 31
 
@@ -125,7 +128,9 @@ class Matcher:
         #: unix time the index last caught up with the database
         self._synced_at = 0.0
         self._banks: list[Bank] = []
-        self._banks_at = 0.0
+        #: the database's change marks the index and bank list were last read at (None:
+        #: never); every signal and region row of a sequence up to marks[0] is in the index
+        self._marks: repo.ChangeMarks | None = None
         with db.sessions() as s:
             self.instance = repo.instance_id(s)
         self._index = IndexDirectory(db, self.dir, self.instance)
@@ -179,12 +184,24 @@ class Matcher:
 
     # -- freshness ----------------------------------------------------------------------
 
-    def refresh(self, *, force: bool = False, session: Session | None = None) -> int:
+    def refresh(
+        self,
+        *,
+        force: bool = False,
+        session: Session | None = None,
+        marks: repo.ChangeMarks | None = None,
+    ) -> int:
         """Feed signals committed since the last look into the index; returns how many.
 
         Called by every match method (at most every ``poll_interval`` seconds). Reads
         in ``session`` when given (a caller's transaction: no session of its own, no
-        extra connection check-out), else in a session of its own.
+        extra connection check-out), else in a session of its own. ``marks``: the
+        :func:`~tipline.store.bank_repository.change_marks` the caller just read in
+        ``session`` (folded into a statement of its own), saving that read.
+
+        Nothing but the marks is read while they stand where they stood at the last
+        read (correct because every committed signal, region or bank write moves them,
+        and they are read before the rows they vouch for).
         """
         now = time.monotonic()
         if not force and now - self._last_poll < self.poll_interval:
@@ -192,24 +209,59 @@ class Matcher:
         added = 0
         with self._lock:
             with nullcontext(session) if session is not None else self.db.sessions() as s:
-                while True:
-                    page = repo.signals_page(s, (self._seq, self._after_id), limit=PAGE)
-                    if page:
-                        self._apply([c for c, _ in page])
-                        last, row_id = page[-1]
-                        self._seq, self._after_id = last.seq, row_id
-                        added += len(page)
-                    if len(page) < PAGE:
-                        break
-                self._regions.refresh(s)
-                if force or now - self._banks_at >= BANKS_REFRESH_SECONDS or added:
-                    self._banks = repo.bank_values(s)
-                    self._banks_at = now
+                seen = marks if marks is not None else repo.change_marks(s)
+                if seen != self._marks:
+                    added = self._read_changes(s)
+                    if self._marks is None or seen[1] != self._marks[1]:
+                        self._banks = repo.bank_values(s)
+                    self._marks = seen
             self._last_poll = now
             self._synced_at = time.time()
             if self._delta.count >= self.merge_after:
                 self._start_merge()
         return added
+
+    def _read_changes(self, s: Session) -> int:
+        """Signal and region rows after the last ones read (call with the lock held)."""
+        added = 0
+        while True:
+            page = repo.signals_page(s, (self._seq, self._after_id), limit=PAGE)
+            if page:
+                self._apply([c for c, _ in page])
+                last, row_id = page[-1]
+                self._seq, self._after_id = last.seq, row_id
+                added += len(page)
+            if len(page) < PAGE:
+                break
+        self._regions.refresh(s)
+        return added
+
+    def adopt(self, changes: Sequence[repo.SignalChange]) -> bool:
+        """Take signal rows the caller wrote and committed (in change-sequence order,
+        every row of their sequence numbers, as
+        :func:`~tipline.store.bank_repository.insert_entries` hands them out) without
+        reading them back; True when taken.
+
+        Taken only when they directly follow the marks last read (their first sequence
+        number is the next one after it): sequence numbers are handed out in commit
+        order, so nothing else was committed in between and the index then holds
+        exactly what a re-read would give. Otherwise (another writer came first, or
+        the Matcher read past them already) nothing changes and the next
+        :meth:`refresh` reads them as usual."""
+        if not changes:
+            return False
+        with self._lock:
+            marks = self._marks
+            if marks is None or changes[0].seq != marks[0] + 1:
+                return False
+            self._apply(changes)
+            last = changes[-1].seq
+            # every row of sequence ``last`` is ours: the keyset goes past all of them
+            self._seq, self._after_id = last, _AFTER_ALL
+            self._marks = (last, marks[1])
+            if self._delta.count >= self.merge_after:
+                self._start_merge()
+        return True
 
     def _apply(self, changes: Sequence[repo.SignalChange]) -> None:
         """New rows: HAMMING types with a LiveIndex straight into it, the rest into the

@@ -8,8 +8,8 @@ PostgreSQL, routing on) migrates a fresh schema itself, then four clients send t
 ``bench/clearinghouse.py`` photo stream (seed 11) after two warm-up reports. Timed until
 every report is triaged. Printed per run: the serving process's CPU per file and its
 split by thread group, read from ``/proc/<pid>/task`` (thread names from ``py-spy dump``):
-the ISPWS calls (AnyIO worker threads), the triage thread, the event loop (HTTP) and the
-rest; the hashing processes are not in it.
+the ISPWS calls (their own threads; AnyIO worker threads in older versions), the triage
+thread, the event loop (HTTP) and the rest; the hashing processes are not in it.
 
 Usage::
 
@@ -79,7 +79,7 @@ def thread_names(pid: int) -> dict[int, str]:
 def group(name: str, tid: int, pid: int) -> str:
     if tid == pid:
         return "event loop"
-    if name.startswith("AnyIO"):
+    if name.startswith(("AnyIO", "tipline-ispws-call")):
         return "calls"
     if name.startswith("tipline-clearinghouse-triage"):
         return "triage"

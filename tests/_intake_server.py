@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from _app_server import served_in_thread
 from tipline.api.app import create_app
+from tipline.api.routes_ispws import IspwsFastPath
 from tipline.config import Settings
 from tipline.services import clearinghouse
 from tipline.services.vault import MasterKey
@@ -30,8 +31,11 @@ class IntakeServer:
 
 
 @contextmanager
-def intake_server(db_url: str, data_dir: Path, **overrides: object) -> Iterator[IntakeServer]:
-    """Serve the clearinghouse role on a free 127.0.0.1 port until the block ends."""
+def intake_server(
+    db_url: str, data_dir: Path, *, fast_path: bool = True, **overrides: object
+) -> Iterator[IntakeServer]:
+    """Serve the clearinghouse role on a free 127.0.0.1 port until the block ends;
+    without ``fast_path``, FastAPI's ISPWS routes answer (the fast path's twin)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     key_file = data_dir / "master.key"
     write_key_file(key_file, MasterKey.generate())
@@ -48,6 +52,8 @@ def intake_server(db_url: str, data_dir: Path, **overrides: object) -> Iterator[
     }
     settings = Settings(**values)  # type: ignore[arg-type]
     app = create_app(settings)
+    if not fast_path:  # before the first request builds the middleware stack
+        app.user_middleware = [m for m in app.user_middleware if m.cls is not IspwsFastPath]
     engine = make_engine(settings=settings)
     try:
         with served_in_thread(app) as port:

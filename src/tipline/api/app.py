@@ -102,10 +102,14 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     )
     app.state.ctx = ctx
     problems.install(app)
-    for name in route_modules(settings):
-        module = importlib.import_module(f"tipline.api.{name}")
+    modules = [importlib.import_module(f"tipline.api.{name}") for name in route_modules(settings)]
+    for module in modules:
         app.include_router(module.router)
     importlib.import_module(WEB_MODULE).mount(app, db=ctx.db, settings=settings, vault=ctx.vault)
+    for module in modules:  # innermost middleware: inside the body limit and metrics
+        fast_path = getattr(module, "install_fast_path", None)
+        if fast_path is not None:
+            fast_path(app, ctx)
     # Outermost first: metrics see every response, including 413s from the body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -581,12 +581,15 @@ def run(
     truth: IO[str],
     *,
     progress: Callable[[int, int], None] | None = None,
+    renderer: Renderer | None = None,
 ) -> RunStats:
     """Submit every report of ``plan`` with its provider's client (None: a dry run that
-    only renders and writes the truth); one JSON line per item, account and report."""
+    only renders and writes the truth); one JSON line per item, account and report.
+    ``renderer`` makes the files' bytes (default: a new :class:`Renderer` of ``plan``)."""
     for line in truth_header(plan):
         truth.write(json.dumps(line, sort_keys=True) + "\n")
-    renderer = Renderer(plan)
+    if renderer is None:
+        renderer = Renderer(plan)
     stats = RunStats()
     for done, report in enumerate(plan.reports, 1):
         files = [(f, renderer.render(f)) for f in report.files]

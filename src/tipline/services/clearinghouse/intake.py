@@ -108,6 +108,7 @@ class _Refused(Exception):
 # sending them.
 _REPORTS = cast(Table, IntakeReportRow.__table__)
 _FILES = cast(Table, IntakeFileRow.__table__)
+_ITEMS = cast(Table, EvidenceItemRow.__table__)
 #: a report's owner and status, and whether the caller's account is still valid
 _READ_REPORT = select(_REPORTS.c.provider_id, _REPORTS.c.status, providers.STILL_VALID).where(
     _REPORTS.c.id == bindparam("report_id")
@@ -171,6 +172,18 @@ _ADD_FILE = (
     )
     .returning(_FILES.c.id)
 )
+#: PostgreSQL: :data:`_ADD_FILE` and, when it adds the file, its vault item (parameters
+#: ``item_<column>``) in one statement; the item's id when both were added
+_ADD_FILE_AND_ITEM = (
+    insert(_ITEMS)
+    .from_select(
+        list(vault.ITEM_COLUMNS),
+        select(
+            *(bindparam(f"item_{name}", type_=_ITEMS.c[name].type) for name in vault.ITEM_COLUMNS)
+        ).select_from(_ADD_FILE.cte("added_file")),
+    )
+    .returning(_ITEMS.c.id)
+)
 #: finish or retract: the caller's open report gets its new status and times
 _CLOSE_REPORT = (
     update(_REPORTS)
@@ -187,7 +200,7 @@ _CLOSE_REPORT = (
     )
 )
 
-_ITEMS = cast(Table, EvidenceItemRow.__table__)
+_ADD_ITEM = insert(_ITEMS)
 #: the files of report ``the_report`` in upload order: file id, vault item id, blob size
 _REPORT_FILES = (
     select(_FILES.c.id, _ITEMS.c.id, _ITEMS.c.blob_size)
@@ -496,44 +509,47 @@ def _store_file(
             # the caller's (held FOR SHARE until commit: a finish waits for this upload)
             # and the caller's account valid; else read why not (nothing is kept)
             report_id = _report_number(raw_id)
-            added = None
-            if report_id is not None:
-                added = session.connection().scalar(
-                    _ADD_FILE,
-                    {
-                        "the_report": report_id,
-                        "the_provider": provider.id,
-                        "new_id": file_id,
-                        "new_report_id": report_id,
-                        "new_file_name": name[:4096],
-                        "new_size": len(data),
-                        "new_md5": md5,
-                        "new_sha1": sha1,
-                        "new_sha256": sha256,
-                        "new_media": media,
-                        "new_signals": signals,
-                        "new_hash_error": hash_error,
-                        "new_vault_id": sealed.item_id,
-                        "new_uploaded_at": intake.clock(),
-                        **providers.valid_params(caller),
-                    },
-                )
-            if added is None or report_id is None:
-                report = _open_report(session, caller, raw_id)  # raises why
-                raise _Refused(refused(Code.REPORT_NOT_FOUND, "report is not open", report.id))
-            info = vault.store(
-                session,
+            item = vault.new_item(
                 intake.vault,
-                None,
-                sealed=sealed,
+                sealed,
                 kind=vault.EvidenceKind.MEDIA,
                 actor=_actor(provider),
                 filename=clean_name,
                 content_id=f"intake-file:{file_id}",
                 meta={"intake_report_id": report_id, "intake_file_id": file_id},
-                audit_at_commit=True,
-                write_now=True,
             )
+            connection = session.connection()
+            added = None
+            if report_id is not None:
+                params = {
+                    "the_report": report_id,
+                    "the_provider": provider.id,
+                    "new_id": file_id,
+                    "new_report_id": report_id,
+                    "new_file_name": name[:4096],
+                    "new_size": len(data),
+                    "new_md5": md5,
+                    "new_sha1": sha1,
+                    "new_sha256": sha256,
+                    "new_media": media,
+                    "new_signals": signals,
+                    "new_hash_error": hash_error,
+                    "new_vault_id": sealed.item_id,
+                    "new_uploaded_at": intake.clock(),
+                    **providers.valid_params(caller),
+                }
+                if connection.dialect.name == "postgresql":
+                    # the item row rides in the file row's statement (no trip of its own)
+                    params.update({f"item_{column}": value for column, value in item.row.items()})
+                    added = connection.scalar(_ADD_FILE_AND_ITEM, params)
+                else:  # SQLite has no INSERT inside WITH: the item row after the file's
+                    added = connection.scalar(_ADD_FILE, params)
+                    if added is not None:
+                        connection.execute(_ADD_ITEM, item.row)
+            if added is None or report_id is None:
+                report = _open_report(session, caller, raw_id)  # raises why
+                raise _Refused(refused(Code.REPORT_NOT_FOUND, "report is not open", report.id))
+            audit.defer_pending(session, item.record)
             audit.defer(
                 session,
                 actor=_actor(provider),
@@ -544,7 +560,7 @@ def _store_file(
                     "size": len(data),
                     "md5": md5,
                     "sha256": sha256,
-                    "vault_id": info.id,
+                    "vault_id": sealed.item_id,
                     "signals": sorted({s["type"] for s in signals}),
                 },
             )

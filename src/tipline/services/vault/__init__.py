@@ -19,6 +19,8 @@ from __future__ import annotations
 from tipline.services.vault._model import TARGET, EvidenceInfo, EvidenceKind, HoldInfo, Vault
 from tipline.services.vault.integrity import RotateReport, VerifyReport, rotate_key, verify
 from tipline.services.vault.items import (
+    ITEM_COLUMNS,
+    NewItem,
     SealedFile,
     Source,
     discard,
@@ -26,6 +28,7 @@ from tipline.services.vault.items import (
     keep_for_review,
     list_items,
     mark_reported,
+    new_item,
     open_content,
     read_bytes,
     read_to_file,
@@ -51,6 +54,7 @@ from tipline.services.vault.retention import (
 )
 
 __all__ = [
+    "ITEM_COLUMNS",
     "PURGE_JOB_KIND",
     "TARGET",
     "EvidenceInfo",
@@ -58,6 +62,7 @@ __all__ = [
     "HoldInfo",
     "Keyring",
     "MasterKey",
+    "NewItem",
     "PurgeReport",
     "RotateReport",
     "SealedFile",
@@ -72,6 +77,7 @@ __all__ = [
     "keep_for_review",
     "list_items",
     "mark_reported",
+    "new_item",
     "next_purge_time",
     "open_content",
     "place_hold",

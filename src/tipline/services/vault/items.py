@@ -181,20 +181,115 @@ def store(
     the row is inserted now with one Core statement instead of joining the session's
     unit of work (cheaper for one item in a transaction; items added without it are
     inserted together at the flush)."""
-    if isinstance(actor, Principal) and tenant is None:
-        tenant = actor.tenant
-    actor_id = actor.key_id if isinstance(actor, Principal) else actor
-    _text(media_type, 128, "media type")
-    _text(filename, 256, "file name")
-    _text(content_id, 256, "content id")
+    _check_texts(media_type, filename, content_id)
     if sealed is None:
         if source is None:
             raise InputError("nothing to store: give the content or a sealed file")
         sealed = seal(session, vault, source)
-    item_id = sealed.item_id
+    item = new_item(
+        vault,
+        sealed,
+        kind=kind,
+        actor=actor,
+        tenant=tenant,
+        media_type=media_type,
+        filename=filename,
+        submission_id=submission_id,
+        review_item_id=review_item_id,
+        report_id=report_id,
+        content_id=content_id,
+        meta=meta,
+    )
+    if write_now:
+        session.connection().execute(_ADD_ITEM, item.row)
+    else:
+        session.add(EvidenceItemRow(**item.row))
+    if audit_at_commit:
+        audit.defer_pending(session, item.record)
+    else:
+        session.flush()  # the row (and the caller's other writes) first: the append is last
+        audit.append_many(session, [item.record])
+    return item.info()
+
+
+def _check_texts(media_type: str | None, filename: str | None, content_id: str | None) -> None:
+    _text(media_type, 128, "media type")
+    _text(filename, 256, "file name")
+    _text(content_id, 256, "content id")
+
+
+#: the columns of an item's row, in the order of :attr:`NewItem.row`
+ITEM_COLUMNS = (
+    "id",
+    "tenant",
+    "kind",
+    "media_type",
+    "filename",
+    "size",
+    "sha256",
+    "blob_sha256",
+    "blob_size",
+    "format_version",
+    "chunk_size",
+    "key_id",
+    "wrapped_key",
+    "submission_id",
+    "review_item_id",
+    "report_id",
+    "content_id",
+    "meta",
+    "stored_at",
+    "stored_by",
+    "reported_at",
+    "retain_until",
+    "purged_at",
+    "purged_by",
+)
+#: row columns that :class:`EvidenceInfo` does not show
+_NOT_SHOWN = ("blob_size", "format_version", "chunk_size", "wrapped_key")
+
+
+@dataclass(frozen=True)
+class NewItem:
+    """A sealed file's item row (every column of :data:`ITEM_COLUMNS`) and its
+    ``vault.store`` audit record, not yet written (see :func:`new_item`)."""
+
+    row: dict[str, Any] = field(repr=False)
+    record: audit.Pending
+
+    def info(self) -> EvidenceInfo:
+        """What :func:`store` answers for this item."""
+        shown = {name: value for name, value in self.row.items() if name not in _NOT_SHOWN}
+        shown["meta"] = dict(shown["meta"])  # not the row's own
+        return EvidenceInfo(**shown)
+
+
+def new_item(
+    vault: Vault,
+    sealed: SealedFile,
+    *,
+    kind: EvidenceKind,
+    actor: str | Principal,
+    tenant: str | None = None,
+    media_type: str | None = None,
+    filename: str | None = None,
+    submission_id: str | None = None,
+    review_item_id: str | None = None,
+    report_id: str | None = None,
+    content_id: str | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> NewItem:
+    """The row and audit record :func:`store` writes for ``sealed``, for a caller that
+    inserts the row inside a statement of its own (e.g. with the row that refers to
+    it) and then must :func:`tipline.services.audit.defer_pending` the record in the
+    same transaction. InputError as :func:`store`."""
+    if isinstance(actor, Principal) and tenant is None:
+        tenant = actor.tenant
+    actor_id = actor.key_id if isinstance(actor, Principal) else actor
+    _check_texts(media_type, filename, content_id)
     now = vault.clock()
-    values: dict[str, Any] = {
-        "id": item_id,
+    row: dict[str, Any] = {
+        "id": sealed.item_id,
         "tenant": tenant,
         "kind": kind.value,
         "media_type": media_type,
@@ -219,34 +314,22 @@ def store(
         "purged_at": None,
         "purged_by": None,
     }
-    if write_now:
-        session.connection().execute(_ADD_ITEM, values)
-    else:
-        session.add(EvidenceItemRow(**values))
     record = audit.pending(
         actor=actor,
         action="vault.store",
-        target=(TARGET, item_id),
+        target=(TARGET, sealed.item_id),
         details={
             "kind": kind.value,
-            "size": values["size"],
-            "sha256": values["sha256"],
-            "key_id": values["key_id"],
+            "size": row["size"],
+            "sha256": row["sha256"],
+            "key_id": row["key_id"],
             "submission_id": submission_id,
             "review_item_id": review_item_id,
             "report_id": report_id,
         },
         tenant=tenant,
     )
-    if audit_at_commit:
-        audit.defer_pending(session, record)
-    else:
-        session.flush()  # the row (and the caller's other writes) first: the append is last
-        audit.append_many(session, [record])
-    for name in ("blob_size", "format_version", "chunk_size", "wrapped_key"):
-        del values[name]
-    values["meta"] = dict(values["meta"])  # not the row's own
-    return EvidenceInfo(**values)
+    return NewItem(row, record)
 
 
 def keep_for_review(

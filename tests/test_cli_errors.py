@@ -33,18 +33,27 @@ def _env(**env: str) -> dict[str, str]:
     return full
 
 
-#: commands run as a real process: ``serve`` and ``worker`` (they would keep running
-#: in the test process if the error were missing) and ``bank`` once (the console
-#: script's own exit status and stderr); the others run in this process (_cli.py),
-#: through the same entry point
-_PROCESS = ("serve", "worker")
+@pytest.fixture(autouse=True)
+def _serve_never_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve`` runs in this process (:mod:`_cli`) in most cases: reaching uvicorn
+    instead of the error fails the test rather than serving."""
+    import uvicorn
+
+    def serving(*args: object, **kwargs: object) -> None:
+        raise AssertionError("serve started serving instead of failing")
+
+    monkeypatch.setattr(uvicorn, "run", serving)
 
 
 def _run(
     tmp_path: Path, args: tuple[str, ...], *, process: bool = False, **env: str
 ) -> subprocess.CompletedProcess[str]:
+    """``tipline ARGS`` in this process (:mod:`_cli`: the same entry point, ``serve``
+    stopped before it serves, ``worker`` runs with ``--once``), or with ``process`` as
+    the console script, for its own exit status and stderr (a fresh interpreter costs
+    ~1 s of CPU)."""
     full = _env(**env)
-    if not process and args[0] not in _PROCESS:
+    if not process:
         return run_tipline(args, env=full, cwd=tmp_path)
     return subprocess.run(
         [TIPLINE, *args], capture_output=True, text=True, env=full, cwd=tmp_path,
@@ -102,24 +111,12 @@ _DATA_DIRS: dict[str, Callable[[Path], str]] = {
 
 @pytest.mark.parametrize("args", _COMMANDS[:2], ids=lambda a: a[0])
 @pytest.mark.parametrize("where", sorted(_DATA_DIRS))
-def test_unusable_data_dir(
-    tmp_path: Path, where: str, args: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_unusable_data_dir(tmp_path: Path, where: str, args: tuple[str, ...]) -> None:
     (tmp_path / "plain.txt").write_text("not a folder\n")
     data_dir = _DATA_DIRS[where](tmp_path)
-    # ``serve`` runs as a process for one folder; for the others it runs in this process,
-    # where reaching uvicorn (instead of the error) fails the test rather than serving
-    import uvicorn
-
-    def serving(*args: object, **kwargs: object) -> None:
-        raise AssertionError("serve started serving on an unusable data folder")
-
-    monkeypatch.setattr(uvicorn, "run", serving)
-    in_process = args[0] != "serve" or where != "proc"
-    proc = (
-        run_tipline(args, env=_env(TIPLINE_DATA_DIR=data_dir), cwd=tmp_path)
-        if in_process
-        else _run(tmp_path, args, TIPLINE_DATA_DIR=data_dir)
+    # ``serve`` runs as the console script for one folder
+    proc = _run(
+        tmp_path, args, process=args[0] == "serve" and where == "proc", TIPLINE_DATA_DIR=data_dir
     )
     _assert_one_line(proc, data_dir, "TIPLINE_DATA_DIR")
     assert (tmp_path / "plain.txt").read_text() == "not a folder\n"

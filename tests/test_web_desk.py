@@ -11,17 +11,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import delete
 from ulid import ULID
 
 from _clock import HANG_SECONDS
 from _intake_media import pictures, report_xml, variant
 from _intake_server import IntakeServer, intake_server
 from _web_server import hidden
+from conftest import migrated_sqlite
 from test_clearinghouse_analyst import PASSWORDS, file_report, wait_triaged
 from tipline.errors import PermissionDeniedError
 from tipline.services import web_auth
@@ -65,10 +67,27 @@ def desk_server(db_url: str, data_dir: Path) -> Iterator[tuple[IntakeServer, lis
         yield srv, [r1, r2, r3]
 
 
-@pytest.fixture
-def seeded(db_url: str, tmp_path: Path) -> Iterator[tuple[IntakeServer, list[int]]]:
-    with desk_server(db_url, tmp_path / "ch") as running:
-        yield running
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def seeded(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[IntakeServer, list[int]]]:
+    """One desk server per backend for the module's tests (filing and triaging the
+    reports costs seconds of CPU), on a database migrated as conftest's db_url makes
+    it. A test that adds rows removes them (the reports stay as filed)."""
+    folder = tmp_path_factory.mktemp("desk")
+    if request.param == "sqlite":
+        with desk_server(migrated_sqlite(folder / "tipline.db"), folder / "ch") as running:
+            yield running
+        return
+    schemas = request.getfixturevalue("_postgres_schemas")
+    schema = schemas.create(request.getfixturevalue("_postgres_migration"))
+    try:
+        with desk_server(schemas.url(schema), folder / "ch") as running:
+            yield running
+    finally:
+        schemas.drop(schema)
 
 
 def _login(srv: IntakeServer, name: str) -> httpx.Client:
@@ -209,11 +228,29 @@ def test_dashboard_service(seeded: tuple[IntakeServer, list[int]]) -> None:
         == 3
     )
     # the routing decision in force (the latest) counts; none located: "unlocated"
+    decisions = [str(ULID()) for _ in range(3)]
+    try:
+        _route(srv, decisions, triaged, r1, r2)
+        routed = dashboard.dashboard(srv.sessions, analyst, now=triaged)
+        assert routed.countries == [("US", 1), ("unlocated", 1)]
+    finally:  # the module's other tests see no routing decision
+        with transaction(srv.sessions) as s:
+            s.execute(delete(RoutingDecisionRow).where(RoutingDecisionRow.id.in_(decisions)))
+    with pytest.raises(PermissionDeniedError):
+        dashboard.dashboard(srv.sessions, Principal("k", Role.ANALYST, "acme"))
+    with pytest.raises(PermissionDeniedError):
+        dashboard.dashboard(srv.sessions, Principal("k", Role.REVIEWER))
+
+
+def _route(srv: IntakeServer, ids: list[str], at: datetime, r1: int, r2: int) -> None:
+    """Routing decisions ``ids``: r1 to GB, 5 minutes later to US; r2 unlocated."""
     with transaction(srv.sessions) as s:
-        for rid, country, minutes in ((r1, "GB", 0), (r1, "US", 5), (r2, None, 0)):
+        for id_, (rid, country, minutes) in zip(
+            ids, ((r1, "GB", 0), (r1, "US", 5), (r2, None, 0)), strict=True
+        ):
             s.add(
                 RoutingDecisionRow(
-                    id=str(ULID()),
+                    id=id_,
                     report_id=rid,
                     agency=None,
                     agency_name=None,
@@ -222,13 +259,7 @@ def test_dashboard_service(seeded: tuple[IntakeServer, list[int]]) -> None:
                     rule_key=country,
                     country=country,
                     explanation={},
-                    decided_at=triaged + timedelta(minutes=minutes),
+                    decided_at=at + timedelta(minutes=minutes),
                     decided_by="test",
                 )
             )
-    routed = dashboard.dashboard(srv.sessions, analyst, now=triaged)
-    assert routed.countries == [("US", 1), ("unlocated", 1)]
-    with pytest.raises(PermissionDeniedError):
-        dashboard.dashboard(srv.sessions, Principal("k", Role.ANALYST, "acme"))
-    with pytest.raises(PermissionDeniedError):
-        dashboard.dashboard(srv.sessions, Principal("k", Role.REVIEWER))

@@ -275,7 +275,27 @@ def _postgres_migration(postgres_admin_url: str) -> _Statements:
     return batched
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+#: the parameters of a fixture that runs its tests on each database
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@contextmanager
+def migrated_database(backend: str, request: pytest.FixtureRequest, folder: Path) -> Iterator[str]:
+    """The URL of a database as :func:`db_url` makes it, for a fixture of any scope (a
+    module's shared server): a SQLite file in ``folder``, or a fresh PostgreSQL schema
+    holding the recorded migration, dropped when the block ends."""
+    if backend == "sqlite":
+        yield migrated_sqlite(folder / "tipline.db")
+        return
+    schemas: _Schemas = request.getfixturevalue("_postgres_schemas")
+    schema = schemas.create(request.getfixturevalue("_postgres_migration"))
+    try:
+        yield schemas.url(schema)
+    finally:
+        schemas.drop(schema)
+
+
+@pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A database migrated to the heads, for one test: each test using this runs once on
     SQLite and once on PostgreSQL (a fresh schema, dropped afterwards)."""

@@ -23,7 +23,7 @@ from _clock import HANG_SECONDS
 from _intake_media import pictures, report_xml, variant
 from _intake_server import IntakeServer, intake_server
 from _web_server import hidden
-from conftest import migrated_sqlite
+from conftest import BACKENDS, migrated_database
 from test_clearinghouse_analyst import PASSWORDS, file_report, wait_triaged
 from tipline.errors import PermissionDeniedError
 from tipline.services import web_auth
@@ -67,27 +67,18 @@ def desk_server(db_url: str, data_dir: Path) -> Iterator[tuple[IntakeServer, lis
         yield srv, [r1, r2, r3]
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
+@pytest.fixture(scope="module", params=BACKENDS)
 def seeded(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[IntakeServer, list[int]]]:
     """One desk server per backend for the module's tests (filing and triaging the
-    reports costs seconds of CPU), on a database migrated as conftest's db_url makes
-    it. A test that adds rows removes them (the reports stay as filed)."""
+    reports costs seconds of CPU). A test that adds rows removes them."""
     folder = tmp_path_factory.mktemp("desk")
-    if request.param == "sqlite":
-        with desk_server(migrated_sqlite(folder / "tipline.db"), folder / "ch") as running:
-            yield running
-        return
-    schemas = request.getfixturevalue("_postgres_schemas")
-    schema = schemas.create(request.getfixturevalue("_postgres_migration"))
-    try:
-        with desk_server(schemas.url(schema), folder / "ch") as running:
-            yield running
-    finally:
-        schemas.drop(schema)
+    with (
+        migrated_database(request.param, request, folder) as url,
+        desk_server(url, folder / "ch") as running,
+    ):
+        yield running
 
 
 def _login(srv: IntakeServer, name: str) -> httpx.Client:

@@ -510,6 +510,45 @@ def _pg_utf8(conn: Any) -> bool:
     return str(conn.info.parameter_status("server_encoding") or "").upper() in ("UTF8", "UTF-8")
 
 
+#: the arguments of ``tipline_audit_append_one`` in order, as :func:`pg_append_call`
+#: binds them (``audit_<name>``); the target id is the statement's own column
+_PG_ARGS = ("at", "head", "tail", "actor", "tenant", "action", "target_type", "target_id")
+
+
+def pg_one_trip(connection: Any) -> bool:
+    """Whether ``connection`` (SQLAlchemy) can append with ``tipline_audit_append_one``
+    (migration 0042): PostgreSQL with UTF-8 text (the function hashes the server's)."""
+    return connection.dialect.name == "postgresql" and _pg_utf8(
+        connection.connection.driver_connection
+    )
+
+
+def pg_append_call(target_id: Any) -> Any:
+    """PostgreSQL: a call of ``tipline_audit_append_one`` for a statement's FROM list
+    (``LATERAL``: it runs once for each row of what it is joined to, and not at all
+    when that has none), appending the record :func:`pg_append_params` binds, whose
+    target id is ``target_id``, a column of the joined rows (the same id the record
+    names). Its columns: ``out_seq``, ``out_prev_hash``, ``out_hash``. As :func:`append`,
+    it locks the chain head until the caller commits: join it to the transaction's last
+    write."""
+    # untyped: psycopg sends the aware time as timestamptz, the texts as unknown
+    args: list[Any] = [bindparam(f"audit_{name}") for name in _PG_ARGS[:-1]]
+    return (
+        func.tipline_audit_append_one(*args, target_id, bindparam("audit_details"))
+        .table_valued("out_seq", "out_prev_hash", "out_hash")
+        .lateral("appended")
+    )
+
+
+def pg_append_params(item: Pending, at: datetime) -> dict[str, Any]:
+    """The parameters of :func:`pg_append_call` for ``item`` appended at ``at``."""
+    values = _pg_function_params(item, at)
+    params = {f"audit_{name}": value for name, value in zip(_PG_ARGS, values, strict=False)}
+    del params["audit_target_id"]
+    params["audit_details"] = values[-1]
+    return params
+
+
 def _pg_function_params(item: Pending, at: datetime) -> tuple[Any, ...]:
     """The arguments of ``tipline_audit_append_one``: the record's canonical document
     (:func:`_appended_hash`'s text) in two pieces, before ``prev_hash`` and after

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.errors import AuthError, InputError, TiplineError
@@ -147,6 +147,11 @@ _DESCRIBE_FILE = (
     )
     .values(details_xml=bindparam("new_details"), described_at=bindparam("new_described_at"))
 )
+#: PostgreSQL: :data:`_DESCRIBE_FILE` and, when it describes the file, the call's audit
+#: record (:func:`.audit.pg_append_call`) in one statement; a row when both were done
+_DESCRIBED = _DESCRIBE_FILE.returning(_FILES.c.id).cte("described")
+_APPENDED = audit.pg_append_call(_DESCRIBED.c.id)
+_DESCRIBE_FILE_AUDITED = select(_APPENDED.c.out_seq).select_from(_DESCRIBED).join(_APPENDED, true())
 _ADDED = (
     "id",
     "report_id",
@@ -581,34 +586,35 @@ def fileinfo(intake: Intake, authorization: str | None, body: bytes) -> IspwsAns
         with transaction(intake.sessions) as session:
             # one statement: the report open and the caller's (its row locked against a
             # finish or retract until this commits), the account valid, the file its
+            record = audit.pending(
+                actor=_actor(provider),
+                action="intake.fileinfo",
+                target=(TARGET_FILE, file_id),
+                details={"report_id": number, "sha256": hashlib.sha256(body).hexdigest()},
+            )
+            connection = session.connection()
+            one_trip = audit.pg_one_trip(connection)
             described = 0
             if number is not None:
-                described = (
-                    session.connection()
-                    .execute(
-                        _DESCRIBE_FILE,
-                        {
-                            "the_file": file_id,
-                            "the_report": number,
-                            "the_provider": provider.id,
-                            "new_details": body.decode("utf-8", "replace"),
-                            "new_described_at": intake.clock(),
-                            **providers.valid_params(caller),
-                        },
-                    )
-                    .rowcount
-                )
+                params = {
+                    "the_file": file_id,
+                    "the_report": number,
+                    "the_provider": provider.id,
+                    "new_details": body.decode("utf-8", "replace"),
+                    "new_described_at": intake.clock(),
+                    **providers.valid_params(caller),
+                }
+                if one_trip:  # the audit record rides in the update's statement
+                    params.update(audit.pg_append_params(record, utcnow()))
+                    described = len(connection.execute(_DESCRIBE_FILE_AUDITED, params).all())
+                else:
+                    described = connection.execute(_DESCRIBE_FILE, params).rowcount
             if described != 1:  # which refusal: read the report (or the account)
                 report = _open_report(session, caller, raw_id)
                 raise _Refused(refused(Code.FILE_NOT_FOUND, "file does not exist", report.id))
             report_id = number
-            audit.append(
-                session,
-                actor=_actor(provider),
-                action="intake.fileinfo",
-                target=(TARGET_FILE, file_id),
-                details={"report_id": report_id, "sha256": hashlib.sha256(body).hexdigest()},
-            )
+            if not one_trip:
+                audit.append_many(session, [record])
     except _Refused as exc:
         return _refuse(intake, provider, "fileinfo", exc.answer)
     except _Disabled:

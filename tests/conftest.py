@@ -59,6 +59,37 @@ def _cheap_web_password_hashes() -> Iterator[None]:
         users._dummy_hash.cache_clear()
 
 
+#: scrypt's (N, r, p) for clearinghouse provider passwords in production (kept here while
+#: the test process uses cheap ones; test_clearinghouse_intake pins them)
+PRODUCTION_SCRYPT: tuple[int, int, int] = (0, 0, 0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_provider_password_hashes() -> Iterator[None]:
+    """Clearinghouse provider passwords hashed with scrypt at N=16 in the test process.
+
+    The production cost (N=2**14, 16 MiB) is ~45 ms of CPU per hash and per verify, paid
+    for every provider added, every first login of an intake server and every refused
+    login (~200 of them in the clearinghouse tests: ~9 CPU-s). What the tests check is
+    what the intake does with a hash (verify, refuse, disable, cache); a verify reads the
+    parameters from the stored hash, so hashes of either cost verify alike, and the
+    unknown-account login still runs scrypt on a dummy hash of the same cost.
+    """
+    global PRODUCTION_SCRYPT
+    from tipline.services.clearinghouse import providers
+
+    production = (providers.SCRYPT_N, providers.SCRYPT_R, providers.SCRYPT_P)
+    dummy = providers._DUMMY_HASH
+    PRODUCTION_SCRYPT = production
+    providers.SCRYPT_N = 16
+    providers._DUMMY_HASH = dummy.replace(f"scrypt${production[0]}$", "scrypt$16$", 1)
+    try:
+        yield
+    finally:
+        providers.SCRYPT_N, providers.SCRYPT_R, providers.SCRYPT_P = production
+        providers._DUMMY_HASH = dummy
+
+
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     """``../shared/reference``; tests skip without it, except in CI where it must exist."""

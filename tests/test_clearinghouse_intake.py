@@ -14,11 +14,13 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+import conftest
 from _clock import HANG_SECONDS
 from _intake_server import IntakeServer, intake_server
 from tipline.services import vault
 from tipline.services.audit import verify
 from tipline.services.auth import Principal
+from tipline.services.clearinghouse import providers
 from tipline.store.audit import AuditRecord
 from tipline.store.clearinghouse import IntakeFileRow, IntakeReportRow
 from tipline.store.vault import EvidenceItemRow
@@ -320,3 +322,19 @@ def test_bad_uploads_and_state_errors(srv: IntakeServer) -> None:
     assert len(refused) == 15
     # nothing half-way: every vault file on disk belongs to a registered item
     assert len(list(srv.settings.resolved_vault_dir().rglob("*.tpv"))) == items
+
+
+def test_provider_passwords_use_the_production_scrypt_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests hash provider passwords cheaply (conftest); production's cost is pinned
+    here: N=2**14, r=8, p=1, stated in the stored hash, and a hash of either cost verifies."""
+    assert conftest.PRODUCTION_SCRYPT == (2**14, 8, 1)
+    cheap = providers.hash_password("a provider's password")
+    for name, value in zip(
+        ("SCRYPT_N", "SCRYPT_R", "SCRYPT_P"), conftest.PRODUCTION_SCRYPT, strict=True
+    ):
+        monkeypatch.setattr(providers, name, value)
+    stored = providers.hash_password("a provider's password")
+    assert stored.startswith("scrypt$16384$8$1$")
+    for hashed in (stored, cheap):
+        assert providers.check_password("a provider's password", hashed)
+        assert not providers.check_password("another password!", hashed)

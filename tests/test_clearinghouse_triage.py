@@ -196,6 +196,9 @@ def test_a_report_triaged_after_a_publish_sees_the_published_hashes(env: Env) ->
     banks.add_entry(env.db, "published", [f"pdq:{pdq_of(variant(c, 'base'))}"])
     _, (later, seen) = env.triaged("esp-a", [variant(c, "small"), variant(a, "bright")])
     assert env.dedup(later).state == "known" and env.dedup(seen).state == "seen"
+    with env.db.sessions() as s:  # each report's crash-safe job settled as it was triaged
+        settled = s.scalars(select(Job).where(Job.kind == "clearinghouse.triage")).all()
+        assert [(j.status, j.attempts or 0) for j in settled] == [("done", 0)] * 3
     # the twin: a Matcher that read everything from the database finds the same
     twin = Matcher(env.db, env.triager.matcher.dir / "twin", poll_interval=0, system_banks=True)
     try:

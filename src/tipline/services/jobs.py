@@ -191,6 +191,12 @@ def _settle_statement() -> Any:
     )
 
 
+def settle_cte() -> Any:
+    """:func:`settle`'s UPDATE as a CTE (binds ``:key`` and ``:now``), for a caller that
+    folds it into a statement it sends anyway (PostgreSQL; SQLite has no UPDATE in WITH)."""
+    return _settle_statement().cte("settled_job")
+
+
 def _due(now: datetime) -> Any:
     return or_(
         and_(Job.status == JobStatus.PENDING.value, Job.run_at <= now),

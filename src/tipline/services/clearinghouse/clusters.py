@@ -34,12 +34,12 @@ from tipline.store.clearinghouse_triage import (
 def lock(session: Session) -> None:
     """Take the de-duplication lock until the transaction ends (a row lock on
     PostgreSQL; the database write lock on SQLite, taken before anything is read)."""
-    session.execute(_lock_statement())
+    session.execute(lock_statement())
 
 
 @functools.cache
-def _lock_statement() -> Any:
-    """:func:`lock`'s UPDATE, built once (Core)."""
+def lock_statement() -> Any:
+    """:func:`lock`'s UPDATE, built once (Core), for a caller that adds to it."""
     state = _table(ClearinghouseStateRow)
     return update(state).where(state.c.id == 1).values(runs=state.c.runs + 1)
 

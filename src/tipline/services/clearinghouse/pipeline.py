@@ -189,16 +189,16 @@ def _rescore_statements() -> tuple[Any, Any]:
 
 
 @functools.cache
-def _triage_statements() -> tuple[Any, Any, Any]:
-    """(the report with its triage row's id, the report's files in upload order, the
-    triage row's insert), built once: each report only binds its id."""
+def _triage_statements() -> tuple[Any, Any]:
+    """(the report with its triage row's id and its files in upload order, one row per
+    file, or one row with no file; the triage row's insert), built once: each report
+    only binds its id."""
     r, f, t = _REPORTS.c, _FILES.c, _TRIAGE.c
     d = _DECISIONS.c
     # whether it was routed by hand before triage (routing's own check, read here)
     decided = select(d.id).where(d.report_id == r.id).limit(1).scalar_subquery()
     report = (
         select(
-            r.id,
             r.provider_id,
             r.status,
             r.xml,
@@ -207,27 +207,54 @@ def _triage_statements() -> tuple[Any, Any, Any]:
             decided.label("decided"),
             # the Matcher's change marks, read here after the lock (no statement of its own)
             *bank_repo.change_marks_columns(),
+            f.id,
+            f.md5,
+            f.sha1,
+            f.sha256,
+            f.signals,
+            f.details_xml,
         )
-        .select_from(_REPORTS.outerjoin(_TRIAGE, t.report_id == r.id))
+        .select_from(
+            _REPORTS.outerjoin(_TRIAGE, t.report_id == r.id).outerjoin(_FILES, f.report_id == r.id)
+        )
         .where(r.id == bindparam("report_id"))
-    )
-    files = (
-        select(f.id, f.md5, f.sha1, f.sha256, f.signals, f.details_xml)
-        .where(f.report_id == bindparam("report_id"))
         .order_by(f.uploaded_at, f.id)
     )
-    return report, files, _TRIAGE.insert()
+    return report, _TRIAGE.insert()
+
+
+def _lock_and_settle(session: Session, report_id: int) -> None:
+    """Take the de-duplication lock (:func:`.clusters.lock`) and settle the report's
+    triage job (:func:`.jobs.settle`): one statement on PostgreSQL."""
+    key = triage_job_key(report_id)
+    if session.get_bind().dialect.name != "postgresql":
+        clusters.lock(session)
+        jobs.settle(session, key)
+        return
+    session.execute(
+        _lock_and_settle_statement(),
+        {"key": key, "now": utcnow()},
+        execution_options={"synchronize_session": False},
+    )
+
+
+@functools.cache
+def _lock_and_settle_statement() -> Any:
+    """:func:`_lock_and_settle`'s statement on PostgreSQL, built once."""
+    return clusters.lock_statement().add_cte(jobs.settle_cte())
 
 
 def triage_report(triager: Triager, report_id: int) -> TriageOutcome | None:
     """De-duplicate, cluster, link and score one finished report, in one transaction;
     None when there is nothing to do (unknown or unfinished report, already triaged)."""
-    report_query, files_query, insert_triage = _triage_statements()
+    report_query, insert_triage = _triage_statements()
     with transaction(triager.sessions) as session:
-        clusters.lock(session)
-        report = session.execute(report_query, {"report_id": report_id}).first()
+        # every path below settles the job (done now), and a rollback undoes it
+        _lock_and_settle(session, report_id)
+        # plain rows (report columns, then file id, digests, signals, fileDetails)
+        found = session.execute(report_query, {"report_id": report_id}).all()
+        report = found[0] if found else None
         if report is None or report.status != FINISHED or report.triaged is not None:
-            jobs.settle(session, triage_job_key(report_id))
             return None
         # in this transaction, under the lock: every file triaged before is indexed
         marks = (int(report.bank_seq), int(report.bank_list_changes))
@@ -236,8 +263,7 @@ def triage_report(triager: Triager, report_id: int) -> TriageOutcome | None:
             session, triager.dedup, matcher=triager.matcher, known=triager.files_bank_id
         )
         triager.files_bank_id = bank_id
-        # plain rows (id, digests, signals, fileDetails), not ORM objects
-        rows: list[Any] = list(session.execute(files_query, {"report_id": report_id}))
+        rows: list[Any] = [row for row in found if row.id is not None]
         now = triager.clock()
         indexed: list[bank_repo.SignalChange] = []
         outcomes = dedup.dedup_report(
@@ -304,7 +330,7 @@ def triage_report(triager: Triager, report_id: int) -> TriageOutcome | None:
             routed = routing.route_triaged(
                 session,
                 triager.router,
-                int(report.id),
+                report_id,
                 str(report.xml),
                 [(str(row.id), row.details_xml) for row in rows],
                 actor=ACTOR,
@@ -312,7 +338,6 @@ def triage_report(triager: Triager, report_id: int) -> TriageOutcome | None:
             )
             if routed is not None:
                 outcome = replace(outcome, routed_to=routed.agency)
-        jobs.settle(session, triage_job_key(report_id))
         # at commit, in one append with the routing decision's record (if any)
         audit.defer(
             session,

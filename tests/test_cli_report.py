@@ -15,6 +15,7 @@ from lxml import etree
 
 from _cli import run_tipline
 from _ispws_server import ispws_server
+from conftest import migrated_sqlite
 from tipline.config import Settings
 from tipline.services import vault as v
 from tipline.services.reports.facts import ReviewFacts
@@ -31,7 +32,9 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 def test_report_commands(tmp_path: Path) -> None:
     key = base64.b64encode(os.urandom(32)).decode()
     settings = Settings(
-        data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", vault_master_key=key
+        data_dir=tmp_path,
+        database_url=migrated_sqlite(tmp_path / "db.sqlite"),
+        vault_master_key=key,
     )
     import_all_models()
     engine = make_engine(settings=settings)
@@ -137,7 +140,9 @@ def _confirmed_decision(settings: Settings, content_id: str) -> str:
 def test_failed_report_retried_and_unfinished_one_retracted(tmp_path: Path) -> None:
     key = base64.b64encode(os.urandom(32)).decode()
     settings = Settings(
-        data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", vault_master_key=key
+        data_dir=tmp_path,
+        database_url=migrated_sqlite(tmp_path / "db.sqlite"),
+        vault_master_key=key,
     )
     import_all_models()
     engine = make_engine(settings=settings)
@@ -186,7 +191,9 @@ def test_failed_report_retried_and_unfinished_one_retracted(tmp_path: Path) -> N
 def test_create_many_reports_per_batch_and_names_what_failed(tmp_path: Path) -> None:
     key = base64.b64encode(os.urandom(32)).decode()
     settings = Settings(
-        data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", vault_master_key=key
+        data_dir=tmp_path,
+        database_url=migrated_sqlite(tmp_path / "db.sqlite"),
+        vault_master_key=key,
     )
     import_all_models()
     engine = make_engine(settings=settings)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from _feed_server import TOKEN, FeedServer, feed_server
+from conftest import migrated_sqlite
 from tipline.banks.model import BankSignal
 from tipline.config import Settings
 from tipline.errors import ConfigError, ConflictError, ExchangeError, FeedRefusedError
@@ -71,8 +72,7 @@ def _state(db: Database, bank: str) -> dict[str, tuple[Any, ...]]:
 
 @pytest.fixture
 def publisher(tmp_path: Path) -> Iterator[tuple[Database, exchanges.Publisher]]:
-    url = f"sqlite:///{tmp_path / 'publisher.db'}"
-    db = _db(url, tmp_path)
+    db = _db(migrated_sqlite(tmp_path / "publisher.db"), tmp_path)
     banks.create_bank(db, "CONFIRMED")
     yield db, exchanges.Publisher(frozenset({"CONFIRMED"}), exchanges.SigningKey.generate())
     db.close()

@@ -23,6 +23,7 @@ from _cli import run_tipline
 from _clock import HANG_SECONDS
 from _web_seed import PASSWORD, add_matched_picture, seed, seed_video, settings_for, video
 from _web_server import WebServer, hidden, web_server
+from conftest import migrated_sqlite
 from tipline.errors import AuthError, ConflictError, InputError, MediaError, PermissionDeniedError
 from tipline.services import actions, banks, submissions, web_auth
 from tipline.services.auth import Principal, Role
@@ -130,7 +131,7 @@ def _principal(srv: WebServer, name: str) -> Principal:
 
 
 def test_sessions_expire_when_idle_or_old_and_the_expiry_is_audited(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path)
+    settings = settings_for(tmp_path, migrated_sqlite(tmp_path / "tipline.db"))
     db = open_database(settings=settings)
     try:
         web_auth.add_user(db.sessions, "carol", PASSWORD)
@@ -248,7 +249,7 @@ def test_queue_is_ordered_by_priority_and_filters(web: WebServer) -> None:
 
 
 def test_queue_priority_bank_severity_and_escalation_first(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path)
+    settings = settings_for(tmp_path, migrated_sqlite(tmp_path / "tipline.db"))
     db = open_database(settings=settings)
     try:
         seeded = seed(db, settings, count=3)
@@ -546,7 +547,7 @@ def test_another_tenants_item_is_not_found_and_audited(web: WebServer) -> None:
 
 
 def test_daily_exposure_limit(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path)
+    settings = settings_for(tmp_path, migrated_sqlite(tmp_path / "tipline.db"))
     db = open_database(settings=settings)
     try:
         seeded = seed(db, settings, count=2)
@@ -604,7 +605,7 @@ def test_exposure_limit_and_break_reminder_over_http(tmp_path: Path) -> None:
 
 
 def test_a_video_is_shown_as_a_blurred_contact_sheet_never_played(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path)
+    settings = settings_for(tmp_path, migrated_sqlite(tmp_path / "tipline.db"))
     db = open_database(settings=settings)
     try:
         seed(db, settings, count=0)

@@ -25,7 +25,7 @@ from PIL import Image, ImageChops, ImageFilter, ImageStat
 
 from _web_seed import PASSWORD
 from _web_server import WebServer, web_server
-from conftest import IN_CI
+from conftest import IN_CI, migrated_sqlite
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
@@ -256,7 +256,7 @@ def test_desk_pages_have_no_serious_accessibility_violations(browser: Any, tmp_p
 
     expect = playwright_api.expect
     found: dict[str, list[str]] = {}
-    with desk_server(f"sqlite:///{tmp_path / 'desk.db'}", tmp_path / "ch") as (srv, ids):
+    with desk_server(migrated_sqlite(tmp_path / "desk.db"), tmp_path / "ch") as (srv, ids):
         context = browser.new_context(
             base_url=srv.url.removesuffix("/ispws"),
             viewport={"width": 1280, "height": 900},
@@ -326,7 +326,7 @@ def test_analyst_desk_with_the_keyboard_only(browser: Any, tmp_path: Path) -> No
     from test_web_desk_actions import clearinghouse_desk
 
     expect = playwright_api.expect
-    with clearinghouse_desk(f"sqlite:///{tmp_path / 'desk.db'}", tmp_path) as (srv, (r1, _)):
+    with clearinghouse_desk(migrated_sqlite(tmp_path / "desk.db"), tmp_path) as (srv, (r1, _)):
         context = browser.new_context(
             base_url=srv.url.removesuffix("/ispws"),
             viewport={"width": 1280, "height": 900},

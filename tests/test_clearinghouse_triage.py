@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import itertools
+import json
 import os
 import random
 import threading
@@ -288,6 +289,15 @@ def test_reports_link_by_shared_identifiers(env: Env) -> None:
         got = {r: set(links.linked(s, r)) for r in (r1, r2, r3, r4, r5, r6)}
         # the grouped count the link factor's refresh uses agrees with the lists
         counted = links.counts(s, [r1, r2, r3, r4, r5, r6, 999_999])
+        # what triage found as it recorded each report's identifiers (one statement on
+        # PostgreSQL) is what links.linked reads now of the reports before it
+        at_triage = {
+            int(a.target_id): json.loads(a.details)["linked_reports"]
+            for a in s.scalars(
+                select(AuditRecord).where(AuditRecord.action == "clearinghouse.triage")
+            )
+        }
+    assert at_triage == {r: sorted(x for x in found if x < r) for r, found in got.items()}
     assert counted == {**{r: len(found) for r, found in got.items()}, 999_999: 0}
     assert got[r1] == {r2, r4, r6}
     assert got[r3] == set() and got[r5] == set()

@@ -25,6 +25,64 @@ def record(
     session: Session, report_id: int, provider_id: str, identifiers: Iterable[Identifier]
 ) -> None:
     """Store the report's identifiers (once each), in one statement."""
+    rows = _rows(report_id, provider_id, identifiers)
+    if rows:
+        session.execute(_insert(), rows)
+
+
+def record_and_link(
+    session: Session,
+    report_id: int,
+    provider_id: str,
+    identifiers: Iterable[Identifier],
+    *,
+    limit: int = MAX_LINKED,
+) -> dict[int, list[dict[str, Any]]]:
+    """:func:`record`, then :func:`linked`: one statement on PostgreSQL (the insert's
+    rows joined to the other reports' in a WITH), none at all without identifiers."""
+    rows = _rows(report_id, provider_id, identifiers)
+    if not rows:
+        return {}
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(_insert(), rows)
+        return linked(session, report_id, limit=limit)
+    found = session.connection().exec_driver_sql(
+        _RECORD_AND_LINK_SQL,
+        {
+            "report_id": report_id,
+            "kinds": [r["kind"] for r in rows],
+            "scopes": [r["scope"] for r in rows],
+            "values": [r["value"] for r in rows],
+            "rows": limit * 8,
+        },
+    )
+    return _shared(found.all(), limit)
+
+
+#: :func:`record_and_link`'s statement on PostgreSQL. The main query does not see the
+#: rows its WITH inserts (one snapshot), so ``other`` holds earlier reports' rows only:
+#: what :func:`linked` reads after :func:`record`.
+_RECORD_AND_LINK_SQL = """
+WITH mine AS (
+    INSERT INTO intake_report_identifiers (report_id, kind, scope, value)
+    SELECT %(report_id)s, x.kind, x.scope, x.value
+    FROM unnest(%(kinds)s::text[], %(scopes)s::text[], %(values)s::text[])
+        AS x(kind, scope, value)
+    RETURNING kind, scope, value
+)
+SELECT other.report_id, other.kind, other.value
+FROM intake_report_identifiers AS other
+JOIN mine ON mine.kind = other.kind AND mine.scope = other.scope AND mine.value = other.value
+WHERE other.report_id != %(report_id)s
+ORDER BY other.report_id
+LIMIT %(rows)s
+"""
+
+
+def _rows(
+    report_id: int, provider_id: str, identifiers: Iterable[Identifier]
+) -> list[dict[str, Any]]:
+    """The identifier rows of a report, once each."""
     seen: set[tuple[str, str, str]] = set()
     rows: list[dict[str, Any]] = []
     for item in identifiers:
@@ -36,8 +94,7 @@ def record(
         rows.append(
             {"report_id": report_id, "kind": item.kind, "scope": scope, "value": item.value}
         )
-    if rows:
-        session.execute(_insert(), rows)
+    return rows
 
 
 def linked(
@@ -46,6 +103,12 @@ def linked(
     """Other reports sharing an identifier with ``report_id``: report id -> the shared
     identifiers (``kind``, ``value``), at most ``limit`` reports (lowest ids first)."""
     rows = session.execute(_linked_query(), {"report_id": report_id, "rows": limit * 8}).all()
+    return _shared(rows, limit)
+
+
+def _shared(rows: Iterable[Any], limit: int) -> dict[int, list[dict[str, Any]]]:
+    """(other report, kind, value) rows, lowest report first -> report id -> the shared
+    identifiers, at most ``limit`` reports."""
     out: dict[int, list[dict[str, Any]]] = {}
     for rid, kind, value in rows:
         if int(rid) not in out and len(out) >= limit:

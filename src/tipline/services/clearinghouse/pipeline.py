@@ -282,8 +282,7 @@ def triage_report(triager: Triager, report_id: int) -> TriageOutcome | None:
         identifiers = [*report_facts.identifiers]
         for item in file_facts.values():
             identifiers.extend(item.identifiers)
-        links.record(session, report_id, report.provider_id, identifiers)
-        linked = links.linked(session, report_id)
+        linked = links.record_and_link(session, report_id, report.provider_id, identifiers)
         score, factors = triage.score(
             triager.policy,
             report_facts,

@@ -299,6 +299,8 @@ def test_reports_link_by_shared_identifiers(env: Env) -> None:
         }
     assert at_triage == {r: sorted(x for x in found if x < r) for r, found in got.items()}
     assert counted == {**{r: len(found) for r, found in got.items()}, 999_999: 0}
+    # every earlier report's link factor was brought up to date as later ones came
+    assert {r: env.triage(r).linked_reports for r in got} == {r: counted[r] for r in got}
     assert got[r1] == {r2, r4, r6}
     assert got[r3] == set() and got[r5] == set()
     assert env.triage(r2).linked_reports == 1

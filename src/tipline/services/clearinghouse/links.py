@@ -161,6 +161,28 @@ def counts(session: Session, report_ids: Iterable[int]) -> dict[int, int]:
     return {rid: found.get(rid, 0) for rid in ids}
 
 
+def count_of(report_id: Any) -> Any:
+    """:func:`counts` of one report as a correlated scalar subquery on the column (or
+    value) ``report_id``, for a caller that reads it with rows of its own (uncapped:
+    take ``min(n, MAX_LINKED)``)."""
+    mine = _IDENTIFIERS.alias("mine")
+    other = _IDENTIFIERS.alias("other")
+    return (
+        select(func.count(func.distinct(other.c.report_id)))
+        .select_from(mine)
+        .join(
+            other,
+            and_(
+                mine.c.kind == other.c.kind,
+                mine.c.scope == other.c.scope,
+                mine.c.value == other.c.value,
+            ),
+        )
+        .where(mine.c.report_id == report_id, other.c.report_id != report_id)
+        .scalar_subquery()
+    )
+
+
 @functools.cache
 def _counts_query() -> Select[Any]:
     """(report, linked reports) for each of ``:ids`` that has any (built once)."""

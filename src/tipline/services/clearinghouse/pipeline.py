@@ -137,14 +137,14 @@ def _rescore_links(
     if not chosen:
         return done
     read, write = _rescore_statements()
+    # each row with its linked reports counted now (links.counts, in the same read)
     rows = {int(row.report_id): row for row in session.execute(read, {"ids": chosen})}
-    counted = links.counts(session, rows)
     changed: list[dict[str, Any]] = []
     for rid in chosen:
         row = rows.get(rid)
         if row is None:
             continue
-        count = counted[rid]
+        count = min(int(row.counted), links.MAX_LINKED)
         if count == row.linked_reports:
             continue
         factor = triage.Factor(
@@ -173,7 +173,8 @@ def _rescore_links(
 def _rescore_statements() -> tuple[Any, Any]:
     """(the pending triage rows of ``:ids``, their link factor's update), built once."""
     t = _TRIAGE.c
-    read = select(t.report_id, t.factors, t.linked_reports).where(
+    counted = links.count_of(t.report_id).label("counted")
+    read = select(t.report_id, t.factors, t.linked_reports, counted).where(
         t.report_id.in_(bindparam("ids", expanding=True)), t.status == PENDING
     )
     write = (

@@ -356,7 +356,7 @@ def test_finish_queues_a_crash_safe_job_that_a_runner_completes(env: Env) -> Non
         job = s.scalar(select(Job).where(Job.kind == "clearinghouse.triage"))
         assert job is not None and job.status == "pending"
     runner = jobs.JobRunner(
-        env.db.engine, {"clearinghouse.triage": clearinghouse.triage_handler(env.triager)}
+        env.db.engine, {"clearinghouse.triage": clearinghouse.triage_handler(lambda: env.triager)}
     )
     assert runner.run_once() == 1
     assert env.dedup(fid).state == "new" and env.triage(rid).status == "pending"

@@ -40,17 +40,11 @@ def _exchange_handlers(db: Database, *, scheduled: bool) -> dict[str, Any]:
 
 def _clearinghouse_handlers(db: Database) -> dict[str, Any]:
     """The clearinghouse's triage job (a finished report its serving process did not
-    triage, e.g. because it died); the Matcher opens on the first such job."""
+    triage, e.g. because it died); its pipeline and Matcher open on the first such job."""
     from tipline.config import get_settings
-    from tipline.services import clearinghouse
+    from tipline.services.clearinghouse import triage_job
 
-    settings = get_settings()
-    clearinghouse.check_triage_settings(settings)  # unknown weights: one error line now
-    return {
-        clearinghouse.TRIAGE_JOB_KIND: clearinghouse.triage_handler(
-            lambda: clearinghouse.Triager.open(db, settings)
-        )
-    }
+    return triage_job.worker_handlers(db, get_settings())
 
 
 def _report_handlers(

@@ -34,6 +34,7 @@ from tipline.services.clearinghouse import providers
 from tipline.services.clearinghouse.answers import Code, IspwsAnswer, refused
 from tipline.services.clearinghouse.hashpool import HashPool
 from tipline.services.clearinghouse.providers import Caller, ProviderInfo
+from tipline.services.clearinghouse.triage import TRIAGE_JOB_KIND
 from tipline.services.reports.builder import (
     ReportSchemaError,
     parse_untrusted,
@@ -56,8 +57,6 @@ TARGET_REPORT = "intake_report"
 TARGET_FILE = "intake_file"
 
 OPEN, FINISHED, RETRACTED = "open", "finished", "retracted"
-#: the job that de-duplicates and triages a finished report (queued by :func:`finish`)
-TRIAGE_JOB_KIND = "clearinghouse.triage"
 
 
 def triage_job_key(report_id: int) -> str:

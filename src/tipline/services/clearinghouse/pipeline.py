@@ -36,9 +36,9 @@ from tipline.services.clearinghouse import clusters, dedup, facts, links, routin
 from tipline.services.clearinghouse.intake import (
     FINISHED,
     TARGET_REPORT,
-    TRIAGE_JOB_KIND,
     triage_job_key,
 )
+from tipline.services.clearinghouse.triage import TRIAGE_JOB_KIND
 from tipline.services.database import Database
 from tipline.services.matching import Matcher
 from tipline.store import bank_repository as bank_repo
@@ -363,22 +363,6 @@ def triage_report(triager: Triager, report_id: int) -> TriageOutcome | None:
 def check_triage_settings(settings: Settings) -> None:
     """:class:`~tipline.errors.ConfigError` when the triage weights name unknown factors."""
     triage.TriagePolicy.of(settings)
-
-
-def triage_handler(triager: Triager | Callable[[], Triager]) -> jobs.Handler:
-    """The job handler of ``clearinghouse.triage`` (payload ``{"report_id": n}``); a
-    factory is called on the first job (a worker that never sees one opens no Matcher)."""
-    opened: list[Triager] = [triager] if isinstance(triager, Triager) else []
-    lock = threading.Lock()
-
-    def handle(job: jobs.JobContext) -> None:
-        with lock:
-            if not opened:
-                assert not isinstance(triager, Triager)
-                opened.append(triager())
-        triage_report(opened[0], int(job.payload["report_id"]))
-
-    return handle
 
 
 JOB_KINDS = (TRIAGE_JOB_KIND,)

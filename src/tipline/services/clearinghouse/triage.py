@@ -35,6 +35,9 @@ INCIDENT_KEYS: dict[str, str] = {
 #: industry classifications, most severe first
 CLASSIFICATIONS = ("A1", "A2", "B1", "B2")
 
+#: the job that de-duplicates and triages a finished report (queued by the intake's finish)
+TRIAGE_JOB_KIND = "clearinghouse.triage"
+
 
 @dataclass(frozen=True, slots=True)
 class Factor:

@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Engine, Table, bindparam, event, func, insert, select, true, update
+from sqlalchemy import Engine, Table, bindparam, func, insert, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.errors import AuditChainError, InputError
 from tipline.services.group_commit import next_batch
 from tipline.store.audit import GENESIS_HASH, AuditHead, AuditRecord
 from tipline.store.base import utcnow
+from tipline.store.session_hooks import SessionHooks
 
 #: actor name for changes made through the command line
 CLI_ACTOR = "cli"
@@ -311,29 +312,12 @@ def defer(
 
 def defer_pending(session: Session, item: Pending) -> None:
     """:func:`defer` for a record already checked by :func:`pending`."""
-    if not _hooked:
-        _hook_sessions()
+    _HOOKS.ensure()
     queued: list[tuple[Any, Pending]] | None = session.info.get(_DEFERRED)
     if queued is None:
         queued = session.info[_DEFERRED] = []
     # tagged with the savepoint it was deferred in: rolling that back drops it
     queued.append((session.get_nested_transaction(), item))
-
-
-_hooks_lock = threading.Lock()
-_hooked = False
-
-
-def _hook_sessions() -> None:
-    """Listen to every session's commits and rollbacks, once per process (a listener
-    on each session cost more CPU than the hooks themselves, which do nothing for a
-    session that deferred no record)."""
-    global _hooked
-    with _hooks_lock:
-        if not _hooked:
-            event.listen(Session, "before_commit", _append_deferred)
-            event.listen(Session, "after_soft_rollback", _drop_deferred)
-            _hooked = True
 
 
 def _append_deferred(session: Session) -> None:
@@ -353,6 +337,11 @@ def _drop_deferred(session: Session, previous_transaction: Any) -> None:
         session.info.pop(_DEFERRED, None)
         return
     session.info[_DEFERRED] = [(tx, item) for tx, item in queued if tx is not previous_transaction]
+
+
+#: runs at every commit and rollback in this process: the records deferred by
+#: :func:`defer` are appended at COMMIT, and dropped with their (sub)transaction
+_HOOKS = SessionHooks(("before_commit", _append_deferred), ("after_soft_rollback", _drop_deferred))
 
 
 def append(

@@ -125,22 +125,27 @@ def _insert() -> Any:
     return _IDENTIFIERS.insert()
 
 
+def _pair() -> tuple[Any, Any, Any]:
+    """The identifier table twice, ``mine`` and ``other``, and the condition that joins
+    an identifier of one report to the same identifier (kind, scope, value) of another."""
+    mine = _IDENTIFIERS.alias("mine")
+    other = _IDENTIFIERS.alias("other")
+    shared = and_(
+        mine.c.kind == other.c.kind,
+        mine.c.scope == other.c.scope,
+        mine.c.value == other.c.value,
+    )
+    return mine, other, shared
+
+
 @functools.cache
 def _linked_query() -> Select[Any]:
     """Rows (other report, kind, value) sharing an identifier with ``:report_id``,
     lowest report ids first, at most ``:rows`` (built once: Core, bound parameters)."""
-    mine = _IDENTIFIERS.alias("mine")
-    other = _IDENTIFIERS.alias("other")
+    mine, other, shared = _pair()
     return (
         select(other.c.report_id, other.c.kind, other.c.value)
-        .join(
-            mine,
-            and_(
-                mine.c.kind == other.c.kind,
-                mine.c.scope == other.c.scope,
-                mine.c.value == other.c.value,
-            ),
-        )
+        .join(mine, shared)
         .where(
             mine.c.report_id == bindparam("report_id"),
             other.c.report_id != bindparam("report_id"),
@@ -165,19 +170,11 @@ def count_of(report_id: Any) -> Any:
     """:func:`counts` of one report as a correlated scalar subquery on the column (or
     value) ``report_id``, for a caller that reads it with rows of its own (uncapped:
     take ``min(n, MAX_LINKED)``)."""
-    mine = _IDENTIFIERS.alias("mine")
-    other = _IDENTIFIERS.alias("other")
+    mine, other, shared = _pair()
     return (
         select(func.count(func.distinct(other.c.report_id)))
         .select_from(mine)
-        .join(
-            other,
-            and_(
-                mine.c.kind == other.c.kind,
-                mine.c.scope == other.c.scope,
-                mine.c.value == other.c.value,
-            ),
-        )
+        .join(other, shared)
         .where(mine.c.report_id == report_id, other.c.report_id != report_id)
         .scalar_subquery()
     )
@@ -186,18 +183,10 @@ def count_of(report_id: Any) -> Any:
 @functools.cache
 def _counts_query() -> Select[Any]:
     """(report, linked reports) for each of ``:ids`` that has any (built once)."""
-    mine = _IDENTIFIERS.alias("mine")
-    other = _IDENTIFIERS.alias("other")
+    mine, other, shared = _pair()
     return (
         select(mine.c.report_id, func.count(func.distinct(other.c.report_id)))
-        .join(
-            other,
-            and_(
-                mine.c.kind == other.c.kind,
-                mine.c.scope == other.c.scope,
-                mine.c.value == other.c.value,
-            ),
-        )
+        .join(other, shared)
         .where(
             mine.c.report_id.in_(bindparam("ids", expanding=True)),
             other.c.report_id != mine.c.report_id,

@@ -8,14 +8,13 @@ import hashlib
 import io
 import logging
 import os
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from sqlalchemy import Table, event, insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.util import identity_key
 from ulid import ULID
@@ -34,6 +33,7 @@ from tipline.services.vault._model import (
 )
 from tipline.services.vault.keys import new_data_key, unwrap, wrap
 from tipline.store.db import transaction
+from tipline.store.session_hooks import SessionHooks
 from tipline.store.vault import EvidenceItemRow
 
 #: inserts one item row (see :func:`store`)
@@ -78,27 +78,14 @@ def _delete_pending(session: Session) -> None:
         vault.blobs.delete(item_id)
 
 
-_hooks_lock = threading.Lock()
-_hooked = False
-
-
-def _hook_sessions() -> None:
-    """Listen to every session's commits and rollbacks, once per process (a listener
-    on each session cost more CPU than the hooks themselves, which do nothing for a
-    session that wrote no file)."""
-    global _hooked
-    with _hooks_lock:
-        if not _hooked:
-            event.listen(Session, "after_commit", _forget_pending)
-            event.listen(Session, "after_rollback", _delete_pending)
-            _hooked = True
+#: a file written in a transaction is deleted if it rolls back, forgotten once it commits
+_HOOKS = SessionHooks(("after_commit", _forget_pending), ("after_rollback", _delete_pending))
 
 
 def _delete_on_rollback(session: Session, vault: Vault, item_id: str) -> None:
     """Remove the file written for ``item_id`` if the caller's transaction rolls back
     (its row never commits); forget it once the transaction commits."""
-    if not _hooked:
-        _hook_sessions()
+    _HOOKS.ensure()
     session.info.setdefault(_PENDING, []).append((vault, item_id))
 
 

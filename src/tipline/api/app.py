@@ -99,6 +99,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
+        # FastAPI's native OpenTelemetry layer asks the global providers on every request
+        # (~35 us each); tipline's own metrics are Prometheus (/metrics)
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.ctx = ctx
     problems.install(app)

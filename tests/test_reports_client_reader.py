@@ -11,6 +11,7 @@ the slow, obviously-correct path it replaced, on generated answers (hypothesis).
 * The parser (``parse_answer``, expat callbacks under defusedxml's rules) against the
   defusedxml ElementTree parse it replaced: the same :class:`Answer`, or the same
   error, on every document.
+* The requests: every call's bytes as ``http.client`` wrote them.
 """
 
 from __future__ import annotations
@@ -451,3 +452,89 @@ def documents(draw: st.DrawFn) -> bytes:
 @example(b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY b "&#38;#38;">]><reportResponse/>')
 def test_answers_are_parsed_as_defusedxml_parsed_them(body: bytes) -> None:
     assert _either(parse_answer, body) == _either(_old_parse, body)
+
+
+# --- the requests ------------------------------------------------------------------
+
+
+def test_the_requests_are_the_bytes_http_client_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every call's request, byte for byte, as the client sent it through http.client
+    (the same header order and values; the multipart boundary fixed for the test)."""
+    from tipline.services.reports import client as module
+
+    answer = (
+        b"<reportResponse><responseCode>0</responseCode><reportId>5</reportId>"
+        b"<fileId>f1</fileId><hash>ABC</hash></reportResponse>"
+    )
+    got: list[bytes] = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            buf = b""
+            for _ in range(6):
+                while b"\r\n\r\n" not in buf:
+                    buf += conn.recv(65536)
+                head, _, rest = buf.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                while len(rest) < length:
+                    rest += conn.recv(65536)
+                got.append(head + b"\r\n\r\n" + rest[:length])
+                buf = rest[length:]
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(answer))
+                conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    monkeypatch.setattr(module.os, "urandom", lambda n: b"\x01" * n)
+    client = module.IspwsClient(f"http://127.0.0.1:{port}/ispws", "user", "pw")
+    data = b"\x00\r\n--x" * 1000
+    try:
+        client.status()
+        client.submit(b"<report/>")
+        client.upload(5, 'a "b".jpg', data)
+        client.fileinfo(b"<fileDetails/>")
+        client.finish(5)
+        client.retract(5)
+    finally:
+        client.close()
+        listener.close()
+    thread.join(timeout=HANG_SECONDS)
+    head = (
+        f"Host: 127.0.0.1:{port}\r\nAuthorization: Basic dXNlcjpwdw==\r\nAccept: */*\r\n"
+        "Accept-Encoding: identity\r\nUser-Agent: tipline-ispws\r\n"
+    ).encode()
+    boundary = b"01" * 16
+    upload = (
+        (
+            b'--%s\r\nContent-Disposition: form-data; name="id"\r\n\r\n5\r\n'
+            b'--%s\r\nContent-Disposition: form-data; name="file"; filename="a %%22b%%22.jpg"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n" % (boundary, boundary)
+        )
+        + data
+        + b"\r\n--%s--\r\n" % boundary
+    )
+    form = b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 4\r\n\r\nid=5"
+    xml = b"Content-Type: text/xml; charset=utf-8\r\n"
+    assert got == [
+        b"GET /ispws/status HTTP/1.1\r\n" + head + b"\r\n",
+        b"POST /ispws/submit HTTP/1.1\r\n" + head + xml + b"Content-Length: 9\r\n\r\n<report/>",
+        b"POST /ispws/upload HTTP/1.1\r\n"
+        + head
+        + b"Content-Type: multipart/form-data; boundary=%s\r\n" % boundary
+        + b"Content-Length: %d\r\n\r\n" % len(upload)
+        + upload,
+        b"POST /ispws/fileinfo HTTP/1.1\r\n"
+        + head
+        + xml
+        + b"Content-Length: 14\r\n\r\n<fileDetails/>",
+        b"POST /ispws/finish HTTP/1.1\r\n" + head + form,
+        b"POST /ispws/retract HTTP/1.1\r\n" + head + form,
+    ]

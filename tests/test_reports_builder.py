@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from lxml import etree
 
 from _report_samples import SAMPLES, auto_reported, maximal, minimal
@@ -156,3 +159,25 @@ def test_threads_share_validators_and_each_gets_its_own_answer() -> None:
         verdicts = list(pool.map(check, range(480)))
     assert verdicts == ["reporter" if i % 3 == 0 else "ok" for i in range(480)]
     assert 1 <= len(builder._IDLE_SCHEMAS) <= 16
+
+
+def _strftime_datetime(value: datetime) -> str:
+    """xml_datetime as it was written first (strftime), the twin of its fast path."""
+    value = value.astimezone(UTC)
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(2, 1, 1),
+        max_value=datetime(9998, 12, 31),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=-11)), timezone(timedelta(hours=13, minutes=45))]
+        ),
+    )
+)
+def test_xml_datetime_writes_what_strftime_wrote(value: datetime) -> None:
+    assert builder.xml_datetime(value) == _strftime_datetime(value)

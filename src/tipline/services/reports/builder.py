@@ -48,8 +48,15 @@ class ReportSchemaError(TiplineError):
     code = "report-schema"
 
 
+_ETREE: Any = None
+
+
 def _etree() -> Any:
-    return require("lxml.etree")
+    """``lxml.etree`` (looked up once: every document asks for it)."""
+    global _ETREE
+    if _ETREE is None:
+        _ETREE = require("lxml.etree")
+    return _ETREE
 
 
 #: compiled validators not in use; lxml validators keep per-call error state, so each
@@ -118,7 +125,10 @@ def xml_datetime(value: datetime) -> str:
     if value.tzinfo is None:
         raise InputError("report times must be timezone-aware")
     value = value.astimezone(UTC)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.year >= 1000:  # isoformat: strftime's text, without strftime's cost
+        text = value.replace(microsecond=0, tzinfo=None).isoformat()
+    else:  # (strftime writes such a year with fewer than four digits)
+        text = value.strftime("%Y-%m-%dT%H:%M:%S")
     if value.microsecond:
         text += f".{value.microsecond:06d}".rstrip("0")
     return text + "Z"
@@ -135,11 +145,14 @@ def _bool(value: bool) -> str:
 class _Writer:
     """Tiny helper around SubElement that skips absent values."""
 
+    __slots__ = ("_sub", "etree")
+
     def __init__(self) -> None:
         self.etree = _etree()
+        self._sub = self.etree.SubElement
 
     def el(self, parent: Any, tag: str, text: str | None = None, **attrs: str) -> Any:
-        node = self.etree.SubElement(parent, tag, {k: v for k, v in attrs.items()})
+        node = self._sub(parent, tag, attrs) if attrs else self._sub(parent, tag)
         if text is not None:
             node.text = _clean(text)
         return node

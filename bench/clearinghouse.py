@@ -12,7 +12,9 @@ of accounts abroad. Every report is routed at triage (unless ``--no-routing``): 
 server gets the plan's synthetic geography as a generated ``.mmdb`` (as the tests build
 one) and a routing table of one agency per country and one ICAC task force per US
 state. Every file is rendered before anything is timed and written to a folder (the
-hashing anchor reads files, as ``bench/hashing.py`` does).
+hashing anchor reads files, as ``bench/hashing.py`` does), and its MD5 and SHA-1 (which
+its report carries) computed then, as a provider has its files' digests before it
+reports: the submitting clients do not hash.
 
 * ``hashing only`` (the anchor): ``hash_many`` over the same files with the intake's
   own options (MD5, SHA-1, SHA-256, PDQ with the reference decode or vPDQ, as every
@@ -105,6 +107,9 @@ class Stream:
     #: per report, its files' bytes in plan order
     files: list[list[tuple[sim.PlannedFile, bytes]]]
     paths: list[str]
+    #: per report, its files' (MD5, SHA-1), computed with the bytes (a provider has
+    #: its files' digests before it reports; the submitting clients do not hash)
+    digests: list[list[tuple[str, str]]]
 
     @property
     def count(self) -> int:
@@ -116,15 +121,17 @@ def render(spec: sim.SimulationSpec, folder: Path) -> Stream:
     renderer = sim.Renderer(plan)
     files: list[list[tuple[sim.PlannedFile, bytes]]] = []
     paths: list[str] = []
+    digests: list[list[tuple[str, str]]] = []
     folder.mkdir()
     for report in plan.reports:
         rendered = [(f, renderer.render(f)) for f in report.files]
         files.append(rendered)
+        digests.append([sim.file_digests(data) for _, data in rendered])
         for k, (planned, data) in enumerate(rendered):
             path = folder / f"r{report.number:05d}-{k}{Path(planned.name).suffix}"
             path.write_bytes(data)
             paths.append(str(path))
-    return Stream(plan, files, paths)
+    return Stream(plan, files, paths, digests)
 
 
 def _tree_cpu(proc: psutil.Process) -> float:
@@ -362,7 +369,9 @@ def intake(
         def send(number: int) -> None:
             report = plan.reports[number]
             provider = plan.accounts[report.account].provider
-            rid, fids = sim.submit_report(http[provider], plan, report, stream.files[number])
+            rid, fids = sim.submit_report(
+                http[provider], plan, report, stream.files[number], digests=stream.digests[number]
+            )
             with lock:
                 ids.append(rid)
                 for (planned, _), fid in zip(stream.files[number], fids, strict=True):

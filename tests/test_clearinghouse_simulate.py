@@ -172,3 +172,19 @@ def test_a_simulation_submitted_to_a_clearinghouse_matches_its_truth(
             got = routing.route_report(router, report["report_id"], actor="test")
             assert (got.country, got.subdivision) == (report["country"], report["subdivision"])
             assert got.rule == "unrouted"  # the empty table routes nowhere, explicitly
+
+
+def test_digests_given_by_the_caller_make_the_same_report_as_digests_computed_here() -> None:
+    spec = sim.SimulationSpec(seed=5, reports=6, wallpapers=None, video_share=0.0)
+    plan = sim.plan(spec)
+    renderer = sim.Renderer(plan)
+    for report in plan.reports:
+        files = [(f, renderer.render(f)) for f in report.files]
+        given = [sim.file_digests(data) for _, data in files]
+        assert sim._content(plan, report, files, given) == sim._content(plan, report, files)
+        computed = sim._content(plan, report, files)[1]
+        assert [(f.md5, f.sha1) for f in computed] == [
+            (simmedia.digest(data)["md5"], simmedia.digest(data)["sha1"]) for _, data in files
+        ]
+    with pytest.raises(InputError):
+        sim._content(plan, plan.reports[0], files, [])

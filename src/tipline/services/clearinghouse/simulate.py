@@ -469,8 +469,16 @@ def render(plan: Plan, planned: PlannedFile) -> bytes:
     return Renderer(plan).render(planned)
 
 
+def file_digests(data: bytes) -> tuple[str, str]:
+    """The two digests a report carries for a file: MD5 and SHA-1 (hex)."""
+    return hashlib.md5(data).hexdigest(), hashlib.sha1(data).hexdigest()
+
+
 def _content(
-    plan: Plan, report: PlannedReport, files: Sequence[tuple[PlannedFile, bytes]]
+    plan: Plan,
+    report: PlannedReport,
+    files: Sequence[tuple[PlannedFile, bytes]],
+    digests: Sequence[tuple[str, str]] | None = None,
 ) -> tuple[ReportContent, list[ReportedFile]]:
     account = plan.accounts[report.account]
     login = IpCapture(ip=account.ips[-1], event=IpEvent.LOGIN, at=report.at - timedelta(minutes=7))
@@ -478,14 +486,17 @@ def _content(
         ip=account.ips[0], event=IpEvent.REGISTRATION, at=account.registered_at
     )
     upload_ip = IpCapture(ip=account.ips[-1], event=IpEvent.UPLOAD, at=report.at)
+    if digests is None:
+        digests = [file_digests(data) for _, data in files]
+    elif len(digests) != len(files):
+        raise InputError("simulate: one (MD5, SHA-1) pair per file")
     reported = []
-    for planned, data in files:
+    for (planned, data), (md5, sha1) in zip(files, digests, strict=True):
         reported.append(
             ReportedFile(
                 file_name=planned.name,
-                # the two digests a report carries (not simmedia.digest's SHA-256 too)
-                md5=hashlib.md5(data).hexdigest(),
-                sha1=hashlib.sha1(data).hexdigest(),
+                md5=md5,
+                sha1=sha1,
                 size=len(data),
                 viewed_by_esp=planned.classification is not None,
                 exif_viewed_by_esp=False,
@@ -616,10 +627,15 @@ def submit_report(
     plan: Plan,
     report: PlannedReport,
     files: Sequence[tuple[PlannedFile, bytes]],
+    *,
+    digests: Sequence[tuple[str, str]] | None = None,
 ) -> tuple[int, tuple[str | None, ...]]:
     """Submit one planned report with its rendered ``files`` (submit, upload and
-    fileinfo per file, finish); the receiver's report id and file ids."""
-    content, reported = _content(plan, report, files)
+    fileinfo per file, finish); the receiver's report id and file ids. ``digests``:
+    each file's :func:`file_digests`, when the caller has them already (as a provider
+    has its files' digests from hashing them before it reports; a load generator
+    computes them before its clock starts); computed here otherwise."""
+    content, reported = _content(plan, report, files, digests)
     remote_id = client.submit(build_report(content))
     file_ids: list[str | None] = []
     for (planned, data), meta in zip(files, reported, strict=True):

@@ -538,3 +538,32 @@ def test_the_requests_are_the_bytes_http_client_sent(monkeypatch: pytest.MonkeyP
         b"POST /ispws/finish HTTP/1.1\r\n" + head + form,
         b"POST /ispws/retract HTTP/1.1\r\n" + head + form,
     ]
+
+
+def test_bytes_waiting_in_a_tls_socket_after_an_answer_lose_the_connection() -> None:
+    """A TLS socket may hold decrypted bytes that polling its descriptor cannot see."""
+
+    class _Tls:
+        def __init__(self, sock: socket.socket, waiting: int) -> None:
+            self.sock, self.waiting = sock, waiting
+
+        def recv(self, size: int) -> bytes:
+            return self.sock.recv(size)
+
+        def pending(self) -> int:
+            return self.waiting
+
+        def close(self) -> None:
+            self.sock.close()
+
+    for waiting, clean in ((0, True), (5, False)):
+        ours, theirs = socket.socketpair()
+        ours.settimeout(HANG_SECONDS)
+        conn = _Connection(_Tls(ours, waiting))  # type: ignore[arg-type]
+        try:
+            theirs.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
+            assert conn.answer(time.monotonic() + HANG_SECONDS) == (200, b"abc", True)
+            assert conn.clean is clean
+        finally:
+            conn.close()
+            theirs.close()

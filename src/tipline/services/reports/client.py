@@ -320,8 +320,12 @@ class _Connection:
 
     @property
     def clean(self) -> bool:
-        """Nothing received beyond the last answer."""
-        return not self._buf
+        """Nothing received beyond the last answer: not in this reader's buffer, nor
+        decrypted and waiting in a TLS socket (which a poll of the socket cannot see)."""
+        if self._buf:
+            return False
+        pending = getattr(self.sock, "pending", None)
+        return pending is None or not pending()
 
     def _recv(self, deadline: float) -> bytes:
         if time.monotonic() > deadline:

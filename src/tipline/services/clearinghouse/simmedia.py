@@ -196,10 +196,12 @@ def _ffmpeg() -> str:
     return found
 
 
+def file_digests(data: bytes) -> tuple[str, str]:
+    """The two digests a report carries for a file: MD5 and SHA-1 (hex)."""
+    return hashlib.md5(data).hexdigest(), hashlib.sha1(data).hexdigest()
+
+
 def digest(data: bytes) -> dict[str, str]:
     """MD5, SHA-1 and SHA-256 (hex) of ``data``."""
-    return {
-        "md5": hashlib.md5(data).hexdigest(),
-        "sha1": hashlib.sha1(data).hexdigest(),
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
+    md5, sha1 = file_digests(data)
+    return {"md5": md5, "sha1": sha1, "sha256": hashlib.sha256(data).hexdigest()}

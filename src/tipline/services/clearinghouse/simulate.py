@@ -20,7 +20,6 @@ checked against the truth too.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import ipaddress
 import json
@@ -37,7 +36,7 @@ from PIL import Image
 from tipline._optional import require
 from tipline.errors import InputError
 from tipline.services.clearinghouse import simmedia
-from tipline.services.clearinghouse.simmedia import Source, Transform
+from tipline.services.clearinghouse.simmedia import Source, Transform, file_digests
 from tipline.services.reports.builder import build_file_details, build_report
 from tipline.services.reports.client import IspwsClient
 from tipline.services.reports.model import (
@@ -467,11 +466,6 @@ class Renderer:
 def render(plan: Plan, planned: PlannedFile) -> bytes:
     """The bytes of one planned file (see :class:`Renderer` to reuse originals)."""
     return Renderer(plan).render(planned)
-
-
-def file_digests(data: bytes) -> tuple[str, str]:
-    """The two digests a report carries for a file: MD5 and SHA-1 (hex)."""
-    return hashlib.md5(data).hexdigest(), hashlib.sha1(data).hexdigest()
 
 
 def _content(

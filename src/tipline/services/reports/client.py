@@ -542,7 +542,8 @@ class _StdlibTransport:
         sock = socket.create_connection((self._host, self._port), timeout=self._timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._context is not None and self._tls:
+            if self._tls:
+                assert self._context is not None  # set in __init__ for every https URL
                 sock = self._context.wrap_socket(sock, server_hostname=self._host)
         except BaseException:
             sock.close()

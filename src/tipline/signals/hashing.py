@@ -329,12 +329,9 @@ def _hash_chunk(
     return [hash_path(p, options, limits=limits) for p in paths]
 
 
-def process_pool(jobs: int, *, nice: int = 0) -> ProcessPoolExecutor:
-    """A pool of ``jobs`` hashing worker processes, reusable across :func:`hash_many` calls;
-    ``nice`` > 0 lowers the workers' scheduling priority by that much (``os.nice``).
-
-    Uses forkserver: workers never inherit the parent's threads (progress bars, DB pools).
-    """
+def forkserver_context() -> multiprocessing.context.ForkServerContext:
+    """The forkserver context hashing workers start from, with the hashing modules
+    preloaded in the server (each worker starts with them imported)."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(
         [
@@ -345,6 +342,17 @@ def process_pool(jobs: int, *, nice: int = 0) -> ProcessPoolExecutor:
             "tipline.signals.warm",
         ]
     )
+    return ctx
+
+
+def process_pool(jobs: int, *, nice: int = 0) -> ProcessPoolExecutor:
+    """A pool of ``jobs`` hashing worker processes, reusable across :func:`hash_many` calls;
+    ``nice`` > 0 lowers the workers' scheduling priority by that much (``os.nice``).
+
+    Uses :func:`forkserver_context`: workers never inherit the parent's threads
+    (progress bars, DB pools).
+    """
+    ctx = forkserver_context()
     if nice > 0:
         return ProcessPoolExecutor(
             max_workers=jobs, mp_context=ctx, initializer=os.nice, initargs=(nice,)

@@ -80,15 +80,20 @@ def the_intake(ctx: ServiceContext) -> clearinghouse.Intake:
     with _LOCK:
         found = ctx.services.get("intake")
         if not isinstance(found, clearinghouse.Intake):
-            worker = clearinghouse.TriageWorker.open(ctx.db, ctx.settings)
+            # the steps of an unfinished report and their triage commit without waiting
+            # for the disk; a finish waits, and so makes its report's steps durable
+            db = ctx.db.with_async_commit(ctx.settings)
+            worker = clearinghouse.TriageWorker.open(db, ctx.settings)
             ctx.services["triage_worker"] = worker
+            if db is not ctx.db:
+                ctx.services["intake_db"] = db  # closed after the worker (dict order)
             pool = None
             if ctx.settings.intake_hash_processes > 0:
                 pool = HashPool(ctx.settings.intake_hash_processes)
                 ctx.services["intake_hash_pool"] = pool
                 pool.start()
             found = clearinghouse.Intake(
-                sessions=ctx.sessions,
+                sessions=db.sessions,
                 vault=vault.Vault.from_settings(ctx.settings),
                 max_xml_bytes=ctx.settings.intake_max_xml_bytes,
                 max_file_bytes=ctx.settings.intake_max_file_bytes,

@@ -35,6 +35,14 @@ class Database:
         """Release pooled connections."""
         self.engine.dispose()
 
+    def with_async_commit(self, settings: Settings | None = None) -> Database:
+        """A handle on the same database whose commits do not wait for the disk unless
+        a transaction asks (:func:`tipline.store.db.commit_durably`): its own engine on
+        PostgreSQL (close it too), this handle on SQLite (which commits so already)."""
+        if self.engine.dialect.name != "postgresql":
+            return self
+        return open_database(self.url, settings=settings, migrate=False, async_commit=True)
+
     def ready(self) -> bool:
         """True when the database answers a trivial query."""
         try:
@@ -46,13 +54,20 @@ class Database:
 
 
 def open_database(
-    url: str | None = None, *, settings: Settings | None = None, migrate: bool = True
+    url: str | None = None,
+    *,
+    settings: Settings | None = None,
+    migrate: bool = True,
+    async_commit: bool = False,
 ) -> Database:
     """Open the database (``url`` or the settings' URL), applying migrations once per
-    process on first use."""
+    process on first use. ``async_commit``: on PostgreSQL, commits do not wait for the
+    disk unless a transaction asks (:func:`tipline.store.db.commit_durably`)."""
     settings = settings or get_settings()
     url = url or settings.resolved_database_url()
-    engine = store_db.open_database(url, settings=settings, migrate=migrate)
+    engine = store_db.open_database(
+        url, settings=settings, migrate=migrate, async_commit=async_commit
+    )
     return Database(engine, store_db.session_factory(engine), url)
 
 

@@ -12,6 +12,14 @@ Untrusted XML is parsed with no DTD, no entities and no network, within
 :attr:`Intake.max_xml_bytes`, then validated against NCMEC's schema. Every uploaded
 file is hashed (MD5, SHA-1, SHA-256 always; PDQ or vPDQ when it is a photo or video,
 with the reference decode) and kept encrypted in the evidence vault.
+
+Durability: the serving process runs the intake on an async-commit handle
+(:meth:`~tipline.services.database.Database.with_async_commit`). A submit, an upload or
+a fileinfo then commits without waiting for the disk, as the upload's encrypted file is
+written without a sync; ``/finish`` syncs the report's files and commits durably, which
+flushes every earlier commit with it, so a finished report is on disk whole. A crash
+before the finish can lose an unfinished report's last steps, never half of one.
+Refusals, failed logins and retractions commit durably.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ from tipline.signals.hashing import HashOptions, hash_bytes
 from tipline.signals.limits import MediaLimits
 from tipline.store.base import utcnow
 from tipline.store.clearinghouse import IntakeFileRow, IntakeReportRow
-from tipline.store.db import transaction
+from tipline.store.db import commit_durably, transaction
 from tipline.store.vault import EvidenceItemRow
 
 #: signals computed on every uploaded file (digests always; PDQ for photos, vPDQ for videos)
@@ -231,6 +239,7 @@ def _credentials(authorization: str | None) -> tuple[str, str] | None:
 
 def _login_failed(intake: Intake, name: str | None) -> IntakeAuthError:
     with transaction(intake.sessions) as session:
+        commit_durably(session)
         audit.append(
             session,
             actor="intake",
@@ -279,6 +288,7 @@ def _refuse(
     intake: Intake, provider: ProviderInfo, operation: str, answer: IspwsAnswer
 ) -> IspwsAnswer:
     with transaction(intake.sessions) as session:
+        commit_durably(session)
         audit.append(
             session,
             actor=_actor(provider),
@@ -634,6 +644,10 @@ def finish(intake: Intake, authorization: str | None, report_id: str | None) -> 
     provider = caller.provider
     try:
         with transaction(intake.sessions) as session:
+            # the report's submit, uploads and fileinfos may have committed without
+            # waiting for the disk (an async-commit engine): this commit waits, and so
+            # makes them durable with it
+            commit_durably(session)
             finished_at = intake.clock()
             number = _close(
                 session,
@@ -681,6 +695,7 @@ def retract(intake: Intake, authorization: str | None, report_id: str | None) ->
     provider = caller.provider
     try:
         with transaction(intake.sessions) as session:
+            commit_durably(session)
             number = _close(
                 session,
                 caller,

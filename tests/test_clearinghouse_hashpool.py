@@ -8,6 +8,7 @@ import io
 import os
 import signal
 from multiprocessing.connection import Connection
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -190,3 +191,28 @@ def test_a_request_header_crosses_the_pipe_unchanged(
         normalize=flags[2],
     )
     assert decode_request(encode_request(name, options, limits)) == (name, options, limits)
+
+
+def test_a_worker_that_cannot_be_replaced_fails_that_call_only() -> None:
+    pool = HashPool(1)
+    try:
+        (pid,) = pool.start()
+        os.kill(pid, signal.SIGKILL)
+        started = pool._spawn
+        tries: list[int] = []
+
+        def fails_once() -> Any:
+            tries.append(1)
+            if len(tries) == 1:
+                raise RuntimeError("a hashing process did not start")
+            return started()
+
+        pool._spawn = fails_once  # type: ignore[method-assign]
+        data = _jpeg(5)
+        with pytest.raises(RuntimeError, match="did not start"):
+            pool.hash(data, "a.jpg", INTAKE_HASH_OPTIONS, MediaLimits())
+        after = pool.hash(data, "a.jpg", INTAKE_HASH_OPTIONS, MediaLimits())
+        assert after.ok and len(tries) == 2
+        assert after.signals == hash_bytes(data, "a.jpg", INTAKE_HASH_OPTIONS).signals
+    finally:
+        pool.close()

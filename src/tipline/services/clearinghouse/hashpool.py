@@ -181,7 +181,8 @@ class HashPool:
     """``processes`` hashing workers, started on first use; safe to share between
     threads (each call has a worker to itself). A worker that dies (e.g. the OOM killer
     on a hostile file) is replaced, and the file is tried once more on the new one; a
-    file that kills that one too is answered as a media error."""
+    file that kills that one too is answered as a media error. A worker that cannot be
+    started is the error of the call that tried, and the next call tries again."""
 
     #: a worker's loop (a module-level function: the worker imports it by name)
     _serve = staticmethod(_serve)
@@ -191,8 +192,8 @@ class HashPool:
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
-        self._starting = threading.Lock()
-        self._started = False
+        #: workers to start before (or instead of) waiting for an idle one
+        self._missing = self.processes
         self._closed = False
 
     def _spawn(self) -> _Worker:
@@ -209,54 +210,67 @@ class HashPool:
         except (EOFError, OSError):
             _stop(worker)
             raise RuntimeError("a hashing process did not start") from None
-        with self._lock:
-            closed = self._closed
-            if not closed:
-                self._workers.append(worker)
-        if closed:
-            _stop(worker)
-            raise RuntimeError("hash pool closed")
         return worker
 
-    def _ensure_started(self) -> None:
-        if self._started:
-            return
-        with self._starting:
-            if self._closed:
+    def _refill(self) -> None:
+        """Start the missing workers (each slot claimed first, so concurrent callers
+        start one each; a slot whose start failed is missing again)."""
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("hash pool closed")
+                if self._missing == 0:
+                    return
+                self._missing -= 1
+            try:
+                worker = self._spawn()
+            except BaseException:
+                with self._lock:
+                    self._missing += 1
+                raise
+            with self._lock:
+                closed = self._closed
+                if not closed:
+                    self._workers.append(worker)
+            if closed:
+                _stop(worker)
                 raise RuntimeError("hash pool closed")
-            if not self._started:
-                for _ in range(self.processes):
-                    self._idle.put(self._spawn())
-                self._started = True
+            self._idle.put(worker)
 
     def start(self) -> set[int]:
         """Start the workers now (each has answered once it is ready); their process ids."""
-        self._ensure_started()
+        self._refill()
         with self._lock:
             return {pid for w in self._workers if (pid := w.process.pid) is not None}
 
-    def _replace(self, worker: _Worker) -> None:
-        """Stop a worker whose pipe broke and start another in its place."""
+    def _retire(self, worker: _Worker) -> None:
+        """Stop a worker whose pipe broke; another starts in its place."""
         with self._lock:
             if worker in self._workers:
                 self._workers.remove(worker)
+                self._missing += 1
         _stop(worker)
-        if self._closed:
-            raise RuntimeError("hash pool closed")
-        self._idle.put(self._spawn())
+
+    def _take(self) -> _Worker:
+        """An idle worker (waiting for one; starting missing ones first)."""
+        while True:
+            self._refill()
+            try:
+                return self._idle.get(timeout=_TAKE_POLL_SECONDS)
+            except queue.Empty:  # look again for workers to start, or a closed pool
+                continue
 
     def hash(self, data: bytes, name: str, options: HashOptions, limits: MediaLimits) -> HashResult:
         """:func:`hash_bytes` of ``data`` in a worker process."""
-        self._ensure_started()
         header = encode_request(name, options, limits)
         for _attempt in range(2):
-            worker = self._idle.get()
+            worker = self._take()
             try:
                 worker.conn.send_bytes(header)
                 worker.conn.send_bytes(data)
                 answer = worker.conn.recv_bytes()
             except (EOFError, OSError):  # the worker died (or the pool was closed)
-                self._replace(worker)
+                self._retire(worker)
                 continue
             self._idle.put(worker)
             return decode_result(answer)
@@ -267,12 +281,17 @@ class HashPool:
         )
 
     def close(self) -> None:
-        """Stop the workers."""
+        """Stop the workers; waiting and later calls raise RuntimeError."""
         with self._lock:
             self._closed = True
             workers, self._workers = self._workers, []
         for worker in workers:
             _stop(worker)
+
+
+#: how often a call waiting for an idle worker looks for workers to start (a wait is
+#: woken at once by a worker coming back; this only bounds the wait after a failure)
+_TAKE_POLL_SECONDS = 1.0
 
 
 def _stop(worker: _Worker) -> None:

@@ -26,7 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -37,10 +40,11 @@ import httpx  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 import clearinghouse as ch  # noqa: E402
+from _pgcpu import tagged  # noqa: E402
 from clearinghouse_triage import database  # noqa: E402
 from tipline.config import Settings  # noqa: E402
 from tipline.services.clearinghouse import simulate as sim  # noqa: E402
-from tipline.services.database import open_database  # noqa: E402
+from tipline.services.database import Database, open_database  # noqa: E402
 from tipline.services.reports.client import IspwsClient  # noqa: E402
 from tipline.services.vault import MasterKey  # noqa: E402
 from tipline.services.vault.keys import write_key_file  # noqa: E402
@@ -86,7 +90,38 @@ def group(name: str, tid: int, pid: int) -> str:
     return "other"
 
 
-def run(label: str, src: str, stream: ch.Stream, pg: str, root: Path, clients: int) -> None:
+@dataclass
+class Served:
+    """A version's server, ready for the stream: its process, database handle, one
+    ISPWS client per provider and the warm-up reports already triaged."""
+
+    proc: subprocess.Popen[bytes]
+    db: Database
+    http: dict[str, IspwsClient]
+    warm: int
+    stream: ch.Stream
+
+    def send(self, number: int) -> None:
+        """Submit report ``number`` of the stream, as its provider."""
+        plan = self.stream.plan
+        report = plan.reports[number]
+        provider = plan.accounts[report.account].provider
+        sim.submit_report(self.http[provider], plan, report, self.stream.files[number])
+
+    def triaged(self) -> bool:
+        """Whether every report sent so far (the whole stream) sits triaged."""
+        with self.db.sessions() as s:
+            done = int(s.scalar(select(func.count()).select_from(TriageRow)) or 0)
+        return done >= len(self.stream.plan.reports) + self.warm
+
+
+@contextmanager
+def served(
+    label: str, src: str, stream: ch.Stream, pg: str, root: Path, application: str | None = None
+) -> Iterator[Served]:
+    """Serve version ``src`` (one worker, two hashing processes, PostgreSQL on a fresh
+    schema, routing on) until the block ends; ``application`` tags its PostgreSQL
+    connections (bench/_pgcpu.py)."""
     folder = root / f"server-{label}-{time.time_ns()}"
     folder.mkdir(parents=True)
     with database(pg, folder) as url:
@@ -97,7 +132,7 @@ def run(label: str, src: str, stream: ch.Stream, pg: str, root: Path, clients: i
             **os.environ,
             "TIPLINE_GEOIP_DATABASE": str(geo),
             "TIPLINE_ROUTING_TABLE": ch.routing_table(stream.plan).model_dump_json(),
-            "TIPLINE_DATABASE_URL": url,
+            "TIPLINE_DATABASE_URL": tagged(url, application) if application else url,
             "TIPLINE_DATA_DIR": str(folder),
             "TIPLINE_VAULT_MASTER_KEY_FILE": str(key_file),
             "TIPLINE_ROLE": "clearinghouse",
@@ -112,6 +147,7 @@ def run(label: str, src: str, stream: ch.Stream, pg: str, root: Path, clients: i
         base = f"http://127.0.0.1:{port}"
         settings = Settings(database_url=url, data_dir=folder)  # type: ignore[call-arg]
         db = None
+        http: dict[str, IspwsClient] = {}
         try:
             deadline = time.monotonic() + ch.HANG_SECONDS
             while True:  # the server migrates the schema itself (its own revision)
@@ -143,33 +179,29 @@ def run(label: str, src: str, stream: ch.Stream, pg: str, root: Path, clients: i
                     httpx.get(f"{base}/ispws/status", auth=(name, password), timeout=60)
             http = {n: IspwsClient(f"{base}/ispws", n, pw) for n, pw in ch.PASSWORDS.items()}
             warm = ch.warm_up(http, stream.plan, 2, db)
-            plan = stream.plan
-
-            def send(number: int) -> None:
-                report = plan.reports[number]
-                provider = plan.accounts[report.account].provider
-                sim.submit_report(http[provider], plan, report, stream.files[number])
-
-            before = thread_cpu(proc.pid)
-            start = time.perf_counter()
-            with ThreadPoolExecutor(clients) as pool:
-                list(pool.map(send, range(len(plan.reports))))
-            while time.monotonic() < deadline:
-                with db.sessions() as s:
-                    done = int(s.scalar(select(func.count()).select_from(TriageRow)) or 0)
-                if done >= len(plan.reports) + warm:
-                    break
-                time.sleep(0.05)
-            wall = time.perf_counter() - start
-            after = thread_cpu(proc.pid)
-            names = thread_names(proc.pid)
+            yield Served(proc, db, http, warm, stream)
+        finally:
             for client in http.values():
                 client.close()
-        finally:
             proc.terminate()
             proc.wait(timeout=60)
             if db is not None:
                 db.close()
+
+
+def run(label: str, src: str, stream: ch.Stream, pg: str, root: Path, clients: int) -> None:
+    with served(label, src, stream, pg, root) as server:
+        proc = server.proc
+        before = thread_cpu(proc.pid)
+        start = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(server.send, range(len(stream.plan.reports))))
+        deadline = time.monotonic() + ch.HANG_SECONDS
+        while not server.triaged() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        wall = time.perf_counter() - start
+        after = thread_cpu(proc.pid)
+        names = thread_names(proc.pid)
     files = stream.count
     groups = dict.fromkeys(("calls", "triage", "event loop", "other"), 0.0)
     for tid, cpu in after.items():

@@ -8,6 +8,7 @@ import io
 import os
 import signal
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -216,3 +217,21 @@ def test_a_worker_that_cannot_be_replaced_fails_that_call_only() -> None:
         assert after.signals == hash_bytes(data, "a.jpg", INTAKE_HASH_OPTIONS).signals
     finally:
         pool.close()
+
+
+VIDEO = (
+    Path(__file__).resolve().parents[2] / "shared" / "reference" / "video" / "chair-19-sd-bar.mp4"
+)
+
+
+def test_a_video_comes_back_with_every_frame_as_the_calling_thread_hashes_it() -> None:
+    data = VIDEO.read_bytes()
+    pool = HashPool(1)
+    try:
+        there = pool.hash(data, "v.mp4", INTAKE_HASH_OPTIONS, MediaLimits())
+    finally:
+        pool.close()
+    here = hash_bytes(data, "v.mp4", INTAKE_HASH_OPTIONS)
+    assert there.ok and there.media == "video"
+    assert there.signals == here.signals
+    assert sum(len(s.frames) for s in there.signals) > 10

@@ -168,7 +168,12 @@ def _serve(conn: Connection, nice: int) -> None:
         except (EOFError, OSError):
             return
         name, options, limits = decode_request(header)
-        conn.send_bytes(encode_result(hash_bytes(data, name, options, limits=limits)))
+        try:
+            answer = encode_result(hash_bytes(data, name, options, limits=limits))
+        except Exception as exc:  # a result that cannot be written: the file's error
+            failed = MediaError(f"cannot hash: {type(exc).__name__}: {exc}")
+            answer = encode_result(HashResult(path=name, size=len(data), error=failed))
+        conn.send_bytes(answer)
 
 
 @dataclass(eq=False)

@@ -81,6 +81,7 @@ from _pgcpu import Backends, tagged  # noqa: E402
 from clearinghouse_triage import database  # noqa: E402
 from tipline.config import RoutingAgency, RoutingTable, Settings  # noqa: E402
 from tipline.services import clearinghouse  # noqa: E402
+from tipline.services.clearinghouse import simmedia  # noqa: E402
 from tipline.services.clearinghouse import simulate as sim  # noqa: E402
 from tipline.services.clearinghouse.intake import INTAKE_HASH_OPTIONS  # noqa: E402
 from tipline.services.database import Database, open_database  # noqa: E402
@@ -116,6 +117,23 @@ class Stream:
         return len(self.paths)
 
 
+def stream_spec(
+    seed: int, reports: int, *, video_share: float = 0.0, side: int = 1800
+) -> sim.SimulationSpec:
+    """The bench's report stream: two providers, enlarged photos with ``side`` px on
+    their longest side, ``video_share`` of the items short videos, one viral burst."""
+    return sim.SimulationSpec(
+        seed=seed,
+        reports=reports,
+        providers=tuple(PASSWORDS),
+        video_share=video_share,
+        photo_side=side,
+        upscale=True,
+        viral_bursts=1,
+        burst_reports=max(2, reports // 15),
+    )
+
+
 def render(spec: sim.SimulationSpec, folder: Path) -> Stream:
     plan = sim.plan(spec)
     renderer = sim.Renderer(plan)
@@ -126,7 +144,7 @@ def render(spec: sim.SimulationSpec, folder: Path) -> Stream:
     for report in plan.reports:
         rendered = [(f, renderer.render(f)) for f in report.files]
         files.append(rendered)
-        digests.append([sim.file_digests(data) for _, data in rendered])
+        digests.append([simmedia.file_digests(data) for _, data in rendered])
         for k, (planned, data) in enumerate(rendered):
             path = folder / f"r{report.number:05d}-{k}{Path(planned.name).suffix}"
             path.write_bytes(data)
@@ -617,16 +635,8 @@ def main() -> None:
     for label in [x.strip() for x in args.streams.split(",") if x.strip()]:
         if label not in ("photos", "mixed"):
             raise SystemExit(f"unknown stream {label!r} (photos, mixed)")
-        spec = sim.SimulationSpec(
-            seed=args.seed,
-            reports=args.reports,
-            providers=tuple(PASSWORDS),
-            video_share=0.0 if label == "photos" else args.video_share,
-            photo_side=args.side,
-            upscale=True,
-            viral_bursts=1,
-            burst_reports=max(2, args.reports // 15),
-        )
+        share = 0.0 if label == "photos" else args.video_share
+        spec = stream_spec(args.seed, args.reports, video_share=share, side=args.side)
         results.append(measure(label, spec, args))
     print("\nsummary, intake / hashing only (target >= 0.8):")
     for m in results:

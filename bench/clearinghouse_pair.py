@@ -40,7 +40,6 @@ import psutil  # noqa: E402
 import clearinghouse as ch  # noqa: E402
 from _pgcpu import Backends  # noqa: E402
 from clearinghouse_threads import Served, served  # noqa: E402
-from tipline.services.clearinghouse import simulate as sim  # noqa: E402
 
 
 def _cpu(server: Served, backends: Backends) -> tuple[float, float, float]:
@@ -97,16 +96,7 @@ def main() -> None:
     pairs = [version.partition("=") for version in args.versions]
     versions = [(label, str(Path(src).resolve())) for label, _, src in pairs]
     labels = [label for label, _ in versions]
-    spec = sim.SimulationSpec(
-        seed=args.seed,
-        reports=args.reports,
-        providers=tuple(ch.PASSWORDS),
-        video_share=0.0,
-        photo_side=1800,
-        upscale=True,
-        viral_bursts=1,
-        burst_reports=max(2, args.reports // 15),
-    )
+    spec = ch.stream_spec(args.seed, args.reports)
     with tempfile.TemporaryDirectory(prefix="tipline-chpair-") as tmp:
         root = Path(tmp)
         stream = ch.render(spec, root / "files")

@@ -226,16 +226,7 @@ def main() -> None:
     if not pg:
         raise SystemExit("set TIPLINE_TEST_POSTGRES_URL")
     versions = [v.partition("=")[::2] for v in args.versions]
-    spec = sim.SimulationSpec(
-        seed=11,
-        reports=args.reports,
-        providers=tuple(ch.PASSWORDS),
-        video_share=0.0,
-        photo_side=1800,
-        upscale=True,
-        viral_bursts=1,
-        burst_reports=max(2, args.reports // 15),
-    )
+    spec = ch.stream_spec(11, args.reports)
     with tempfile.TemporaryDirectory(prefix="tipline-chthreads-") as tmp:
         root = Path(tmp)
         stream = ch.render(spec, root / "files")

@@ -160,7 +160,7 @@ def _serve(conn: Connection, nice: int) -> None:
     """A worker's loop: answer requests until the pipe closes."""
     if nice > 0:
         os.nice(nice)
-    conn.send_bytes(json.dumps({"pid": os.getpid()}).encode())  # ready
+    conn.send_bytes(b"ready")
     while True:
         try:
             header = conn.recv_bytes()

@@ -62,6 +62,8 @@ def vpdq_pairwise(
         return out
 
     q, t = prep(query), prep(target)
+    if not q or not t:  # every usable frame hidden by a low-quality first copy: no match
+        return 0.0, 0.0
     qm = sum(any(hamming(a, b) <= distance for b in t) for a in q)
     tm = sum(any(hamming(b, a) <= distance for a in q) for b in t)
     return qm * 100 / len(q), tm * 100 / len(t)

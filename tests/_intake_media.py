@@ -19,7 +19,8 @@ from xml.sax.saxutils import escape
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
-from tipline.signals.decode import DecodeMode
+from tipline.services.clearinghouse.intake import INTAKE_HASH_OPTIONS
+from tipline.signals.decode import FAST_MIN_SIDE, DecodeMode
 from tipline.signals.hashing import HashOptions, hash_bytes
 
 WALLPAPERS = Path("/usr/share/backgrounds")
@@ -40,14 +41,16 @@ def _jpeg(image: Image.Image, quality: int) -> bytes:
 
 
 def pdq_quality(data: bytes) -> tuple[str, int]:
-    """The PDQ hash and quality the intake computes (reference decode)."""
-    result = hash_bytes(data, "x.jpg", HashOptions(signals=("pdq",), decode=DecodeMode.EXACT))
+    """The PDQ hash and quality the intake computes (its default decode)."""
+    result = hash_bytes(
+        data, "x.jpg", HashOptions(signals=("pdq",), decode=INTAKE_HASH_OPTIONS.decode)
+    )
     found = next(s for s in result.signals if s.type == "pdq")
     return found.value, int(found.quality or 0)
 
 
 def pdq_of(data: bytes) -> str:
-    """The PDQ hash the intake computes (reference decode)."""
+    """The PDQ hash the intake computes."""
     return pdq_quality(data)[0]
 
 
@@ -76,6 +79,31 @@ def _bases() -> tuple[Image.Image, ...]:
             continue  # a picture PDQ cannot follow through the transforms
         chosen.append((image, value))
     return tuple(image for image, _ in chosen)
+
+
+@functools.cache
+def drifting_photo() -> bytes:
+    """A wallpaper at its own size (short side >= 1024 px, so the fast decode reduces
+    it) as a JPEG whose fast-decode PDQ differs from its reference PDQ (skips the test
+    when no wallpapers are installed; fails when none of them drifts)."""
+    if not WALLPAPERS.is_dir():
+        pytest.skip("no wallpapers under /usr/share/backgrounds (scripts/setup installs them)")
+    for path in sorted(WALLPAPERS.rglob("*")):
+        if path.suffix.lower() not in (".jpg", ".png"):
+            continue
+        with Image.open(path) as opened:
+            if min(opened.size) < 2 * FAST_MIN_SIDE:
+                continue
+            data = _jpeg(opened, 80)
+        if len(data) > 512 * 1024:
+            continue
+        fast, exact = (
+            hash_bytes(data, "x.jpg", HashOptions(signals=("pdq",), decode=mode)).signals[0]
+            for mode in (DecodeMode.FAST, DecodeMode.EXACT)
+        )
+        if int(exact.quality or 0) >= MIN_QUALITY and fast.value != exact.value:
+            return data
+    raise AssertionError("no wallpaper whose fast-decode PDQ differs from its reference PDQ")
 
 
 def pictures(count: int) -> list[int]:

@@ -86,3 +86,13 @@ def test_empty_bank_and_empty_query():
     assert len(index) == 0
     assert index.search([VideoFrame(0, 100, bytes(32), 0.0)]) == []
     assert VideoIndex.build([(1, [VideoFrame(0, 100, bytes(32), 0.0)])]).search([]) == []
+
+
+def test_a_query_whose_usable_frames_are_hidden_by_low_quality_copies_matches_nothing():
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, 32, dtype=np.uint8).tobytes()
+    index = VideoIndex.build([(7, [VideoFrame(0, 100, a, 0.0)])])
+    # the query's only good frame repeats a low-quality first frame: vpdq dedupes first
+    query = [VideoFrame(0, 49, a, 0.0), VideoFrame(1, 100, a, 1.0)]
+    assert vpdq_pairwise(query, [VideoFrame(0, 100, a, 0.0)]) == (0.0, 0.0)
+    assert index.search(query) == []

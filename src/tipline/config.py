@@ -247,6 +247,13 @@ class Settings(BaseSettings):
         description="Clearinghouse intake: processes hashing uploaded files beside each "
         "serving process (0 = in the request's thread, holding the GIL during PDQ)",
     )
+    intake_decode: Literal["fast", "exact"] = Field(
+        default="fast",
+        description="Clearinghouse intake: how photos are decoded for PDQ: fast (reduced "
+        "JPEG decode, as every query; a few bits from the reference) or exact (the "
+        "reference decode, ~10x the CPU). Photos an analyst confirms are hashed again "
+        "with the reference decode when published either way",
+    )
     hma_compat_role: Literal["hasher", "matcher", "curator"] | None = Field(
         default=None,
         description="HMA compatibility: role given to requests WITHOUT an API key on the "

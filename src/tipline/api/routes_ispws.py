@@ -26,6 +26,7 @@ from tipline.api.context import ServiceContext, get_ctx
 from tipline.services import clearinghouse, vault
 from tipline.services.clearinghouse import IntakeAuthError, IspwsAnswer
 from tipline.services.clearinghouse.hashpool import HashPool
+from tipline.signals.decode import DecodeMode
 from tipline.signals.limits import MediaLimits
 
 router = APIRouter(prefix="/ispws", tags=["clearinghouse intake (ISPWS)"])
@@ -101,6 +102,9 @@ def the_intake(ctx: ServiceContext) -> clearinghouse.Intake:
                 on_finish=worker.submit,
                 triage_grace_seconds=ctx.settings.clearinghouse_triage_grace_seconds,
                 hash_pool=pool,
+                hash_options=clearinghouse.intake_hash_options(
+                    DecodeMode(ctx.settings.intake_decode)
+                ),
             )
             ctx.services["intake"] = found
         return found

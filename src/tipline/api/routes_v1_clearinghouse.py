@@ -92,10 +92,13 @@ class FileLinkOut(BaseModel):
 
 
 class PdqOut(BaseModel):
-    """The file's PDQ hash (64 hex) and quality (0-100)."""
+    """The file's PDQ hash (64 hex), its quality (0-100) and the decode it was computed
+    with: ``fast`` (reduced JPEG decode, a few bits from the reference; its published
+    hash is recomputed with the reference decode) or ``exact``."""
 
     value: str
     quality: int | None
+    decode: Literal["fast", "exact"] = "exact"
 
 
 class VpdqOut(BaseModel):

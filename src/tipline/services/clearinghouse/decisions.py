@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tipline.errors import ConflictError, InputError, NotFoundError
 from tipline.services import audit
 from tipline.services.auth import Permission, Principal
-from tipline.services.clearinghouse import clusters, published_regions, publishing
+from tipline.services.clearinghouse import clusters, published_photos, publishing
 from tipline.services.clearinghouse.dedup import DedupSettings
 from tipline.services.clearinghouse.intake import TARGET_REPORT
 from tipline.services.clearinghouse.queue import require
@@ -83,7 +83,7 @@ def _chosen(
     return [(f, d) for f, d in rows if d.state != "known"]
 
 
-def _photo_regions(
+def _published_photos(
     sessions: sessionmaker[Session],
     vault: Vault,
     who: Principal,
@@ -91,17 +91,17 @@ def _photo_regions(
     bank: str,
     file_ids: Sequence[str] | None,
     limits: MediaLimits | None,
-) -> published_regions.PhotoRegions:
-    """Region descriptors of the photos the confirmation is about to publish, read
-    from the vault before its transaction (:mod:`.published_regions`)."""
+) -> published_photos.PublishedPhotos:
+    """Reference PDQ and region descriptors of the photos the confirmation is about to
+    publish, read from the vault before its transaction (:mod:`.published_photos`)."""
     with sessions() as session:
         triage = session.get(TriageRow, report_id)
         if triage is None or triage.status != PENDING:
-            return published_regions.PhotoRegions()  # the transaction says why
+            return published_photos.PublishedPhotos()  # the transaction says why
         files = [f for f, _ in _chosen(session, report_id, file_ids)]
         present = publishing.already_published(session, bank, [f.sha256 for f in files])
     files = [f for f in files if f.sha256 not in present]
-    return published_regions.read_regions(sessions, vault, who, report_id, files, limits=limits)
+    return published_photos.read_photos(sessions, vault, who, report_id, files, limits=limits)
 
 
 def confirm(
@@ -119,15 +119,18 @@ def confirm(
 ) -> Decision:
     """Confirm a pending report and publish its files' hashes to ``bank``: the files
     named (of this report), else every file not matching a known hash list. With the
-    evidence ``vault``, each published photo also gets its region descriptors (crops
-    and small rotations match it from then on; :mod:`.published_regions`)."""
+    evidence ``vault``, each published photo is hashed again with the reference decode
+    and gets its region descriptors (crops and small rotations match it from then on;
+    :mod:`.published_photos`); a photo that cannot be read back is published without
+    its PDQ unless the intake computed that with the reference decode, and the audit
+    record says so."""
     require(who, Permission.INTAKE_DECIDE)
     if classification is not None and classification.upper() not in CLASSIFICATIONS:
         raise InputError(f"classification must be one of {', '.join(CLASSIFICATIONS)}")
     note = _note(note)
-    found = published_regions.PhotoRegions()
+    found = published_photos.PublishedPhotos()
     if vault is not None:
-        found = _photo_regions(sessions, vault, who, report_id, bank, file_ids, limits)
+        found = _published_photos(sessions, vault, who, report_id, bank, file_ids, limits)
     with transaction(sessions) as session:
         # first, as triage does: the two never wait for each other's locks in a cycle
         clusters.lock(session)
@@ -141,6 +144,7 @@ def confirm(
             source=f"clearinghouse report {report_id}",
             settings=settings,
             regions=found.by_sha256,
+            reference_pdq=found.pdq,
         )
         for _, d in chosen:
             d.published = True
@@ -168,6 +172,8 @@ def confirm(
             details["regions"] = done.regions
         if found.failed:
             details["regions_failed"] = dict(sorted(found.failed.items()))
+        if done.pdq_left_out:
+            details["pdq_left_out"] = list(done.pdq_left_out)
         audit.append(
             session,
             actor=who,

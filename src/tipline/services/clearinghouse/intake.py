@@ -10,8 +10,12 @@ encrypted for an upload that is then refused is removed with its transaction).
 
 Untrusted XML is parsed with no DTD, no entities and no network, within
 :attr:`Intake.max_xml_bytes`, then validated against NCMEC's schema. Every uploaded
-file is hashed (MD5, SHA-1, SHA-256 always; PDQ or vPDQ when it is a photo or video,
-with the reference decode) and kept encrypted in the evidence vault.
+file is hashed (MD5, SHA-1, SHA-256 always; PDQ or vPDQ when it is a photo or video)
+and kept encrypted in the evidence vault. Photos are decoded for PDQ as
+:attr:`Intake.hash_options` says: by default the fast decode, as every query of tipline
+is, since de-duplication only compares; the photos an analyst confirms are hashed again
+with the reference decode when their hashes are published (:mod:`.published_photos`).
+Each PDQ signal records the decode it was computed with (``"decode"``).
 
 Durability: the serving process runs the intake on an async-commit handle
 (:meth:`~tipline.services.database.Database.with_async_commit`). A submit, an upload or
@@ -58,9 +62,16 @@ from tipline.store.db import commit_durably, transaction
 from tipline.store.vault import EvidenceItemRow
 
 #: signals computed on every uploaded file (digests always; PDQ for photos, vPDQ for videos)
-INTAKE_HASH_OPTIONS = HashOptions(
-    signals=("pdq", "md5", "sha1", "sha256", "vpdq"), decode=DecodeMode.EXACT
-)
+INTAKE_SIGNALS = ("pdq", "md5", "sha1", "sha256", "vpdq")
+
+
+def intake_hash_options(decode: DecodeMode = DecodeMode.FAST) -> HashOptions:
+    """What the intake computes of every uploaded file, photos decoded in ``decode``."""
+    return HashOptions(signals=INTAKE_SIGNALS, decode=decode)
+
+
+#: the intake's hashing by default (``TIPLINE_INTAKE_DECODE=fast``)
+INTAKE_HASH_OPTIONS = intake_hash_options()
 TARGET_REPORT = "intake_report"
 TARGET_FILE = "intake_file"
 
@@ -98,6 +109,8 @@ class Intake:
     triage_grace_seconds: float = 30.0
     #: hashes uploaded files in worker processes (None: in the calling thread)
     hash_pool: HashPool | None = None
+    #: what is computed of every uploaded file (:func:`intake_hash_options`)
+    hash_options: HashOptions = INTAKE_HASH_OPTIONS
     #: credentials verified by this intake (each call still checks the account's row)
     credentials: providers.Credentials = field(default_factory=providers.Credentials)
 
@@ -485,14 +498,16 @@ def _signals(
 ) -> tuple[str | None, list[dict[str, Any]], str | None, dict[str, str]]:
     """Media kind, signals, hashing error and the digests the hashing computed."""
     if intake.hash_pool is not None:
-        result = intake.hash_pool.hash(data, name, INTAKE_HASH_OPTIONS, intake.limits)
+        result = intake.hash_pool.hash(data, name, intake.hash_options, intake.limits)
     else:
-        result = hash_bytes(data, name, INTAKE_HASH_OPTIONS, limits=intake.limits)
+        result = hash_bytes(data, name, intake.hash_options, limits=intake.limits)
     digests = {s.type: s.value for s in result.signals if s.type in _DIGESTS and not s.variant}
     if result.error is not None:
         return None, [], str(result.error)[:2000], digests
+    decode = intake.hash_options.decode.value
     signals = [
         {"type": s.type, "value": s.value, "quality": s.quality, "variant": s.variant}
+        | ({"decode": decode} if s.type == "pdq" else {})
         for s in result.signals
     ]
     return result.media, signals, None, digests

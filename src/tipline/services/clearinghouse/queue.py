@@ -196,7 +196,12 @@ def _signals(row: IntakeFileRow) -> dict[str, Any]:
         if item.get("variant"):
             continue
         if item.get("type") == "pdq":
-            out["pdq"] = {"value": item.get("value"), "quality": item.get("quality")}
+            out["pdq"] = {
+                "value": item.get("value"),
+                "quality": item.get("quality"),
+                # rows from before the intake recorded its decode used the reference one
+                "decode": item.get("decode", "exact"),
+            }
         elif item.get("type") == "vpdq":
             value = str(item.get("value") or "")
             out["vpdq"] = {"frames": len([x for x in value.splitlines() if x.strip()])}

@@ -6,7 +6,9 @@ python-threatexchange, HMA). tipline's default fast decode (reduced, luma-only J
 decode) lands a few bits from that reference PDQ (``bench/decode_drift.py``), which is
 harmless for a query but, stored in a bank, would be passed on to everyone matching
 against the list. So every hash that goes INTO a bank is computed with
-:attr:`DecodeMode.EXACT`; only the query side may use the fast decode.
+:attr:`DecodeMode.EXACT`; only the query side may use the fast decode. (The
+clearinghouse's published photos are hashed again this way from the vault:
+:mod:`tipline.services.clearinghouse.published_photos`.)
 """
 
 from __future__ import annotations

@@ -382,6 +382,15 @@ def test_keys_and_config_are_checked() -> None:
         exchanges.KINDS["tipline-feed"].check_config({"url": "ftp://x", "public_key": "x"})
 
 
+def test_a_system_bank_is_never_published(tmp_path: Path) -> None:
+    # the clearinghouse's every received file, unconfirmed, with its intake's hashes
+    named = Settings(data_dir=tmp_path, feed_banks=["CONFIRMED", "system:clearinghouse-files"])
+    with pytest.raises(ConfigError, match="system:clearinghouse-files"):
+        exchanges.Publisher.from_settings(named)
+    ok = exchanges.Publisher.from_settings(Settings(data_dir=tmp_path, feed_banks=["CONFIRMED"]))
+    assert ok.banks == {"CONFIRMED"}
+
+
 def test_every_step_is_audited(
     publisher: tuple[Database, exchanges.Publisher], subscriber: Database
 ) -> None:

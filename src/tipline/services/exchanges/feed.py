@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from tipline.banks.model import is_system_bank
 from tipline.config import Settings
 from tipline.errors import ConfigError, InputError, NotFoundError
 from tipline.services.database import Database
@@ -40,7 +41,13 @@ class Publisher:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Publisher:
-        """The publisher of ``settings`` (``feed_banks``, ``feed_signing_key[_file]``)."""
+        """The publisher of ``settings`` (``feed_banks``, ``feed_signing_key[_file]``);
+        :class:`ConfigError` when it names a system bank, which holds a service's own
+        records (the clearinghouse's holds every file it received, confirmed or not, with
+        its intake's hashes) and is never published."""
+        system = sorted(name for name in settings.feed_banks if is_system_bank(name))
+        if system:
+            raise ConfigError(f"system banks are never published in a feed: {', '.join(system)}")
         key: SigningKey | None = None
         if settings.feed_signing_key is not None:
             key = SigningKey.from_base64(settings.feed_signing_key.get_secret_value())

@@ -32,7 +32,7 @@ import base64
 import binascii
 import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO, cast
@@ -72,6 +72,14 @@ def intake_hash_options(decode: DecodeMode = DecodeMode.FAST) -> HashOptions:
 
 #: the intake's hashing by default (``TIPLINE_INTAKE_DECODE=fast``)
 INTAKE_HASH_OPTIONS = intake_hash_options()
+
+
+def pdq_decode(signal: Mapping[str, Any]) -> str:
+    """The decode a stored PDQ signal of a file was computed with (``"fast"`` or
+    ``"exact"``); files taken in before the intake recorded it used the reference one."""
+    return str(signal.get("decode", DecodeMode.EXACT.value))
+
+
 TARGET_REPORT = "intake_report"
 TARGET_FILE = "intake_file"
 

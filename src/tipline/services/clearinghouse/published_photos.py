@@ -122,11 +122,13 @@ def read_photos(
                 )
             continue
         try:
-            out.pdq[row.sha256] = reference_pdq(data, limits)
-            out.by_sha256[row.sha256] = media_regions(data, limits)
+            pdq = reference_pdq(data, limits)
+            regions = media_regions(data, limits)
         except TiplineError as exc:  # decoded at intake, so hardly ever
-            out.pdq.pop(row.sha256, None)
             out.failed[row.id] = f"not decodable: {exc}"
+            continue
+        out.pdq[row.sha256] = pdq
+        out.by_sha256[row.sha256] = regions
     return out
 
 

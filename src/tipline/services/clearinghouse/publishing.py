@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from tipline.banks.model import Bank, BankSignal
 from tipline.errors import NotFoundError
 from tipline.services.clearinghouse.dedup import DedupSettings, file_signals
+from tipline.services.clearinghouse.intake import pdq_decode
 from tipline.signals.base import Signal
 from tipline.signals.decode import DecodeMode
 from tipline.store import bank_repository as repo
@@ -130,10 +131,9 @@ def _entry_signals(
 
 
 def _reference_decoded(row: IntakeFileRow) -> bool:
-    """Whether the intake computed ``row``'s PDQ with the reference decode (rows from
-    before the intake recorded its decode were)."""
+    """Whether the intake computed ``row``'s PDQ with the reference decode."""
     return all(
-        s.get("decode", DecodeMode.EXACT.value) == DecodeMode.EXACT.value
+        pdq_decode(s) == DecodeMode.EXACT.value
         for s in row.signals or ()
         if s.get("type") == "pdq" and not s.get("variant")
     )

@@ -22,7 +22,7 @@ from tipline.services import audit
 from tipline.services.auth import Permission, Principal
 from tipline.services.clearinghouse import links
 from tipline.services.clearinghouse.facts import file_facts, report_facts
-from tipline.services.clearinghouse.intake import TARGET_REPORT
+from tipline.services.clearinghouse.intake import TARGET_REPORT, pdq_decode
 from tipline.store.clearinghouse import IntakeFileRow, IntakeProviderRow, IntakeReportRow
 from tipline.store.clearinghouse_triage import ClusterRow, FileDedupRow, FileLinkRow, TriageRow
 from tipline.store.db import transaction
@@ -199,8 +199,7 @@ def _signals(row: IntakeFileRow) -> dict[str, Any]:
             out["pdq"] = {
                 "value": item.get("value"),
                 "quality": item.get("quality"),
-                # rows from before the intake recorded its decode used the reference one
-                "decode": item.get("decode", "exact"),
+                "decode": pdq_decode(item),
             }
         elif item.get("type") == "vpdq":
             value = str(item.get("value") or "")
